@@ -1,0 +1,105 @@
+#include "app/cli/Arguments.h"
+
+#include <charconv>
+#include <cmath>
+
+namespace flowscope::app {
+namespace {
+
+long long parseInteger(const std::string& name, const std::string& text, long long lo, long long hi) {
+    long long value = 0;
+    const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec != std::errc() || ptr != text.data() + text.size()) {
+        throw UsageError("--" + name + " takes a whole number, not '" + text + "'");
+    }
+    if (value < lo || value > hi) {
+        throw UsageError("--" + name + " must be between " + std::to_string(lo) + " and " + std::to_string(hi) +
+                         " (got " + text + ")");
+    }
+    return value;
+}
+
+}  // namespace
+
+Arguments::Arguments(const std::vector<std::string>& args, const std::set<std::string>& valued,
+                     const std::set<std::string>& flags) {
+    for (size_t i = 0; i < args.size(); ++i) {
+        const std::string& arg = args[i];
+        if (!arg.starts_with("--")) throw UsageError("unexpected argument '" + arg + "'");
+        std::string name = arg.substr(2);
+        std::optional<std::string> inlineValue;
+        if (const auto eq = name.find('='); eq != std::string::npos) {
+            inlineValue = name.substr(eq + 1);
+            name = name.substr(0, eq);
+        }
+        if (flags.count(name)) {
+            if (inlineValue) throw UsageError("--" + name + " takes no value");
+            m_flags.insert(name);
+        } else if (valued.count(name)) {
+            if (inlineValue) {
+                m_values[name] = *inlineValue;
+            } else {
+                if (i + 1 >= args.size()) throw UsageError("--" + name + " needs a value");
+                m_values[name] = args[++i];
+            }
+        } else {
+            std::string known;
+            for (const auto& v : valued) known += " --" + v;
+            for (const auto& f : flags) known += " --" + f;
+            throw UsageError("unknown option '--" + name + "'; options here:" + known);
+        }
+    }
+}
+
+bool Arguments::has(const std::string& name) const { return m_flags.count(name) || m_values.count(name); }
+
+std::string Arguments::text(const std::string& name, const std::string& fallback) const {
+    const auto it = m_values.find(name);
+    return it == m_values.end() ? fallback : it->second;
+}
+
+std::optional<std::string> Arguments::optionalText(const std::string& name) const {
+    const auto it = m_values.find(name);
+    if (it == m_values.end()) return std::nullopt;
+    return it->second;
+}
+
+long long Arguments::integer(const std::string& name, long long fallback, long long lo, long long hi) const {
+    const auto it = m_values.find(name);
+    return it == m_values.end() ? fallback : parseInteger(name, it->second, lo, hi);
+}
+
+double Arguments::number(const std::string& name, double fallback) const {
+    const auto it = m_values.find(name);
+    if (it == m_values.end()) return fallback;
+    double value = 0.0;
+    const auto& text = it->second;
+    const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec != std::errc() || ptr != text.data() + text.size() || !std::isfinite(value)) {
+        throw UsageError("--" + name + " takes a number, not '" + text + "'");
+    }
+    return value;
+}
+
+std::vector<std::string> Arguments::list(const std::string& name, const std::string& fallback) const {
+    const std::string text = this->text(name, fallback);
+    std::vector<std::string> items;
+    size_t start = 0;
+    while (start <= text.size()) {
+        const size_t comma = text.find(',', start);
+        const std::string item = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+        if (item.empty()) throw UsageError("--" + name + " has an empty item in '" + text + "'");
+        items.push_back(item);
+        if (comma == std::string::npos) break;
+        start = comma + 1;
+    }
+    return items;
+}
+
+std::vector<int> Arguments::integerList(const std::string& name, const std::string& fallback, int lo, int hi) const {
+    std::vector<int> values;
+    for (const auto& item : list(name, fallback)) values.push_back(static_cast<int>(parseInteger(name, item, lo, hi)));
+    return values;
+}
+
+}  // namespace flowscope::app

@@ -1,0 +1,38 @@
+#pragma once
+
+#include <map>
+#include <optional>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace flowscope::app {
+
+// A usage error: the command line asks for something the CLI does not offer. Exit code 2.
+class UsageError : public std::invalid_argument {
+public:
+    using std::invalid_argument::invalid_argument;
+};
+
+// `--name value` and `--flag` options after a subcommand. Every option must be declared, so a
+// typo is an error rather than something silently ignored.
+class Arguments {
+public:
+    Arguments(const std::vector<std::string>& args, const std::set<std::string>& valued,
+              const std::set<std::string>& flags);
+
+    bool has(const std::string& name) const;
+    std::string text(const std::string& name, const std::string& fallback) const;
+    std::optional<std::string> optionalText(const std::string& name) const;
+    long long integer(const std::string& name, long long fallback, long long lo, long long hi) const;
+    double number(const std::string& name, double fallback) const;
+    std::vector<std::string> list(const std::string& name, const std::string& fallback) const;
+    std::vector<int> integerList(const std::string& name, const std::string& fallback, int lo, int hi) const;
+
+private:
+    std::map<std::string, std::string> m_values;
+    std::set<std::string> m_flags;
+};
+
+}  // namespace flowscope::app

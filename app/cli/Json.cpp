@@ -1,0 +1,90 @@
+#include "app/cli/Json.h"
+
+#include <cmath>
+#include <cstdio>
+
+namespace flowscope::app {
+
+std::string jsonEscape(const std::string& text) {
+    std::string out;
+    out.reserve(text.size() + 2);
+    for (const unsigned char c : text) {
+        switch (c) {
+            case '"': out += "\\\""; break;
+            case '\\': out += "\\\\"; break;
+            case '\n': out += "\\n"; break;
+            case '\r': out += "\\r"; break;
+            case '\t': out += "\\t"; break;
+            default:
+                if (c < 0x20) {
+                    char buffer[8];
+                    std::snprintf(buffer, sizeof buffer, "\\u%04x", c);
+                    out += buffer;
+                } else {
+                    out += static_cast<char>(c);
+                }
+        }
+    }
+    return out;
+}
+
+void JsonWriter::separate() {
+    if (m_needComma) m_out += ',';
+    m_needComma = true;
+}
+
+void JsonWriter::beginObject() {
+    separate();
+    m_out += '{';
+    m_needComma = false;
+}
+
+void JsonWriter::endObject() {
+    m_out += '}';
+    m_needComma = true;
+}
+
+void JsonWriter::beginArray() {
+    separate();
+    m_out += '[';
+    m_needComma = false;
+}
+
+void JsonWriter::endArray() {
+    m_out += ']';
+    m_needComma = true;
+}
+
+void JsonWriter::key(const std::string& name) {
+    separate();
+    m_out += '"' + jsonEscape(name) + "\":";
+    m_needComma = false;
+}
+
+void JsonWriter::value(const std::string& text) {
+    separate();
+    m_out += '"' + jsonEscape(text) + '"';
+}
+
+void JsonWriter::value(double number) {
+    separate();
+    if (!std::isfinite(number)) {
+        m_out += "null";
+        return;
+    }
+    char buffer[32];
+    std::snprintf(buffer, sizeof buffer, "%.17g", number);
+    m_out += buffer;
+}
+
+void JsonWriter::value(long long number) {
+    separate();
+    m_out += std::to_string(number);
+}
+
+void JsonWriter::value(bool flag) {
+    separate();
+    m_out += flag ? "true" : "false";
+}
+
+}  // namespace flowscope::app

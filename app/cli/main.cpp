@@ -1,0 +1,424 @@
+// flowscope-cli: the engine without a window. Subcommands `info`, `sample` and `sweep`; the
+// names of commands, options and output columns are a contract other tooling relies on.
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <sstream>
+
+#include <unistd.h>
+
+#include <opencv2/imgproc.hpp>
+
+#include "app/cli/Arguments.h"
+#include "app/cli/Json.h"
+#include "core/AtomicFile.h"
+#include "core/Engine.h"
+#include "core/Errors.h"
+#include "core/NpyFile.h"
+#include "core/media/ImageFolder.h"
+#include "core/media/ImageWriter.h"
+
+namespace fs = std::filesystem;
+using namespace flowscope;
+
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitCancelled = 130;
+
+std::atomic<bool> g_cancel{false};
+
+extern "C" void onInterrupt(int) { g_cancel.store(true); }
+
+const char* kUsage = R"(FlowScope: watch flow-matching and diffusion models turn noise into images.
+
+usage:
+  flowscope-cli info [--json]
+  flowscope-cli sample --model SPEC [--path P] [--solver S] [--schedule G] [--steps N] [--seed K]
+                       [--batch B] [--resolution R] [--device D] [--dtype T] [--t-end T]
+                       [--rtol X] [--atol X] [--out grid.png] [--filmstrip strip.png]
+                       [--save-final final.npy] [--save-trajectory traj.npy] [--json]
+  flowscope-cli sweep  --model SPEC --paths P1,P2 --solvers S1,S2 --steps 1,2,4,8 [--schedule G]
+                       [--seed K] [--batch B] [--resolution R] [--device D] [--t-end T]
+                       --csv out.csv [--json]
+  flowscope-cli --version | --help
+
+models:    gmm:8gaussians gmm:rings gmm:checkerboard fashion-mnist[:N] folder:PATH
+           points:moons points:spiral points:checkerboard
+paths:     linear vp cosine ve
+solvers:   euler heun midpoint rk4 dpm++2m ddim dopri5 ddpm euler-a
+schedules: uniform karras shift:S flux[:L] logsnr
+defaults:  --path linear --solver euler --schedule uniform --steps 8 --seed 0 --batch 1 --t-end 1
+)";
+
+// Refuses early an output the run could never write, so no time is spent on a doomed run.
+void checkWritable(const std::optional<std::string>& path, const std::string& option) {
+    if (!path) return;
+    if (path->empty()) throw app::UsageError("--" + option + " needs a file name");
+    const fs::path target(*path);
+    const fs::path folder = target.has_parent_path() ? target.parent_path() : fs::path(".");
+    std::error_code ec;
+    if (!fs::is_directory(folder, ec)) {
+        throw app::UsageError("--" + option + ": the folder '" + folder.string() + "' does not exist");
+    }
+    if (::access(folder.c_str(), W_OK) != 0) {
+        throw app::UsageError("--" + option + ": the folder '" + folder.string() + "' is not writable");
+    }
+    if (fs::is_directory(target, ec)) throw app::UsageError("--" + option + ": '" + *path + "' is a folder");
+}
+
+int exitCodeFor(core::Failure failure) {
+    switch (failure) {
+        case core::Failure::None: return kExitOk;
+        case core::Failure::InvalidRequest: return kExitUsage;
+        case core::Failure::Cancelled: return kExitCancelled;
+        case core::Failure::Runtime: return kExitFailure;
+    }
+    return kExitFailure;
+}
+
+core::Engine::FolderLoader folderLoader() {
+    return [](const std::string& folder, int resolution, std::vector<std::string>& notes) {
+        return media::loadImageFolderToHost(folder, resolution, notes);
+    };
+}
+
+// The A1111-style one-line parameters and a JSON record of every setting, for PNG text chunks.
+std::vector<std::pair<std::string, std::string>> pngParameters(const core::SampleRequest& request,
+                                                               const core::SampleResult& result) {
+    std::ostringstream line;
+    line << "Steps: " << request.steps << ", Sampler: " << request.solver << ", Schedule type: " << request.schedule
+         << ", Seed: " << request.seed << ", Batch: " << request.batch << ", Model: " << request.model
+         << ", Path: " << request.path << ", NFE: " << result.nfe << ", Version: FlowScope "
+         << core::Engine::info().version;
+    if (result.sampleShape.size() == 3) {
+        line << ", Size: " << result.sampleShape[2] << "x" << result.sampleShape[1];
+    }
+    app::JsonWriter json;
+    json.beginObject();
+    json.field("model", request.model);
+    json.field("path", request.path);
+    json.field("solver", request.solver);
+    json.field("schedule", request.schedule);
+    json.field("steps", request.steps);
+    json.field("seed", static_cast<double>(request.seed));
+    json.field("batch", request.batch);
+    json.field("resolution", request.resolution);
+    json.field("dtype", request.dtype);
+    json.field("t_end", request.tEnd);
+    json.field("rtol", request.rtol);
+    json.field("atol", request.atol);
+    json.endObject();
+    return {{"parameters", line.str()}, {"flowscope", json.str()}};
+}
+
+// Columns: up to `count` frames spread evenly over the run, always including the first and last.
+std::vector<int64_t> chooseFrames(int64_t frames, int64_t count) {
+    std::vector<int64_t> chosen;
+    if (frames <= count) {
+        for (int64_t i = 0; i < frames; ++i) chosen.push_back(i);
+        return chosen;
+    }
+    for (int64_t i = 0; i < count; ++i) chosen.push_back(i * (frames - 1) / (count - 1));
+    return chosen;
+}
+
+core::HostArray sliceFrame(const core::HostArray& stacked, int64_t frame) {
+    core::HostArray out;
+    out.shape.assign(stacked.shape.begin() + 1, stacked.shape.end());
+    const int64_t size = out.count();
+    out.values.assign(stacked.values.begin() + frame * size, stacked.values.begin() + (frame + 1) * size);
+    return out;
+}
+
+cv::Mat filmstrip(const core::SampleResult& result) {
+    const int64_t frames = result.trajectory.shape.at(0);
+    const auto columns = chooseFrames(frames, 10);
+    std::vector<std::vector<cv::Mat>> rows;
+    if (result.sampleShape.size() == 3) {
+        const int64_t samples = std::min<int64_t>(result.trajectory.shape.at(1), 8);
+        const int scale = result.sampleShape[1] < 64 ? 3 : 1;
+        for (int64_t b = 0; b < samples; ++b) {
+            std::vector<cv::Mat> states, predictions;
+            for (int64_t frame : columns) {
+                cv::Mat state = media::sampleToImage(sliceFrame(result.trajectory, frame), b);
+                cv::Mat prediction = media::sampleToImage(sliceFrame(result.predictions, frame), b);
+                cv::resize(state, state, cv::Size(), scale, scale, cv::INTER_NEAREST);
+                cv::resize(prediction, prediction, cv::Size(), scale, scale, cv::INTER_NEAREST);
+                states.push_back(state);
+                predictions.push_back(prediction);
+            }
+            rows.push_back(states);
+            rows.push_back(predictions);
+        }
+    } else {
+        std::vector<cv::Mat> cells;
+        for (int64_t frame : columns) {
+            cells.push_back(media::renderScatter(sliceFrame(result.trajectory, frame), nullptr, nullptr, 200));
+        }
+        rows.push_back(cells);
+    }
+    return media::tileImages(rows, 4);
+}
+
+void printProgress(const core::StepFrame& frame) {
+    if (frame.final) {
+        std::fprintf(stderr, "\r%*s\r", 60, "");
+        return;
+    }
+    if (frame.plannedSteps > 0) {
+        std::fprintf(stderr, "\rstep %d/%d  t=%.4f  NFE %d", frame.index + 1, frame.plannedSteps, frame.t, frame.nfe);
+    } else {
+        std::fprintf(stderr, "\rstep %d  t=%.4f  NFE %d", frame.index + 1, frame.t, frame.nfe);
+    }
+    std::fflush(stderr);
+}
+
+int runInfo(const std::vector<std::string>& args) {
+    const app::Arguments options(args, {}, {"json"});
+    const core::EngineInfo info = core::Engine::info();
+    if (options.has("json")) {
+        app::JsonWriter json;
+        json.beginObject();
+        json.field("version", info.version);
+        json.field("libtorch", info.libtorchVersion);
+        json.field("cuda", info.cudaAvailable);
+        json.field("device", info.defaultDevice);
+        json.field("threads", info.threads);
+        json.field("models", info.models);
+        json.field("paths", info.paths);
+        json.field("solvers", info.solvers);
+        json.field("schedules", info.schedules);
+        json.field("parameterizations", info.parameterizations);
+        json.field("devices", info.devices);
+        json.field("fashion_mnist_dir", info.fashionMnistDirectory);
+        json.field("fashion_mnist_installed", info.fashionMnistInstalled);
+        json.endObject();
+        std::cout << json.str() << "\n";
+        return kExitOk;
+    }
+    std::cout << "FlowScope " << info.version << " (LibTorch " << info.libtorchVersion << ")\n"
+              << "device:     " << info.defaultDevice << (info.cudaAvailable ? "" : " (no CUDA in this build or machine)")
+              << "\n"
+              << "models:     " << core::joinNames(info.models, " ") << "\n"
+              << "paths:      " << core::joinNames(info.paths, " ") << "\n"
+              << "solvers:    " << core::joinNames(info.solvers, " ") << "\n"
+              << "schedules:  " << core::joinNames(info.schedules, " ") << "\n"
+              << "fashion-mnist: " << info.fashionMnistDirectory
+              << (info.fashionMnistInstalled ? "" : " (missing: install dataset-fashion-mnist)") << "\n";
+    return kExitOk;
+}
+
+int runSample(const std::vector<std::string>& args) {
+    const app::Arguments options(
+        args,
+        {"model", "path", "solver", "schedule", "steps", "seed", "batch", "resolution", "device", "dtype", "t-end",
+         "rtol", "atol", "out", "filmstrip", "save-final", "save-trajectory"},
+        {"json"});
+    if (!options.has("model")) throw app::UsageError("sample needs --model SPEC (for example --model fashion-mnist)");
+    core::SampleRequest request;
+    request.model = options.text("model", request.model);
+    request.path = options.text("path", "linear");
+    request.solver = options.text("solver", "euler");
+    request.schedule = options.text("schedule", "uniform");
+    request.steps = static_cast<int>(options.integer("steps", 8, 1, 10000));
+    request.seed = static_cast<uint64_t>(options.integer("seed", 0, 0, std::numeric_limits<long long>::max()));
+    request.batch = static_cast<int>(options.integer("batch", 1, 1, 4096));
+    request.resolution = static_cast<int>(options.integer("resolution", 0, 0, 1024));
+    request.device = options.text("device", "auto");
+    request.dtype = options.text("dtype", "float32");
+    request.tEnd = options.number("t-end", 1.0);
+    request.rtol = options.number("rtol", 1e-5);
+    request.atol = options.number("atol", 1e-5);
+    const auto out = options.optionalText("out");
+    const auto strip = options.optionalText("filmstrip");
+    const auto saveFinal = options.optionalText("save-final");
+    const auto saveTrajectory = options.optionalText("save-trajectory");
+    checkWritable(out, "out");
+    checkWritable(strip, "filmstrip");
+    checkWritable(saveFinal, "save-final");
+    checkWritable(saveTrajectory, "save-trajectory");
+    request.recordTrajectory = strip || saveTrajectory || out;
+
+    core::Engine engine(folderLoader());
+    const bool showProgress = ::isatty(STDERR_FILENO) && !options.has("json");
+    const core::SampleResult result =
+        engine.sample(request, showProgress ? core::Engine::FrameCallback(printProgress) : core::Engine::FrameCallback{},
+                      &g_cancel);
+    if (!result.ok()) {
+        std::cerr << "flowscope-cli: " << result.error << "\n";
+        return exitCodeFor(result.failure);
+    }
+
+    std::vector<std::string> written;
+    const bool image = result.sampleShape.size() == 3;
+    if (out) {
+        cv::Mat picture;
+        if (image) {
+            picture = media::makeImageGrid(result.final, 0, result.sampleShape[1] < 64 ? 4 : 1);
+        } else {
+            const core::HostArray reference = core::Engine::referenceSamples(request.model, 1000);
+            picture = media::renderScatter(result.final, &result.trajectory, reference.shape.empty() ? nullptr : &reference);
+        }
+        media::writePng(*out, picture, pngParameters(request, result));
+        written.push_back(*out);
+    }
+    if (strip) {
+        media::writePng(*strip, filmstrip(result), pngParameters(request, result));
+        written.push_back(*strip);
+    }
+    if (saveFinal) {
+        core::writeNpy(*saveFinal, result.final.shape, result.final.values.data());
+        written.push_back(*saveFinal);
+    }
+    if (saveTrajectory) {
+        core::writeNpy(*saveTrajectory, result.trajectory.shape, result.trajectory.values.data());
+        written.push_back(*saveTrajectory);
+    }
+
+    if (options.has("json")) {
+        app::JsonWriter json;
+        json.beginObject();
+        json.field("model", request.model);
+        json.field("path", request.path);
+        json.field("solver", request.solver);
+        json.field("schedule", request.schedule);
+        json.field("steps", result.steps);
+        json.field("seed", static_cast<double>(request.seed));
+        json.field("batch", request.batch);
+        json.field("sample_shape", result.sampleShape);
+        json.field("device", result.device);
+        json.field("nfe", result.nfe);
+        json.field("seconds", result.seconds);
+        json.field("path_length_ratio", result.pathLengthRatio);
+        json.field("straightness", result.straightness);
+        json.field("path_length_ratios", result.pathLengthRatios);
+        json.field("straightnesses", result.straightnesses);
+        json.field("t_start", result.times.front());
+        json.field("t_end", result.times.back());
+        json.field("outputs", written);
+        json.field("notes", result.notes);
+        json.endObject();
+        std::cout << json.str() << "\n";
+    } else {
+        std::printf("%s on %s, %s, %s schedule: %d steps, NFE %d, %.3f s on %s\n", request.model.c_str(),
+                    request.path.c_str(), request.solver.c_str(), request.schedule.c_str(), result.steps, result.nfe,
+                    result.seconds, result.device.c_str());
+        std::printf("path length ratio %.4f (1 = straight), straightness %.4g\n", result.pathLengthRatio,
+                    result.straightness);
+        for (const auto& note : result.notes) std::printf("note: %s\n", note.c_str());
+        for (const auto& file : written) std::printf("wrote %s\n", file.c_str());
+    }
+    return kExitOk;
+}
+
+int runSweep(const std::vector<std::string>& args) {
+    const app::Arguments options(args,
+                                 {"model", "paths", "solvers", "schedule", "steps", "seed", "batch", "resolution",
+                                  "device", "t-end", "csv", "reference-tol"},
+                                 {"json"});
+    if (!options.has("model")) throw app::UsageError("sweep needs --model SPEC");
+    const auto csv = options.optionalText("csv");
+    if (!csv) throw app::UsageError("sweep needs --csv out.csv");
+    checkWritable(csv, "csv");
+    core::SweepRequest request;
+    request.model = options.text("model", "");
+    request.paths = options.list("paths", "linear");
+    request.solvers = options.list("solvers", "euler");
+    request.schedules = options.list("schedule", "uniform");
+    request.steps = options.integerList("steps", "1,2,4,8", 1, 10000);
+    request.seed = static_cast<uint64_t>(options.integer("seed", 0, 0, std::numeric_limits<long long>::max()));
+    request.batch = static_cast<int>(options.integer("batch", 1, 1, 4096));
+    request.resolution = static_cast<int>(options.integer("resolution", 0, 0, 1024));
+    request.device = options.text("device", "auto");
+    request.tEnd = options.number("t-end", 1.0);
+    request.referenceTolerance = options.number("reference-tol", 1e-7);
+
+    core::Engine engine(folderLoader());
+    const bool json = options.has("json");
+    if (!json) std::printf("%-8s %-9s %-10s %6s %6s %12s %8s\n", "path", "solver", "schedule", "steps", "nfe", "rmse", "seconds");
+    const auto result = engine.sweep(
+        request,
+        [&](const core::SweepRow& row) {
+            if (json) return;
+            std::printf("%-8s %-9s %-10s %6d %6d %12.4e %8.3f\n", row.path.c_str(), row.solver.c_str(),
+                        row.schedule.c_str(), row.steps, row.nfe, row.rmse, row.seconds);
+            std::fflush(stdout);
+        },
+        &g_cancel);
+    if (!result.ok()) {
+        std::cerr << "flowscope-cli: " << result.error << "\n";
+        return exitCodeFor(result.failure);
+    }
+    std::ostringstream table;
+    table << "path,solver,schedule,steps,nfe,rmse\n";
+    table.precision(9);
+    for (const auto& row : result.rows) {
+        table << row.path << "," << row.solver << "," << row.schedule << "," << row.steps << "," << row.nfe << ","
+              << row.rmse << "\n";
+    }
+    core::writeFileAtomically(*csv, table.str());
+    if (json) {
+        app::JsonWriter writer;
+        writer.beginObject();
+        writer.key("rows");
+        writer.beginArray();
+        for (const auto& row : result.rows) {
+            writer.beginObject();
+            writer.field("path", row.path);
+            writer.field("solver", row.solver);
+            writer.field("schedule", row.schedule);
+            writer.field("steps", row.steps);
+            writer.field("nfe", row.nfe);
+            writer.field("rmse", row.rmse);
+            writer.field("seconds", row.seconds);
+            writer.field("path_length_ratio", row.pathLengthRatio);
+            writer.field("straightness", row.straightness);
+            writer.endObject();
+        }
+        writer.endArray();
+        writer.field("csv", *csv);
+        writer.field("notes", result.notes);
+        writer.endObject();
+        std::cout << writer.str() << "\n";
+    } else {
+        for (const auto& note : result.notes) std::printf("note: %s\n", note.c_str());
+        std::printf("wrote %s\n", csv->c_str());
+    }
+    return kExitOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::signal(SIGINT, onInterrupt);
+    std::signal(SIGTERM, onInterrupt);
+    std::vector<std::string> args(argv + 1, argv + argc);
+    if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+        std::cout << kUsage;
+        return args.empty() ? kExitUsage : kExitOk;
+    }
+    if (args[0] == "--version") {
+        std::cout << "flowscope-cli " << core::Engine::info().version << "\n";
+        return kExitOk;
+    }
+    const std::string command = args[0];
+    args.erase(args.begin());
+    try {
+        if (command == "info") return runInfo(args);
+        if (command == "sample") return runSample(args);
+        if (command == "sweep") return runSweep(args);
+        std::cerr << "flowscope-cli: unknown command '" << command << "'; valid: info, sample, sweep\n\n" << kUsage;
+        return kExitUsage;
+    } catch (const app::UsageError& error) {
+        std::cerr << "flowscope-cli: " << error.what() << "\n(see flowscope-cli --help)\n";
+        return kExitUsage;
+    } catch (const std::exception& error) {
+        std::cerr << "flowscope-cli: " << error.what() << "\n";
+        return kExitFailure;
+    }
+}

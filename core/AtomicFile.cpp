@@ -1,0 +1,77 @@
+#include "core/AtomicFile.h"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <sstream>
+#include <stdexcept>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace flowscope::core {
+namespace {
+
+std::string describeErrno(int error) { return std::strerror(error); }
+
+void writeAll(int fd, const std::string& bytes, const std::string& path) {
+    size_t written = 0;
+    while (written < bytes.size()) {
+        const ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            throw std::runtime_error("cannot write '" + path + "': " + describeErrno(errno));
+        }
+        written += static_cast<size_t>(n);
+    }
+}
+
+}  // namespace
+
+void writeFileAtomically(const std::string& path, const std::string& bytes) {
+    namespace fs = std::filesystem;
+    const fs::path target(path);
+    const fs::path folder = target.has_parent_path() ? target.parent_path() : fs::path(".");
+    std::error_code ec;
+    if (!fs::is_directory(folder, ec)) {
+        throw std::runtime_error("cannot write '" + path + "': the folder '" + folder.string() + "' does not exist");
+    }
+    if (fs::is_directory(target, ec)) {
+        throw std::runtime_error("cannot write '" + path + "': it is a folder");
+    }
+    std::string temporary = folder.string();
+    temporary.append("/.").append(target.filename().string()).append(".XXXXXX");
+    const int fd = ::mkstemp(temporary.data());
+    if (fd < 0) {
+        throw std::runtime_error("cannot write '" + path + "': " + describeErrno(errno));
+    }
+    try {
+        writeAll(fd, bytes, path);
+        if (::fsync(fd) != 0) throw std::runtime_error("cannot write '" + path + "': " + describeErrno(errno));
+        ::fchmod(fd, 0644);
+        if (::close(fd) != 0) {
+            const int error = errno;
+            ::unlink(temporary.c_str());
+            throw std::runtime_error("cannot write '" + path + "': " + describeErrno(error));
+        }
+    } catch (...) {
+        ::close(fd);
+        ::unlink(temporary.c_str());
+        throw;
+    }
+    if (std::rename(temporary.c_str(), path.c_str()) != 0) {
+        const int error = errno;
+        ::unlink(temporary.c_str());
+        throw std::runtime_error("cannot write '" + path + "': " + describeErrno(error));
+    }
+}
+
+void writeFileAtomically(const std::string& path, const std::function<void(std::ostream&)>& write) {
+    std::ostringstream buffer;
+    write(buffer);
+    writeFileAtomically(path, buffer.str());
+}
+
+}  // namespace flowscope::core

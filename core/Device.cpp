@@ -1,0 +1,52 @@
+#include "core/Device.h"
+
+#include <mutex>
+#include <thread>
+
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
+
+#include "core/Errors.h"
+
+namespace flowscope::core {
+
+bool cudaAvailable() { return torch::cuda::is_available(); }
+
+void configureThreads() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+        at::set_num_threads(static_cast<int>(cores));
+    });
+}
+
+torch::Device resolveDevice(std::string_view name) {
+    if (name == "auto") return cudaAvailable() ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
+    if (name == "cpu") return torch::kCPU;
+    if (name == "cuda") {
+        if (!cudaAvailable()) {
+            throw InvalidRequestError(
+                "device 'cuda' requested, but this FlowScope build or machine has no CUDA GPU; "
+                "use --device cpu or auto");
+        }
+        return torch::Device(torch::kCUDA, 0);
+    }
+    throw UnknownNameError("device", name, {"auto", "cpu", "cuda"});
+}
+
+torch::ScalarType resolveDtype(std::string_view name, const torch::Device& device) {
+    if (name == "float32") return torch::kFloat32;
+    if (name == "float64") return torch::kFloat64;
+    if (name == "bfloat16") {
+        if (!device.is_cuda()) throw InvalidRequestError("dtype bfloat16 is offered on CUDA only; use float32 on the CPU");
+        return torch::kBFloat16;
+    }
+    throw UnknownNameError("dtype", name, {"float32", "float64", "bfloat16"});
+}
+
+std::string describeDevice(const torch::Device& device) {
+    if (device.is_cuda()) return "CUDA: GPU " + std::to_string(device.index());
+    return "CPU, " + std::to_string(at::get_num_threads()) + " threads";
+}
+
+}  // namespace flowscope::core

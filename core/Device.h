@@ -1,0 +1,21 @@
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include <torch/types.h>
+
+namespace flowscope::core {
+
+// `auto` (CUDA when this LibTorch build and machine have it, else CPU), `cpu` or `cuda`.
+// Asking for `cuda` where there is none is an error that says so.
+torch::Device resolveDevice(std::string_view name);
+// `float32` (default), `float64` (CPU reference solves) or `bfloat16` (CUDA only).
+torch::ScalarType resolveDtype(std::string_view name, const torch::Device& device);
+// "CUDA: <GPU name>" or "CPU, N threads".
+std::string describeDevice(const torch::Device& device);
+// Sets LibTorch's intra-op thread count to the machine's cores once per process.
+void configureThreads();
+bool cudaAvailable();
+
+}  // namespace flowscope::core

@@ -1,0 +1,158 @@
+#include "core/EmpiricalDenoiser.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include <ATen/Parallel.h>
+#include <torch/torch.h>
+
+#include "core/Errors.h"
+
+namespace flowscope::core {
+namespace {
+
+// Running state of an online softmax over a slice of the dataset, for up to kFusedMaxBatch rows.
+struct SoftmaxSlice {
+    float max[EmpiricalDenoiser::kFusedMaxBatch];
+    float sum[EmpiricalDenoiser::kFusedMaxBatch];
+    std::vector<float> acc;  // [batch, dim]
+};
+
+constexpr int64_t kBlockRows = 32;
+
+// One pass over rows [begin, end): logits, online max, weights, weighted sum, while each block of
+// rows is still in cache. Cloned for AVX2/FMA where the compiler supports dispatch, so the loops
+// vectorize with 8-wide FMAs on machines that have them and stay portable elsewhere.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+__attribute__((target_clones("arch=haswell", "default")))
+#endif
+void fusedSlice(const float* data, const float* norms, int64_t begin, int64_t end, int64_t dim,
+                const float* xs, int64_t batch, float scaleDot, float scaleNorm, SoftmaxSlice* slice) {
+    float logits[EmpiricalDenoiser::kFusedMaxBatch][kBlockRows];
+    for (int64_t blockStart = begin; blockStart < end; blockStart += kBlockRows) {
+        const int64_t rows = std::min(kBlockRows, end - blockStart);
+        for (int64_t b = 0; b < batch; ++b) {
+            const float* x = xs + b * dim;
+            float blockMax = -std::numeric_limits<float>::infinity();
+            for (int64_t r = 0; r < rows; ++r) {
+                const float* d = data + (blockStart + r) * dim;
+                float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+                for (int64_t j = 0; j < dim; ++j) dot += d[j] * x[j];
+                const float logit = scaleDot * dot - scaleNorm * norms[blockStart + r];
+                logits[b][r] = logit;
+                blockMax = std::max(blockMax, logit);
+            }
+            float* acc = slice->acc.data() + b * dim;
+            if (blockMax > slice->max[b]) {
+                const float rescale = std::exp(slice->max[b] - blockMax);
+                slice->sum[b] *= rescale;
+#pragma omp simd
+                for (int64_t j = 0; j < dim; ++j) acc[j] *= rescale;
+                slice->max[b] = blockMax;
+            }
+            for (int64_t r = 0; r < rows; ++r) {
+                const float w = std::exp(logits[b][r] - slice->max[b]);
+                slice->sum[b] += w;
+                const float* d = data + (blockStart + r) * dim;
+#pragma omp simd
+                for (int64_t j = 0; j < dim; ++j) acc[j] += w * d[j];
+            }
+        }
+    }
+}
+
+}  // namespace
+
+EmpiricalDenoiser::EmpiricalDenoiser(std::string name, torch::Tensor data)
+    : m_name(std::move(name)), m_data(data.to(torch::kFloat32).contiguous()) {
+    if (m_data.dim() < 2 || m_data.size(0) < 1) {
+        throw InvalidRequestError("the dataset for '" + m_name + "' is empty");
+    }
+    m_sampleShape.assign(m_data.sizes().begin() + 1, m_data.sizes().end());
+    prepare(torch::kCPU, torch::kFloat32);
+}
+
+void EmpiricalDenoiser::prepare(torch::Device device, torch::ScalarType dtype) {
+    if (m_runData.defined() && m_runData.device() == device && m_runData.scalar_type() == dtype) return;
+    // Norms are computed in float64 so that |d|^2 carries no extra rounding into the logits.
+    const torch::Tensor flat = m_data.reshape({m_data.size(0), -1});
+    m_runNorms = flat.to(torch::kFloat64).pow(2).sum(1).to(torch::TensorOptions().device(device).dtype(dtype));
+    m_runData = flat.to(torch::TensorOptions().device(device).dtype(dtype)).contiguous();
+}
+
+torch::Tensor EmpiricalDenoiser::denoise(const torch::Tensor& x, double alpha, double sigma) {
+    if (m_runData.device() != x.device() || m_runData.scalar_type() != x.scalar_type()) {
+        prepare(x.device(), x.scalar_type());
+    }
+    const torch::Tensor flatX = x.reshape({x.size(0), -1}).contiguous();
+    const bool fused = x.device().is_cpu() && x.scalar_type() == torch::kFloat32 && x.size(0) <= kFusedMaxBatch;
+    const torch::Tensor out = fused ? denoiseFused(flatX, alpha, sigma) : denoiseMatmul(flatX, alpha, sigma);
+    return out.reshape(x.sizes());
+}
+
+torch::Tensor EmpiricalDenoiser::denoiseMatmul(const torch::Tensor& flatX, double alpha, double sigma) const {
+    const double scaleDot = alpha / (sigma * sigma);
+    const double scaleNorm = alpha * alpha / (2.0 * sigma * sigma);
+    // Rows of the batch in chunks, so that the [rows, N] logits stay a few tens of MB.
+    constexpr int64_t kChunk = 256;
+    std::vector<torch::Tensor> parts;
+    for (int64_t start = 0; start < flatX.size(0); start += kChunk) {
+        const torch::Tensor rows = flatX.narrow(0, start, std::min(kChunk, flatX.size(0) - start));
+        const torch::Tensor logits =
+            torch::addmm(m_runNorms.unsqueeze(0), rows, m_runData.t(), -scaleNorm, scaleDot);
+        parts.push_back(torch::softmax(logits, 1).mm(m_runData));
+    }
+    return parts.size() == 1 ? parts.front() : torch::cat(parts, 0);
+}
+
+torch::Tensor EmpiricalDenoiser::denoiseFused(const torch::Tensor& flatX, double alpha, double sigma) const {
+    TORCH_CHECK(flatX.scalar_type() == torch::kFloat32 && flatX.device().is_cpu() &&
+                    flatX.size(0) <= kFusedMaxBatch,
+                "the fused empirical denoiser takes float32 CPU input of at most ", kFusedMaxBatch, " rows");
+    const int64_t batch = flatX.size(0);
+    const int64_t dim = m_runData.size(1);
+    const int64_t n = m_runData.size(0);
+    const torch::Tensor x = flatX.contiguous();
+    const auto scaleDot = static_cast<float>(alpha / (sigma * sigma));
+    const auto scaleNorm = static_cast<float>(alpha * alpha / (2.0 * sigma * sigma));
+
+    // A few slices per thread, merged afterwards with the usual max/sum rescaling.
+    const int64_t sliceCount = std::max<int64_t>(1, std::min<int64_t>(n / 1024, 4 * at::get_num_threads()));
+    std::vector<SoftmaxSlice> slices(sliceCount);
+    for (auto& slice : slices) {
+        std::fill(std::begin(slice.max), std::end(slice.max), -std::numeric_limits<float>::infinity());
+        std::fill(std::begin(slice.sum), std::end(slice.sum), 0.0f);
+        slice.acc.assign(batch * dim, 0.0f);
+    }
+    const float* data = m_runData.data_ptr<float>();
+    const float* norms = m_runNorms.data_ptr<float>();
+    const float* xs = x.data_ptr<float>();
+    at::parallel_for(0, sliceCount, 1, [&](int64_t first, int64_t last) {
+        for (int64_t s = first; s < last; ++s) {
+            const int64_t begin = n * s / sliceCount;
+            const int64_t end = n * (s + 1) / sliceCount;
+            fusedSlice(data, norms, begin, end, dim, xs, batch, scaleDot, scaleNorm, &slices[s]);
+        }
+    });
+
+    torch::Tensor out = torch::zeros({batch, dim}, torch::kFloat32);
+    float* result = out.data_ptr<float>();
+    for (int64_t b = 0; b < batch; ++b) {
+        float globalMax = -std::numeric_limits<float>::infinity();
+        for (const auto& slice : slices) globalMax = std::max(globalMax, slice.max[b]);
+        double total = 0.0;
+        std::vector<double> acc(dim, 0.0);
+        for (const auto& slice : slices) {
+            const double scale = std::exp(double(slice.max[b]) - double(globalMax));
+            total += scale * slice.sum[b];
+            const float* part = slice.acc.data() + b * dim;
+            for (int64_t j = 0; j < dim; ++j) acc[j] += scale * part[j];
+        }
+        for (int64_t j = 0; j < dim; ++j) result[b * dim + j] = static_cast<float>(acc[j] / total);
+    }
+    return out;
+}
+
+}  // namespace flowscope::core

@@ -1,0 +1,286 @@
+#include "core/Engine.h"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <map>
+
+#include <c10/util/Exception.h>
+#include <torch/torch.h>
+#include <torch/version.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include "core/Datasets.h"
+#include "core/Device.h"
+#include "core/Errors.h"
+#include "core/GaussianMixture.h"
+#include "core/ModelCatalog.h"
+#include "core/Parameterization.h"
+#include "core/ProbabilityPath.h"
+#include "core/Sampler.h"
+#include "core/Schedule.h"
+
+#ifndef FLOWSCOPE_VERSION
+#define FLOWSCOPE_VERSION "0.0.0"
+#endif
+
+namespace flowscope::core {
+namespace {
+
+constexpr int kMaxSteps = 10000;
+constexpr int kMaxBatch = 4096;
+
+HostArray toHost(const torch::Tensor& tensor) {
+    const torch::Tensor cpu = tensor.detach().to(torch::kCPU, torch::kFloat32).contiguous();
+    HostArray array;
+    array.shape.assign(cpu.sizes().begin(), cpu.sizes().end());
+    array.values.assign(cpu.data_ptr<float>(), cpu.data_ptr<float>() + cpu.numel());
+    return array;
+}
+
+std::vector<double> toVector(const torch::Tensor& tensor) {
+    const torch::Tensor cpu = tensor.to(torch::kCPU, torch::kFloat64).contiguous();
+    return {cpu.data_ptr<double>(), cpu.data_ptr<double>() + cpu.numel()};
+}
+
+void checkRanges(int steps, int batch, double tEnd) {
+    if (steps < 1 || steps > kMaxSteps) {
+        throw InvalidRequestError("steps must be between 1 and " + std::to_string(kMaxSteps) + " (got " +
+                                  std::to_string(steps) + ")");
+    }
+    if (batch < 1 || batch > kMaxBatch) {
+        throw InvalidRequestError("batch must be between 1 and " + std::to_string(kMaxBatch) + " (got " +
+                                  std::to_string(batch) + ")");
+    }
+    if (!(tEnd > 0.0 && tEnd <= 1.0)) throw InvalidRequestError("--t-end must be in (0, 1]");
+}
+
+// The state a run starts from: x_{t0} = sigma(t0) eps (DESIGN.md: the data term is negligible).
+torch::Tensor startState(NoiseSource& noise, const ProbabilityPath& path, double t0,
+                         const torch::TensorOptions& options) {
+    return noise.draw().to(options) * path.sigma(t0);
+}
+
+template <typename Result>
+Result failureResult(Failure failure, std::string message) {
+    Result result;
+    result.failure = failure;
+    result.error = std::move(message);
+    return result;
+}
+
+// Runs `body`, turning every exception into a failure with a message (no exception leaves the engine).
+template <typename Result, typename Body>
+Result guarded(Body&& body) {
+    try {
+        return body();
+    } catch (const CancelledError&) {
+        return failureResult<Result>(Failure::Cancelled, "cancelled");
+    } catch (const std::invalid_argument& error) {
+        return failureResult<Result>(Failure::InvalidRequest, error.what());
+    } catch (const c10::Error& error) {
+        return failureResult<Result>(Failure::Runtime, error.what_without_backtrace());
+    } catch (const std::bad_alloc&) {
+        return failureResult<Result>(Failure::Runtime, "out of memory; use a smaller batch or resolution");
+    } catch (const std::exception& error) {
+        return failureResult<Result>(Failure::Runtime, error.what());
+    }
+}
+
+}  // namespace
+
+int64_t HostArray::count() const {
+    int64_t n = 1;
+    for (auto d : shape) n *= d;
+    return shape.empty() ? 0 : n;
+}
+
+struct Engine::Impl {
+    explicit Impl(FolderLoader loader)
+        : catalog([loader](const std::string& folder, int resolution, std::vector<std::string>& notes) {
+              if (!loader) throw InvalidRequestError("this build cannot read image folders");
+              HostArray images = loader(folder, resolution, notes);
+              return torch::from_blob(images.values.data(), images.shape, torch::kFloat32).clone();
+          }) {}
+    ModelCatalog catalog;
+};
+
+Engine::Engine(FolderLoader folderLoader) : m_impl(std::make_unique<Impl>(std::move(folderLoader))) {
+    configureThreads();
+}
+
+Engine::~Engine() = default;
+
+SampleResult Engine::sample(const SampleRequest& request, const FrameCallback& onFrame,
+                            const std::atomic<bool>* cancel) {
+    return guarded<SampleResult>([&] {
+        c10::InferenceMode inference;
+        const auto started = std::chrono::steady_clock::now();
+        checkRanges(request.steps, request.batch, request.tEnd);
+        const auto path = makePath(request.path);
+        const auto solver = makeSolver(request.solver, {request.rtol, request.atol});
+        const ScheduleSpec schedule = parseSchedule(request.schedule);
+        const torch::Device device = resolveDevice(request.device);
+        const torch::ScalarType dtype = resolveDtype(request.dtype, device);
+
+        SampleResult result;
+        const auto model = m_impl->catalog.load(request.model, request.resolution, result.notes);
+        const auto shape = model->sampleShape();
+        const auto grid = makeTimeGrid(schedule, *path, request.steps, fluxTokenCount(shape), request.tEnd);
+        if (solver->isAdaptive()) {
+            result.notes.push_back("dopri5 chooses its own steps (rtol " + c10::str(request.rtol) + ", atol " +
+                                   c10::str(request.atol) + "); --steps only sets where the schedule starts");
+        }
+
+        const auto options = torch::TensorOptions().device(device).dtype(dtype);
+        NoiseSource noise(shape, request.seed, request.batch);
+        const torch::Tensor x0 = startState(noise, *path, grid.front(), options);
+
+        SamplingOptions sampling;
+        sampling.recordTrajectory = request.recordTrajectory;
+        sampling.cancel = cancel;
+        if (onFrame) {
+            sampling.onFrame = [&](const FrameView& view) {
+                StepFrame frame;
+                frame.index = view.index;
+                frame.plannedSteps = view.plannedSteps;
+                frame.t = view.t;
+                frame.alpha = view.point.alpha;
+                frame.sigma = view.point.sigma;
+                frame.nfe = view.nfe;
+                frame.velocityRms = view.velocityRms;
+                frame.final = view.final;
+                frame.state = toHost(*view.state);
+                frame.prediction = toHost(*view.prediction);
+                onFrame(frame);
+            };
+        }
+        SamplingOutcome outcome = runSampler(*model, *path, *solver, grid, x0, &noise, sampling);
+        for (auto& note : model->takeNotes()) result.notes.push_back(std::move(note));
+
+        result.sampleShape = shape;
+        result.device = describeDevice(device);
+        result.nfe = outcome.nfe;
+        result.steps = outcome.steps;
+        result.pathLengthRatio = outcome.pathLengthRatio;
+        result.straightness = outcome.straightness;
+        result.pathLengthRatios = toVector(outcome.pathLengthRatios);
+        result.straightnesses = toVector(outcome.straightnesses);
+        result.initial = toHost(outcome.initial);
+        result.final = toHost(outcome.final);
+        result.times = outcome.times;
+        if (request.recordTrajectory) {
+            result.trajectory = toHost(torch::stack(outcome.trajectory));
+            result.predictions = toHost(torch::stack(outcome.predictions));
+        }
+        result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+        return result;
+    });
+}
+
+SweepResult Engine::sweep(const SweepRequest& request, const RowCallback& onRow, const std::atomic<bool>* cancel) {
+    return guarded<SweepResult>([&] {
+        c10::InferenceMode inference;
+        if (request.paths.empty() || request.solvers.empty() || request.steps.empty() || request.schedules.empty()) {
+            throw InvalidRequestError("a sweep needs at least one path, solver, schedule and step count");
+        }
+        for (int steps : request.steps) checkRanges(steps, request.batch, request.tEnd);
+        for (const auto& name : request.paths) makePath(name);
+        for (const auto& name : request.solvers) makeSolver(name);
+        for (const auto& name : request.schedules) parseSchedule(name);
+        const torch::Device device = resolveDevice(request.device);
+
+        SweepResult result;
+        const auto model = m_impl->catalog.load(request.model, request.resolution, result.notes);
+        const auto shape = model->sampleShape();
+        // The reference runs in float64 so that its own error sits far below the solvers' errors.
+        const auto referenceOptions = torch::TensorOptions().device(device).dtype(torch::kFloat64);
+        const auto runOptions = torch::TensorOptions().device(device).dtype(torch::kFloat32);
+        const auto referenceSolver =
+            makeSolver(request.referenceSolver, {request.referenceTolerance, request.referenceTolerance});
+        std::map<std::pair<std::string, double>, torch::Tensor> references;  // by (path, t0)
+
+        SamplingOptions sampling;
+        sampling.cancel = cancel;
+        for (const auto& pathName : request.paths) {
+            const auto path = makePath(pathName);
+            for (const auto& scheduleName : request.schedules) {
+                const ScheduleSpec schedule = parseSchedule(scheduleName);
+                for (const auto& solverName : request.solvers) {
+                    const auto solver = makeSolver(solverName);
+                    for (int steps : request.steps) {
+                        const auto started = std::chrono::steady_clock::now();
+                        const auto grid = makeTimeGrid(schedule, *path, steps, fluxTokenCount(shape), request.tEnd);
+                        auto& reference = references[{pathName, grid.front()}];
+                        if (!reference.defined()) {
+                            NoiseSource noise(shape, request.seed, request.batch);
+                            const auto x0 = startState(noise, *path, grid.front(), referenceOptions);
+                            std::vector<double> span{grid.front(), request.tEnd};
+                            reference =
+                                runSampler(*model, *path, *referenceSolver, span, x0, &noise, sampling).final;
+                        }
+                        NoiseSource noise(shape, request.seed, request.batch);
+                        const auto x0 = startState(noise, *path, grid.front(), runOptions);
+                        const auto outcome = runSampler(*model, *path, *solver, grid, x0, &noise, sampling);
+                        SweepRow row;
+                        row.path = pathName;
+                        row.solver = solverName;
+                        row.schedule = toString(schedule);
+                        row.steps = steps;
+                        row.nfe = outcome.nfe;
+                        row.rmse = (outcome.final.to(torch::kFloat64) - reference).pow(2).mean().sqrt().item<double>();
+                        row.pathLengthRatio = outcome.pathLengthRatio;
+                        row.straightness = outcome.straightness;
+                        row.seconds =
+                            std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+                        if (onRow) onRow(row);
+                        result.rows.push_back(row);
+                    }
+                }
+            }
+        }
+        for (auto& note : model->takeNotes()) result.notes.push_back(std::move(note));
+        return result;
+    });
+}
+
+HostArray Engine::referenceSamples(const std::string& spec, int count) {
+    c10::InferenceMode inference;
+    try {
+        if (spec.starts_with("points:")) return toHost(makePointCloud(spec.substr(7)));
+        if (spec.starts_with("gmm:")) {
+            const auto mixture = GaussianMixture::named(spec.substr(4));
+            at::Generator generator = at::detail::createCPUGenerator(7);
+            const auto component = torch::multinomial(mixture->weights(), count, true, generator);
+            const auto means = mixture->means().index_select(0, component);
+            const auto stds = mixture->stds().index_select(0, component).unsqueeze(1);
+            return toHost(means + stds * torch::randn(means.sizes(), generator, torch::kFloat64));
+        }
+    } catch (const std::exception&) {
+        // An unknown spec simply has no reference points; sampling reports the error itself.
+    }
+    return {};
+}
+
+EngineInfo Engine::info() {
+    configureThreads();
+    EngineInfo info;
+    info.version = FLOWSCOPE_VERSION;
+    info.libtorchVersion = TORCH_VERSION;
+    info.cudaAvailable = cudaAvailable();
+    info.defaultDevice = describeDevice(resolveDevice("auto"));
+    info.threads = at::get_num_threads();
+    info.models = ModelCatalog::specNames();
+    info.paths = pathNames();
+    info.solvers = solverNames();
+    info.schedules = scheduleNames();
+    info.parameterizations = parameterizationNames();
+    info.devices = {"auto", "cpu", "cuda"};
+    info.fashionMnistDirectory = fashionMnistDirectory();
+    std::error_code ec;
+    info.fashionMnistInstalled =
+        std::filesystem::exists(std::filesystem::path(info.fashionMnistDirectory) / "train-images-idx3-ubyte.gz", ec);
+    return info;
+}
+
+}  // namespace flowscope::core

@@ -1,0 +1,152 @@
+#pragma once
+
+// The engine's facade: plain structs in, plain structs out, no LibTorch types, so the UI and
+// other front ends can include it without LibTorch headers. One Engine is used from one thread
+// at a time (the worker that owns it); callbacks run on that thread.
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace flowscope::core {
+
+// A dense float32 array in C order on the host.
+struct HostArray {
+    std::vector<int64_t> shape;
+    std::vector<float> values;
+    int64_t count() const;
+};
+
+struct SampleRequest {
+    std::string model = "fashion-mnist";
+    std::string path = "linear";
+    std::string solver = "euler";
+    std::string schedule = "uniform";
+    int steps = 8;
+    uint64_t seed = 0;
+    int batch = 1;
+    int resolution = 0;  // 0: the dataset's own
+    std::string device = "auto";
+    std::string dtype = "float32";
+    double tEnd = 1.0;
+    double rtol = 1e-5;  // dopri5
+    double atol = 1e-5;  // dopri5
+    bool recordTrajectory = false;
+};
+
+struct StepFrame {
+    int index = 0;
+    int plannedSteps = 0;  // 0 for adaptive solvers
+    double t = 0.0;
+    double alpha = 0.0;
+    double sigma = 1.0;
+    int nfe = 0;
+    double velocityRms = 0.0;
+    bool final = false;
+    HostArray state;       // x_t, [B, ...sampleShape]
+    HostArray prediction;  // x̂0 from x_t
+};
+
+enum class Failure { None, InvalidRequest, Runtime, Cancelled };
+
+struct SampleResult {
+    Failure failure = Failure::None;
+    std::string error;  // a message a user can act on when failure != None
+    bool ok() const { return failure == Failure::None; }
+
+    std::vector<int64_t> sampleShape;
+    std::string device;  // in words
+    int nfe = 0;
+    int steps = 0;
+    double seconds = 0.0;
+    double pathLengthRatio = 0.0;
+    double straightness = 0.0;
+    std::vector<double> pathLengthRatios;  // per sample
+    std::vector<double> straightnesses;    // per sample
+    HostArray initial;                     // x_{t0}
+    HostArray final;                       // [B, ...], engine space, not clamped
+    HostArray trajectory;                  // [steps + 1, B, ...] when recorded
+    HostArray predictions;                 // [steps + 1, B, ...] when recorded
+    std::vector<double> times;             // t_0 .. t_N
+    std::vector<std::string> notes;        // things the user should know (clamps, skipped files)
+};
+
+struct SweepRequest {
+    std::string model = "gmm:8gaussians";
+    std::vector<std::string> paths{"linear"};
+    std::vector<std::string> solvers{"euler"};
+    std::vector<std::string> schedules{"uniform"};
+    std::vector<int> steps{1, 2, 4, 8};
+    uint64_t seed = 0;
+    int batch = 1;
+    int resolution = 0;
+    std::string device = "auto";
+    double tEnd = 1.0;
+    std::string referenceSolver = "dopri5";
+    double referenceTolerance = 1e-7;
+};
+
+struct SweepRow {
+    std::string path;
+    std::string solver;
+    std::string schedule;
+    int steps = 0;
+    int nfe = 0;
+    double rmse = 0.0;  // per element, against the reference solve from the same noise
+    double seconds = 0.0;
+    double pathLengthRatio = 0.0;
+    double straightness = 0.0;
+};
+
+struct SweepResult {
+    Failure failure = Failure::None;
+    std::string error;
+    bool ok() const { return failure == Failure::None; }
+    std::vector<SweepRow> rows;
+    std::vector<std::string> notes;
+};
+
+struct EngineInfo {
+    std::string version;
+    std::string libtorchVersion;
+    bool cudaAvailable = false;
+    std::string defaultDevice;  // in words
+    int threads = 0;
+    std::vector<std::string> models, paths, solvers, schedules, parameterizations, devices;
+    std::string fashionMnistDirectory;
+    bool fashionMnistInstalled = false;
+};
+
+class Engine {
+public:
+    using FrameCallback = std::function<void(const StepFrame&)>;
+    using RowCallback = std::function<void(const SweepRow&)>;
+    // Loads an image folder as [N, C, R, R] float values in [-1, 1]; adds notes about skipped files.
+    using FolderLoader = std::function<HostArray(const std::string& folder, int resolution,
+                                                 std::vector<std::string>& notes)>;
+
+    explicit Engine(FolderLoader folderLoader = {});
+    ~Engine();
+    Engine(const Engine&) = delete;
+    Engine& operator=(const Engine&) = delete;
+
+    // Never throws: failures come back in the result. `cancel` is checked before every step.
+    SampleResult sample(const SampleRequest& request, const FrameCallback& onFrame = {},
+                        const std::atomic<bool>* cancel = nullptr);
+    SweepResult sweep(const SweepRequest& request, const RowCallback& onRow = {},
+                      const std::atomic<bool>* cancel = nullptr);
+
+    static EngineInfo info();
+    // For 2-D models, points that show the target distribution: the point cloud itself, or
+    // `count` samples of the Gaussian mixture ([N, 2]). Empty for image models and unknown specs.
+    static HostArray referenceSamples(const std::string& spec, int count);
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> m_impl;
+};
+
+}  // namespace flowscope::core

@@ -1,0 +1,30 @@
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <torch/types.h>
+
+namespace flowscope::core {
+
+// A denoiser: the posterior mean x̂0 = E[x_data | x] for x = alpha x_data + sigma eps.
+// Models take the noise level (alpha, sigma) rather than a time, so one model serves every path
+// (DESIGN.md, "The unified view"). Models are used from one thread at a time.
+class Model {
+public:
+    virtual ~Model() = default;
+
+    virtual std::string name() const = 0;
+    // The shape of one sample: {C, H, W} for images, {2} for 2-D point models.
+    virtual std::vector<int64_t> sampleShape() const = 0;
+    // x: [B, ...sampleShape]; alpha >= 0 and sigma > 0. Returns x̂0 with x's shape, dtype and device.
+    virtual torch::Tensor denoise(const torch::Tensor& x, double alpha, double sigma) = 0;
+    // Moves whatever the model holds to the device and dtype of the upcoming run.
+    virtual void prepare(torch::Device device, torch::ScalarType dtype) = 0;
+    // Things the user should know about the last run (clamped ranges, skipped files, ...).
+    virtual std::vector<std::string> takeNotes() { return {}; }
+
+    bool isImage() const { return sampleShape().size() == 3; }
+};
+
+}  // namespace flowscope::core

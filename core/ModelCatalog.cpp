@@ -1,0 +1,87 @@
+#include "core/ModelCatalog.h"
+
+#include <charconv>
+
+#include <torch/torch.h>
+
+#include "core/Datasets.h"
+#include "core/EmpiricalDenoiser.h"
+#include "core/Errors.h"
+#include "core/GaussianMixture.h"
+
+namespace flowscope::core {
+namespace {
+
+constexpr int kDefaultFolderResolution = 32;
+
+torch::Tensor resizeImages(const torch::Tensor& images, int resolution) {
+    if (resolution <= 0 || (images.size(2) == resolution && images.size(3) == resolution)) return images;
+    namespace F = torch::nn::functional;
+    const bool shrinking = resolution < images.size(2);
+    auto options = F::InterpolateFuncOptions().size(std::vector<int64_t>{resolution, resolution});
+    options = shrinking ? options.mode(torch::kArea) : options.mode(torch::kBilinear).align_corners(false);
+    return F::interpolate(images, options).clamp(-1.0, 1.0).contiguous();
+}
+
+}  // namespace
+
+ModelCatalog::ModelCatalog(FolderLoader folderLoader) : m_folderLoader(std::move(folderLoader)) {}
+
+std::vector<std::string> ModelCatalog::specNames() {
+    std::vector<std::string> names;
+    for (const auto& n : GaussianMixture::names()) names.push_back("gmm:" + n);
+    names.push_back("fashion-mnist");
+    names.push_back("fashion-mnist:N");
+    names.push_back("folder:PATH");
+    for (const auto& n : pointCloudNames()) names.push_back("points:" + n);
+    return names;
+}
+
+std::shared_ptr<Model> ModelCatalog::load(const std::string& spec, int resolution, std::vector<std::string>& notes) {
+    if (resolution < 0 || resolution > 1024) {
+        throw InvalidRequestError("--resolution must be between 1 and 1024 (or 0 for the dataset's own)");
+    }
+    const std::string key = spec + "@" + std::to_string(resolution);
+    if (auto it = m_cache.find(key); it != m_cache.end()) return it->second;
+
+    std::shared_ptr<Model> model;
+    if (spec.starts_with("gmm:")) {
+        model = GaussianMixture::named(spec.substr(4));
+    } else if (spec.starts_with("points:")) {
+        model = std::make_shared<EmpiricalDenoiser>(spec, makePointCloud(spec.substr(7)));
+    } else if (spec == "fashion-mnist" || spec.starts_with("fashion-mnist:")) {
+        int64_t limit = 0;
+        if (spec.size() > 14) {
+            const std::string count = spec.substr(14);
+            const auto [ptr, ec] = std::from_chars(count.data(), count.data() + count.size(), limit);
+            if (ec != std::errc() || ptr != count.data() + count.size() || limit < 1) {
+                throw InvalidRequestError("'" + spec + "': after 'fashion-mnist:' give a number of images, e.g. fashion-mnist:1000");
+            }
+        }
+        // The full decoded set is shared by every limit and resolution.
+        static const std::string kFullKey = "fashion-mnist#full";
+        torch::Tensor images;
+        if (auto it = m_cache.find(kFullKey); it != m_cache.end()) {
+            images = static_cast<EmpiricalDenoiser&>(*it->second).data();
+        } else {
+            images = loadFashionMnist(true, 0);
+            m_cache[kFullKey] = std::make_shared<EmpiricalDenoiser>("fashion-mnist", images);
+        }
+        if (limit > 0 && limit < images.size(0)) images = images.narrow(0, 0, limit);
+        model = std::make_shared<EmpiricalDenoiser>(spec, resizeImages(images, resolution));
+    } else if (spec.starts_with("folder:")) {
+        if (!m_folderLoader) {
+            throw InvalidRequestError("'folder:' models need FlowScope built with OpenCV (FLOWSCOPE_WITH_OPENCV=ON)");
+        }
+        const std::string folder = spec.substr(7);
+        if (folder.empty()) throw InvalidRequestError("give a folder after 'folder:', e.g. folder:~/Pictures/faces");
+        const int size = resolution > 0 ? resolution : kDefaultFolderResolution;
+        model = std::make_shared<EmpiricalDenoiser>(spec, m_folderLoader(folder, size, notes));
+    } else {
+        throw UnknownNameError("model", spec, specNames());
+    }
+    m_cache[key] = model;
+    return model;
+}
+
+}  // namespace flowscope::core

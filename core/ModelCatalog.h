@@ -1,0 +1,39 @@
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "core/Model.h"
+
+namespace flowscope::core {
+
+// Turns a model spec into a model, caching datasets between requests:
+//   gmm:8gaussians | gmm:rings | gmm:checkerboard    analytic Gaussian mixtures
+//   fashion-mnist[:N]                                 empirical denoiser, first N training images
+//   folder:PATH                                       empirical denoiser over the user's images
+//   points:moons | points:spiral | points:checkerboard  empirical denoiser over 2-D clouds
+class ModelCatalog {
+public:
+    // Loads an image folder as [N, C, R, R] in [-1, 1]; appends notes (skipped files, ...).
+    // Provided by core/media (OpenCV); without it `folder:` specs are refused with a message.
+    using FolderLoader =
+        std::function<torch::Tensor(const std::string& folder, int resolution, std::vector<std::string>& notes)>;
+
+    explicit ModelCatalog(FolderLoader folderLoader = {});
+
+    // resolution 0 keeps the dataset's own (28 for Fashion-MNIST, 32 for folders).
+    std::shared_ptr<Model> load(const std::string& spec, int resolution, std::vector<std::string>& notes);
+
+    static std::vector<std::string> specNames();
+
+private:
+    FolderLoader m_folderLoader;
+    std::map<std::string, std::shared_ptr<Model>> m_cache;
+};
+
+}  // namespace flowscope::core

@@ -1,0 +1,79 @@
+#include "core/NetworkDenoiser.h"
+
+#include <cmath>
+#include <limits>
+
+#include <torch/torch.h>
+
+#include "core/Errors.h"
+
+namespace flowscope::core {
+
+const std::vector<std::string>& timeInputNames() {
+    static const std::vector<std::string> names{"t", "sigma", "timestep1000"};
+    return names;
+}
+
+TimeInput parseTimeInput(std::string_view name) {
+    if (name == "t") return TimeInput::T;
+    if (name == "sigma") return TimeInput::Sigma;
+    if (name == "timestep1000") return TimeInput::Timestep1000;
+    throw UnknownNameError("time input", name, timeInputNames());
+}
+
+NetworkDenoiser::NetworkDenoiser(std::string name, Forward forward, std::vector<int64_t> sampleShape,
+                                 std::unique_ptr<ProbabilityPath> nativePath,
+                                 Parameterization parameterization, TimeInput timeInput)
+    : m_name(std::move(name)),
+      m_forward(std::move(forward)),
+      m_sampleShape(std::move(sampleShape)),
+      m_nativePath(std::move(nativePath)),
+      m_parameterization(parameterization),
+      m_timeInput(timeInput) {
+    if (m_parameterization == Parameterization::V && !m_nativePath->isVariancePreserving()) {
+        throw InvalidRequestError("prediction 'v' needs a variance-preserving native path (vp or cosine), not '" +
+                                  m_nativePath->name() + "'");
+    }
+    // The native path's own SNR range. An epsilon network cannot give x̂0 where alpha = 0, so its
+    // range starts at the working range's lower end; the upper end keeps sigma_native > 0.
+    m_lambdaLow = m_parameterization == Parameterization::Epsilon ? m_nativePath->lambdaMin()
+                                                                  : m_nativePath->lambda(0.0);
+    m_lambdaHigh = m_nativePath->lambdaMax();
+}
+
+std::vector<std::string> NetworkDenoiser::takeNotes() {
+    std::vector<std::string> notes(m_notes.begin(), m_notes.end());
+    m_notes.clear();
+    return notes;
+}
+
+torch::Tensor NetworkDenoiser::denoise(const torch::Tensor& x, double alpha, double sigma) {
+    const double lambda = alpha > 0.0 ? std::log(alpha) - std::log(sigma) : -std::numeric_limits<double>::infinity();
+    double clamped = lambda;
+    if (lambda < m_lambdaLow) {
+        clamped = m_lambdaLow;
+        m_notes.insert("noise levels above the native '" + m_nativePath->name() +
+                       "' range were clamped to its noisiest end");
+    } else if (lambda > m_lambdaHigh) {
+        clamped = m_lambdaHigh;
+        m_notes.insert("noise levels below the native '" + m_nativePath->name() +
+                       "' range were clamped to its cleanest end");
+    }
+    const double nativeT = m_nativePath->timeForLambda(clamped);
+    const PathPoint native = m_nativePath->at(nativeT);
+    const torch::Tensor xNative = x * (native.sigma / sigma);
+
+    double timeValue = nativeT;
+    if (m_timeInput == TimeInput::Sigma) timeValue = native.sigma;
+    if (m_timeInput == TimeInput::Timestep1000) timeValue = 999.0 * (1.0 - nativeT);
+    const torch::Tensor time = torch::full({x.size(0)}, timeValue, x.options());
+
+    const torch::Tensor output = m_forward(xNative, time);
+    if (output.sizes() != x.sizes()) {
+        throw InvalidRequestError("model '" + m_name + "' returned shape " + c10::str(output.sizes()) +
+                                  " for input " + c10::str(x.sizes()));
+    }
+    return predictionToData(m_parameterization, output.to(x.scalar_type()), xNative, native);
+}
+
+}  // namespace flowscope::core

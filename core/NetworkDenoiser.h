@@ -1,0 +1,59 @@
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/Model.h"
+#include "core/Parameterization.h"
+#include "core/ProbabilityPath.h"
+
+namespace flowscope::core {
+
+// What a network receives as its time input.
+enum class TimeInput {
+    T,             // t on the native path (0 = noise, 1 = data)
+    Sigma,         // sigma(t) of the native path (for `linear`, 1 - t: the diffusers convention)
+    Timestep1000,  // 999 (1 - t)
+};
+
+TimeInput parseTimeInput(std::string_view name);
+const std::vector<std::string>& timeInputNames();
+
+// A network trained on a native path with a given parameterization, usable on any path: the
+// noise level (alpha, sigma) asked for is re-timed to the native time t' with the same SNR, x is
+// rescaled by sigma_native(t')/sigma, and the output is converted to x̂0 at t'. Noise levels
+// outside the native range are clamped to its end and reported in the run's notes.
+class NetworkDenoiser final : public Model {
+public:
+    // forward(x, time): x [B, ...sampleShape] on the run's device, time [B]; returns x's shape.
+    using Forward = std::function<torch::Tensor(const torch::Tensor& x, const torch::Tensor& time)>;
+
+    NetworkDenoiser(std::string name, Forward forward, std::vector<int64_t> sampleShape,
+                    std::unique_ptr<ProbabilityPath> nativePath, Parameterization parameterization,
+                    TimeInput timeInput);
+
+    std::string name() const override { return m_name; }
+    std::vector<int64_t> sampleShape() const override { return m_sampleShape; }
+    torch::Tensor denoise(const torch::Tensor& x, double alpha, double sigma) override;
+    void prepare(torch::Device, torch::ScalarType) override {}
+    std::vector<std::string> takeNotes() override;
+
+    const ProbabilityPath& nativePath() const { return *m_nativePath; }
+
+private:
+    std::string m_name;
+    Forward m_forward;
+    std::vector<int64_t> m_sampleShape;
+    std::unique_ptr<ProbabilityPath> m_nativePath;
+    Parameterization m_parameterization;
+    TimeInput m_timeInput;
+    double m_lambdaLow;
+    double m_lambdaHigh;
+    std::set<std::string> m_notes;
+};
+
+}  // namespace flowscope::core

@@ -1,0 +1,58 @@
+#include "core/Parameterization.h"
+
+#include "core/Errors.h"
+
+namespace flowscope::core {
+
+const std::vector<std::string>& parameterizationNames() {
+    static const std::vector<std::string> names{"velocity", "epsilon", "data", "v"};
+    return names;
+}
+
+Parameterization parseParameterization(std::string_view name) {
+    if (name == "velocity") return Parameterization::Velocity;
+    if (name == "epsilon") return Parameterization::Epsilon;
+    if (name == "data" || name == "x0") return Parameterization::Data;
+    if (name == "v") return Parameterization::V;
+    throw UnknownNameError("prediction", name, parameterizationNames());
+}
+
+std::string toString(Parameterization parameterization) {
+    switch (parameterization) {
+        case Parameterization::Velocity: return "velocity";
+        case Parameterization::Epsilon: return "epsilon";
+        case Parameterization::Data: return "data";
+        case Parameterization::V: return "v";
+    }
+    return "unknown";
+}
+
+torch::Tensor predictionToData(Parameterization parameterization, const torch::Tensor& output,
+                               const torch::Tensor& x, const PathPoint& p) {
+    switch (parameterization) {
+        case Parameterization::Data: return output;
+        case Parameterization::Epsilon: return (x - p.sigma * output) / p.alpha;
+        case Parameterization::Velocity:
+            return (p.sigma * output - p.sigmaDot * x) / (p.alphaDot * p.sigma - p.sigmaDot * p.alpha);
+        case Parameterization::V: return p.alpha * x - p.sigma * output;
+    }
+    throw InvalidRequestError("unsupported parameterization");
+}
+
+torch::Tensor dataToPrediction(Parameterization parameterization, const torch::Tensor& data,
+                               const torch::Tensor& x, const PathPoint& p) {
+    const torch::Tensor eps = (x - p.alpha * data) / p.sigma;
+    switch (parameterization) {
+        case Parameterization::Data: return data;
+        case Parameterization::Epsilon: return eps;
+        case Parameterization::Velocity: return p.alphaDot * data + p.sigmaDot * eps;
+        case Parameterization::V: return p.alpha * eps - p.sigma * data;
+    }
+    throw InvalidRequestError("unsupported parameterization");
+}
+
+torch::Tensor velocityFromData(const torch::Tensor& data, const torch::Tensor& x, const PathPoint& p) {
+    return p.alphaDot * data + p.sigmaDot * (x - p.alpha * data) / p.sigma;
+}
+
+}  // namespace flowscope::core

@@ -1,0 +1,32 @@
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "core/ProbabilityPath.h"
+
+namespace flowscope::core {
+
+// What a network predicts. Conversions follow DESIGN.md section 3 ("The unified view").
+enum class Parameterization { Velocity, Epsilon, Data, V };
+
+Parameterization parseParameterization(std::string_view name);
+std::string toString(Parameterization parameterization);
+const std::vector<std::string>& parameterizationNames();
+
+// The data estimate x̂0 from a model output at x, evaluated at the path point p (sigma > 0).
+// `v` needs a variance-preserving path (alpha^2 + sigma^2 = 1); the caller checks that.
+torch::Tensor predictionToData(Parameterization parameterization, const torch::Tensor& output,
+                               const torch::Tensor& x, const PathPoint& p);
+
+// The inverse: what a perfect model of the given parameterization outputs when x̂0 is the data.
+torch::Tensor dataToPrediction(Parameterization parameterization, const torch::Tensor& data,
+                               const torch::Tensor& x, const PathPoint& p);
+
+// Velocity dx/dt = alpha' x̂0 + sigma' epŝ with epŝ = (x - alpha x̂0)/sigma.
+torch::Tensor velocityFromData(const torch::Tensor& data, const torch::Tensor& x, const PathPoint& p);
+
+}  // namespace flowscope::core

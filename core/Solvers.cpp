@@ -1,0 +1,324 @@
+// The solvers of DESIGN.md section 3. Each owns its loop over the time grid and reports steps to
+// the SolverContext, which does the bookkeeping (frames, NFE, metrics, cancellation).
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include <torch/torch.h>
+
+#include "core/Errors.h"
+#include "core/Sampler.h"
+
+namespace flowscope::core {
+namespace {
+
+using Evaluation = SolverContext::Evaluation;
+
+bool endsAtZeroNoise(const SolverContext& context, double t) { return !(context.path().sigma(t) > 0.0); }
+
+// Explicit Runge-Kutta methods on the velocity in t. The step into sigma = 0 is Euler's, so the
+// model is never asked for a prediction at zero noise (EDM Algorithm 1 does the same for Heun).
+class RungeKuttaSolver : public Solver {
+public:
+    torch::Tensor integrate(SolverContext& context, torch::Tensor x) override {
+        const auto& grid = context.grid();
+        for (size_t i = 0; i + 1 < grid.size(); ++i) {
+            const double t = grid[i];
+            const double h = grid[i + 1] - t;
+            const Evaluation start = context.beginStep(x, t);
+            x = endsAtZeroNoise(context, grid[i + 1]) ? x + h * start.velocity
+                                                      : higherOrderStep(context, x, t, h, start);
+            context.endStep(x, grid[i + 1]);
+        }
+        return x;
+    }
+
+protected:
+    virtual torch::Tensor higherOrderStep(SolverContext& context, const torch::Tensor& x, double t, double h,
+                                          const Evaluation& start) = 0;
+};
+
+class EulerSolver final : public RungeKuttaSolver {
+public:
+    std::string name() const override { return "euler"; }
+
+protected:
+    torch::Tensor higherOrderStep(SolverContext&, const torch::Tensor& x, double, double h,
+                                  const Evaluation& start) override {
+        return x + h * start.velocity;
+    }
+};
+
+// EDM's Heun: Euler predictor, then the average of the two slopes.
+class HeunSolver final : public RungeKuttaSolver {
+public:
+    std::string name() const override { return "heun"; }
+
+protected:
+    torch::Tensor higherOrderStep(SolverContext& context, const torch::Tensor& x, double t, double h,
+                                  const Evaluation& start) override {
+        const torch::Tensor predictor = x + h * start.velocity;
+        const Evaluation end = context.evaluate(predictor, t + h);
+        return x + (0.5 * h) * (start.velocity + end.velocity);
+    }
+};
+
+class MidpointSolver final : public RungeKuttaSolver {
+public:
+    std::string name() const override { return "midpoint"; }
+
+protected:
+    torch::Tensor higherOrderStep(SolverContext& context, const torch::Tensor& x, double t, double h,
+                                  const Evaluation& start) override {
+        const Evaluation middle = context.evaluate(x + (0.5 * h) * start.velocity, t + 0.5 * h);
+        return x + h * middle.velocity;
+    }
+};
+
+class Rk4Solver final : public RungeKuttaSolver {
+public:
+    std::string name() const override { return "rk4"; }
+
+protected:
+    torch::Tensor higherOrderStep(SolverContext& context, const torch::Tensor& x, double t, double h,
+                                  const Evaluation& start) override {
+        const torch::Tensor& k1 = start.velocity;
+        const torch::Tensor k2 = context.evaluate(x + (0.5 * h) * k1, t + 0.5 * h).velocity;
+        const torch::Tensor k3 = context.evaluate(x + (0.5 * h) * k2, t + 0.5 * h).velocity;
+        const torch::Tensor k4 = context.evaluate(x + h * k3, t + h).velocity;
+        return x + (h / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4);
+    }
+};
+
+// The exact solution of the probability-flow ODE over one step with x̂0 held fixed, written in
+// log-SNR: x_next = (sigma_next/sigma) x - alpha_next expm1(-h) D with h = lambda_next - lambda.
+// Infinite lambdas (alpha = 0 at the start, sigma = 0 at the end) give the right limits.
+torch::Tensor exponentialStep(const ProbabilityPath& path, const torch::Tensor& x, double t, double tNext,
+                              const torch::Tensor& data) {
+    const double sigma = path.sigma(t);
+    const double sigmaNext = path.sigma(tNext);
+    const double h = path.lambda(tNext) - path.lambda(t);
+    return (sigmaNext / sigma) * x - (path.alpha(tNext) * std::expm1(-h)) * data;
+}
+
+// DDIM (eta = 0): the first-order member of the DPM-Solver++ family.
+class DdimSolver final : public Solver {
+public:
+    std::string name() const override { return "ddim"; }
+    torch::Tensor integrate(SolverContext& context, torch::Tensor x) override {
+        const auto& grid = context.grid();
+        for (size_t i = 0; i + 1 < grid.size(); ++i) {
+            const Evaluation start = context.beginStep(x, grid[i]);
+            x = exponentialStep(context.path(), x, grid[i], grid[i + 1], start.data);
+            context.endStep(x, grid[i + 1]);
+        }
+        return x;
+    }
+};
+
+// DPM-Solver++(2M), as k-diffusion's sample_dpmpp_2m with a general alpha: second order from the
+// previous x̂0, first order on the first step and on the step into sigma = 0.
+class DpmPp2mSolver final : public Solver {
+public:
+    std::string name() const override { return "dpm++2m"; }
+    torch::Tensor integrate(SolverContext& context, torch::Tensor x) override {
+        const auto& path = context.path();
+        const auto& grid = context.grid();
+        torch::Tensor previousData;
+        double previousH = 0.0;
+        for (size_t i = 0; i + 1 < grid.size(); ++i) {
+            const Evaluation start = context.beginStep(x, grid[i]);
+            const double h = path.lambda(grid[i + 1]) - path.lambda(grid[i]);
+            torch::Tensor data = start.data;
+            if (previousData.defined() && !endsAtZeroNoise(context, grid[i + 1])) {
+                const double r = previousH / h;
+                const double weight = 1.0 / (2.0 * r);  // 0 when the previous step was infinitely long
+                data = (1.0 + weight) * start.data - weight * previousData;
+            }
+            x = exponentialStep(path, x, grid[i], grid[i + 1], data);
+            previousData = start.data;
+            previousH = h;
+            context.endStep(x, grid[i + 1]);
+        }
+        return x;
+    }
+};
+
+// s_next/s for VE-equivalent noise s = sigma/alpha, i.e. exp(-(lambda_next - lambda)); 0 when the
+// step starts at alpha = 0.
+double noiseRatio(const ProbabilityPath& path, double t, double tNext) {
+    return std::exp(-(path.lambda(tNext) - path.lambda(t)));
+}
+
+// DDPM ancestral sampling: a draw from the Gaussian posterior q(x_next | x, x̂0),
+// mean alpha_next x̂0 + sigma_next q epŝ, variance sigma_next^2 (1 - q^2), q = s_next/s.
+class DdpmSolver final : public Solver {
+public:
+    std::string name() const override { return "ddpm"; }
+    bool isStochastic() const override { return true; }
+    torch::Tensor integrate(SolverContext& context, torch::Tensor x) override {
+        const auto& path = context.path();
+        const auto& grid = context.grid();
+        for (size_t i = 0; i + 1 < grid.size(); ++i) {
+            const double t = grid[i];
+            const double tNext = grid[i + 1];
+            const Evaluation start = context.beginStep(x, t);
+            const PathPoint p = path.at(t);
+            const double alphaNext = path.alpha(tNext);
+            const double sigmaNext = path.sigma(tNext);
+            if (!(sigmaNext > 0.0)) {
+                x = alphaNext * start.data;
+            } else {
+                const double q = noiseRatio(path, t, tNext);
+                const torch::Tensor eps = (x - p.alpha * start.data) / p.sigma;
+                x = alphaNext * start.data + (sigmaNext * q) * eps +
+                    (sigmaNext * std::sqrt(std::max(0.0, 1.0 - q * q))) * context.drawNoise();
+            }
+            context.endStep(x, tNext);
+        }
+        return x;
+    }
+};
+
+// k-diffusion's Euler ancestral (eta = 1): an Euler step in the path's own time down to the
+// noise level s_down = s_next q, then fresh noise back up to s_next. On the straight linear path
+// the Euler part is exact and it coincides with ddpm; on curved paths it pays Euler's error.
+class EulerAncestralSolver final : public Solver {
+public:
+    std::string name() const override { return "euler-a"; }
+    bool isStochastic() const override { return true; }
+    torch::Tensor integrate(SolverContext& context, torch::Tensor x) override {
+        const auto& path = context.path();
+        const auto& grid = context.grid();
+        for (size_t i = 0; i + 1 < grid.size(); ++i) {
+            const double t = grid[i];
+            const double tNext = grid[i + 1];
+            const Evaluation start = context.beginStep(x, t);
+            const double alphaNext = path.alpha(tNext);
+            const double sigmaNext = path.sigma(tNext);
+            const double q = sigmaNext > 0.0 ? noiseRatio(path, t, tNext) : 0.0;
+            // lambda at the down level: -log(s_next q) = lambda_next + (lambda_next - lambda).
+            const double tDown =
+                q > 0.0 ? path.timeForLambda(2.0 * path.lambda(tNext) - path.lambda(t)) : 1.0;
+            const torch::Tensor xDown = x + (tDown - t) * start.velocity;
+            if (!(sigmaNext > 0.0)) {
+                x = xDown * (alphaNext / path.alpha(tDown));
+            } else {
+                x = xDown * (alphaNext / path.alpha(tDown)) +
+                    (sigmaNext * std::sqrt(std::max(0.0, 1.0 - q * q))) * context.drawNoise();
+            }
+            context.endStep(x, tNext);
+        }
+        return x;
+    }
+};
+
+// Dormand-Prince 5(4) with step-size control, integrating to min(t_end, 1 - 1e-3) and finishing
+// with one Euler step to t_end when that lies beyond. Each accepted step is one frame.
+class Dopri5Solver final : public Solver {
+public:
+    explicit Dopri5Solver(const SolverSettings& settings) : m_settings(settings) {
+        if (!(settings.rtol > 0.0) || !(settings.atol > 0.0)) {
+            throw InvalidRequestError("dopri5 needs rtol > 0 and atol > 0");
+        }
+    }
+    std::string name() const override { return "dopri5"; }
+    bool isAdaptive() const override { return true; }
+
+    torch::Tensor integrate(SolverContext& context, torch::Tensor x) override {
+        constexpr double kFinalGap = 1e-3;
+        const double tStart = context.grid().front();
+        const double tEnd = context.endTime();
+        const double tAdaptiveEnd = std::min(tEnd, 1.0 - kFinalGap);
+        double t = tStart;
+        double h = std::min(0.02, tAdaptiveEnd - t);
+        Evaluation start;
+        bool haveStart = false;
+        int rejectedInARow = 0;
+        while (t < tAdaptiveEnd - 1e-12) {
+            start = haveStart ? context.beginStep(x, t, start) : context.beginStep(x, t);
+            haveStart = true;
+            for (;;) {
+                h = std::min(h, tAdaptiveEnd - t);
+                const Attempt attempt = tryStep(context, x, t, h, start.velocity);
+                const double error = errorNorm(attempt.error, x, attempt.x);
+                if (error <= 1.0 || h < 1e-10) {
+                    x = attempt.x;
+                    t = (tAdaptiveEnd - (t + h) < 1e-12) ? tAdaptiveEnd : t + h;
+                    start = attempt.end;
+                    context.endStep(x, t);
+                    h *= std::clamp(0.9 * std::pow(std::max(error, 1e-10), -0.2), 0.2, 10.0);
+                    rejectedInARow = 0;
+                    break;
+                }
+                h *= std::clamp(0.9 * std::pow(error, -0.2), 0.2, 1.0);
+                if (++rejectedInARow > 100) {
+                    throw std::runtime_error("dopri5 could not meet its tolerance near t = " + std::to_string(t) +
+                                             "; loosen --rtol/--atol");
+                }
+            }
+        }
+        if (tEnd > t) {
+            const Evaluation last = haveStart ? context.beginStep(x, t, start) : context.beginStep(x, t);
+            x = x + (tEnd - t) * last.velocity;
+            context.endStep(x, tEnd);
+        }
+        return x;
+    }
+
+private:
+    struct Attempt {
+        torch::Tensor x;
+        torch::Tensor error;
+        Evaluation end;  // at the new point: first same as last (FSAL)
+    };
+
+    Attempt tryStep(SolverContext& context, const torch::Tensor& x, double t, double h, const torch::Tensor& k1) {
+        const auto k2 = context.evaluate(x + h * (1.0 / 5.0) * k1, t + h / 5.0).velocity;
+        const auto k3 = context.evaluate(x + h * (3.0 / 40.0 * k1 + 9.0 / 40.0 * k2), t + 3.0 * h / 10.0).velocity;
+        const auto k4 = context.evaluate(x + h * (44.0 / 45.0 * k1 - 56.0 / 15.0 * k2 + 32.0 / 9.0 * k3),
+                                         t + 4.0 * h / 5.0).velocity;
+        const auto k5 = context.evaluate(x + h * (19372.0 / 6561.0 * k1 - 25360.0 / 2187.0 * k2 +
+                                                  64448.0 / 6561.0 * k3 - 212.0 / 729.0 * k4),
+                                         t + 8.0 * h / 9.0).velocity;
+        const auto k6 = context.evaluate(x + h * (9017.0 / 3168.0 * k1 - 355.0 / 33.0 * k2 + 46732.0 / 5247.0 * k3 +
+                                                  49.0 / 176.0 * k4 - 5103.0 / 18656.0 * k5),
+                                         t + h).velocity;
+        torch::Tensor next = x + h * (35.0 / 384.0 * k1 + 500.0 / 1113.0 * k3 + 125.0 / 192.0 * k4 -
+                                      2187.0 / 6784.0 * k5 + 11.0 / 84.0 * k6);
+        Evaluation end = context.evaluate(next, t + h);
+        torch::Tensor error = h * (71.0 / 57600.0 * k1 - 71.0 / 16695.0 * k3 + 71.0 / 1920.0 * k4 -
+                                   17253.0 / 339200.0 * k5 + 22.0 / 525.0 * k6 - 1.0 / 40.0 * end.velocity);
+        return {std::move(next), std::move(error), std::move(end)};
+    }
+
+    double errorNorm(const torch::Tensor& error, const torch::Tensor& x, const torch::Tensor& next) const {
+        const torch::Tensor scale = m_settings.atol + m_settings.rtol * torch::maximum(x.abs(), next.abs());
+        return (error / scale).pow(2).mean().sqrt().item<double>();
+    }
+
+    SolverSettings m_settings;
+};
+
+}  // namespace
+
+const std::vector<std::string>& solverNames() {
+    static const std::vector<std::string> names{"euler", "heun",   "midpoint", "rk4",    "dpm++2m",
+                                                "ddim",  "dopri5", "ddpm",     "euler-a"};
+    return names;
+}
+
+std::unique_ptr<Solver> makeSolver(std::string_view name, const SolverSettings& settings) {
+    if (name == "euler") return std::make_unique<EulerSolver>();
+    if (name == "heun") return std::make_unique<HeunSolver>();
+    if (name == "midpoint") return std::make_unique<MidpointSolver>();
+    if (name == "rk4") return std::make_unique<Rk4Solver>();
+    if (name == "ddim") return std::make_unique<DdimSolver>();
+    if (name == "dpm++2m") return std::make_unique<DpmPp2mSolver>();
+    if (name == "dopri5") return std::make_unique<Dopri5Solver>(settings);
+    if (name == "ddpm") return std::make_unique<DdpmSolver>();
+    if (name == "euler-a") return std::make_unique<EulerAncestralSolver>();
+    throw UnknownNameError("solver", name, solverNames());
+}
+
+}  // namespace flowscope::core

@@ -1,0 +1,99 @@
+#include "core/media/ImageFolder.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <mutex>
+
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+#include <torch/torch.h>
+
+namespace flowscope::media {
+namespace {
+
+bool hasImageExtension(const std::filesystem::path& file) {
+    std::string ext = file.extension().string();
+    std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+    return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".webp" || ext == ".bmp";
+}
+
+constexpr uintmax_t kMaxFileBytes = 256ull << 20;
+
+}  // namespace
+
+void configureImageLimits() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        // OpenCV reads these when its codecs first run: refuse images over 64 megapixels instead of
+        // allocating whatever a header declares.
+        setenv("OPENCV_IO_MAX_IMAGE_PIXELS", "67108864", 0);
+        setenv("OPENCV_IO_MAX_IMAGE_WIDTH", "16384", 0);
+        setenv("OPENCV_IO_MAX_IMAGE_HEIGHT", "16384", 0);
+    });
+}
+
+torch::Tensor loadImageFolder(const std::string& folder, int resolution, std::vector<std::string>& notes) {
+    namespace fs = std::filesystem;
+    configureImageLimits();
+    std::error_code ec;
+    if (!fs::is_directory(folder, ec)) {
+        throw std::invalid_argument("'" + folder + "' is not a folder; give folder:PATH with a folder of images");
+    }
+    std::vector<fs::path> files;
+    int others = 0;
+    for (const auto& entry : fs::directory_iterator(folder, ec)) {
+        if (!entry.is_regular_file()) continue;
+        if (hasImageExtension(entry.path())) {
+            files.push_back(entry.path());
+        } else {
+            ++others;
+        }
+    }
+    std::sort(files.begin(), files.end());
+    std::vector<torch::Tensor> images;
+    int skipped = 0;
+    for (const auto& file : files) {
+        if (fs::file_size(file, ec) > kMaxFileBytes) {
+            ++skipped;
+            continue;
+        }
+        cv::Mat image;
+        try {
+            image = cv::imread(file.string(), cv::IMREAD_COLOR);
+        } catch (const cv::Exception&) {
+            image.release();
+        }
+        if (image.empty()) {
+            ++skipped;
+            continue;
+        }
+        const int side = std::min(image.cols, image.rows);
+        const cv::Rect crop((image.cols - side) / 2, (image.rows - side) / 2, side, side);
+        cv::Mat resized;
+        cv::resize(image(crop), resized, cv::Size(resolution, resolution), 0, 0,
+                   side > resolution ? cv::INTER_AREA : cv::INTER_LINEAR);
+        cv::cvtColor(resized, resized, cv::COLOR_BGR2RGB);
+        torch::Tensor pixels = torch::from_blob(resized.data, {resolution, resolution, 3}, torch::kUInt8).clone();
+        images.push_back(pixels.permute({2, 0, 1}).to(torch::kFloat32) / 127.5 - 1.0);
+    }
+    if (skipped > 0) {
+        notes.push_back(std::to_string(skipped) + " file(s) in '" + folder + "' could not be read as images and were skipped");
+    }
+    if (images.empty()) {
+        throw std::invalid_argument("no readable image in '" + folder + "' (" + std::to_string(files.size()) +
+                                    " image file(s), " + std::to_string(skipped) + " unreadable, " +
+                                    std::to_string(others) + " other file(s)); FlowScope reads PNG, JPEG, WebP and BMP");
+    }
+    return torch::stack(images).contiguous();
+}
+
+core::HostArray loadImageFolderToHost(const std::string& folder, int resolution, std::vector<std::string>& notes) {
+    const torch::Tensor images = loadImageFolder(folder, resolution, notes);
+    core::HostArray array;
+    array.shape.assign(images.sizes().begin(), images.sizes().end());
+    array.values.assign(images.data_ptr<float>(), images.data_ptr<float>() + images.numel());
+    return array;
+}
+
+}  // namespace flowscope::media
