@@ -127,6 +127,12 @@ SampleResult Engine::sample(const SampleRequest& request, const FrameCallback& o
         const auto model = m_impl->catalog.load(request.model, request.resolution, result.notes);
         const auto shape = model->sampleShape();
         const auto grid = makeTimeGrid(schedule, *path, request.steps, fluxTokenCount(shape), request.tEnd);
+        if (static_cast<int>(grid.size()) - 1 != request.steps) {
+            result.notes.push_back("the first " + std::to_string(request.steps + 1 - static_cast<int>(grid.size())) +
+                                   " times of the '" + request.schedule + "' grid lie beyond the noisiest point of the '" +
+                                   request.path + "' path and were merged: " + std::to_string(grid.size() - 1) +
+                                   " steps run");
+        }
         if (solver->isAdaptive()) {
             result.notes.push_back("dopri5 chooses its own steps (rtol " + c10::str(request.rtol) + ", atol " +
                                    c10::str(request.atol) + "); --steps only sets where the schedule starts");

@@ -128,6 +128,13 @@ std::vector<double> makeTimeGrid(const ScheduleSpec& spec, const ProbabilityPath
         throw UnknownNameError("schedule", spec.kind, scheduleNames());
     }
     grid[steps] = 1.0;
+    // Noise-level grids can begin noisier than a path with a finite starting SNR (vp, ve) can
+    // express; those leading times all clamp to t = 0. They are merged into one start, so the
+    // grid has fewer steps than asked for; the engine reports the difference in the run's notes.
+    size_t leading = 0;
+    while (leading + 1 < grid.size() && grid[leading + 1] <= 0.0) ++leading;
+    grid.erase(grid.begin(), grid.begin() + static_cast<std::ptrdiff_t>(leading));
+    steps = static_cast<int>(grid.size()) - 1;
     for (int i = 1; i <= steps; ++i) {
         if (!(grid[i] > grid[i - 1])) {
             throw InvalidRequestError("schedule '" + toString(spec) + "' on path '" + path.name() +

@@ -23,7 +23,8 @@ const std::vector<std::string>& scheduleNames();
 // Flux's token count for a sample shape: 2x2 patches of the spatial grid (at least 1).
 double fluxTokenCount(const std::vector<int64_t>& sampleShape);
 
-// N + 1 increasing times ending at 1 (or at tEnd < 1: the grid is squeezed affinely onto
+// N + 1 increasing times ending at 1 (fewer when a noise-level grid starts noisier than the path's
+// t = 0; those leading times are merged into the start) (or at tEnd < 1: the grid is squeezed affinely onto
 // [t_0, tEnd], which keeps its shape and makes uniform grids uniform on the shorter span).
 std::vector<double> makeTimeGrid(const ScheduleSpec& spec, const ProbabilityPath& path, int steps,
                                  double tokens = 1.0, double tEnd = 1.0);

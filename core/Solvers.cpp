@@ -16,8 +16,16 @@ using Evaluation = SolverContext::Evaluation;
 
 bool endsAtZeroNoise(const SolverContext& context, double t) { return !(context.path().sigma(t) > 0.0); }
 
-// Explicit Runge-Kutta methods on the velocity in t. The step into sigma = 0 is Euler's, so the
-// model is never asked for a prediction at zero noise (EDM Algorithm 1 does the same for Heun).
+// The step into sigma = 0, first order in the noise level: with x̂0 held fixed the state lands on
+// alpha x̂0. This is Euler's step in EDM's sigma (what EDM's Heun and k-diffusion take last) and,
+// on the linear and ve paths, Euler's step in t as well. On vp and cosine, sigma ~ sqrt(1 - t)
+// has an infinite slope at t = 1, where an Euler step in t would leave about half the noise.
+torch::Tensor stepIntoZeroNoise(const SolverContext& context, double tNext, const torch::Tensor& data) {
+    return context.path().alpha(tNext) * data;
+}
+
+// Explicit Runge-Kutta methods on the velocity in t. The step into sigma = 0 uses
+// stepIntoZeroNoise, so the model is never asked for a prediction at zero noise.
 class RungeKuttaSolver : public Solver {
 public:
     torch::Tensor integrate(SolverContext& context, torch::Tensor x) override {
@@ -26,7 +34,7 @@ public:
             const double t = grid[i];
             const double h = grid[i + 1] - t;
             const Evaluation start = context.beginStep(x, t);
-            x = endsAtZeroNoise(context, grid[i + 1]) ? x + h * start.velocity
+            x = endsAtZeroNoise(context, grid[i + 1]) ? stepIntoZeroNoise(context, grid[i + 1], start.data)
                                                       : higherOrderStep(context, x, t, h, start);
             context.endStep(x, grid[i + 1]);
         }
@@ -202,7 +210,7 @@ public:
                 q > 0.0 ? path.timeForLambda(2.0 * path.lambda(tNext) - path.lambda(t)) : 1.0;
             const torch::Tensor xDown = x + (tDown - t) * start.velocity;
             if (!(sigmaNext > 0.0)) {
-                x = xDown * (alphaNext / path.alpha(tDown));
+                x = stepIntoZeroNoise(context, tNext, start.data);
             } else {
                 x = xDown * (alphaNext / path.alpha(tDown)) +
                     (sigmaNext * std::sqrt(std::max(0.0, 1.0 - q * q))) * context.drawNoise();
@@ -214,7 +222,7 @@ public:
 };
 
 // Dormand-Prince 5(4) with step-size control, integrating to min(t_end, 1 - 1e-3) and finishing
-// with one Euler step to t_end when that lies beyond. Each accepted step is one frame.
+// with one first-order step to t_end when that lies beyond. Each accepted step is one frame.
 class Dopri5Solver final : public Solver {
 public:
     explicit Dopri5Solver(const SolverSettings& settings) : m_settings(settings) {
@@ -260,7 +268,8 @@ public:
         }
         if (tEnd > t) {
             const Evaluation last = haveStart ? context.beginStep(x, t, start) : context.beginStep(x, t);
-            x = x + (tEnd - t) * last.velocity;
+            x = endsAtZeroNoise(context, tEnd) ? stepIntoZeroNoise(context, tEnd, last.data)
+                                               : x + (tEnd - t) * last.velocity;
             context.endStep(x, tEnd);
         }
         return x;

@@ -49,7 +49,8 @@ cv::Mat sampleToImage(const core::HostArray& batch, int64_t index) {
         for (int x = 0; x < width; ++x) {
             for (int c = 0; c < 3; ++c) {
                 const int source = channels == 1 ? 0 : std::min(c, channels - 1);
-                const float v = std::clamp(base[(source * height + y) * width + x], -1.0f, 1.0f);
+                const float raw = base[(source * height + y) * width + x];
+                const float v = std::isnan(raw) ? -1.0f : std::clamp(raw, -1.0f, 1.0f);  // NaN shows as black
                 row[3 * x + c] = static_cast<uint8_t>(std::lround((v + 1.0f) * 127.5f));
             }
         }

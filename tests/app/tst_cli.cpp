@@ -1,0 +1,377 @@
+// flowscope-cli as other tooling sees it: the real executable, its exit codes, stdout JSON,
+// stderr messages and the files it writes (or refuses to write), in a temporary folder.
+#include <cmath>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <QDir>
+#include <QFile>
+#include <QJsonArray>
+#include <QJsonDocument>
+#include <QJsonObject>
+#include <QProcess>
+#include <QProcessEnvironment>
+#include <QTemporaryDir>
+#include <QtTest/QtTest>
+
+#include <opencv2/imgcodecs.hpp>
+
+#include "core/NpyFile.h"
+#include "core/media/ImageWriter.h"
+
+namespace {
+
+// Generous: a loaded CI machine may be slow to start LibTorch, but no run here should hang.
+constexpr int kTimeoutMs = 120000;
+
+struct CliRun {
+    bool finished = false;
+    int exitCode = -1;
+    QByteArray out;
+    QByteArray err;
+};
+
+CliRun runCli(const QStringList& arguments, const QString& workingDirectory,
+              const QProcessEnvironment& environment = QProcessEnvironment::systemEnvironment()) {
+    QProcess process;
+    process.setWorkingDirectory(workingDirectory);
+    process.setProcessEnvironment(environment);
+    process.start(QStringLiteral(FLOWSCOPE_CLI_PATH), arguments);
+    CliRun run;
+    if (!process.waitForStarted(kTimeoutMs)) return run;
+    process.closeWriteChannel();
+    run.finished = process.waitForFinished(kTimeoutMs) && process.exitStatus() == QProcess::NormalExit;
+    if (!run.finished) {
+        process.kill();
+        process.waitForFinished();
+    }
+    run.exitCode = process.exitCode();
+    run.out = process.readAllStandardOutput();
+    run.err = process.readAllStandardError();
+    return run;
+}
+
+// A diagnostic for QVERIFY2 that shows what the CLI said.
+QByteArray describe(const CliRun& run) {
+    return "exit " + QByteArray::number(run.exitCode) + "\nstdout: " + run.out + "\nstderr: " + run.err;
+}
+
+QJsonObject parseObject(const QByteArray& text) {
+    QJsonParseError error{};
+    const QJsonDocument document = QJsonDocument::fromJson(text, &error);
+    if (error.error != QJsonParseError::NoError || !document.isObject()) return {};
+    return document.object();
+}
+
+QStringList toStrings(const QJsonValue& value) {
+    QStringList list;
+    for (const QJsonValue& item : value.toArray()) list << item.toString();
+    return list;
+}
+
+std::string readBytes(const QString& path) {
+    std::ifstream in(path.toStdString(), std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+void writeBytes(const QString& path, const std::string& bytes) {
+    std::ofstream out(path.toStdString(), std::ios::binary | std::ios::trunc);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+QStringList listFolder(const QString& folder) {
+    return QDir(folder).entryList(QDir::AllEntries | QDir::Hidden | QDir::System | QDir::NoDotAndDotDot, QDir::Name);
+}
+
+}  // namespace
+
+class TestCli : public QObject {
+    Q_OBJECT
+
+private slots:
+    void initTestCase();
+    void infoJson();
+    void sampleWritesOutputs();
+    void nfeCounts_data();
+    void nfeCounts();
+    void fashionMnistSample();
+    void usageErrors_data();
+    void usageErrors();
+    void missingDataset();
+    void folderModel();
+    void unwritableOutputs();
+    void replacesExistingOutputs();
+    void sweepConverges();
+    void tEnd();
+
+private:
+    QTemporaryDir m_dir;
+    // A fresh folder under m_dir for one test, so tests cannot see each other's files.
+    QString freshFolder(const QString& name) {
+        QDir(m_dir.path()).mkpath(name);
+        return m_dir.filePath(name);
+    }
+};
+
+void TestCli::initTestCase() {
+    QVERIFY(m_dir.isValid());
+    QVERIFY2(QFileInfo(QStringLiteral(FLOWSCOPE_CLI_PATH)).isExecutable(), FLOWSCOPE_CLI_PATH);
+}
+
+void TestCli::infoJson() {
+    const CliRun run = runCli({"info", "--json"}, m_dir.path());
+    QVERIFY2(run.finished && run.exitCode == 0, describe(run));
+    const QJsonObject info = parseObject(run.out);
+    QVERIFY2(!info.isEmpty(), run.out);
+    QVERIFY(info.value("paths").isArray());
+    QVERIFY(info.value("solvers").isArray());
+    const QStringList paths = toStrings(info.value("paths"));
+    for (const char* path : {"linear", "vp", "cosine", "ve"}) QVERIFY2(paths.contains(path), path);
+    const QStringList solvers = toStrings(info.value("solvers"));
+    for (const char* solver : {"euler", "heun", "midpoint", "rk4", "dpm++2m", "ddim", "dopri5", "ddpm", "euler-a"}) {
+        QVERIFY2(solvers.contains(solver), solver);
+    }
+    QVERIFY(info.value("version").isString());
+    QVERIFY(!info.value("version").toString().isEmpty());
+}
+
+void TestCli::sampleWritesOutputs() {
+    const QString folder = freshFolder("sample");
+    const CliRun run = runCli({"sample", "--model", "gmm:8gaussians", "--steps", "4", "--batch", "3", "--json",
+                               "--save-final", "f.npy", "--save-trajectory", "t.npy", "--out", "o.png"},
+                              folder);
+    QVERIFY2(run.finished && run.exitCode == 0, describe(run));
+    const QJsonObject result = parseObject(run.out);
+    QVERIFY2(!result.isEmpty(), run.out);
+    for (const char* key : {"nfe", "seconds", "path_length_ratio", "straightness"}) {
+        QVERIFY2(result.contains(key), key);
+        QVERIFY2(result.value(key).isDouble(), key);
+    }
+    QCOMPARE(result.value("nfe").toInt(), 4);
+    QVERIFY(result.value("seconds").toDouble() >= 0.0);
+    // A path is never shorter than the chord between its ends.
+    QVERIFY(result.value("path_length_ratio").toDouble() >= 1.0 - 1e-6);
+    QVERIFY(result.value("straightness").toDouble() >= 0.0);
+
+    const auto final = flowscope::core::readNpy(QDir(folder).filePath("f.npy").toStdString());
+    QCOMPARE(final.shape, (std::vector<int64_t>{3, 2}));
+    const auto trajectory = flowscope::core::readNpy(QDir(folder).filePath("t.npy").toStdString());
+    QCOMPARE(trajectory.shape, (std::vector<int64_t>{5, 3, 2}));
+    // The trajectory ends where the final samples are.
+    for (size_t i = 0; i < 6; ++i) QCOMPARE(trajectory.data[4 * 6 + i], final.data[i]);
+    for (float value : final.data) QVERIFY(std::isfinite(value));
+
+    const QString picture = QDir(folder).filePath("o.png");
+    QVERIFY(QFileInfo::exists(picture));
+    const std::string bytes = readBytes(picture);
+    std::map<std::string, std::string> text;
+    for (const auto& [key, value] : flowscope::media::readPngText(bytes)) text[key] = value;
+    QVERIFY(text.count("parameters"));
+    QVERIFY2(text["parameters"].find("Steps: 4") != std::string::npos, text["parameters"].c_str());
+    QVERIFY(text.count("flowscope"));
+    const QJsonObject settings = parseObject(QByteArray::fromStdString(text["flowscope"]));
+    QCOMPARE(settings.value("steps").toInt(), 4);
+    QCOMPARE(settings.value("model").toString(), QStringLiteral("gmm:8gaussians"));
+    QVERIFY(!cv::imread(picture.toStdString(), cv::IMREAD_COLOR).empty());
+}
+
+void TestCli::nfeCounts_data() {
+    QTest::addColumn<QString>("solver");
+    QTest::addColumn<int>("nfe");
+    // With 4 steps; the last step lands on sigma = 0 and is an Euler step (one evaluation).
+    QTest::newRow("euler") << "euler" << 4;
+    QTest::newRow("heun") << "heun" << 7;      // 2N - 1
+    QTest::newRow("midpoint") << "midpoint" << 7;
+    QTest::newRow("rk4") << "rk4" << 13;       // 4N - 3
+}
+
+void TestCli::nfeCounts() {
+    QFETCH(QString, solver);
+    QFETCH(int, nfe);
+    const CliRun run =
+        runCli({"sample", "--model", "gmm:8gaussians", "--solver", solver, "--steps", "4", "--json"}, m_dir.path());
+    QVERIFY2(run.finished && run.exitCode == 0, describe(run));
+    const QJsonObject result = parseObject(run.out);
+    QCOMPARE(result.value("nfe").toInt(), nfe);
+    QCOMPARE(result.value("steps").toInt(), 4);
+}
+
+void TestCli::fashionMnistSample() {
+    const CliRun info = runCli({"info", "--json"}, m_dir.path());
+    QVERIFY2(info.finished && info.exitCode == 0, describe(info));
+    if (!parseObject(info.out).value("fashion_mnist_installed").toBool()) {
+        QSKIP("Fashion-MNIST is not installed (package dataset-fashion-mnist)");
+    }
+    const QString folder = freshFolder("fashion");
+    const CliRun run = runCli(
+        {"sample", "--model", "fashion-mnist:200", "--steps", "2", "--batch", "2", "--save-final", "f.npy"}, folder);
+    QVERIFY2(run.finished && run.exitCode == 0, describe(run));
+    const auto final = flowscope::core::readNpy(QDir(folder).filePath("f.npy").toStdString());
+    QCOMPARE(final.shape, (std::vector<int64_t>{2, 1, 28, 28}));
+    QCOMPARE(final.data.size(), size_t(2 * 28 * 28));
+    for (float value : final.data) {
+        QVERIFY(std::isfinite(value));
+        QVERIFY2(value >= -1.0001f && value <= 1.0001f, QByteArray::number(value));
+    }
+}
+
+void TestCli::usageErrors_data() {
+    QTest::addColumn<QStringList>("arguments");
+    QTest::addColumn<QString>("message");
+    const QStringList gmm{"sample", "--model", "gmm:8gaussians"};
+    QTest::newRow("unknown model") << QStringList{"sample", "--model", "nope"} << "gmm:8gaussians";
+    QTest::newRow("unknown path") << (gmm + QStringList{"--path", "nope"}) << "linear";
+    QTest::newRow("unknown solver") << (gmm + QStringList{"--solver", "nope"}) << "dpm++2m";
+    QTest::newRow("unknown schedule") << (gmm + QStringList{"--schedule", "nope"}) << "karras";
+    QTest::newRow("steps 0") << (gmm + QStringList{"--steps", "0"}) << "--steps";
+    QTest::newRow("steps 10001") << (gmm + QStringList{"--steps", "10001"}) << "--steps";
+    QTest::newRow("batch 0") << (gmm + QStringList{"--batch", "0"}) << "--batch";
+    QTest::newRow("batch 4097") << (gmm + QStringList{"--batch", "4097"}) << "--batch";
+    QTest::newRow("unknown option") << (gmm + QStringList{"--stepz", "4"}) << "--stepz";
+    QTest::newRow("missing model") << QStringList{"sample", "--steps", "4"} << "--model";
+}
+
+void TestCli::usageErrors() {
+    QFETCH(QStringList, arguments);
+    QFETCH(QString, message);
+    const QString folder = freshFolder(QStringLiteral("usage-%1").arg(QTest::currentDataTag()).replace(' ', '-'));
+    const CliRun run = runCli(arguments + QStringList{"--out", "o.png"}, folder);
+    QVERIFY2(run.finished && run.exitCode == 2, describe(run));
+    QVERIFY2(run.err.contains(message.toUtf8()), describe(run));
+    QVERIFY2(run.out.isEmpty(), describe(run));
+    // A refused run writes nothing.
+    QCOMPARE(listFolder(folder), QStringList());
+}
+
+void TestCli::missingDataset() {
+    const QString empty = freshFolder("no-dataset");
+    QProcessEnvironment environment = QProcessEnvironment::systemEnvironment();
+    environment.insert("FLOWSCOPE_FASHION_MNIST_DIR", empty);
+    const CliRun run = runCli({"sample", "--model", "fashion-mnist", "--steps", "2"}, m_dir.path(), environment);
+    QVERIFY2(run.finished && run.exitCode != 0, describe(run));
+    // The message names the package that provides the data.
+    QVERIFY2(run.err.contains("dataset-fashion-mnist"), describe(run));
+}
+
+void TestCli::folderModel() {
+    const QString images = freshFolder("images");
+    QVERIFY(cv::imwrite(QDir(images).filePath("one.png").toStdString(),
+                        cv::Mat(12, 20, CV_8UC3, cv::Scalar(10, 200, 30))));
+    QVERIFY(cv::imwrite(QDir(images).filePath("two.png").toStdString(),
+                        cv::Mat(16, 16, CV_8UC3, cv::Scalar(250, 20, 90))));
+    writeBytes(QDir(images).filePath("three.png"), std::string(256, '\x5a'));
+    const QString work = freshFolder("folder-run");
+    const CliRun run = runCli({"sample", "--model", "folder:" + images, "--resolution", "16", "--steps", "2",
+                               "--batch", "2", "--save-final", "f.npy"},
+                              work);
+    QVERIFY2(run.finished && run.exitCode == 0, describe(run));
+    QVERIFY2(run.out.contains("skipped"), describe(run));
+    const auto final = flowscope::core::readNpy(QDir(work).filePath("f.npy").toStdString());
+    QCOMPARE(final.shape, (std::vector<int64_t>{2, 3, 16, 16}));
+
+    const QString empty = freshFolder("no-images");
+    const CliRun failed = runCli({"sample", "--model", "folder:" + empty, "--steps", "2"}, m_dir.path());
+    QVERIFY2(failed.finished && failed.exitCode != 0, describe(failed));
+    QVERIFY2(failed.err.contains("no readable image"), describe(failed));
+}
+
+void TestCli::unwritableOutputs() {
+    const QString folder = freshFolder("unwritable");
+    CliRun run = runCli({"sample", "--model", "gmm:8gaussians", "--steps", "2", "--out", "missing/x.png"}, folder);
+    QVERIFY2(run.finished && run.exitCode == 2, describe(run));
+    QVERIFY2(run.err.contains("missing"), describe(run));
+    QCOMPARE(listFolder(folder), QStringList());
+
+    // An output path that names an existing folder: refused, and the folder keeps its content.
+    QVERIFY(QDir(folder).mkdir("f.npy"));
+    writeBytes(QDir(folder).filePath("f.npy/keep.txt"), "keep");
+    run = runCli({"sample", "--model", "gmm:8gaussians", "--steps", "2", "--save-final", "f.npy"}, folder);
+    QVERIFY2(run.finished && run.exitCode != 0, describe(run));
+    QVERIFY2(!run.err.isEmpty(), describe(run));
+    QVERIFY(QFileInfo(QDir(folder).filePath("f.npy")).isDir());
+    QCOMPARE(listFolder(QDir(folder).filePath("f.npy")), QStringList{"keep.txt"});
+    QCOMPARE(readBytes(QDir(folder).filePath("f.npy/keep.txt")), std::string("keep"));
+    QCOMPARE(listFolder(folder), QStringList{"f.npy"});
+}
+
+void TestCli::replacesExistingOutputs() {
+    const QString folder = freshFolder("replace");
+    // Longer than the new files, so leftover bytes from the old content would show.
+    writeBytes(QDir(folder).filePath("f.npy"), std::string(100000, 'x'));
+    writeBytes(QDir(folder).filePath("o.png"), std::string(100000, 'y'));
+    const CliRun run = runCli(
+        {"sample", "--model", "gmm:8gaussians", "--steps", "3", "--save-final", "f.npy", "--out", "o.png"}, folder);
+    QVERIFY2(run.finished && run.exitCode == 0, describe(run));
+    const auto final = flowscope::core::readNpy(QDir(folder).filePath("f.npy").toStdString());
+    QCOMPARE(final.shape, (std::vector<int64_t>{1, 2}));
+    const std::string png = readBytes(QDir(folder).filePath("o.png"));
+    QVERIFY(png.compare(0, 8, "\x89PNG\r\n\x1a\n") == 0);
+    QVERIFY(png.find(std::string(16, 'y')) == std::string::npos);
+    QVERIFY(!cv::imread(QDir(folder).filePath("o.png").toStdString(), cv::IMREAD_COLOR).empty());
+    // No temporary ".name.XXXXXX" files are left behind.
+    QCOMPARE(listFolder(folder), (QStringList{"f.npy", "o.png"}));
+}
+
+void TestCli::sweepConverges() {
+    const QString folder = freshFolder("sweep");
+    // --batch 64: with the default single sample the per-sample error at 1-4 steps on the VP path
+    // is not monotone (uniform steps are far from the asymptotic regime there), so the ordering
+    // below is only meaningful for an average over many samples. Seeded, hence deterministic.
+    const CliRun run = runCli({"sweep", "--model", "gmm:8gaussians", "--paths", "linear,vp", "--solvers", "euler,heun",
+                               "--steps", "1,2,4", "--batch", "64", "--csv", "s.csv"},
+                              folder);
+    QVERIFY2(run.finished && run.exitCode == 0, describe(run));
+    QFile csv(QDir(folder).filePath("s.csv"));
+    QVERIFY(csv.open(QIODevice::ReadOnly | QIODevice::Text));
+    const QStringList lines = QString::fromUtf8(csv.readAll()).split('\n', Qt::SkipEmptyParts);
+    QVERIFY(!lines.isEmpty());
+    QCOMPARE(lines.first(), QStringLiteral("path,solver,schedule,steps,nfe,rmse"));
+    QCOMPARE(lines.size(), 13);
+
+    // rmse[path][solver][steps]
+    std::map<QString, std::map<QString, std::map<int, double>>> rmse;
+    for (int i = 1; i < lines.size(); ++i) {
+        const QStringList fields = lines[i].split(',');
+        QCOMPARE(fields.size(), 6);
+        QCOMPARE(fields[2], QStringLiteral("uniform"));
+        bool stepsOk = false, nfeOk = false, rmseOk = false;
+        const int steps = fields[3].toInt(&stepsOk);
+        const int nfe = fields[4].toInt(&nfeOk);
+        const double error = fields[5].toDouble(&rmseOk);
+        QVERIFY2(stepsOk && nfeOk && rmseOk, qPrintable(lines[i]));
+        QCOMPARE(nfe, fields[1] == "heun" ? 2 * steps - 1 : steps);
+        QVERIFY2(std::isfinite(error) && error > 0.0, qPrintable(lines[i]));
+        QVERIFY2(!rmse[fields[0]][fields[1]].count(steps), qPrintable(lines[i]));
+        rmse[fields[0]][fields[1]][steps] = error;
+    }
+    for (const QString path : {"linear", "vp"}) {
+        for (const QString solver : {"euler", "heun"}) {
+            auto& row = rmse[path][solver];
+            QCOMPARE(row.size(), size_t(3));
+            const QByteArray where = (path + " " + solver).toUtf8();
+            QVERIFY2(row[2] < row[1], where);
+            QVERIFY2(row[4] < row[2], where);
+        }
+        QVERIFY2(rmse[path]["heun"][4] < rmse[path]["euler"][4], qPrintable(path));
+    }
+}
+
+void TestCli::tEnd() {
+    const QString folder = freshFolder("t-end");
+    const CliRun run = runCli({"sample", "--model", "gmm:8gaussians", "--steps", "4", "--t-end", "0.5",
+                               "--save-trajectory", "t.npy", "--json"},
+                              folder);
+    QVERIFY2(run.finished && run.exitCode == 0, describe(run));
+    const QJsonObject result = parseObject(run.out);
+    QVERIFY2(!result.isEmpty(), run.out);
+    QCOMPARE(result.value("t_end").toDouble(), 0.5);
+    QCOMPARE(result.value("t_start").toDouble(), 0.0);
+    const auto trajectory = flowscope::core::readNpy(QDir(folder).filePath("t.npy").toStdString());
+    QCOMPARE(trajectory.shape, (std::vector<int64_t>{5, 1, 2}));
+}
+
+QTEST_GUILESS_MAIN(TestCli)
+#include "tst_cli.moc"

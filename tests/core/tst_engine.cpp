@@ -1,0 +1,231 @@
+// The engine facade: requests in, frames and results out, and every failure a message a user can
+// act on (never an exception).
+#include <atomic>
+
+#include <QtTest/QtTest>
+
+#include <torch/torch.h>
+
+#include "core/Datasets.h"
+#include "core/Engine.h"
+
+using namespace flowscope::core;
+
+namespace {
+
+SampleRequest gmmRequest() {
+    SampleRequest request;
+    request.model = "gmm:8gaussians";
+    request.steps = 6;
+    request.batch = 3;
+    request.device = "cpu";
+    return request;
+}
+
+}  // namespace
+
+class TestEngine : public QObject {
+    Q_OBJECT
+
+private Q_SLOTS:
+    void sampleProducesFramesAndResult();
+    void sameSeedSameResultAndSampleKAlone();
+    void fashionMnistMemorizesTrainingImages();
+    void unknownNamesListValidOnes_data();
+    void unknownNamesListValidOnes();
+    void rangesAreChecked_data();
+    void rangesAreChecked();
+    void cudaAndBfloat16AreRefusedOnTheCpu();
+    void missingDatasetNamesThePackage();
+    void cancelledRunReportsCancelled();
+    void sweepRowsErrorFallsWithSteps();
+    void info();
+};
+
+void TestEngine::sampleProducesFramesAndResult() {
+    Engine engine;
+    auto request = gmmRequest();
+    request.recordTrajectory = true;
+    int frames = 0;
+    const auto result = engine.sample(request, [&](const StepFrame& frame) {
+        QCOMPARE(frame.index, frames);
+        QCOMPARE(frame.state.shape, (std::vector<int64_t>{3, 2}));
+        ++frames;
+    });
+    QVERIFY2(result.ok(), result.error.c_str());
+    QCOMPARE(frames, 7);
+    QCOMPARE(result.nfe, 6);
+    QCOMPARE(result.final.shape, (std::vector<int64_t>{3, 2}));
+    QCOMPARE(result.trajectory.shape, (std::vector<int64_t>{7, 3, 2}));
+    QCOMPARE(result.times.size(), size_t(7));
+    QCOMPARE(result.pathLengthRatios.size(), size_t(3));
+    QVERIFY(result.pathLengthRatio >= 1.0);
+    QVERIFY(result.seconds > 0.0);
+}
+
+void TestEngine::sameSeedSameResultAndSampleKAlone() {
+    Engine engine;
+    auto request = gmmRequest();
+    request.seed = 10;
+    request.batch = 4;
+    const auto batch = engine.sample(request);
+    QCOMPARE(engine.sample(request).final.values, batch.final.values);
+    request.seed = 12;
+    request.batch = 1;
+    const auto single = engine.sample(request);
+    // Sample 2 of the seed-10 batch is the seed-12 sample alone.
+    QCOMPARE(single.final.values[0], batch.final.values[4]);
+    QCOMPARE(single.final.values[1], batch.final.values[5]);
+}
+
+void TestEngine::fashionMnistMemorizesTrainingImages() {
+    Engine engine;
+    SampleRequest request;
+    request.model = "fashion-mnist:300";
+    request.steps = 40;
+    request.batch = 2;
+    request.device = "cpu";
+    request.solver = "heun";
+    const auto result = engine.sample(request);
+    QVERIFY2(result.ok(), result.error.c_str());
+    QCOMPARE(result.final.shape, (std::vector<int64_t>{2, 1, 28, 28}));
+    // The ideal denoiser's flow ends on a training image (it memorizes its data).
+    const auto data = loadFashionMnist(true, 300).reshape({300, -1});
+    for (int b = 0; b < 2; ++b) {
+        const auto sample = torch::from_blob(const_cast<float*>(result.final.values.data()) + b * 784, {1, 784}).clone();
+        const double nearest = (data - sample).pow(2).mean(1).sqrt().min().item<double>();
+        QVERIFY2(nearest < 0.02, qPrintable(QString("RMS distance to the nearest training image %1").arg(nearest)));
+    }
+}
+
+void TestEngine::unknownNamesListValidOnes_data() {
+    QTest::addColumn<QString>("field");
+    QTest::addColumn<QString>("listed");
+    QTest::newRow("model") << "model" << "gmm:8gaussians";
+    QTest::newRow("path") << "path" << "cosine";
+    QTest::newRow("solver") << "solver" << "dpm++2m";
+    QTest::newRow("schedule") << "schedule" << "karras";
+    QTest::newRow("device") << "device" << "cuda";
+}
+
+void TestEngine::unknownNamesListValidOnes() {
+    QFETCH(QString, field);
+    QFETCH(QString, listed);
+    Engine engine;
+    auto request = gmmRequest();
+    if (field == "model") request.model = "nonsense";
+    if (field == "path") request.path = "nonsense";
+    if (field == "solver") request.solver = "nonsense";
+    if (field == "schedule") request.schedule = "nonsense";
+    if (field == "device") request.device = "nonsense";
+    const auto result = engine.sample(request);
+    QCOMPARE(result.failure, Failure::InvalidRequest);
+    const QString message = QString::fromStdString(result.error);
+    QVERIFY2(message.contains("nonsense") && message.contains(listed), qPrintable(message));
+}
+
+void TestEngine::rangesAreChecked_data() {
+    QTest::addColumn<int>("steps");
+    QTest::addColumn<int>("batch");
+    QTest::addColumn<double>("tEnd");
+    QTest::newRow("steps 0") << 0 << 1 << 1.0;
+    QTest::newRow("steps 10001") << 10001 << 1 << 1.0;
+    QTest::newRow("batch 0") << 4 << 0 << 1.0;
+    QTest::newRow("batch 4097") << 4 << 4097 << 1.0;
+    QTest::newRow("t-end 0") << 4 << 1 << 0.0;
+    QTest::newRow("t-end 1.5") << 4 << 1 << 1.5;
+}
+
+void TestEngine::rangesAreChecked() {
+    QFETCH(int, steps);
+    QFETCH(int, batch);
+    QFETCH(double, tEnd);
+    Engine engine;
+    auto request = gmmRequest();
+    request.steps = steps;
+    request.batch = batch;
+    request.tEnd = tEnd;
+    const auto result = engine.sample(request);
+    QCOMPARE(result.failure, Failure::InvalidRequest);
+    QVERIFY(!result.error.empty());
+}
+
+void TestEngine::cudaAndBfloat16AreRefusedOnTheCpu() {
+    Engine engine;
+    if (Engine::info().cudaAvailable) QSKIP("this machine has CUDA");
+    auto request = gmmRequest();
+    request.device = "cuda";
+    auto result = engine.sample(request);
+    QCOMPARE(result.failure, Failure::InvalidRequest);
+    QVERIFY(QString::fromStdString(result.error).contains("--device cpu"));
+    request.device = "cpu";
+    request.dtype = "bfloat16";
+    result = engine.sample(request);
+    QCOMPARE(result.failure, Failure::InvalidRequest);
+    QVERIFY(QString::fromStdString(result.error).contains("CUDA"));
+}
+
+void TestEngine::missingDatasetNamesThePackage() {
+    QTemporaryDir empty;
+    qputenv("FLOWSCOPE_FASHION_MNIST_DIR", empty.path().toLocal8Bit());
+    Engine engine;
+    SampleRequest request;
+    request.model = "fashion-mnist";
+    const auto result = engine.sample(request);
+    qunsetenv("FLOWSCOPE_FASHION_MNIST_DIR");
+    QCOMPARE(result.failure, Failure::Runtime);
+    QVERIFY(QString::fromStdString(result.error).contains("dataset-fashion-mnist"));
+}
+
+void TestEngine::cancelledRunReportsCancelled() {
+    Engine engine;
+    auto request = gmmRequest();
+    request.steps = 1000;
+    std::atomic<bool> cancel{false};
+    int frames = 0;
+    const auto result = engine.sample(
+        request,
+        [&](const StepFrame&) {
+            if (++frames == 5) cancel = true;
+        },
+        &cancel);
+    QCOMPARE(result.failure, Failure::Cancelled);
+    QCOMPARE(frames, 5);
+}
+
+void TestEngine::sweepRowsErrorFallsWithSteps() {
+    Engine engine;
+    SweepRequest request;
+    request.model = "gmm:8gaussians";
+    request.paths = {"linear", "vp"};
+    request.solvers = {"euler", "heun"};
+    request.steps = {2, 4, 8, 16};
+    request.batch = 4;
+    request.device = "cpu";
+    int streamed = 0;
+    const auto result = engine.sweep(request, [&](const SweepRow&) { ++streamed; });
+    QVERIFY2(result.ok(), result.error.c_str());
+    QCOMPARE(int(result.rows.size()), 16);
+    QCOMPARE(streamed, 16);
+    for (size_t i = 0; i < result.rows.size(); i += 4) {
+        for (size_t j = i + 1; j < i + 4; ++j) {
+            QVERIFY2(result.rows[j].rmse < result.rows[j - 1].rmse,
+                     qPrintable(QString("%1 %2 %3").arg(result.rows[j].path.c_str(), result.rows[j].solver.c_str()).arg(result.rows[j].steps)));
+        }
+    }
+    QCOMPARE(result.rows[4 + 3].nfe, 31);  // heun, 16 steps: 2N - 1
+    request.solvers = {"nonsense"};
+    QCOMPARE(engine.sweep(request).failure, Failure::InvalidRequest);
+}
+
+void TestEngine::info() {
+    const auto info = Engine::info();
+    QVERIFY(!info.version.empty());
+    QVERIFY(info.threads >= 1);
+    QCOMPARE(info.paths.size(), size_t(4));
+    QCOMPARE(info.solvers.size(), size_t(9));
+    QVERIFY(info.fashionMnistInstalled);
+}
+
+QTEST_GUILESS_MAIN(TestEngine)
+#include "tst_engine.moc"
