@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include <ATen/Parallel.h>
@@ -21,11 +22,55 @@ struct SoftmaxSlice {
 
 constexpr int64_t kBlockRows = 32;
 
+// A dot product with four independent 8-wide accumulators, so that consecutive multiply-adds do
+// not wait on each other. GCC's vector extension compiles to AVX/FMA in the `fma` clone below
+// and to pairs of SSE registers elsewhere.
+using Float8 = float __attribute__((vector_size(32)));
+
+inline Float8 load8(const float* p) {
+    Float8 v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
+
+inline float dotProduct(const float* a, const float* b, int64_t n) {
+    Float8 acc0{}, acc1{}, acc2{}, acc3{};
+    int64_t j = 0;
+    for (; j + 32 <= n; j += 32) {
+        acc0 += load8(a + j) * load8(b + j);
+        acc1 += load8(a + j + 8) * load8(b + j + 8);
+        acc2 += load8(a + j + 16) * load8(b + j + 16);
+        acc3 += load8(a + j + 24) * load8(b + j + 24);
+    }
+    for (; j + 8 <= n; j += 8) acc0 += load8(a + j) * load8(b + j);
+    const Float8 acc = (acc0 + acc1) + (acc2 + acc3);
+    float sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; j < n; ++j) sum += a[j] * b[j];
+    return sum;
+}
+
+inline void store8(float* p, Float8 v) { std::memcpy(p, &v, sizeof v); }
+
+// acc += w * d, 32 floats per iteration.
+inline void addScaled(float* acc, float w, const float* d, int64_t n) {
+    const Float8 scale = Float8{} + w;
+    int64_t j = 0;
+    for (; j + 32 <= n; j += 32) {
+        store8(acc + j, load8(acc + j) + scale * load8(d + j));
+        store8(acc + j + 8, load8(acc + j + 8) + scale * load8(d + j + 8));
+        store8(acc + j + 16, load8(acc + j + 16) + scale * load8(d + j + 16));
+        store8(acc + j + 24, load8(acc + j + 24) + scale * load8(d + j + 24));
+    }
+    for (; j + 8 <= n; j += 8) store8(acc + j, load8(acc + j) + scale * load8(d + j));
+    for (; j < n; ++j) acc[j] += w * d[j];
+}
+
 // One pass over rows [begin, end): logits, online max, weights, weighted sum, while each block of
-// rows is still in cache. Cloned for AVX2/FMA where the compiler supports dispatch, so the loops
-// vectorize with 8-wide FMAs on machines that have them and stay portable elsewhere.
+// rows is still in cache. Cloned for FMA (dispatched on the CPU's features at load time), so the
+// loops run 8-wide fused multiply-adds where the machine has them and stay portable elsewhere.
+// (A clone for "arch=haswell" would dispatch on the CPU model and never run on AMD processors.)
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
-__attribute__((target_clones("arch=haswell", "default")))
+__attribute__((target_clones("fma", "default")))
 #endif
 void fusedSlice(const float* data, const float* norms, int64_t begin, int64_t end, int64_t dim,
                 const float* xs, int64_t batch, float scaleDot, float scaleNorm, SoftmaxSlice* slice) {
@@ -36,11 +81,8 @@ void fusedSlice(const float* data, const float* norms, int64_t begin, int64_t en
             const float* x = xs + b * dim;
             float blockMax = -std::numeric_limits<float>::infinity();
             for (int64_t r = 0; r < rows; ++r) {
-                const float* d = data + (blockStart + r) * dim;
-                float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-                for (int64_t j = 0; j < dim; ++j) dot += d[j] * x[j];
-                const float logit = scaleDot * dot - scaleNorm * norms[blockStart + r];
+                const float logit = scaleDot * dotProduct(data + (blockStart + r) * dim, x, dim) -
+                                    scaleNorm * norms[blockStart + r];
                 logits[b][r] = logit;
                 blockMax = std::max(blockMax, logit);
             }
@@ -52,12 +94,14 @@ void fusedSlice(const float* data, const float* norms, int64_t begin, int64_t en
                 for (int64_t j = 0; j < dim; ++j) acc[j] *= rescale;
                 slice->max[b] = blockMax;
             }
-            for (int64_t r = 0; r < rows; ++r) {
-                const float w = std::exp(logits[b][r] - slice->max[b]);
+            for (int64_t row = 0; row < rows; ++row) {
+                // Weights below e^-80 of the running maximum cannot change a float32 result, and
+                // would be denormal numbers, which multiply very slowly on x86: skip them.
+                const float shifted = logits[b][row] - slice->max[b];
+                if (shifted < -80.0f) continue;
+                const float w = std::exp(shifted);
                 slice->sum[b] += w;
-                const float* d = data + (blockStart + r) * dim;
-#pragma omp simd
-                for (int64_t j = 0; j < dim; ++j) acc[j] += w * d[j];
+                addScaled(acc, w, data + (blockStart + row) * dim, dim);
             }
         }
     }
@@ -76,9 +120,21 @@ EmpiricalDenoiser::EmpiricalDenoiser(std::string name, torch::Tensor data)
 
 void EmpiricalDenoiser::prepare(torch::Device device, torch::ScalarType dtype) {
     if (m_runData.defined() && m_runData.device() == device && m_runData.scalar_type() == dtype) return;
-    // Norms are computed in float64 so that |d|^2 carries no extra rounding into the logits.
+    // Norms are accumulated in float64 so that |d|^2 carries no extra rounding into the logits,
+    // row by row so that no float64 copy of the dataset is ever made.
     const torch::Tensor flat = m_data.reshape({m_data.size(0), -1});
-    m_runNorms = flat.to(torch::kFloat64).pow(2).sum(1).to(torch::TensorOptions().device(device).dtype(dtype));
+    torch::Tensor norms = torch::empty({flat.size(0)}, torch::kFloat64);
+    const float* rows = flat.data_ptr<float>();
+    double* out = norms.data_ptr<double>();
+    const int64_t dim = flat.size(1);
+    at::parallel_for(0, flat.size(0), 1024, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+            double sum = 0.0;
+            for (int64_t j = 0; j < dim; ++j) sum += double(rows[i * dim + j]) * rows[i * dim + j];
+            out[i] = sum;
+        }
+    });
+    m_runNorms = norms.to(torch::TensorOptions().device(device).dtype(dtype));
     m_runData = flat.to(torch::TensorOptions().device(device).dtype(dtype)).contiguous();
 }
 

@@ -73,18 +73,31 @@ int main(int argc, char** argv) {
     const auto n = data.size(0);
     const auto dim = data.numel() / n;
     const torch::Tensor flat = data.reshape({n, dim});
-    const double alpha = 0.5, sigma = 0.5;  // mid-way on the linear path
+    const double alpha = 0.5, sigma = 0.5;  // mid-way on the linear path, for the batch-64 step
 
     std::vector<Figure> figures;
     double sink = 0.0;
     const double readPass = medianMs([&] { sink += flat.sum().item<double>(); }, repeats);
     figures.push_back({"read pass over the dataset (sum)", readPass, std::to_string(n) + " x " + std::to_string(dim) + " float32"});
 
-    const torch::Tensor x1 = torch::randn({1, dim});
-    const double fused1 = medianMs([&] { sink += denoiser.denoiseFused(x1, alpha, sigma).sum().item<double>(); }, repeats);
-    figures.push_back({"empirical step, batch 1 (fused single pass)", fused1, ""});
-    const double matmul1 = medianMs([&] { sink += denoiser.denoiseMatmul(x1, alpha, sigma).sum().item<double>(); }, repeats);
-    figures.push_back({"empirical step, batch 1 (two matrix products)", matmul1, ""});
+    // States as the sampler meets them on the linear path: x = t d + (1 - t) eps for a training
+    // image d. Early (t = 0.05) every weight counts; late (t = 0.95) a few images dominate.
+    double worstFusedRatio = 0.0;
+    double fused1 = 0.0;
+    for (double t : {0.05, 0.5, 0.95}) {
+        const torch::Tensor x1 = t * flat.narrow(0, 17, 1) + (1.0 - t) * torch::randn({1, dim});
+        const double fused = medianMs([&] { sink += denoiser.denoiseFused(x1, t, 1.0 - t).sum().item<double>(); }, repeats);
+        const double matmul = medianMs([&] { sink += denoiser.denoiseMatmul(x1, t, 1.0 - t).sum().item<double>(); }, repeats);
+        char label[96];
+        std::snprintf(label, sizeof label, "empirical step, batch 1, t = %.2f (fused single pass)", t);
+        figures.push_back({label, fused, ""});
+        std::snprintf(label, sizeof label, "empirical step, batch 1, t = %.2f (two matrix products)", t);
+        figures.push_back({label, matmul, ""});
+        if (fused / readPass > worstFusedRatio) {
+            worstFusedRatio = fused / readPass;
+            fused1 = fused;
+        }
+    }
 
     const torch::Tensor x64 = torch::randn({64, dim});
     const torch::Tensor weights = torch::softmax(torch::randn({64, n}), 1);
@@ -106,7 +119,7 @@ int main(int argc, char** argv) {
     const double sample8 = medianMs([&] { sink += engine.sample(request).nfe; }, 3, 1);
     figures.push_back({"sample, 8 Euler steps, batch 1 (dataset cached)", sample8, ""});
 
-    const double ratio1 = fused1 / readPass;
+    const double ratio1 = worstFusedRatio;
     const double ratio64 = step64 / products64;
     if (json) {
         std::printf("{\"device\":\"%s\",\"images\":%lld,\"figures\":[", core::describeDevice(torch::kCPU).c_str(),
@@ -121,8 +134,8 @@ int main(int argc, char** argv) {
         for (const auto& figure : figures) {
             std::printf("  %-50s %10.3f ms  %s\n", figure.name.c_str(), figure.milliseconds, figure.note.c_str());
         }
-        std::printf("\n  batch 1 step / read pass:         %.2fx  (target <= 2.0x)\n", ratio1);
-        std::printf("  batch 64 step / matrix products:  %.2fx  (target <= 1.3x)\n", ratio64);
+        std::printf("\n  batch 1 step / read pass (slowest t): %.2fx  (target <= 2.0x; %.3f ms)\n", ratio1, fused1);
+        std::printf("  batch 64 step / matrix products:      %.2fx  (target <= 1.3x)\n", ratio64);
     }
     return sink == 0.123456789 ? 1 : 0;  // keeps the measured work observable
 }
