@@ -3,11 +3,16 @@
 #include <string>
 #include <vector>
 
+#include <QString>
 #include <torch/types.h>
 
 #include "core/Model.h"
 
 namespace flowscope::test {
+
+// Whole-file helpers for tests that make or inspect real files.
+std::string readBytes(const QString& path);
+void writeBytes(const QString& path, const std::string& bytes);
 
 // Largest absolute difference between two tensors, as a double.
 double maxAbsDiff(const torch::Tensor& a, const torch::Tensor& b);

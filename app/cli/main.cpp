@@ -87,6 +87,23 @@ core::Engine::FolderLoader folderLoader() {
     };
 }
 
+// Every setting needed to reproduce a run, as fields of the current JSON object.
+void writeSettings(app::JsonWriter& json, const core::SampleRequest& request) {
+    json.field("model", request.model);
+    json.field("path", request.path);
+    json.field("solver", request.solver);
+    json.field("schedule", request.schedule);
+    json.field("steps", request.steps);
+    json.field("seed", static_cast<double>(request.seed));
+    json.field("batch", request.batch);
+    json.field("resolution", request.resolution);
+    json.field("device", request.device);
+    json.field("dtype", request.dtype);
+    json.field("t_end", request.tEnd);
+    json.field("rtol", request.rtol);
+    json.field("atol", request.atol);
+}
+
 // The A1111-style one-line parameters and a JSON record of every setting, for PNG text chunks.
 std::vector<std::pair<std::string, std::string>> pngParameters(const core::SampleRequest& request,
                                                                const core::SampleResult& result) {
@@ -100,18 +117,7 @@ std::vector<std::pair<std::string, std::string>> pngParameters(const core::Sampl
     }
     app::JsonWriter json;
     json.beginObject();
-    json.field("model", request.model);
-    json.field("path", request.path);
-    json.field("solver", request.solver);
-    json.field("schedule", request.schedule);
-    json.field("steps", request.steps);
-    json.field("seed", static_cast<double>(request.seed));
-    json.field("batch", request.batch);
-    json.field("resolution", request.resolution);
-    json.field("dtype", request.dtype);
-    json.field("t_end", request.tEnd);
-    json.field("rtol", request.rtol);
-    json.field("atol", request.atol);
+    writeSettings(json, request);
     json.endObject();
     return {{"parameters", line.str()}, {"flowscope", json.str()}};
 }
@@ -283,15 +289,10 @@ int runSample(const std::vector<std::string>& args) {
     if (options.has("json")) {
         app::JsonWriter json;
         json.beginObject();
-        json.field("model", request.model);
-        json.field("path", request.path);
-        json.field("solver", request.solver);
-        json.field("schedule", request.schedule);
-        json.field("steps", result.steps);
-        json.field("seed", static_cast<double>(request.seed));
-        json.field("batch", request.batch);
+        writeSettings(json, request);
+        json.field("steps_run", result.steps);
         json.field("sample_shape", result.sampleShape);
-        json.field("device", result.device);
+        json.field("device_used", result.device);
         json.field("nfe", result.nfe);
         json.field("seconds", result.seconds);
         json.field("path_length_ratio", result.pathLengthRatio);

@@ -19,8 +19,12 @@
 
 #include <opencv2/imgcodecs.hpp>
 
+#include "tests/TestSupport.h"
 #include "core/NpyFile.h"
 #include "core/media/ImageWriter.h"
+
+using flowscope::test::readBytes;
+using flowscope::test::writeBytes;
 
 namespace {
 
@@ -70,16 +74,6 @@ QStringList toStrings(const QJsonValue& value) {
     QStringList list;
     for (const QJsonValue& item : value.toArray()) list << item.toString();
     return list;
-}
-
-std::string readBytes(const QString& path) {
-    std::ifstream in(path.toStdString(), std::ios::binary);
-    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
-void writeBytes(const QString& path, const std::string& bytes) {
-    std::ofstream out(path.toStdString(), std::ios::binary | std::ios::trunc);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
 QStringList listFolder(const QString& folder) {

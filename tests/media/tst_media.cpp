@@ -20,23 +20,17 @@
 #include <torch/torch.h>
 #include <zlib.h>
 
+#include "tests/TestSupport.h"
 #include "core/AtomicFile.h"
 #include "core/Engine.h"
 #include "core/NpyFile.h"
 #include "core/media/ImageFolder.h"
 #include "core/media/ImageWriter.h"
 
+using flowscope::test::readBytes;
+using flowscope::test::writeBytes;
+
 namespace {
-
-std::string readBytes(const QString& path) {
-    std::ifstream in(path.toStdString(), std::ios::binary);
-    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
-void writeBytes(const QString& path, const std::string& bytes) {
-    std::ofstream out(path.toStdString(), std::ios::binary | std::ios::trunc);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
 
 // Fixed pseudo-random bytes that no image decoder accepts (no image signature at the start).
 std::string garbageBytes(size_t count) {
