@@ -5,7 +5,7 @@
 
 #include <torch/types.h>
 
-#include "core/Engine.h"
+#include "core/media/ImageFolderLoader.h"
 
 namespace flowscope::media {
 
@@ -15,10 +15,5 @@ namespace flowscope::media {
 // `notes`; a folder without any readable image is an error that says what was found.
 torch::Tensor loadImageFolder(const std::string& folder, int resolution, std::vector<std::string>& notes);
 
-// The same as an engine HostArray, for core::Engine's folder loader hook.
-core::HostArray loadImageFolderToHost(const std::string& folder, int resolution, std::vector<std::string>& notes);
-
-// Sets OpenCV's decoder limits (image pixels, file size) before the first decode, once.
-void configureImageLimits();
 
 }  // namespace flowscope::media

@@ -1,0 +1,191 @@
+#include "ui/EngineController.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include <QMetaObject>
+#include <QPointer>
+
+#include "core/media/ImageFolderLoader.h"
+
+namespace flowscope::ui {
+
+struct EngineController::Worker {
+    struct Job {
+        int lane = 0;
+        quint64 id = 0;
+        RunSettings settings;
+        std::shared_ptr<std::atomic<bool>> cancel = std::make_shared<std::atomic<bool>>(false);
+    };
+
+    explicit Worker(EngineController* owner) : controller(owner) {
+        thread = std::thread([this] { loop(); });
+    }
+
+    ~Worker() {
+        {
+            std::lock_guard lock(mutex);
+            stopping = true;
+            pending.clear();
+            if (running) running->cancel->store(true);
+        }
+        wake.notify_all();
+        thread.join();
+    }
+
+    void loop() {
+        // The engine lives and dies on this thread, with everything it loads.
+        core::Engine engine([](const std::string& folder, int resolution, std::vector<std::string>& notes) {
+            return media::loadImageFolderToHost(folder, resolution, notes);
+        });
+        for (;;) {
+            std::shared_ptr<Job> job;
+            {
+                std::unique_lock lock(mutex);
+                wake.wait(lock, [this] { return stopping || !pending.empty(); });
+                if (stopping) return;
+                job = pending.begin()->second;
+                pending.erase(pending.begin());
+                running = job;
+            }
+            run(engine, *job);
+            {
+                std::lock_guard lock(mutex);
+                running.reset();
+                idle.notify_all();
+            }
+            notifyBusy();
+        }
+    }
+
+    void run(core::Engine& engine, const Job& job) {
+        const core::SampleRequest request = job.settings.toRequest();
+        const bool pointCloud = job.settings.model.startsWith("gmm:") || job.settings.model.startsWith("points:");
+        core::HostArray reference;
+        if (pointCloud) reference = core::Engine::referenceSamples(request.model, 600);
+        const auto onFrame = [&](const core::StepFrame& step) {
+            LaneFrame frame;
+            frame.index = step.index;
+            frame.plannedSteps = step.plannedSteps;
+            frame.t = step.t;
+            frame.sigma = step.sigma;
+            frame.nfe = step.nfe;
+            frame.velocityRms = step.velocityRms;
+            frame.final = step.final;
+            frame.pointCloud = pointCloud;
+            if (pointCloud) {
+                frame.states = {scatterImage(step.state, reference)};
+                frame.predictions = {scatterImage(step.prediction, reference)};
+            } else {
+                frame.states = imagesFromBatch(step.state);
+                frame.predictions = imagesFromBatch(step.prediction);
+            }
+            post([lane = job.lane, id = job.id, frame](EngineController* c) { Q_EMIT c->frameReady(lane, id, frame); });
+        };
+        const core::SampleResult result = engine.sample(request, onFrame, job.cancel.get());
+        if (!result.ok()) {
+            const QString message = QString::fromStdString(result.error);
+            const bool cancelled = result.failure == core::Failure::Cancelled;
+            post([lane = job.lane, id = job.id, message, cancelled](EngineController* c) {
+                Q_EMIT c->runFailed(lane, id, message, cancelled);
+            });
+            return;
+        }
+        LaneResult summary;
+        summary.nfe = result.nfe;
+        summary.steps = result.steps;
+        summary.seconds = result.seconds;
+        summary.pathLengthRatio = result.pathLengthRatio;
+        summary.straightness = result.straightness;
+        summary.device = QString::fromStdString(result.device);
+        for (const auto& note : result.notes) summary.notes << QString::fromStdString(note);
+        summary.final = result.final;
+        post([lane = job.lane, id = job.id, summary](EngineController* c) { Q_EMIT c->runFinished(lane, id, summary); });
+    }
+
+    // Runs `emitter` on the controller's thread; dropped if the controller is gone by then.
+    template <typename F>
+    void post(F emitter) {
+        QPointer<EngineController> guard(controller);
+        QMetaObject::invokeMethod(
+            controller, [guard, emitter] {
+                if (guard) emitter(guard.data());
+            },
+            Qt::QueuedConnection);
+    }
+
+    void notifyBusy() {
+        QPointer<EngineController> guard(controller);
+        QMetaObject::invokeMethod(
+            controller, [guard] {
+                if (guard) Q_EMIT guard->busyChanged(guard->isBusy());
+            },
+            Qt::QueuedConnection);
+    }
+
+    EngineController* controller;
+    std::thread thread;
+    mutable std::mutex mutex;
+    std::condition_variable wake;
+    std::condition_variable idle;
+    std::map<int, std::shared_ptr<Job>> pending;  // by lane: at most one waiting run per lane
+    std::shared_ptr<Job> running;
+    quint64 nextId = 1;
+    bool stopping = false;
+};
+
+EngineController::EngineController(QObject* parent) : QObject(parent) {
+    qRegisterMetaType<LaneFrame>();
+    qRegisterMetaType<LaneResult>();
+    m_worker = std::make_unique<Worker>(this);
+}
+
+EngineController::~EngineController() = default;
+
+quint64 EngineController::submit(int lane, const RunSettings& settings) {
+    quint64 id = 0;
+    {
+        std::lock_guard lock(m_worker->mutex);
+        auto job = std::make_shared<Worker::Job>();
+        job->lane = lane;
+        job->id = id = m_worker->nextId++;
+        job->settings = settings;
+        m_worker->pending[lane] = job;  // replaces a waiting run of this lane
+        if (m_worker->running && m_worker->running->lane == lane) m_worker->running->cancel->store(true);
+    }
+    m_worker->wake.notify_all();
+    Q_EMIT busyChanged(true);
+    return id;
+}
+
+void EngineController::cancel(int lane) {
+    std::lock_guard lock(m_worker->mutex);
+    m_worker->pending.erase(lane);
+    if (m_worker->running && m_worker->running->lane == lane) m_worker->running->cancel->store(true);
+}
+
+void EngineController::cancelAll() {
+    std::lock_guard lock(m_worker->mutex);
+    m_worker->pending.clear();
+    if (m_worker->running) m_worker->running->cancel->store(true);
+}
+
+bool EngineController::isBusy() const {
+    std::lock_guard lock(m_worker->mutex);
+    return m_worker->running || !m_worker->pending.empty();
+}
+
+bool EngineController::waitForIdle(int timeoutMs) {
+    std::unique_lock lock(m_worker->mutex);
+    return m_worker->idle.wait_for(lock, std::chrono::milliseconds(timeoutMs),
+                                   [this] { return !m_worker->running && m_worker->pending.empty(); });
+}
+
+QString EngineController::deviceDescription() {
+    return QString::fromStdString(core::Engine::info().defaultDevice);
+}
+
+}  // namespace flowscope::ui

@@ -1,0 +1,48 @@
+#pragma once
+
+#include <QObject>
+#include <QString>
+
+#include <memory>
+
+#include "ui/LaneFrame.h"
+#include "ui/RunSettings.h"
+
+namespace flowscope::ui {
+
+// The UI's only way to the engine. One worker thread owns the engine (its models and tensors);
+// the UI posts runs tagged with a lane. A new run for a lane cancels the one running or waiting
+// for that lane: the newest request always wins. Frames and results come back as queued signals
+// on the thread that owns the controller; a run's id lets receivers drop anything stale.
+// Thread-safety: call the public functions from the owning (UI) thread only.
+class EngineController : public QObject {
+    Q_OBJECT
+
+public:
+    explicit EngineController(QObject* parent = nullptr);
+    ~EngineController() override;
+
+    // Queues a run for `lane` and returns its id (ids increase across all lanes).
+    quint64 submit(int lane, const RunSettings& settings);
+    void cancel(int lane);
+    void cancelAll();
+    // True while any run is queued or running.
+    bool isBusy() const;
+    // Waits until no run is queued or running (for tests and shutdown); false on timeout.
+    bool waitForIdle(int timeoutMs);
+
+    // The engine's device in words, e.g. "CPU, 2 threads".
+    static QString deviceDescription();
+
+Q_SIGNALS:
+    void frameReady(int lane, quint64 runId, const flowscope::ui::LaneFrame& frame);
+    void runFinished(int lane, quint64 runId, const flowscope::ui::LaneResult& result);
+    void runFailed(int lane, quint64 runId, const QString& message, bool cancelled);
+    void busyChanged(bool busy);
+
+private:
+    struct Worker;
+    std::unique_ptr<Worker> m_worker;
+};
+
+}  // namespace flowscope::ui

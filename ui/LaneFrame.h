@@ -1,0 +1,49 @@
+#pragma once
+
+#include <QImage>
+#include <QMetaType>
+#include <QString>
+#include <QStringList>
+#include <QVector>
+
+#include "core/Engine.h"
+
+namespace flowscope::ui {
+
+// One step of a run, ready to paint: made on the engine's worker thread, so the UI thread never
+// converts tensors. Image models give one image per sample; 2-D models give a single scatter plot
+// of all particles (and the velocity arrows of the step).
+struct LaneFrame {
+    int index = 0;
+    int plannedSteps = 0;
+    double t = 0.0;
+    double sigma = 1.0;
+    int nfe = 0;
+    double velocityRms = 0.0;
+    bool final = false;
+    bool pointCloud = false;
+    QVector<QImage> states;       // x_t per sample (or the one scatter plot)
+    QVector<QImage> predictions;  // x̂0 per sample (or the one scatter plot)
+};
+
+// What a finished run reports besides its last frame.
+struct LaneResult {
+    int nfe = 0;
+    int steps = 0;
+    double seconds = 0.0;
+    double pathLengthRatio = 0.0;
+    double straightness = 0.0;
+    QString device;
+    QStringList notes;
+    core::HostArray final;  // the final samples, engine space, for export and comparison
+};
+
+// Engine arrays to images. Values are clamped to [-1, 1] and mapped with rounding.
+QVector<QImage> imagesFromBatch(const core::HostArray& batch);
+// 2-D particles [B, 2] as a scatter plot; `reference` (the target distribution) in grey beneath.
+QImage scatterImage(const core::HostArray& points, const core::HostArray& reference, int size = 360);
+
+}  // namespace flowscope::ui
+
+Q_DECLARE_METATYPE(flowscope::ui::LaneFrame)
+Q_DECLARE_METATYPE(flowscope::ui::LaneResult)

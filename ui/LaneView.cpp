@@ -1,0 +1,212 @@
+#include "ui/LaneView.h"
+
+#include <QComboBox>
+#include <QGridLayout>
+#include <QLabel>
+#include <QSignalBlocker>
+#include <QSlider>
+#include <QSpinBox>
+#include <QTimer>
+#include <QToolButton>
+#include <QVBoxLayout>
+
+namespace flowscope::ui {
+namespace {
+
+QComboBox* makeCombo(const QStringList& items, QWidget* parent, bool editable = false) {
+    auto* combo = new QComboBox(parent);
+    combo->addItems(items);
+    combo->setEditable(editable);
+    return combo;
+}
+
+void selectText(QComboBox* combo, const QString& text) {
+    const int found = combo->findText(text);
+    if (found >= 0) {
+        combo->setCurrentIndex(found);
+    } else if (combo->isEditable()) {
+        combo->setEditText(text);
+    } else {
+        combo->addItem(text);
+        combo->setCurrentIndex(combo->count() - 1);
+    }
+}
+
+}  // namespace
+
+LaneView::LaneView(int index, QWidget* parent) : QWidget(parent), m_index(index) {
+    m_path = makeCombo({"linear", "vp", "cosine", "ve"}, this);
+    m_path->setToolTip(tr("Probability path: linear is rectified flow (straight); vp and cosine are diffusion (curved); ve is EDM"));
+    m_solver = makeCombo({"euler", "heun", "midpoint", "rk4", "dpm++2m", "ddim", "dopri5", "ddpm", "euler-a"}, this);
+    m_schedule = makeCombo({"uniform", "karras", "shift:3", "flux", "logsnr"}, this, true);
+    m_schedule->setToolTip(tr("Time grid; shift:S takes any S > 0"));
+    m_steps = new QSpinBox(this);
+    m_steps->setRange(1, 1000);
+    m_steps->setValue(8);
+    m_steps->setToolTip(tr("Steps (1-1000)"));
+    m_stepsSlider = new QSlider(Qt::Horizontal, this);
+    m_stepsSlider->setRange(1, 1000);
+    m_stepsSlider->setValue(8);
+
+    auto* title = new QLabel(tr("<b>Lane %1</b>").arg(index + 1), this);
+    auto* header = new QGridLayout;
+    header->addWidget(title, 0, 0);
+    header->addWidget(m_path, 0, 1);
+    header->addWidget(m_solver, 0, 2);
+    header->addWidget(m_schedule, 0, 3);
+    header->addWidget(new QLabel(tr("Steps"), this), 1, 0);
+    header->addWidget(m_stepsSlider, 1, 1, 1, 2);
+    header->addWidget(m_steps, 1, 3);
+
+    m_canvas = new SampleCanvas(this);
+
+    m_play = new QToolButton(this);
+    m_play->setText(QStringLiteral("▶"));
+    m_play->setToolTip(tr("Play the run step by step (Space)"));
+    m_timeline = new QSlider(Qt::Horizontal, this);
+    m_timeline->setRange(0, 0);
+    m_timeline->setToolTip(tr("Scrub through every step of the run (Left/Right)"));
+    m_stepLabel = new QLabel(this);
+    m_stepLabel->setMinimumWidth(170);
+    auto* timelineRow = new QHBoxLayout;
+    timelineRow->addWidget(m_play);
+    timelineRow->addWidget(m_timeline, 1);
+    timelineRow->addWidget(m_stepLabel);
+
+    m_metrics = new QLabel(this);
+    m_metrics->setTextInteractionFlags(Qt::TextSelectableByMouse);
+    m_metrics->setWordWrap(true);
+
+    auto* layout = new QVBoxLayout(this);
+    layout->setContentsMargins(4, 4, 4, 4);
+    layout->addLayout(header);
+    layout->addWidget(m_canvas, 1);
+    layout->addLayout(timelineRow);
+    layout->addWidget(m_metrics);
+
+    m_playTimer = new QTimer(this);
+    m_playTimer->setInterval(120);
+    connect(m_playTimer, &QTimer::timeout, this, [this] {
+        if (m_timeline->value() >= m_timeline->maximum()) {
+            togglePlay();
+            return;
+        }
+        stepBy(1);
+    });
+    connect(m_play, &QToolButton::clicked, this, &LaneView::togglePlay);
+    connect(m_timeline, &QSlider::valueChanged, this, [this](int value) {
+        m_followLive = value >= m_timeline->maximum();
+        showFrame(value);
+    });
+
+    connect(m_stepsSlider, &QSlider::valueChanged, m_steps, &QSpinBox::setValue);
+    connect(m_steps, &QSpinBox::valueChanged, this, [this](int value) {
+        const QSignalBlocker block(m_stepsSlider);
+        m_stepsSlider->setValue(value);
+        Q_EMIT settingsChanged();
+    });
+    for (QComboBox* combo : {m_path, m_solver}) {
+        connect(combo, &QComboBox::currentTextChanged, this, &LaneView::settingsChanged);
+    }
+    connect(m_schedule, &QComboBox::currentTextChanged, this, &LaneView::settingsChanged);
+}
+
+RunSettings LaneView::settings(const RunSettings& shared) const {
+    RunSettings settings = shared;
+    settings.path = m_path->currentText();
+    settings.solver = m_solver->currentText();
+    settings.schedule = m_schedule->currentText().trimmed();
+    settings.steps = m_steps->value();
+    return settings;
+}
+
+void LaneView::setLaneSettings(const RunSettings& settings) {
+    const QSignalBlocker b1(m_path), b2(m_solver), b3(m_schedule), b4(m_steps), b5(m_stepsSlider);
+    selectText(m_path, settings.path);
+    selectText(m_solver, settings.solver);
+    selectText(m_schedule, settings.schedule);
+    m_steps->setValue(std::clamp(settings.steps, 1, 1000));
+    m_stepsSlider->setValue(m_steps->value());
+}
+
+void LaneView::beginRun(quint64 runId) {
+    m_runId = runId;
+    m_frames.clear();
+    m_followLive = true;
+    m_hasResult = false;
+    const QSignalBlocker block(m_timeline);
+    m_timeline->setRange(0, 0);
+    m_metrics->setText(tr("running..."));
+}
+
+void LaneView::addFrame(quint64 runId, const LaneFrame& frame) {
+    if (runId != m_runId) return;  // a frame from a run that was replaced
+    m_frames.push_back(frame);
+    const QSignalBlocker block(m_timeline);
+    m_timeline->setRange(0, int(m_frames.size()) - 1);
+    if (m_followLive) {
+        m_timeline->setValue(m_timeline->maximum());
+        showFrame(m_timeline->maximum());
+    } else {
+        updateStepLabel();
+    }
+}
+
+void LaneView::finishRun(quint64 runId, const LaneResult& result) {
+    if (runId != m_runId) return;
+    m_result = result;
+    m_hasResult = true;
+    m_metrics->setText(metricsText());
+}
+
+void LaneView::failRun(quint64 runId, const QString& message, bool cancelled) {
+    if (runId != m_runId) return;
+    m_metrics->setText(cancelled ? tr("cancelled") : tr("<span style='color:#d33'>%1</span>").arg(message.toHtmlEscaped()));
+}
+
+QString LaneView::metricsText() const {
+    if (!m_hasResult) return {};
+    QString text = tr("NFE %1 · path length ratio %2 · straightness %3 · %4 s")
+                       .arg(m_result.nfe)
+                       .arg(m_result.pathLengthRatio, 0, 'f', 3)
+                       .arg(m_result.straightness, 0, 'g', 3)
+                       .arg(m_result.seconds, 0, 'f', 2);
+    for (const QString& note : m_result.notes) text += QStringLiteral("\n") + note;
+    return text;
+}
+
+int LaneView::currentFrame() const { return m_timeline->value(); }
+
+void LaneView::showFrame(int index) {
+    if (index < 0 || index >= m_frames.size()) return;
+    const LaneFrame& frame = m_frames[index];
+    m_canvas->setImages(frame.states, frame.predictions);
+    updateStepLabel();
+}
+
+void LaneView::updateStepLabel() {
+    const int index = m_timeline->value();
+    if (index < 0 || index >= m_frames.size()) {
+        m_stepLabel->clear();
+        return;
+    }
+    const LaneFrame& frame = m_frames[index];
+    const QString total = frame.plannedSteps > 0 ? QString::number(frame.plannedSteps) : QStringLiteral("?");
+    m_stepLabel->setText(tr("step %1/%2 · t %3 · NFE %4").arg(frame.index).arg(total).arg(frame.t, 0, 'f', 3).arg(frame.nfe));
+}
+
+void LaneView::togglePlay() {
+    if (m_playTimer->isActive()) {
+        m_playTimer->stop();
+        m_play->setText(QStringLiteral("▶"));
+        return;
+    }
+    if (m_frames.isEmpty()) return;
+    if (m_timeline->value() >= m_timeline->maximum()) m_timeline->setValue(0);
+    m_playTimer->start();
+    m_play->setText(QStringLiteral("⏸"));
+}
+
+void LaneView::stepBy(int delta) { m_timeline->setValue(std::clamp(m_timeline->value() + delta, 0, m_timeline->maximum())); }
+
+}  // namespace flowscope::ui

@@ -1,0 +1,81 @@
+#pragma once
+
+#include <QVector>
+#include <QWidget>
+
+#include "ui/LaneFrame.h"
+#include "ui/RunSettings.h"
+#include "ui/SampleCanvas.h"
+
+class QComboBox;
+class QLabel;
+class QSlider;
+class QSpinBox;
+class QTimer;
+class QToolButton;
+
+namespace flowscope::ui {
+
+// One lane: its own path, solver, schedule and steps; a canvas with the lane's current frame; a
+// timeline over every frame of the latest run (scrub, play, step); and the run's measures.
+class LaneView : public QWidget {
+    Q_OBJECT
+
+public:
+    LaneView(int index, QWidget* parent = nullptr);
+
+    int index() const { return m_index; }
+    // The lane's own settings on top of the shared ones (model, seed, batch, device).
+    RunSettings settings(const RunSettings& shared) const;
+    void setLaneSettings(const RunSettings& settings);
+
+    // A new run began: forget the old frames.
+    void beginRun(quint64 runId);
+    quint64 runId() const { return m_runId; }
+    void addFrame(quint64 runId, const LaneFrame& frame);
+    void finishRun(quint64 runId, const LaneResult& result);
+    void failRun(quint64 runId, const QString& message, bool cancelled);
+
+    const QVector<LaneFrame>& frames() const { return m_frames; }
+    int currentFrame() const;
+    void showFrame(int index);
+    bool hasResult() const { return m_hasResult; }
+    const LaneResult& result() const { return m_result; }
+    SampleCanvas* canvas() const { return m_canvas; }
+    QSpinBox* stepsBox() const { return m_steps; }
+    QComboBox* pathBox() const { return m_path; }
+    QComboBox* solverBox() const { return m_solver; }
+    QSlider* timeline() const { return m_timeline; }
+    QString metricsText() const;
+
+    void togglePlay();
+    void stepBy(int delta);
+    void setView(SampleCanvas::View view) { m_canvas->setView(view); }
+
+Q_SIGNALS:
+    void settingsChanged();
+
+private:
+    void updateStepLabel();
+
+    int m_index;
+    QComboBox* m_path;
+    QComboBox* m_solver;
+    QComboBox* m_schedule;
+    QSpinBox* m_steps;
+    QSlider* m_stepsSlider;
+    SampleCanvas* m_canvas;
+    QSlider* m_timeline;
+    QToolButton* m_play;
+    QLabel* m_stepLabel;
+    QLabel* m_metrics;
+    QTimer* m_playTimer;
+
+    quint64 m_runId = 0;
+    QVector<LaneFrame> m_frames;
+    bool m_followLive = true;
+    bool m_hasResult = false;
+    LaneResult m_result;
+};
+
+}  // namespace flowscope::ui

@@ -1,0 +1,387 @@
+#include "ui/MainWindow.h"
+
+#include <QAction>
+#include <QApplication>
+#include <QCloseEvent>
+#include <QDateTime>
+#include <QDockWidget>
+#include <QDragEnterEvent>
+#include <QDropEvent>
+#include <QFileDialog>
+#include <QFileInfo>
+#include <QImageReader>
+#include <QImageWriter>
+#include <QJsonDocument>
+#include <QLabel>
+#include <QMenuBar>
+#include <QMessageBox>
+#include <QMimeData>
+#include <QPainter>
+#include <QProgressBar>
+#include <QSaveFile>
+#include <QSettings>
+#include <QSpinBox>
+#include <QSplitter>
+#include <QStatusBar>
+#include <QTimer>
+#include <QVBoxLayout>
+
+#include "ui/EngineController.h"
+#include "ui/LaneView.h"
+#include "ui/SettingsPanel.h"
+
+namespace flowscope::ui {
+namespace {
+
+constexpr int kMaxLanes = 4;
+constexpr int kDebounceMs = 150;
+
+const RunSettings kDefaultLanes[kMaxLanes] = {
+    {.path = "linear"}, {.path = "vp"}, {.path = "cosine"}, {.path = "linear", .solver = "heun"}};
+
+// The final images of a batch in a grid, each pixel enlarged `scale` times, 2 px apart.
+QImage gridImage(const QVector<QImage>& images, int scale) {
+    if (images.isEmpty()) return {};
+    const int columns = int(std::ceil(std::sqrt(double(images.size()))));
+    const int rows = (int(images.size()) + columns - 1) / columns;
+    const QSize cell = images.front().size() * scale;
+    QImage grid(columns * cell.width() + (columns + 1) * 2, rows * cell.height() + (rows + 1) * 2, QImage::Format_RGB888);
+    grid.fill(QColor(24, 24, 28));
+    QPainter painter(&grid);
+    for (int i = 0; i < images.size(); ++i) {
+        const QRect target(2 + (i % columns) * (cell.width() + 2), 2 + (i / columns) * (cell.height() + 2), cell.width(),
+                           cell.height());
+        painter.drawImage(target, images[i]);
+    }
+    return grid;
+}
+
+}  // namespace
+
+MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), m_controller(new EngineController(this)) {
+    setWindowTitle(tr("FlowScope"));
+    setAcceptDrops(true);
+    createWidgets();
+    createActions();
+    connect(m_controller, &EngineController::frameReady, this, &MainWindow::onFrame);
+    connect(m_controller, &EngineController::runFinished, this, &MainWindow::onFinished);
+    connect(m_controller, &EngineController::runFailed, this, &MainWindow::onFailed);
+    readSettings();
+    QTimer::singleShot(0, this, &MainWindow::runNow);
+}
+
+MainWindow::~MainWindow() { m_controller->cancelAll(); }
+
+void MainWindow::createWidgets() {
+    m_panel = new SettingsPanel(this);
+    auto* dock = new QDockWidget(tr("Settings"), this);
+    dock->setObjectName("settingsDock");
+    dock->setWidget(m_panel);
+    dock->setFeatures(QDockWidget::DockWidgetMovable | QDockWidget::DockWidgetFloatable);
+    addDockWidget(Qt::LeftDockWidgetArea, dock);
+
+    m_hint = new QLabel(this);
+    m_hint->setWordWrap(true);
+    m_hint->setText(tr("Both lanes start from the same noise. Drag a lane's Steps slider down to 2: the straight "
+                       "<b>linear</b> path still lands on clean images, the curved <b>vp</b> path does not. "
+                       "Scrub a lane's timeline to see every step."));
+    m_hint->setContentsMargins(6, 4, 6, 4);
+    m_laneSplitter = new QSplitter(Qt::Horizontal, this);
+    auto* central = new QWidget(this);
+    auto* layout = new QVBoxLayout(central);
+    layout->setContentsMargins(0, 0, 0, 0);
+    layout->addWidget(m_hint);
+    layout->addWidget(m_laneSplitter, 1);
+    setCentralWidget(central);
+
+    m_device = new QLabel(EngineController::deviceDescription(), this);
+    m_rate = new QLabel(this);
+    m_progress = new QProgressBar(this);
+    m_progress->setMaximumWidth(220);
+    m_progress->setTextVisible(true);
+    statusBar()->addWidget(m_device);
+    statusBar()->addWidget(m_rate);
+    statusBar()->addPermanentWidget(m_progress);
+
+    m_debounce = new QTimer(this);
+    m_debounce->setSingleShot(true);
+    m_debounce->setInterval(kDebounceMs);
+    connect(m_debounce, &QTimer::timeout, this, &MainWindow::runNow);
+    connect(m_panel, &SettingsPanel::settingsChanged, this, &MainWindow::scheduleRun);
+    connect(m_panel, &SettingsPanel::laneCountChanged, this, [this](int count) {
+        setLaneCount(count);
+        scheduleRun();
+    });
+    connect(m_panel, &SettingsPanel::viewChanged, this, [this](SampleCanvas::View view) {
+        for (LaneView* lane : m_lanes) lane->setView(view);
+    });
+}
+
+void MainWindow::createActions() {
+    QMenu* file = menuBar()->addMenu(tr("&File"));
+    QAction* open = file->addAction(tr("&Open exported PNG..."), this, &MainWindow::openWithDialog);
+    open->setShortcut(QKeySequence::Open);
+    QAction* exportAction = file->addAction(tr("&Export lane images..."), this, &MainWindow::exportWithDialog);
+    exportAction->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_E));
+    file->addSeparator();
+    QAction* quit = file->addAction(tr("&Quit"), this, &QWidget::close);
+    quit->setShortcut(QKeySequence::Quit);
+
+    QMenu* run = menuBar()->addMenu(tr("&Run"));
+    QAction* runAction = run->addAction(tr("&Run now"), this, &MainWindow::runNow);
+    runAction->setShortcuts({QKeySequence(Qt::CTRL | Qt::Key_Return), QKeySequence(Qt::CTRL | Qt::Key_Enter)});
+    QAction* cancel = run->addAction(tr("&Cancel"), this, &MainWindow::cancelRuns);
+    cancel->setShortcut(Qt::Key_Escape);
+    QAction* seed = run->addAction(tr("New random &seed"), m_panel, &SettingsPanel::newRandomSeed);
+    seed->setShortcut(Qt::Key_R);
+    run->addSeparator();
+    QAction* reset = run->addAction(tr("Reset to &defaults"), this, &MainWindow::resetToDefaults);
+    Q_UNUSED(reset);
+
+    QMenu* view = menuBar()->addMenu(tr("&View"));
+    QAction* play = view->addAction(tr("&Play / pause"), this, [this] {
+        if (LaneView* l = lane(m_focusedLane)) l->togglePlay();
+    });
+    play->setShortcut(Qt::Key_Space);
+    QAction* back = view->addAction(tr("Step &back"), this, [this] {
+        if (LaneView* l = lane(m_focusedLane)) l->stepBy(-1);
+    });
+    back->setShortcut(Qt::Key_Left);
+    QAction* forward = view->addAction(tr("Step &forward"), this, [this] {
+        if (LaneView* l = lane(m_focusedLane)) l->stepBy(1);
+    });
+    forward->setShortcut(Qt::Key_Right);
+    for (int i = 0; i < kMaxLanes; ++i) {
+        QAction* focus = view->addAction(tr("Focus lane %1").arg(i + 1), this, [this, i] { focusLane(i); });
+        focus->setShortcut(QKeySequence(Qt::CTRL | Qt::Key(Qt::Key_1 + i)));
+    }
+}
+
+void MainWindow::setLaneCount(int count) {
+    count = std::clamp(count, 1, kMaxLanes);
+    while (int(m_lanes.size()) > count) {
+        const int index = int(m_lanes.size()) - 1;
+        m_controller->cancel(index);
+        delete m_lanes.takeLast();
+    }
+    while (int(m_lanes.size()) < count) {
+        auto* lane = new LaneView(int(m_lanes.size()), m_laneSplitter);
+        lane->setLaneSettings(kDefaultLanes[m_lanes.size()]);
+        lane->setView(m_panel->view());
+        connect(lane, &LaneView::settingsChanged, this, &MainWindow::scheduleRun);
+        m_laneSplitter->addWidget(lane);
+        m_lanes.push_back(lane);
+    }
+    if (m_focusedLane >= count) m_focusedLane = 0;
+}
+
+void MainWindow::focusLane(int index) {
+    if (index < 0 || index >= int(m_lanes.size())) return;
+    m_focusedLane = index;
+    m_lanes[index]->setFocus();
+    statusBar()->showMessage(tr("Lane %1 focused").arg(index + 1), 1500);
+}
+
+void MainWindow::scheduleRun() { m_debounce->start(); }
+
+void MainWindow::runNow() {
+    m_debounce->stop();
+    const RunSettings shared = m_panel->shared();
+    m_runStartedMs = QDateTime::currentMSecsSinceEpoch();
+    m_progress->setValue(0);
+    for (LaneView* lane : m_lanes) lane->beginRun(m_controller->submit(lane->index(), lane->settings(shared)));
+}
+
+void MainWindow::cancelRuns() {
+    m_debounce->stop();
+    m_controller->cancelAll();
+    statusBar()->showMessage(tr("Cancelled"), 2000);
+}
+
+void MainWindow::onFrame(int laneIndex, quint64 runId, const LaneFrame& frame) {
+    LaneView* lane = this->lane(laneIndex);
+    if (!lane || lane->runId() != runId) return;
+    lane->addFrame(runId, frame);
+    // Progress over all lanes: steps done over steps planned.
+    int done = 0, planned = 0, nfe = 0;
+    for (LaneView* l : m_lanes) {
+        const auto& frames = l->frames();
+        if (frames.isEmpty()) {
+            planned += l->stepsBox()->value();
+            continue;
+        }
+        done += frames.back().index;
+        planned += std::max(frames.back().plannedSteps, frames.back().index);
+        nfe += frames.back().nfe;
+    }
+    m_progress->setRange(0, std::max(1, planned));
+    m_progress->setValue(done);
+    const double seconds = std::max(1e-3, (QDateTime::currentMSecsSinceEpoch() - m_runStartedMs) / 1000.0);
+    const double rate = nfe / seconds;
+    const double eta = done > 0 ? seconds * (planned - done) / done : 0.0;
+    m_rate->setText(tr("%1 NFE/s · %2 steps/s · ETA %3 s").arg(rate, 0, 'f', 1).arg(done / seconds, 0, 'f', 1).arg(eta, 0, 'f', 1));
+}
+
+void MainWindow::onFinished(int laneIndex, quint64 runId, const LaneResult& result) {
+    if (LaneView* lane = this->lane(laneIndex)) lane->finishRun(runId, result);
+    m_device->setText(result.device);
+}
+
+void MainWindow::onFailed(int laneIndex, quint64 runId, const QString& message, bool cancelled) {
+    if (LaneView* lane = this->lane(laneIndex)) lane->failRun(runId, message, cancelled);
+    if (!cancelled) statusBar()->showMessage(tr("Lane %1: %2").arg(laneIndex + 1).arg(message), 8000);
+}
+
+bool MainWindow::exportLane(int laneIndex, const QString& path, QString* error) {
+    LaneView* lane = this->lane(laneIndex);
+    if (!lane || !lane->hasResult()) {
+        *error = tr("lane %1 has no finished run to export yet").arg(laneIndex + 1);
+        return false;
+    }
+    const LaneResult& result = lane->result();
+    const RunSettings settings = lane->settings(m_panel->shared());
+    const QVector<QImage> images = imagesFromBatch(result.final);
+    QImage picture = images.isEmpty() ? lane->frames().back().states.front() : gridImage(images, 1);
+    picture.setText("parameters", settings.parametersLine(result.nfe));
+    picture.setText("flowscope", QString::fromUtf8(QJsonDocument(settings.toJson()).toJson(QJsonDocument::Compact)));
+    QSaveFile file(path);
+    if (!file.open(QIODevice::WriteOnly)) {
+        *error = tr("cannot write %1: %2").arg(path, file.errorString());
+        return false;
+    }
+    QImageWriter writer(&file, "png");
+    if (!writer.write(picture)) {
+        file.cancelWriting();
+        *error = tr("cannot write %1: %2").arg(path, writer.errorString());
+        return false;
+    }
+    if (!file.commit()) {
+        *error = tr("cannot write %1: %2").arg(path, file.errorString());
+        return false;
+    }
+    return true;
+}
+
+bool MainWindow::restoreFromPng(const QString& path, QString* error) {
+    QImageReader reader(path);
+    if (!reader.canRead()) {
+        *error = tr("%1 is not an image FlowScope can read").arg(path);
+        return false;
+    }
+    const QString text = reader.text("flowscope");
+    if (text.isEmpty()) {
+        *error = tr("%1 holds no FlowScope settings (it was not exported by FlowScope)").arg(QFileInfo(path).fileName());
+        return false;
+    }
+    QJsonParseError parseError;
+    const QJsonDocument document = QJsonDocument::fromJson(text.toUtf8(), &parseError);
+    RunSettings settings;
+    QString why;
+    if (!document.isObject() || !RunSettings::fromJson(document.object(), &settings, &why)) {
+        *error = tr("the FlowScope settings in %1 are damaged: %2")
+                     .arg(QFileInfo(path).fileName(), document.isObject() ? why : parseError.errorString());
+        return false;
+    }
+    m_panel->setShared(settings);
+    m_lanes.front()->setLaneSettings(settings);
+    runNow();
+    statusBar()->showMessage(tr("Restored the settings of %1").arg(QFileInfo(path).fileName()), 4000);
+    return true;
+}
+
+void MainWindow::exportWithDialog() {
+    const QString suggested = QDir(m_lastFolder.isEmpty() ? QDir::homePath() : m_lastFolder)
+                                  .filePath(QStringLiteral("flowscope-lane%1.png").arg(m_focusedLane + 1));
+    const QString path = QFileDialog::getSaveFileName(this, tr("Export lane %1").arg(m_focusedLane + 1), suggested,
+                                                      tr("PNG images (*.png)"));
+    if (path.isEmpty()) return;
+    m_lastFolder = QFileInfo(path).absolutePath();
+    QString error;
+    if (!exportLane(m_focusedLane, path, &error)) {
+        QMessageBox::warning(this, tr("Export failed"), error);
+        return;
+    }
+    statusBar()->showMessage(tr("Exported %1").arg(path), 4000);
+}
+
+void MainWindow::openWithDialog() {
+    const QString path = QFileDialog::getOpenFileName(this, tr("Open a PNG exported by FlowScope"),
+                                                      m_lastFolder.isEmpty() ? QDir::homePath() : m_lastFolder,
+                                                      tr("PNG images (*.png)"));
+    if (path.isEmpty()) return;
+    m_lastFolder = QFileInfo(path).absolutePath();
+    QString error;
+    if (!restoreFromPng(path, &error)) QMessageBox::warning(this, tr("Cannot restore"), error);
+}
+
+void MainWindow::dragEnterEvent(QDragEnterEvent* event) {
+    if (event->mimeData()->hasUrls()) event->acceptProposedAction();
+}
+
+void MainWindow::dropEvent(QDropEvent* event) {
+    const auto urls = event->mimeData()->urls();
+    if (urls.isEmpty()) return;
+    QString error;
+    if (!restoreFromPng(urls.front().toLocalFile(), &error)) QMessageBox::warning(this, tr("Cannot restore"), error);
+}
+
+void MainWindow::applyDefaults() {
+    RunSettings defaults;
+    m_panel->setShared(defaults);
+    m_panel->setLaneCount(2);
+    setLaneCount(2);
+    for (int i = 0; i < int(m_lanes.size()); ++i) m_lanes[i]->setLaneSettings(kDefaultLanes[i]);
+}
+
+void MainWindow::resetToDefaults() {
+    applyDefaults();
+    QSettings().remove("run");
+    runNow();
+}
+
+void MainWindow::readSettings() {
+    QSettings settings;
+    restoreGeometry(settings.value("window/geometry").toByteArray());
+    applyDefaults();
+    m_lastFolder = settings.value("files/lastFolder").toString();
+    if (!settings.contains("run/shared")) return;  // first launch: the defaults
+    RunSettings shared;
+    QString why;
+    const QJsonObject sharedJson = QJsonDocument::fromJson(settings.value("run/shared").toByteArray()).object();
+    if (!RunSettings::fromJson(sharedJson, &shared, &why)) {
+        qWarning("FlowScope: ignoring saved settings (%s); using defaults", qPrintable(why));
+        return;
+    }
+    m_panel->setShared(shared);
+    const int lanes = std::clamp(settings.value("run/lanes", 2).toInt(), 1, kMaxLanes);
+    m_panel->setLaneCount(lanes);
+    setLaneCount(lanes);
+    for (int i = 0; i < lanes; ++i) {
+        RunSettings lane;
+        const QJsonObject laneJson = QJsonDocument::fromJson(settings.value(QStringLiteral("run/lane%1").arg(i)).toByteArray()).object();
+        if (RunSettings::fromJson(laneJson, &lane, &why)) m_lanes[i]->setLaneSettings(lane);
+    }
+    restoreState(settings.value("window/state").toByteArray());
+}
+
+void MainWindow::writeSettings() const {
+    QSettings settings;
+    settings.setValue("window/geometry", saveGeometry());
+    settings.setValue("window/state", saveState());
+    settings.setValue("files/lastFolder", m_lastFolder);
+    const RunSettings shared = m_panel->shared();
+    settings.setValue("run/shared", QJsonDocument(shared.toJson()).toJson(QJsonDocument::Compact));
+    settings.setValue("run/lanes", int(m_lanes.size()));
+    for (int i = 0; i < int(m_lanes.size()); ++i) {
+        settings.setValue(QStringLiteral("run/lane%1").arg(i),
+                          QJsonDocument(m_lanes[i]->settings(shared).toJson()).toJson(QJsonDocument::Compact));
+    }
+}
+
+void MainWindow::closeEvent(QCloseEvent* event) {
+    writeSettings();
+    m_controller->cancelAll();
+    event->accept();
+}
+
+}  // namespace flowscope::ui

@@ -1,0 +1,82 @@
+#pragma once
+
+#include <QMainWindow>
+#include <QVector>
+
+#include "ui/LaneFrame.h"
+#include "ui/RunSettings.h"
+
+class QLabel;
+class QProgressBar;
+class QSplitter;
+class QTimer;
+
+namespace flowscope::ui {
+
+class EngineController;
+class LaneView;
+class SettingsPanel;
+
+// FlowScope's main window: shared settings on the left, 1-4 lanes side by side, each with its
+// own path, solver, schedule and steps, all sampled from the same model and noise. Any change
+// reruns every lane after a short debounce; the newest request always wins.
+class MainWindow : public QMainWindow {
+    Q_OBJECT
+
+public:
+    explicit MainWindow(QWidget* parent = nullptr);
+    ~MainWindow() override;
+
+    EngineController* controller() const { return m_controller; }
+    SettingsPanel* settingsPanel() const { return m_panel; }
+    LaneView* lane(int index) const { return m_lanes.value(index); }
+    int laneCount() const { return int(m_lanes.size()); }
+    int focusedLane() const { return m_focusedLane; }
+
+    // Writes the lane's final images as a PNG grid with the run's settings in its text chunks
+    // (`parameters`, A1111 style, and `flowscope`, JSON). Atomic; false and a reason on failure.
+    bool exportLane(int lane, const QString& path, QString* error);
+    // Reads the settings from a PNG that FlowScope exported, applies them to lane 1 and the shared
+    // settings, and reruns. False and a reason when the file has no FlowScope settings.
+    bool restoreFromPng(const QString& path, QString* error);
+
+public Q_SLOTS:
+    void runNow();
+    void scheduleRun();
+    void cancelRuns();
+    void resetToDefaults();
+
+protected:
+    void closeEvent(QCloseEvent* event) override;
+    void dragEnterEvent(QDragEnterEvent* event) override;
+    void dropEvent(QDropEvent* event) override;
+
+private:
+    void createWidgets();
+    void createActions();
+    void readSettings();
+    void writeSettings() const;
+    void setLaneCount(int count);
+    void focusLane(int index);
+    void onFrame(int lane, quint64 runId, const LaneFrame& frame);
+    void onFinished(int lane, quint64 runId, const LaneResult& result);
+    void onFailed(int lane, quint64 runId, const QString& message, bool cancelled);
+    void exportWithDialog();
+    void openWithDialog();
+    void applyDefaults();
+
+    EngineController* m_controller;
+    SettingsPanel* m_panel = nullptr;
+    QSplitter* m_laneSplitter = nullptr;
+    QVector<LaneView*> m_lanes;
+    QTimer* m_debounce = nullptr;
+    QLabel* m_hint = nullptr;
+    QLabel* m_device = nullptr;
+    QLabel* m_rate = nullptr;
+    QProgressBar* m_progress = nullptr;
+    int m_focusedLane = 0;
+    qint64 m_runStartedMs = 0;
+    QString m_lastFolder;
+};
+
+}  // namespace flowscope::ui

@@ -1,0 +1,59 @@
+#pragma once
+
+#include <QImage>
+#include <QVector>
+#include <QWidget>
+
+namespace flowscope::ui {
+
+// Paints a batch of samples as a grid, scaled with nearest-neighbour so a 28x28 image stays crisp
+// at any zoom. Shows the state x_t, the prediction x̂0, or both side by side. Clicking a sample
+// focuses it (shown alone, as large as fits); clicking again returns to the grid.
+class SampleCanvas : public QWidget {
+    Q_OBJECT
+
+public:
+    enum class View { State, Prediction, Both };
+
+    explicit SampleCanvas(QWidget* parent = nullptr);
+
+    void setImages(const QVector<QImage>& states, const QVector<QImage>& predictions);
+    void setView(View view);
+    View view() const { return m_view; }
+    int focusedSample() const { return m_focused; }
+    void setFocusedSample(int index);
+    const QVector<QImage>& states() const { return m_states; }
+    const QVector<QImage>& predictions() const { return m_predictions; }
+    // The integer zoom at which the current layout paints each image pixel.
+    int pixelScale() const;
+
+    QSize sizeHint() const override { return {360, 360}; }
+    QSize minimumSizeHint() const override { return {120, 120}; }
+
+Q_SIGNALS:
+    void focusChanged(int index);
+
+protected:
+    void paintEvent(QPaintEvent* event) override;
+    void mousePressEvent(QMouseEvent* event) override;
+
+private:
+    struct Layout {
+        int columns = 1;
+        int rows = 1;
+        int cell = 1;  // pixels per cell side
+        int scale = 1;
+        QPoint origin;
+        int panels = 1;
+        int panelWidth = 0;
+    };
+    Layout layout() const;
+    QVector<int> visibleSamples() const;
+
+    QVector<QImage> m_states;
+    QVector<QImage> m_predictions;
+    View m_view = View::State;
+    int m_focused = -1;
+};
+
+}  // namespace flowscope::ui

@@ -1,0 +1,98 @@
+#include "ui/SettingsPanel.h"
+
+#include <QComboBox>
+#include <QFileDialog>
+#include <QFormLayout>
+#include <QHBoxLayout>
+#include <QLabel>
+#include <QPushButton>
+#include <QRandomGenerator>
+#include <QSignalBlocker>
+#include <QSpinBox>
+
+namespace flowscope::ui {
+
+SettingsPanel::SettingsPanel(QWidget* parent) : QWidget(parent) {
+    m_model = new QComboBox(this);
+    m_model->setEditable(true);
+    m_model->addItems({"fashion-mnist", "fashion-mnist:1000", "gmm:8gaussians", "gmm:rings", "gmm:checkerboard",
+                       "points:moons", "points:spiral", "points:checkerboard"});
+    m_model->setToolTip(tr("fashion-mnist: the exact denoiser of the 60,000 training images; gmm:*: 2-D Gaussian "
+                           "mixtures; points:*: 2-D point clouds; folder:PATH: your own images"));
+    auto* folder = new QPushButton(tr("Image folder..."), this);
+    folder->setToolTip(tr("Use the exact denoiser of a folder of your own images"));
+    connect(folder, &QPushButton::clicked, this, [this] {
+        const QString dir = QFileDialog::getExistingDirectory(this, tr("Folder of images"));
+        if (!dir.isEmpty()) m_model->setEditText(QStringLiteral("folder:") + dir);
+    });
+
+    m_seed = new QSpinBox(this);
+    m_seed->setRange(0, std::numeric_limits<int>::max());
+    auto* randomSeed = new QPushButton(tr("New seed"), this);
+    randomSeed->setToolTip(tr("A new random seed (R)"));
+    connect(randomSeed, &QPushButton::clicked, this, &SettingsPanel::newRandomSeed);
+    auto* seedRow = new QHBoxLayout;
+    seedRow->addWidget(m_seed, 1);
+    seedRow->addWidget(randomSeed);
+
+    m_batch = new QSpinBox(this);
+    m_batch->setRange(1, 64);
+    m_batch->setValue(16);
+    m_device = new QComboBox(this);
+    m_device->addItems({"auto", "cpu", "cuda"});
+    m_view = new QComboBox(this);
+    m_view->addItems({tr("State x_t"), tr("Prediction x̂0"), tr("Both")});
+    m_lanes = new QSpinBox(this);
+    m_lanes->setRange(1, 4);
+    m_lanes->setValue(2);
+
+    auto* form = new QFormLayout(this);
+    form->addRow(tr("Model"), m_model);
+    form->addRow(QString(), folder);
+    form->addRow(tr("Seed"), seedRow);
+    form->addRow(tr("Batch"), m_batch);
+    form->addRow(tr("Device"), m_device);
+    form->addRow(tr("Show"), m_view);
+    form->addRow(tr("Lanes"), m_lanes);
+
+    connect(m_model, &QComboBox::currentTextChanged, this, &SettingsPanel::settingsChanged);
+    connect(m_seed, &QSpinBox::valueChanged, this, &SettingsPanel::settingsChanged);
+    connect(m_batch, &QSpinBox::valueChanged, this, &SettingsPanel::settingsChanged);
+    connect(m_device, &QComboBox::currentTextChanged, this, &SettingsPanel::settingsChanged);
+    connect(m_view, &QComboBox::currentIndexChanged, this, [this] { Q_EMIT viewChanged(view()); });
+    connect(m_lanes, &QSpinBox::valueChanged, this, &SettingsPanel::laneCountChanged);
+}
+
+RunSettings SettingsPanel::shared() const {
+    RunSettings settings;
+    settings.model = m_model->currentText().trimmed();
+    settings.seed = quint64(m_seed->value());
+    settings.batch = m_batch->value();
+    settings.device = m_device->currentText();
+    return settings;
+}
+
+void SettingsPanel::setShared(const RunSettings& settings) {
+    const QSignalBlocker b1(m_model), b2(m_seed), b3(m_batch), b4(m_device);
+    m_model->setEditText(settings.model);
+    m_seed->setValue(int(std::min<quint64>(settings.seed, quint64(std::numeric_limits<int>::max()))));
+    m_batch->setValue(std::clamp(settings.batch, 1, 64));
+    const int device = m_device->findText(settings.device);
+    m_device->setCurrentIndex(device >= 0 ? device : 0);
+}
+
+SampleCanvas::View SettingsPanel::view() const {
+    switch (m_view->currentIndex()) {
+        case 1: return SampleCanvas::View::Prediction;
+        case 2: return SampleCanvas::View::Both;
+        default: return SampleCanvas::View::State;
+    }
+}
+
+int SettingsPanel::laneCount() const { return m_lanes->value(); }
+
+void SettingsPanel::setLaneCount(int count) { m_lanes->setValue(count); }
+
+void SettingsPanel::newRandomSeed() { m_seed->setValue(int(QRandomGenerator::global()->bounded(1, 1 << 30))); }
+
+}  // namespace flowscope::ui

@@ -1,0 +1,47 @@
+#pragma once
+
+#include <QWidget>
+
+#include "ui/RunSettings.h"
+#include "ui/SampleCanvas.h"
+
+class QComboBox;
+class QSpinBox;
+class QPushButton;
+
+namespace flowscope::ui {
+
+// The settings every lane shares: model, seed, batch, device; plus the view and the lane count.
+class SettingsPanel : public QWidget {
+    Q_OBJECT
+
+public:
+    explicit SettingsPanel(QWidget* parent = nullptr);
+
+    // model, seed, batch and device filled in; lane fields left at their defaults.
+    RunSettings shared() const;
+    void setShared(const RunSettings& settings);
+    SampleCanvas::View view() const;
+    int laneCount() const;
+    void setLaneCount(int count);
+    void newRandomSeed();
+
+    QComboBox* modelBox() const { return m_model; }
+    QSpinBox* seedBox() const { return m_seed; }
+    QSpinBox* batchBox() const { return m_batch; }
+
+Q_SIGNALS:
+    void settingsChanged();
+    void viewChanged(flowscope::ui::SampleCanvas::View view);
+    void laneCountChanged(int count);
+
+private:
+    QComboBox* m_model;
+    QSpinBox* m_seed;
+    QSpinBox* m_batch;
+    QComboBox* m_device;
+    QComboBox* m_view;
+    QSpinBox* m_lanes;
+};
+
+}  // namespace flowscope::ui
