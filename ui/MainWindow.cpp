@@ -184,6 +184,8 @@ void MainWindow::focusLane(int index) {
 
 void MainWindow::scheduleRun() { m_debounce->start(); }
 
+bool MainWindow::isWorking() const { return m_debounce->isActive() || m_controller->isBusy(); }
+
 void MainWindow::runNow() {
     m_debounce->stop();
     const RunSettings shared = m_panel->shared();

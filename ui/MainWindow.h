@@ -32,6 +32,8 @@ public:
     LaneView* lane(int index) const { return m_lanes.value(index); }
     int laneCount() const { return int(m_lanes.size()); }
     int focusedLane() const { return m_focusedLane; }
+    // True from a settings change until every lane's run has finished (debounce included).
+    bool isWorking() const;
 
     // Writes the lane's final images as a PNG grid with the run's settings in its text chunks
     // (`parameters`, A1111 style, and `flowscope`, JSON). Atomic; false and a reason on failure.

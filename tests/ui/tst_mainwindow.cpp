@@ -1,0 +1,306 @@
+// The desktop app driven through its real widgets, offscreen: live frames, the newest-wins rule
+// under a storm of changes, shared noise across lanes, export and restore, a failed export, the
+// event loop's latency during a run, and screenshots of the main views.
+#include <QComboBox>
+#include <QDir>
+#include <QElapsedTimer>
+#include <QImageReader>
+#include <QSettings>
+#include <QSignalSpy>
+#include <QSlider>
+#include <QSpinBox>
+#include <QStandardPaths>
+#include <QTemporaryDir>
+#include <QtTest/QtTest>
+
+#include "ui/EngineController.h"
+#include "ui/LaneView.h"
+#include "ui/MainWindow.h"
+#include "ui/SettingsPanel.h"
+
+using namespace flowscope::ui;
+
+namespace {
+
+constexpr int kRunTimeoutMs = 120000;
+
+// Waits until no run is pending, queued or running and every queued signal has been delivered.
+bool settle(MainWindow& window) {
+    QElapsedTimer timer;
+    timer.start();
+    while (timer.elapsed() < kRunTimeoutMs) {
+        QCoreApplication::processEvents(QEventLoop::AllEvents, 20);
+        if (!window.isWorking()) {
+            QCoreApplication::processEvents();
+            QTest::qWait(50);
+            QCoreApplication::processEvents();
+            if (!window.isWorking()) return true;
+        }
+    }
+    return false;
+}
+
+void useModel(MainWindow& window, const QString& model, int batch) {
+    window.settingsPanel()->batchBox()->setValue(batch);
+    window.settingsPanel()->modelBox()->setEditText(model);
+}
+
+}  // namespace
+
+class TestMainWindow : public QObject {
+    Q_OBJECT
+
+private Q_SLOTS:
+    void initTestCase();
+    void init();
+    void firstLaunchShowsTwoLanes();
+    void changingStepsDeliversLiveFrames();
+    void stormOfChangesEndsInOneResult();
+    void lanesShareTheNoise();
+    void exportThenRestoreGivesIdenticalPixels();
+    void failedExportReportsAndLeavesNothing();
+    void restoreRefusesForeignPng();
+    void eventLoopStaysResponsiveDuringARun();
+    void timelineScrubsAndPlays();
+    void screenshots();
+
+private:
+    QTemporaryDir m_settingsDir;
+};
+
+void TestMainWindow::initTestCase() {
+    QVERIFY(m_settingsDir.isValid());
+    QSettings::setPath(QSettings::NativeFormat, QSettings::UserScope, m_settingsDir.path());
+    QSettings::setPath(QSettings::IniFormat, QSettings::UserScope, m_settingsDir.path());
+    QCoreApplication::setOrganizationName("FlowScopeTest");
+    QCoreApplication::setApplicationName("FlowScopeTest");
+}
+
+void TestMainWindow::init() { QSettings().clear(); }
+
+void TestMainWindow::firstLaunchShowsTwoLanes() {
+    MainWindow window;
+    window.show();
+    QCOMPARE(window.laneCount(), 2);
+    QCOMPARE(window.lane(0)->pathBox()->currentText(), QString("linear"));
+    QCOMPARE(window.lane(1)->pathBox()->currentText(), QString("vp"));
+    QCOMPARE(window.settingsPanel()->modelBox()->currentText(), QString("fashion-mnist"));
+    QCOMPARE(window.settingsPanel()->batchBox()->value(), 16);
+    QCOMPARE(window.lane(0)->stepsBox()->value(), 8);
+    QVERIFY(settle(window));
+    for (int i = 0; i < 2; ++i) {
+        QVERIFY2(window.lane(i)->hasResult(), qPrintable(window.lane(i)->metricsText()));
+        QCOMPARE(window.lane(i)->frames().size(), 9);
+        QCOMPARE(window.lane(i)->canvas()->states().size(), 16);
+        QCOMPARE(window.lane(i)->canvas()->states().front().size(), QSize(28, 28));
+    }
+}
+
+void TestMainWindow::changingStepsDeliversLiveFrames() {
+    MainWindow window;
+    window.show();
+    useModel(window, "fashion-mnist:2000", 4);
+    QVERIFY(settle(window));
+    const QImage before = window.lane(0)->canvas()->states().front();
+    QSignalSpy frames(window.controller(), &EngineController::frameReady);
+    QSignalSpy finished(window.controller(), &EngineController::runFinished);
+    window.lane(0)->stepsBox()->setValue(3);
+    QVERIFY(settle(window));
+    // Lane 1 with 3 steps: 4 frames (start, 2 intermediate, final); lane 2 with 8 steps: 9 frames.
+    QCOMPARE(frames.count(), 4 + 9);
+    QCOMPARE(finished.count(), 2);
+    QCOMPARE(window.lane(0)->frames().size(), 4);
+    QVERIFY(window.lane(0)->frames().back().final);
+    QVERIFY(window.lane(0)->canvas()->states().front() != before);
+    // Nearest-neighbour zoom: a 28x28 sample is drawn at an integer scale.
+    QVERIFY(window.lane(0)->canvas()->pixelScale() >= 1);
+}
+
+void TestMainWindow::stormOfChangesEndsInOneResult() {
+    MainWindow window;
+    window.show();
+    useModel(window, "fashion-mnist:2000", 4);
+    QVERIFY(settle(window));
+    QSignalSpy finished(window.controller(), &EngineController::runFinished);
+    for (int i = 0; i < 200; ++i) {
+        window.lane(0)->stepsBox()->setValue(1 + i % 37);
+        if (i % 3 == 0) window.runNow();  // some changes start runs at once, cancelling the previous one
+        QCoreApplication::processEvents();
+    }
+    window.lane(0)->stepsBox()->setValue(5);
+    QVERIFY(settle(window));
+    // Exactly one result per lane for the final settings reaches the lanes; stale ones are dropped.
+    int current = 0;
+    for (const auto& call : finished) {
+        const int lane = call.at(0).toInt();
+        if (call.at(1).toULongLong() == window.lane(lane)->runId()) ++current;
+    }
+    QCOMPARE(current, 2);
+    QCOMPARE(window.lane(0)->frames().size(), 6);
+    QCOMPARE(window.lane(0)->result().steps, 5);
+    QVERIFY(!window.controller()->isBusy());
+}
+
+void TestMainWindow::lanesShareTheNoise() {
+    MainWindow window;
+    window.show();
+    useModel(window, "fashion-mnist:2000", 4);
+    window.lane(1)->pathBox()->setCurrentText("linear");
+    QVERIFY(settle(window));
+    QVERIFY(window.lane(0)->hasResult() && window.lane(1)->hasResult());
+    QCOMPARE(window.lane(0)->result().final.values, window.lane(1)->result().final.values);
+    // With different paths the starting states are the same noise: frame 0 shows x = sigma(t0) eps.
+    window.lane(1)->pathBox()->setCurrentText("vp");
+    QVERIFY(settle(window));
+    const QImage a = window.lane(0)->frames().front().states.front();
+    const QImage b = window.lane(1)->frames().front().states.front();
+    int worst = 0;
+    for (int y = 0; y < a.height(); ++y) {
+        for (int x = 0; x < a.width(); ++x) worst = std::max(worst, std::abs(qGray(a.pixel(x, y)) - qGray(b.pixel(x, y))));
+    }
+    QVERIFY2(worst <= 1, qPrintable(QString::number(worst)));
+}
+
+void TestMainWindow::exportThenRestoreGivesIdenticalPixels() {
+    QTemporaryDir dir;
+    const QString first = dir.filePath("first.png");
+    const QString second = dir.filePath("second.png");
+    {
+        MainWindow window;
+        window.show();
+        useModel(window, "fashion-mnist:2000", 6);
+        window.settingsPanel()->seedBox()->setValue(1234);
+        window.lane(0)->solverBox()->setCurrentText("heun");
+        window.lane(0)->stepsBox()->setValue(5);
+        QVERIFY(settle(window));
+        QString error;
+        QVERIFY2(window.exportLane(0, first, &error), qPrintable(error));
+    }
+    QImageReader reader(first);
+    QVERIFY(reader.text("parameters").contains("Steps: 5, Sampler: heun"));
+    QVERIFY(reader.text("flowscope").contains("\"seed\":\"1234\""));
+
+    QSettings().clear();
+    MainWindow fresh;
+    fresh.show();
+    QString error;
+    QVERIFY2(fresh.restoreFromPng(first, &error), qPrintable(error));
+    QVERIFY(settle(fresh));
+    QCOMPARE(fresh.lane(0)->solverBox()->currentText(), QString("heun"));
+    QCOMPARE(fresh.settingsPanel()->seedBox()->value(), 1234);
+    QVERIFY2(fresh.exportLane(0, second, &error), qPrintable(error));
+    const QImage a(first), b(second);
+    QVERIFY(!a.isNull());
+    QCOMPARE(a.convertToFormat(QImage::Format_RGB888), b.convertToFormat(QImage::Format_RGB888));
+}
+
+void TestMainWindow::failedExportReportsAndLeavesNothing() {
+    MainWindow window;
+    window.show();
+    useModel(window, "gmm:8gaussians", 8);
+    QVERIFY(settle(window));
+    QTemporaryDir dir;
+    const QString target = dir.filePath("missing-folder/out.png");
+    QString error;
+    QVERIFY(!window.exportLane(0, target, &error));
+    QVERIFY2(error.contains("cannot write"), qPrintable(error));
+    QVERIFY(!QFile::exists(target));
+    QCOMPARE(QDir(dir.path()).entryList(QDir::AllEntries | QDir::NoDotAndDotDot | QDir::Hidden).size(), 0);
+    // An existing file survives a failed export unchanged.
+    const QString existing = dir.filePath("keep.png");
+    QFile keep(existing);
+    QVERIFY(keep.open(QIODevice::WriteOnly));
+    keep.write("old");
+    keep.close();
+    QVERIFY(QFile::setPermissions(dir.path(), QFileDevice::ReadOwner | QFileDevice::ExeOwner));
+    const bool rootBypassesPermissions = QFileInfo(dir.path()).isWritable();
+    const bool ok = window.exportLane(0, existing, &error);
+    QFile::setPermissions(dir.path(), QFileDevice::ReadOwner | QFileDevice::WriteOwner | QFileDevice::ExeOwner);
+    if (!rootBypassesPermissions) {
+        QVERIFY(!ok);
+        QFile check(existing);
+        QVERIFY(check.open(QIODevice::ReadOnly));
+        QCOMPARE(check.readAll(), QByteArray("old"));
+    }
+}
+
+void TestMainWindow::restoreRefusesForeignPng() {
+    MainWindow window;
+    QTemporaryDir dir;
+    const QString plain = dir.filePath("plain.png");
+    QImage image(8, 8, QImage::Format_RGB32);
+    image.fill(Qt::red);
+    QVERIFY(image.save(plain));
+    QString error;
+    QVERIFY(!window.restoreFromPng(plain, &error));
+    QVERIFY2(error.contains("no FlowScope settings"), qPrintable(error));
+    QVERIFY(!window.restoreFromPng(dir.filePath("absent.png"), &error));
+}
+
+void TestMainWindow::eventLoopStaysResponsiveDuringARun() {
+    MainWindow window;
+    window.show();
+    useModel(window, "fashion-mnist", 16);
+    window.lane(0)->stepsBox()->setValue(60);
+    window.lane(1)->stepsBox()->setValue(60);
+    window.runNow();
+    QTest::qWait(300);
+    QVERIFY(window.controller()->isBusy());
+    // A 10 ms timer: the largest gap between its ticks is the event loop's worst latency.
+    QElapsedTimer clock;
+    clock.start();
+    qint64 last = 0, worst = 0;
+    QTimer tick;
+    tick.setInterval(10);
+    QObject::connect(&tick, &QTimer::timeout, [&] {
+        const qint64 now = clock.elapsed();
+        worst = std::max(worst, now - last);
+        last = now;
+    });
+    tick.start();
+    while (clock.elapsed() < 2000 && window.controller()->isBusy()) QCoreApplication::processEvents(QEventLoop::WaitForMoreEvents, 5);
+    tick.stop();
+    qInfo("worst event-loop gap during a run: %lld ms", worst);
+    QVERIFY2(worst < 50, qPrintable(QString("%1 ms").arg(worst)));
+    window.cancelRuns();
+    QVERIFY(settle(window));
+}
+
+void TestMainWindow::timelineScrubsAndPlays() {
+    MainWindow window;
+    window.show();
+    useModel(window, "gmm:8gaussians", 32);
+    window.lane(0)->stepsBox()->setValue(6);
+    QVERIFY(settle(window));
+    LaneView* lane = window.lane(0);
+    QCOMPARE(lane->frames().size(), 7);
+    QVERIFY(lane->frames().front().pointCloud);
+    lane->timeline()->setValue(2);
+    QCOMPARE(lane->currentFrame(), 2);
+    QCOMPARE(lane->canvas()->states().front(), lane->frames()[2].states.front());
+    lane->stepBy(-1);
+    QCOMPARE(lane->currentFrame(), 1);
+    lane->togglePlay();
+    QTRY_COMPARE_WITH_TIMEOUT(lane->currentFrame(), 6, 5000);
+}
+
+void TestMainWindow::screenshots() {
+    const QString folder = QDir(QCoreApplication::applicationDirPath()).filePath("screenshots");
+    QDir().mkpath(folder);
+    MainWindow window;
+    window.resize(1280, 800);
+    window.show();
+    QVERIFY(settle(window));
+    QVERIFY(window.grab().save(folder + "/compare.png"));
+    window.settingsPanel()->setLaneCount(1);
+    QVERIFY(settle(window));
+    QVERIFY(window.grab().save(folder + "/one-lane.png"));
+    window.settingsPanel()->setLaneCount(2);
+    useModel(window, "gmm:8gaussians", 64);
+    QVERIFY(settle(window));
+    QVERIFY(window.grab().save(folder + "/scatter-2d.png"));
+    qInfo("screenshots in %s", qPrintable(folder));
+}
+
+QTEST_MAIN(TestMainWindow)
+#include "tst_mainwindow.moc"
