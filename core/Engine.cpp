@@ -61,6 +61,53 @@ torch::Tensor startState(NoiseSource& noise, const ProbabilityPath& path, double
     return noise.draw().to(options) * path.sigma(t0);
 }
 
+// Distances to the final state and each sample's trajectory in the plane of its chord and its
+// main deviation (the leading direction of the deviations, by power iteration).
+TrajectoryAnalysis analyzeTrajectory(const std::vector<torch::Tensor>& states, const std::vector<double>& times,
+                                     const std::vector<double>& velocityRms) {
+    TrajectoryAnalysis analysis;
+    analysis.times = times;
+    analysis.velocityRms = velocityRms;
+    const torch::Tensor stacked = torch::stack(states).to(torch::kCPU, torch::kFloat64);  // [F, B, ...]
+    const int64_t frames = stacked.size(0);
+    const int64_t batch = stacked.size(1);
+    const torch::Tensor flat = stacked.reshape({frames, batch, -1});
+    const torch::Tensor final = flat[frames - 1];
+    analysis.distanceToFinal.resize(frames);
+    for (int64_t f = 0; f < frames; ++f) {
+        analysis.distanceToFinal[f] = (flat[f] - final).pow(2).mean(1).sqrt().mean().item<double>();
+    }
+    torch::Tensor projection = torch::zeros({batch, frames, 2}, torch::kFloat64);
+    for (int64_t b = 0; b < batch; ++b) {
+        const torch::Tensor offsets = flat.select(1, b) - flat.select(1, b)[0];  // [F, D]
+        const torch::Tensor chord = offsets[frames - 1];
+        const double chordLength = chord.norm().item<double>();
+        if (!(chordLength > 0.0)) continue;
+        const torch::Tensor e1 = chord / chordLength;
+        const torch::Tensor along = offsets.mv(e1);
+        const torch::Tensor deviations = offsets - along.unsqueeze(1) * e1.unsqueeze(0);
+        torch::Tensor e2 = deviations[deviations.norm(2, 1).argmax()];
+        for (int i = 0; i < 8 && e2.norm().item<double>() > 0.0; ++i) {
+            e2 = deviations.t().mv(deviations.mv(e2 / e2.norm()));
+        }
+        const double e2Norm = e2.norm().item<double>();
+        projection[b].select(1, 0).copy_(along / chordLength);
+        if (e2Norm > 0.0) projection[b].select(1, 1).copy_(deviations.mv(e2 / e2Norm).abs() / chordLength);
+    }
+    analysis.projection = toHost(projection);
+    return analysis;
+}
+
+// Velocities of the model on a res x res grid over [-extent, extent]^2 at one point of the path.
+HostArray velocityField(Model& model, const PathPoint& p, int resolution, double extent,
+                        const torch::TensorOptions& options) {
+    const torch::Tensor axis = torch::linspace(-extent, extent, resolution, options);
+    const auto grids = torch::meshgrid({axis, axis.flip(0)}, "xy");
+    const torch::Tensor points = torch::stack({grids[0].reshape(-1), grids[1].reshape(-1)}, 1);
+    const torch::Tensor data = model.denoise(points, p.alpha, p.sigma);
+    return toHost(velocityFromData(data, points, p).reshape({resolution, resolution, 2}));
+}
+
 template <typename Result>
 Result failureResult(Failure failure, std::string message) {
     Result result;
@@ -143,9 +190,11 @@ SampleResult Engine::sample(const SampleRequest& request, const FrameCallback& o
         const torch::Tensor x0 = startState(noise, *path, grid.front(), options);
 
         SamplingOptions sampling;
-        sampling.recordTrajectory = request.recordTrajectory;
+        sampling.recordTrajectory = request.recordTrajectory || request.analyze;
         sampling.cancel = cancel;
-        if (onFrame) {
+        const bool field = request.velocityFieldResolution > 1 && shape.size() == 1 && shape[0] == 2;
+        std::vector<double> velocityRms;
+        if (onFrame || request.analyze) {
             sampling.onFrame = [&](const FrameView& view) {
                 StepFrame frame;
                 frame.index = view.index;
@@ -156,8 +205,14 @@ SampleResult Engine::sample(const SampleRequest& request, const FrameCallback& o
                 frame.nfe = view.nfe;
                 frame.velocityRms = view.velocityRms;
                 frame.final = view.final;
+                velocityRms.push_back(view.velocityRms);
+                if (!onFrame) return;
                 frame.state = toHost(*view.state);
                 frame.prediction = toHost(*view.prediction);
+                if (field && view.point.sigma > 0.0) {
+                    frame.velocityField = velocityField(*model, view.point, request.velocityFieldResolution,
+                                                        request.fieldExtent, options);
+                }
                 onFrame(frame);
             };
         }
@@ -175,6 +230,7 @@ SampleResult Engine::sample(const SampleRequest& request, const FrameCallback& o
         result.initial = toHost(outcome.initial);
         result.final = toHost(outcome.final);
         result.times = outcome.times;
+        if (request.analyze) result.analysis = analyzeTrajectory(outcome.trajectory, outcome.times, velocityRms);
         if (request.recordTrajectory) {
             result.trajectory = toHost(torch::stack(outcome.trajectory));
             result.predictions = toHost(torch::stack(outcome.predictions));

@@ -34,7 +34,12 @@ struct SampleRequest {
     double tEnd = 1.0;
     double rtol = 1e-5;  // dopri5
     double atol = 1e-5;  // dopri5
-    bool recordTrajectory = false;
+    bool recordTrajectory = false;  // return every state and prediction in the result
+    bool analyze = false;           // fill SampleResult::analysis (distances, 2-D projection)
+    // For 2-D models: the velocity field on a res x res grid over [-fieldExtent, fieldExtent]^2 in
+    // every frame (display only; not counted as NFE). 0 = none.
+    int velocityFieldResolution = 0;
+    double fieldExtent = 4.5;
 };
 
 struct StepFrame {
@@ -48,6 +53,18 @@ struct StepFrame {
     bool final = false;
     HostArray state;       // x_t, [B, ...sampleShape]
     HostArray prediction;  // x̂0 from x_t
+    HostArray velocityField;  // [res, res, 2] velocities at the grid points, when requested
+};
+
+// The geometry of a run, per recorded frame (DESIGN.md section 5 and the app's charts).
+struct TrajectoryAnalysis {
+    std::vector<double> times;            // t per frame
+    std::vector<double> velocityRms;      // RMS per element of v at each frame (0 at the last)
+    std::vector<double> distanceToFinal;  // RMS per element of x_t - x_end, batch mean
+    // [B, frames, 2]: each sample's states in the plane of its chord (x_end - x_start, first
+    // axis, scaled so the chord runs from (0, 0) to (1, 0)) and its main deviation from the chord
+    // (second axis). A straight path stays on the first axis.
+    HostArray projection;
 };
 
 enum class Failure { None, InvalidRequest, Runtime, Cancelled };
@@ -72,6 +89,7 @@ struct SampleResult {
     HostArray predictions;                 // [steps + 1, B, ...] when recorded
     std::vector<double> times;             // t_0 .. t_N
     std::vector<std::string> notes;        // things the user should know (clamps, skipped files)
+    TrajectoryAnalysis analysis;           // when requested
 };
 
 struct SweepRequest {

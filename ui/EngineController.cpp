@@ -62,10 +62,15 @@ struct EngineController::Worker {
     }
 
     void run(core::Engine& engine, const Job& job) {
-        const core::SampleRequest request = job.settings.toRequest();
+        core::SampleRequest request = job.settings.toRequest();
         const bool pointCloud = job.settings.model.startsWith("gmm:") || job.settings.model.startsWith("points:");
         core::HostArray reference;
-        if (pointCloud) reference = core::Engine::referenceSamples(request.model, 600);
+        QVector<core::HostArray> history;  // earlier particle positions, for the trails
+        if (pointCloud) {
+            reference = core::Engine::referenceSamples(request.model, 600);
+            request.velocityFieldResolution = 15;
+        }
+        request.analyze = true;
         const auto onFrame = [&](const core::StepFrame& step) {
             LaneFrame frame;
             frame.index = step.index;
@@ -77,8 +82,9 @@ struct EngineController::Worker {
             frame.final = step.final;
             frame.pointCloud = pointCloud;
             if (pointCloud) {
-                frame.states = {scatterImage(step.state, reference)};
+                frame.states = {scatterImage(step.state, reference, history, step.velocityField, request.fieldExtent)};
                 frame.predictions = {scatterImage(step.prediction, reference)};
+                history.push_back(step.state);
             } else {
                 frame.states = imagesFromBatch(step.state);
                 frame.predictions = imagesFromBatch(step.prediction);
@@ -103,6 +109,7 @@ struct EngineController::Worker {
         summary.device = QString::fromStdString(result.device);
         for (const auto& note : result.notes) summary.notes << QString::fromStdString(note);
         summary.final = result.final;
+        summary.analysis = result.analysis;
         post([lane = job.lane, id = job.id, summary](EngineController* c) { Q_EMIT c->runFinished(lane, id, summary); });
     }
 

@@ -33,26 +33,72 @@ QVector<QImage> imagesFromBatch(const core::HostArray& batch) {
     return images;
 }
 
-QImage scatterImage(const core::HostArray& points, const core::HostArray& reference, int size) {
+QImage scatterImage(const core::HostArray& points, const core::HostArray& reference,
+                    const QVector<core::HostArray>& history, const core::HostArray& field, double fieldExtent,
+                    int size) {
     QImage image(size, size, QImage::Format_RGB32);
     image.fill(QColor(250, 250, 250));
     QPainter painter(&image);
     painter.setRenderHint(QPainter::Antialiasing);
     constexpr double kExtent = 4.5;
-    auto toPixel = [&](float x, float y) {
+    auto toPixel = [&](double x, double y) {
         return QPointF((x / kExtent * 0.5 + 0.5) * size, (0.5 - y / kExtent * 0.5) * size);
     };
     painter.setPen(QColor(225, 225, 225));
     painter.drawLine(toPixel(-kExtent, 0), toPixel(kExtent, 0));
     painter.drawLine(toPixel(0, -kExtent), toPixel(0, kExtent));
     painter.setPen(Qt::NoPen);
-    painter.setBrush(QColor(195, 195, 195));
-    for (int64_t i = 0; i + 1 < int64_t(reference.values.size()); i += 2) {
-        painter.drawEllipse(toPixel(reference.values[i], reference.values[i + 1]), 1.5, 1.5);
+    painter.setBrush(QColor(200, 200, 200));
+    for (size_t i = 0; i + 1 < reference.values.size(); i += 2) {
+        painter.drawEllipse(toPixel(reference.values[i], reference.values[i + 1]), 1.6, 1.6);
     }
+    // Velocity arrows, scaled so the longest spans one grid cell.
+    if (field.shape.size() == 3 && field.shape[0] > 1) {
+        const int res = int(field.shape[0]);
+        double longest = 1e-12;
+        for (size_t i = 0; i + 1 < field.values.size(); i += 2) {
+            longest = std::max(longest, std::hypot(double(field.values[i]), double(field.values[i + 1])));
+        }
+        const double cell = 2.0 * fieldExtent / (res - 1);
+        painter.setPen(QPen(QColor(90, 140, 90, 170), 1.0));
+        for (int row = 0; row < res; ++row) {
+            for (int col = 0; col < res; ++col) {
+                const size_t k = (size_t(row) * res + col) * 2;
+                const double x = -fieldExtent + col * cell;
+                const double y = fieldExtent - row * cell;
+                const double dx = field.values[k] / longest * cell * 0.9;
+                const double dy = field.values[k + 1] / longest * cell * 0.9;
+                const QPointF from = toPixel(x, y);
+                const QPointF to = toPixel(x + dx, y + dy);
+                painter.drawLine(from, to);
+                const QPointF direction = (to - from) / std::max(1e-9, std::hypot((to - from).x(), (to - from).y()));
+                const QPointF normal(-direction.y(), direction.x());
+                painter.drawLine(to, to - 3.0 * direction + 2.0 * normal);
+                painter.drawLine(to, to - 3.0 * direction - 2.0 * normal);
+            }
+        }
+    }
+    // Trails: each particle's path through the earlier states.
+    if (!history.isEmpty()) {
+        painter.setPen(QPen(QColor(70, 130, 200, 150), 1.0));
+        const size_t count = points.values.size() / 2;
+        for (size_t b = 0; b < count; ++b) {
+            QPolygonF line;
+            // At most ~100 points per trail, so long runs stay cheap to draw.
+            const qsizetype stride = std::max<qsizetype>(1, (history.size() + 99) / 100);
+            for (qsizetype h = 0; h < history.size(); h += stride) {
+                const core::HostArray& past = history[h];
+                if (past.values.size() < 2 * (b + 1)) continue;
+                line << toPixel(past.values[2 * b], past.values[2 * b + 1]);
+            }
+            line << toPixel(points.values[2 * b], points.values[2 * b + 1]);
+            painter.drawPolyline(line);
+        }
+    }
+    painter.setPen(Qt::NoPen);
     painter.setBrush(QColor(220, 80, 40));
-    for (int64_t i = 0; i + 1 < int64_t(points.values.size()); i += 2) {
-        painter.drawEllipse(toPixel(points.values[i], points.values[i + 1]), 2.5, 2.5);
+    for (size_t i = 0; i + 1 < points.values.size(); i += 2) {
+        painter.drawEllipse(toPixel(points.values[i], points.values[i + 1]), 2.8, 2.8);
     }
     return image;
 }

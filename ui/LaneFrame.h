@@ -36,12 +36,17 @@ struct LaneResult {
     QString device;
     QStringList notes;
     core::HostArray final;  // the final samples, engine space, for export and comparison
+    core::TrajectoryAnalysis analysis;
 };
 
 // Engine arrays to images. Values are clamped to [-1, 1] and mapped with rounding.
 QVector<QImage> imagesFromBatch(const core::HostArray& batch);
-// 2-D particles [B, 2] as a scatter plot; `reference` (the target distribution) in grey beneath.
-QImage scatterImage(const core::HostArray& points, const core::HostArray& reference, int size = 360);
+// 2-D particles [B, 2] as a scatter plot: `reference` (the target distribution) in grey beneath,
+// each particle's trail through the earlier states `history` as a polyline, and the velocity
+// field `field` ([res, res, 2], may be empty) as arrows.
+QImage scatterImage(const core::HostArray& points, const core::HostArray& reference,
+                    const QVector<core::HostArray>& history = {}, const core::HostArray& field = {},
+                    double fieldExtent = 4.5, int size = 480);
 
 }  // namespace flowscope::ui
 

@@ -27,6 +27,7 @@
 #include <QVBoxLayout>
 
 #include "ui/EngineController.h"
+#include "ui/GeometryCharts.h"
 #include "ui/LaneView.h"
 #include "ui/SettingsPanel.h"
 
@@ -79,6 +80,14 @@ void MainWindow::createWidgets() {
     dock->setWidget(m_panel);
     dock->setFeatures(QDockWidget::DockWidgetMovable | QDockWidget::DockWidgetFloatable);
     addDockWidget(Qt::LeftDockWidgetArea, dock);
+
+    m_charts = new GeometryCharts(this);
+    auto* chartsDock = new QDockWidget(tr("Geometry"), this);
+    chartsDock->setObjectName("geometryDock");
+    chartsDock->setWidget(m_charts);
+    chartsDock->setFeatures(QDockWidget::DockWidgetMovable | QDockWidget::DockWidgetFloatable |
+                            QDockWidget::DockWidgetClosable);
+    addDockWidget(Qt::BottomDockWidgetArea, chartsDock);
 
     m_hint = new QLabel(this);
     m_hint->setWordWrap(true);
@@ -173,6 +182,7 @@ void MainWindow::setLaneCount(int count) {
         m_lanes.push_back(lane);
     }
     if (m_focusedLane >= count) m_focusedLane = 0;
+    if (m_charts) m_charts->removeLanesFrom(count);
 }
 
 void MainWindow::focusLane(int index) {
@@ -225,7 +235,12 @@ void MainWindow::onFrame(int laneIndex, quint64 runId, const LaneFrame& frame) {
 }
 
 void MainWindow::onFinished(int laneIndex, quint64 runId, const LaneResult& result) {
-    if (LaneView* lane = this->lane(laneIndex)) lane->finishRun(runId, result);
+    LaneView* lane = this->lane(laneIndex);
+    if (!lane || lane->runId() != runId) return;
+    lane->finishRun(runId, result);
+    const RunSettings settings = lane->settings(m_panel->shared());
+    m_charts->setLane(laneIndex, tr("%1: %2 %3 %4").arg(laneIndex + 1).arg(settings.path, settings.solver).arg(settings.steps),
+                      result.analysis, std::max(0, lane->canvas()->focusedSample()));
     m_device->setText(result.device);
 }
 

@@ -14,6 +14,7 @@ class QTimer;
 namespace flowscope::ui {
 
 class EngineController;
+class GeometryCharts;
 class LaneView;
 class SettingsPanel;
 
@@ -29,6 +30,7 @@ public:
 
     EngineController* controller() const { return m_controller; }
     SettingsPanel* settingsPanel() const { return m_panel; }
+    GeometryCharts* charts() const { return m_charts; }
     LaneView* lane(int index) const { return m_lanes.value(index); }
     int laneCount() const { return int(m_lanes.size()); }
     int focusedLane() const { return m_focusedLane; }
@@ -69,6 +71,7 @@ private:
 
     EngineController* m_controller;
     SettingsPanel* m_panel = nullptr;
+    GeometryCharts* m_charts = nullptr;
     QSplitter* m_laneSplitter = nullptr;
     QVector<LaneView*> m_lanes;
     QTimer* m_debounce = nullptr;
