@@ -12,7 +12,8 @@ namespace flowscope::ui {
 
 // The UI's only way to the engine. One worker thread owns the engine (its models and tensors);
 // the UI posts runs tagged with a lane. A new run for a lane cancels the one running or waiting
-// for that lane: the newest request always wins. Frames and results come back as queued signals
+// for that lane: the newest request always wins. When no run waits, the worker measures each
+// finished run against a reference solve (lowest priority; cancelled like the runs). Frames and results come back as queued signals
 // on the thread that owns the controller; a run's id lets receivers drop anything stale.
 // Thread-safety: call the public functions from the owning (UI) thread only.
 class EngineController : public QObject {
@@ -38,6 +39,9 @@ Q_SIGNALS:
     void frameReady(int lane, quint64 runId, const flowscope::ui::LaneFrame& frame);
     void runFinished(int lane, quint64 runId, const flowscope::ui::LaneResult& result);
     void runFailed(int lane, quint64 runId, const QString& message, bool cancelled);
+    // After a run, when nothing newer waits: the RMSE per element of its final samples against a
+    // dopri5 solve (tolerance 1e-4) from the same noise and start.
+    void referenceReady(int lane, quint64 runId, double rmse);
     void busyChanged(bool busy);
 
 private:

@@ -1,5 +1,7 @@
 #include "ui/LaneView.h"
 
+#include <cmath>
+
 #include <QComboBox>
 #include <QGridLayout>
 #include <QLabel>
@@ -59,6 +61,7 @@ LaneView::LaneView(int index, QWidget* parent) : QWidget(parent), m_index(index)
     header->addWidget(m_steps, 1, 3);
 
     m_canvas = new SampleCanvas(this);
+    connect(m_canvas, &SampleCanvas::focusChanged, this, [this] { refreshFilmstrip(); });
 
     m_play = new QToolButton(this);
     m_play->setText(QStringLiteral("▶"));
@@ -73,6 +76,12 @@ LaneView::LaneView(int index, QWidget* parent) : QWidget(parent), m_index(index)
     timelineRow->addWidget(m_timeline, 1);
     timelineRow->addWidget(m_stepLabel);
 
+    m_filmstrip = new FilmstripBar(this);
+    connect(m_filmstrip, &FilmstripBar::frameClicked, this, [this](int frame) {
+        m_timeline->setValue(frame);
+        if (frame < m_frames.size()) Q_EMIT scrubbed(m_frames[frame].t);
+    });
+
     m_metrics = new QLabel(this);
     m_metrics->setTextInteractionFlags(Qt::TextSelectableByMouse);
     m_metrics->setWordWrap(true);
@@ -82,6 +91,7 @@ LaneView::LaneView(int index, QWidget* parent) : QWidget(parent), m_index(index)
     layout->addLayout(header);
     layout->addWidget(m_canvas, 1);
     layout->addLayout(timelineRow);
+    layout->addWidget(m_filmstrip);
     layout->addWidget(m_metrics);
 
     m_playTimer = new QTimer(this);
@@ -97,6 +107,9 @@ LaneView::LaneView(int index, QWidget* parent) : QWidget(parent), m_index(index)
     connect(m_timeline, &QSlider::valueChanged, this, [this](int value) {
         m_followLive = value >= m_timeline->maximum();
         showFrame(value);
+    });
+    connect(m_timeline, &QSlider::sliderMoved, this, [this](int value) {
+        if (value < m_frames.size()) Q_EMIT scrubbed(m_frames[value].t);
     });
 
     connect(m_stepsSlider, &QSlider::valueChanged, m_steps, &QSpinBox::setValue);
@@ -134,8 +147,10 @@ void LaneView::beginRun(quint64 runId) {
     m_frames.clear();
     m_followLive = true;
     m_hasResult = false;
+    m_referenceError = -1.0;
     const QSignalBlocker block(m_timeline);
     m_timeline->setRange(0, 0);
+    m_filmstrip->setThumbnails({}, {});
     m_metrics->setText(tr("running..."));
 }
 
@@ -157,11 +172,46 @@ void LaneView::finishRun(quint64 runId, const LaneResult& result) {
     m_result = result;
     m_hasResult = true;
     m_metrics->setText(metricsText());
+    refreshFilmstrip();
 }
 
 void LaneView::failRun(quint64 runId, const QString& message, bool cancelled) {
     if (runId != m_runId) return;
     m_metrics->setText(cancelled ? tr("cancelled") : tr("<span style='color:#d33'>%1</span>").arg(message.toHtmlEscaped()));
+}
+
+void LaneView::refreshFilmstrip() {
+    // Up to 12 frames spread evenly over the run, first and last included; the first sample (or
+    // the focused one) as x_t.
+    QVector<QImage> thumbnails;
+    QVector<int> indices;
+    const int count = int(m_frames.size());
+    const int shown = std::min(count, 12);
+    const int sample = std::max(0, m_canvas->focusedSample());
+    for (int i = 0; i < shown; ++i) {
+        const int frame = shown > 1 ? int(qint64(i) * (count - 1) / (shown - 1)) : 0;
+        const auto& states = m_frames[frame].states;
+        if (states.isEmpty()) continue;
+        thumbnails << states.value(sample, states.front());
+        indices << frame;
+    }
+    m_filmstrip->setThumbnails(thumbnails, indices);
+    m_filmstrip->setCurrentFrame(m_timeline->value());
+}
+
+void LaneView::setReferenceError(quint64 runId, double rmse) {
+    if (runId != m_runId) return;
+    m_referenceError = rmse;
+    m_metrics->setText(metricsText());
+}
+
+void LaneView::showNearestTime(double t) {
+    if (m_frames.isEmpty()) return;
+    int best = 0;
+    for (int i = 1; i < m_frames.size(); ++i) {
+        if (std::abs(m_frames[i].t - t) < std::abs(m_frames[best].t - t)) best = i;
+    }
+    m_timeline->setValue(best);
 }
 
 QString LaneView::metricsText() const {
@@ -171,6 +221,8 @@ QString LaneView::metricsText() const {
                        .arg(m_result.pathLengthRatio, 0, 'f', 3)
                        .arg(m_result.straightness, 0, 'g', 3)
                        .arg(m_result.seconds, 0, 'f', 2);
+    text += m_referenceError >= 0.0 ? tr(" · RMSE vs reference %1").arg(m_referenceError, 0, 'g', 3)
+                                    : tr(" · RMSE vs reference: measuring...");
     for (const QString& note : m_result.notes) text += QStringLiteral("\n") + note;
     return text;
 }
@@ -181,6 +233,7 @@ void LaneView::showFrame(int index) {
     if (index < 0 || index >= m_frames.size()) return;
     const LaneFrame& frame = m_frames[index];
     m_canvas->setImages(frame.states, frame.predictions);
+    m_filmstrip->setCurrentFrame(index);
     updateStepLabel();
 }
 
@@ -207,6 +260,9 @@ void LaneView::togglePlay() {
     m_play->setText(QStringLiteral("⏸"));
 }
 
-void LaneView::stepBy(int delta) { m_timeline->setValue(std::clamp(m_timeline->value() + delta, 0, m_timeline->maximum())); }
+void LaneView::stepBy(int delta) {
+    m_timeline->setValue(std::clamp(m_timeline->value() + delta, 0, m_timeline->maximum()));
+    if (m_timeline->value() < m_frames.size()) Q_EMIT scrubbed(m_frames[m_timeline->value()].t);
+}
 
 }  // namespace flowscope::ui

@@ -5,6 +5,7 @@
 
 #include "ui/LaneFrame.h"
 #include "ui/RunSettings.h"
+#include "ui/FilmstripBar.h"
 #include "ui/SampleCanvas.h"
 
 class QComboBox;
@@ -52,8 +53,17 @@ public:
     void stepBy(int delta);
     void setView(SampleCanvas::View view) { m_canvas->setView(view); }
 
+    // Shows the frame whose t is nearest to `t` (used to keep lanes aligned by t).
+    void showNearestTime(double t);
+    FilmstripBar* filmstrip() const { return m_filmstrip; }
+    // RMSE of the final samples against a dopri5 reference solve from the same noise.
+    void setReferenceError(quint64 runId, double rmse);
+    double referenceError() const { return m_referenceError; }
+
 Q_SIGNALS:
     void settingsChanged();
+    // The user moved this lane's timeline (not a programmatic change).
+    void scrubbed(double t);
 
 private:
     void updateStepLabel();
@@ -69,6 +79,7 @@ private:
     QToolButton* m_play;
     QLabel* m_stepLabel;
     QLabel* m_metrics;
+    FilmstripBar* m_filmstrip;
     QTimer* m_playTimer;
 
     quint64 m_runId = 0;
@@ -76,6 +87,8 @@ private:
     bool m_followLive = true;
     bool m_hasResult = false;
     LaneResult m_result;
+    double m_referenceError = -1.0;
+    void refreshFilmstrip();
 };
 
 }  // namespace flowscope::ui

@@ -26,6 +26,7 @@
 #include <QTimer>
 #include <QVBoxLayout>
 
+#include "ui/DifferenceView.h"
 #include "ui/EngineController.h"
 #include "ui/GeometryCharts.h"
 #include "ui/LaneView.h"
@@ -67,6 +68,9 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), m_controller(new 
     connect(m_controller, &EngineController::frameReady, this, &MainWindow::onFrame);
     connect(m_controller, &EngineController::runFinished, this, &MainWindow::onFinished);
     connect(m_controller, &EngineController::runFailed, this, &MainWindow::onFailed);
+    connect(m_controller, &EngineController::referenceReady, this, [this](int laneIndex, quint64 runId, double rmse) {
+        if (LaneView* lane = this->lane(laneIndex)) lane->setReferenceError(runId, rmse);
+    });
     readSettings();
     QTimer::singleShot(0, this, &MainWindow::runNow);
 }
@@ -88,6 +92,14 @@ void MainWindow::createWidgets() {
     chartsDock->setFeatures(QDockWidget::DockWidgetMovable | QDockWidget::DockWidgetFloatable |
                             QDockWidget::DockWidgetClosable);
     addDockWidget(Qt::BottomDockWidgetArea, chartsDock);
+    m_difference = new DifferenceView(this);
+    auto* differenceDock = new QDockWidget(tr("Difference"), this);
+    differenceDock->setObjectName("differenceDock");
+    differenceDock->setWidget(m_difference);
+    differenceDock->setFeatures(chartsDock->features());
+    addDockWidget(Qt::BottomDockWidgetArea, differenceDock);
+    tabifyDockWidget(chartsDock, differenceDock);
+    chartsDock->raise();
 
     m_hint = new QLabel(this);
     m_hint->setWordWrap(true);
@@ -178,11 +190,18 @@ void MainWindow::setLaneCount(int count) {
         lane->setLaneSettings(kDefaultLanes[m_lanes.size()]);
         lane->setView(m_panel->view());
         connect(lane, &LaneView::settingsChanged, this, &MainWindow::scheduleRun);
+        // Timelines align by t: scrubbing one lane shows the nearest t in the others.
+        connect(lane, &LaneView::scrubbed, this, [this, lane](double t) {
+            for (LaneView* other : m_lanes) {
+                if (other != lane) other->showNearestTime(t);
+            }
+        });
         m_laneSplitter->addWidget(lane);
         m_lanes.push_back(lane);
     }
     if (m_focusedLane >= count) m_focusedLane = 0;
     if (m_charts) m_charts->removeLanesFrom(count);
+    if (m_difference) m_difference->setLaneCount(count);
 }
 
 void MainWindow::focusLane(int index) {
@@ -198,6 +217,7 @@ bool MainWindow::isWorking() const { return m_debounce->isActive() || m_controll
 
 void MainWindow::runNow() {
     m_debounce->stop();
+    for (int i = 0; i < int(m_lanes.size()); ++i) m_difference->setLaneFinal(i, {});
     const RunSettings shared = m_panel->shared();
     m_runStartedMs = QDateTime::currentMSecsSinceEpoch();
     m_progress->setValue(0);
@@ -238,6 +258,7 @@ void MainWindow::onFinished(int laneIndex, quint64 runId, const LaneResult& resu
     LaneView* lane = this->lane(laneIndex);
     if (!lane || lane->runId() != runId) return;
     lane->finishRun(runId, result);
+    m_difference->setLaneFinal(laneIndex, result.final);
     const RunSettings settings = lane->settings(m_panel->shared());
     m_charts->setLane(laneIndex, tr("%1: %2 %3 %4").arg(laneIndex + 1).arg(settings.path, settings.solver).arg(settings.steps),
                       result.analysis, std::max(0, lane->canvas()->focusedSample()));

@@ -13,6 +13,7 @@ class QTimer;
 
 namespace flowscope::ui {
 
+class DifferenceView;
 class EngineController;
 class GeometryCharts;
 class LaneView;
@@ -31,6 +32,7 @@ public:
     EngineController* controller() const { return m_controller; }
     SettingsPanel* settingsPanel() const { return m_panel; }
     GeometryCharts* charts() const { return m_charts; }
+    DifferenceView* difference() const { return m_difference; }
     LaneView* lane(int index) const { return m_lanes.value(index); }
     int laneCount() const { return int(m_lanes.size()); }
     int focusedLane() const { return m_focusedLane; }
@@ -72,6 +74,7 @@ private:
     EngineController* m_controller;
     SettingsPanel* m_panel = nullptr;
     GeometryCharts* m_charts = nullptr;
+    DifferenceView* m_difference = nullptr;
     QSplitter* m_laneSplitter = nullptr;
     QVector<LaneView*> m_lanes;
     QTimer* m_debounce = nullptr;
