@@ -123,6 +123,7 @@ struct EngineController::Worker {
             request.velocityFieldResolution = 15;
         }
         request.analyze = true;
+        request.recordTrajectory = true;
         const auto onFrame = [&](const core::StepFrame& step) {
             LaneFrame frame;
             frame.index = step.index;
@@ -162,6 +163,7 @@ struct EngineController::Worker {
         for (const auto& note : result.notes) summary.notes << QString::fromStdString(note);
         summary.final = result.final;
         summary.analysis = result.analysis;
+        summary.trajectory = result.trajectory;
         {
             // Measure it against a reference later, unless a newer run for the lane is waiting.
             std::lock_guard lock(mutex);

@@ -37,6 +37,7 @@ struct LaneResult {
     QStringList notes;
     core::HostArray final;  // the final samples, engine space, for export and comparison
     core::TrajectoryAnalysis analysis;
+    core::HostArray trajectory;  // [steps + 1, B, ...], for .npy export
 };
 
 // Engine arrays to images. Values are clamped to [-1, 1] and mapped with rounding.

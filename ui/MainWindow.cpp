@@ -28,6 +28,7 @@
 
 #include "ui/DifferenceView.h"
 #include "ui/EngineController.h"
+#include "ui/Exports.h"
 #include "ui/GeometryCharts.h"
 #include "ui/LaneView.h"
 #include "ui/SettingsPanel.h"
@@ -40,23 +41,6 @@ constexpr int kDebounceMs = 150;
 
 const RunSettings kDefaultLanes[kMaxLanes] = {
     {.path = "linear"}, {.path = "vp"}, {.path = "cosine"}, {.path = "linear", .solver = "heun"}};
-
-// The final images of a batch in a grid, each pixel enlarged `scale` times, 2 px apart.
-QImage gridImage(const QVector<QImage>& images, int scale) {
-    if (images.isEmpty()) return {};
-    const int columns = int(std::ceil(std::sqrt(double(images.size()))));
-    const int rows = (int(images.size()) + columns - 1) / columns;
-    const QSize cell = images.front().size() * scale;
-    QImage grid(columns * cell.width() + (columns + 1) * 2, rows * cell.height() + (rows + 1) * 2, QImage::Format_RGB888);
-    grid.fill(QColor(24, 24, 28));
-    QPainter painter(&grid);
-    for (int i = 0; i < images.size(); ++i) {
-        const QRect target(2 + (i % columns) * (cell.width() + 2), 2 + (i / columns) * (cell.height() + 2), cell.width(),
-                           cell.height());
-        painter.drawImage(target, images[i]);
-    }
-    return grid;
-}
 
 }  // namespace
 
@@ -142,8 +126,38 @@ void MainWindow::createActions() {
     QMenu* file = menuBar()->addMenu(tr("&File"));
     QAction* open = file->addAction(tr("&Open exported PNG..."), this, &MainWindow::openWithDialog);
     open->setShortcut(QKeySequence::Open);
-    QAction* exportAction = file->addAction(tr("&Export lane images..."), this, &MainWindow::exportWithDialog);
+    QMenu* exportMenu = file->addMenu(tr("&Export"));
+    QAction* exportAction = exportMenu->addAction(tr("&Final images (PNG)..."), this, &MainWindow::exportWithDialog);
     exportAction->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_E));
+    exportMenu->addAction(tr("Film&strip of steps (PNG)..."), this, [this] {
+        const int lane = m_focusedLane;
+        exportWith(tr("Export a filmstrip of lane %1").arg(lane + 1), QStringLiteral("flowscope-filmstrip%1.png").arg(lane + 1),
+                   tr("PNG images (*.png)"), [this, lane](const QString& p, QString* e) { return exportFilmstrip(lane, p, e); });
+    });
+    exportMenu->addAction(tr("&Comparison of all lanes (PNG)..."), this, [this] {
+        exportWith(tr("Export a labelled comparison"), QStringLiteral("flowscope-comparison.png"), tr("PNG images (*.png)"),
+                   [this](const QString& p, QString* e) { return exportComparison(p, e); });
+    });
+    exportMenu->addAction(tr("&Animation (MP4)..."), this, [this] {
+        const int lane = m_focusedLane;
+        exportWith(tr("Export the denoising of lane %1").arg(lane + 1), QStringLiteral("flowscope-lane%1.mp4").arg(lane + 1),
+                   tr("MP4 video (*.mp4);;AVI video (*.avi)"),
+                   [this, lane](const QString& p, QString* e) { return exportAnimation(lane, p, e); });
+    });
+    exportMenu->addAction(tr("&Trajectory (NumPy .npy)..."), this, [this] {
+        const int lane = m_focusedLane;
+        exportWith(tr("Export the states of lane %1").arg(lane + 1), QStringLiteral("flowscope-lane%1.npy").arg(lane + 1),
+                   tr("NumPy arrays (*.npy)"), [this, lane](const QString& p, QString* e) { return exportTrajectory(lane, p, e); });
+    });
+    exportMenu->addAction(tr("&Metrics (CSV)..."), this, [this] {
+        exportWith(tr("Export the measures of every lane"), QStringLiteral("flowscope-metrics.csv"), tr("CSV files (*.csv)"),
+                   [this](const QString& p, QString* e) { return exportMetrics(p, e); });
+    });
+    exportMenu->addAction(tr("C&harts (PNG or SVG)..."), this, [this] {
+        exportWith(tr("Export the geometry charts"), QStringLiteral("flowscope-charts.svg"),
+                   tr("SVG drawings (*.svg);;PNG images (*.png)"),
+                   [this](const QString& p, QString* e) { return exportCharts(p, e); });
+    });
     file->addSeparator();
     QAction* quit = file->addAction(tr("&Quit"), this, &QWidget::close);
     quit->setShortcut(QKeySequence::Quit);
@@ -270,35 +284,66 @@ void MainWindow::onFailed(int laneIndex, quint64 runId, const QString& message, 
     if (!cancelled) statusBar()->showMessage(tr("Lane %1: %2").arg(laneIndex + 1).arg(message), 8000);
 }
 
+LaneSnapshot MainWindow::snapshot(int laneIndex) const {
+    LaneSnapshot snapshot;
+    const LaneView* lane = this->lane(laneIndex);
+    if (!lane) return snapshot;
+    snapshot.index = laneIndex;
+    snapshot.settings = lane->settings(m_panel->shared());
+    snapshot.frames = lane->frames();
+    snapshot.result = lane->result();
+    snapshot.referenceError = lane->referenceError();
+    return snapshot;
+}
+
 bool MainWindow::exportLane(int laneIndex, const QString& path, QString* error) {
     LaneView* lane = this->lane(laneIndex);
     if (!lane || !lane->hasResult()) {
         *error = tr("lane %1 has no finished run to export yet").arg(laneIndex + 1);
         return false;
     }
-    const LaneResult& result = lane->result();
-    const RunSettings settings = lane->settings(m_panel->shared());
-    const QVector<QImage> images = imagesFromBatch(result.final);
-    QImage picture = images.isEmpty() ? lane->frames().back().states.front() : gridImage(images, 1);
-    picture.setText("parameters", settings.parametersLine(result.nfe));
-    picture.setText("flowscope", QString::fromUtf8(QJsonDocument(settings.toJson()).toJson(QJsonDocument::Compact)));
-    QSaveFile file(path);
-    if (!file.open(QIODevice::WriteOnly)) {
-        *error = tr("cannot write %1: %2").arg(path, file.errorString());
-        return false;
-    }
-    QImageWriter writer(&file, "png");
-    if (!writer.write(picture)) {
-        file.cancelWriting();
-        *error = tr("cannot write %1: %2").arg(path, writer.errorString());
-        return false;
-    }
-    if (!file.commit()) {
-        *error = tr("cannot write %1: %2").arg(path, file.errorString());
-        return false;
-    }
-    return true;
+    const LaneSnapshot lane_ = snapshot(laneIndex);
+    const QString json = QString::fromUtf8(QJsonDocument(lane_.settings.toJson()).toJson(QJsonDocument::Compact));
+    return exports::savePng(exports::finalGrid(lane_), path,
+                            {{"parameters", lane_.settings.parametersLine(lane_.result.nfe)}, {"flowscope", json}}, error);
 }
+
+bool MainWindow::exportFilmstrip(int laneIndex, const QString& path, QString* error) {
+    const LaneSnapshot lane = snapshot(laneIndex);
+    const bool states = m_panel->view() != SampleCanvas::View::Prediction;
+    const bool predictions = m_panel->view() != SampleCanvas::View::State;
+    const QString json = QString::fromUtf8(QJsonDocument(lane.settings.toJson()).toJson(QJsonDocument::Compact));
+    return exports::savePng(exports::filmstrip(lane, states, predictions), path,
+                            {{"parameters", lane.settings.parametersLine(lane.result.nfe)}, {"flowscope", json}}, error);
+}
+
+bool MainWindow::exportComparison(const QString& path, QString* error) {
+    QVector<LaneSnapshot> lanes;
+    for (int i = 0; i < laneCount(); ++i) {
+        if (!lane(i)->hasResult()) {
+            *error = tr("lane %1 has not finished yet").arg(i + 1);
+            return false;
+        }
+        lanes << snapshot(i);
+    }
+    return exports::savePng(exports::comparisonGrid(lanes), path, {}, error);
+}
+
+bool MainWindow::exportAnimation(int laneIndex, const QString& path, QString* error) {
+    return exports::saveAnimation(snapshot(laneIndex), path, 4.0, error);
+}
+
+bool MainWindow::exportTrajectory(int laneIndex, const QString& path, QString* error) {
+    return exports::saveTrajectory(snapshot(laneIndex), path, error);
+}
+
+bool MainWindow::exportMetrics(const QString& path, QString* error) {
+    QVector<LaneSnapshot> lanes;
+    for (int i = 0; i < laneCount(); ++i) lanes << snapshot(i);
+    return exports::saveMetricsCsv(lanes, path, error);
+}
+
+bool MainWindow::exportCharts(const QString& path, QString* error) { return exports::saveCharts(*m_charts, path, error); }
 
 bool MainWindow::restoreFromPng(const QString& path, QString* error) {
     QImageReader reader(path);
@@ -327,19 +372,24 @@ bool MainWindow::restoreFromPng(const QString& path, QString* error) {
     return true;
 }
 
-void MainWindow::exportWithDialog() {
-    const QString suggested = QDir(m_lastFolder.isEmpty() ? QDir::homePath() : m_lastFolder)
-                                  .filePath(QStringLiteral("flowscope-lane%1.png").arg(m_focusedLane + 1));
-    const QString path = QFileDialog::getSaveFileName(this, tr("Export lane %1").arg(m_focusedLane + 1), suggested,
-                                                      tr("PNG images (*.png)"));
+void MainWindow::exportWith(const QString& title, const QString& fileName, const QString& filter,
+                            const std::function<bool(const QString&, QString*)>& write) {
+    const QString suggested = QDir(m_lastFolder.isEmpty() ? QDir::homePath() : m_lastFolder).filePath(fileName);
+    const QString path = QFileDialog::getSaveFileName(this, title, suggested, filter);
     if (path.isEmpty()) return;
     m_lastFolder = QFileInfo(path).absolutePath();
     QString error;
-    if (!exportLane(m_focusedLane, path, &error)) {
+    if (!write(path, &error)) {
         QMessageBox::warning(this, tr("Export failed"), error);
         return;
     }
     statusBar()->showMessage(tr("Exported %1").arg(path), 4000);
+}
+
+void MainWindow::exportWithDialog() {
+    const int lane = m_focusedLane;
+    exportWith(tr("Export the final images of lane %1").arg(lane + 1), QStringLiteral("flowscope-lane%1.png").arg(lane + 1),
+               tr("PNG images (*.png)"), [this, lane](const QString& path, QString* error) { return exportLane(lane, path, error); });
 }
 
 void MainWindow::openWithDialog() {

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <functional>
+
 #include <QMainWindow>
 #include <QVector>
 
@@ -42,6 +44,13 @@ public:
     // Writes the lane's final images as a PNG grid with the run's settings in its text chunks
     // (`parameters`, A1111 style, and `flowscope`, JSON). Atomic; false and a reason on failure.
     bool exportLane(int lane, const QString& path, QString* error);
+    // The other exports (see ui/Exports.h); each atomic, false and a reason on failure.
+    bool exportFilmstrip(int lane, const QString& path, QString* error);
+    bool exportComparison(const QString& path, QString* error);
+    bool exportAnimation(int lane, const QString& path, QString* error);
+    bool exportTrajectory(int lane, const QString& path, QString* error);
+    bool exportMetrics(const QString& path, QString* error);
+    bool exportCharts(const QString& path, QString* error);
     // Reads the settings from a PNG that FlowScope exported, applies them to lane 1 and the shared
     // settings, and reruns. False and a reason when the file has no FlowScope settings.
     bool restoreFromPng(const QString& path, QString* error);
@@ -68,6 +77,10 @@ private:
     void onFinished(int lane, quint64 runId, const LaneResult& result);
     void onFailed(int lane, quint64 runId, const QString& message, bool cancelled);
     void exportWithDialog();
+    // Asks for a file name (with `filter`) and runs `write`; reports failures in a message box.
+    void exportWith(const QString& title, const QString& fileName, const QString& filter,
+                    const std::function<bool(const QString&, QString*)>& write);
+    struct LaneSnapshot snapshot(int lane) const;
     void openWithDialog();
     void applyDefaults();
 

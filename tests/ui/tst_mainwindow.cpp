@@ -13,6 +13,8 @@
 #include <QTemporaryDir>
 #include <QtTest/QtTest>
 
+#include "core/NpyFile.h"
+#include "ui/DifferenceView.h"
 #include "ui/EngineController.h"
 #include "ui/LaneView.h"
 #include "ui/MainWindow.h"
@@ -62,6 +64,9 @@ private Q_SLOTS:
     void restoreRefusesForeignPng();
     void eventLoopStaysResponsiveDuringARun();
     void timelineScrubsAndPlays();
+    void exportsWriteEveryFormat();
+    void referenceErrorAndDifferenceMap();
+    void timelinesAlignByTime();
     void screenshots();
 
 private:
@@ -282,6 +287,89 @@ void TestMainWindow::timelineScrubsAndPlays() {
     QCOMPARE(lane->currentFrame(), 1);
     lane->togglePlay();
     QTRY_COMPARE_WITH_TIMEOUT(lane->currentFrame(), 6, 5000);
+}
+
+void TestMainWindow::exportsWriteEveryFormat() {
+    MainWindow window;
+    window.show();
+    useModel(window, "fashion-mnist:2000", 4);
+    window.lane(0)->stepsBox()->setValue(4);
+    QVERIFY(settle(window));
+    QTemporaryDir dir;
+    QString error;
+
+    QVERIFY2(window.exportFilmstrip(0, dir.filePath("strip.png"), &error), qPrintable(error));
+    const QImage strip(dir.filePath("strip.png"));
+    QVERIFY(!strip.isNull());
+    QVERIFY(strip.width() > 5 * 28 && strip.height() > 4 * 28);  // 5 frames, 4 samples
+    QVERIFY(QImageReader(dir.filePath("strip.png")).text("parameters").contains("Steps: 4"));
+
+    QVERIFY2(window.exportComparison(dir.filePath("compare.png"), &error), qPrintable(error));
+    QVERIFY(!QImage(dir.filePath("compare.png")).isNull());
+
+    QVERIFY2(window.exportAnimation(0, dir.filePath("run.mp4"), &error), qPrintable(error));
+    QVERIFY(QFileInfo(dir.filePath("run.mp4")).size() > 0);
+    QVERIFY(!window.exportAnimation(0, dir.filePath("run.gif"), &error));
+    QVERIFY2(error.contains("GIF"), qPrintable(error));
+    QVERIFY(!QFile::exists(dir.filePath("run.gif")));
+
+    QVERIFY2(window.exportTrajectory(0, dir.filePath("traj.npy"), &error), qPrintable(error));
+    const auto trajectory = flowscope::core::readNpy(dir.filePath("traj.npy").toStdString());
+    QCOMPARE(trajectory.shape, (std::vector<int64_t>{5, 4, 1, 28, 28}));
+    const auto& final = window.lane(0)->result().final.values;
+    QVERIFY(std::equal(final.begin(), final.end(), trajectory.data.end() - final.size()));
+
+    QVERIFY2(window.exportMetrics(dir.filePath("metrics.csv"), &error), qPrintable(error));
+    QFile csv(dir.filePath("metrics.csv"));
+    QVERIFY(csv.open(QIODevice::ReadOnly));
+    const QList<QByteArray> lines = csv.readAll().trimmed().split('\n');
+    QVERIFY(lines.front().startsWith("lane,model,path,solver,schedule,steps"));
+    QCOMPARE(lines.size(), 1 + 5 + 9);  // header, lane 1 (4 steps), lane 2 (8 steps)
+
+    QVERIFY2(window.exportCharts(dir.filePath("charts.svg"), &error), qPrintable(error));
+    QFile svg(dir.filePath("charts.svg"));
+    QVERIFY(svg.open(QIODevice::ReadOnly));
+    QVERIFY(svg.readAll().contains("<svg"));
+    QVERIFY2(window.exportCharts(dir.filePath("charts.png"), &error), qPrintable(error));
+    QCOMPARE(QImage(dir.filePath("charts.png")).width(), 1500);
+    // Nothing but the exports themselves is left in the folder (no temporary files).
+    QCOMPARE(QDir(dir.path()).entryList(QDir::Files | QDir::Hidden).size(), 7);
+}
+
+void TestMainWindow::referenceErrorAndDifferenceMap() {
+    MainWindow window;
+    window.show();
+    useModel(window, "fashion-mnist:2000", 4);
+    window.lane(0)->solverBox()->setCurrentText("dopri5");
+    window.lane(1)->pathBox()->setCurrentText("linear");
+    window.lane(1)->stepsBox()->setValue(2);
+    QVERIFY(settle(window));
+    // dopri5 at its default tolerance sits on its own reference; two Euler steps do not.
+    QVERIFY(window.lane(0)->referenceError() >= 0.0);
+    QVERIFY(window.lane(1)->referenceError() >= 0.0);
+    QVERIFY2(window.lane(0)->referenceError() < 1e-2, qPrintable(QString::number(window.lane(0)->referenceError())));
+    QVERIFY(window.lane(1)->referenceError() > window.lane(0)->referenceError());
+    QVERIFY(window.lane(0)->metricsText().contains("RMSE vs reference"));
+    // The heat map compares the two lanes' final images.
+    QVERIFY(!window.difference()->heatMap().isNull());
+    QVERIFY(window.difference()->meanDifference() > 0.0);
+    window.difference()->setLanes(0, 0);
+    QCOMPARE(window.difference()->meanDifference(), 0.0);
+}
+
+void TestMainWindow::timelinesAlignByTime() {
+    MainWindow window;
+    window.show();
+    useModel(window, "gmm:8gaussians", 16);
+    window.lane(0)->stepsBox()->setValue(4);
+    window.lane(1)->stepsBox()->setValue(8);
+    QVERIFY(settle(window));
+    window.lane(0)->timeline()->setSliderDown(true);
+    window.lane(0)->timeline()->triggerAction(QAbstractSlider::SliderToMinimum);
+    window.lane(0)->stepBy(2);  // t = 0.5 on lane 1's 4-step grid
+    QCOMPARE(window.lane(0)->currentFrame(), 2);
+    QCOMPARE(window.lane(1)->currentFrame(), 4);  // t = 0.5 on lane 2's 8-step grid
+    window.lane(0)->timeline()->setSliderDown(false);
 }
 
 void TestMainWindow::screenshots() {

@@ -1,0 +1,265 @@
+#include "ui/Exports.h"
+
+#include <algorithm>
+#include <cmath>
+#include <exception>
+
+#include <QBuffer>
+#include <QChartView>
+#include <QFileInfo>
+#include <QImageWriter>
+#include <QJsonDocument>
+#include <QPainter>
+#include <QSaveFile>
+#include <QSvgGenerator>
+#include <opencv2/core/mat.hpp>
+
+#include "core/NpyFile.h"
+#include "core/media/VideoExport.h"
+#include "ui/GeometryCharts.h"
+
+namespace flowscope::ui::exports {
+namespace {
+
+constexpr int kGap = 2;
+const QColor kBackground(24, 24, 28);
+const QColor kText(225, 225, 230);
+
+bool saveBytes(const QByteArray& bytes, const QString& path, QString* error) {
+    QSaveFile file(path);
+    if (!file.open(QIODevice::WriteOnly)) {
+        *error = QObject::tr("cannot write %1: %2").arg(path, file.errorString());
+        return false;
+    }
+    if (file.write(bytes) != bytes.size() || !file.commit()) {
+        *error = QObject::tr("cannot write %1: %2").arg(path, file.errorString());
+        return false;
+    }
+    return true;
+}
+
+QImage grid(const QVector<QImage>& images, int scale) {
+    if (images.isEmpty()) return {};
+    const int columns = int(std::ceil(std::sqrt(double(images.size()))));
+    const int rows = (int(images.size()) + columns - 1) / columns;
+    const QSize cell = images.front().size() * scale;
+    QImage out(columns * cell.width() + (columns + 1) * kGap, rows * cell.height() + (rows + 1) * kGap,
+               QImage::Format_RGB888);
+    out.fill(kBackground);
+    QPainter painter(&out);
+    for (int i = 0; i < images.size(); ++i) {
+        painter.drawImage(QRect(kGap + (i % columns) * (cell.width() + kGap), kGap + (i / columns) * (cell.height() + kGap),
+                                cell.width(), cell.height()),
+                          images[i]);
+    }
+    return out;
+}
+
+QVector<int> spread(int frames, int count) {
+    QVector<int> chosen;
+    const int shown = std::min(frames, count);
+    for (int i = 0; i < shown; ++i) chosen << (shown > 1 ? int(qint64(i) * (frames - 1) / (shown - 1)) : 0);
+    return chosen;
+}
+
+QString laneTitle(const LaneSnapshot& lane) {
+    return QObject::tr("Lane %1: %2, %3, %4, %5 steps")
+        .arg(lane.index + 1)
+        .arg(lane.settings.path, lane.settings.solver, lane.settings.schedule)
+        .arg(lane.settings.steps);
+}
+
+QString laneMeasures(const LaneSnapshot& lane) {
+    QString text = QObject::tr("NFE %1, path length ratio %2, straightness %3")
+                       .arg(lane.result.nfe)
+                       .arg(lane.result.pathLengthRatio, 0, 'f', 3)
+                       .arg(lane.result.straightness, 0, 'g', 3);
+    if (lane.referenceError >= 0) text += QObject::tr(", RMSE %1").arg(lane.referenceError, 0, 'g', 3);
+    return text;
+}
+
+}  // namespace
+
+bool savePng(const QImage& image, const QString& path, const QList<QPair<QString, QString>>& text, QString* error) {
+    if (image.isNull()) {
+        *error = QObject::tr("there is nothing to export yet");
+        return false;
+    }
+    QImage copy = image;
+    for (const auto& [key, value] : text) copy.setText(key, value);
+    QByteArray bytes;
+    QBuffer buffer(&bytes);
+    buffer.open(QIODevice::WriteOnly);
+    QImageWriter writer(&buffer, "png");
+    if (!writer.write(copy)) {
+        *error = QObject::tr("cannot encode %1: %2").arg(path, writer.errorString());
+        return false;
+    }
+    return saveBytes(bytes, path, error);
+}
+
+QImage finalGrid(const LaneSnapshot& lane, int scale) {
+    const QVector<QImage> images = imagesFromBatch(lane.result.final);
+    if (!images.isEmpty()) return grid(images, scale);
+    // 2-D models: the last scatter plot.
+    return lane.frames.isEmpty() || lane.frames.back().states.isEmpty() ? QImage() : lane.frames.back().states.front();
+}
+
+QImage filmstrip(const LaneSnapshot& lane, bool states, bool predictions, int samples, int columns) {
+    if (lane.frames.isEmpty() || (!states && !predictions)) return {};
+    const QVector<int> chosen = spread(int(lane.frames.size()), columns);
+    const int sampleCount = std::min<int>(samples, int(lane.frames.front().states.size()));
+    const QSize image = lane.frames.front().states.front().size();
+    const int scale = image.width() < 64 ? 3 : 1;
+    const QSize cell = image * scale;
+    const int rowsPerSample = int(states) + int(predictions);
+    const int header = 18;
+    QImage out(chosen.size() * (cell.width() + kGap) + kGap,
+               header + sampleCount * rowsPerSample * (cell.height() + kGap) + kGap, QImage::Format_RGB888);
+    out.fill(kBackground);
+    QPainter painter(&out);
+    painter.setPen(kText);
+    QFont font = painter.font();
+    font.setPixelSize(11);
+    painter.setFont(font);
+    for (int c = 0; c < chosen.size(); ++c) {
+        const LaneFrame& frame = lane.frames[chosen[c]];
+        const int x = kGap + c * (cell.width() + kGap);
+        painter.drawText(QRect(x, 0, cell.width(), header), Qt::AlignCenter, QStringLiteral("t=%1").arg(frame.t, 0, 'f', 2));
+        int row = 0;
+        for (int s = 0; s < sampleCount; ++s) {
+            for (const QVector<QImage>* images : {states ? &frame.states : nullptr, predictions ? &frame.predictions : nullptr}) {
+                if (!images) continue;
+                const int y = header + kGap + row * (cell.height() + kGap);
+                if (s < images->size()) painter.drawImage(QRect(QPoint(x, y), cell), (*images)[s]);
+                ++row;
+            }
+        }
+    }
+    return out;
+}
+
+QImage comparisonGrid(const QVector<LaneSnapshot>& lanes) {
+    QVector<QImage> grids;
+    int width = kGap, height = 0;
+    for (const LaneSnapshot& lane : lanes) {
+        const QImage g = finalGrid(lane, 3);
+        grids << g;
+        width += std::max(g.width(), 260) + 8;
+        height = std::max(height, g.height());
+    }
+    const int header = 40;
+    QImage out(width, header + height + kGap, QImage::Format_RGB888);
+    out.fill(kBackground);
+    QPainter painter(&out);
+    painter.setPen(kText);
+    QFont font = painter.font();
+    font.setPixelSize(11);
+    painter.setFont(font);
+    int x = kGap;
+    for (int i = 0; i < lanes.size(); ++i) {
+        const int w = std::max(grids[i].width(), 260);
+        painter.drawText(QRect(x, 2, w, 18), Qt::AlignLeft | Qt::AlignVCenter, laneTitle(lanes[i]));
+        painter.drawText(QRect(x, 20, w, 18), Qt::AlignLeft | Qt::AlignVCenter, laneMeasures(lanes[i]));
+        if (!grids[i].isNull()) painter.drawImage(QPoint(x, header), grids[i]);
+        x += w + 8;
+    }
+    return out;
+}
+
+bool saveAnimation(const LaneSnapshot& lane, const QString& path, double fps, QString* error) {
+    if (lane.frames.isEmpty()) {
+        *error = QObject::tr("lane %1 has no frames to animate yet").arg(lane.index + 1);
+        return false;
+    }
+    std::vector<cv::Mat> frames;
+    const QSize imageSize = lane.frames.front().states.front().size();
+    const int scale = std::max(1, 240 / std::max(1, imageSize.width()));
+    for (const LaneFrame& frame : lane.frames) {
+        const QImage picture = (frame.pointCloud ? frame.states.front() : grid(frame.states, scale)).convertToFormat(QImage::Format_RGB888);
+        cv::Mat mat(picture.height(), picture.width(), CV_8UC3, const_cast<uchar*>(picture.constBits()),
+                    size_t(picture.bytesPerLine()));
+        frames.push_back(mat.clone());
+    }
+    // Hold the final image for a second so the result can be seen.
+    for (int i = 0; i < int(fps); ++i) frames.push_back(frames.back().clone());
+    try {
+        media::writeVideo(path.toStdString(), frames, fps);
+    } catch (const std::exception& e) {
+        *error = QString::fromStdString(e.what());
+        return false;
+    }
+    return true;
+}
+
+bool saveTrajectory(const LaneSnapshot& lane, const QString& path, QString* error) {
+    const core::HostArray& trajectory = lane.result.trajectory;
+    if (trajectory.values.empty()) {
+        *error = QObject::tr("lane %1 has no recorded trajectory yet").arg(lane.index + 1);
+        return false;
+    }
+    try {
+        core::writeNpy(path.toStdString(), trajectory.shape, trajectory.values.data());
+    } catch (const std::exception& e) {
+        *error = QString::fromStdString(e.what());
+        return false;
+    }
+    return true;
+}
+
+bool saveMetricsCsv(const QVector<LaneSnapshot>& lanes, const QString& path, QString* error) {
+    QByteArray csv = "lane,model,path,solver,schedule,steps,seed,batch,nfe,path_length_ratio,straightness,rmse_vs_reference,"
+                     "seconds,frame,t,velocity_rms,distance_to_final\n";
+    for (const LaneSnapshot& lane : lanes) {
+        if (lane.frames.isEmpty()) continue;
+        const auto& a = lane.result.analysis;
+        const QString prefix = QStringLiteral("%1,%2,%3,%4,%5,%6,%7,%8,%9")
+                                   .arg(lane.index + 1)
+                                   .arg(lane.settings.model, lane.settings.path, lane.settings.solver, lane.settings.schedule)
+                                   .arg(lane.settings.steps)
+                                   .arg(lane.settings.seed)
+                                   .arg(lane.settings.batch)
+                                   .arg(lane.result.nfe);
+        for (size_t f = 0; f < a.times.size(); ++f) {
+            csv += QStringLiteral("%1,%2,%3,%4,%5,%6,%7,%8,%9\n")
+                       .arg(prefix)
+                       .arg(lane.result.pathLengthRatio, 0, 'g', 9)
+                       .arg(lane.result.straightness, 0, 'g', 9)
+                       .arg(lane.referenceError >= 0 ? QString::number(lane.referenceError, 'g', 9) : QString())
+                       .arg(lane.result.seconds, 0, 'g', 6)
+                       .arg(f)
+                       .arg(a.times[f], 0, 'g', 9)
+                       .arg(f < a.velocityRms.size() ? a.velocityRms[f] : 0.0, 0, 'g', 9)
+                       .arg(f < a.distanceToFinal.size() ? a.distanceToFinal[f] : 0.0, 0, 'g', 9)
+                       .toUtf8();
+        }
+    }
+    return saveBytes(csv, path, error);
+}
+
+bool saveCharts(GeometryCharts& charts, const QString& path, QString* error) {
+    const QSize size(1500, 420);
+    if (QFileInfo(path).suffix().compare("svg", Qt::CaseInsensitive) == 0) {
+        QByteArray bytes;
+        QBuffer buffer(&bytes);
+        buffer.open(QIODevice::WriteOnly);
+        QSvgGenerator generator;
+        generator.setOutputDevice(&buffer);
+        generator.setSize(size);
+        generator.setViewBox(QRect(QPoint(0, 0), size));
+        generator.setTitle(QObject::tr("FlowScope geometry"));
+        {
+            QPainter painter(&generator);
+            const int third = size.width() / 3;
+            int x = 0;
+            for (QChartView* view : {charts.velocityView(), charts.distanceView(), charts.projectionView()}) {
+                view->render(&painter, QRectF(x, 0, third, size.height()));
+                x += third;
+            }
+        }
+        return saveBytes(bytes, path, error);
+    }
+    return savePng(charts.render(size), path, {}, error);
+}
+
+}  // namespace flowscope::ui::exports
