@@ -4,6 +4,7 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <sstream>
 
 #include <c10/util/Exception.h>
 #include <torch/torch.h>
@@ -150,6 +151,8 @@ struct Engine::Impl {
               return torch::from_blob(images.values.data(), images.shape, torch::kFloat32).clone();
           }) {}
     ModelCatalog catalog;
+    // Reference solves by their settings, so sweeps split into single cells share them.
+    std::map<std::string, torch::Tensor> references;
 };
 
 Engine::Engine(FolderLoader folderLoader) : m_impl(std::make_unique<Impl>(std::move(folderLoader))) {
@@ -256,11 +259,11 @@ SweepResult Engine::sweep(const SweepRequest& request, const RowCallback& onRow,
         const auto model = m_impl->catalog.load(request.model, request.resolution, result.notes);
         const auto shape = model->sampleShape();
         // The reference runs in float64 so that its own error sits far below the solvers' errors.
-        const auto referenceOptions = torch::TensorOptions().device(device).dtype(torch::kFloat64);
+        const auto referenceOptions =
+            torch::TensorOptions().device(device).dtype(resolveDtype(request.referenceDtype, device));
         const auto runOptions = torch::TensorOptions().device(device).dtype(torch::kFloat32);
         const auto referenceSolver =
             makeSolver(request.referenceSolver, {request.referenceTolerance, request.referenceTolerance});
-        std::map<std::pair<std::string, double>, torch::Tensor> references;  // by (path, t0)
 
         SamplingOptions sampling;
         sampling.cancel = cancel;
@@ -272,7 +275,15 @@ SweepResult Engine::sweep(const SweepRequest& request, const RowCallback& onRow,
                     const auto solver = makeSolver(solverName);
                     for (int steps : request.steps) {
                         const auto grid = makeTimeGrid(schedule, *path, steps, fluxTokenCount(shape), request.tEnd);
-                        auto& reference = references[{pathName, grid.front()}];
+                        std::ostringstream key;
+                        key.precision(17);
+                        key << request.model << '|' << request.resolution << '|' << request.seed << '|' << request.batch
+                            << '|' << pathName << '|' << grid.front() << '|' << request.tEnd << '|'
+                            << request.referenceSolver << '|' << request.referenceTolerance << '|'
+                            << request.referenceDtype << '|' << device.str();
+                        auto& references = m_impl->references;
+                        if (references.size() > 64 && !references.count(key.str())) references.clear();
+                        auto& reference = references[key.str()];
                         if (!reference.defined()) {
                             NoiseSource noise(shape, request.seed, request.batch);
                             const auto x0 = startState(noise, *path, grid.front(), referenceOptions);
@@ -291,9 +302,11 @@ SweepResult Engine::sweep(const SweepRequest& request, const RowCallback& onRow,
                         row.schedule = toString(schedule);
                         row.steps = steps;
                         row.nfe = outcome.nfe;
-                        row.rmse = (outcome.final.to(torch::kFloat64) - reference).pow(2).mean().sqrt().item<double>();
+                        row.rmse = (outcome.final.to(torch::kFloat64) - reference.to(torch::kFloat64))
+                                       .pow(2).mean().sqrt().item<double>();
                         row.pathLengthRatio = outcome.pathLengthRatio;
                         row.straightness = outcome.straightness;
+                        if (request.keepFinals) row.final = toHost(outcome.final);
                         row.seconds =
                             std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
                         if (onRow) onRow(row);

@@ -105,6 +105,8 @@ struct SweepRequest {
     double tEnd = 1.0;
     std::string referenceSolver = "dopri5";
     double referenceTolerance = 1e-7;
+    std::string referenceDtype = "float64";  // float32 trades reference accuracy for speed
+    bool keepFinals = false;                 // return each row's final samples
 };
 
 struct SweepRow {
@@ -117,6 +119,7 @@ struct SweepRow {
     double seconds = 0.0;
     double pathLengthRatio = 0.0;
     double straightness = 0.0;
+    HostArray final;  // when SweepRequest::keepFinals
 };
 
 struct SweepResult {

@@ -4,8 +4,10 @@
 #include <atomic>
 #include <cmath>
 #include <condition_variable>
+#include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include <sys/resource.h>
@@ -33,6 +35,8 @@ struct EngineController::Worker {
         RunSettings settings;
         bool reference = false;      // a reference solve for the run `id`
         core::HostArray runFinal;    // that run's final samples
+        std::optional<core::SweepRequest> sweep;  // one cell of a sweep
+        bool lastCell = false;                    // the sweep's last cell: report it finished
         std::shared_ptr<std::atomic<bool>> cancel = std::make_shared<std::atomic<bool>>(false);
     };
 
@@ -46,6 +50,7 @@ struct EngineController::Worker {
             stopping = true;
             pending.clear();
             references.clear();
+            sweepCells.clear();
             if (running) running->cancel->store(true);
         }
         wake.notify_all();
@@ -64,18 +69,26 @@ struct EngineController::Worker {
             std::shared_ptr<Job> job;
             {
                 std::unique_lock lock(mutex);
-                wake.wait(lock, [this] { return stopping || !pending.empty() || !references.empty(); });
+                wake.wait(lock, [this] { return stopping || !pending.empty() || !sweepCells.empty() || !references.empty(); });
                 if (stopping) return;
-                auto& queue = pending.empty() ? references : pending;
-                job = queue.begin()->second;
-                queue.erase(queue.begin());
+                // Lanes first, then sweep cells, then measurements against references.
+                if (!pending.empty()) {
+                    job = pending.begin()->second;
+                    pending.erase(pending.begin());
+                } else if (!sweepCells.empty()) {
+                    job = sweepCells.front();
+                    sweepCells.pop_front();
+                } else {
+                    job = references.begin()->second;
+                    references.erase(references.begin());
+                }
                 running = job;
             }
             run(engine, *job);
             {
                 std::lock_guard lock(mutex);
                 running.reset();
-                if (pending.empty() && references.empty()) idle.notify_all();
+                if (pending.empty() && references.empty() && sweepCells.empty()) idle.notify_all();
             }
             notifyBusy();
         }
@@ -109,9 +122,48 @@ struct EngineController::Worker {
         post([lane = job.lane, id = job.id, rmse](EngineController* c) { Q_EMIT c->referenceReady(lane, id, rmse); });
     }
 
+    void runSweep(core::Engine& engine, const Job& job) {
+        const core::SweepRequest& request = *job.sweep;
+        const bool pointCloud = request.model.starts_with("gmm:") || request.model.starts_with("points:");
+        const core::HostArray reference = pointCloud ? core::Engine::referenceSamples(request.model, 600) : core::HostArray{};
+        const core::SweepResult result = engine.sweep(
+            request,
+            [&](const core::SweepRow& row) {
+                SweepCell cell;
+                cell.path = QString::fromStdString(row.path);
+                cell.solver = QString::fromStdString(row.solver);
+                cell.schedule = QString::fromStdString(row.schedule);
+                cell.steps = row.steps;
+                cell.nfe = row.nfe;
+                cell.rmse = row.rmse;
+                if (pointCloud) {
+                    cell.image = scatterImage(row.final, reference, {}, {}, 4.5, 240);
+                } else {
+                    const QVector<QImage> images = imagesFromBatch(row.final);
+                    if (!images.isEmpty()) cell.image = images.front();
+                }
+                post([id = job.id, cell](EngineController* c) { Q_EMIT c->sweepCellReady(id, cell); });
+            },
+            job.cancel.get());
+        if (!result.ok()) {
+            const QString message = QString::fromStdString(result.error);
+            const bool cancelled = result.failure == core::Failure::Cancelled;
+            post([id = job.id, message, cancelled](EngineController* c) { Q_EMIT c->sweepFailed(id, message, cancelled); });
+            return;
+        }
+        if (!job.lastCell) return;
+        QStringList notes;
+        for (const auto& note : result.notes) notes << QString::fromStdString(note);
+        post([id = job.id, notes](EngineController* c) { Q_EMIT c->sweepFinished(id, notes); });
+    }
+
     void run(core::Engine& engine, const Job& job) {
         if (job.reference) {
             measure(engine, job);
+            return;
+        }
+        if (job.sweep) {
+            runSweep(engine, job);
             return;
         }
         core::SampleRequest request = job.settings.toRequest();
@@ -207,6 +259,7 @@ struct EngineController::Worker {
     std::condition_variable idle;
     std::map<int, std::shared_ptr<Job>> pending;  // by lane: at most one waiting run per lane
     std::map<int, std::shared_ptr<Job>> references;  // by lane: measurements, run when nothing is pending
+    std::deque<std::shared_ptr<Job>> sweepCells;     // the current sweep, one cell per job
     std::shared_ptr<Job> running;
     std::vector<std::pair<RunSettings, core::HostArray>> referenceCache;  // oldest first; worker thread only
     quint64 nextId = 1;
@@ -216,6 +269,7 @@ struct EngineController::Worker {
 EngineController::EngineController(QObject* parent) : QObject(parent) {
     qRegisterMetaType<LaneFrame>();
     qRegisterMetaType<LaneResult>();
+    qRegisterMetaType<SweepCell>();
     m_worker = std::make_unique<Worker>(this);
 }
 
@@ -238,10 +292,45 @@ quint64 EngineController::submit(int lane, const RunSettings& settings) {
     return id;
 }
 
+quint64 EngineController::submitSweep(const core::SweepRequest& request) {
+    quint64 id = 0;
+    {
+        std::lock_guard lock(m_worker->mutex);
+        id = m_worker->nextId++;
+        m_worker->sweepCells.clear();
+        if (m_worker->running && m_worker->running->lane == kSweepLane) m_worker->running->cancel->store(true);
+        // One job per cell, so that lane runs requested meanwhile go first; the engine keeps
+        // the reference solves the cells share.
+        for (const auto& path : request.paths) {
+            for (const auto& schedule : request.schedules) {
+                for (const auto& solver : request.solvers) {
+                    for (int steps : request.steps) {
+                        auto job = std::make_shared<Worker::Job>();
+                        job->lane = kSweepLane;
+                        job->id = id;
+                        job->sweep = request;
+                        job->sweep->paths = {path};
+                        job->sweep->schedules = {schedule};
+                        job->sweep->solvers = {solver};
+                        job->sweep->steps = {steps};
+                        job->sweep->keepFinals = true;
+                        m_worker->sweepCells.push_back(job);
+                    }
+                }
+            }
+        }
+        if (!m_worker->sweepCells.empty()) m_worker->sweepCells.back()->lastCell = true;
+    }
+    m_worker->wake.notify_all();
+    Q_EMIT busyChanged(true);
+    return id;
+}
+
 void EngineController::cancel(int lane) {
     std::lock_guard lock(m_worker->mutex);
     m_worker->pending.erase(lane);
     m_worker->references.erase(lane);
+    if (lane == kSweepLane) m_worker->sweepCells.clear();
     if (m_worker->running && m_worker->running->lane == lane) m_worker->running->cancel->store(true);
 }
 
@@ -249,12 +338,14 @@ void EngineController::cancelAll() {
     std::lock_guard lock(m_worker->mutex);
     m_worker->pending.clear();
     m_worker->references.clear();
+    m_worker->sweepCells.clear();
     if (m_worker->running) m_worker->running->cancel->store(true);
 }
 
 bool EngineController::isBusy() const {
     std::lock_guard lock(m_worker->mutex);
-    return m_worker->running || !m_worker->pending.empty() || !m_worker->references.empty();
+    return m_worker->running || !m_worker->pending.empty() || !m_worker->references.empty() ||
+           !m_worker->sweepCells.empty();
 }
 
 bool EngineController::waitForIdle(int timeoutMs) {
@@ -262,7 +353,7 @@ bool EngineController::waitForIdle(int timeoutMs) {
     return m_worker->idle.wait_for(lock, std::chrono::milliseconds(timeoutMs),
                                    [this] {
                                        return !m_worker->running && m_worker->pending.empty() &&
-                                              m_worker->references.empty();
+                                              m_worker->references.empty() && m_worker->sweepCells.empty();
                                    });
 }
 

@@ -25,6 +25,8 @@ public:
 
     // Queues a run for `lane` and returns its id (ids increase across all lanes).
     quint64 submit(int lane, const RunSettings& settings);
+    // Queues a sweep (at most one; a new one replaces it), run after the lanes' runs.
+    quint64 submitSweep(const core::SweepRequest& request);
     void cancel(int lane);
     void cancelAll();
     // True while any run is queued or running.
@@ -34,6 +36,8 @@ public:
 
     // The engine's device in words, e.g. "CPU, 2 threads".
     static QString deviceDescription();
+    // The pseudo-lane sweeps are queued under (after every real lane).
+    static constexpr int kSweepLane = 1000;
 
 Q_SIGNALS:
     void frameReady(int lane, quint64 runId, const flowscope::ui::LaneFrame& frame);
@@ -43,6 +47,9 @@ Q_SIGNALS:
     // dopri5 solve (tolerance 1e-4) from the same noise and start.
     void referenceReady(int lane, quint64 runId, double rmse);
     void busyChanged(bool busy);
+    void sweepCellReady(quint64 sweepId, const flowscope::ui::SweepCell& cell);
+    void sweepFinished(quint64 sweepId, const QStringList& notes);
+    void sweepFailed(quint64 sweepId, const QString& message, bool cancelled);
 
 private:
     struct Worker;

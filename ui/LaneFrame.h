@@ -40,6 +40,15 @@ struct LaneResult {
     core::HostArray trajectory;  // [steps + 1, B, ...], for .npy export
 };
 
+// One finished cell of a sweep.
+struct SweepCell {
+    QString path, solver, schedule;
+    int steps = 0;
+    int nfe = 0;
+    double rmse = 0.0;
+    QImage image;  // the first sample's final image (2-D models: the scatter plot)
+};
+
 // Engine arrays to images. Values are clamped to [-1, 1] and mapped with rounding.
 QVector<QImage> imagesFromBatch(const core::HostArray& batch);
 // 2-D particles [B, 2] as a scatter plot: `reference` (the target distribution) in grey beneath,
@@ -53,3 +62,4 @@ QImage scatterImage(const core::HostArray& points, const core::HostArray& refere
 
 Q_DECLARE_METATYPE(flowscope::ui::LaneFrame)
 Q_DECLARE_METATYPE(flowscope::ui::LaneResult)
+Q_DECLARE_METATYPE(flowscope::ui::SweepCell)

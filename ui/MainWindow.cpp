@@ -32,6 +32,7 @@
 #include "ui/GeometryCharts.h"
 #include "ui/LaneView.h"
 #include "ui/SettingsPanel.h"
+#include "ui/SweepView.h"
 
 namespace flowscope::ui {
 namespace {
@@ -52,6 +53,12 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), m_controller(new 
     connect(m_controller, &EngineController::frameReady, this, &MainWindow::onFrame);
     connect(m_controller, &EngineController::runFinished, this, &MainWindow::onFinished);
     connect(m_controller, &EngineController::runFailed, this, &MainWindow::onFailed);
+    connect(m_controller, &EngineController::sweepCellReady, this,
+            [this](quint64 id, const SweepCell& cell) { m_sweep->addCell(id, cell); });
+    connect(m_controller, &EngineController::sweepFinished, this,
+            [this](quint64 id, const QStringList& notes) { m_sweep->finish(id, notes); });
+    connect(m_controller, &EngineController::sweepFailed, this,
+            [this](quint64 id, const QString& message, bool cancelled) { m_sweep->fail(id, message, cancelled); });
     connect(m_controller, &EngineController::referenceReady, this, [this](int laneIndex, quint64 runId, double rmse) {
         if (LaneView* lane = this->lane(laneIndex)) lane->setReferenceError(runId, rmse);
     });
@@ -83,7 +90,15 @@ void MainWindow::createWidgets() {
     differenceDock->setFeatures(chartsDock->features());
     addDockWidget(Qt::BottomDockWidgetArea, differenceDock);
     tabifyDockWidget(chartsDock, differenceDock);
+    m_sweep = new SweepView(this);
+    auto* sweepDock = new QDockWidget(tr("Sweep"), this);
+    sweepDock->setObjectName("sweepDock");
+    sweepDock->setWidget(m_sweep);
+    sweepDock->setFeatures(chartsDock->features());
+    addDockWidget(Qt::BottomDockWidgetArea, sweepDock);
+    tabifyDockWidget(differenceDock, sweepDock);
     chartsDock->raise();
+    connect(m_sweep, &SweepView::runRequested, this, &MainWindow::runSweep);
 
     m_hint = new QLabel(this);
     m_hint->setWordWrap(true);
@@ -186,6 +201,20 @@ void MainWindow::createActions() {
         if (LaneView* l = lane(m_focusedLane)) l->stepBy(1);
     });
     forward->setShortcut(Qt::Key_Right);
+    view->addSeparator();
+    QAction* zoomIn = view->addAction(tr("Zoom &in"), this, [this] {
+        for (LaneView* l : m_lanes) l->canvas()->setZoomSteps(l->canvas()->zoomSteps() + 1);
+    });
+    zoomIn->setShortcuts({QKeySequence::ZoomIn, QKeySequence(Qt::CTRL | Qt::Key_Equal)});
+    QAction* zoomOut = view->addAction(tr("Zoom &out"), this, [this] {
+        for (LaneView* l : m_lanes) l->canvas()->setZoomSteps(l->canvas()->zoomSteps() - 1);
+    });
+    zoomOut->setShortcut(QKeySequence::ZoomOut);
+    QAction* fit = view->addAction(tr("&Fit"), this, [this] {
+        for (LaneView* l : m_lanes) l->canvas()->setZoomSteps(0);
+    });
+    fit->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_0));
+    view->addSeparator();
     for (int i = 0; i < kMaxLanes; ++i) {
         QAction* focus = view->addAction(tr("Focus lane %1").arg(i + 1), this, [this, i] { focusLane(i); });
         focus->setShortcut(QKeySequence(Qt::CTRL | Qt::Key(Qt::Key_1 + i)));
@@ -236,6 +265,33 @@ void MainWindow::runNow() {
     m_runStartedMs = QDateTime::currentMSecsSinceEpoch();
     m_progress->setValue(0);
     for (LaneView* lane : m_lanes) lane->beginRun(m_controller->submit(lane->index(), lane->settings(shared)));
+}
+
+void MainWindow::runSweep() {
+    const RunSettings lane = m_lanes.front()->settings(m_panel->shared());
+    const QStringList items = m_sweep->selectedItems();
+    if (items.isEmpty()) {
+        statusBar()->showMessage(tr("Choose at least one path or solver to sweep"), 4000);
+        return;
+    }
+    core::SweepRequest request;
+    request.model = lane.model.toStdString();
+    request.seed = lane.seed;
+    // A few samples are enough to measure the error; the grid shows the first.
+    request.batch = std::min(lane.batch, 4);
+    request.resolution = lane.resolution;
+    request.device = lane.device.toStdString();
+    request.schedules = {lane.schedule.toStdString()};
+    request.referenceTolerance = 1e-5;
+    request.referenceDtype = "float32";
+    std::vector<std::string> names;
+    for (const QString& item : items) names.push_back(item.toStdString());
+    const bool byPath = m_sweep->by() == SweepView::By::Path;
+    request.paths = byPath ? names : std::vector<std::string>{lane.path.toStdString()};
+    request.solvers = byPath ? std::vector<std::string>{lane.solver.toStdString()} : names;
+    const QVector<int> steps = m_sweep->stepCounts();
+    request.steps.assign(steps.begin(), steps.end());
+    m_sweep->begin(m_controller->submitSweep(request), items, steps);
 }
 
 void MainWindow::cancelRuns() {

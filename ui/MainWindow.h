@@ -20,6 +20,7 @@ class EngineController;
 class GeometryCharts;
 class LaneView;
 class SettingsPanel;
+class SweepView;
 
 // FlowScope's main window: shared settings on the left, 1-4 lanes side by side, each with its
 // own path, solver, schedule and steps, all sampled from the same model and noise. Any change
@@ -35,6 +36,9 @@ public:
     SettingsPanel* settingsPanel() const { return m_panel; }
     GeometryCharts* charts() const { return m_charts; }
     DifferenceView* difference() const { return m_difference; }
+    SweepView* sweepView() const { return m_sweep; }
+    // Starts a sweep of the Sweep panel's choices with lane 1's other settings.
+    void runSweep();
     LaneView* lane(int index) const { return m_lanes.value(index); }
     int laneCount() const { return int(m_lanes.size()); }
     int focusedLane() const { return m_focusedLane; }
@@ -88,6 +92,7 @@ private:
     SettingsPanel* m_panel = nullptr;
     GeometryCharts* m_charts = nullptr;
     DifferenceView* m_difference = nullptr;
+    SweepView* m_sweep = nullptr;
     QSplitter* m_laneSplitter = nullptr;
     QVector<LaneView*> m_lanes;
     QTimer* m_debounce = nullptr;

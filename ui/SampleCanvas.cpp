@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include <QMouseEvent>
+#include <QWheelEvent>
 #include <QPainter>
 
 namespace flowscope::ui {
@@ -57,27 +58,48 @@ SampleCanvas::Layout SampleCanvas::layout() const {
     l.panels = (m_view == View::Both && !m_predictions.isEmpty()) ? 2 : 1;
     l.panelWidth = (width() - (l.panels - 1) * kPanelGap) / l.panels;
     const QSize imageSize = m_states.isEmpty() ? QSize(1, 1) : m_states.front().size();
+    const int side = std::max(imageSize.width(), imageSize.height());
     // The grid shape that gives the largest cells in the available area.
-    int bestScale = 0;
+    double best = -1.0;
     for (int columns = 1; columns <= count; ++columns) {
         const int rows = (count + columns - 1) / columns;
         const int cellW = (l.panelWidth - (columns + 1) * kGap) / columns;
         const int cellH = (height() - (rows + 1) * kGap) / rows;
-        const double scale = std::min(double(cellW) / imageSize.width(), double(cellH) / imageSize.height());
-        // Integer zoom when enlarging keeps pixels square and crisp.
-        const int whole = scale >= 1.0 ? int(std::floor(scale)) : 1;
-        if (whole > bestScale || (whole == bestScale && columns * rows < l.columns * l.rows)) {
-            bestScale = whole;
+        const double scale = std::min(double(cellW), double(cellH)) / side;
+        if (scale > best + 1e-9) {
+            best = scale;
             l.columns = columns;
             l.rows = rows;
         }
     }
-    l.scale = std::max(1, bestScale);
-    l.cell = l.scale * std::max(imageSize.width(), imageSize.height());
+    if (best >= 1.0) {
+        // Whole-pixel zoom keeps pixels square and crisp; Ctrl+wheel zooms further.
+        l.scale = int(std::floor(best)) + m_zoomSteps;
+        l.cell = l.scale * side;
+    } else {
+        l.scale = 1;
+        l.shrink = std::max(0.05, best);
+        l.cell = std::max(1, int(std::floor(side * l.shrink)));
+    }
     const int gridW = l.columns * l.cell + (l.columns - 1) * kGap;
     const int gridH = l.rows * l.cell + (l.rows - 1) * kGap;
-    l.origin = QPoint(std::max(kGap, (l.panelWidth - gridW) / 2), std::max(kGap, (height() - gridH) / 2));
+    l.origin = QPoint((l.panelWidth - gridW) / 2, (height() - gridH) / 2);
+    if (m_zoomSteps == 0) l.origin = QPoint(std::max(kGap, l.origin.x()), std::max(kGap, l.origin.y()));
     return l;
+}
+
+void SampleCanvas::setZoomSteps(int steps) {
+    m_zoomSteps = std::clamp(steps, 0, 40);
+    update();
+}
+
+void SampleCanvas::wheelEvent(QWheelEvent* event) {
+    if (!(event->modifiers() & Qt::ControlModifier)) {
+        event->ignore();
+        return;
+    }
+    setZoomSteps(m_zoomSteps + (event->angleDelta().y() > 0 ? 1 : -1));
+    event->accept();
 }
 
 int SampleCanvas::pixelScale() const { return layout().scale; }
@@ -101,8 +123,11 @@ void SampleCanvas::paintEvent(QPaintEvent*) {
             const int index = samples[i];
             if (index >= images.size()) continue;
             const QImage& image = images[index];
+            const QSize drawn = l.shrink < 1.0 ? image.size() * l.shrink : image.size() * l.scale;
             const QRect target(x0 + (i % l.columns) * (l.cell + kGap), l.origin.y() + (i / l.columns) * (l.cell + kGap),
-                               image.width() * l.scale, image.height() * l.scale);
+                               std::max(1, drawn.width()), std::max(1, drawn.height()));
+            // Shrinking needs smoothing to stay legible; enlarging must not be smoothed.
+            painter.setRenderHint(QPainter::SmoothPixmapTransform, l.shrink < 1.0);
             painter.drawImage(target, image);
         }
         if (l.panels == 2) {

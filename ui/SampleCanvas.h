@@ -24,8 +24,12 @@ public:
     void setFocusedSample(int index);
     const QVector<QImage>& states() const { return m_states; }
     const QVector<QImage>& predictions() const { return m_predictions; }
-    // The integer zoom at which the current layout paints each image pixel.
+    // The integer zoom at which the current layout paints each image pixel (1 when shrinking).
     int pixelScale() const;
+    // Zoom steps set with Ctrl+wheel or Ctrl+plus/minus: 0 fits the view, n > 0 enlarges n times
+    // beyond the largest whole zoom that fits (scroll-free: the view centres on the grid).
+    void setZoomSteps(int steps);
+    int zoomSteps() const { return m_zoomSteps; }
 
     QSize sizeHint() const override { return {360, 360}; }
     QSize minimumSizeHint() const override { return {120, 120}; }
@@ -36,13 +40,15 @@ Q_SIGNALS:
 protected:
     void paintEvent(QPaintEvent* event) override;
     void mousePressEvent(QMouseEvent* event) override;
+    void wheelEvent(QWheelEvent* event) override;
 
 private:
     struct Layout {
         int columns = 1;
         int rows = 1;
         int cell = 1;  // pixels per cell side
-        int scale = 1;
+        int scale = 1;         // whole-pixel zoom when enlarging
+        double shrink = 1.0;   // < 1 when even one pixel per pixel does not fit
         QPoint origin;
         int panels = 1;
         int panelWidth = 0;
@@ -54,6 +60,7 @@ private:
     QVector<QImage> m_predictions;
     View m_view = View::State;
     int m_focused = -1;
+    int m_zoomSteps = 0;
 };
 
 }  // namespace flowscope::ui

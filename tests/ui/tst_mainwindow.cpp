@@ -1,6 +1,8 @@
 // The desktop app driven through its real widgets, offscreen: live frames, the newest-wins rule
 // under a storm of changes, shared noise across lanes, export and restore, a failed export, the
 // event loop's latency during a run, and screenshots of the main views.
+#include <QChart>
+#include <QChartView>
 #include <QComboBox>
 #include <QDir>
 #include <QElapsedTimer>
@@ -19,6 +21,7 @@
 #include "ui/LaneView.h"
 #include "ui/MainWindow.h"
 #include "ui/SettingsPanel.h"
+#include "ui/SweepView.h"
 
 using namespace flowscope::ui;
 
@@ -67,6 +70,8 @@ private Q_SLOTS:
     void exportsWriteEveryFormat();
     void referenceErrorAndDifferenceMap();
     void timelinesAlignByTime();
+    void sweepFillsTheGridAndChart();
+    void zoomIsCrispAtTenTimes();
     void screenshots();
 
 private:
@@ -370,6 +375,68 @@ void TestMainWindow::timelinesAlignByTime() {
     QCOMPARE(window.lane(0)->currentFrame(), 2);
     QCOMPARE(window.lane(1)->currentFrame(), 4);  // t = 0.5 on lane 2's 8-step grid
     window.lane(0)->timeline()->setSliderDown(false);
+}
+
+void TestMainWindow::sweepFillsTheGridAndChart() {
+    MainWindow window;
+    window.show();
+    useModel(window, "gmm:8gaussians", 8);
+    QVERIFY(settle(window));
+    SweepView* sweep = window.sweepView();
+    sweep->setBy(SweepView::By::Path);
+    sweep->setSelectedItems({"linear", "vp"});
+    sweep->setMaxSteps(8);
+    QSignalSpy cells(window.controller(), &EngineController::sweepCellReady);
+    QSignalSpy finished(window.controller(), &EngineController::sweepFinished);
+    window.runSweep();
+    // A lane change during the sweep is served without waiting for the sweep to end.
+    window.lane(0)->stepsBox()->setValue(3);
+    QVERIFY(settle(window));
+    QCOMPARE(cells.count(), 8);  // 2 paths x steps 1, 2, 4, 8
+    QCOMPARE(finished.count(), 1);
+    QCOMPARE(sweep->cellCount(), 8);
+    QCOMPARE(window.lane(0)->result().steps, 3);
+    for (const QString& path : {QString("linear"), QString("vp")}) {
+        QVector<double> errors;
+        for (const SweepCell& cell : sweep->cells()) {
+            if (cell.path == path) errors << cell.rmse;
+        }
+        QCOMPARE(errors.size(), 4);
+        QVERIFY2(errors[3] < errors[0], qPrintable(path));
+        QVERIFY(!sweep->cells().front().image.isNull());
+    }
+    QCOMPARE(sweep->chartView()->chart()->series().size(), 2);
+}
+
+void TestMainWindow::zoomIsCrispAtTenTimes() {
+    MainWindow window;
+    window.show();
+    useModel(window, "fashion-mnist:2000", 4);
+    QVERIFY(settle(window));
+    // The lane's own canvas widget, given room for one sample at 10x.
+    SampleCanvas canvas;
+    canvas.setImages(window.lane(0)->canvas()->states(), window.lane(0)->canvas()->predictions());
+    canvas.resize(300, 300);
+    canvas.setFocusedSample(0);
+    QCOMPARE(canvas.pixelScale(), 10);  // 28 x 10 = 280 fits in 300
+    const QImage drawn = canvas.grab().toImage();
+    const QImage source = canvas.states().front();
+    const int left = (drawn.width() - source.width() * 10) / 2;
+    const int top = (drawn.height() - source.height() * 10) / 2;
+    // Every pixel of each 10x10 block is its source pixel: nearest neighbour, no smoothing.
+    for (int y = 0; y < source.height(); ++y) {
+        for (int x = 0; x < source.width(); ++x) {
+            const int expected = qGray(source.pixel(x, y));
+            for (int dy = 0; dy < 10; dy += 3) {
+                for (int dx = 0; dx < 10; dx += 3) {
+                    QCOMPARE(qGray(drawn.pixel(left + x * 10 + dx, top + y * 10 + dy)), expected);
+                }
+            }
+        }
+    }
+    // Ctrl+wheel-style zoom goes beyond the fit.
+    canvas.setZoomSteps(2);
+    QCOMPARE(canvas.pixelScale(), 12);
 }
 
 void TestMainWindow::screenshots() {

@@ -1,0 +1,204 @@
+#include "ui/SweepView.h"
+
+#include <cmath>
+
+#include <QChart>
+#include <QChartView>
+#include <QComboBox>
+#include <QGridLayout>
+#include <QHBoxLayout>
+#include <QLabel>
+#include <QLineSeries>
+#include <QListWidget>
+#include <QLogValueAxis>
+#include <QPushButton>
+#include <QScrollArea>
+#include <QScatterSeries>
+#include <QVBoxLayout>
+
+#include "ui/GeometryCharts.h"
+
+namespace flowscope::ui {
+namespace {
+
+const QStringList kPaths{"linear", "vp", "cosine", "ve"};
+const QStringList kSolvers{"euler", "heun", "midpoint", "rk4", "dpm++2m", "ddim", "dopri5", "ddpm", "euler-a"};
+
+}  // namespace
+
+SweepView::SweepView(QWidget* parent) : QWidget(parent) {
+    m_by = new QComboBox(this);
+    m_by->addItems({tr("paths"), tr("solvers")});
+    m_items = new QListWidget(this);
+    m_items->setMaximumWidth(140);
+    m_maxSteps = new QComboBox(this);
+    for (int steps : {8, 16, 32, 64, 128}) m_maxSteps->addItem(QString::number(steps), steps);
+    m_maxSteps->setCurrentIndex(4);
+    m_run = new QPushButton(tr("Run sweep"), this);
+    m_status = new QLabel(this);
+    m_status->setWordWrap(true);
+
+    auto* controls = new QVBoxLayout;
+    auto* byRow = new QHBoxLayout;
+    byRow->addWidget(new QLabel(tr("Compare"), this));
+    byRow->addWidget(m_by);
+    controls->addLayout(byRow);
+    controls->addWidget(m_items, 1);
+    auto* stepsRow = new QHBoxLayout;
+    stepsRow->addWidget(new QLabel(tr("Steps 1 to"), this));
+    stepsRow->addWidget(m_maxSteps);
+    controls->addLayout(stepsRow);
+    controls->addWidget(m_run);
+    controls->addWidget(m_status);
+
+    m_gridHost = new QWidget(this);
+    m_grid = new QGridLayout(m_gridHost);
+    m_grid->setSpacing(2);
+    auto* scroll = new QScrollArea(this);
+    scroll->setWidget(m_gridHost);
+    scroll->setWidgetResizable(true);
+
+    m_chart = new QChartView(new QChart, this);
+    m_chart->chart()->setTitle(tr("Error against NFE (log-log)"));
+    m_chart->setRenderHint(QPainter::Antialiasing);
+    m_chart->setMinimumWidth(320);
+
+    auto* layout = new QHBoxLayout(this);
+    layout->addLayout(controls);
+    layout->addWidget(scroll, 3);
+    layout->addWidget(m_chart, 2);
+
+    connect(m_by, &QComboBox::currentIndexChanged, this, [this] {
+        setSelectedItems(by() == By::Path ? QStringList{"linear", "vp"} : QStringList{"euler", "heun", "dpm++2m"});
+    });
+    connect(m_run, &QPushButton::clicked, this, &SweepView::runRequested);
+    setSelectedItems({"linear", "vp"});
+}
+
+SweepView::By SweepView::by() const { return m_by->currentIndex() == 1 ? By::Solver : By::Path; }
+
+void SweepView::setBy(By by) { m_by->setCurrentIndex(by == By::Solver ? 1 : 0); }
+
+QStringList SweepView::selectedItems() const {
+    QStringList items;
+    for (int i = 0; i < m_items->count(); ++i) {
+        if (m_items->item(i)->checkState() == Qt::Checked) items << m_items->item(i)->text();
+    }
+    return items;
+}
+
+void SweepView::setSelectedItems(const QStringList& selected) {
+    m_items->clear();
+    for (const QString& name : by() == By::Path ? kPaths : kSolvers) {
+        auto* item = new QListWidgetItem(name, m_items);
+        item->setFlags(item->flags() | Qt::ItemIsUserCheckable);
+        item->setCheckState(selected.contains(name) ? Qt::Checked : Qt::Unchecked);
+    }
+}
+
+QVector<int> SweepView::stepCounts() const {
+    QVector<int> steps;
+    for (int s = 1; s <= m_maxSteps->currentData().toInt(); s *= 2) steps << s;
+    return steps;
+}
+
+void SweepView::setMaxSteps(int steps) {
+    const int index = m_maxSteps->findData(steps);
+    if (index >= 0) m_maxSteps->setCurrentIndex(index);
+}
+
+QString SweepView::rowKey(const SweepCell& cell) const { return by() == By::Path ? cell.path : cell.solver; }
+
+void SweepView::begin(quint64 sweepId, const QStringList& rows, const QVector<int>& steps) {
+    m_sweepId = sweepId;
+    m_rows = rows;
+    m_steps = steps;
+    m_cells.clear();
+    while (QLayoutItem* item = m_grid->takeAt(0)) {
+        delete item->widget();
+        delete item;
+    }
+    for (int c = 0; c < steps.size(); ++c) {
+        auto* header = new QLabel(tr("%1 steps").arg(steps[c]), m_gridHost);
+        header->setAlignment(Qt::AlignCenter);
+        m_grid->addWidget(header, 0, c + 1);
+    }
+    for (int r = 0; r < rows.size(); ++r) m_grid->addWidget(new QLabel(rows[r], m_gridHost), r + 1, 0);
+    m_status->setText(tr("running %1 cells...").arg(rows.size() * steps.size()));
+    refreshChart();
+}
+
+void SweepView::addCell(quint64 sweepId, const SweepCell& cell) {
+    if (sweepId != m_sweepId) return;
+    m_cells << cell;
+    const int row = int(m_rows.indexOf(rowKey(cell)));
+    const int column = int(m_steps.indexOf(cell.steps));
+    if (row >= 0 && column >= 0) {
+        auto* label = new QLabel(m_gridHost);
+        const int scale = cell.image.width() < 64 ? 3 : 1;
+        label->setPixmap(QPixmap::fromImage(cell.image.scaled(cell.image.size() * scale, Qt::KeepAspectRatio,
+                                                               Qt::FastTransformation)));
+        label->setToolTip(tr("%1, %2 steps: NFE %3, RMSE %4").arg(rowKey(cell)).arg(cell.steps).arg(cell.nfe).arg(cell.rmse, 0, 'g', 3));
+        label->setAlignment(Qt::AlignCenter);
+        m_grid->addWidget(label, row + 1, column + 1);
+    }
+    m_status->setText(tr("%1 of %2 cells").arg(m_cells.size()).arg(m_rows.size() * m_steps.size()));
+    refreshChart();
+}
+
+void SweepView::finish(quint64 sweepId, const QStringList& notes) {
+    if (sweepId != m_sweepId) return;
+    m_status->setText(tr("done: %1 cells. RMSE per pixel against a dopri5 reference from the same noise.%2")
+                          .arg(m_cells.size())
+                          .arg(notes.isEmpty() ? QString() : QStringLiteral("\n") + notes.join('\n')));
+}
+
+void SweepView::fail(quint64 sweepId, const QString& message, bool cancelled) {
+    if (sweepId != m_sweepId) return;
+    m_status->setText(cancelled ? tr("cancelled") : message);
+}
+
+void SweepView::refreshChart() {
+    QChart* chart = m_chart->chart();
+    chart->removeAllSeries();
+    for (QAbstractAxis* axis : chart->axes()) {
+        chart->removeAxis(axis);
+        delete axis;
+    }
+    auto* x = new QLogValueAxis;
+    auto* y = new QLogValueAxis;
+    x->setTitleText(tr("NFE"));
+    y->setTitleText(tr("RMSE"));
+    x->setLabelFormat("%g");
+    y->setLabelFormat("%g");
+    y->setMinorTickCount(8);
+    chart->addAxis(x, Qt::AlignBottom);
+    chart->addAxis(y, Qt::AlignLeft);
+    double yMin = 1e300, yMax = 0, xMax = 1;
+    for (int r = 0; r < m_rows.size(); ++r) {
+        auto* series = new QLineSeries;
+        series->setName(m_rows[r]);
+        series->setColor(GeometryCharts::laneColor(r % 4));
+        series->setPointsVisible(true);
+        QVector<SweepCell> row;
+        for (const SweepCell& cell : m_cells) {
+            if (rowKey(cell) == m_rows[r]) row << cell;
+        }
+        std::sort(row.begin(), row.end(), [](const SweepCell& a, const SweepCell& b) { return a.nfe < b.nfe; });
+        for (const SweepCell& cell : row) {
+            if (!(cell.rmse > 0.0) || cell.nfe < 1) continue;  // log axes: exact cells are left out
+            series->append(cell.nfe, cell.rmse);
+            yMin = std::min(yMin, cell.rmse);
+            yMax = std::max(yMax, cell.rmse);
+            xMax = std::max(xMax, double(cell.nfe));
+        }
+        chart->addSeries(series);
+        series->attachAxis(x);
+        series->attachAxis(y);
+    }
+    x->setRange(0.8, xMax * 1.25);
+    // Whole decades, so the log axis always has labelled ticks.
+    if (yMax > 0) y->setRange(std::pow(10.0, std::floor(std::log10(yMin))), std::pow(10.0, std::ceil(std::log10(yMax * 1.01))));
+}
+
+}  // namespace flowscope::ui

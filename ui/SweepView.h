@@ -1,0 +1,68 @@
+#pragma once
+
+#include <QMap>
+#include <QVector>
+#include <QWidget>
+
+#include "ui/LaneFrame.h"
+
+class QComboBox;
+class QGridLayout;
+class QLabel;
+class QListWidget;
+class QPushButton;
+
+QT_BEGIN_NAMESPACE
+class QChartView;
+QT_END_NAMESPACE
+
+namespace flowscope::ui {
+
+// A sweep over steps (1, 2, 4, ... up to a maximum) by path or by solver: a grid of final images,
+// filled in as cells finish, beside the log-log chart of error against NFE.
+class SweepView : public QWidget {
+    Q_OBJECT
+
+public:
+    explicit SweepView(QWidget* parent = nullptr);
+
+    enum class By { Path, Solver };
+    By by() const;
+    void setBy(By by);
+    QStringList selectedItems() const;
+    void setSelectedItems(const QStringList& items);
+    QVector<int> stepCounts() const;
+    void setMaxSteps(int steps);
+
+    // A new sweep with `rows` (paths or solvers) and these step counts begins.
+    void begin(quint64 sweepId, const QStringList& rows, const QVector<int>& steps);
+    void addCell(quint64 sweepId, const SweepCell& cell);
+    void finish(quint64 sweepId, const QStringList& notes);
+    void fail(quint64 sweepId, const QString& message, bool cancelled);
+
+    int cellCount() const { return int(m_cells.size()); }
+    const QVector<SweepCell>& cells() const { return m_cells; }
+    QChartView* chartView() const { return m_chart; }
+
+Q_SIGNALS:
+    void runRequested();
+
+private:
+    void refreshChart();
+    QString rowKey(const SweepCell& cell) const;
+
+    QComboBox* m_by;
+    QListWidget* m_items;
+    QComboBox* m_maxSteps;
+    QPushButton* m_run;
+    QLabel* m_status;
+    QWidget* m_gridHost;
+    QGridLayout* m_grid;
+    QChartView* m_chart;
+    quint64 m_sweepId = 0;
+    QStringList m_rows;
+    QVector<int> m_steps;
+    QVector<SweepCell> m_cells;
+};
+
+}  // namespace flowscope::ui
