@@ -63,7 +63,8 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), m_controller(new 
         if (LaneView* lane = this->lane(laneIndex)) lane->setReferenceError(runId, rmse);
     });
     readSettings();
-    QTimer::singleShot(0, this, &MainWindow::runNow);
+    // The first run starts once the window is up (and Esc before then cancels it).
+    scheduleRun();
 }
 
 MainWindow::~MainWindow() { m_controller->cancelAll(); }
@@ -119,6 +120,7 @@ void MainWindow::createWidgets() {
     m_progress = new QProgressBar(this);
     m_progress->setMaximumWidth(220);
     m_progress->setTextVisible(true);
+    m_progress->setFormat(tr("%v/%m steps"));
     statusBar()->addWidget(m_device);
     statusBar()->addWidget(m_rate);
     statusBar()->addPermanentWidget(m_progress);

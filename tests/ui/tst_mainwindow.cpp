@@ -72,6 +72,7 @@ private Q_SLOTS:
     void timelinesAlignByTime();
     void sweepFillsTheGridAndChart();
     void zoomIsCrispAtTenTimes();
+    void settingsPersistAndResetAndSurviveCorruption();
     void screenshots();
 
 private:
@@ -437,6 +438,43 @@ void TestMainWindow::zoomIsCrispAtTenTimes() {
     // Ctrl+wheel-style zoom goes beyond the fit.
     canvas.setZoomSteps(2);
     QCOMPARE(canvas.pixelScale(), 12);
+}
+
+void TestMainWindow::settingsPersistAndResetAndSurviveCorruption() {
+    {
+        MainWindow window;
+        window.show();
+        useModel(window, "gmm:rings", 12);
+        window.settingsPanel()->seedBox()->setValue(77);
+        window.settingsPanel()->setLaneCount(3);
+        window.lane(2)->solverBox()->setCurrentText("rk4");
+        window.lane(2)->stepsBox()->setValue(13);
+        QVERIFY(settle(window));
+        window.close();  // writes the settings
+    }
+    {
+        MainWindow window;
+        QCOMPARE(window.settingsPanel()->modelBox()->currentText(), QString("gmm:rings"));
+        QCOMPARE(window.settingsPanel()->seedBox()->value(), 77);
+        QCOMPARE(window.settingsPanel()->batchBox()->value(), 12);
+        QCOMPARE(window.laneCount(), 3);
+        QCOMPARE(window.lane(2)->solverBox()->currentText(), QString("rk4"));
+        QCOMPARE(window.lane(2)->stepsBox()->value(), 13);
+        window.resetToDefaults();
+        QCOMPARE(window.laneCount(), 2);
+        QCOMPARE(window.settingsPanel()->modelBox()->currentText(), QString("fashion-mnist"));
+        QCOMPARE(window.lane(1)->pathBox()->currentText(), QString("vp"));
+        window.cancelRuns();
+        QVERIFY(settle(window));
+    }
+    // A damaged settings file: a warning, the defaults, no crash.
+    QSettings().setValue("run/shared", QByteArray("{not json"));
+    QTest::ignoreMessage(QtWarningMsg, QRegularExpression("ignoring saved settings"));
+    MainWindow window;
+    QCOMPARE(window.settingsPanel()->modelBox()->currentText(), QString("fashion-mnist"));
+    QCOMPARE(window.laneCount(), 2);
+    window.cancelRuns();
+    QVERIFY(settle(window));
 }
 
 void TestMainWindow::screenshots() {
