@@ -99,6 +99,8 @@ void MainWindow::createWidgets() {
     addDockWidget(Qt::BottomDockWidgetArea, sweepDock);
     tabifyDockWidget(differenceDock, sweepDock);
     chartsDock->raise();
+    // The lanes are the main view: the docks start low.
+    resizeDocks({chartsDock}, {250}, Qt::Vertical);
     connect(m_sweep, &SweepView::runRequested, this, &MainWindow::runSweep);
 
     m_hint = new QLabel(this);
