@@ -26,6 +26,20 @@ namespace {
 constexpr double kReferenceTolerance = 1e-4;
 constexpr size_t kReferenceCacheSize = 16;
 constexpr int kWorkerNice = 5;
+constexpr qint64 kTrajectoryBudgetBytes = qint64(512) << 20;
+
+// float32 bytes of every state of a run, from its settings (the sample size from the model spec).
+qint64 estimatedTrajectoryBytes(const RunSettings& settings) {
+    qint64 values = 2;  // 2-D models
+    if (settings.model.startsWith("fashion-mnist")) {
+        const qint64 side = settings.resolution > 0 ? settings.resolution : 28;
+        values = side * side;
+    } else if (settings.model.startsWith("folder:")) {
+        const qint64 side = settings.resolution > 0 ? settings.resolution : 32;
+        values = 3 * side * side;
+    }
+    return qint64(settings.steps + 1) * settings.batch * values * 4;
+}
 }  // namespace
 
 struct EngineController::Worker {
@@ -174,8 +188,11 @@ struct EngineController::Worker {
             reference = core::Engine::referenceSamples(request.model, 600);
             request.velocityFieldResolution = 15;
         }
-        request.analyze = true;
-        request.recordTrajectory = true;
+        // The whole trajectory (for the charts and the .npy export) only while it stays small:
+        // a 128x128 folder model at batch 64 and 1000 steps would need 12 GB.
+        const bool record = estimatedTrajectoryBytes(job.settings) <= kTrajectoryBudgetBytes;
+        request.analyze = record;
+        request.recordTrajectory = record;
         const auto onFrame = [&](const core::StepFrame& step) {
             LaneFrame frame;
             frame.index = step.index;
@@ -213,6 +230,11 @@ struct EngineController::Worker {
         summary.straightness = result.straightness;
         summary.device = QString::fromStdString(result.device);
         for (const auto& note : result.notes) summary.notes << QString::fromStdString(note);
+        if (!record) {
+            summary.notes << QObject::tr("The trajectory of this run is too large to keep (over %1 MB): no charts "
+                                         "or .npy export; use fewer steps or a smaller batch")
+                                 .arg(kTrajectoryBudgetBytes >> 20);
+        }
         summary.final = result.final;
         summary.analysis = result.analysis;
         summary.trajectory = result.trajectory;

@@ -15,6 +15,8 @@
 namespace flowscope::ui {
 namespace {
 
+constexpr qsizetype kMaxFrames = 400;
+
 QComboBox* makeCombo(const QStringList& items, QWidget* parent, bool editable = false) {
     auto* combo = new QComboBox(parent);
     combo->addItems(items);
@@ -157,6 +159,15 @@ void LaneView::beginRun(quint64 runId) {
 void LaneView::addFrame(quint64 runId, const LaneFrame& frame) {
     if (runId != m_runId) return;  // a frame from a run that was replaced
     m_frames.push_back(frame);
+    // Long runs keep every other frame once there are too many, always the first and the newest,
+    // so the timeline's memory stays bounded whatever the step count.
+    if (m_frames.size() > kMaxFrames) {
+        QVector<LaneFrame> thinned;
+        thinned.reserve(m_frames.size() / 2 + 2);
+        for (qsizetype i = 0; i + 1 < m_frames.size(); i += 2) thinned.push_back(m_frames[i]);
+        thinned.push_back(m_frames.back());
+        m_frames = std::move(thinned);
+    }
     const QSignalBlocker block(m_timeline);
     m_timeline->setRange(0, int(m_frames.size()) - 1);
     if (m_followLive) {
