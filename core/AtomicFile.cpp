@@ -30,6 +30,15 @@ void writeAll(int fd, const std::string& bytes, const std::string& path) {
 
 }  // namespace
 
+unsigned modeForReplacement(const std::string& path) {
+    // An existing file keeps its permissions; a new one gets the usual 0666 less the umask.
+    struct stat existing {};
+    if (::stat(path.c_str(), &existing) == 0 && S_ISREG(existing.st_mode)) return existing.st_mode & 07777;
+    const mode_t mask = ::umask(0);
+    ::umask(mask);
+    return 0666 & ~mask;
+}
+
 void writeFileAtomically(const std::string& path, const std::string& bytes) {
     namespace fs = std::filesystem;
     const fs::path target(path);
@@ -50,7 +59,7 @@ void writeFileAtomically(const std::string& path, const std::string& bytes) {
     try {
         writeAll(fd, bytes, path);
         if (::fsync(fd) != 0) throw std::runtime_error("cannot write '" + path + "': " + describeErrno(errno));
-        ::fchmod(fd, 0644);
+        ::fchmod(fd, modeForReplacement(path));
         if (::close(fd) != 0) {
             const int error = errno;
             ::unlink(temporary.c_str());

@@ -12,4 +12,8 @@ namespace flowscope::core {
 void writeFileAtomically(const std::string& path, const std::function<void(std::ostream&)>& write);
 void writeFileAtomically(const std::string& path, const std::string& bytes);
 
+// The permissions a file written in place of `path` should get: the existing file's, or 0666
+// less the process umask for a new file.
+unsigned modeForReplacement(const std::string& path);
+
 }  // namespace flowscope::core

@@ -139,6 +139,10 @@ void EmpiricalDenoiser::prepare(torch::Device device, torch::ScalarType dtype) {
 }
 
 torch::Tensor EmpiricalDenoiser::denoise(const torch::Tensor& x, double alpha, double sigma) {
+    // Logits reach 1e3-1e8 near the data: below float32 the softmax weights would be noise.
+    if (x.scalar_type() != torch::kFloat32 && x.scalar_type() != torch::kFloat64) {
+        return denoise(x.to(torch::kFloat32), alpha, sigma).to(x.scalar_type());
+    }
     if (m_runData.device() != x.device() || m_runData.scalar_type() != x.scalar_type()) {
         prepare(x.device(), x.scalar_type());
     }

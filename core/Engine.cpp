@@ -69,18 +69,20 @@ TrajectoryAnalysis analyzeTrajectory(const std::vector<torch::Tensor>& states, c
     TrajectoryAnalysis analysis;
     analysis.times = times;
     analysis.velocityRms = velocityRms;
-    const torch::Tensor stacked = torch::stack(states).to(torch::kCPU, torch::kFloat64);  // [F, B, ...]
+    // Stacked in float32 (the whole run); each sample's projection is then done in float64.
+    const torch::Tensor stacked = torch::stack(states).to(torch::kCPU, torch::kFloat32);  // [F, B, ...]
     const int64_t frames = stacked.size(0);
     const int64_t batch = stacked.size(1);
     const torch::Tensor flat = stacked.reshape({frames, batch, -1});
     const torch::Tensor final = flat[frames - 1];
     analysis.distanceToFinal.resize(frames);
     for (int64_t f = 0; f < frames; ++f) {
-        analysis.distanceToFinal[f] = (flat[f] - final).pow(2).mean(1).sqrt().mean().item<double>();
+        analysis.distanceToFinal[f] = (flat[f] - final).to(torch::kFloat64).pow(2).mean(1).sqrt().mean().item<double>();
     }
     torch::Tensor projection = torch::zeros({batch, frames, 2}, torch::kFloat64);
     for (int64_t b = 0; b < batch; ++b) {
-        const torch::Tensor offsets = flat.select(1, b) - flat.select(1, b)[0];  // [F, D]
+        const torch::Tensor sample = flat.select(1, b).to(torch::kFloat64);
+        const torch::Tensor offsets = sample - sample[0];  // [F, D]
         const torch::Tensor chord = offsets[frames - 1];
         const double chordLength = chord.norm().item<double>();
         if (!(chordLength > 0.0)) continue;
@@ -236,7 +238,7 @@ SampleResult Engine::sample(const SampleRequest& request, const FrameCallback& o
         if (request.analyze) result.analysis = analyzeTrajectory(outcome.trajectory, outcome.times, velocityRms);
         if (request.recordTrajectory) {
             result.trajectory = toHost(torch::stack(outcome.trajectory));
-            result.predictions = toHost(torch::stack(outcome.predictions));
+            if (request.recordPredictions) result.predictions = toHost(torch::stack(outcome.predictions));
         }
         result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
         return result;
@@ -337,6 +339,8 @@ HostArray Engine::referenceSamples(const std::string& spec, int count) {
     }
     return {};
 }
+
+std::string Engine::version() { return FLOWSCOPE_VERSION; }
 
 EngineInfo Engine::info() {
     configureThreads();

@@ -34,7 +34,8 @@ struct SampleRequest {
     double tEnd = 1.0;
     double rtol = 1e-5;  // dopri5
     double atol = 1e-5;  // dopri5
-    bool recordTrajectory = false;  // return every state and prediction in the result
+    bool recordTrajectory = false;  // return every state (and prediction) in the result
+    bool recordPredictions = true;  // with recordTrajectory: also return every prediction
     bool analyze = false;           // fill SampleResult::analysis (distances, 2-D projection)
     // For 2-D models: the velocity field on a res x res grid over [-fieldExtent, fieldExtent]^2 in
     // every frame (display only; not counted as NFE). 0 = none.
@@ -161,6 +162,8 @@ public:
                       const std::atomic<bool>* cancel = nullptr);
 
     static EngineInfo info();
+    // FlowScope's version, without probing devices (cheap on any thread).
+    static std::string version();
     // For 2-D models, points that show the target distribution: the point cloud itself, or
     // `count` samples of the Gaussian mixture ([N, 2]). Empty for image models and unknown specs.
     static HostArray referenceSamples(const std::string& spec, int count);

@@ -61,7 +61,11 @@ torch::Tensor NetworkDenoiser::denoise(const torch::Tensor& x, double alpha, dou
     }
     const double nativeT = m_nativePath->timeForLambda(clamped);
     const PathPoint native = m_nativePath->at(nativeT);
-    const torch::Tensor xNative = x * (native.sigma / sigma);
+    // At equal SNR, sigma_native/sigma also maps alpha to alpha_native. After a clamp the SNRs
+    // differ: at the noisy end the noise term is kept (the signal there is negligible), at the
+    // clean end the signal term is kept (the remaining noise is below the native range anyway).
+    const double scale = clamped < lambda ? native.alpha / alpha : native.sigma / sigma;
+    const torch::Tensor xNative = x * scale;
 
     double timeValue = nativeT;
     if (m_timeInput == TimeInput::Sigma) timeValue = native.sigma;

@@ -30,6 +30,8 @@ SolverContext::SolverContext(Model& model, const ProbabilityPath& path, std::vec
       m_plannedSteps(static_cast<int>(m_grid.size()) - 1) {}
 
 SolverContext::Evaluation SolverContext::evaluate(const torch::Tensor& x, double t) {
+    // Checked at every evaluation, not only per step: adaptive steps can take many evaluations.
+    if (m_options.cancel && m_options.cancel->load(std::memory_order_relaxed)) throw CancelledError();
     const PathPoint p = m_path.at(t);
     if (!(p.sigma > 0.0)) {
         throw std::logic_error("internal: model evaluated at sigma = 0 (t = " + std::to_string(t) + ")");

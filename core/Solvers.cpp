@@ -125,7 +125,8 @@ public:
 };
 
 // DPM-Solver++(2M), as k-diffusion's sample_dpmpp_2m with a general alpha: second order from the
-// previous x̂0, first order on the first step and on the step into sigma = 0.
+// previous x̂0, first order on the first step and on the last (DESIGN.md), which is the step into
+// sigma = 0 unless the run stops early (--t-end).
 class DpmPp2mSolver final : public Solver {
 public:
     std::string name() const override { return "dpm++2m"; }
@@ -138,7 +139,8 @@ public:
             const Evaluation start = context.beginStep(x, grid[i]);
             const double h = path.lambda(grid[i + 1]) - path.lambda(grid[i]);
             torch::Tensor data = start.data;
-            if (previousData.defined() && !endsAtZeroNoise(context, grid[i + 1])) {
+            const bool lastStep = i + 2 == grid.size();
+            if (previousData.defined() && !lastStep) {
                 const double r = previousH / h;
                 const double weight = 1.0 / (2.0 * r);  // 0 when the previous step was infinitely long
                 data = (1.0 + weight) * start.data - weight * previousData;
@@ -188,9 +190,13 @@ public:
     }
 };
 
-// k-diffusion's Euler ancestral (eta = 1): an Euler step in the path's own time down to the
-// noise level s_down = s_next q, then fresh noise back up to s_next. On the straight linear path
-// the Euler part is exact and it coincides with ddpm; on curved paths it pays Euler's error.
+// k-diffusion's Euler ancestral (eta = 1). k-diffusion takes the Euler step in EDM's sigma on the
+// VE-scaled state y = x/alpha, from s = sigma/alpha down to s_down = s_next q, and adds fresh
+// noise s_up = s_next sqrt(1 - q^2). With x̂0 held over the step that Euler step is exact, so the
+// deterministic part is the exponential step to s_down; written in x it becomes
+// x_next = alpha_next (x̂0 + s_down epŝ) + sigma_next sqrt(1 - q^2) z. With eta = 1 this is the
+// same update as ddpm's posterior draw in exact arithmetic (the known equivalence of Euler
+// ancestral and DDPM); the two are computed independently and must agree to rounding.
 class EulerAncestralSolver final : public Solver {
 public:
     std::string name() const override { return "euler-a"; }
@@ -204,16 +210,16 @@ public:
             const Evaluation start = context.beginStep(x, t);
             const double alphaNext = path.alpha(tNext);
             const double sigmaNext = path.sigma(tNext);
-            const double q = sigmaNext > 0.0 ? noiseRatio(path, t, tNext) : 0.0;
-            // lambda at the down level: -log(s_next q) = lambda_next + (lambda_next - lambda).
-            const double tDown =
-                q > 0.0 ? path.timeForLambda(2.0 * path.lambda(tNext) - path.lambda(t)) : 1.0;
-            const torch::Tensor xDown = x + (tDown - t) * start.velocity;
             if (!(sigmaNext > 0.0)) {
                 x = stepIntoZeroNoise(context, tNext, start.data);
             } else {
-                x = xDown * (alphaNext / path.alpha(tDown)) +
-                    (sigmaNext * std::sqrt(std::max(0.0, 1.0 - q * q))) * context.drawNoise();
+                const PathPoint p = path.at(t);
+                const double q = noiseRatio(path, t, tNext);
+                const double sNext = sigmaNext / alphaNext;
+                const double sDown = sNext * q;
+                const double sUp = sNext * std::sqrt(std::max(0.0, 1.0 - q * q));
+                const torch::Tensor eps = (x - p.alpha * start.data) / p.sigma;  // (y - x̂0)/s
+                x = alphaNext * (start.data + sDown * eps) + (alphaNext * sUp) * context.drawNoise();
             }
             context.endStep(x, tNext);
         }
@@ -250,7 +256,7 @@ public:
                 h = std::min(h, tAdaptiveEnd - t);
                 const Attempt attempt = tryStep(context, x, t, h, start.velocity);
                 const double error = errorNorm(attempt.error, x, attempt.x);
-                if (error <= 1.0 || h < 1e-10) {
+                if (error <= 1.0) {
                     x = attempt.x;
                     t = (tAdaptiveEnd - (t + h) < 1e-12) ? tAdaptiveEnd : t + h;
                     start = attempt.end;
@@ -260,7 +266,7 @@ public:
                     break;
                 }
                 h *= std::clamp(0.9 * std::pow(error, -0.2), 0.2, 1.0);
-                if (++rejectedInARow > 100) {
+                if (++rejectedInARow > 50 || h < 1e-12) {
                     throw std::runtime_error("dopri5 could not meet its tolerance near t = " + std::to_string(t) +
                                              "; loosen --rtol/--atol");
                 }

@@ -26,7 +26,7 @@ namespace {
 constexpr double kReferenceTolerance = 1e-4;
 constexpr size_t kReferenceCacheSize = 16;
 constexpr int kWorkerNice = 5;
-constexpr qint64 kTrajectoryBudgetBytes = qint64(512) << 20;
+constexpr qint64 kTrajectoryBudgetBytes = qint64(256) << 20;
 
 // float32 bytes of every state of a run, from its settings (the sample size from the model spec).
 qint64 estimatedTrajectoryBytes(const RunSettings& settings) {
@@ -38,7 +38,9 @@ qint64 estimatedTrajectoryBytes(const RunSettings& settings) {
         const qint64 side = settings.resolution > 0 ? settings.resolution : 32;
         values = 3 * side * side;
     }
-    return qint64(settings.steps + 1) * settings.batch * values * 4;
+    // dopri5 picks its own steps: a few hundred on the empirical denoiser.
+    const qint64 steps = settings.solver == "dopri5" ? std::max(settings.steps, 400) : settings.steps;
+    return (steps + 1) * settings.batch * values * 4;
 }
 }  // namespace
 
@@ -193,6 +195,7 @@ struct EngineController::Worker {
         const bool record = estimatedTrajectoryBytes(job.settings) <= kTrajectoryBudgetBytes;
         request.analyze = record;
         request.recordTrajectory = record;
+        request.recordPredictions = false;  // the frames already carry them as images
         const auto onFrame = [&](const core::StepFrame& step) {
             LaneFrame frame;
             frame.index = step.index;
@@ -213,7 +216,7 @@ struct EngineController::Worker {
             }
             post([lane = job.lane, id = job.id, frame](EngineController* c) { Q_EMIT c->frameReady(lane, id, frame); });
         };
-        const core::SampleResult result = engine.sample(request, onFrame, job.cancel.get());
+        core::SampleResult result = engine.sample(request, onFrame, job.cancel.get());
         if (!result.ok()) {
             const QString message = QString::fromStdString(result.error);
             const bool cancelled = result.failure == core::Failure::Cancelled;
@@ -236,8 +239,8 @@ struct EngineController::Worker {
                                  .arg(kTrajectoryBudgetBytes >> 20);
         }
         summary.final = result.final;
-        summary.analysis = result.analysis;
-        summary.trajectory = result.trajectory;
+        summary.analysis = std::move(result.analysis);
+        summary.trajectory = std::move(result.trajectory);
         {
             // Measure it against a reference later, unless a newer run for the lane is waiting.
             std::lock_guard lock(mutex);
@@ -251,7 +254,9 @@ struct EngineController::Worker {
                 references[job.lane] = measurement;
             }
         }
-        post([lane = job.lane, id = job.id, summary](EngineController* c) { Q_EMIT c->runFinished(lane, id, summary); });
+        post([lane = job.lane, id = job.id, summary = std::move(summary)](EngineController* c) {
+            Q_EMIT c->runFinished(lane, id, summary);
+        });
     }
 
     // Runs `emitter` on the controller's thread; dropped if the controller is gone by then.
@@ -259,10 +264,26 @@ struct EngineController::Worker {
     void post(F emitter) {
         QPointer<EngineController> guard(controller);
         QMetaObject::invokeMethod(
-            controller, [guard, emitter] {
+            controller, [guard, emitter = std::move(emitter)] {
                 if (guard) emitter(guard.data());
             },
             Qt::QueuedConnection);
+    }
+
+    // Tells the UI about queued jobs that will never run, so no lane waits for them forever.
+    // Called with the mutex held.
+    void reportDropped(const std::shared_ptr<Job>& job) {
+        const int lane = job->lane;
+        const quint64 id = job->id;
+        if (job->sweep) {
+            if (job->lastCell) {
+                post([id](EngineController* c) { Q_EMIT c->sweepFailed(id, QObject::tr("cancelled"), true); });
+            }
+        } else if (job->reference) {
+            post([lane, id](EngineController* c) { Q_EMIT c->referenceReady(lane, id, std::nan("")); });
+        } else {
+            post([lane, id](EngineController* c) { Q_EMIT c->runFailed(lane, id, QObject::tr("cancelled"), true); });
+        }
     }
 
     void notifyBusy() {
@@ -350,16 +371,26 @@ quint64 EngineController::submitSweep(const core::SweepRequest& request) {
 
 void EngineController::cancel(int lane) {
     std::lock_guard lock(m_worker->mutex);
-    m_worker->pending.erase(lane);
-    m_worker->references.erase(lane);
-    if (lane == kSweepLane) m_worker->sweepCells.clear();
+    for (auto* queue : {&m_worker->pending, &m_worker->references}) {
+        if (auto it = queue->find(lane); it != queue->end()) {
+            m_worker->reportDropped(it->second);
+            queue->erase(it);
+        }
+    }
+    if (lane == kSweepLane) {
+        if (!m_worker->sweepCells.empty()) m_worker->reportDropped(m_worker->sweepCells.back());
+        m_worker->sweepCells.clear();
+    }
     if (m_worker->running && m_worker->running->lane == lane) m_worker->running->cancel->store(true);
 }
 
 void EngineController::cancelAll() {
     std::lock_guard lock(m_worker->mutex);
-    m_worker->pending.clear();
-    m_worker->references.clear();
+    for (auto* queue : {&m_worker->pending, &m_worker->references}) {
+        for (const auto& [lane, job] : *queue) m_worker->reportDropped(job);
+        queue->clear();
+    }
+    if (!m_worker->sweepCells.empty()) m_worker->reportDropped(m_worker->sweepCells.back());
     m_worker->sweepCells.clear();
     if (m_worker->running) m_worker->running->cancel->store(true);
 }
@@ -379,8 +410,5 @@ bool EngineController::waitForIdle(int timeoutMs) {
                                    });
 }
 
-QString EngineController::deviceDescription() {
-    return QString::fromStdString(core::Engine::info().defaultDevice);
-}
 
 }  // namespace flowscope::ui

@@ -34,8 +34,6 @@ public:
     // Waits until no run is queued or running (for tests and shutdown); false on timeout.
     bool waitForIdle(int timeoutMs);
 
-    // The engine's device in words, e.g. "CPU, 2 threads".
-    static QString deviceDescription();
     // The pseudo-lane sweeps are queued under (after every real lane).
     static constexpr int kSweepLane = 1000;
 

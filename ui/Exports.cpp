@@ -172,19 +172,26 @@ bool saveAnimation(const LaneSnapshot& lane, const QString& path, double fps, QS
         *error = QObject::tr("lane %1 has no frames to animate yet").arg(lane.index + 1);
         return false;
     }
-    std::vector<cv::Mat> frames;
-    const QSize imageSize = lane.frames.front().states.front().size();
-    const int scale = std::max(1, 240 / std::max(1, imageSize.width()));
-    for (const LaneFrame& frame : lane.frames) {
-        const QImage picture = (frame.pointCloud ? frame.states.front() : grid(frame.states, scale)).convertToFormat(QImage::Format_RGB888);
-        cv::Mat mat(picture.height(), picture.width(), CV_8UC3, const_cast<uchar*>(picture.constBits()),
-                    size_t(picture.bytesPerLine()));
-        frames.push_back(mat.clone());
-    }
-    // Hold the final image for a second so the result can be seen.
-    for (int i = 0; i < int(fps); ++i) frames.push_back(frames.back().clone());
+    // Frames are streamed to the encoder one at a time, each at most about 1080 pixels wide.
+    auto picture = [&](const LaneFrame& frame) {
+        if (frame.pointCloud) return frame.states.front().convertToFormat(QImage::Format_RGB888);
+        const QImage unscaled = grid(frame.states, 1);
+        const int scale = std::max(1, 1080 / std::max(1, std::max(unscaled.width(), unscaled.height())));
+        return grid(frame.states, scale).convertToFormat(QImage::Format_RGB888);
+    };
     try {
-        media::writeVideo(path.toStdString(), frames, fps);
+        const QImage first = picture(lane.frames.front());
+        media::VideoFileWriter writer(path.toStdString(), first.width(), first.height(), fps);
+        auto write = [&](const QImage& image) {
+            const cv::Mat mat(image.height(), image.width(), CV_8UC3, const_cast<uchar*>(image.constBits()),
+                              size_t(image.bytesPerLine()));
+            writer.write(mat);
+        };
+        for (const LaneFrame& frame : lane.frames) write(picture(frame));
+        // Hold the final image for a second so the result can be seen.
+        const QImage last = picture(lane.frames.back());
+        for (int i = 0; i < int(fps); ++i) write(last);
+        writer.commit();
     } catch (const std::exception& e) {
         *error = QString::fromStdString(e.what());
         return false;

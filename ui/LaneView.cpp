@@ -16,6 +16,7 @@ namespace flowscope::ui {
 namespace {
 
 constexpr qsizetype kMaxFrames = 400;
+constexpr qsizetype kMaxFrameBytes = qsizetype(256) << 20;
 
 QComboBox* makeCombo(const QStringList& items, QWidget* parent, bool editable = false) {
     auto* combo = new QComboBox(parent);
@@ -144,9 +145,12 @@ void LaneView::setLaneSettings(const RunSettings& settings) {
     m_stepsSlider->setValue(m_steps->value());
 }
 
-void LaneView::beginRun(quint64 runId) {
+void LaneView::beginRun(quint64 runId, const RunSettings& settings) {
     m_runId = runId;
+    m_runSettings = settings;
+    m_result = {};
     m_frames.clear();
+    m_frameBytes = 0;
     m_followLive = true;
     m_hasResult = false;
     m_referenceError = -1.0;
@@ -159,14 +163,30 @@ void LaneView::beginRun(quint64 runId) {
 void LaneView::addFrame(quint64 runId, const LaneFrame& frame) {
     if (runId != m_runId) return;  // a frame from a run that was replaced
     m_frames.push_back(frame);
-    // Long runs keep every other frame once there are too many, always the first and the newest,
-    // so the timeline's memory stays bounded whatever the step count.
-    if (m_frames.size() > kMaxFrames) {
+    for (const auto* images : {&frame.states, &frame.predictions}) {
+        for (const QImage& image : *images) m_frameBytes += image.sizeInBytes();
+    }
+    // Long or large runs keep every other frame once there are too many or they take too much
+    // memory, always the first and the newest, so the timeline stays bounded.
+    if (m_frames.size() > kMaxFrames || m_frameBytes > kMaxFrameBytes) {
         QVector<LaneFrame> thinned;
         thinned.reserve(m_frames.size() / 2 + 2);
-        for (qsizetype i = 0; i + 1 < m_frames.size(); i += 2) thinned.push_back(m_frames[i]);
-        thinned.push_back(m_frames.back());
+        m_frameBytes = 0;
+        for (qsizetype i = 0; i < m_frames.size(); ++i) {
+            if (i % 2 != 0 && i + 1 != m_frames.size()) continue;
+            thinned.push_back(m_frames[i]);
+            for (const auto* images : {&m_frames[i].states, &m_frames[i].predictions}) {
+                for (const QImage& image : *images) m_frameBytes += image.sizeInBytes();
+            }
+        }
         m_frames = std::move(thinned);
+        if (!m_followLive) {
+            // The shown frame moved to half its index.
+            const QSignalBlocker block(m_timeline);
+            m_timeline->setRange(0, int(m_frames.size()) - 1);
+            m_timeline->setValue(m_timeline->value() / 2);
+            showFrame(m_timeline->value());
+        }
     }
     const QSignalBlocker block(m_timeline);
     m_timeline->setRange(0, int(m_frames.size()) - 1);
@@ -232,8 +252,12 @@ QString LaneView::metricsText() const {
                        .arg(m_result.pathLengthRatio, 0, 'f', 3)
                        .arg(m_result.straightness, 0, 'g', 3)
                        .arg(m_result.seconds, 0, 'f', 2);
-    text += m_referenceError >= 0.0 ? tr(" · RMSE vs reference %1").arg(m_referenceError, 0, 'g', 3)
-                                    : tr(" · RMSE vs reference: measuring...");
+    if (std::isnan(m_referenceError)) {
+        text += tr(" · RMSE vs reference: not measured");
+    } else {
+        text += m_referenceError >= 0.0 ? tr(" · RMSE vs reference %1").arg(m_referenceError, 0, 'g', 3)
+                                        : tr(" · RMSE vs reference: measuring...");
+    }
     for (const QString& note : m_result.notes) text += QStringLiteral("\n") + note;
     return text;
 }

@@ -30,8 +30,10 @@ public:
     RunSettings settings(const RunSettings& shared) const;
     void setLaneSettings(const RunSettings& settings);
 
-    // A new run began: forget the old frames.
-    void beginRun(quint64 runId);
+    // A new run began with these settings: forget the old frames and result.
+    void beginRun(quint64 runId, const RunSettings& settings);
+    // The settings of the run shown (not the widgets' current values, which may have changed).
+    const RunSettings& runSettings() const { return m_runSettings; }
     quint64 runId() const { return m_runId; }
     void addFrame(quint64 runId, const LaneFrame& frame);
     void finishRun(quint64 runId, const LaneResult& result);
@@ -56,7 +58,8 @@ public:
     // Shows the frame whose t is nearest to `t` (used to keep lanes aligned by t).
     void showNearestTime(double t);
     FilmstripBar* filmstrip() const { return m_filmstrip; }
-    // RMSE of the final samples against a dopri5 reference solve from the same noise.
+    // RMSE of the final samples against a dopri5 reference solve from the same noise; NaN when
+    // the measurement was cancelled.
     void setReferenceError(quint64 runId, double rmse);
     double referenceError() const { return m_referenceError; }
 
@@ -87,7 +90,9 @@ private:
     bool m_followLive = true;
     bool m_hasResult = false;
     LaneResult m_result;
-    double m_referenceError = -1.0;
+    double m_referenceError = -1.0;  // -1 while measuring, NaN when not measured
+    RunSettings m_runSettings;
+    qsizetype m_frameBytes = 0;
     void refreshFilmstrip();
 };
 

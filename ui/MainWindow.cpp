@@ -117,7 +117,9 @@ void MainWindow::createWidgets() {
     layout->addWidget(m_laneSplitter, 1);
     setCentralWidget(central);
 
-    m_device = new QLabel(EngineController::deviceDescription(), this);
+    // The device is named by the first finished run: asking LibTorch here could initialise CUDA
+    // on the UI thread, which takes seconds.
+    m_device = new QLabel(tr("starting the engine..."), this);
     m_rate = new QLabel(this);
     m_progress = new QProgressBar(this);
     m_progress->setMaximumWidth(220);
@@ -268,7 +270,10 @@ void MainWindow::runNow() {
     const RunSettings shared = m_panel->shared();
     m_runStartedMs = QDateTime::currentMSecsSinceEpoch();
     m_progress->setValue(0);
-    for (LaneView* lane : m_lanes) lane->beginRun(m_controller->submit(lane->index(), lane->settings(shared)));
+    for (LaneView* lane : m_lanes) {
+        const RunSettings settings = lane->settings(shared);
+        lane->beginRun(m_controller->submit(lane->index(), settings), settings);
+    }
 }
 
 void MainWindow::runSweep() {
@@ -340,7 +345,9 @@ void MainWindow::onFinished(int laneIndex, quint64 runId, const LaneResult& resu
 }
 
 void MainWindow::onFailed(int laneIndex, quint64 runId, const QString& message, bool cancelled) {
-    if (LaneView* lane = this->lane(laneIndex)) lane->failRun(runId, message, cancelled);
+    LaneView* lane = this->lane(laneIndex);
+    if (!lane || lane->runId() != runId) return;
+    lane->failRun(runId, message, cancelled);
     if (!cancelled) statusBar()->showMessage(tr("Lane %1: %2").arg(laneIndex + 1).arg(message), 8000);
 }
 
@@ -349,7 +356,7 @@ LaneSnapshot MainWindow::snapshot(int laneIndex) const {
     const LaneView* lane = this->lane(laneIndex);
     if (!lane) return snapshot;
     snapshot.index = laneIndex;
-    snapshot.settings = lane->settings(m_panel->shared());
+    snapshot.settings = lane->runSettings();
     snapshot.frames = lane->frames();
     snapshot.result = lane->result();
     snapshot.referenceError = lane->referenceError();
@@ -369,6 +376,10 @@ bool MainWindow::exportLane(int laneIndex, const QString& path, QString* error) 
 }
 
 bool MainWindow::exportFilmstrip(int laneIndex, const QString& path, QString* error) {
+    if (!lane(laneIndex) || !lane(laneIndex)->hasResult()) {
+        *error = tr("lane %1 has no finished run to export yet").arg(laneIndex + 1);
+        return false;
+    }
     const LaneSnapshot lane = snapshot(laneIndex);
     const bool states = m_panel->view() != SampleCanvas::View::Prediction;
     const bool predictions = m_panel->view() != SampleCanvas::View::State;
@@ -394,12 +405,22 @@ bool MainWindow::exportAnimation(int laneIndex, const QString& path, QString* er
 }
 
 bool MainWindow::exportTrajectory(int laneIndex, const QString& path, QString* error) {
+    if (!lane(laneIndex) || !lane(laneIndex)->hasResult()) {
+        *error = tr("lane %1 has no finished run to export yet").arg(laneIndex + 1);
+        return false;
+    }
     return exports::saveTrajectory(snapshot(laneIndex), path, error);
 }
 
 bool MainWindow::exportMetrics(const QString& path, QString* error) {
     QVector<LaneSnapshot> lanes;
-    for (int i = 0; i < laneCount(); ++i) lanes << snapshot(i);
+    for (int i = 0; i < laneCount(); ++i) {
+        if (lane(i)->hasResult()) lanes << snapshot(i);
+    }
+    if (lanes.isEmpty()) {
+        *error = tr("no lane has finished a run yet");
+        return false;
+    }
     return exports::saveMetricsCsv(lanes, path, error);
 }
 

@@ -62,7 +62,7 @@ QString RunSettings::parametersLine(int nfe) const {
         .arg(batch)
         .arg(model, path)
         .arg(nfe)
-        .arg(QString::fromStdString(core::Engine::info().version));
+        .arg(QString::fromStdString(core::Engine::version()));
 }
 
 }  // namespace flowscope::ui

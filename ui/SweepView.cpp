@@ -107,13 +107,15 @@ void SweepView::setMaxSteps(int steps) {
     if (index >= 0) m_maxSteps->setCurrentIndex(index);
 }
 
-QString SweepView::rowKey(const SweepCell& cell) const { return by() == By::Path ? cell.path : cell.solver; }
+QString SweepView::rowKey(const SweepCell& cell) const { return m_runningBy == By::Path ? cell.path : cell.solver; }
 
 void SweepView::begin(quint64 sweepId, const QStringList& rows, const QVector<int>& steps) {
     m_sweepId = sweepId;
+    m_runningBy = by();
     m_rows = rows;
     m_steps = steps;
     m_cells.clear();
+    m_failed = false;
     while (QLayoutItem* item = m_grid->takeAt(0)) {
         delete item->widget();
         delete item;
@@ -142,12 +144,12 @@ void SweepView::addCell(quint64 sweepId, const SweepCell& cell) {
         label->setAlignment(Qt::AlignCenter);
         m_grid->addWidget(label, row + 1, column + 1);
     }
-    m_status->setText(tr("%1 of %2 cells").arg(m_cells.size()).arg(m_rows.size() * m_steps.size()));
+    if (!m_failed) m_status->setText(tr("%1 of %2 cells").arg(m_cells.size()).arg(m_rows.size() * m_steps.size()));
     refreshChart();
 }
 
 void SweepView::finish(quint64 sweepId, const QStringList& notes) {
-    if (sweepId != m_sweepId) return;
+    if (sweepId != m_sweepId || m_failed) return;
     m_status->setText(tr("done: %1 cells. RMSE per pixel against a dopri5 reference from the same noise.%2")
                           .arg(m_cells.size())
                           .arg(notes.isEmpty() ? QString() : QStringLiteral("\n") + notes.join('\n')));
@@ -155,7 +157,8 @@ void SweepView::finish(quint64 sweepId, const QStringList& notes) {
 
 void SweepView::fail(quint64 sweepId, const QString& message, bool cancelled) {
     if (sweepId != m_sweepId) return;
-    m_status->setText(cancelled ? tr("cancelled") : message);
+    m_failed = true;
+    m_status->setText(cancelled ? tr("cancelled") : tr("a cell failed: %1").arg(message));
 }
 
 void SweepView::refreshChart() {

@@ -60,9 +60,11 @@ private:
     QGridLayout* m_grid;
     QChartView* m_chart;
     quint64 m_sweepId = 0;
+    By m_runningBy = By::Path;  // what the sweep in the grid compares, fixed when it begins
     QStringList m_rows;
     QVector<int> m_steps;
     QVector<SweepCell> m_cells;
+    bool m_failed = false;
 };
 
 }  // namespace flowscope::ui

@@ -14,6 +14,22 @@ namespace flowscope::media {
 // Debian 12) cannot open FFmpeg's GIF encoder, which needs paletted frames.
 void writeVideo(const std::string& path, const std::vector<cv::Mat>& rgbFrames, double fps);
 
+// The same, one frame at a time, so a long run never sits in memory whole. Nothing appears at
+// `path` until commit(); destroying an uncommitted writer removes its temporary file.
+class VideoFileWriter {
+public:
+    VideoFileWriter(const std::string& path, int width, int height, double fps);  // throws
+    ~VideoFileWriter();
+    VideoFileWriter(const VideoFileWriter&) = delete;
+    VideoFileWriter& operator=(const VideoFileWriter&) = delete;
+    void write(const cv::Mat& rgb);  // throws on a frame of another size or type
+    void commit();                   // throws
+
+private:
+    struct State;
+    State* m_state;
+};
+
 // The extensions writeVideo accepts, for file dialogs.
 std::vector<std::string> videoExtensions();
 

@@ -61,6 +61,8 @@ private Q_SLOTS:
     void curvedPathMetrics();
     void trajectoryAndFrames();
     void stochasticSamplersAreReproducible();
+    void eulerAncestralAgreesWithDdpm();
+    void dpmSolverLastStepIsFirstOrder();
     void cancellationStopsTheRun();
     void nanIsReportedWithTheStep();
 };
@@ -248,6 +250,31 @@ void TestSampler::stochasticSamplersAreReproducible() {
         QVERIFY(!torch::equal(a.final, c.final));
         QVERIFY(maxAbsDiff(a.final, solve(*model, "vp", "ddim", 20, "uniform", 1.0, 5).final) > 1e-3);
     }
+}
+
+void TestSampler::eulerAncestralAgreesWithDdpm() {
+    // Euler in EDM's sigma is exact for a fixed x̂0, so Euler ancestral and the DDPM posterior draw
+    // are the same update; computed by separate code they must agree to rounding, on every path.
+    auto model = GaussianMixture::named("8gaussians");
+    for (const auto& path : pathNames()) {
+        for (const char* schedule : {"uniform", "karras"}) {
+            const auto a = solve(*model, path, "ddpm", 12, schedule, 1.0, 9);
+            const auto b = solve(*model, path, "euler-a", 12, schedule, 1.0, 9);
+            QVERIFY2(maxAbsDiff(a.final, b.final) < 1e-9, qPrintable(QString("%1 %2").arg(path.c_str(), schedule)));
+        }
+    }
+}
+
+void TestSampler::dpmSolverLastStepIsFirstOrder() {
+    // Stopping early (t-end 0.6), the last step is first order: with 2 steps, step 1 is first
+    // order too, so dpm++2m equals ddim exactly.
+    auto model = GaussianMixture::named("8gaussians");
+    const auto dpm = solve(*model, "vp", "dpm++2m", 2, "uniform", 0.6);
+    const auto ddim = solve(*model, "vp", "ddim", 2, "uniform", 0.6);
+    QVERIFY(maxAbsDiff(dpm.final, ddim.final) < 1e-12);
+    // With 3 steps the middle one is second order, so they differ.
+    QVERIFY(maxAbsDiff(solve(*model, "vp", "dpm++2m", 3, "uniform", 0.6).final,
+                       solve(*model, "vp", "ddim", 3, "uniform", 0.6).final) > 1e-6);
 }
 
 void TestSampler::cancellationStopsTheRun() {

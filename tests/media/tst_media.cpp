@@ -319,11 +319,18 @@ void TestMedia::atomicWriteReplacesContent() {
     flowscope::core::writeFileAtomically(path.toStdString(), [](std::ostream& out) { out << "line 1\n" << 42; });
     QCOMPARE(readBytes(path), std::string("line 1\n42"));
 
-    // The result is an ordinary readable file (mkstemp's 0600 would hide it from other users).
+    // A replaced file keeps its permissions (here the 0600 set above) ...
     struct stat info {};
     QVERIFY(::stat(path.toLocal8Bit().constData(), &info) == 0);
     QVERIFY(S_ISREG(info.st_mode));
-    QCOMPARE(info.st_mode & 0777, mode_t(0644));
+    QCOMPARE(info.st_mode & 0777, mode_t(0600));
+    // ... and a new one gets 0666 less the umask, not mkstemp's private 0600.
+    const QString fresh = dir.filePath("fresh.txt");
+    flowscope::core::writeFileAtomically(fresh.toStdString(), std::string("new"));
+    const mode_t mask = ::umask(0);
+    ::umask(mask);
+    QVERIFY(::stat(fresh.toLocal8Bit().constData(), &info) == 0);
+    QCOMPARE(info.st_mode & 0777, mode_t(0666 & ~mask));
 
     // A bare file name goes to the current folder.
     const QString previous = QDir::currentPath();
@@ -332,7 +339,7 @@ void TestMedia::atomicWriteReplacesContent() {
     QVERIFY(QDir::setCurrent(previous));
     QCOMPARE(readBytes(dir.filePath("relative.txt")), std::string("here"));
 
-    QCOMPARE(listFolder(dir.path()), (QStringList{"data.txt", "relative.txt"}));
+    QCOMPARE(listFolder(dir.path()), (QStringList{"data.txt", "fresh.txt", "relative.txt"}));
 }
 
 void TestMedia::npyRoundTripAndHeader() {

@@ -4,6 +4,7 @@
 #include <QChart>
 #include <QChartView>
 #include <QComboBox>
+#include <QLabel>
 #include <QDir>
 #include <QElapsedTimer>
 #include <QImageReader>
@@ -73,6 +74,7 @@ private Q_SLOTS:
     void sweepFillsTheGridAndChart();
     void zoomIsCrispAtTenTimes();
     void settingsPersistAndResetAndSurviveCorruption();
+    void cancelLeavesNoLaneWaiting();
     void screenshots();
 
 private:
@@ -475,6 +477,31 @@ void TestMainWindow::settingsPersistAndResetAndSurviveCorruption() {
     QCOMPARE(window.laneCount(), 2);
     window.cancelRuns();
     QVERIFY(settle(window));
+}
+
+void TestMainWindow::cancelLeavesNoLaneWaiting() {
+    MainWindow window;
+    window.show();
+    useModel(window, "fashion-mnist:2000", 4);
+    window.settingsPanel()->setLaneCount(3);
+    for (int i = 0; i < 3; ++i) window.lane(i)->stepsBox()->setValue(200);
+    window.runNow();
+    QTest::qWait(100);
+    window.cancelRuns();
+    QVERIFY(settle(window));
+    // The running lane and the queued ones all say they were cancelled; none waits forever.
+    for (int i = 0; i < 3; ++i) {
+        QVERIFY2(!window.lane(i)->hasResult(), qPrintable(QString::number(i)));
+        QVERIFY2(window.lane(i)->findChild<QLabel*>() != nullptr, "lane has labels");
+    }
+    int cancelled = 0;
+    for (int i = 0; i < 3; ++i) {
+        for (QLabel* label : window.lane(i)->findChildren<QLabel*>()) cancelled += label->text() == "cancelled";
+    }
+    QCOMPARE(cancelled, 3);
+    QString error;
+    QVERIFY(!window.exportTrajectory(0, QDir::temp().filePath("never.npy"), &error));
+    QVERIFY(error.contains("no finished run"));
 }
 
 void TestMainWindow::screenshots() {
