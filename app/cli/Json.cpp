@@ -1,32 +1,11 @@
 #include "app/cli/Json.h"
 
+#include "core/Json.h"
+
 #include <cmath>
 #include <cstdio>
 
 namespace flowscope::app {
-
-std::string jsonEscape(const std::string& text) {
-    std::string out;
-    out.reserve(text.size() + 2);
-    for (const unsigned char c : text) {
-        switch (c) {
-            case '"': out += "\\\""; break;
-            case '\\': out += "\\\\"; break;
-            case '\n': out += "\\n"; break;
-            case '\r': out += "\\r"; break;
-            case '\t': out += "\\t"; break;
-            default:
-                if (c < 0x20) {
-                    char buffer[8];
-                    std::snprintf(buffer, sizeof buffer, "\\u%04x", c);
-                    out += buffer;
-                } else {
-                    out += static_cast<char>(c);
-                }
-        }
-    }
-    return out;
-}
 
 void JsonWriter::separate() {
     if (m_needComma) m_out += ',';
@@ -57,13 +36,13 @@ void JsonWriter::endArray() {
 
 void JsonWriter::key(const std::string& name) {
     separate();
-    m_out += '"' + jsonEscape(name) + "\":";
+    m_out += '"' + core::jsonEscaped(name) + "\":";
     m_needComma = false;
 }
 
 void JsonWriter::value(const std::string& text) {
     separate();
-    m_out += '"' + jsonEscape(text) + '"';
+    m_out += '"' + core::jsonEscaped(text) + '"';
 }
 
 void JsonWriter::value(double number) {

@@ -44,6 +44,4 @@ private:
     bool m_needComma = false;
 };
 
-std::string jsonEscape(const std::string& text);
-
 }  // namespace flowscope::app

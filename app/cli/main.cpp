@@ -17,6 +17,7 @@
 #include "core/Engine.h"
 #include "core/Errors.h"
 #include "core/NpyFile.h"
+#include "core/SafeTensors.h"
 #include "core/media/ImageFolder.h"
 #include "core/media/ImageWriter.h"
 
@@ -41,7 +42,7 @@ usage:
   flowscope-cli sample --model SPEC [--path P] [--solver S] [--schedule G] [--steps N] [--seed K]
                        [--batch B] [--resolution R] [--device D] [--dtype T] [--t-end T]
                        [--rtol X] [--atol X] [--out grid.png] [--filmstrip strip.png]
-                       [--save-final final.npy] [--save-trajectory traj.npy] [--json]
+                       [--save-final final.npy] [--save-trajectory traj.npy|.safetensors] [--json]
   flowscope-cli sweep  --model SPEC --paths P1,P2 --solvers S1,S2 --steps 1,2,4,8 [--schedule G]
                        [--seed K] [--batch B] [--resolution R] [--device D] [--t-end T]
                        --csv out.csv [--json]
@@ -85,6 +86,10 @@ core::Engine::FolderLoader folderLoader() {
     return [](const std::string& folder, int resolution, std::vector<std::string>& notes) {
         return media::loadImageFolderToHost(folder, resolution, notes);
     };
+}
+
+torch::Tensor hostToTensor(const core::HostArray& array) {
+    return torch::from_blob(const_cast<float*>(array.values.data()), array.shape, torch::kFloat32).clone();
 }
 
 // Every setting needed to reproduce a run, as fields of the current JSON object.
@@ -277,14 +282,26 @@ int runSample(const std::vector<std::string>& args) {
         media::writePng(*strip, filmstrip(result), pngParameters(request, result));
         written.push_back(*strip);
     }
-    if (saveFinal) {
-        core::writeNpy(*saveFinal, result.final.shape, result.final.values.data());
-        written.push_back(*saveFinal);
-    }
-    if (saveTrajectory) {
-        core::writeNpy(*saveTrajectory, result.trajectory.shape, result.trajectory.values.data());
-        written.push_back(*saveTrajectory);
-    }
+    // .npy by default; .safetensors with the run's settings and times in its metadata.
+    auto saveArray = [&](const std::string& file, const std::string& name, const core::HostArray& array) {
+        if (file.ends_with(".safetensors")) {
+            app::JsonWriter settings;
+            settings.beginObject();
+            writeSettings(settings, request);
+            settings.endObject();
+            app::JsonWriter times;
+            times.beginArray();
+            for (double t : result.times) times.value(t);
+            times.endArray();
+            core::writeSafeTensors(file, {{name, hostToTensor(array)}},
+                                   {{"flowscope", settings.str()}, {"times", times.str()}, {"format", "flowscope"}});
+        } else {
+            core::writeNpy(file, array.shape, array.values.data());
+        }
+        written.push_back(file);
+    };
+    if (saveFinal) saveArray(*saveFinal, "final", result.final);
+    if (saveTrajectory) saveArray(*saveTrajectory, "trajectory", result.trajectory);
 
     if (options.has("json")) {
         app::JsonWriter json;

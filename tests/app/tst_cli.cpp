@@ -21,6 +21,7 @@
 
 #include "tests/TestSupport.h"
 #include "core/NpyFile.h"
+#include "core/SafeTensors.h"
 #include "core/media/ImageWriter.h"
 
 using flowscope::test::readBytes;
@@ -100,6 +101,7 @@ private slots:
     void replacesExistingOutputs();
     void sweepConverges();
     void tEnd();
+    void safetensorsOutputs();
 
 private:
     QTemporaryDir m_dir;
@@ -365,6 +367,23 @@ void TestCli::tEnd() {
     QCOMPARE(result.value("t_start").toDouble(), 0.0);
     const auto trajectory = flowscope::core::readNpy(QDir(folder).filePath("t.npy").toStdString());
     QCOMPARE(trajectory.shape, (std::vector<int64_t>{5, 1, 2}));
+}
+
+void TestCli::safetensorsOutputs() {
+    const QString folder = freshFolder("safetensors");
+    const CliRun run = runCli({"sample", "--model", "gmm:8gaussians", "--steps", "4", "--batch", "3", "--seed", "5",
+                               "--save-trajectory", "t.safetensors", "--save-final", "f.safetensors"},
+                              folder);
+    QVERIFY2(run.finished && run.exitCode == 0, describe(run));
+    const auto trajectory = flowscope::core::SafeTensorsFile::read(QDir(folder).filePath("t.safetensors").toStdString());
+    const torch::Tensor states = trajectory.tensor("trajectory");
+    QCOMPARE(states.sizes().vec(), (std::vector<int64_t>{5, 3, 2}));
+    QVERIFY(QString::fromStdString(trajectory.metadata().at("flowscope")).contains("\"model\":\"gmm:8gaussians\""));
+    const QJsonDocument times = QJsonDocument::fromJson(QByteArray::fromStdString(trajectory.metadata().at("times")));
+    QCOMPARE(times.array().size(), 5);
+    QCOMPARE(times.array().last().toDouble(), 1.0);
+    const auto final = flowscope::core::SafeTensorsFile::read(QDir(folder).filePath("f.safetensors").toStdString());
+    QVERIFY(torch::equal(final.tensor("final"), states[4]));
 }
 
 QTEST_GUILESS_MAIN(TestCli)
