@@ -55,6 +55,14 @@ QImage grid(const QVector<QImage>& images, int scale) {
     return out;
 }
 
+// The label pen and font shared by the labelled exports.
+void useLabelStyle(QPainter& painter) {
+    painter.setPen(kText);
+    QFont font = painter.font();
+    font.setPixelSize(11);
+    painter.setFont(font);
+}
+
 QVector<int> spread(int frames, int count) {
     QVector<int> chosen;
     const int shown = std::min(frames, count);
@@ -118,10 +126,7 @@ QImage filmstrip(const LaneSnapshot& lane, bool states, bool predictions, int sa
                header + sampleCount * rowsPerSample * (cell.height() + kGap) + kGap, QImage::Format_RGB888);
     out.fill(kBackground);
     QPainter painter(&out);
-    painter.setPen(kText);
-    QFont font = painter.font();
-    font.setPixelSize(11);
-    painter.setFont(font);
+    useLabelStyle(painter);
     for (int c = 0; c < chosen.size(); ++c) {
         const LaneFrame& frame = lane.frames[chosen[c]];
         const int x = kGap + c * (cell.width() + kGap);
@@ -152,10 +157,7 @@ QImage comparisonGrid(const QVector<LaneSnapshot>& lanes) {
     QImage out(width, header + height + kGap, QImage::Format_RGB888);
     out.fill(kBackground);
     QPainter painter(&out);
-    painter.setPen(kText);
-    QFont font = painter.font();
-    font.setPixelSize(11);
-    painter.setFont(font);
+    useLabelStyle(painter);
     int x = kGap;
     for (int i = 0; i < lanes.size(); ++i) {
         const int w = std::max(grids[i].width(), 260);
