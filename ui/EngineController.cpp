@@ -28,6 +28,9 @@ constexpr size_t kReferenceCacheSize = 16;
 constexpr int kWorkerNice = 5;
 constexpr qint64 kTrajectoryBudgetBytes = qint64(256) << 20;
 
+// 2-D models are drawn as scatter plots rather than images.
+bool isPointCloudModel(const QString& model) { return model.startsWith("gmm:") || model.startsWith("points:"); }
+
 // float32 bytes of every state of a run, from its settings (the sample size from the model spec).
 qint64 estimatedTrajectoryBytes(const RunSettings& settings) {
     qint64 values = 2;  // 2-D models
@@ -140,7 +143,7 @@ struct EngineController::Worker {
 
     void runSweep(core::Engine& engine, const Job& job) {
         const core::SweepRequest& request = *job.sweep;
-        const bool pointCloud = request.model.starts_with("gmm:") || request.model.starts_with("points:");
+        const bool pointCloud = isPointCloudModel(QString::fromStdString(request.model));
         const core::HostArray reference = pointCloud ? core::Engine::referenceSamples(request.model, 600) : core::HostArray{};
         const core::SweepResult result = engine.sweep(
             request,
@@ -183,7 +186,7 @@ struct EngineController::Worker {
             return;
         }
         core::SampleRequest request = job.settings.toRequest();
-        const bool pointCloud = job.settings.model.startsWith("gmm:") || job.settings.model.startsWith("points:");
+        const bool pointCloud = isPointCloudModel(job.settings.model);
         core::HostArray reference;
         QVector<core::HostArray> history;  // earlier particle positions, for the trails
         if (pointCloud) {
