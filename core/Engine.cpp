@@ -11,6 +11,7 @@
 #include <torch/version.h>
 #include <ATen/CPUGeneratorImpl.h>
 
+#include "core/Bundle.h"
 #include "core/Datasets.h"
 #include "core/Device.h"
 #include "core/Errors.h"
@@ -20,6 +21,8 @@
 #include "core/ProbabilityPath.h"
 #include "core/Sampler.h"
 #include "core/Schedule.h"
+#include "core/Sha256.h"
+#include "core/TrustList.h"
 
 #ifndef FLOWSCOPE_VERSION
 #define FLOWSCOPE_VERSION "0.0.0"
@@ -176,7 +179,7 @@ SampleResult Engine::sample(const SampleRequest& request, const FrameCallback& o
         const torch::ScalarType dtype = resolveDtype(request.dtype, device);
 
         SampleResult result;
-        const auto model = m_impl->catalog.load(request.model, request.resolution, result.notes);
+        const auto model = m_impl->catalog.load(request.model, request.resolution, result.notes, request.trustModel);
         const auto shape = model->sampleShape();
         const auto grid = makeTimeGrid(schedule, *path, request.steps, fluxTokenCount(shape), request.tEnd);
         if (static_cast<int>(grid.size()) - 1 != request.steps) {
@@ -214,6 +217,12 @@ SampleResult Engine::sample(const SampleRequest& request, const FrameCallback& o
                 if (!onFrame) return;
                 frame.state = toHost(*view.state);
                 frame.prediction = toHost(*view.prediction);
+                if (model->hasPreview()) {
+                    frame.decoded = model->hasDecoder() &&
+                                    (view.final || (request.decodeEvery > 0 && view.index % request.decodeEvery == 0));
+                    frame.statePreview = toHost(model->preview(*view.state, view.final && frame.decoded));
+                    frame.predictionPreview = toHost(model->preview(*view.prediction, frame.decoded));
+                }
                 if (field && view.point.sigma > 0.0) {
                     frame.velocityField = velocityField(*model, view.point, request.velocityFieldResolution,
                                                         request.fieldExtent, options);
@@ -240,6 +249,18 @@ SampleResult Engine::sample(const SampleRequest& request, const FrameCallback& o
             result.trajectory = toHost(torch::stack(outcome.trajectory));
             if (request.recordPredictions) result.predictions = toHost(torch::stack(outcome.predictions));
         }
+        if (model->hasPreview()) {
+            result.finalImage = toHost(model->preview(outcome.final, true));
+            if (request.recordTrajectory) {
+                result.trajectoryImages = toHost(model->preview(torch::stack(outcome.trajectory).flatten(0, 1), false)
+                                                     .unflatten(0, {-1, request.batch}));
+                if (request.recordPredictions) {
+                    result.predictionImages =
+                        toHost(model->preview(torch::stack(outcome.predictions).flatten(0, 1), false)
+                                   .unflatten(0, {-1, request.batch}));
+                }
+            }
+        }
         result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
         return result;
     });
@@ -258,7 +279,7 @@ SweepResult Engine::sweep(const SweepRequest& request, const RowCallback& onRow,
         const torch::Device device = resolveDevice(request.device);
 
         SweepResult result;
-        const auto model = m_impl->catalog.load(request.model, request.resolution, result.notes);
+        const auto model = m_impl->catalog.load(request.model, request.resolution, result.notes, request.trustModel);
         const auto shape = model->sampleShape();
         // The reference runs in float64 so that its own error sits far below the solvers' errors.
         const auto referenceOptions =
@@ -320,6 +341,51 @@ SweepResult Engine::sweep(const SweepRequest& request, const RowCallback& onRow,
         for (auto& note : model->takeNotes()) result.notes.push_back(std::move(note));
         return result;
     });
+}
+
+bool BundleInfo::needsTrust() const {
+    for (const auto& program : programs) {
+        if (!program.trusted) return true;
+    }
+    return false;
+}
+
+BundleInfo Engine::inspectBundle(const std::string& directory) {
+    BundleInfo info;
+    try {
+        const BundleManifest manifest = readBundleManifest(directory);
+        info.name = manifest.name;
+        info.format = manifest.format;
+        info.sampleShape = manifest.sampleShape;
+        info.latent = manifest.isLatent();
+        const TrustList trust;
+        for (const auto& file : manifest.programFiles()) {
+            BundleInfo::Program program;
+            program.file = file;
+            program.path = manifest.resolve(file);
+            std::error_code error;
+            if (!std::filesystem::is_regular_file(program.path, error)) {
+                throw BundleError("bundle '" + manifest.name + "' names '" + file + "', which is not a file in " + directory);
+            }
+            program.sha256 = sha256OfFile(program.path);
+            program.trusted = trust.contains(program.sha256);
+            info.programs.push_back(program);
+        }
+        info.ok = true;
+    } catch (const std::exception& error) {
+        info.error = error.what();
+    }
+    return info;
+}
+
+bool Engine::trustProgram(const BundleInfo::Program& program, std::string* error) {
+    try {
+        TrustList().add(program.sha256, program.path);
+        return true;
+    } catch (const std::exception& failure) {
+        if (error) *error = "cannot remember the trusted model in " + TrustList::defaultPath() + ": " + failure.what();
+        return false;
+    }
 }
 
 HostArray Engine::referenceSamples(const std::string& spec, int count) {

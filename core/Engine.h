@@ -41,6 +41,11 @@ struct SampleRequest {
     // every frame (display only; not counted as NFE). 0 = none.
     int velocityFieldResolution = 0;
     double fieldExtent = 4.5;
+    // Bundles: load TorchScript files even when they are not in the trusted list (--trust-model).
+    bool trustModel = false;
+    // Latent bundles with a decoder: decode x̂0 every k steps for display (0: only the final
+    // sample); the other steps show the cheap latent_rgb preview.
+    int decodeEvery = 0;
 };
 
 struct StepFrame {
@@ -55,6 +60,11 @@ struct StepFrame {
     HostArray state;       // x_t, [B, ...sampleShape]
     HostArray prediction;  // x̂0 from x_t
     HostArray velocityField;  // [res, res, 2] velocities at the grid points, when requested
+    // For models whose samples are not images in [-1, 1] (latents, other value ranges): the
+    // state and prediction as display images [B, 1 or 3, H, W] in [-1, 1]. Empty otherwise.
+    HostArray statePreview;
+    HostArray predictionPreview;
+    bool decoded = false;  // predictionPreview came from the bundle's decoder
 };
 
 // The geometry of a run, per recorded frame (DESIGN.md section 5 and the app's charts).
@@ -91,6 +101,11 @@ struct SampleResult {
     std::vector<double> times;             // t_0 .. t_N
     std::vector<std::string> notes;        // things the user should know (clamps, skipped files)
     TrajectoryAnalysis analysis;           // when requested
+    // Models with previews (see StepFrame): the final sample as an image (through the decoder
+    // when there is one), and with recordTrajectory the cheap previews of every frame.
+    HostArray finalImage;                  // [B, 1 or 3, H, W] in [-1, 1]
+    HostArray trajectoryImages;            // [steps + 1, B, 1 or 3, H, W]
+    HostArray predictionImages;            // [steps + 1, B, 1 or 3, H, W]
 };
 
 struct SweepRequest {
@@ -108,6 +123,7 @@ struct SweepRequest {
     double referenceTolerance = 1e-7;
     std::string referenceDtype = "float64";  // float32 trades reference accuracy for speed
     bool keepFinals = false;                 // return each row's final samples
+    bool trustModel = false;                 // as SampleRequest::trustModel
 };
 
 struct SweepRow {
@@ -142,6 +158,24 @@ struct EngineInfo {
     bool fashionMnistInstalled = false;
 };
 
+// What a bundle folder holds, read without loading any code (for asking the user's trust).
+struct BundleInfo {
+    bool ok = false;
+    std::string error;  // why the bundle cannot be used, when !ok
+    std::string name;
+    std::string format;
+    std::vector<int64_t> sampleShape;
+    bool latent = false;
+    struct Program {
+        std::string file;    // as the manifest names it
+        std::string path;    // on disk
+        std::string sha256;  // of the file's bytes
+        bool trusted = false;
+    };
+    std::vector<Program> programs;  // files holding code: the TorchScript model and decoder
+    bool needsTrust() const;
+};
+
 class Engine {
 public:
     using FrameCallback = std::function<void(const StepFrame&)>;
@@ -167,6 +201,10 @@ public:
     // For 2-D models, points that show the target distribution: the point cloud itself, or
     // `count` samples of the Gaussian mixture ([N, 2]). Empty for image models and unknown specs.
     static HostArray referenceSamples(const std::string& spec, int count);
+    // Reads DIR/flowscope.json and hashes the program files it names; never runs them.
+    static BundleInfo inspectBundle(const std::string& directory);
+    // Adds a file's hash to the user's trusted list (TrustList); false with `error` set on failure.
+    static bool trustProgram(const BundleInfo::Program& program, std::string* error);
 
 private:
     struct Impl;

@@ -1,6 +1,7 @@
 #include "core/Json.h"
 
 #include <charconv>
+#include <cmath>
 #include <stdexcept>
 
 namespace flowscope::core {
@@ -199,6 +200,13 @@ bool JsonValue::toUnsigned(uint64_t* out) const {
     const std::string& text = std::get<Number>(value).text;
     const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), *out);
     return ec == std::errc() && ptr == text.data() + text.size();
+}
+
+bool JsonValue::toDouble(double* out) const {
+    if (!isNumber()) return false;
+    const std::string& text = std::get<Number>(value).text;
+    const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), *out);
+    return ec == std::errc() && ptr == text.data() + text.size() && std::isfinite(*out);
 }
 
 JsonValue parseJson(std::string_view text, int maxDepth) { return Parser(text, maxDepth).document(); }

@@ -30,6 +30,8 @@ struct JsonValue {
     const std::string& string() const { return std::get<std::string>(value); }
     // The number as a non-negative integer; false if it is not one or does not fit in 64 bits.
     bool toUnsigned(uint64_t* out) const;
+    // The number as a finite double; false if it is not a number or overflows.
+    bool toDouble(double* out) const;
 };
 
 // Parses a whole document; throws std::invalid_argument with the byte offset of the problem.

@@ -24,6 +24,13 @@ public:
     // Things the user should know about the last run (clamped ranges, skipped files, ...).
     virtual std::vector<std::string> takeNotes() { return {}; }
 
+    // Models whose samples are not shown as they are (latents, data outside [-1, 1]) turn a batch
+    // x [B, ...sampleShape] into display images [B, 1 or 3, H, W] in [-1, 1]. `decode` asks for the
+    // full decoder where there is one; otherwise a cheap preview. Same H, W either way.
+    virtual bool hasPreview() const { return false; }
+    virtual bool hasDecoder() const { return false; }
+    virtual torch::Tensor preview(const torch::Tensor& x, bool /*decode*/) { return x; }
+
     bool isImage() const { return sampleShape().size() == 3; }
 };
 

@@ -4,6 +4,11 @@
 
 #include <torch/torch.h>
 
+#include <filesystem>
+#include <sstream>
+
+#include "core/Bundle.h"
+#include "core/BundleModel.h"
 #include "core/Datasets.h"
 #include "core/EmpiricalDenoiser.h"
 #include "core/Errors.h"
@@ -23,6 +28,19 @@ torch::Tensor resizeImages(const torch::Tensor& images, int resolution) {
     return F::interpolate(images, options).clamp(-1.0, 1.0).contiguous();
 }
 
+// Size and modification time of the manifest and every file it names.
+std::string bundleStamp(const std::string& directory) {
+    namespace fs = std::filesystem;
+    std::ostringstream stamp;
+    std::error_code error;
+    for (const auto& entry : fs::directory_iterator(directory, error)) {
+        std::error_code ignored;
+        stamp << entry.path().filename().string() << ':' << fs::file_size(entry.path(), ignored) << ':'
+              << fs::last_write_time(entry.path(), ignored).time_since_epoch().count() << ';';
+    }
+    return stamp.str();
+}
+
 }  // namespace
 
 ModelCatalog::ModelCatalog(FolderLoader folderLoader) : m_folderLoader(std::move(folderLoader)) {}
@@ -34,12 +52,32 @@ std::vector<std::string> ModelCatalog::specNames() {
     names.push_back("fashion-mnist:N");
     names.push_back("folder:PATH");
     for (const auto& n : pointCloudNames()) names.push_back("points:" + n);
+    names.push_back("bundle:DIR");
     return names;
 }
 
-std::shared_ptr<Model> ModelCatalog::load(const std::string& spec, int resolution, std::vector<std::string>& notes) {
+std::shared_ptr<Model> ModelCatalog::load(const std::string& spec, int resolution, std::vector<std::string>& notes,
+                                          bool trustModel) {
     if (resolution < 0 || resolution > 1024) {
         throw InvalidRequestError("--resolution must be between 1 and 1024 (or 0 for the dataset's own)");
+    }
+    if (spec.starts_with("bundle:")) {
+        const std::string directory = spec.substr(7);
+        if (directory.empty()) throw InvalidRequestError("give a folder after 'bundle:', e.g. bundle:~/models/my-flow");
+        const std::string stamp = bundleStamp(directory);
+        auto cached = m_cache.find(spec);
+        if (cached == m_cache.end() || m_bundleStamps[spec] != stamp) {
+            const BundleManifest manifest = readBundleManifest(directory);
+            m_cache[spec] = loadBundleModel(manifest, trustModel, TrustList());
+            m_bundleStamps[spec] = stamp;
+            cached = m_cache.find(spec);
+        }
+        const auto shape = cached->second->sampleShape();
+        if (resolution > 0 && (shape.size() != 3 || shape[1] != resolution || shape[2] != resolution)) {
+            throw InvalidRequestError("--resolution does not apply to '" + spec +
+                                      "': its sample shape is fixed by its manifest; leave it at 0");
+        }
+        return cached->second;
     }
     const std::string key = spec + "@" + std::to_string(resolution);
     if (auto it = m_cache.find(key); it != m_cache.end()) return it->second;

@@ -17,6 +17,7 @@ namespace flowscope::core {
 //   fashion-mnist[:N]                                 empirical denoiser, first N training images
 //   folder:PATH                                       empirical denoiser over the user's images
 //   points:moons | points:spiral | points:checkerboard  empirical denoiser over 2-D clouds
+//   bundle:DIR                                        the user's network (flowscope.json in DIR)
 class ModelCatalog {
 public:
     // Loads an image folder as [N, C, R, R] in [-1, 1]; appends notes (skipped files, ...).
@@ -26,14 +27,18 @@ public:
 
     explicit ModelCatalog(FolderLoader folderLoader = {});
 
-    // resolution 0 keeps the dataset's own (28 for Fashion-MNIST, 32 for folders).
-    std::shared_ptr<Model> load(const std::string& spec, int resolution, std::vector<std::string>& notes);
+    // resolution 0 keeps the dataset's own (28 for Fashion-MNIST, 32 for folders). `trustModel`
+    // allows loading a bundle's TorchScript files that are not in the user's trusted list.
+    std::shared_ptr<Model> load(const std::string& spec, int resolution, std::vector<std::string>& notes,
+                                bool trustModel = false);
 
     static std::vector<std::string> specNames();
 
 private:
     FolderLoader m_folderLoader;
     std::map<std::string, std::shared_ptr<Model>> m_cache;
+    // Bundles are reloaded when any of their files changes on disk.
+    std::map<std::string, std::string> m_bundleStamps;
 };
 
 }  // namespace flowscope::core

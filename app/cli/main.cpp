@@ -42,18 +42,23 @@ usage:
   flowscope-cli sample --model SPEC [--path P] [--solver S] [--schedule G] [--steps N] [--seed K]
                        [--batch B] [--resolution R] [--device D] [--dtype T] [--t-end T]
                        [--rtol X] [--atol X] [--out grid.png] [--filmstrip strip.png]
-                       [--save-final final.npy] [--save-trajectory traj.npy|.safetensors] [--json]
+                       [--save-final final.npy] [--save-trajectory traj.npy|.safetensors]
+                       [--save-decoded images.npy] [--decode-every K] [--trust-model] [--json]
   flowscope-cli sweep  --model SPEC --paths P1,P2 --solvers S1,S2 --steps 1,2,4,8 [--schedule G]
                        [--seed K] [--batch B] [--resolution R] [--device D] [--t-end T]
-                       --csv out.csv [--json]
+                       [--trust-model] --csv out.csv [--json]
+  flowscope-cli trust DIR       add a bundle's TorchScript files to the trusted list
   flowscope-cli --version | --help
 
 models:    gmm:8gaussians gmm:rings gmm:checkerboard fashion-mnist[:N] folder:PATH
-           points:moons points:spiral points:checkerboard
+           points:moons points:spiral points:checkerboard bundle:DIR
 paths:     linear vp cosine ve
 solvers:   euler heun midpoint rk4 dpm++2m ddim dopri5 ddpm euler-a
 schedules: uniform karras shift:S flux[:L] logsnr
 defaults:  --path linear --solver euler --schedule uniform --steps 8 --seed 0 --batch 1 --t-end 1
+
+A bundle's TorchScript file is a program: loading it runs its code. FlowScope loads one only with
+--trust-model or when its SHA-256 is in the trusted list (see `flowscope-cli trust`).
 )";
 
 // Refuses early an output the run could never write, so no time is spent on a doomed run.
@@ -151,20 +156,23 @@ cv::Mat filmstrip(const core::SampleResult& result) {
     const auto columns = chooseFrames(frames, 10);
     std::vector<std::vector<cv::Mat>> rows;
     if (result.sampleShape.size() == 3) {
-        const int64_t samples = std::min<int64_t>(result.trajectory.shape.at(1), 8);
-        const int scale = result.sampleShape[1] < 64 ? 3 : 1;
+        const bool previews = !result.trajectoryImages.shape.empty();
+        const core::HostArray& states = previews ? result.trajectoryImages : result.trajectory;
+        const core::HostArray& predictions = previews ? result.predictionImages : result.predictions;
+        const int64_t samples = std::min<int64_t>(states.shape.at(1), 8);
+        const int scale = states.shape.at(3) < 64 ? 3 : 1;
         for (int64_t b = 0; b < samples; ++b) {
-            std::vector<cv::Mat> states, predictions;
+            std::vector<cv::Mat> stateCells, predictionCells;
             for (int64_t frame : columns) {
-                cv::Mat state = media::sampleToImage(sliceFrame(result.trajectory, frame), b);
-                cv::Mat prediction = media::sampleToImage(sliceFrame(result.predictions, frame), b);
+                cv::Mat state = media::sampleToImage(sliceFrame(states, frame), b);
+                cv::Mat prediction = media::sampleToImage(sliceFrame(predictions, frame), b);
                 cv::resize(state, state, cv::Size(), scale, scale, cv::INTER_NEAREST);
                 cv::resize(prediction, prediction, cv::Size(), scale, scale, cv::INTER_NEAREST);
-                states.push_back(state);
-                predictions.push_back(prediction);
+                stateCells.push_back(state);
+                predictionCells.push_back(prediction);
             }
-            rows.push_back(states);
-            rows.push_back(predictions);
+            rows.push_back(stateCells);
+            rows.push_back(predictionCells);
         }
     } else {
         std::vector<cv::Mat> cells;
@@ -228,8 +236,8 @@ int runSample(const std::vector<std::string>& args) {
     const app::Arguments options(
         args,
         {"model", "path", "solver", "schedule", "steps", "seed", "batch", "resolution", "device", "dtype", "t-end",
-         "rtol", "atol", "out", "filmstrip", "save-final", "save-trajectory"},
-        {"json"});
+         "rtol", "atol", "out", "filmstrip", "save-final", "save-trajectory", "save-decoded", "decode-every"},
+        {"json", "trust-model"});
     if (!options.has("model")) throw app::UsageError("sample needs --model SPEC (for example --model fashion-mnist)");
     core::SampleRequest request;
     request.model = options.text("model", request.model);
@@ -245,11 +253,15 @@ int runSample(const std::vector<std::string>& args) {
     request.tEnd = options.number("t-end", 1.0);
     request.rtol = options.number("rtol", 1e-5);
     request.atol = options.number("atol", 1e-5);
+    request.trustModel = options.has("trust-model");
+    request.decodeEvery = static_cast<int>(options.integer("decode-every", 0, 0, 10000));
     const auto out = options.optionalText("out");
     const auto strip = options.optionalText("filmstrip");
     const auto saveFinal = options.optionalText("save-final");
     const auto saveTrajectory = options.optionalText("save-trajectory");
+    const auto saveDecoded = options.optionalText("save-decoded");
     checkWritable(out, "out");
+    checkWritable(saveDecoded, "save-decoded");
     checkWritable(strip, "filmstrip");
     checkWritable(saveFinal, "save-final");
     checkWritable(saveTrajectory, "save-trajectory");
@@ -267,10 +279,16 @@ int runSample(const std::vector<std::string>& args) {
 
     std::vector<std::string> written;
     const bool image = result.sampleShape.size() == 3;
+    // Latent models (and other value ranges) are shown through their decoder or preview.
+    const core::HostArray& finalImage = result.finalImage.shape.empty() ? result.final : result.finalImage;
+    if (saveDecoded && result.finalImage.shape.empty()) {
+        throw app::UsageError("--save-decoded needs a latent model (a bundle with a decoder or latent_rgb); '" +
+                              request.model + "' samples images directly: use --save-final");
+    }
     if (out) {
         cv::Mat picture;
         if (image) {
-            picture = media::makeImageGrid(result.final, 0, result.sampleShape[1] < 64 ? 4 : 1);
+            picture = media::makeImageGrid(finalImage, 0, finalImage.shape[2] < 64 ? 4 : 1);
         } else {
             const core::HostArray reference = core::Engine::referenceSamples(request.model, 1000);
             picture = media::renderScatter(result.final, &result.trajectory, reference.shape.empty() ? nullptr : &reference);
@@ -302,6 +320,7 @@ int runSample(const std::vector<std::string>& args) {
     };
     if (saveFinal) saveArray(*saveFinal, "final", result.final);
     if (saveTrajectory) saveArray(*saveTrajectory, "trajectory", result.trajectory);
+    if (saveDecoded) saveArray(*saveDecoded, "decoded", result.finalImage);
 
     if (options.has("json")) {
         app::JsonWriter json;
@@ -309,6 +328,7 @@ int runSample(const std::vector<std::string>& args) {
         writeSettings(json, request);
         json.field("steps_run", result.steps);
         json.field("sample_shape", result.sampleShape);
+        if (!result.finalImage.shape.empty()) json.field("image_shape", result.finalImage.shape);
         json.field("device_used", result.device);
         json.field("nfe", result.nfe);
         json.field("seconds", result.seconds);
@@ -338,7 +358,7 @@ int runSweep(const std::vector<std::string>& args) {
     const app::Arguments options(args,
                                  {"model", "paths", "solvers", "schedule", "steps", "seed", "batch", "resolution",
                                   "device", "t-end", "csv", "reference-tol"},
-                                 {"json"});
+                                 {"json", "trust-model"});
     if (!options.has("model")) throw app::UsageError("sweep needs --model SPEC");
     const auto csv = options.optionalText("csv");
     if (!csv) throw app::UsageError("sweep needs --csv out.csv");
@@ -355,6 +375,7 @@ int runSweep(const std::vector<std::string>& args) {
     request.device = options.text("device", "auto");
     request.tEnd = options.number("t-end", 1.0);
     request.referenceTolerance = options.number("reference-tol", 1e-7);
+    request.trustModel = options.has("trust-model");
 
     core::Engine engine(folderLoader());
     const bool json = options.has("json");
@@ -410,6 +431,34 @@ int runSweep(const std::vector<std::string>& args) {
     return kExitOk;
 }
 
+// Shows what a bundle's program files are and adds their hashes to the trusted list.
+int runTrust(const std::vector<std::string>& args) {
+    if (args.size() != 1 || args[0].starts_with("--")) {
+        throw app::UsageError("trust takes one bundle folder: flowscope-cli trust DIR");
+    }
+    std::string directory = args[0];
+    if (directory.starts_with("bundle:")) directory = directory.substr(7);
+    const core::BundleInfo info = core::Engine::inspectBundle(directory);
+    if (!info.ok) {
+        std::cerr << "flowscope-cli: " << info.error << "\n";
+        return kExitUsage;
+    }
+    if (info.programs.empty()) {
+        std::cout << "'" << info.name << "' holds no program files; it loads without trust\n";
+        return kExitOk;
+    }
+    for (const auto& program : info.programs) {
+        std::string error;
+        if (!program.trusted && !core::Engine::trustProgram(program, &error)) {
+            std::cerr << "flowscope-cli: " << error << "\n";
+            return kExitFailure;
+        }
+        std::cout << program.sha256 << "  " << program.path << (program.trusted ? "  (already trusted)" : "  trusted")
+                  << "\n";
+    }
+    return kExitOk;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -430,7 +479,8 @@ int main(int argc, char** argv) {
         if (command == "info") return runInfo(args);
         if (command == "sample") return runSample(args);
         if (command == "sweep") return runSweep(args);
-        std::cerr << "flowscope-cli: unknown command '" << command << "'; valid: info, sample, sweep\n\n" << kUsage;
+        if (command == "trust") return runTrust(args);
+        std::cerr << "flowscope-cli: unknown command '" << command << "'; valid: info, sample, sweep, trust\n\n" << kUsage;
         return kExitUsage;
     } catch (const app::UsageError& error) {
         std::cerr << "flowscope-cli: " << error.what() << "\n(see flowscope-cli --help)\n";

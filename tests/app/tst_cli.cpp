@@ -22,6 +22,7 @@
 #include "tests/TestSupport.h"
 #include "core/NpyFile.h"
 #include "core/SafeTensors.h"
+#include "core/Sha256.h"
 #include "core/media/ImageWriter.h"
 
 using flowscope::test::readBytes;
@@ -102,6 +103,8 @@ private slots:
     void sweepConverges();
     void tEnd();
     void safetensorsOutputs();
+    void bundleNeedsTrust();
+    void latentBundleWritesDecodedImages();
 
 private:
     QTemporaryDir m_dir;
@@ -384,6 +387,59 @@ void TestCli::safetensorsOutputs() {
     QCOMPARE(times.array().last().toDouble(), 1.0);
     const auto final = flowscope::core::SafeTensorsFile::read(QDir(folder).filePath("f.safetensors").toStdString());
     QVERIFY(torch::equal(final.tensor("final"), states[4]));
+}
+
+void TestCli::bundleNeedsTrust() {
+    const QString folder = freshFolder("trust");
+    QProcessEnvironment environment = QProcessEnvironment::systemEnvironment();
+    const QString list = QDir(folder).filePath("config/trusted-models");
+    environment.insert("FLOWSCOPE_TRUST_LIST", list);
+    const QString bundle = QStringLiteral(FLOWSCOPE_SOURCE_DIR "/resources/fixtures/bundles/gauss-velocity-linear");
+    const QStringList sample{"sample", "--model", "bundle:" + bundle, "--steps", "4", "--out", "grid.png"};
+
+    CliRun run = runCli(sample, folder, environment);
+    QVERIFY2(run.finished && run.exitCode == 2, describe(run));
+    QVERIFY2(run.err.contains("TorchScript program") && run.err.contains("--trust-model"), describe(run));
+    QVERIFY(!QFile::exists(QDir(folder).filePath("grid.png")));
+
+    run = runCli(sample + QStringList{"--trust-model"}, folder, environment);
+    QVERIFY2(run.finished && run.exitCode == 0, describe(run));
+    QVERIFY(QFile::exists(QDir(folder).filePath("grid.png")));
+    QVERIFY(!QFile::exists(list));  // --trust-model trusts this run only
+
+    run = runCli({"trust", bundle}, folder, environment);
+    QVERIFY2(run.finished && run.exitCode == 0, describe(run));
+    const std::string hash = flowscope::core::sha256OfFile((bundle + "/model.pt").toStdString());
+    QVERIFY2(run.out.contains(QByteArray::fromStdString(hash)), describe(run));
+    QVERIFY(QString::fromStdString(readBytes(list)).startsWith(QString::fromStdString(hash) + "  "));
+    run = runCli(sample, folder, environment);
+    QVERIFY2(run.finished && run.exitCode == 0, describe(run));
+
+    run = runCli({"trust", QDir(folder).filePath("nowhere")}, folder, environment);
+    QVERIFY2(run.finished && run.exitCode == 2 && run.err.contains("is not a folder"), describe(run));
+}
+
+void TestCli::latentBundleWritesDecodedImages() {
+    const QString folder = freshFolder("latent");
+    const QString bundle = QStringLiteral(FLOWSCOPE_SOURCE_DIR "/resources/fixtures/bundles/latent");
+    CliRun run = runCli({"sample", "--model", "bundle:" + bundle, "--trust-model", "--steps", "4", "--batch", "2",
+                         "--save-final", "latent.npy", "--save-decoded", "images.npy", "--out", "grid.png",
+                         "--filmstrip", "strip.png", "--json"},
+                        folder);
+    QVERIFY2(run.finished && run.exitCode == 0, describe(run));
+    const QJsonObject json = parseObject(run.out);
+    QCOMPARE(json["sample_shape"].toArray(), QJsonArray({4, 3, 3}));
+    QCOMPARE(json["image_shape"].toArray(), QJsonArray({2, 3, 6, 6}));
+    QCOMPARE(flowscope::core::readNpy(QDir(folder).filePath("latent.npy").toStdString()).shape,
+             (std::vector<int64_t>{2, 4, 3, 3}));
+    QCOMPARE(flowscope::core::readNpy(QDir(folder).filePath("images.npy").toStdString()).shape,
+             (std::vector<int64_t>{2, 3, 6, 6}));
+    const cv::Mat grid = cv::imread(QDir(folder).filePath("grid.png").toStdString(), cv::IMREAD_UNCHANGED);
+    QVERIFY(!grid.empty());
+    QCOMPARE(grid.channels(), 3);  // the decoded RGB images, not the 4-channel latent
+
+    run = runCli({"sample", "--model", "gmm:8gaussians", "--save-decoded", "x.npy"}, folder);
+    QVERIFY2(run.finished && run.exitCode == 2 && run.err.contains("--save-decoded needs a latent model"), describe(run));
 }
 
 QTEST_GUILESS_MAIN(TestCli)
