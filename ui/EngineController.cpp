@@ -199,6 +199,8 @@ struct EngineController::Worker {
         request.analyze = record;
         request.recordTrajectory = record;
         request.recordPredictions = false;  // the frames already carry them as images
+        // Latent bundles: the decoder shows x̂0 about ten times per run, the cheap preview between.
+        request.decodeEvery = std::max(1, job.settings.steps / 10);
         const auto onFrame = [&](const core::StepFrame& step) {
             LaneFrame frame;
             frame.index = step.index;
@@ -214,8 +216,9 @@ struct EngineController::Worker {
                 frame.predictions = {scatterImage(step.prediction, reference)};
                 history.push_back(step.state);
             } else {
-                frame.states = imagesFromBatch(step.state);
-                frame.predictions = imagesFromBatch(step.prediction);
+                frame.states = imagesFromBatch(step.statePreview.shape.empty() ? step.state : step.statePreview);
+                frame.predictions =
+                    imagesFromBatch(step.predictionPreview.shape.empty() ? step.prediction : step.predictionPreview);
             }
             post([lane = job.lane, id = job.id, frame](EngineController* c) { Q_EMIT c->frameReady(lane, id, frame); });
         };
@@ -242,6 +245,7 @@ struct EngineController::Worker {
                                  .arg(kTrajectoryBudgetBytes >> 20);
         }
         summary.final = result.final;
+        summary.finalImage = result.finalImage.shape.empty() ? result.final : result.finalImage;
         summary.analysis = std::move(result.analysis);
         summary.trajectory = std::move(result.trajectory);
         {

@@ -107,7 +107,7 @@ bool savePng(const QImage& image, const QString& path, const QList<QPair<QString
 }
 
 QImage finalGrid(const LaneSnapshot& lane, int scale) {
-    const QVector<QImage> images = imagesFromBatch(lane.result.final);
+    const QVector<QImage> images = imagesFromBatch(lane.result.finalImage);
     if (!images.isEmpty()) return grid(images, scale);
     // 2-D models: the last scatter plot.
     return lane.frames.isEmpty() || lane.frames.back().states.isEmpty() ? QImage() : lane.frames.back().states.front();

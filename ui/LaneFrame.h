@@ -35,7 +35,10 @@ struct LaneResult {
     double straightness = 0.0;
     QString device;
     QStringList notes;
-    core::HostArray final;  // the final samples, engine space, for export and comparison
+    core::HostArray final;  // the final samples, engine space, for .npy export and RMSE
+    // What the final samples look like: `final` itself, or for latent bundles (and other value
+    // ranges) the decoded images [B, 1 or 3, H, W] in [-1, 1].
+    core::HostArray finalImage;
     core::TrajectoryAnalysis analysis;
     core::HostArray trajectory;  // [steps + 1, B, ...], for .npy export
 };

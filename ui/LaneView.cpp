@@ -245,6 +245,8 @@ void LaneView::showNearestTime(double t) {
     m_timeline->setValue(best);
 }
 
+QString LaneView::statusText() const { return m_metrics->text(); }
+
 QString LaneView::metricsText() const {
     if (!m_hasResult) return {};
     QString text = tr("NFE %1 · path length ratio %2 · straightness %3 · %4 s")

@@ -50,6 +50,8 @@ public:
     QComboBox* solverBox() const { return m_solver; }
     QSlider* timeline() const { return m_timeline; }
     QString metricsText() const;
+    // What the lane's status line shows now: progress, the metrics, or why the run failed.
+    QString statusText() const;
 
     void togglePlay();
     void stepBy(int delta);

@@ -3,7 +3,9 @@
 #include <QAction>
 #include <QApplication>
 #include <QCloseEvent>
+#include <QComboBox>
 #include <QDateTime>
+#include <QDir>
 #include <QDockWidget>
 #include <QDragEnterEvent>
 #include <QDropEvent>
@@ -18,6 +20,7 @@
 #include <QMimeData>
 #include <QPainter>
 #include <QProgressBar>
+#include <QPushButton>
 #include <QSaveFile>
 #include <QSettings>
 #include <QSpinBox>
@@ -26,6 +29,7 @@
 #include <QTimer>
 #include <QVBoxLayout>
 
+#include "core/Engine.h"
 #include "ui/DifferenceView.h"
 #include "ui/EngineController.h"
 #include "ui/Exports.h"
@@ -39,6 +43,17 @@ namespace {
 
 constexpr int kMaxLanes = 4;
 constexpr int kDebounceMs = 150;
+constexpr int kRecentBundles = 8;
+
+// Names, sizes and modification times of a folder's files: changes when anything is re-exported.
+QString folderStamp(const QString& folder) {
+    QString stamp;
+    for (const QFileInfo& entry : QDir(folder).entryInfoList(QDir::Files, QDir::Name)) {
+        stamp += entry.fileName() + ':' + QString::number(entry.size()) + ':' +
+                 QString::number(entry.lastModified().toMSecsSinceEpoch()) + ';';
+    }
+    return stamp;
+}
 
 const RunSettings kDefaultLanes[kMaxLanes] = {
     {.path = "linear"}, {.path = "vp"}, {.path = "cosine"}, {.path = "linear", .solver = "heun"}};
@@ -138,6 +153,7 @@ void MainWindow::createWidgets() {
         setLaneCount(count);
         scheduleRun();
     });
+    connect(m_panel, &SettingsPanel::openModelRequested, this, &MainWindow::openModelWithDialog);
     connect(m_panel, &SettingsPanel::viewChanged, this, [this](SampleCanvas::View view) {
         for (LaneView* lane : m_lanes) lane->setView(view);
     });
@@ -145,6 +161,8 @@ void MainWindow::createWidgets() {
 
 void MainWindow::createActions() {
     QMenu* file = menuBar()->addMenu(tr("&File"));
+    QAction* openModel = file->addAction(tr("Open &model..."), this, &MainWindow::openModelWithDialog);
+    openModel->setShortcut(QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_O));
     QAction* open = file->addAction(tr("&Open exported PNG..."), this, &MainWindow::openWithDialog);
     open->setShortcut(QKeySequence::Open);
     QMenu* exportMenu = file->addMenu(tr("&Export"));
@@ -266,8 +284,17 @@ bool MainWindow::isWorking() const { return m_debounce->isActive() || m_controll
 
 void MainWindow::runNow() {
     m_debounce->stop();
-    for (int i = 0; i < int(m_lanes.size()); ++i) m_difference->setLaneFinal(i, {});
     const RunSettings shared = m_panel->shared();
+    if (m_askingTrust) {
+        scheduleRun();  // after the user has answered
+        return;
+    }
+    if (!ensureTrusted(shared.model)) {
+        statusBar()->showMessage(tr("%1 was not loaded: its TorchScript code is not trusted. File > Open model... "
+                                    "asks again.").arg(shared.model), 10000);
+        return;
+    }
+    for (int i = 0; i < int(m_lanes.size()); ++i) m_difference->setLaneFinal(i, {});
     m_runStartedMs = QDateTime::currentMSecsSinceEpoch();
     m_progress->setValue(0);
     for (LaneView* lane : m_lanes) {
@@ -337,7 +364,7 @@ void MainWindow::onFinished(int laneIndex, quint64 runId, const LaneResult& resu
     LaneView* lane = this->lane(laneIndex);
     if (!lane || lane->runId() != runId) return;
     lane->finishRun(runId, result);
-    m_difference->setLaneFinal(laneIndex, result.final);
+    m_difference->setLaneFinal(laneIndex, result.finalImage);
     const RunSettings settings = lane->settings(m_panel->shared());
     m_charts->setLane(laneIndex, tr("%1: %2 %3 %4").arg(laneIndex + 1).arg(settings.path, settings.solver).arg(settings.steps),
                       result.analysis, std::max(0, lane->canvas()->focusedSample()));
@@ -483,6 +510,83 @@ void MainWindow::openWithDialog() {
     if (!restoreFromPng(path, &error)) QMessageBox::warning(this, tr("Cannot restore"), error);
 }
 
+void MainWindow::openModelWithDialog() {
+    const QString folder = QFileDialog::getExistingDirectory(
+        this, tr("Open a model bundle (a folder with flowscope.json)"),
+        m_lastFolder.isEmpty() ? QDir::homePath() : m_lastFolder);
+    if (folder.isEmpty()) return;
+    m_lastFolder = folder;
+    openBundle(folder);
+}
+
+bool MainWindow::openBundle(const QString& folder) {
+    const QString directory = QDir(folder).absolutePath();
+    const core::BundleInfo info = core::Engine::inspectBundle(directory.toStdString());
+    if (!info.ok) {
+        QMessageBox::warning(this, tr("Cannot open model"), QString::fromStdString(info.error));
+        return false;
+    }
+    // Opening a bundle is the user asking again: forget earlier refusals.
+    m_declined.clear();
+    const QString spec = QStringLiteral("bundle:") + directory;
+    if (!ensureTrusted(spec)) return false;
+    m_recentBundles.removeAll(spec);
+    m_recentBundles.prepend(spec);
+    while (m_recentBundles.size() > kRecentBundles) m_recentBundles.removeLast();
+    m_panel->addModel(spec);
+    statusBar()->showMessage(tr("Model: %1").arg(QString::fromStdString(info.name)), 4000);
+    return true;
+}
+
+bool MainWindow::ensureTrusted(const QString& spec) {
+    if (!spec.startsWith(QStringLiteral("bundle:"))) return true;
+    const QString folder = spec.mid(7);
+    const QString stamp = folderStamp(folder);
+    if (m_trustedStamps.value(folder) == stamp && !stamp.isEmpty()) return true;
+    const core::BundleInfo info = core::Engine::inspectBundle(folder.toStdString());
+    // A bundle that cannot be read is reported by the run itself, with the engine's message.
+    if (!info.ok) return true;
+    QString key;
+    QStringList hashes;
+    for (const auto& program : info.programs) {
+        if (program.trusted) continue;
+        key += QString::fromStdString(program.sha256);
+        hashes << tr("%1\nSHA-256 %2").arg(QString::fromStdString(program.path), QString::fromStdString(program.sha256));
+    }
+    if (!hashes.isEmpty()) {
+        if (m_declined.contains(key)) return false;
+        QMessageBox box(QMessageBox::Warning, tr("Trust this model?"),
+                        tr("“%1” contains TorchScript code. Loading it runs that code on this computer with your "
+                           "permissions, as running a program would. Load it only if you trust where it came from.")
+                            .arg(QString::fromStdString(info.name)),
+                        QMessageBox::NoButton, this);
+        box.setObjectName("trustDialog");
+        box.setInformativeText(hashes.join("\n\n") +
+                               tr("\n\nFlowScope remembers your answer for these exact files (also for flowscope-cli)."));
+        QPushButton* trust = box.addButton(tr("Trust and load"), QMessageBox::AcceptRole);
+        trust->setObjectName("trustButton");
+        QPushButton* refuse = box.addButton(tr("Do not load"), QMessageBox::RejectRole);
+        refuse->setObjectName("refuseButton");
+        box.setDefaultButton(refuse);
+        m_askingTrust = true;
+        box.exec();
+        m_askingTrust = false;
+        if (box.clickedButton() != trust) {
+            m_declined.insert(key);
+            return false;
+        }
+        for (const auto& program : info.programs) {
+            std::string error;
+            if (!program.trusted && !core::Engine::trustProgram(program, &error)) {
+                QMessageBox::warning(this, tr("Cannot remember trust"), QString::fromStdString(error));
+                return false;
+            }
+        }
+    }
+    m_trustedStamps.insert(folder, stamp);
+    return true;
+}
+
 void MainWindow::dragEnterEvent(QDragEnterEvent* event) {
     if (event->mimeData()->hasUrls()) event->acceptProposedAction();
 }
@@ -490,6 +594,11 @@ void MainWindow::dragEnterEvent(QDragEnterEvent* event) {
 void MainWindow::dropEvent(QDropEvent* event) {
     const auto urls = event->mimeData()->urls();
     if (urls.isEmpty()) return;
+    const QString local = urls.front().toLocalFile();
+    if (QFileInfo(local).isDir()) {
+        openBundle(local);
+        return;
+    }
     QString error;
     if (!restoreFromPng(urls.front().toLocalFile(), &error)) QMessageBox::warning(this, tr("Cannot restore"), error);
 }
@@ -513,6 +622,10 @@ void MainWindow::readSettings() {
     restoreGeometry(settings.value("window/geometry").toByteArray());
     applyDefaults();
     m_lastFolder = settings.value("files/lastFolder").toString();
+    m_recentBundles = settings.value("models/bundles").toStringList();
+    for (const QString& spec : std::as_const(m_recentBundles)) {
+        if (spec.startsWith(QStringLiteral("bundle:"))) m_panel->modelBox()->addItem(spec);
+    }
     if (!settings.contains("run/shared")) return;  // first launch: the defaults
     RunSettings shared;
     QString why;
@@ -538,6 +651,7 @@ void MainWindow::writeSettings() const {
     settings.setValue("window/geometry", saveGeometry());
     settings.setValue("window/state", saveState());
     settings.setValue("files/lastFolder", m_lastFolder);
+    settings.setValue("models/bundles", m_recentBundles);
     const RunSettings shared = m_panel->shared();
     settings.setValue("run/shared", QJsonDocument(shared.toJson()).toJson(QJsonDocument::Compact));
     settings.setValue("run/lanes", int(m_lanes.size()));

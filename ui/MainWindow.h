@@ -2,7 +2,10 @@
 
 #include <functional>
 
+#include <QHash>
 #include <QMainWindow>
+#include <QSet>
+#include <QStringList>
 #include <QVector>
 
 #include "ui/LaneFrame.h"
@@ -31,6 +34,11 @@ class MainWindow : public QMainWindow {
 public:
     explicit MainWindow(QWidget* parent = nullptr);
     ~MainWindow() override;
+
+    // Makes the bundle in `folder` the model, after the user agreed to trust its TorchScript
+    // files (asked once per file, remembered in the trusted list the CLI reads too). False, with
+    // the reason shown, when it cannot be used or the user declines.
+    bool openBundle(const QString& folder);
 
     EngineController* controller() const { return m_controller; }
     SettingsPanel* settingsPanel() const { return m_panel; }
@@ -86,6 +94,9 @@ private:
                     const std::function<bool(const QString&, QString*)>& write);
     struct LaneSnapshot snapshot(int lane) const;
     void openWithDialog();
+    void openModelWithDialog();
+    // For a bundle spec: true when its program files are trusted, asking the user if needed.
+    bool ensureTrusted(const QString& spec);
     void applyDefaults();
 
     EngineController* m_controller;
@@ -103,6 +114,11 @@ private:
     int m_focusedLane = 0;
     qint64 m_runStartedMs = 0;
     QString m_lastFolder;
+    QStringList m_recentBundles;
+    // Bundle folders whose files (names, sizes, times) were trusted, so runs need not re-hash them.
+    QHash<QString, QString> m_trustedStamps;
+    QSet<QString> m_declined;
+    bool m_askingTrust = false;  // the trust dialog is open (its event loop may fire the debounce)  // untrusted hashes the user said no to, not asked again until reopened
 };
 
 }  // namespace flowscope::ui

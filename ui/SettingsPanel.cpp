@@ -18,13 +18,22 @@ SettingsPanel::SettingsPanel(QWidget* parent) : QWidget(parent) {
     m_model->addItems({"fashion-mnist", "fashion-mnist:1000", "gmm:8gaussians", "gmm:rings", "gmm:checkerboard",
                        "points:moons", "points:spiral", "points:checkerboard"});
     m_model->setToolTip(tr("fashion-mnist: the exact denoiser of the 60,000 training images; gmm:*: 2-D Gaussian "
-                           "mixtures; points:*: 2-D point clouds; folder:PATH: your own images"));
+                           "mixtures; points:*: 2-D point clouds; folder:PATH: your own images; bundle:DIR: your "
+                           "own network (File > Open model...)"));
     auto* folder = new QPushButton(tr("Image folder..."), this);
     folder->setToolTip(tr("Use the exact denoiser of a folder of your own images"));
     connect(folder, &QPushButton::clicked, this, [this] {
         const QString dir = QFileDialog::getExistingDirectory(this, tr("Folder of images"));
         if (!dir.isEmpty()) m_model->setEditText(QStringLiteral("folder:") + dir);
     });
+
+    auto* bundle = new QPushButton(tr("Open model..."), this);
+    bundle->setObjectName("openModelButton");
+    bundle->setToolTip(tr("Sample your own PyTorch network: a bundle folder with flowscope.json and a TorchScript file"));
+    connect(bundle, &QPushButton::clicked, this, &SettingsPanel::openModelRequested);
+    auto* modelButtons = new QHBoxLayout;
+    modelButtons->addWidget(folder);
+    modelButtons->addWidget(bundle);
 
     m_seed = new QSpinBox(this);
     m_seed->setRange(0, std::numeric_limits<int>::max());
@@ -48,7 +57,7 @@ SettingsPanel::SettingsPanel(QWidget* parent) : QWidget(parent) {
 
     auto* form = new QFormLayout(this);
     form->addRow(tr("Model"), m_model);
-    form->addRow(QString(), folder);
+    form->addRow(QString(), modelButtons);
     form->addRow(tr("Seed"), seedRow);
     form->addRow(tr("Batch"), m_batch);
     form->addRow(tr("Device"), m_device);
@@ -92,6 +101,11 @@ SampleCanvas::View SettingsPanel::view() const {
 int SettingsPanel::laneCount() const { return m_lanes->value(); }
 
 void SettingsPanel::setLaneCount(int count) { m_lanes->setValue(count); }
+
+void SettingsPanel::addModel(const QString& spec) {
+    if (m_model->findText(spec) < 0) m_model->addItem(spec);
+    m_model->setCurrentIndex(m_model->findText(spec));
+}
 
 void SettingsPanel::newRandomSeed() { m_seed->setValue(int(QRandomGenerator::global()->bounded(1, 1 << 30))); }
 

@@ -25,6 +25,8 @@ public:
     int laneCount() const;
     void setLaneCount(int count);
     void newRandomSeed();
+    // Adds a model spec to the list (once) and selects it.
+    void addModel(const QString& spec);
 
     QComboBox* modelBox() const { return m_model; }
     QSpinBox* seedBox() const { return m_seed; }
@@ -34,6 +36,7 @@ Q_SIGNALS:
     void settingsChanged();
     void viewChanged(flowscope::ui::SampleCanvas::View view);
     void laneCountChanged(int count);
+    void openModelRequested();
 
 private:
     QComboBox* m_model;

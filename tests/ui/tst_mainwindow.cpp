@@ -14,9 +14,14 @@
 #include <QSpinBox>
 #include <QStandardPaths>
 #include <QTemporaryDir>
+#include <QApplication>
+#include <QMessageBox>
+#include <QPushButton>
+#include <QTimer>
 #include <QtTest/QtTest>
 
 #include "core/NpyFile.h"
+#include "core/Sha256.h"
 #include "ui/DifferenceView.h"
 #include "ui/EngineController.h"
 #include "ui/LaneView.h"
@@ -45,6 +50,31 @@ bool settle(MainWindow& window) {
     }
     return false;
 }
+
+// Answers the next trust dialog by clicking `button` ("trustButton" or "refuseButton"), the way a
+// user would; records the dialog's text. The dialog is modal, so this polls from a timer.
+class TrustAnswer : public QObject {
+public:
+    explicit TrustAnswer(const QString& button) : m_button(button) {
+        m_timer.setInterval(20);
+        QObject::connect(&m_timer, &QTimer::timeout, this, [this] {
+            auto* box = qobject_cast<QMessageBox*>(QApplication::activeModalWidget());
+            if (!box || box->objectName() != "trustDialog") return;
+            text = box->text() + "\n" + box->informativeText();
+            ++asked;
+            box->findChild<QPushButton*>(m_button)->click();
+        });
+        m_timer.start();
+    }
+    QString text;
+    int asked = 0;
+
+private:
+    QString m_button;
+    QTimer m_timer;
+};
+
+const QString kBundles = QStringLiteral(FLOWSCOPE_SOURCE_DIR "/resources/fixtures/bundles/");
 
 void useModel(MainWindow& window, const QString& model, int batch) {
     window.settingsPanel()->batchBox()->setValue(batch);
@@ -76,6 +106,8 @@ private Q_SLOTS:
     void settingsPersistAndResetAndSurviveCorruption();
     void cancelLeavesNoLaneWaiting();
     void screenshots();
+    void bundleAsksTrustOnceAndShowsLatents();
+    void failingNetworkLeavesTheAppWorking();
 
 private:
     QTemporaryDir m_settingsDir;
@@ -520,6 +552,92 @@ void TestMainWindow::screenshots() {
     QVERIFY(settle(window));
     QVERIFY(window.grab().save(folder + "/scatter-2d.png"));
     qInfo("screenshots in %s", qPrintable(folder));
+}
+
+void TestMainWindow::bundleAsksTrustOnceAndShowsLatents() {
+    QTemporaryDir config;
+    const QString list = config.filePath("trusted-models");
+    qputenv("FLOWSCOPE_TRUST_LIST", list.toUtf8());
+    const QString bundle = QDir(kBundles + "latent").absolutePath();
+    const QString modelHash = QString::fromStdString(flowscope::core::sha256OfFile((bundle + "/model.pt").toStdString()));
+    const QString decoderHash =
+        QString::fromStdString(flowscope::core::sha256OfFile((bundle + "/decoder.pt").toStdString()));
+    {
+        MainWindow window;
+        window.show();
+        useModel(window, "gmm:8gaussians", 4);
+        QVERIFY(settle(window));
+        {
+            TrustAnswer refuse("refuseButton");
+            QVERIFY(!window.openBundle(bundle));
+            QCOMPARE(refuse.asked, 1);
+            // The dialog names both program files by their SHA-256.
+            QVERIFY2(refuse.text.contains(modelHash) && refuse.text.contains(decoderHash), qPrintable(refuse.text));
+            QVERIFY(refuse.text.contains("runs that code"));
+        }
+        QVERIFY(!QFile::exists(list));
+        QCOMPARE(window.settingsPanel()->modelBox()->currentText(), QString("gmm:8gaussians"));
+        {
+            TrustAnswer trust("trustButton");
+            QVERIFY(window.openBundle(bundle));
+            QCOMPARE(trust.asked, 1);
+        }
+        QCOMPARE(window.settingsPanel()->modelBox()->currentText(), "bundle:" + bundle);
+        QVERIFY(settle(window));
+        QVERIFY2(window.lane(0)->hasResult(), qPrintable(window.lane(0)->metricsText()));
+        // 4 x 3 x 3 latents are shown as 6 x 6 RGB images: latent_rgb between, the decoder at the end.
+        const QImage shown = window.lane(0)->canvas()->states().front();
+        QCOMPARE(shown.size(), QSize(6, 6));
+        QCOMPARE(shown.format(), QImage::Format_RGB888);
+        QVERIFY(window.lane(0)->frames().back().final);
+        // Further runs do not ask again.
+        TrustAnswer none("refuseButton");
+        window.lane(0)->stepsBox()->setValue(5);
+        QVERIFY(settle(window));
+        QCOMPARE(none.asked, 0);
+        QCOMPARE(window.lane(0)->frames().size(), 6);
+        window.close();
+    }
+    // The answer is in the trusted list the CLI reads too, in sha256sum's format.
+    QFile listFile(list);
+    QVERIFY(listFile.open(QIODevice::ReadOnly));
+    const QString trusted = QString::fromUtf8(listFile.readAll());
+    QVERIFY(trusted.contains(modelHash + "  ") && trusted.contains(decoderHash + "  "));
+    // A new window (the next launch) restores the bundle and runs it without asking.
+    TrustAnswer none("refuseButton");
+    MainWindow again;
+    again.show();
+    QCOMPARE(again.settingsPanel()->modelBox()->currentText(), "bundle:" + bundle);
+    QVERIFY(settle(again));
+    QCOMPARE(none.asked, 0);
+    QVERIFY(again.lane(0)->hasResult());
+}
+
+void TestMainWindow::failingNetworkLeavesTheAppWorking() {
+    QTemporaryDir config;
+    qputenv("FLOWSCOPE_TRUST_LIST", config.filePath("trusted-models").toUtf8());
+    MainWindow window;
+    window.show();
+    useModel(window, "gmm:8gaussians", 4);
+    QVERIFY(settle(window));
+    {
+        TrustAnswer trust("trustButton");
+        QVERIFY(window.openBundle(kBundles + "faulty-throws"));
+    }
+    QVERIFY(settle(window));
+    QVERIFY(!window.lane(0)->hasResult());
+    QVERIFY2(window.lane(0)->statusText().contains("this network refuses to run past t = 0.5"),
+             qPrintable(window.lane(0)->statusText()));
+    // A bundle that is not one: a message, and the model stays as it was.
+    QTimer::singleShot(200, [] {
+        if (auto* box = qobject_cast<QMessageBox*>(QApplication::activeModalWidget())) box->accept();
+    });
+    QVERIFY(!window.openBundle(kBundles + "no-such-bundle"));
+    QVERIFY(window.settingsPanel()->modelBox()->currentText().endsWith("faulty-throws"));
+    // The next run of a working model succeeds.
+    useModel(window, "gmm:8gaussians", 8);
+    QVERIFY(settle(window));
+    QVERIFY2(window.lane(0)->hasResult(), qPrintable(window.lane(0)->metricsText()));
 }
 
 QTEST_MAIN(TestMainWindow)
