@@ -45,7 +45,9 @@ void writeFileAtomically(const std::string& path, const std::string& bytes) {
     const fs::path folder = target.has_parent_path() ? target.parent_path() : fs::path(".");
     std::error_code ec;
     if (!fs::is_directory(folder, ec)) {
-        throw std::runtime_error("cannot write '" + path + "': the folder '" + folder.string() + "' does not exist");
+        throw std::runtime_error("cannot write '" + path + "': the folder '" + folder.string() + "' " +
+                                 (ec && ec != std::errc::no_such_file_or_directory ? "cannot be reached: " + ec.message()
+                                                                                  : std::string("does not exist")));
     }
     if (fs::is_directory(target, ec)) {
         throw std::runtime_error("cannot write '" + path + "': it is a folder");

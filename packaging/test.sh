@@ -1,13 +1,30 @@
 #!/usr/bin/env bash
-# Installs what FlowScope needs, builds the Release preset and runs every CTest test.
-# Ends with CTest's summary; the exit status is CTest's.
+# Installs what FlowScope needs, then builds and runs every CTest test twice: in the Release
+# preset (including the Debian package check), and built with AddressSanitizer and
+# UndefinedBehaviorSanitizer (the asan preset), where any report fails the test.
+# Extra arguments go to both CTest runs (e.g. -L unit). FLOWSCOPE_QUICK=1 skips the sanitizer run.
+# The exit status is non-zero if any run failed.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
 flowscope_install_dependencies
-flowscope_build release -DFLOWSCOPE_WERROR="$([ -n "${FLOWSCOPE_WERROR:-}" ] && echo ON || echo OFF)"
-
+werror="$([ -n "${FLOWSCOPE_WERROR:-}" ] && echo ON || echo OFF)"
 export QT_QPA_PLATFORM=offscreen
-cd "$FLOWSCOPE_ROOT"
-flowscope_log "Running the tests"
-ctest --preset release --output-on-failure -j2 "$@"
+status=0
+
+flowscope_build release -DFLOWSCOPE_WERROR="$werror"
+flowscope_log "Running the tests (release)"
+ctest --preset release --output-on-failure -j2 "$@" || status=1
+
+if [ -z "${FLOWSCOPE_QUICK:-}" ]; then
+    flowscope_build asan -DFLOWSCOPE_WERROR="$werror"
+    flowscope_log "Running the tests under AddressSanitizer and UndefinedBehaviorSanitizer"
+    ASAN_OPTIONS="detect_leaks=1:strict_string_checks=1" \
+    UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
+        ctest --preset asan --output-on-failure -j2 "$@" || status=1
+fi
+
+if [ "$status" -ne 0 ]; then
+    flowscope_log "Some tests failed (see above)"
+fi
+exit "$status"
