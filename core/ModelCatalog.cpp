@@ -1,5 +1,6 @@
 #include "core/ModelCatalog.h"
 
+#include <algorithm>
 #include <charconv>
 
 #include <torch/torch.h>
@@ -56,14 +57,51 @@ std::vector<std::string> ModelCatalog::specNames() {
     return names;
 }
 
+ModelSpec parseModelSpec(const std::string& spec) {
+    ModelSpec parsed;
+    auto known = [&](const std::string& name, const std::vector<std::string>& names) {
+        if (std::find(names.begin(), names.end(), name) == names.end()) {
+            throw UnknownNameError("model", spec, ModelCatalog::specNames());
+        }
+        return name;
+    };
+    if (spec.starts_with("gmm:")) {
+        parsed.kind = ModelSpec::Kind::Mixture;
+        parsed.name = known(spec.substr(4), GaussianMixture::names());
+    } else if (spec.starts_with("points:")) {
+        parsed.kind = ModelSpec::Kind::Points;
+        parsed.name = known(spec.substr(7), pointCloudNames());
+    } else if (spec == "fashion-mnist" || spec.starts_with("fashion-mnist:")) {
+        parsed.kind = ModelSpec::Kind::FashionMnist;
+        if (spec.size() > 14) {
+            const std::string count = spec.substr(14);
+            const auto [ptr, ec] = std::from_chars(count.data(), count.data() + count.size(), parsed.limit);
+            if (ec != std::errc() || ptr != count.data() + count.size() || parsed.limit < 1) {
+                throw InvalidRequestError("'" + spec + "': after 'fashion-mnist:' give a number of images, e.g. fashion-mnist:1000");
+            }
+        }
+    } else if (spec.starts_with("folder:")) {
+        parsed.kind = ModelSpec::Kind::Folder;
+        parsed.name = spec.substr(7);
+        if (parsed.name.empty()) throw InvalidRequestError("give a folder after 'folder:', e.g. folder:~/Pictures/faces");
+    } else if (spec.starts_with("bundle:")) {
+        parsed.kind = ModelSpec::Kind::Bundle;
+        parsed.name = spec.substr(7);
+        if (parsed.name.empty()) throw InvalidRequestError("give a folder after 'bundle:', e.g. bundle:~/models/my-flow");
+    } else {
+        throw UnknownNameError("model", spec, ModelCatalog::specNames());
+    }
+    return parsed;
+}
+
 std::shared_ptr<Model> ModelCatalog::load(const std::string& spec, int resolution, std::vector<std::string>& notes,
                                           bool trustModel) {
     if (resolution < 0 || resolution > 1024) {
         throw InvalidRequestError("--resolution must be between 1 and 1024 (or 0 for the dataset's own)");
     }
-    if (spec.starts_with("bundle:")) {
-        const std::string directory = spec.substr(7);
-        if (directory.empty()) throw InvalidRequestError("give a folder after 'bundle:', e.g. bundle:~/models/my-flow");
+    const ModelSpec parsed = parseModelSpec(spec);
+    if (parsed.kind == ModelSpec::Kind::Bundle) {
+        const std::string& directory = parsed.name;
         const std::string stamp = bundleStamp(directory);
         auto cached = m_cache.find(spec);
         if (cached == m_cache.end() || m_bundleStamps[spec] != stamp) {
@@ -83,40 +121,37 @@ std::shared_ptr<Model> ModelCatalog::load(const std::string& spec, int resolutio
     if (auto it = m_cache.find(key); it != m_cache.end()) return it->second;
 
     std::shared_ptr<Model> model;
-    if (spec.starts_with("gmm:")) {
-        model = GaussianMixture::named(spec.substr(4));
-    } else if (spec.starts_with("points:")) {
-        model = std::make_shared<EmpiricalDenoiser>(spec, makePointCloud(spec.substr(7)));
-    } else if (spec == "fashion-mnist" || spec.starts_with("fashion-mnist:")) {
-        int64_t limit = 0;
-        if (spec.size() > 14) {
-            const std::string count = spec.substr(14);
-            const auto [ptr, ec] = std::from_chars(count.data(), count.data() + count.size(), limit);
-            if (ec != std::errc() || ptr != count.data() + count.size() || limit < 1) {
-                throw InvalidRequestError("'" + spec + "': after 'fashion-mnist:' give a number of images, e.g. fashion-mnist:1000");
+    switch (parsed.kind) {
+        case ModelSpec::Kind::Mixture:
+            model = GaussianMixture::named(parsed.name);
+            break;
+        case ModelSpec::Kind::Points:
+            model = std::make_shared<EmpiricalDenoiser>(spec, makePointCloud(parsed.name));
+            break;
+        case ModelSpec::Kind::FashionMnist: {
+            // The full decoded set is shared by every limit and resolution.
+            static const std::string kFullKey = "fashion-mnist#full";
+            torch::Tensor images;
+            if (auto it = m_cache.find(kFullKey); it != m_cache.end()) {
+                images = static_cast<EmpiricalDenoiser&>(*it->second).data();
+            } else {
+                images = loadFashionMnist(true, 0);
+                m_cache[kFullKey] = std::make_shared<EmpiricalDenoiser>("fashion-mnist", images);
             }
+            if (parsed.limit > 0 && parsed.limit < images.size(0)) images = images.narrow(0, 0, parsed.limit);
+            model = std::make_shared<EmpiricalDenoiser>(spec, resizeImages(images, resolution));
+            break;
         }
-        // The full decoded set is shared by every limit and resolution.
-        static const std::string kFullKey = "fashion-mnist#full";
-        torch::Tensor images;
-        if (auto it = m_cache.find(kFullKey); it != m_cache.end()) {
-            images = static_cast<EmpiricalDenoiser&>(*it->second).data();
-        } else {
-            images = loadFashionMnist(true, 0);
-            m_cache[kFullKey] = std::make_shared<EmpiricalDenoiser>("fashion-mnist", images);
+        case ModelSpec::Kind::Folder: {
+            if (!m_folderLoader) {
+                throw InvalidRequestError("'folder:' models need FlowScope built with OpenCV (FLOWSCOPE_WITH_OPENCV=ON)");
+            }
+            const int size = resolution > 0 ? resolution : kDefaultFolderResolution;
+            model = std::make_shared<EmpiricalDenoiser>(spec, m_folderLoader(parsed.name, size, notes));
+            break;
         }
-        if (limit > 0 && limit < images.size(0)) images = images.narrow(0, 0, limit);
-        model = std::make_shared<EmpiricalDenoiser>(spec, resizeImages(images, resolution));
-    } else if (spec.starts_with("folder:")) {
-        if (!m_folderLoader) {
-            throw InvalidRequestError("'folder:' models need FlowScope built with OpenCV (FLOWSCOPE_WITH_OPENCV=ON)");
-        }
-        const std::string folder = spec.substr(7);
-        if (folder.empty()) throw InvalidRequestError("give a folder after 'folder:', e.g. folder:~/Pictures/faces");
-        const int size = resolution > 0 ? resolution : kDefaultFolderResolution;
-        model = std::make_shared<EmpiricalDenoiser>(spec, m_folderLoader(folder, size, notes));
-    } else {
-        throw UnknownNameError("model", spec, specNames());
+        case ModelSpec::Kind::Bundle:
+            break;  // returned above
     }
     m_cache[key] = model;
     return model;

@@ -4,7 +4,7 @@
 #include <fstream>
 #include <iterator>
 #include <numeric>
-#include <regex>
+#include <charconv>
 #include <stdexcept>
 
 #include "core/AtomicFile.h"
@@ -38,6 +38,32 @@ void writeNpy(const std::string& path, const std::vector<int64_t>& shape, const 
     writeFileAtomically(path, encodeNpy(shape, data));
 }
 
+namespace {
+
+// The value of 'key' in the header's Python dict literal: a quoted string without its quotes, a
+// parenthesized tuple with its parentheses, or a bare word. Empty when the key is absent.
+std::string headerField(const std::string& header, const std::string& key) {
+    const std::string quoted = "'" + key + "'";
+    size_t at = header.find(quoted);
+    if (at == std::string::npos) return {};
+    at = header.find(':', at + quoted.size());
+    if (at == std::string::npos) return {};
+    at = header.find_first_not_of(' ', at + 1);
+    if (at == std::string::npos) return {};
+    if (header[at] == '\'') {
+        const size_t end = header.find('\'', at + 1);
+        return end == std::string::npos ? std::string() : header.substr(at + 1, end - at - 1);
+    }
+    if (header[at] == '(') {
+        const size_t end = header.find(')', at);
+        return end == std::string::npos ? std::string() : header.substr(at, end - at + 1);
+    }
+    const size_t end = header.find_first_of(",}", at);
+    return header.substr(at, end == std::string::npos ? std::string::npos : end - at);
+}
+
+}  // namespace
+
 NpyArray readNpy(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
     if (!in) throw std::runtime_error("cannot open '" + path + "'");
@@ -58,33 +84,45 @@ NpyArray readNpy(const std::string& path) {
     }
     if (offset + headerLength > bytes.size()) throw std::runtime_error("'" + path + "' is truncated");
     const std::string header = bytes.substr(offset, headerLength);
-    std::smatch match;
-    if (!std::regex_search(header, match, std::regex("'descr':\\s*'([<|>]?)(f4|f8)'"))) {
+    const std::string descr = headerField(header, "descr");
+    if (descr.size() < 2 || (descr.back() != '4' && descr.back() != '8') || descr[descr.size() - 2] != 'f' ||
+        descr.size() > 3 || (descr.size() == 3 && descr[0] != '<' && descr[0] != '=' && descr[0] != '>')) {
         throw std::runtime_error("'" + path + "' is not a float32 or float64 array");
     }
-    const bool isDouble = match[2] == "f8";
-    if (match[1] == ">") throw std::runtime_error("'" + path + "' is big-endian; save it little-endian");
-    if (std::regex_search(header, std::regex("'fortran_order':\\s*True"))) {
+    const bool isDouble = descr.back() == '8';
+    if (descr[0] == '>') throw std::runtime_error("'" + path + "' is big-endian; save it little-endian");
+    if (headerField(header, "fortran_order") == "True") {
         throw std::runtime_error("'" + path + "' is in Fortran order; save it in C order");
     }
-    if (!std::regex_search(header, match, std::regex("'shape':\\s*\\(([^)]*)\\)"))) {
-        throw std::runtime_error("'" + path + "' has no shape");
-    }
+    const std::string dims = headerField(header, "shape");
+    if (dims.empty() || dims.front() != '(' || dims.back() != ')') throw std::runtime_error("'" + path + "' has no shape");
     NpyArray array;
-    const std::string dims = match[1];
-    std::regex number("\\d+");
-    for (auto it = std::sregex_iterator(dims.begin(), dims.end(), number); it != std::sregex_iterator(); ++it) {
-        array.shape.push_back(std::stoll(it->str()));
-    }
-    const int64_t count = std::accumulate(array.shape.begin(), array.shape.end(), int64_t{1}, std::multiplies<>());
-    const size_t dataOffset = offset + headerLength;
     const size_t itemSize = isDouble ? 8 : 4;
+    const uint64_t available = (bytes.size() - offset - headerLength) / itemSize;
+    uint64_t count = 1;
+    for (size_t i = 1; i + 1 < dims.size();) {
+        if (dims[i] == ' ' || dims[i] == ',') {
+            ++i;
+            continue;
+        }
+        uint64_t size = 0;
+        const auto [end, error] = std::from_chars(dims.data() + i, dims.data() + dims.size() - 1, size);
+        if (error != std::errc() || end == dims.data() + i) throw std::runtime_error("'" + path + "' has a malformed shape");
+        i = static_cast<size_t>(end - dims.data());
+        // Checked: a shape whose product exceeds the data present is refused before any allocation.
+        if (size != 0 && count > available / size) {
+            throw std::runtime_error("'" + path + "' has the wrong data size for its shape");
+        }
+        count *= size;
+        array.shape.push_back(static_cast<int64_t>(size));
+    }
+    const size_t dataOffset = offset + headerLength;
     if (bytes.size() - dataOffset != static_cast<size_t>(count) * itemSize) {
         throw std::runtime_error("'" + path + "' has the wrong data size for its shape");
     }
     array.data.resize(count);
     if (isDouble) {
-        for (int64_t i = 0; i < count; ++i) {
+        for (uint64_t i = 0; i < count; ++i) {
             double value;
             std::memcpy(&value, bytes.data() + dataOffset + i * 8, 8);
             array.data[i] = static_cast<float>(value);

@@ -454,23 +454,15 @@ bool MainWindow::exportMetrics(const QString& path, QString* error) {
 bool MainWindow::exportCharts(const QString& path, QString* error) { return exports::saveCharts(*m_charts, path, error); }
 
 bool MainWindow::restoreFromPng(const QString& path, QString* error) {
-    QImageReader reader(path);
-    if (!reader.canRead()) {
-        *error = tr("%1 is not an image FlowScope can read").arg(path);
-        return false;
-    }
-    const QString text = reader.text("flowscope");
-    if (text.isEmpty()) {
-        *error = tr("%1 holds no FlowScope settings (it was not exported by FlowScope)").arg(QFileInfo(path).fileName());
-        return false;
-    }
-    QJsonParseError parseError;
-    const QJsonDocument document = QJsonDocument::fromJson(text.toUtf8(), &parseError);
+    QFile file(path);
     RunSettings settings;
     QString why;
-    if (!document.isObject() || !RunSettings::fromJson(document.object(), &settings, &why)) {
-        *error = tr("the FlowScope settings in %1 are damaged: %2")
-                     .arg(QFileInfo(path).fileName(), document.isObject() ? why : parseError.errorString());
+    if (!file.open(QIODevice::ReadOnly)) {
+        *error = tr("cannot open %1: %2").arg(path, file.errorString());
+        return false;
+    }
+    if (!RunSettings::fromPng(&file, &settings, &why)) {
+        *error = tr("%1: %2").arg(QFileInfo(path).fileName(), why);
         return false;
     }
     m_panel->setShared(settings);

@@ -1,5 +1,9 @@
 #include "ui/RunSettings.h"
 
+#include <QImageReader>
+#include <QJsonDocument>
+#include <QObject>
+
 #include <QJsonValue>
 
 namespace flowscope::ui {
@@ -63,6 +67,35 @@ QString RunSettings::parametersLine(int nfe) const {
         .arg(model, path)
         .arg(nfe)
         .arg(QString::fromStdString(core::Engine::version()));
+}
+
+}  // namespace flowscope::ui
+
+namespace flowscope::ui {
+
+bool RunSettings::fromPng(QIODevice* device, RunSettings* settings, QString* error) {
+    QImageReader reader(device, "png");
+    if (!reader.canRead()) {
+        *error = QObject::tr("it is not an image FlowScope can read");
+        return false;
+    }
+    const QString text = reader.text("flowscope");
+    if (text.isEmpty()) {
+        *error = QObject::tr("it holds no FlowScope settings (it was not exported by FlowScope)");
+        return false;
+    }
+    QJsonParseError parseError;
+    const QJsonDocument document = QJsonDocument::fromJson(text.toUtf8(), &parseError);
+    QString why;
+    if (!document.isObject()) {
+        *error = QObject::tr("its FlowScope settings are damaged: %1").arg(parseError.errorString());
+        return false;
+    }
+    if (!fromJson(document.object(), settings, &why)) {
+        *error = QObject::tr("its FlowScope settings are damaged: %1").arg(why);
+        return false;
+    }
+    return true;
 }
 
 }  // namespace flowscope::ui

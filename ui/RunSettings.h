@@ -6,6 +6,8 @@
 
 #include "core/Engine.h"
 
+class QIODevice;
+
 namespace flowscope::ui {
 
 // Everything that determines one lane's run. It converts to the engine's request, to the JSON
@@ -25,6 +27,9 @@ struct RunSettings {
     QJsonObject toJson() const;
     // Reads what toJson wrote; returns false and says why for anything missing or malformed.
     static bool fromJson(const QJsonObject& json, RunSettings* settings, QString* error);
+    // The settings a PNG exported by FlowScope carries in its "flowscope" text chunk. False with
+    // a reason for anything else (not an image, no such chunk, damaged JSON or values).
+    static bool fromPng(QIODevice* device, RunSettings* settings, QString* error);
     // The one-line "Steps: 8, Sampler: euler, ..." parameters in the style AUTOMATIC1111 writes.
     QString parametersLine(int nfe) const;
 

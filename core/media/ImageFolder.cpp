@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <mutex>
 
 #include <opencv2/imgcodecs.hpp>
@@ -33,6 +35,27 @@ void configureImageLimits() {
     });
 }
 
+torch::Tensor decodeImage(const std::string& bytes, int resolution) {
+    configureImageLimits();
+    if (bytes.empty() || bytes.size() > kMaxFileBytes || resolution < 1) return {};
+    cv::Mat image;
+    try {
+        const cv::Mat buffer(1, static_cast<int>(bytes.size()), CV_8U, const_cast<char*>(bytes.data()));
+        image = cv::imdecode(buffer, cv::IMREAD_COLOR);
+    } catch (const cv::Exception&) {
+        return {};
+    }
+    if (image.empty() || image.type() != CV_8UC3) return {};
+    const int side = std::min(image.cols, image.rows);
+    const cv::Rect crop((image.cols - side) / 2, (image.rows - side) / 2, side, side);
+    cv::Mat resized;
+    cv::resize(image(crop), resized, cv::Size(resolution, resolution), 0, 0,
+               side > resolution ? cv::INTER_AREA : cv::INTER_LINEAR);
+    cv::cvtColor(resized, resized, cv::COLOR_BGR2RGB);
+    const torch::Tensor pixels = torch::from_blob(resized.data, {resolution, resolution, 3}, torch::kUInt8).clone();
+    return pixels.permute({2, 0, 1}).to(torch::kFloat32) / 127.5 - 1.0;
+}
+
 torch::Tensor loadImageFolder(const std::string& folder, int resolution, std::vector<std::string>& notes) {
     namespace fs = std::filesystem;
     configureImageLimits();
@@ -58,24 +81,14 @@ torch::Tensor loadImageFolder(const std::string& folder, int resolution, std::ve
             ++skipped;
             continue;
         }
-        cv::Mat image;
-        try {
-            image = cv::imread(file.string(), cv::IMREAD_COLOR);
-        } catch (const cv::Exception&) {
-            image.release();
-        }
-        if (image.empty()) {
+        std::ifstream in(file, std::ios::binary);
+        const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        torch::Tensor image = decodeImage(bytes, resolution);
+        if (!image.defined()) {
             ++skipped;
             continue;
         }
-        const int side = std::min(image.cols, image.rows);
-        const cv::Rect crop((image.cols - side) / 2, (image.rows - side) / 2, side, side);
-        cv::Mat resized;
-        cv::resize(image(crop), resized, cv::Size(resolution, resolution), 0, 0,
-                   side > resolution ? cv::INTER_AREA : cv::INTER_LINEAR);
-        cv::cvtColor(resized, resized, cv::COLOR_BGR2RGB);
-        torch::Tensor pixels = torch::from_blob(resized.data, {resolution, resolution, 3}, torch::kUInt8).clone();
-        images.push_back(pixels.permute({2, 0, 1}).to(torch::kFloat32) / 127.5 - 1.0);
+        images.push_back(image);
     }
     if (skipped > 0) {
         notes.push_back(std::to_string(skipped) + " file(s) in '" + folder + "' could not be read as images and were skipped");

@@ -15,5 +15,8 @@ namespace flowscope::media {
 // `notes`; a folder without any readable image is an error that says what was found.
 torch::Tensor loadImageFolder(const std::string& folder, int resolution, std::vector<std::string>& notes);
 
+// One encoded image file as loadImageFolder takes it: [3, R, R] in [-1, 1], or an undefined
+// tensor when the bytes are not an image OpenCV decodes within the configured size limits.
+torch::Tensor decodeImage(const std::string& bytes, int resolution);
 
 }  // namespace flowscope::media

@@ -77,6 +77,7 @@ private slots:
     void failedWritesLeaveNothingBehind();
     void atomicWriteReplacesContent();
     void npyRoundTripAndHeader();
+    void decompressionBombIsRefusedWithBoundedMemory();
 };
 
 void TestMedia::loadImageFolderReadsMixedFormats() {
@@ -391,6 +392,38 @@ void TestMedia::npyRoundTripAndHeader() {
     writeBytes(dir.filePath("short.npy"), vectorBytes.substr(0, vectorBytes.size() - 4));
     QVERIFY_THROWS_EXCEPTION(std::runtime_error, flowscope::core::readNpy(dir.filePath("short.npy").toStdString()));
     QVERIFY_THROWS_EXCEPTION(std::runtime_error, flowscope::core::readNpy(dir.filePath("none.npy").toStdString()));
+}
+
+// Peak resident memory of this process so far, in kB (VmHWM).
+long peakResidentKb() {
+    QFile status("/proc/self/status");
+    if (!status.open(QIODevice::ReadOnly)) return -1;
+    for (const QByteArray& line : status.readAll().split('\n')) {
+        if (line.startsWith("VmHWM:")) return line.mid(6).trimmed().split(' ').front().toLong();
+    }
+    return -1;
+}
+
+void TestMedia::decompressionBombIsRefusedWithBoundedMemory() {
+    // A PNG whose header declares 65535 x 65535 RGB pixels (12 GB decoded) in 69 bytes.
+    const QString bomb = QStringLiteral(FLOWSCOPE_SOURCE_DIR "/tests/fuzz/corpus/fuzz_image/bomb-65535.png");
+    const std::string bytes = flowscope::test::readBytes(bomb);
+    QCOMPARE(bytes.size(), size_t{69});
+    const long before = peakResidentKb();
+    QVERIFY(!flowscope::media::decodeImage(bytes, 32).defined());
+    QTemporaryDir dir;
+    QVERIFY(QFile::copy(bomb, dir.filePath("bomb.png")));
+    QVERIFY(QFile::copy(QStringLiteral(FLOWSCOPE_SOURCE_DIR "/tests/fuzz/corpus/fuzz_image/small.png"),
+                        dir.filePath("good.png")));
+    std::vector<std::string> notes;
+    const torch::Tensor images = flowscope::media::loadImageFolder(dir.path().toStdString(), 16, notes);
+    QCOMPARE(images.size(0), 1);
+    QCOMPARE(notes.size(), size_t{1});
+    QVERIFY2(QString::fromStdString(notes[0]).contains("1 file(s)"), notes[0].c_str());
+    const long after = peakResidentKb();
+    QVERIFY2(after - before < 100 * 1024, qPrintable(QString("peak memory grew by %1 kB").arg(after - before)));
+    // The limits are in the environment before the first decode, as OpenCV reads them.
+    QCOMPARE(qgetenv("OPENCV_IO_MAX_IMAGE_PIXELS"), QByteArray("67108864"));
 }
 
 QTEST_GUILESS_MAIN(TestMedia)
