@@ -6,8 +6,7 @@
 
 #include "core/Errors.h"
 #include "core/Json.h"
-#include "core/NetworkDenoiser.h"
-#include "core/Parameterization.h"
+#include "core/Names.h"
 #include "core/ProbabilityPath.h"
 #include "core/TrustList.h"
 

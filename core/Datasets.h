@@ -6,6 +6,8 @@
 
 #include <torch/types.h>
 
+#include "core/Names.h"
+
 namespace flowscope::core {
 
 // Where the Debian package dataset-fashion-mnist puts its IDX files. FLOWSCOPE_FASHION_MNIST_DIR
@@ -23,7 +25,6 @@ torch::Tensor loadFashionMnist(bool train = true, int64_t limit = 0);
 // 2-D point clouds for the empirical denoiser: `moons`, `spiral`, `checkerboard` ([N, 2]).
 // Deterministic: the same points on every machine.
 torch::Tensor makePointCloud(std::string_view name, int64_t count = 2000);
-const std::vector<std::string>& pointCloudNames();
 
 // uint8 [..] images to engine space: x / 127.5 - 1.
 torch::Tensor bytesToEngine(const torch::Tensor& bytes);

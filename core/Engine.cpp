@@ -24,9 +24,6 @@
 #include "core/Sha256.h"
 #include "core/TrustList.h"
 
-#ifndef FLOWSCOPE_VERSION
-#define FLOWSCOPE_VERSION "0.0.0"
-#endif
 
 namespace flowscope::core {
 namespace {
@@ -406,12 +403,11 @@ HostArray Engine::referenceSamples(const std::string& spec, int count) {
     return {};
 }
 
-std::string Engine::version() { return FLOWSCOPE_VERSION; }
 
 EngineInfo Engine::info() {
     configureThreads();
     EngineInfo info;
-    info.version = FLOWSCOPE_VERSION;
+    info.version = version();
     info.libtorchVersion = TORCH_VERSION;
     info.cudaAvailable = cudaAvailable();
     info.defaultDevice = describeDevice(resolveDevice("auto"));

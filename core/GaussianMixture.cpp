@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include "core/Errors.h"
+#include "core/Names.h"
 
 namespace flowscope::core {
 
@@ -18,10 +19,7 @@ GaussianMixture::GaussianMixture(std::string name, torch::Tensor means, torch::T
     prepare(torch::kCPU, torch::kFloat32);
 }
 
-const std::vector<std::string>& GaussianMixture::names() {
-    static const std::vector<std::string> names{"8gaussians", "rings", "checkerboard"};
-    return names;
-}
+const std::vector<std::string>& GaussianMixture::names() { return mixtureNames(); }
 
 std::unique_ptr<GaussianMixture> GaussianMixture::named(std::string_view name) {
     std::vector<double> coords;

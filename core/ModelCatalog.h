@@ -9,18 +9,9 @@
 #include <torch/types.h>
 
 #include "core/Model.h"
+#include "core/ModelSpec.h"
 
 namespace flowscope::core {
-
-// A model spec taken apart, without loading anything (names checked, numbers parsed).
-struct ModelSpec {
-    enum class Kind { Mixture, Points, FashionMnist, Folder, Bundle };
-    Kind kind = Kind::Mixture;
-    std::string name;   // mixture or point-cloud name, folder or bundle path
-    int64_t limit = 0;  // fashion-mnist:N, 0 = all
-};
-// Throws UnknownNameError or InvalidRequestError with a message naming the valid forms.
-ModelSpec parseModelSpec(const std::string& spec);
 
 // Turns a model spec into a model, caching datasets between requests:
 //   gmm:8gaussians | gmm:rings | gmm:checkerboard    analytic Gaussian mixtures

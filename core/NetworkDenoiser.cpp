@@ -9,11 +9,6 @@
 
 namespace flowscope::core {
 
-const std::vector<std::string>& timeInputNames() {
-    static const std::vector<std::string> names{"t", "sigma", "timestep1000"};
-    return names;
-}
-
 TimeInput parseTimeInput(std::string_view name) {
     if (name == "t") return TimeInput::T;
     if (name == "sigma") return TimeInput::Sigma;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/Model.h"
+#include "core/Names.h"
 #include "core/Parameterization.h"
 #include "core/ProbabilityPath.h"
 
@@ -21,7 +22,6 @@ enum class TimeInput {
 };
 
 TimeInput parseTimeInput(std::string_view name);
-const std::vector<std::string>& timeInputNames();
 
 // A network trained on a native path with a given parameterization, usable on any path: the
 // noise level (alpha, sigma) asked for is re-timed to the native time t' with the same SNR, x is

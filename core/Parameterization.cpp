@@ -4,11 +4,6 @@
 
 namespace flowscope::core {
 
-const std::vector<std::string>& parameterizationNames() {
-    static const std::vector<std::string> names{"velocity", "epsilon", "data", "v"};
-    return names;
-}
-
 Parameterization parseParameterization(std::string_view name) {
     if (name == "velocity") return Parameterization::Velocity;
     if (name == "epsilon") return Parameterization::Epsilon;

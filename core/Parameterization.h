@@ -6,6 +6,7 @@
 
 #include <torch/types.h>
 
+#include "core/Names.h"
 #include "core/ProbabilityPath.h"
 
 namespace flowscope::core {
@@ -15,7 +16,6 @@ enum class Parameterization { Velocity, Epsilon, Data, V };
 
 Parameterization parseParameterization(std::string_view name);
 std::string toString(Parameterization parameterization);
-const std::vector<std::string>& parameterizationNames();
 
 // The data estimate x̂0 from a model output at x, evaluated at the path point p (sigma > 0).
 // `v` needs a variance-preserving path (alpha^2 + sigma^2 = 1); the caller checks that.

@@ -1,15 +1,13 @@
 #include "core/media/ImageFolder.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
-#include <mutex>
 
-#include <opencv2/imgcodecs.hpp>
-#include <opencv2/imgproc.hpp>
 #include <torch/torch.h>
+
+#include "core/media/ImageDecoder.h"
 
 namespace flowscope::media {
 namespace {
@@ -24,35 +22,10 @@ constexpr uintmax_t kMaxFileBytes = 256ull << 20;
 
 }  // namespace
 
-void configureImageLimits() {
-    static std::once_flag once;
-    std::call_once(once, [] {
-        // OpenCV reads these when its codecs first run: refuse images over 64 megapixels instead of
-        // allocating whatever a header declares.
-        setenv("OPENCV_IO_MAX_IMAGE_PIXELS", "67108864", 0);
-        setenv("OPENCV_IO_MAX_IMAGE_WIDTH", "16384", 0);
-        setenv("OPENCV_IO_MAX_IMAGE_HEIGHT", "16384", 0);
-    });
-}
-
 torch::Tensor decodeImage(const std::string& bytes, int resolution) {
-    configureImageLimits();
-    if (bytes.empty() || bytes.size() > kMaxFileBytes || resolution < 1) return {};
-    cv::Mat image;
-    try {
-        const cv::Mat buffer(1, static_cast<int>(bytes.size()), CV_8U, const_cast<char*>(bytes.data()));
-        image = cv::imdecode(buffer, cv::IMREAD_COLOR);
-    } catch (const cv::Exception&) {
-        return {};
-    }
-    if (image.empty() || image.type() != CV_8UC3) return {};
-    const int side = std::min(image.cols, image.rows);
-    const cv::Rect crop((image.cols - side) / 2, (image.rows - side) / 2, side, side);
-    cv::Mat resized;
-    cv::resize(image(crop), resized, cv::Size(resolution, resolution), 0, 0,
-               side > resolution ? cv::INTER_AREA : cv::INTER_LINEAR);
-    cv::cvtColor(resized, resized, cv::COLOR_BGR2RGB);
-    const torch::Tensor pixels = torch::from_blob(resized.data, {resolution, resolution, 3}, torch::kUInt8).clone();
+    const cv::Mat rgb = decodeSquareImage(bytes, resolution);
+    if (rgb.empty()) return {};
+    const torch::Tensor pixels = torch::from_blob(rgb.data, {resolution, resolution, 3}, torch::kUInt8).clone();
     return pixels.permute({2, 0, 1}).to(torch::kFloat32) / 127.5 - 1.0;
 }
 

@@ -63,10 +63,12 @@ SampleRequest bundleRequest(const QString& name) {
     return request;
 }
 
-// A copy of a fixture bundle in a temporary folder, for tests that edit it.
-QString copyBundle(const QTemporaryDir& dir, const QString& name) {
+// A copy of a fixture bundle in a temporary folder, for tests that edit it, and a request for it.
+QString copyBundle(const QTemporaryDir& dir, const QString& name, SampleRequest* request) {
     const QString target = dir.filePath(name);
     fs::copy(fixture(name), target.toStdString(), fs::copy_options::recursive);
+    *request = bundleRequest(name);
+    request->model = "bundle:" + target.toStdString();
     return target;
 }
 
@@ -433,10 +435,9 @@ void TestBundle::inspectHashesWithoutLoading() {
 
 void TestBundle::damagedOrForeignFilesAreRefused() {
     QTemporaryDir dir;
-    const QString bundle = copyBundle(dir, "gauss-velocity-linear");
+    SampleRequest request;
+    const QString bundle = copyBundle(dir, "gauss-velocity-linear", &request);
     Engine engine;
-    SampleRequest request = bundleRequest("gauss-velocity-linear");
-    request.model = "bundle:" + bundle.toStdString();
 
     // One changed byte: the declared sha256 no longer matches.
     std::string bytes = readBytes(bundle + "/model.pt");
@@ -512,10 +513,9 @@ void TestBundle::float64OutputIsConverted() {
 
 void TestBundle::changedBundleIsReloaded() {
     QTemporaryDir dir;
-    const QString bundle = copyBundle(dir, "gauss-velocity-linear");
+    SampleRequest request;
+    const QString bundle = copyBundle(dir, "gauss-velocity-linear", &request);
     Engine engine;
-    SampleRequest request = bundleRequest("gauss-velocity-linear");
-    request.model = "bundle:" + bundle.toStdString();
     request.steps = 2;
     QVERIFY(engine.sample(request).ok());
     // The user re-exports: the folder now holds a network that answers NaN past t = 0.5.
@@ -528,10 +528,9 @@ void TestBundle::changedBundleIsReloaded() {
 
 void TestBundle::conditioningMustMatchForwardArguments() {
     QTemporaryDir dir;
-    const QString bundle = copyBundle(dir, "gauss-conditioned");
+    SampleRequest request;
+    const QString bundle = copyBundle(dir, "gauss-conditioned", &request);
     Engine engine;
-    SampleRequest request = bundleRequest("gauss-conditioned");
-    request.model = "bundle:" + bundle.toStdString();
     // Without its conditioning file the network lacks `mean` and `std`.
     const std::string manifest = readBytes(bundle + "/flowscope.json");
     std::string without = manifest;

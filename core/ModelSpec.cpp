@@ -1,0 +1,59 @@
+#include "core/ModelSpec.h"
+
+#include <algorithm>
+#include <charconv>
+
+#include "core/Errors.h"
+#include "core/Names.h"
+
+namespace flowscope::core {
+
+std::vector<std::string> modelSpecNames() {
+    std::vector<std::string> names;
+    for (const auto& n : mixtureNames()) names.push_back("gmm:" + n);
+    names.push_back("fashion-mnist");
+    names.push_back("fashion-mnist:N");
+    names.push_back("folder:PATH");
+    for (const auto& n : pointCloudNames()) names.push_back("points:" + n);
+    names.push_back("bundle:DIR");
+    return names;
+}
+
+ModelSpec parseModelSpec(const std::string& spec) {
+    ModelSpec parsed;
+    auto known = [&](const std::string& name, const std::vector<std::string>& names) {
+        if (std::find(names.begin(), names.end(), name) == names.end()) {
+            throw UnknownNameError("model", spec, modelSpecNames());
+        }
+        return name;
+    };
+    if (spec.starts_with("gmm:")) {
+        parsed.kind = ModelSpec::Kind::Mixture;
+        parsed.name = known(spec.substr(4), mixtureNames());
+    } else if (spec.starts_with("points:")) {
+        parsed.kind = ModelSpec::Kind::Points;
+        parsed.name = known(spec.substr(7), pointCloudNames());
+    } else if (spec == "fashion-mnist" || spec.starts_with("fashion-mnist:")) {
+        parsed.kind = ModelSpec::Kind::FashionMnist;
+        if (spec.size() > 14) {
+            const std::string count = spec.substr(14);
+            const auto [ptr, ec] = std::from_chars(count.data(), count.data() + count.size(), parsed.limit);
+            if (ec != std::errc() || ptr != count.data() + count.size() || parsed.limit < 1) {
+                throw InvalidRequestError("'" + spec + "': after 'fashion-mnist:' give a number of images, e.g. fashion-mnist:1000");
+            }
+        }
+    } else if (spec.starts_with("folder:")) {
+        parsed.kind = ModelSpec::Kind::Folder;
+        parsed.name = spec.substr(7);
+        if (parsed.name.empty()) throw InvalidRequestError("give a folder after 'folder:', e.g. folder:~/Pictures/faces");
+    } else if (spec.starts_with("bundle:")) {
+        parsed.kind = ModelSpec::Kind::Bundle;
+        parsed.name = spec.substr(7);
+        if (parsed.name.empty()) throw InvalidRequestError("give a folder after 'bundle:', e.g. bundle:~/models/my-flow");
+    } else {
+        throw UnknownNameError("model", spec, modelSpecNames());
+    }
+    return parsed;
+}
+
+}  // namespace flowscope::core

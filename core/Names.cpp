@@ -1,0 +1,25 @@
+#include "core/Names.h"
+
+namespace flowscope::core {
+
+const std::vector<std::string>& parameterizationNames() {
+    static const std::vector<std::string> names{"velocity", "epsilon", "data", "v"};
+    return names;
+}
+
+const std::vector<std::string>& timeInputNames() {
+    static const std::vector<std::string> names{"t", "sigma", "timestep1000"};
+    return names;
+}
+
+const std::vector<std::string>& mixtureNames() {
+    static const std::vector<std::string> names{"8gaussians", "rings", "checkerboard"};
+    return names;
+}
+
+const std::vector<std::string>& pointCloudNames() {
+    static const std::vector<std::string> names{"moons", "spiral", "checkerboard"};
+    return names;
+}
+
+}  // namespace flowscope::core

@@ -1,0 +1,64 @@
+#pragma once
+
+// The safetensors reader without LibTorch (the tensors themselves come from SafeTensors.h), so
+// that the validation can be fuzzed and used anywhere.
+
+#include <cstdint>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace at {
+class Tensor;
+}
+
+namespace flowscope::core {
+
+// A file that is not valid safetensors; the message names the rule it breaks.
+class SafeTensorsError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+// The safetensors format: an 8-byte little-endian header length, a JSON header mapping names to
+// {dtype, shape, data_offsets} (plus an optional "__metadata__" of strings), then the data.
+// Validation follows the reference implementation: header at most 100 MB and inside the file,
+// offsets sorted, contiguous and non-overlapping from 0, shape x dtype size computed with overflow
+// checks and equal to each byte range, and the data ending exactly at the end of the file.
+class SafeTensorsFile {
+public:
+    struct Entry {
+        std::string name;
+        std::string dtype;  // F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL
+        std::vector<int64_t> shape;
+        uint64_t begin = 0;
+        uint64_t end = 0;
+    };
+
+    static SafeTensorsFile parse(std::string bytes);  // throws SafeTensorsError
+    static SafeTensorsFile read(const std::string& path);
+
+    const std::map<std::string, std::string>& metadata() const { return m_metadata; }
+    const std::vector<Entry>& entries() const { return m_entries; }  // in data order
+    bool contains(const std::string& name) const;
+    // The raw little-endian bytes of an entry.
+    std::string_view data(const Entry& entry) const;
+    // A CPU tensor holding a copy of the named tensor's data (defined with LibTorch, SafeTensors.h).
+    at::Tensor tensor(const std::string& name) const;
+
+private:
+    std::string m_bytes;
+    size_t m_dataStart = 0;
+    std::vector<Entry> m_entries;
+    std::map<std::string, std::string> m_metadata;
+};
+
+constexpr uint64_t kSafeTensorsMaxHeader = 100'000'000;
+
+// Bytes per element of a safetensors dtype name; 0 for a name FlowScope does not know.
+uint64_t safeTensorsDtypeSize(const std::string& dtype);
+
+}  // namespace flowscope::core
