@@ -52,6 +52,21 @@ void writeFileAtomically(const std::string& path, const std::string& bytes) {
     if (fs::is_directory(target, ec)) {
         throw std::runtime_error("cannot write '" + path + "': it is a folder");
     }
+    // A device, pipe or socket (/dev/null, /dev/stdout, a FIFO) is written in place: renaming a
+    // regular file over it would destroy it, and whoever reads it expects the stream.
+    struct stat existing {};
+    if (::stat(path.c_str(), &existing) == 0 && !S_ISREG(existing.st_mode)) {
+        const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+        if (fd < 0) throw std::runtime_error("cannot write '" + path + "': " + describeErrno(errno));
+        try {
+            writeAll(fd, bytes, path);
+        } catch (...) {
+            ::close(fd);
+            throw;
+        }
+        ::close(fd);
+        return;
+    }
     std::string temporary = folder.string();
     temporary.append("/.").append(target.filename().string()).append(".XXXXXX");
     const int fd = ::mkstemp(temporary.data());
@@ -62,15 +77,15 @@ void writeFileAtomically(const std::string& path, const std::string& bytes) {
         writeAll(fd, bytes, path);
         if (::fsync(fd) != 0) throw std::runtime_error("cannot write '" + path + "': " + describeErrno(errno));
         ::fchmod(fd, modeForReplacement(path));
-        if (::close(fd) != 0) {
-            const int error = errno;
-            ::unlink(temporary.c_str());
-            throw std::runtime_error("cannot write '" + path + "': " + describeErrno(error));
-        }
     } catch (...) {
         ::close(fd);
         ::unlink(temporary.c_str());
         throw;
+    }
+    if (::close(fd) != 0) {
+        const int error = errno;
+        ::unlink(temporary.c_str());
+        throw std::runtime_error("cannot write '" + path + "': " + describeErrno(error));
     }
     if (std::rename(temporary.c_str(), path.c_str()) != 0) {
         const int error = errno;

@@ -109,7 +109,7 @@ LatentRgb parseLatentRgb(const Fields& fields, const JsonValue& value, int64_t c
 }  // namespace
 
 const std::vector<std::string>& bundleFormats() {
-    static const std::vector<std::string> formats{"torchscript"};
+    static const std::vector<std::string> formats{"torchscript", "flowscope-net"};
     return formats;
 }
 
@@ -188,6 +188,17 @@ BundleManifest parseBundleManifest(std::string_view json, const std::string& dir
     }
     if (manifest.sampleShape.size() != 3 && !manifest.decoder.empty()) {
         fields.fail("decoder", "needs a [C, H, W] sample_shape");
+    }
+    if (manifest.format == "flowscope-net") {
+        const JsonValue& architecture = fields.required("architecture", "{\"kind\": \"mlp\" or \"unet\", \"width\": N, \"depth\": N}");
+        try {
+            manifest.architecture = Architecture::fromJson(architecture);
+            manifest.architecture->sampleShape = manifest.sampleShape;
+            manifest.architecture->check();
+        } catch (const std::invalid_argument& error) {
+            fields.fail("architecture", std::string("is not usable: ") + error.what());
+        }
+        if (!manifest.conditioning.empty()) fields.fail("conditioning", "is only for torchscript networks");
     }
     return manifest;
 }

@@ -8,6 +8,8 @@
 #include <string_view>
 #include <vector>
 
+#include "core/Architecture.h"
+
 namespace flowscope::core {
 
 // A bundle that cannot be used as it is; the message names the file or field and what to do.
@@ -33,7 +35,7 @@ struct LatentRgb {
 struct BundleManifest {
     std::string directory;
     std::string name;
-    std::string format;  // torchscript
+    std::string format;  // torchscript, or flowscope-net (weights of a network FlowScope trained)
     std::string file;    // relative to the bundle folder
     std::string prediction;
     std::string path;
@@ -45,6 +47,7 @@ struct BundleManifest {
     std::string conditioning;  // a .safetensors file of named tensors passed after time
     std::string decoder;       // a TorchScript module mapping a latent sample to an image in [-1, 1]
     std::optional<LatentRgb> latentRgb;
+    std::optional<Architecture> architecture;  // flowscope-net only
 
     std::string resolve(const std::string& relative) const;  // a file of the bundle, as a path
     bool isLatent() const { return !decoder.empty() || latentRgb.has_value(); }

@@ -11,6 +11,7 @@
 #include <torch/version.h>
 
 #include "core/Errors.h"
+#include "core/FlowNet.h"
 #include "core/NetworkDenoiser.h"
 #include "core/SafeTensors.h"
 #include "core/Sha256.h"
@@ -101,10 +102,14 @@ class BundleModel final : public Model {
 public:
     BundleModel(BundleManifest manifest, bool trustAll, const TrustList& trustList) : m_manifest(std::move(manifest)) {
         c10::InferenceMode inference;
-        m_module = loadProgram(m_manifest, m_manifest.file, "file", m_manifest.sha256, trustAll, trustList);
-        m_module.eval();
-        m_dtype = moduleDtype(m_module);
-        loadConditioning();
+        if (m_manifest.format == "flowscope-net") {
+            loadNetwork();
+        } else {
+            m_module = loadProgram(m_manifest, m_manifest.file, "file", m_manifest.sha256, trustAll, trustList);
+            m_module.eval();
+            m_dtype = moduleDtype(m_module);
+            loadConditioning();
+        }
         if (!m_manifest.decoder.empty()) {
             m_decoder = loadProgram(m_manifest, m_manifest.decoder, "decoder", "", trustAll, trustList);
             m_decoder->eval();
@@ -136,7 +141,11 @@ public:
         if (m_device != device) {
             // Moving parameters replaces their storage: not allowed on inference tensors' owners.
             c10::InferenceMode normal(false);
-            m_module.to(device);
+            if (m_flowNet) {
+                m_flowNet->to(device);
+            } else {
+                m_module.to(device);
+            }
             if (m_decoder) m_decoder->to(device);
             for (auto& [name, tensor] : m_conditioning) tensor = tensor.to(device);
             m_device = device;
@@ -179,6 +188,7 @@ public:
 
 private:
     torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& time) {
+        if (m_flowNet) return m_flowNet->forward(x.to(torch::kFloat32), time.to(torch::kFloat32)).to(x.options());
         const torch::ScalarType dtype = m_dtype.value_or(x.scalar_type());
         std::vector<c10::IValue> inputs{x.to(dtype), time.to(dtype)};
         std::unordered_map<std::string, c10::IValue> keywords;
@@ -234,6 +244,11 @@ private:
         shape.insert(shape.end(), m_manifest.sampleShape.begin(), m_manifest.sampleShape.end());
         const torch::Tensor image = runDecoder(torch::zeros(shape, torch::kFloat32));
         m_displaySize = {image.size(2), image.size(3)};
+    }
+
+    void loadNetwork() {
+        m_flowNet = loadFlowNet(m_manifest);
+        m_dtype = torch::kFloat32;
     }
 
     void loadConditioning() {
@@ -295,6 +310,7 @@ private:
 
     BundleManifest m_manifest;
     torch::jit::Module m_module;
+    std::shared_ptr<FlowNet> m_flowNet;  // flowscope-net bundles instead of m_module
     std::optional<torch::jit::Module> m_decoder;
     std::optional<torch::ScalarType> m_dtype;
     std::optional<torch::ScalarType> m_decoderDtype;
@@ -308,6 +324,46 @@ private:
 };
 
 }  // namespace
+
+// A network FlowScope trained: the architecture from the manifest, the weights from
+// safetensors (data only, so no trust is needed), every tensor checked by name and shape.
+std::shared_ptr<FlowNet> loadFlowNet(const BundleManifest& manifest) {
+    if (!manifest.architecture) {
+        throw BundleError("'" + manifest.name + "' is not a network FlowScope trained (format flowscope-net)");
+    }
+    readBundleFile(manifest, manifest.file, "file");  // a clear message if missing
+    const std::string path = manifest.resolve(manifest.file);
+    SafeTensorsFile weights;
+    try {
+        weights = SafeTensorsFile::read(path);
+    } catch (const std::exception& error) {
+        throw BundleError("the weights " + path + " cannot be used: " + error.what());
+    }
+    // Parameters made inside the engine's inference mode could not be filled in place.
+    c10::InferenceMode normal(false);
+    torch::NoGradGuard noGrad;
+    auto network = makeFlowNet(*manifest.architecture, 0);
+    const auto parameters = network->named_parameters();
+    for (const auto& entry : weights.entries()) {
+        if (!parameters.contains(entry.name)) {
+            throw BundleError(path + " holds '" + entry.name + "', which the architecture " +
+                              manifest.architecture->toJson() + " has no place for");
+        }
+    }
+    for (const auto& item : parameters) {
+        const std::string& name = item.key();
+        const torch::Tensor& parameter = item.value();
+        if (!weights.contains(name)) throw BundleError(path + " lacks the weights '" + name + "'");
+        const torch::Tensor value = weights.tensor(name);
+        if (value.sizes() != parameter.sizes()) {
+            throw BundleError(path + ": '" + name + "' has shape " + c10::str(value.sizes()) +
+                              ", the architecture needs " + c10::str(parameter.sizes()));
+        }
+        torch::Tensor(parameter).copy_(value.to(parameter.scalar_type()));
+    }
+    network->eval();
+    return network;
+}
 
 std::shared_ptr<Model> loadBundleModel(const BundleManifest& manifest, bool trustAll, const TrustList& trustList) {
     return std::make_shared<BundleModel>(manifest, trustAll, trustList);

@@ -3,6 +3,7 @@
 #include <memory>
 
 #include "core/Bundle.h"
+#include "core/FlowNet.h"
 #include "core/Model.h"
 #include "core/TrustList.h"
 
@@ -15,5 +16,8 @@ namespace flowscope::core {
 // (NetworkDenoiser), passes the conditioning tensors after `time` as keyword arguments, converts
 // dtype and device at its boundary, and previews latents through latent_rgb or the decoder.
 std::shared_ptr<Model> loadBundleModel(const BundleManifest& manifest, bool trustAll, const TrustList& trustList);
+
+// The network of a "flowscope-net" bundle with its weights (checked by name and shape).
+std::shared_ptr<FlowNet> loadFlowNet(const BundleManifest& manifest);
 
 }  // namespace flowscope::core

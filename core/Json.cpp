@@ -233,4 +233,31 @@ std::string jsonEscaped(std::string_view text) {
     return out;
 }
 
+std::string toJsonText(const JsonValue& value) {
+    if (std::holds_alternative<std::nullptr_t>(value.value)) return "null";
+    if (const bool* flag = std::get_if<bool>(&value.value)) return *flag ? "true" : "false";
+    if (const auto* number = std::get_if<JsonValue::Number>(&value.value)) return number->text;
+    std::string text;
+    if (value.isString()) {
+        text.append("\"").append(jsonEscaped(value.string())).append("\"");
+        return text;
+    }
+    if (value.isArray()) {
+        text.push_back('[');
+        for (const auto& item : value.array()) {
+            if (text.size() > 1) text.push_back(',');
+            text.append(toJsonText(item));
+        }
+        text.push_back(']');
+        return text;
+    }
+    text.push_back('{');
+    for (const auto& [key, item] : value.object()) {
+        if (text.size() > 1) text.push_back(',');
+        text.append("\"").append(jsonEscaped(key)).append("\":").append(toJsonText(item));
+    }
+    text.push_back('}');
+    return text;
+}
+
 }  // namespace flowscope::core

@@ -37,6 +37,9 @@ struct JsonValue {
 // Parses a whole document; throws std::invalid_argument with the byte offset of the problem.
 JsonValue parseJson(std::string_view text, int maxDepth = 64);
 
+// Writes a value back as compact JSON text (numbers exactly as they were read).
+std::string toJsonText(const JsonValue& value);
+
 // Escapes a string for a JSON string literal (without the quotes).
 std::string jsonEscaped(std::string_view text);
 

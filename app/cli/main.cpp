@@ -1,6 +1,8 @@
 // flowscope-cli: the engine without a window. Subcommands `info`, `sample` and `sweep`; the
 // names of commands, options and output columns are a contract other tooling relies on.
 #include <atomic>
+#include <chrono>
+#include <fstream>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -18,6 +20,11 @@
 #include "core/Errors.h"
 #include "core/NpyFile.h"
 #include "core/SafeTensors.h"
+#include "core/Trainer.h"
+#include "core/Bundle.h"
+#include "core/BundleModel.h"
+#include "core/Json.h"
+#include "core/TrustList.h"
 #include "core/media/ImageFolder.h"
 #include "core/media/ImageWriter.h"
 
@@ -48,6 +55,16 @@ usage:
                        [--seed K] [--batch B] [--resolution R] [--device D] [--t-end T]
                        [--trust-model] --csv out.csv [--json]
   flowscope-cli trust DIR       add a bundle's TorchScript files to the trusted list
+  flowscope-cli train  --dataset D --objective rectified|diffusion|v --iters N --out DIR
+                       [--batch B] [--lr X] [--ema X] [--seed K] [--width W] [--depth L]
+                       [--time-sampling uniform|logit-normal] [--resolution R]
+                       [--checkpoint-every N] [--name NAME] [--json]
+                       trains a network and writes it as a bundle (bundle:DIR); run the same
+                       command again to resume an interrupted run
+  flowscope-cli reflow  --model DIR --pairs N --out DIR2 [--steps K] [--iters N] [training options]
+  flowscope-cli distill --model DIR --out DIR3 [--pairs N] [--steps K] [--iters N] [training options]
+                       couplings (noise, sample) from a rectified flow's ODE (K RK4 steps), then a
+                       2-rectified flow (reflow) or a one-step map (distill) trained on them
   flowscope-cli --version | --help
 
 models:    gmm:8gaussians gmm:rings gmm:checkerboard fashion-mnist[:N] folder:PATH
@@ -431,6 +448,213 @@ int runSweep(const std::vector<std::string>& args) {
     return kExitOk;
 }
 
+// The options every training command shares, over the defaults in `settings`.
+void readTrainingOptions(const app::Arguments& options, core::TrainSettings& settings) {
+    settings.timeSampling = options.text("time-sampling", settings.timeSampling);
+    settings.iterations = static_cast<int>(options.integer("iters", settings.iterations, 1, 10'000'000));
+    settings.batch = static_cast<int>(options.integer("batch", settings.batch, 1, 65536));
+    settings.learningRate = options.number("lr", settings.learningRate);
+    settings.weightDecay = options.number("weight-decay", settings.weightDecay);
+    settings.emaDecay = options.number("ema", settings.emaDecay);
+    settings.seed = static_cast<uint64_t>(options.integer("seed", static_cast<long long>(settings.seed), 0,
+                                                          std::numeric_limits<long long>::max()));
+}
+
+fs::path trainingFolder(const std::string& out) {
+    const fs::path folder(out);
+    std::error_code ec;
+    fs::create_directories(folder, ec);
+    if (ec || !fs::is_directory(folder)) {
+        throw app::UsageError("--out: cannot create the folder '" + out + "'" + (ec ? ": " + ec.message() : ""));
+    }
+    if (::access(folder.c_str(), W_OK) != 0) throw app::UsageError("--out: the folder '" + out + "' is not writable");
+    return folder;
+}
+
+// Runs a trainer to its iteration count, resuming from FOLDER/checkpoint.safetensors when there
+// is one; saves the checkpoint and the bundle every `checkpointEvery` iterations, on Ctrl+C and
+// at the end; logs every loss to FOLDER/loss.csv.
+int runTrainingLoop(core::Trainer& trainer, const fs::path& folder, const std::string& name, int checkpointEvery,
+                    bool json, const std::vector<std::string>& notes) {
+    const core::TrainSettings& settings = trainer.settings();
+    const std::string checkpoint = (folder / "checkpoint.safetensors").string();
+    if (fs::exists(checkpoint)) {
+        trainer.loadCheckpoint(checkpoint);
+        if (!json) std::fprintf(stderr, "resuming at iteration %d of %d\n", trainer.iteration(), settings.iterations);
+    }
+    const int startIteration = trainer.iteration();
+    std::ofstream lossLog(folder / "loss.csv", std::ios::app);
+    if (startIteration == 0) lossLog << "iteration,loss\n";
+    const bool showProgress = ::isatty(STDERR_FILENO) && !json;
+    const auto started = std::chrono::steady_clock::now();
+    double recentLoss = 0.0;
+    int recentCount = 0;
+    auto save = [&] {
+        trainer.saveCheckpoint(checkpoint);
+        trainer.exportBundle(folder.string(), name);
+        lossLog.flush();
+    };
+    try {
+        trainer.run(
+            [&](const core::TrainStep& step) {
+                lossLog << step.iteration << "," << step.loss << "\n";
+                recentLoss = recentCount == 0 ? step.loss : 0.98 * recentLoss + 0.02 * step.loss;
+                ++recentCount;
+                if (step.iteration % checkpointEvery == 0) save();
+                if (showProgress && (step.iteration % 10 == 0 || step.iteration == settings.iterations)) {
+                    const double seconds =
+                        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+                    const double rate = (step.iteration - startIteration) / std::max(seconds, 1e-9);
+                    const int width = 30;
+                    const int filled = width * step.iteration / settings.iterations;
+                    std::fprintf(stderr, "\r[%s%s] %d/%d  loss %.4f  %.1f it/s  ETA %.0f s   ",
+                                 std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(),
+                                 step.iteration, settings.iterations, recentLoss, rate,
+                                 (settings.iterations - step.iteration) / std::max(rate, 1e-9));
+                    std::fflush(stderr);
+                }
+            },
+            &g_cancel);
+    } catch (const core::CancelledError&) {
+        save();
+        if (showProgress) std::fprintf(stderr, "\n");
+        std::cerr << "flowscope-cli: interrupted at iteration " << trainer.iteration()
+                  << "; the checkpoint is saved: run the same command to resume\n";
+        return kExitCancelled;
+    }
+    save();
+    if (showProgress) std::fprintf(stderr, "\n");
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    if (json) {
+        app::JsonWriter writer;
+        writer.beginObject();
+        writer.field("dataset", settings.dataset);
+        writer.field("objective", settings.objective);
+        writer.field("couplings", settings.couplings);
+        writer.field("iterations", trainer.iteration());
+        writer.field("resumed_from", startIteration);
+        writer.field("loss", recentLoss);
+        writer.field("seconds", seconds);
+        writer.field("parameters", static_cast<double>(trainer.network().parameterCount()));
+        writer.field("bundle", "bundle:" + folder.string());
+        writer.field("notes", notes);
+        writer.endObject();
+        std::cout << writer.str() << "\n";
+    } else {
+        std::printf("trained %s (%s%s, %lld parameters) for %d iterations in %.1f s; loss %.4f\n",
+                    settings.dataset.c_str(), settings.objective.c_str(),
+                    settings.couplings.empty() ? "" : (", " + settings.couplings).c_str(),
+                    static_cast<long long>(trainer.network().parameterCount()), trainer.iteration() - startIteration,
+                    seconds, recentLoss);
+        for (const auto& note : notes) std::printf("note: %s\n", note.c_str());
+        std::printf("wrote %s: sample it with --model bundle:%s\n", folder.c_str(), folder.c_str());
+    }
+    return kExitOk;
+}
+
+int runTrain(const std::vector<std::string>& args) {
+    const app::Arguments options(args,
+                                 {"dataset", "objective", "iters", "out", "batch", "lr", "ema", "seed", "width", "depth",
+                                  "time-sampling", "resolution", "checkpoint-every", "name", "weight-decay"},
+                                 {"json"});
+    if (!options.has("dataset")) throw app::UsageError("train needs --dataset (for example --dataset points:moons)");
+    const auto out = options.optionalText("out");
+    if (!out) throw app::UsageError("train needs --out DIR, the bundle folder to write");
+    core::TrainSettings settings;
+    settings.dataset = options.text("dataset", "");
+    settings.objective = options.text("objective", "rectified");
+    settings.iterations = 2000;
+    settings.batch = 128;
+    settings.learningRate = 1e-3;
+    readTrainingOptions(options, settings);
+    settings.width = options.integer("width", 0, 0, 1024);
+    settings.depth = options.integer("depth", 0, 0, 6);
+    settings.resolution = static_cast<int>(options.integer("resolution", 0, 0, 256));
+    const int checkpointEvery = static_cast<int>(options.integer("checkpoint-every", 500, 1, 10'000'000));
+    const std::string name = options.text("name", settings.dataset + " " + settings.objective);
+    const fs::path folder = trainingFolder(*out);
+
+    std::vector<std::string> notes;
+    std::vector<int64_t> shape;
+    const core::DataSampler data = core::datasetSampler(
+        settings.dataset, settings.resolution, &shape,
+        [&notes](const std::string& images, int resolution) { return media::loadImageFolder(images, resolution, notes); });
+    core::Trainer trainer(settings, shape, data);
+    return runTrainingLoop(trainer, folder, name, checkpointEvery, options.has("json"), notes);
+}
+
+// reflow and distill: couplings from a trained rectified flow, then a new network trained on them,
+// starting from the source's weights.
+int runCouplingTraining(const std::vector<std::string>& args, const std::string& mode) {
+    const app::Arguments options(args,
+                                 {"model", "pairs", "steps", "iters", "out", "batch", "lr", "ema", "seed",
+                                  "time-sampling", "checkpoint-every", "name", "weight-decay"},
+                                 {"json"});
+    const auto model = options.optionalText("model");
+    const auto out = options.optionalText("out");
+    if (!model || !out) throw app::UsageError(mode + " needs --model DIR (a rectified flow FlowScope trained) and --out DIR");
+    const std::string source = model->starts_with("bundle:") ? model->substr(7) : *model;
+    const core::BundleManifest manifest = core::readBundleManifest(source);
+    if (manifest.format != "flowscope-net" || manifest.prediction != "velocity" || manifest.path != "linear") {
+        throw app::UsageError(mode + " starts from a rectified flow trained by FlowScope (flowscope-cli train "
+                                     "--objective rectified); '" + source + "' is not one");
+    }
+    const std::string manifestText = [&] {
+        std::ifstream in(fs::path(source) / "flowscope.json");
+        return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    }();
+    const core::JsonValue document = core::parseJson(manifestText);
+    const auto training = document.object().find("training");
+    if (training == document.object().end() || !training->second.isObject() ||
+        !training->second.object().count("settings")) {
+        throw app::UsageError("'" + source + "' does not say how it was trained (no \"training\" in flowscope.json)");
+    }
+    core::TrainSettings settings = core::TrainSettings::fromJson(core::toJsonText(training->second.object().at("settings")));
+    settings.couplings = mode;
+    settings.source = fs::absolute(source).lexically_normal().string();
+    settings.iterations = 2000;
+    settings.emaDecay = 0.999;
+    readTrainingOptions(options, settings);
+    const int64_t pairs = options.integer("pairs", 10000, 1, 10'000'000);
+    const int steps = static_cast<int>(options.integer("steps", 32, 1, 1000));
+    const int checkpointEvery = static_cast<int>(options.integer("checkpoint-every", 500, 1, 10'000'000));
+    const std::string name = options.text("name", manifest.name + (mode == "reflow" ? ", reflowed" : ", distilled"));
+    const fs::path folder = trainingFolder(*out);
+    const bool json = options.has("json");
+
+    std::vector<std::string> notes;
+    std::vector<int64_t> shape;
+    const core::DataSampler data = core::datasetSampler(
+        settings.dataset, settings.resolution, &shape,
+        [&notes](const std::string& images, int resolution) { return media::loadImageFolder(images, resolution, notes); });
+    core::Trainer trainer(settings, shape, data);
+    trainer.initializeFrom(*core::loadFlowNet(manifest));
+
+    // The couplings are kept beside the checkpoint, so a resumed run trains on the same ones.
+    const std::string pairsFile = (folder / "couplings.safetensors").string();
+    torch::Tensor noise, samples;
+    if (fs::exists(pairsFile)) {
+        const auto file = core::SafeTensorsFile::read(pairsFile);
+        noise = file.tensor("noise");
+        samples = file.tensor("samples");
+    } else {
+        const auto sourceModel = core::loadBundleModel(manifest, false, core::TrustList());
+        const bool showProgress = ::isatty(STDERR_FILENO) && !json;
+        std::tie(noise, samples) = core::makeCouplings(
+            *sourceModel, pairs, steps, settings.seed ^ 0x9e3779b97f4a7c15ull,
+            [&](int64_t done) {
+                if (showProgress) std::fprintf(stderr, "\rcouplings %lld/%lld", static_cast<long long>(done),
+                                               static_cast<long long>(pairs));
+            },
+            &g_cancel);
+        if (showProgress) std::fprintf(stderr, "\n");
+        core::writeSafeTensors(pairsFile, {{"noise", noise}, {"samples", samples}},
+                               {{"source", settings.source}, {"steps", std::to_string(steps)}, {"solver", "rk4"}});
+    }
+    trainer.useCouplings(noise, samples);
+    return runTrainingLoop(trainer, folder, name, checkpointEvery, json, notes);
+}
+
 // Shows what a bundle's program files are and adds their hashes to the trusted list.
 int runTrust(const std::vector<std::string>& args) {
     if (args.size() != 1 || args[0].starts_with("--")) {
@@ -480,10 +704,17 @@ int main(int argc, char** argv) {
         if (command == "sample") return runSample(args);
         if (command == "sweep") return runSweep(args);
         if (command == "trust") return runTrust(args);
-        std::cerr << "flowscope-cli: unknown command '" << command << "'; valid: info, sample, sweep, trust\n\n" << kUsage;
+        if (command == "train") return runTrain(args);
+        if (command == "reflow" || command == "distill") return runCouplingTraining(args, command);
+        std::cerr << "flowscope-cli: unknown command '" << command
+                  << "'; valid: info, sample, sweep, trust, train, reflow, distill\n\n"
+                  << kUsage;
         return kExitUsage;
     } catch (const app::UsageError& error) {
         std::cerr << "flowscope-cli: " << error.what() << "\n(see flowscope-cli --help)\n";
+        return kExitUsage;
+    } catch (const std::invalid_argument& error) {  // an unknown name or a value out of range
+        std::cerr << "flowscope-cli: " << error.what() << "\n";
         return kExitUsage;
     } catch (const std::exception& error) {
         std::cerr << "flowscope-cli: " << error.what() << "\n";

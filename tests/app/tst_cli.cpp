@@ -105,6 +105,7 @@ private slots:
     void safetensorsOutputs();
     void bundleNeedsTrust();
     void latentBundleWritesDecodedImages();
+    void trainWritesAResumableBundle();
 
 private:
     QTemporaryDir m_dir;
@@ -440,6 +441,41 @@ void TestCli::latentBundleWritesDecodedImages() {
 
     run = runCli({"sample", "--model", "gmm:8gaussians", "--save-decoded", "x.npy"}, folder);
     QVERIFY2(run.finished && run.exitCode == 2 && run.err.contains("--save-decoded needs a latent model"), describe(run));
+}
+
+void TestCli::trainWritesAResumableBundle() {
+    const QString folder = freshFolder("train");
+    const QStringList train{"train", "--dataset", "points:moons", "--objective", "rectified", "--out", "flow",
+                            "--width", "32", "--depth", "1", "--batch", "64", "--checkpoint-every", "25", "--json"};
+    CliRun run = runCli(train + QStringList{"--iters", "50"}, folder);
+    QVERIFY2(run.finished && run.exitCode == 0, describe(run));
+    QJsonObject json = parseObject(run.out);
+    QCOMPARE(json["iterations"].toInt(), 50);
+    QCOMPARE(json["resumed_from"].toInt(), 0);
+    for (const char* file : {"flow/flowscope.json", "flow/weights.safetensors", "flow/checkpoint.safetensors",
+                             "flow/loss.csv"}) {
+        QVERIFY2(QFile::exists(QDir(folder).filePath(file)), file);
+    }
+    // The same command with a larger --iters continues from the checkpoint.
+    run = runCli(train + QStringList{"--iters", "80"}, folder);
+    QVERIFY2(run.finished && run.exitCode == 0, describe(run));
+    json = parseObject(run.out);
+    QCOMPARE(json["iterations"].toInt(), 80);
+    QCOMPARE(json["resumed_from"].toInt(), 50);
+    const QStringList lines = QString::fromStdString(readBytes(QDir(folder).filePath("flow/loss.csv"))).split('\n', Qt::SkipEmptyParts);
+    QCOMPARE(lines.size(), 1 + 80);
+    // The bundle samples like any model, without --trust-model: it holds no code.
+    run = runCli({"sample", "--model", "bundle:flow", "--steps", "4", "--batch", "8", "--json"}, folder);
+    QVERIFY2(run.finished && run.exitCode == 0, describe(run));
+    // Other settings on the same folder are refused rather than mixed in.
+    run = runCli({"train", "--dataset", "points:moons", "--objective", "rectified", "--out", "flow", "--lr", "0.1",
+                  "--iters", "90", "--width", "32", "--depth", "1", "--batch", "64"},
+                 folder);
+    QVERIFY2(run.finished && run.exitCode == 1 && run.err.contains("other settings"), describe(run));
+    run = runCli({"train", "--dataset", "points:moons", "--objective", "score", "--out", "x"}, folder);
+    QVERIFY2(run.finished && run.exitCode == 2 && run.err.contains("rectified, diffusion, v"), describe(run));
+    run = runCli({"train", "--dataset", "points:moons", "--out", "/proc/flowscope"}, folder);
+    QVERIFY2(run.finished && run.exitCode == 2 && run.err.contains("--out"), describe(run));
 }
 
 QTEST_GUILESS_MAIN(TestCli)

@@ -6,6 +6,7 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <sys/stat.h>
@@ -78,6 +79,7 @@ private slots:
     void atomicWriteReplacesContent();
     void npyRoundTripAndHeader();
     void decompressionBombIsRefusedWithBoundedMemory();
+    void devicesAndPipesAreWrittenInPlace();
 };
 
 void TestMedia::loadImageFolderReadsMixedFormats() {
@@ -424,6 +426,33 @@ void TestMedia::decompressionBombIsRefusedWithBoundedMemory() {
     QVERIFY2(after - before < 100 * 1024, qPrintable(QString("peak memory grew by %1 kB").arg(after - before)));
     // The limits are in the environment before the first decode, as OpenCV reads them.
     QCOMPARE(qgetenv("OPENCV_IO_MAX_IMAGE_PIXELS"), QByteArray("67108864"));
+}
+
+void TestMedia::devicesAndPipesAreWrittenInPlace() {
+    // Renaming a file over /dev/null or a FIFO would destroy it (and, as root, succeed).
+    struct stat before {};
+    QCOMPARE(::stat("/dev/null", &before), 0);
+    QVERIFY(S_ISCHR(before.st_mode));
+    flowscope::core::writeFileAtomically("/dev/null", std::string(1000, 'x'));
+    struct stat after {};
+    QCOMPARE(::stat("/dev/null", &after), 0);
+    QVERIFY(S_ISCHR(after.st_mode));
+    QCOMPARE(after.st_rdev, before.st_rdev);
+
+    QTemporaryDir dir;
+    const std::string fifo = dir.filePath("pipe").toStdString();
+    QCOMPARE(::mkfifo(fifo.c_str(), 0600), 0);
+    std::string received;
+    std::thread reader([&] {
+        std::ifstream in(fifo, std::ios::binary);
+        received.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    });
+    flowscope::core::writeNpy(fifo, {3}, std::vector<float>{1, 2, 3}.data());
+    reader.join();
+    QCOMPARE(received, flowscope::core::encodeNpy({3}, std::vector<float>{1, 2, 3}.data()));
+    struct stat pipe {};
+    QCOMPARE(::stat(fifo.c_str(), &pipe), 0);
+    QVERIFY(S_ISFIFO(pipe.st_mode));
 }
 
 QTEST_GUILESS_MAIN(TestMedia)

@@ -1,0 +1,31 @@
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "core/Architecture.h"
+
+namespace flowscope::core {
+
+// A network v(x, t) with a sinusoidal time embedding: an MLP for points, a compact UNet (residual
+// blocks, group norm, skip connections) for images. forward takes x [B, ...sampleShape] and t [B].
+class FlowNet : public torch::nn::Module {
+public:
+    virtual torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t) = 0;
+    const Architecture& architecture() const { return m_architecture; }
+    int64_t parameterCount() const;
+
+protected:
+    explicit FlowNet(Architecture architecture) : m_architecture(std::move(architecture)) {}
+
+private:
+    Architecture m_architecture;
+};
+
+// Weights are initialized from `seed` (LibTorch's default generator is left untouched).
+std::shared_ptr<FlowNet> makeFlowNet(const Architecture& architecture, uint64_t seed);
+
+}  // namespace flowscope::core
