@@ -552,6 +552,15 @@ int runTrainingLoop(core::Trainer& trainer, const fs::path& folder, const std::s
     return kExitOk;
 }
 
+// A trainer over the settings' dataset (image folders through OpenCV, with notes on skipped files).
+core::Trainer makeTrainer(const core::TrainSettings& settings, std::vector<std::string>& notes) {
+    std::vector<int64_t> shape;
+    const core::DataSampler data = core::datasetSampler(
+        settings.dataset, settings.resolution, &shape,
+        [&notes](const std::string& images, int resolution) { return media::loadImageFolder(images, resolution, notes); });
+    return core::Trainer(settings, shape, data);
+}
+
 int runTrain(const std::vector<std::string>& args) {
     const app::Arguments options(args,
                                  {"dataset", "objective", "iters", "out", "batch", "lr", "ema", "seed", "width", "depth",
@@ -575,11 +584,7 @@ int runTrain(const std::vector<std::string>& args) {
     const fs::path folder = trainingFolder(*out);
 
     std::vector<std::string> notes;
-    std::vector<int64_t> shape;
-    const core::DataSampler data = core::datasetSampler(
-        settings.dataset, settings.resolution, &shape,
-        [&notes](const std::string& images, int resolution) { return media::loadImageFolder(images, resolution, notes); });
-    core::Trainer trainer(settings, shape, data);
+    core::Trainer trainer = makeTrainer(settings, notes);
     return runTrainingLoop(trainer, folder, name, checkpointEvery, options.has("json"), notes);
 }
 
@@ -623,11 +628,7 @@ int runCouplingTraining(const std::vector<std::string>& args, const std::string&
     const bool json = options.has("json");
 
     std::vector<std::string> notes;
-    std::vector<int64_t> shape;
-    const core::DataSampler data = core::datasetSampler(
-        settings.dataset, settings.resolution, &shape,
-        [&notes](const std::string& images, int resolution) { return media::loadImageFolder(images, resolution, notes); });
-    core::Trainer trainer(settings, shape, data);
+    core::Trainer trainer = makeTrainer(settings, notes);
     trainer.initializeFrom(*core::loadFlowNet(manifest));
 
     // The couplings are kept beside the checkpoint, so a resumed run trains on the same ones.

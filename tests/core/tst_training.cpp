@@ -74,6 +74,17 @@ double optimalLoss(const Trainer& trainer, const torch::Tensor& data, const torc
     return sum / static_cast<double>(target.numel());
 }
 
+// A 1-rectified flow on the moons, trained long enough to sample them well.
+Trainer trainedMoons(int iterations) {
+    TrainSettings settings = moonSettings(iterations);
+    settings.width = 128;
+    settings.batch = 256;
+    settings.emaDecay = 0.99;
+    Trainer trainer = makeTrainer(settings);
+    trainer.run();
+    return trainer;
+}
+
 bool sameParameters(FlowNet& a, FlowNet& b) {
     const auto left = a.parameters();
     const auto right = b.parameters();
@@ -199,12 +210,7 @@ void TestTraining::resumedRunContinuesTheSameTrajectory() {
 }
 
 void TestTraining::trainedBundleSamplesWithoutTrust() {
-    TrainSettings settings = moonSettings(2000);
-    settings.width = 128;
-    settings.batch = 256;
-    settings.emaDecay = 0.99;
-    Trainer trainer = makeTrainer(settings);
-    trainer.run();
+    Trainer trainer = trainedMoons(2000);
     const QString folder = m_dir.filePath("moons-bundle");
     trainer.exportBundle(folder.toStdString(), "moons rectified flow");
     const BundleManifest manifest = readBundleManifest(folder.toStdString());
@@ -240,19 +246,14 @@ void TestTraining::trainedBundleSamplesWithoutTrust() {
 void TestTraining::reflowStraightensPaths() {
     // Liu et al.'s claim on a 2-D toy: reflow straightens the paths, so that one Euler step of the
     // 2-rectified flow lands on the data where the 1-rectified flow's does not.
-    TrainSettings settings = moonSettings(1500);
-    settings.width = 128;
-    settings.batch = 256;
-    settings.emaDecay = 0.99;
-    Trainer first = makeTrainer(settings);
-    first.run();
+    Trainer first = trainedMoons(1500);
     const QString firstFolder = m_dir.filePath("rf1");
     first.exportBundle(firstFolder.toStdString(), "1-rectified");
     const BundleManifest firstManifest = readBundleManifest(firstFolder.toStdString());
 
     const auto model = loadBundleModel(firstManifest, false, TrustList(m_dir.filePath("no-list").toStdString()));
     const auto [noise, samples] = makeCouplings(*model, 3000, 16, 9);
-    TrainSettings reflowSettings = settings;
+    TrainSettings reflowSettings = first.settings();
     reflowSettings.couplings = "reflow";
     reflowSettings.iterations = 800;
     Trainer second = makeTrainer(reflowSettings);
