@@ -616,7 +616,8 @@ int runCouplingTraining(const std::vector<std::string>& args, const std::string&
     }
     core::TrainSettings settings = core::TrainSettings::fromJson(core::toJsonText(training->second.object().at("settings")));
     settings.couplings = mode;
-    settings.source = fs::absolute(source).lexically_normal().string();
+    // As given (the folder's name, not this machine's absolute path): bundles get shared.
+    settings.source = fs::path(source).lexically_normal().string();
     settings.iterations = 2000;
     settings.emaDecay = 0.999;
     readTrainingOptions(options, settings);

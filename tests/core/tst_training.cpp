@@ -108,6 +108,7 @@ private Q_SLOTS:
     void resumedRunContinuesTheSameTrajectory();
     void trainedBundleSamplesWithoutTrust();
     void reflowStraightensPaths();
+    void shippedModelsShowTheReflowClaim();
     void badInputsAreExplained();
 
 private:
@@ -287,6 +288,31 @@ void TestTraining::reflowStraightensPaths() {
           oneStep1, oneStep2);
     QVERIFY2(s2 < 0.2 * s1, qPrintable(QString("S %1 -> %2").arg(s1).arg(s2)));
     QVERIFY2(oneStep2 > oneStep1 + 0.4, qPrintable(QString("one step %1 -> %2").arg(oneStep1).arg(oneStep2)));
+}
+
+void TestTraining::shippedModelsShowTheReflowClaim() {
+    // The bundles in resources/models load without trust, and each 2-rectified flow is far
+    // straighter than the 1-rectified flow it came from.
+    qputenv("FLOWSCOPE_TRUST_LIST", m_dir.filePath("no-list").toUtf8());
+    Engine engine;
+    auto straightness = [&](const char* name) {
+        SampleRequest request;
+        request.model = std::string("bundle:" FLOWSCOPE_SOURCE_DIR "/resources/models/") + name;
+        request.batch = 256;
+        request.steps = 32;
+        request.device = "cpu";
+        const SampleResult result = engine.sample(request);
+        if (!result.ok()) qFatal("%s: %s", name, result.error.c_str());
+        return result.straightness;
+    };
+    for (const auto& [first, second] : {std::pair{"moons-rectified", "moons-reflow"},
+                                        std::pair{"8gaussians-rectified", "8gaussians-reflow"}}) {
+        const double s1 = straightness(first);
+        const double s2 = straightness(second);
+        QVERIFY2(s2 < 0.01 * s1, qPrintable(QString("%1 S %2, %3 S %4").arg(first).arg(s1).arg(second).arg(s2)));
+    }
+    straightness("moons-distilled");
+    straightness("moons-ddpm");
 }
 
 void TestTraining::badInputsAreExplained() {
