@@ -1,8 +1,6 @@
 #include "core/FlowNet.h"
 
 #include <cmath>
-#include <sstream>
-#include <stdexcept>
 
 #include <ATen/CPUGeneratorImpl.h>
 

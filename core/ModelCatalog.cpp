@@ -1,12 +1,9 @@
 #include "core/ModelCatalog.h"
 
-#include <algorithm>
-#include <charconv>
-
-#include <torch/torch.h>
-
 #include <filesystem>
 #include <sstream>
+
+#include <torch/torch.h>
 
 #include "core/Bundle.h"
 #include "core/BundleModel.h"

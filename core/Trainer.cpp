@@ -340,6 +340,9 @@ void Trainer::loadCheckpoint(const std::string& path) {
     if (format == metadata.end() || format->second != "flowscope-checkpoint") {
         throw std::runtime_error("'" + path + "' is not a FlowScope training checkpoint");
     }
+    if (!metadata.count("settings") || !metadata.count("iteration")) {
+        throw std::runtime_error("'" + path + "' lacks its settings or iteration; it is damaged");
+    }
     TrainSettings saved = TrainSettings::fromJson(metadata.at("settings"));
     saved.iterations = m_settings.iterations;
     if (saved.toJson() != m_settings.toJson()) {

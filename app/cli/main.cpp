@@ -279,6 +279,10 @@ int runSample(const std::vector<std::string>& args) {
     const auto saveDecoded = options.optionalText("save-decoded");
     checkWritable(out, "out");
     checkWritable(saveDecoded, "save-decoded");
+    if (saveDecoded && !request.model.starts_with("bundle:")) {
+        throw app::UsageError("--save-decoded needs a latent model (a bundle with a decoder or latent_rgb); '" +
+                              request.model + "' samples images directly: use --save-final");
+    }
     checkWritable(strip, "filmstrip");
     checkWritable(saveFinal, "save-final");
     checkWritable(saveTrajectory, "save-trajectory");
