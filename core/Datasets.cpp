@@ -30,20 +30,40 @@ torch::Tensor readIdx(const std::string& path) {
 
 torch::Tensor bytesToEngine(const torch::Tensor& bytes) { return bytes.to(torch::kFloat32).mul_(1.0 / 127.5).sub_(1.0); }
 
-torch::Tensor loadFashionMnist(bool train, int64_t limit) {
+namespace {
+
+// One of the package's IDX files, with a message naming the package when it is missing.
+torch::Tensor readFashionMnistFile(const char* name) {
     namespace fs = std::filesystem;
-    const fs::path dir = fashionMnistDirectory();
-    const fs::path file = dir / (train ? "train-images-idx3-ubyte.gz" : "t10k-images-idx3-ubyte.gz");
+    const fs::path file = fs::path(fashionMnistDirectory()) / name;
     std::error_code ec;
     if (!fs::exists(file, ec)) {
         throw std::runtime_error("Fashion-MNIST not found at '" + file.string() +
                                  "'. Install the Debian package dataset-fashion-mnist "
                                  "(sudo apt-get install dataset-fashion-mnist), or run ./packaging/run.sh");
     }
-    torch::Tensor images = readIdx(file.string());
-    if (images.dim() != 3) throw std::runtime_error("'" + file.string() + "' does not hold [N, H, W] images");
+    return readIdx(file.string());
+}
+
+}  // namespace
+
+torch::Tensor loadFashionMnist(bool train, int64_t limit) {
+    const char* name = train ? "train-images-idx3-ubyte.gz" : "t10k-images-idx3-ubyte.gz";
+    torch::Tensor images = readFashionMnistFile(name);
+    if (images.dim() != 3) throw std::runtime_error(std::string("Fashion-MNIST's ") + name + " does not hold [N, H, W] images");
     if (limit > 0 && limit < images.size(0)) images = images.narrow(0, 0, limit);
     return bytesToEngine(images.unsqueeze(1));
+}
+
+torch::Tensor loadFashionMnistLabels(bool train, int64_t limit) {
+    const char* name = train ? "train-labels-idx1-ubyte.gz" : "t10k-labels-idx1-ubyte.gz";
+    torch::Tensor labels = readFashionMnistFile(name);
+    if (labels.dim() != 1) throw std::runtime_error(std::string("Fashion-MNIST's ") + name + " does not hold [N] labels");
+    if (labels.numel() > 0 && labels.max().item<int64_t>() > 9) {
+        throw std::runtime_error(std::string("Fashion-MNIST's ") + name + " holds labels above 9; it is damaged");
+    }
+    if (limit > 0 && limit < labels.size(0)) labels = labels.narrow(0, 0, limit);
+    return labels.to(torch::kLong);
 }
 
 torch::Tensor makePointCloud(std::string_view name, int64_t count) {

@@ -21,6 +21,8 @@ torch::Tensor readIdx(const std::string& path);
 // The first `limit` (0 = all) training or test images of Fashion-MNIST as [N, 1, 28, 28] in [-1, 1].
 // A missing package is reported with the package name to install.
 torch::Tensor loadFashionMnist(bool train = true, int64_t limit = 0);
+// Their class labels 0..9 as int64 [N], in the same order.
+torch::Tensor loadFashionMnistLabels(bool train = true, int64_t limit = 0);
 
 // 2-D point clouds for the empirical denoiser: `moons`, `spiral`, `checkerboard` ([N, 2]).
 // Deterministic: the same points on every machine.

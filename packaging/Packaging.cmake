@@ -11,6 +11,12 @@ if(FLOWSCOPE_BUILD_GUI)
     install(DIRECTORY ${PROJECT_SOURCE_DIR}/resources/icons/hicolor DESTINATION ${CMAKE_INSTALL_DATADIR}/icons)
 endif()
 install(FILES ${PROJECT_SOURCE_DIR}/README.md ${_linux}/copyright DESTINATION ${CMAKE_INSTALL_DOCDIR})
+# The shipped networks (core/ShippedModels finds them at BIN/../share/flowscope/models). The build
+# tree gets the same layout through a link, so programs run from it find them too.
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/resources/models/ DESTINATION ${CMAKE_INSTALL_DATADIR}/flowscope/models
+        PATTERN README.md EXCLUDE)
+file(MAKE_DIRECTORY ${CMAKE_BINARY_DIR}/share/flowscope)
+file(CREATE_LINK ${PROJECT_SOURCE_DIR}/resources/models ${CMAKE_BINARY_DIR}/share/flowscope/models SYMBOLIC)
 install(FILES ${PROJECT_SOURCE_DIR}/resources/examples/export_bundle.py DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples)
 
 # Debian wants man pages and the changelog compressed, reproducibly (gzip -n: no name or time).

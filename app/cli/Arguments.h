@@ -9,6 +9,11 @@
 
 namespace flowscope::app {
 
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailure = 1;
+inline constexpr int kExitUsage = 2;
+inline constexpr int kExitCancelled = 130;
+
 // A usage error: the command line asks for something the CLI does not offer. Exit code 2.
 class UsageError : public std::invalid_argument {
 public:

@@ -14,6 +14,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include "app/cli/Arguments.h"
+#include "app/cli/Evaluate.h"
 #include "app/cli/Json.h"
 #include "core/AtomicFile.h"
 #include "core/Engine.h"
@@ -33,10 +34,10 @@ using namespace flowscope;
 
 namespace {
 
-constexpr int kExitOk = 0;
-constexpr int kExitFailure = 1;
-constexpr int kExitUsage = 2;
-constexpr int kExitCancelled = 130;
+using app::kExitCancelled;
+using app::kExitFailure;
+using app::kExitOk;
+using app::kExitUsage;
 
 std::atomic<bool> g_cancel{false};
 
@@ -65,6 +66,13 @@ usage:
   flowscope-cli distill --model DIR --out DIR3 [--pairs N] [--steps K] [--iters N] [training options]
                        couplings (noise, sample) from a rectified flow's ODE (K RK4 steps), then a
                        2-rectified flow (reflow) or a one-step map (distill) trained on them
+  flowscope-cli classifier --out FILE [--epochs N] [--batch B] [--lr X] [--seed K] [--json]
+                       trains the Fashion-MNIST feature classifier evaluate measures with
+  flowscope-cli evaluate --model SPEC [--steps 1,2,4,8] [--solver S] [--adaptive] [--tolerance X]
+                       [--samples N] [--batch B] [--path P] [--schedule G] [--seed K]
+                       [--classifier FILE] [--trust-model] [--csv out.csv] [--json]
+                       Frechet distance of N samples to the test images in the classifier's
+                       features (stands in for FID), straightness S and path length ratio
   flowscope-cli --version | --help
 
 models:    gmm:8gaussians gmm:rings gmm:checkerboard fashion-mnist[:N] folder:PATH
@@ -712,8 +720,10 @@ int main(int argc, char** argv) {
         if (command == "trust") return runTrust(args);
         if (command == "train") return runTrain(args);
         if (command == "reflow" || command == "distill") return runCouplingTraining(args, command);
+        if (command == "classifier") return app::runClassifier(args, g_cancel);
+        if (command == "evaluate") return app::runEvaluate(args, g_cancel);
         std::cerr << "flowscope-cli: unknown command '" << command
-                  << "'; valid: info, sample, sweep, trust, train, reflow, distill\n\n"
+                  << "'; valid: info, sample, sweep, trust, train, reflow, distill, classifier, evaluate\n\n"
                   << kUsage;
         return kExitUsage;
     } catch (const app::UsageError& error) {

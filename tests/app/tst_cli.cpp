@@ -106,6 +106,8 @@ private slots:
     void bundleNeedsTrust();
     void latentBundleWritesDecodedImages();
     void trainWritesAResumableBundle();
+    void evaluateScoresMemorizedImagesNearTheFloor();
+    void evaluateRefusesWhatItCannotMeasure();
 
 private:
     QTemporaryDir m_dir;
@@ -476,6 +478,42 @@ void TestCli::trainWritesAResumableBundle() {
     QVERIFY2(run.finished && run.exitCode == 2 && run.err.contains("rectified, diffusion, v"), describe(run));
     run = runCli({"train", "--dataset", "points:moons", "--out", "/proc/flowscope"}, folder);
     QVERIFY2(run.finished && run.exitCode == 2 && run.err.contains("--out"), describe(run));
+}
+
+void TestCli::evaluateScoresMemorizedImagesNearTheFloor() {
+    // The exact empirical model of 2,000 training images: with many steps its samples are those
+    // images themselves (near the floor of real images against the test set); one Euler step
+    // gives the blurred mean of the data, far from it.
+    const QString folder = freshFolder("evaluate");
+    const CliRun run = runCli({"evaluate", "--model", "fashion-mnist:2000", "--steps", "1,32", "--samples", "1000",
+                               "--batch", "250", "--csv", "quality.csv", "--json"},
+                              folder);
+    QVERIFY2(run.finished && run.exitCode == 0, describe(run));
+    const QJsonObject json = parseObject(run.out);
+    const QJsonArray rows = json["rows"].toArray();
+    QCOMPARE(rows.size(), 2);
+    const double oneStep = rows[0].toObject()["frechet"].toDouble();
+    const double manySteps = rows[1].toObject()["frechet"].toDouble();
+    const double floor = json["frechet_floor"].toDouble();
+    QVERIFY2(oneStep > 10 * manySteps && manySteps < 3 * floor + 1.0, describe(run));
+    QCOMPARE(rows[1].toObject()["nfe"].toDouble(), 32.0);
+    QVERIFY(json["classifier_test_accuracy"].toDouble() > 0.85);
+    const QStringList lines = QString::fromStdString(readBytes(QDir(folder).filePath("quality.csv"))).split('\n', Qt::SkipEmptyParts);
+    QCOMPARE(lines.size(), 3);
+    QVERIFY(lines[0].startsWith("solver,steps,nfe,frechet,straightness"));
+}
+
+void TestCli::evaluateRefusesWhatItCannotMeasure() {
+    const QString folder = freshFolder("evaluate-errors");
+    CliRun run = runCli({"evaluate", "--model", "points:moons", "--samples", "10", "--steps", "1"}, folder);
+    QVERIFY2(run.finished && run.exitCode == 2 && run.err.contains("[1, 28, 28]"), describe(run));
+    run = runCli({"evaluate", "--model", "fashion-mnist:100", "--classifier", "missing.safetensors"}, folder);
+    QVERIFY2(run.finished && run.exitCode == 1 && run.err.contains("flowscope-cli classifier"), describe(run));
+    run = runCli({"evaluate", "--steps", "1"}, folder);
+    QVERIFY2(run.finished && run.exitCode == 2 && run.err.contains("--model"), describe(run));
+    run = runCli({"classifier", "--out", "missing/c.safetensors"}, folder);
+    QVERIFY2(run.finished && run.exitCode == 2 && run.err.contains("does not exist"), describe(run));
+    QCOMPARE(listFolder(folder), QStringList());
 }
 
 QTEST_GUILESS_MAIN(TestCli)
