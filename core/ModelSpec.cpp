@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <charconv>
+#include <filesystem>
 
 #include "core/Errors.h"
 #include "core/Names.h"
+#include "core/ShippedModels.h"
 
 namespace flowscope::core {
 
@@ -16,6 +18,7 @@ std::vector<std::string> modelSpecNames() {
     names.push_back("folder:PATH");
     for (const auto& n : pointCloudNames()) names.push_back("points:" + n);
     names.push_back("bundle:DIR");
+    names.push_back("shipped:NAME");
     return names;
 }
 
@@ -50,6 +53,23 @@ ModelSpec parseModelSpec(const std::string& spec) {
         parsed.kind = ModelSpec::Kind::Bundle;
         parsed.name = spec.substr(7);
         if (parsed.name.empty()) throw InvalidRequestError("give a folder after 'bundle:', e.g. bundle:~/models/my-flow");
+    } else if (spec.starts_with("shipped:")) {
+        // A network FlowScope ships: the bundle folder of that name among the shipped models.
+        const std::string name = spec.substr(8);
+        if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..") {
+            throw InvalidRequestError("give the name of a shipped model after 'shipped:', e.g. shipped:moons-reflow");
+        }
+        const std::string directory = shippedModelsDirectory();
+        if (directory.empty()) {
+            throw InvalidRequestError("'" + spec + "': no shipped models are installed (they belong in "
+                                      "share/flowscope/models beside the program, or in $FLOWSCOPE_MODELS_DIR)");
+        }
+        const std::vector<std::string> names = shippedModelNames();
+        if (std::find(names.begin(), names.end(), name) == names.end()) {
+            throw UnknownNameError("shipped model", name, names);
+        }
+        parsed.kind = ModelSpec::Kind::Bundle;
+        parsed.name = (std::filesystem::path(directory) / name).string();
     } else {
         throw UnknownNameError("model", spec, modelSpecNames());
     }

@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "core/Bundle.h"
+#include "core/ModelSpec.h"
 
 namespace flowscope::core {
 namespace fs = std::filesystem;
@@ -19,6 +20,25 @@ std::string shippedModelsDirectory() {
     if (ec) return {};
     const fs::path candidate = executable.parent_path().parent_path() / "share" / "flowscope" / "models";
     return fs::is_directory(candidate, ec) ? candidate.string() : std::string();
+}
+
+std::vector<std::string> shippedModelNames() {
+    std::vector<std::string> names;
+    const std::string directory = shippedModelsDirectory();
+    if (directory.empty()) return names;
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(directory, ec)) {
+        if (entry.is_directory(ec) && fs::exists(entry.path() / "flowscope.json", ec)) {
+            names.push_back(entry.path().filename().string());
+        }
+    }
+    std::sort(names.begin(), names.end());
+    return names;
+}
+
+std::string bundleDirectoryOf(const std::string& spec) {
+    if (!spec.starts_with("bundle:") && !spec.starts_with("shipped:")) return {};
+    return parseModelSpec(spec).name;
 }
 
 std::vector<ShippedModel> shippedModels() {

@@ -17,6 +17,12 @@ struct ShippedModel {
 
 // The folder, or "" when there is none.
 std::string shippedModelsDirectory();
+// The folder names of the shipped bundles (folders holding a flowscope.json), sorted: the NAMEs
+// of `shipped:NAME` specs.
+std::vector<std::string> shippedModelNames();
+// The bundle folder of a `bundle:DIR` or `shipped:NAME` spec; "" for other specs. Throws as
+// parseModelSpec does for a shipped name that does not exist.
+std::string bundleDirectoryOf(const std::string& spec);
 // Every bundle folder in it whose manifest reads, sorted by folder name; unreadable ones are skipped.
 std::vector<ShippedModel> shippedModels();
 // The classifier `flowscope-cli evaluate` measures Fashion-MNIST models with, or "" when absent.

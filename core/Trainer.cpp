@@ -12,6 +12,8 @@
 #include "core/GaussianMixture.h"
 #include "core/Json.h"
 #include "core/ModelSpec.h"
+#include "core/NetworkDenoiser.h"
+#include "core/Parameterization.h"
 #include "core/ProbabilityPath.h"
 #include "core/SafeTensors.h"
 #include "core/Sampler.h"
@@ -314,6 +316,20 @@ void Trainer::run(const std::function<void(const TrainStep&)>& onStep, const std
         }
         if (onStep) onStep({m_iteration, loss});
     }
+}
+
+torch::Tensor Trainer::previewSamples(const torch::Tensor& noise, int steps) {
+    const ObjectiveInfo objective = objectiveInfo(m_settings.objective);
+    std::shared_ptr<FlowNet> average = m_average;
+    NetworkDenoiser model(
+        "preview", [average](const torch::Tensor& x, const torch::Tensor& time) { return average->forward(x, time); },
+        m_sampleShape, makePath(objective.path), parseParameterization(objective.prediction), TimeInput::T);
+    c10::InferenceMode inference;
+    const auto path = makePath(objective.path);
+    const auto solver = makeSolver("euler");
+    const int count = m_settings.couplings == "distill" ? 1 : std::max(steps, 1);
+    const auto grid = makeTimeGrid(parseSchedule("uniform"), *path, count, 0, 1.0);
+    return runSampler(model, *path, *solver, grid, noise, nullptr, SamplingOptions{}).final.to(torch::kFloat32);
 }
 
 void Trainer::saveCheckpoint(const std::string& path) const {

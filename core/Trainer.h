@@ -80,6 +80,10 @@ public:
     std::pair<torch::Tensor, torch::Tensor> inputAndTarget(const torch::Tensor& data, const torch::Tensor& noise,
                                                            const torch::Tensor& t) const;
 
+    // Samples of the moving average from the given noise [n, ...sampleShape]: `steps` Euler steps
+    // on the objective's own path (one step for a distilled map), as a user would see them.
+    torch::Tensor previewSamples(const torch::Tensor& noise, int steps);
+
     void saveCheckpoint(const std::string& path) const;
     // Restores a checkpoint written by saveCheckpoint with the same settings (the iteration
     // target may differ). Throws std::runtime_error naming what does not match.

@@ -1,6 +1,7 @@
 #include "ui/SettingsPanel.h"
 
 #include <QComboBox>
+#include <QDir>
 #include <QFileDialog>
 #include <QFormLayout>
 #include <QHBoxLayout>
@@ -10,6 +11,8 @@
 #include <QSignalBlocker>
 #include <QSpinBox>
 
+#include "core/ShippedModels.h"
+
 namespace flowscope::ui {
 
 SettingsPanel::SettingsPanel(QWidget* parent) : QWidget(parent) {
@@ -17,9 +20,16 @@ SettingsPanel::SettingsPanel(QWidget* parent) : QWidget(parent) {
     m_model->setEditable(true);
     m_model->addItems({"fashion-mnist", "fashion-mnist:1000", "gmm:8gaussians", "gmm:rings", "gmm:checkerboard",
                        "points:moons", "points:spiral", "points:checkerboard"});
+    // The networks FlowScope ships, trained by its own code, beside the exact denoisers.
+    for (const core::ShippedModel& shipped : core::shippedModels()) {
+        const QString folderName = QDir(QString::fromStdString(shipped.directory)).dirName();
+        m_model->addItem(QStringLiteral("shipped:") + folderName);
+        m_model->setItemData(m_model->count() - 1, QString::fromStdString(shipped.name), Qt::ToolTipRole);
+    }
     m_model->setToolTip(tr("fashion-mnist: the exact denoiser of the 60,000 training images; gmm:*: 2-D Gaussian "
-                           "mixtures; points:*: 2-D point clouds; folder:PATH: your own images; bundle:DIR: your "
-                           "own network (File > Open model...)"));
+                           "mixtures; points:*: 2-D point clouds; shipped:*: networks trained by FlowScope "
+                           "(Train panel); folder:PATH: your own images; bundle:DIR: your own network "
+                           "(File > Open model...)"));
     auto* folder = new QPushButton(tr("Image folder..."), this);
     folder->setToolTip(tr("Use the exact denoiser of a folder of your own images"));
     connect(folder, &QPushButton::clicked, this, [this] {

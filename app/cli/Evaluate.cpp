@@ -118,7 +118,9 @@ int runEvaluate(const std::vector<std::string>& args, const std::atomic<bool>& c
     const auto csv = options.optionalText("csv");
     if (csv) checkOutputFile(*csv, "csv");
     std::string path = "linear";
-    if (model->starts_with("bundle:")) path = core::readBundleManifest(model->substr(7)).path;
+    if (const std::string bundle = core::bundleDirectoryOf(*model); !bundle.empty()) {
+        path = core::readBundleManifest(bundle).path;
+    }
     path = options.text("path", path);
     const std::string solver = options.text("solver", "euler");
     const std::string schedule = options.text("schedule", "uniform");

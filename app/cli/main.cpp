@@ -2,7 +2,6 @@
 // names of commands, options and output columns are a contract other tooling relies on.
 #include <atomic>
 #include <chrono>
-#include <fstream>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -21,11 +20,8 @@
 #include "core/Errors.h"
 #include "core/NpyFile.h"
 #include "core/SafeTensors.h"
-#include "core/Trainer.h"
-#include "core/Bundle.h"
-#include "core/BundleModel.h"
-#include "core/Json.h"
-#include "core/TrustList.h"
+#include "core/ShippedModels.h"
+#include "core/TrainingJob.h"
 #include "core/media/ImageFolder.h"
 #include "core/media/ImageWriter.h"
 
@@ -76,7 +72,7 @@ usage:
   flowscope-cli --version | --help
 
 models:    gmm:8gaussians gmm:rings gmm:checkerboard fashion-mnist[:N] folder:PATH
-           points:moons points:spiral points:checkerboard bundle:DIR
+           points:moons points:spiral points:checkerboard bundle:DIR shipped:NAME
 paths:     linear vp cosine ve
 solvers:   euler heun midpoint rk4 dpm++2m ddim dopri5 ddpm euler-a
 schedules: uniform karras shift:S flux[:L] logsnr
@@ -241,6 +237,7 @@ int runInfo(const std::vector<std::string>& args) {
         json.field("devices", info.devices);
         json.field("fashion_mnist_dir", info.fashionMnistDirectory);
         json.field("fashion_mnist_installed", info.fashionMnistInstalled);
+        json.field("shipped_models", core::shippedModelNames());
         json.endObject();
         std::cout << json.str() << "\n";
         return kExitOk;
@@ -252,6 +249,7 @@ int runInfo(const std::vector<std::string>& args) {
               << "paths:      " << core::joinNames(info.paths, " ") << "\n"
               << "solvers:    " << core::joinNames(info.solvers, " ") << "\n"
               << "schedules:  " << core::joinNames(info.schedules, " ") << "\n"
+              << "shipped:    " << core::joinNames(core::shippedModelNames(), " ") << "\n"
               << "fashion-mnist: " << info.fashionMnistDirectory
               << (info.fashionMnistInstalled ? "" : " (missing: install dataset-fashion-mnist)") << "\n";
     return kExitOk;
@@ -287,7 +285,7 @@ int runSample(const std::vector<std::string>& args) {
     const auto saveDecoded = options.optionalText("save-decoded");
     checkWritable(out, "out");
     checkWritable(saveDecoded, "save-decoded");
-    if (saveDecoded && !request.model.starts_with("bundle:")) {
+    if (saveDecoded && core::bundleDirectoryOf(request.model).empty()) {
         throw app::UsageError("--save-decoded needs a latent model (a bundle with a decoder or latent_rgb); '" +
                               request.model + "' samples images directly: use --save-final");
     }
@@ -460,19 +458,22 @@ int runSweep(const std::vector<std::string>& args) {
     return kExitOk;
 }
 
-// The options every training command shares, over the defaults in `settings`.
-void readTrainingOptions(const app::Arguments& options, core::TrainSettings& settings) {
-    settings.timeSampling = options.text("time-sampling", settings.timeSampling);
-    settings.iterations = static_cast<int>(options.integer("iters", settings.iterations, 1, 10'000'000));
-    settings.batch = static_cast<int>(options.integer("batch", settings.batch, 1, 65536));
-    settings.learningRate = options.number("lr", settings.learningRate);
-    settings.weightDecay = options.number("weight-decay", settings.weightDecay);
-    settings.emaDecay = options.number("ema", settings.emaDecay);
-    settings.seed = static_cast<uint64_t>(options.integer("seed", static_cast<long long>(settings.seed), 0,
-                                                          std::numeric_limits<long long>::max()));
+// The options every training command shares; unset ones keep the job's defaults.
+void readTrainingOptions(const app::Arguments& options, core::TrainRequest& request) {
+    if (options.has("time-sampling")) request.timeSampling = options.text("time-sampling", "uniform");
+    if (options.has("iters")) request.iterations = static_cast<int>(options.integer("iters", 0, 1, 10'000'000));
+    if (options.has("batch")) request.batch = static_cast<int>(options.integer("batch", 0, 1, 65536));
+    if (options.has("lr")) request.learningRate = options.number("lr", 0.0);
+    if (options.has("weight-decay")) request.weightDecay = options.number("weight-decay", 0.0);
+    if (options.has("ema")) request.emaDecay = options.number("ema", 0.0);
+    if (options.has("seed")) {
+        request.seed = static_cast<uint64_t>(options.integer("seed", 0, 0, std::numeric_limits<long long>::max()));
+    }
+    request.checkpointEvery = static_cast<int>(options.integer("checkpoint-every", 500, 1, 10'000'000));
+    request.name = options.text("name", "");
 }
 
-fs::path trainingFolder(const std::string& out) {
+void checkTrainingFolder(const std::string& out) {
     const fs::path folder(out);
     std::error_code ec;
     fs::create_directories(folder, ec);
@@ -480,97 +481,77 @@ fs::path trainingFolder(const std::string& out) {
         throw app::UsageError("--out: cannot create the folder '" + out + "'" + (ec ? ": " + ec.message() : ""));
     }
     if (::access(folder.c_str(), W_OK) != 0) throw app::UsageError("--out: the folder '" + out + "' is not writable");
-    return folder;
 }
 
-// Runs a trainer to its iteration count, resuming from FOLDER/checkpoint.safetensors when there
-// is one; saves the checkpoint and the bundle every `checkpointEvery` iterations, on Ctrl+C and
-// at the end; logs every loss to FOLDER/loss.csv.
-int runTrainingLoop(core::Trainer& trainer, const fs::path& folder, const std::string& name, int checkpointEvery,
-                    bool json, const std::vector<std::string>& notes) {
-    const core::TrainSettings& settings = trainer.settings();
-    const std::string checkpoint = (folder / "checkpoint.safetensors").string();
-    if (fs::exists(checkpoint)) {
-        trainer.loadCheckpoint(checkpoint);
-        if (!json) std::fprintf(stderr, "resuming at iteration %d of %d\n", trainer.iteration(), settings.iterations);
-    }
-    const int startIteration = trainer.iteration();
-    std::ofstream lossLog(folder / "loss.csv", std::ios::app);
-    if (startIteration == 0) lossLog << "iteration,loss\n";
+// Runs a training job with a progress bar; it resumes from OUT/checkpoint.safetensors when
+// there is one, saves the checkpoint and the bundle every --checkpoint-every iterations, on
+// Ctrl+C and at the end, and logs every loss to OUT/loss.csv.
+int runTrainingJob(const core::TrainRequest& request, bool json) {
+    checkTrainingFolder(request.outDirectory);
     const bool showProgress = ::isatty(STDERR_FILENO) && !json;
-    const auto started = std::chrono::steady_clock::now();
-    double recentLoss = 0.0;
-    int recentCount = 0;
-    auto save = [&] {
-        trainer.saveCheckpoint(checkpoint);
-        trainer.exportBundle(folder.string(), name);
-        lossLog.flush();
-    };
-    try {
-        trainer.run(
-            [&](const core::TrainStep& step) {
-                lossLog << step.iteration << "," << step.loss << "\n";
-                recentLoss = recentCount == 0 ? step.loss : 0.98 * recentLoss + 0.02 * step.loss;
-                ++recentCount;
-                if (step.iteration % checkpointEvery == 0) save();
-                if (showProgress && (step.iteration % 10 == 0 || step.iteration == settings.iterations)) {
-                    const double seconds =
-                        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-                    const double rate = (step.iteration - startIteration) / std::max(seconds, 1e-9);
-                    const int width = 30;
-                    const int filled = width * step.iteration / settings.iterations;
-                    std::fprintf(stderr, "\r[%s%s] %d/%d  loss %.4f  %.1f it/s  ETA %.0f s   ",
-                                 std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(),
-                                 step.iteration, settings.iterations, recentLoss, rate,
-                                 (settings.iterations - step.iteration) / std::max(rate, 1e-9));
-                    std::fflush(stderr);
+    bool announced = false;
+    const core::TrainOutcome outcome = core::TrainingJob::run(
+        request,
+        [&](const core::TrainProgress& progress) {
+            if (progress.phase == core::TrainProgress::Phase::Couplings) {
+                if (showProgress) {
+                    std::fprintf(stderr, "\rcouplings %lld/%lld", static_cast<long long>(progress.done),
+                                 static_cast<long long>(progress.total));
+                    if (progress.done == progress.total) std::fprintf(stderr, "\n");
                 }
-            },
-            &g_cancel);
-    } catch (const core::CancelledError&) {
-        save();
-        if (showProgress) std::fprintf(stderr, "\n");
-        std::cerr << "flowscope-cli: interrupted at iteration " << trainer.iteration()
-                  << "; the checkpoint is saved: run the same command to resume\n";
-        return kExitCancelled;
+                return;
+            }
+            if (!announced && progress.resumedFrom > 0 && !json) {
+                std::fprintf(stderr, "resuming at iteration %d of %lld\n", progress.resumedFrom,
+                             static_cast<long long>(progress.total));
+            }
+            announced = true;
+            if (showProgress && (progress.done % 10 == 0 || progress.done == progress.total)) {
+                const int width = 30;
+                const int filled = static_cast<int>(width * progress.done / std::max<int64_t>(progress.total, 1));
+                const double rate = (progress.done - progress.resumedFrom) / std::max(progress.seconds, 1e-9);
+                std::fprintf(stderr, "\r[%s%s] %lld/%lld  loss %.4f  %.1f it/s  ETA %.0f s   ",
+                             std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(),
+                             static_cast<long long>(progress.done), static_cast<long long>(progress.total),
+                             progress.smoothedLoss, rate, progress.etaSeconds);
+                std::fflush(stderr);
+            }
+        },
+        &g_cancel, nullptr, folderLoader());
+    if (showProgress && announced) std::fprintf(stderr, "\n");
+    if (!outcome.ok()) {
+        std::cerr << "flowscope-cli: " << outcome.error << "\n";
+        if (outcome.failure == core::Failure::Cancelled && outcome.iterations > 0) {
+            std::cerr << "flowscope-cli: run the same command to resume\n";
+        }
+        return exitCodeFor(outcome.failure);
     }
-    save();
-    if (showProgress) std::fprintf(stderr, "\n");
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    const std::string& folder = outcome.directory;
     if (json) {
         app::JsonWriter writer;
         writer.beginObject();
-        writer.field("dataset", settings.dataset);
-        writer.field("objective", settings.objective);
-        writer.field("couplings", settings.couplings);
-        writer.field("iterations", trainer.iteration());
-        writer.field("resumed_from", startIteration);
-        writer.field("loss", recentLoss);
-        writer.field("seconds", seconds);
-        writer.field("parameters", static_cast<double>(trainer.network().parameterCount()));
-        writer.field("bundle", "bundle:" + folder.string());
-        writer.field("notes", notes);
+        writer.field("dataset", outcome.dataset);
+        writer.field("objective", outcome.objective);
+        writer.field("couplings", outcome.couplings);
+        writer.field("iterations", outcome.iterations);
+        writer.field("resumed_from", outcome.resumedFrom);
+        writer.field("loss", outcome.loss);
+        writer.field("seconds", outcome.seconds);
+        writer.field("parameters", static_cast<double>(outcome.parameters));
+        writer.field("bundle", "bundle:" + folder);
+        writer.field("notes", outcome.notes);
         writer.endObject();
         std::cout << writer.str() << "\n";
     } else {
         std::printf("trained %s (%s%s, %lld parameters) for %d iterations in %.1f s; loss %.4f\n",
-                    settings.dataset.c_str(), settings.objective.c_str(),
-                    settings.couplings.empty() ? "" : (", " + settings.couplings).c_str(),
-                    static_cast<long long>(trainer.network().parameterCount()), trainer.iteration() - startIteration,
-                    seconds, recentLoss);
-        for (const auto& note : notes) std::printf("note: %s\n", note.c_str());
+                    outcome.dataset.c_str(), outcome.objective.c_str(),
+                    outcome.couplings.empty() ? "" : (", " + outcome.couplings).c_str(),
+                    static_cast<long long>(outcome.parameters), outcome.iterations - outcome.resumedFrom,
+                    outcome.seconds, outcome.loss);
+        for (const auto& note : outcome.notes) std::printf("note: %s\n", note.c_str());
         std::printf("wrote %s: sample it with --model bundle:%s\n", folder.c_str(), folder.c_str());
     }
     return kExitOk;
-}
-
-// A trainer over the settings' dataset (image folders through OpenCV, with notes on skipped files).
-core::Trainer makeTrainer(const core::TrainSettings& settings, std::vector<std::string>& notes) {
-    std::vector<int64_t> shape;
-    const core::DataSampler data = core::datasetSampler(
-        settings.dataset, settings.resolution, &shape,
-        [&notes](const std::string& images, int resolution) { return media::loadImageFolder(images, resolution, notes); });
-    return core::Trainer(settings, shape, data);
 }
 
 int runTrain(const std::vector<std::string>& args) {
@@ -581,23 +562,16 @@ int runTrain(const std::vector<std::string>& args) {
     if (!options.has("dataset")) throw app::UsageError("train needs --dataset (for example --dataset points:moons)");
     const auto out = options.optionalText("out");
     if (!out) throw app::UsageError("train needs --out DIR, the bundle folder to write");
-    core::TrainSettings settings;
-    settings.dataset = options.text("dataset", "");
-    settings.objective = options.text("objective", "rectified");
-    settings.iterations = 2000;
-    settings.batch = 128;
-    settings.learningRate = 1e-3;
-    readTrainingOptions(options, settings);
-    settings.width = options.integer("width", 0, 0, 1024);
-    settings.depth = options.integer("depth", 0, 0, 6);
-    settings.resolution = static_cast<int>(options.integer("resolution", 0, 0, 256));
-    const int checkpointEvery = static_cast<int>(options.integer("checkpoint-every", 500, 1, 10'000'000));
-    const std::string name = options.text("name", settings.dataset + " " + settings.objective);
-    const fs::path folder = trainingFolder(*out);
-
-    std::vector<std::string> notes;
-    core::Trainer trainer = makeTrainer(settings, notes);
-    return runTrainingLoop(trainer, folder, name, checkpointEvery, options.has("json"), notes);
+    core::TrainRequest request;
+    request.mode = "train";
+    request.dataset = options.text("dataset", "");
+    request.objective = options.text("objective", "rectified");
+    request.outDirectory = *out;
+    readTrainingOptions(options, request);
+    request.width = options.integer("width", 0, 0, 1024);
+    request.depth = options.integer("depth", 0, 0, 6);
+    request.resolution = static_cast<int>(options.integer("resolution", 0, 0, 256));
+    return runTrainingJob(request, options.has("json"));
 }
 
 // reflow and distill: couplings from a trained rectified flow, then a new network trained on them,
@@ -610,63 +584,14 @@ int runCouplingTraining(const std::vector<std::string>& args, const std::string&
     const auto model = options.optionalText("model");
     const auto out = options.optionalText("out");
     if (!model || !out) throw app::UsageError(mode + " needs --model DIR (a rectified flow FlowScope trained) and --out DIR");
-    const std::string source = model->starts_with("bundle:") ? model->substr(7) : *model;
-    const core::BundleManifest manifest = core::readBundleManifest(source);
-    if (manifest.format != "flowscope-net" || manifest.prediction != "velocity" || manifest.path != "linear") {
-        throw app::UsageError(mode + " starts from a rectified flow trained by FlowScope (flowscope-cli train "
-                                     "--objective rectified); '" + source + "' is not one");
-    }
-    const std::string manifestText = [&] {
-        std::ifstream in(fs::path(source) / "flowscope.json");
-        return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    }();
-    const core::JsonValue document = core::parseJson(manifestText);
-    const auto training = document.object().find("training");
-    if (training == document.object().end() || !training->second.isObject() ||
-        !training->second.object().count("settings")) {
-        throw app::UsageError("'" + source + "' does not say how it was trained (no \"training\" in flowscope.json)");
-    }
-    core::TrainSettings settings = core::TrainSettings::fromJson(core::toJsonText(training->second.object().at("settings")));
-    settings.couplings = mode;
-    // As given (the folder's name, not this machine's absolute path): bundles get shared.
-    settings.source = fs::path(source).lexically_normal().string();
-    settings.iterations = 2000;
-    settings.emaDecay = 0.999;
-    readTrainingOptions(options, settings);
-    const int64_t pairs = options.integer("pairs", 10000, 1, 10'000'000);
-    const int steps = static_cast<int>(options.integer("steps", 32, 1, 1000));
-    const int checkpointEvery = static_cast<int>(options.integer("checkpoint-every", 500, 1, 10'000'000));
-    const std::string name = options.text("name", manifest.name + (mode == "reflow" ? ", reflowed" : ", distilled"));
-    const fs::path folder = trainingFolder(*out);
-    const bool json = options.has("json");
-
-    std::vector<std::string> notes;
-    core::Trainer trainer = makeTrainer(settings, notes);
-    trainer.initializeFrom(*core::loadFlowNet(manifest));
-
-    // The couplings are kept beside the checkpoint, so a resumed run trains on the same ones.
-    const std::string pairsFile = (folder / "couplings.safetensors").string();
-    torch::Tensor noise, samples;
-    if (fs::exists(pairsFile)) {
-        const auto file = core::SafeTensorsFile::read(pairsFile);
-        noise = file.tensor("noise");
-        samples = file.tensor("samples");
-    } else {
-        const auto sourceModel = core::loadBundleModel(manifest, false, core::TrustList());
-        const bool showProgress = ::isatty(STDERR_FILENO) && !json;
-        std::tie(noise, samples) = core::makeCouplings(
-            *sourceModel, pairs, steps, settings.seed ^ 0x9e3779b97f4a7c15ull,
-            [&](int64_t done) {
-                if (showProgress) std::fprintf(stderr, "\rcouplings %lld/%lld", static_cast<long long>(done),
-                                               static_cast<long long>(pairs));
-            },
-            &g_cancel);
-        if (showProgress) std::fprintf(stderr, "\n");
-        core::writeSafeTensors(pairsFile, {{"noise", noise}, {"samples", samples}},
-                               {{"source", settings.source}, {"steps", std::to_string(steps)}, {"solver", "rk4"}});
-    }
-    trainer.useCouplings(noise, samples);
-    return runTrainingLoop(trainer, folder, name, checkpointEvery, json, notes);
+    core::TrainRequest request;
+    request.mode = mode;
+    request.source = *model;
+    request.outDirectory = *out;
+    request.pairs = options.integer("pairs", 10000, 1, 10'000'000);
+    request.couplingSteps = static_cast<int>(options.integer("steps", 32, 1, 1000));
+    readTrainingOptions(options, request);
+    return runTrainingJob(request, options.has("json"));
 }
 
 // Shows what a bundle's program files are and adds their hashes to the trusted list.
@@ -675,7 +600,7 @@ int runTrust(const std::vector<std::string>& args) {
         throw app::UsageError("trust takes one bundle folder: flowscope-cli trust DIR");
     }
     std::string directory = args[0];
-    if (directory.starts_with("bundle:")) directory = directory.substr(7);
+    if (const std::string bundle = core::bundleDirectoryOf(directory); !bundle.empty()) directory = bundle;
     const core::BundleInfo info = core::Engine::inspectBundle(directory);
     if (!info.ok) {
         std::cerr << "flowscope-cli: " << info.error << "\n";
