@@ -3,8 +3,11 @@
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include "core/Bundle.h"
+#include "core/Json.h"
 #include "core/ModelSpec.h"
 
 namespace flowscope::core {
@@ -39,6 +42,25 @@ std::vector<std::string> shippedModelNames() {
 std::string bundleDirectoryOf(const std::string& spec) {
     if (!spec.starts_with("bundle:") && !spec.starts_with("shipped:")) return {};
     return parseModelSpec(spec).name;
+}
+
+std::string trainingDatasetOf(const std::string& bundleDirectory) {
+    std::ifstream in(fs::path(bundleDirectory) / "flowscope.json", std::ios::binary);
+    if (!in) return {};
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    try {
+        const JsonValue document = parseJson(text);
+        if (!document.isObject()) return {};
+        const auto training = document.object().find("training");
+        if (training == document.object().end() || !training->second.isObject()) return {};
+        const auto settings = training->second.object().find("settings");
+        if (settings == training->second.object().end() || !settings->second.isObject()) return {};
+        const auto dataset = settings->second.object().find("dataset");
+        if (dataset == settings->second.object().end() || !dataset->second.isString()) return {};
+        return dataset->second.string();
+    } catch (const std::exception&) {
+        return {};
+    }
 }
 
 std::vector<ShippedModel> shippedModels() {

@@ -23,6 +23,9 @@ std::vector<std::string> shippedModelNames();
 // The bundle folder of a `bundle:DIR` or `shipped:NAME` spec; "" for other specs. Throws as
 // parseModelSpec does for a shipped name that does not exist.
 std::string bundleDirectoryOf(const std::string& spec);
+// For a bundle FlowScope trained (flowscope-net): the dataset spec it was trained on (for 2-D
+// models, what to draw beneath its samples); "" when the manifest does not say or cannot be read.
+std::string trainingDatasetOf(const std::string& bundleDirectory);
 // Every bundle folder in it whose manifest reads, sorted by folder name; unreadable ones are skipped.
 std::vector<ShippedModel> shippedModels();
 // The classifier `flowscope-cli evaluate` measures Fashion-MNIST models with, or "" when absent.

@@ -17,6 +17,8 @@
 #include <QMetaObject>
 #include <QPointer>
 
+#include "core/Bundle.h"
+#include "core/ShippedModels.h"
 #include "core/media/ImageFolderLoader.h"
 
 namespace flowscope::ui {
@@ -29,7 +31,25 @@ constexpr int kWorkerNice = 5;
 constexpr qint64 kTrajectoryBudgetBytes = qint64(256) << 20;
 
 // 2-D models are drawn as scatter plots rather than images.
-bool isPointCloudModel(const QString& model) { return model.startsWith("gmm:") || model.startsWith("points:"); }
+// 2-D models (mixtures, point clouds, and bundles whose samples are points) are drawn as scatter
+// plots over their data: `reference` names the data ("" when unknown).
+struct PointModel {
+    bool points = false;
+    std::string reference;
+};
+
+PointModel pointModel(const std::string& model) {
+    if (model.starts_with("gmm:") || model.starts_with("points:")) return {true, model};
+    try {
+        const std::string directory = core::bundleDirectoryOf(model);
+        if (directory.empty()) return {};
+        const core::BundleManifest manifest = core::readBundleManifest(directory);
+        if (manifest.sampleShape != std::vector<int64_t>{2}) return {};
+        return {true, core::trainingDatasetOf(directory)};
+    } catch (const std::exception&) {
+        return {};  // the run itself reports what is wrong with the bundle
+    }
+}
 
 // float32 bytes of every state of a run, from its settings (the sample size from the model spec).
 qint64 estimatedTrajectoryBytes(const RunSettings& settings) {
@@ -143,8 +163,9 @@ struct EngineController::Worker {
 
     void runSweep(core::Engine& engine, const Job& job) {
         const core::SweepRequest& request = *job.sweep;
-        const bool pointCloud = isPointCloudModel(QString::fromStdString(request.model));
-        const core::HostArray reference = pointCloud ? core::Engine::referenceSamples(request.model, 600) : core::HostArray{};
+        const PointModel points = pointModel(request.model);
+        const bool pointCloud = points.points;
+        const core::HostArray reference = core::Engine::referenceSamples(points.reference, 600);
         const core::SweepResult result = engine.sweep(
             request,
             [&](const core::SweepRow& row) {
@@ -186,11 +207,12 @@ struct EngineController::Worker {
             return;
         }
         core::SampleRequest request = job.settings.toRequest();
-        const bool pointCloud = isPointCloudModel(job.settings.model);
+        const PointModel points = pointModel(request.model);
+        const bool pointCloud = points.points;
         core::HostArray reference;
         QVector<core::HostArray> history;  // earlier particle positions, for the trails
         if (pointCloud) {
-            reference = core::Engine::referenceSamples(request.model, 600);
+            reference = core::Engine::referenceSamples(points.reference, 600);
             request.velocityFieldResolution = 15;
         }
         // The whole trajectory (for the charts and the .npy export) only while it stays small:

@@ -37,6 +37,7 @@
 #include "ui/LaneView.h"
 #include "ui/SettingsPanel.h"
 #include "ui/SweepView.h"
+#include "ui/TrainPanel.h"
 
 namespace flowscope::ui {
 namespace {
@@ -113,10 +114,24 @@ void MainWindow::createWidgets() {
     sweepDock->setFeatures(chartsDock->features());
     addDockWidget(Qt::BottomDockWidgetArea, sweepDock);
     tabifyDockWidget(differenceDock, sweepDock);
+    m_train = new TrainPanel(this);
+    auto* trainDock = new QDockWidget(tr("Train"), this);
+    trainDock->setObjectName("trainDock");
+    trainDock->setWidget(m_train);
+    trainDock->setFeatures(chartsDock->features());
+    addDockWidget(Qt::BottomDockWidgetArea, trainDock);
+    tabifyDockWidget(sweepDock, trainDock);
     chartsDock->raise();
     // The lanes are the main view: the docks start low.
     resizeDocks({chartsDock}, {250}, Qt::Vertical);
     connect(m_sweep, &SweepView::runRequested, this, &MainWindow::runSweep);
+    connect(m_train, &TrainPanel::modelTrained, this, [this](const QString& spec) {
+        m_recentBundles.removeAll(spec);
+        m_recentBundles.prepend(spec);
+        while (m_recentBundles.size() > kRecentBundles) m_recentBundles.removeLast();
+        m_panel->addModel(spec);
+        statusBar()->showMessage(tr("Trained model added: %1").arg(spec), 6000);
+    });
 
     m_hint = new QLabel(this);
     m_hint->setWordWrap(true);
@@ -526,6 +541,7 @@ bool MainWindow::openBundle(const QString& folder) {
     m_recentBundles.prepend(spec);
     while (m_recentBundles.size() > kRecentBundles) m_recentBundles.removeLast();
     m_panel->addModel(spec);
+    m_train->addSourceModel(spec);
     statusBar()->showMessage(tr("Model: %1").arg(QString::fromStdString(info.name)), 4000);
     return true;
 }
@@ -616,7 +632,9 @@ void MainWindow::readSettings() {
     m_lastFolder = settings.value("files/lastFolder").toString();
     m_recentBundles = settings.value("models/bundles").toStringList();
     for (const QString& spec : std::as_const(m_recentBundles)) {
-        if (spec.startsWith(QStringLiteral("bundle:"))) m_panel->modelBox()->addItem(spec);
+        if (!spec.startsWith(QStringLiteral("bundle:"))) continue;
+        m_panel->modelBox()->addItem(spec);
+        m_train->addSourceModel(spec);
     }
     if (!settings.contains("run/shared")) return;  // first launch: the defaults
     RunSettings shared;

@@ -24,6 +24,7 @@ class GeometryCharts;
 class LaneView;
 class SettingsPanel;
 class SweepView;
+class TrainPanel;
 
 // FlowScope's main window: shared settings on the left, 1-4 lanes side by side, each with its
 // own path, solver, schedule and steps, all sampled from the same model and noise. Any change
@@ -45,6 +46,7 @@ public:
     GeometryCharts* charts() const { return m_charts; }
     DifferenceView* difference() const { return m_difference; }
     SweepView* sweepView() const { return m_sweep; }
+    TrainPanel* trainPanel() const { return m_train; }
     // Starts a sweep of the Sweep panel's choices with lane 1's other settings.
     void runSweep();
     LaneView* lane(int index) const { return m_lanes.value(index); }
@@ -104,6 +106,7 @@ private:
     GeometryCharts* m_charts = nullptr;
     DifferenceView* m_difference = nullptr;
     SweepView* m_sweep = nullptr;
+    TrainPanel* m_train = nullptr;
     QSplitter* m_laneSplitter = nullptr;
     QVector<LaneView*> m_lanes;
     QTimer* m_debounce = nullptr;

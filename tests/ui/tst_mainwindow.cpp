@@ -5,6 +5,8 @@
 #include <QChartView>
 #include <QComboBox>
 #include <QLabel>
+#include <QLineEdit>
+#include <QProgressBar>
 #include <QDir>
 #include <QElapsedTimer>
 #include <QImageReader>
@@ -28,6 +30,7 @@
 #include "ui/MainWindow.h"
 #include "ui/SettingsPanel.h"
 #include "ui/SweepView.h"
+#include "ui/TrainPanel.h"
 
 using namespace flowscope::ui;
 
@@ -108,6 +111,8 @@ private Q_SLOTS:
     void screenshots();
     void bundleAsksTrustOnceAndShowsLatents();
     void failingNetworkLeavesTheAppWorking();
+    void trainPanelTrainsPausesAndOffersTheModel();
+    void trainPanelCancelKeepsACheckpointAndResumes();
 
 private:
     QTemporaryDir m_settingsDir;
@@ -641,4 +646,85 @@ void TestMainWindow::failingNetworkLeavesTheAppWorking() {
 }
 
 QTEST_MAIN(TestMainWindow)
+void TestMainWindow::trainPanelTrainsPausesAndOffersTheModel() {
+    MainWindow window;
+    window.show();
+    QVERIFY(settle(window));
+    TrainPanel* panel = window.trainPanel();
+    QTemporaryDir out;
+    panel->findChild<QComboBox*>("trainDataset")->setEditText("points:moons");
+    panel->findChild<QSpinBox*>("trainIterations")->setValue(3000);
+    panel->findChild<QSpinBox*>("trainWidth")->setValue(32);
+    panel->findChild<QLineEdit*>("trainOutput")->setText(out.filePath("moons"));
+    QSignalSpy trained(panel, &TrainPanel::modelTrained);
+    QSignalSpy progressed(panel->controller(), &TrainController::progressed);
+    auto* progress = panel->findChild<QProgressBar*>("trainProgress");
+    panel->findChild<QPushButton*>("trainStart")->click();
+    QVERIFY(!panel->findChild<QPushButton*>("trainStart")->isEnabled());
+    QTRY_VERIFY_WITH_TIMEOUT(progressed.count() > 0 && progress->value() > 0, 60000);
+
+    // Paused, the iteration stops advancing; resumed, it goes on.
+    auto* pause = panel->findChild<QPushButton*>("trainPause");
+    pause->click();
+    QCOMPARE(pause->text(), QString("Resume"));
+    QTest::qWait(400);
+    const int pausedAt = progress->value();
+    QTest::qWait(600);
+    QCOMPARE(progress->value(), pausedAt);
+    QVERIFY2(pausedAt < 3000, "the run ended before it could be paused");
+    pause->click();
+    QTRY_VERIFY_WITH_TIMEOUT(trained.count() == 1, 120000);
+
+    QCOMPARE(progress->value(), 3000);
+    QVERIFY(panel->lossPointCount() > 5);
+    const QPixmap preview = panel->findChild<QLabel*>("trainPreview")->pixmap();
+    QVERIFY(!preview.isNull());
+    const QString spec = "bundle:" + out.filePath("moons");
+    QCOMPARE(trained.front().front().toString(), spec);
+    QVERIFY(QFile::exists(out.filePath("moons/flowscope.json")));
+    QVERIFY(panel->statusText().contains("Done"));
+    // The model list offers it, selected: the lanes sample the new network.
+    QCOMPARE(window.settingsPanel()->modelBox()->currentText(), spec);
+    QVERIFY(settle(window));
+    QCOMPARE(window.lane(0)->result().steps, window.lane(0)->stepsBox()->value());
+    const auto& samples = window.lane(0)->result().final;
+    QCOMPARE(samples.shape.size(), size_t(2));
+    QCOMPARE(samples.shape[1], int64_t(2));
+    // And the Reflow mode offers it as a source.
+    QVERIFY(panel->findChild<QComboBox*>("trainSource")->findText(spec) >= 0);
+}
+
+void TestMainWindow::trainPanelCancelKeepsACheckpointAndResumes() {
+    MainWindow window;
+    window.show();
+    TrainPanel* panel = window.trainPanel();
+    QTemporaryDir out;
+    panel->findChild<QComboBox*>("trainDataset")->setEditText("gmm:8gaussians");
+    panel->findChild<QSpinBox*>("trainIterations")->setValue(1'000'000);
+    panel->findChild<QSpinBox*>("trainWidth")->setValue(16);
+    panel->findChild<QLineEdit*>("trainOutput")->setText(out.filePath("g"));
+    QSignalSpy finished(panel->controller(), &TrainController::finished);
+    auto* progress = panel->findChild<QProgressBar*>("trainProgress");
+    auto* start = panel->findChild<QPushButton*>("trainStart");
+    start->click();
+    QTRY_VERIFY_WITH_TIMEOUT(progress->value() > 20, 60000);
+    panel->findChild<QPushButton*>("trainCancel")->click();
+    QTRY_VERIFY_WITH_TIMEOUT(finished.count() == 1, 60000);
+    QVERIFY2(panel->statusText().contains("resumes"), qPrintable(panel->statusText()));
+    QVERIFY(QFile::exists(out.filePath("g/checkpoint.safetensors")));
+    QVERIFY(start->isEnabled());
+    // Start again: it continues from the checkpoint.
+    start->click();
+    QTRY_VERIFY_WITH_TIMEOUT(panel->statusText().contains("resumed at"), 60000);
+    panel->findChild<QPushButton*>("trainCancel")->click();
+    QTRY_VERIFY_WITH_TIMEOUT(finished.count() == 2, 60000);
+    // A bad request is reported, not crashed on: a dataset that does not exist.
+    panel->findChild<QComboBox*>("trainDataset")->setEditText("points:nowhere");
+    panel->findChild<QLineEdit*>("trainOutput")->setText(out.filePath("bad"));
+    start->click();
+    QTRY_VERIFY_WITH_TIMEOUT(finished.count() == 3, 60000);
+    QVERIFY2(panel->statusText().contains("failed") && panel->statusText().contains("points:moons"),
+             qPrintable(panel->statusText()));
+}
+
 #include "tst_mainwindow.moc"
