@@ -7,7 +7,7 @@ set -euo pipefail
 out=${1:?usage: bench/fashion_models.sh OUTDIR}
 cli=${FLOWSCOPE_CLI:-build/release/app/flowscope-cli}
 mkdir -p "$out"
-common=(--batch 64 --lr 2e-3 --ema 0.999 --width 16 --checkpoint-every 500)
+common=(--batch 64 --lr 2e-3 --ema 0.999 --checkpoint-every 500)
 stamp() { date -u +%FT%TZ; }
 run() {  # name, command...
     local name=$1; shift
@@ -17,10 +17,10 @@ run() {  # name, command...
     echo "$(stamp) $name: done in $((SECONDS - start)) s" >>"$out/log.txt"
 }
 run rectified "$cli" train --dataset fashion-mnist --objective rectified --iters 5000 --out "$out/fashion-rectified" \
-    --name "Fashion-MNIST, 1-rectified flow" "${common[@]}"
+    --name "Fashion-MNIST, 1-rectified flow" --width 16 "${common[@]}"
 run reflow "$cli" reflow --model "$out/fashion-rectified" --pairs 8000 --steps 8 --iters 3000 --out "$out/fashion-reflow" \
     --name "Fashion-MNIST, 2-rectified flow" "${common[@]}"
 run distilled "$cli" distill --model "$out/fashion-reflow" --pairs 8000 --steps 8 --iters 3000 --out "$out/fashion-distilled" \
     --name "Fashion-MNIST, one-step distillation" "${common[@]}"
 run ddpm "$cli" train --dataset fashion-mnist --objective diffusion --iters 5000 --out "$out/fashion-ddpm" \
-    --name "Fashion-MNIST, DDPM (epsilon, vp)" "${common[@]}"
+    --name "Fashion-MNIST, DDPM (epsilon, vp)" --width 16 "${common[@]}"

@@ -69,7 +69,10 @@ inline void addScaled(float* acc, float w, const float* d, int64_t n) {
 // rows is still in cache. Cloned for FMA (dispatched on the CPU's features at load time), so the
 // loops run 8-wide fused multiply-adds where the machine has them and stay portable elsewhere.
 // (A clone for "arch=haswell" would dispatch on the CPU model and never run on AMD processors.)
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+// Not under the sanitizers: the clones' resolver runs while the program is being loaded, before
+// their runtimes are up, and the instrumented resolver would call into them.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__) && \
+    !defined(__SANITIZE_THREAD__)
 __attribute__((target_clones("fma", "default")))
 #endif
 void fusedSlice(const float* data, const float* norms, int64_t begin, int64_t end, int64_t dim,

@@ -1,4 +1,5 @@
 #include "core/Engine.h"
+#include "core/HostTensor.h"
 
 #include <chrono>
 #include <cmath>
@@ -30,14 +31,6 @@ namespace {
 
 constexpr int kMaxSteps = 10000;
 constexpr int kMaxBatch = 4096;
-
-HostArray toHost(const torch::Tensor& tensor) {
-    const torch::Tensor cpu = tensor.detach().to(torch::kCPU, torch::kFloat32).contiguous();
-    HostArray array;
-    array.shape.assign(cpu.sizes().begin(), cpu.sizes().end());
-    array.values.assign(cpu.data_ptr<float>(), cpu.data_ptr<float>() + cpu.numel());
-    return array;
-}
 
 std::vector<double> toVector(const torch::Tensor& tensor) {
     const torch::Tensor cpu = tensor.to(torch::kCPU, torch::kFloat64).contiguous();
@@ -97,7 +90,7 @@ TrajectoryAnalysis analyzeTrajectory(const std::vector<torch::Tensor>& states, c
         projection[b].select(1, 0).copy_(along / chordLength);
         if (e2Norm > 0.0) projection[b].select(1, 1).copy_(deviations.mv(e2 / e2Norm).abs() / chordLength);
     }
-    analysis.projection = toHost(projection);
+    analysis.projection = toHostArray(projection);
     return analysis;
 }
 
@@ -108,7 +101,7 @@ HostArray velocityField(Model& model, const PathPoint& p, int resolution, double
     const auto grids = torch::meshgrid({axis, axis.flip(0)}, "xy");
     const torch::Tensor points = torch::stack({grids[0].reshape(-1), grids[1].reshape(-1)}, 1);
     const torch::Tensor data = model.denoise(points, p.alpha, p.sigma);
-    return toHost(velocityFromData(data, points, p).reshape({resolution, resolution, 2}));
+    return toHostArray(velocityFromData(data, points, p).reshape({resolution, resolution, 2}));
 }
 
 template <typename Result>
@@ -212,13 +205,13 @@ SampleResult Engine::sample(const SampleRequest& request, const FrameCallback& o
                 frame.final = view.final;
                 velocityRms.push_back(view.velocityRms);
                 if (!onFrame) return;
-                frame.state = toHost(*view.state);
-                frame.prediction = toHost(*view.prediction);
+                frame.state = toHostArray(*view.state);
+                frame.prediction = toHostArray(*view.prediction);
                 if (model->hasPreview()) {
                     frame.decoded = model->hasDecoder() &&
                                     (view.final || (request.decodeEvery > 0 && view.index % request.decodeEvery == 0));
-                    frame.statePreview = toHost(model->preview(*view.state, view.final && frame.decoded));
-                    frame.predictionPreview = toHost(model->preview(*view.prediction, frame.decoded));
+                    frame.statePreview = toHostArray(model->preview(*view.state, view.final && frame.decoded));
+                    frame.predictionPreview = toHostArray(model->preview(*view.prediction, frame.decoded));
                 }
                 if (field && view.point.sigma > 0.0) {
                     frame.velocityField = velocityField(*model, view.point, request.velocityFieldResolution,
@@ -238,22 +231,22 @@ SampleResult Engine::sample(const SampleRequest& request, const FrameCallback& o
         result.straightness = outcome.straightness;
         result.pathLengthRatios = toVector(outcome.pathLengthRatios);
         result.straightnesses = toVector(outcome.straightnesses);
-        result.initial = toHost(outcome.initial);
-        result.final = toHost(outcome.final);
+        result.initial = toHostArray(outcome.initial);
+        result.final = toHostArray(outcome.final);
         result.times = outcome.times;
         if (request.analyze) result.analysis = analyzeTrajectory(outcome.trajectory, outcome.times, velocityRms);
         if (request.recordTrajectory) {
-            result.trajectory = toHost(torch::stack(outcome.trajectory));
-            if (request.recordPredictions) result.predictions = toHost(torch::stack(outcome.predictions));
+            result.trajectory = toHostArray(torch::stack(outcome.trajectory));
+            if (request.recordPredictions) result.predictions = toHostArray(torch::stack(outcome.predictions));
         }
         if (model->hasPreview()) {
-            result.finalImage = toHost(model->preview(outcome.final, true));
+            result.finalImage = toHostArray(model->preview(outcome.final, true));
             if (request.recordTrajectory) {
-                result.trajectoryImages = toHost(model->preview(torch::stack(outcome.trajectory).flatten(0, 1), false)
+                result.trajectoryImages = toHostArray(model->preview(torch::stack(outcome.trajectory).flatten(0, 1), false)
                                                      .unflatten(0, {-1, request.batch}));
                 if (request.recordPredictions) {
                     result.predictionImages =
-                        toHost(model->preview(torch::stack(outcome.predictions).flatten(0, 1), false)
+                        toHostArray(model->preview(torch::stack(outcome.predictions).flatten(0, 1), false)
                                    .unflatten(0, {-1, request.batch}));
                 }
             }
@@ -326,7 +319,7 @@ SweepResult Engine::sweep(const SweepRequest& request, const RowCallback& onRow,
                                        .pow(2).mean().sqrt().item<double>();
                         row.pathLengthRatio = outcome.pathLengthRatio;
                         row.straightness = outcome.straightness;
-                        if (request.keepFinals) row.final = toHost(outcome.final);
+                        if (request.keepFinals) row.final = toHostArray(outcome.final);
                         row.seconds =
                             std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
                         if (onRow) onRow(row);
@@ -388,14 +381,14 @@ bool Engine::trustProgram(const BundleInfo::Program& program, std::string* error
 HostArray Engine::referenceSamples(const std::string& spec, int count) {
     c10::InferenceMode inference;
     try {
-        if (spec.starts_with("points:")) return toHost(makePointCloud(spec.substr(7)));
+        if (spec.starts_with("points:")) return toHostArray(makePointCloud(spec.substr(7)));
         if (spec.starts_with("gmm:")) {
             const auto mixture = GaussianMixture::named(spec.substr(4));
             at::Generator generator = at::detail::createCPUGenerator(7);
             const auto component = torch::multinomial(mixture->weights(), count, true, generator);
             const auto means = mixture->means().index_select(0, component);
             const auto stds = mixture->stds().index_select(0, component).unsqueeze(1);
-            return toHost(means + stds * torch::randn(means.sizes(), generator, torch::kFloat64));
+            return toHostArray(means + stds * torch::randn(means.sizes(), generator, torch::kFloat64));
         }
     } catch (const std::exception&) {
         // An unknown spec simply has no reference points; sampling reports the error itself.

@@ -13,6 +13,7 @@
 #include "core/Bundle.h"
 #include "core/BundleModel.h"
 #include "core/Errors.h"
+#include "core/HostTensor.h"
 #include "core/Json.h"
 #include "core/SafeTensors.h"
 #include "core/ShippedModels.h"
@@ -25,18 +26,6 @@ namespace fs = std::filesystem;
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-HostArray toHost(const torch::Tensor& tensor) {
-    const torch::Tensor values = tensor.detach().to(torch::kCPU, torch::kFloat32).contiguous();
-    HostArray array;
-    array.shape.assign(values.sizes().begin(), values.sizes().end());
-    array.values.assign(values.data_ptr<float>(), values.data_ptr<float>() + values.numel());
-    return array;
-}
-
-torch::Tensor toTensor(const HostArray& array) {
-    return torch::from_blob(const_cast<float*>(array.values.data()), array.shape, torch::kFloat32).clone();
-}
 
 void applyOverrides(const TrainRequest& request, TrainSettings& settings) {
     if (request.timeSampling) settings.timeSampling = *request.timeSampling;
@@ -120,7 +109,7 @@ public:
                                                     if (!m_folderLoader) {
                                                         throw InvalidRequestError("this build reads no image folders");
                                                     }
-                                                    return toTensor(m_folderLoader(images, resolution, m_outcome.notes));
+                                                    return fromHostArray(m_folderLoader(images, resolution, m_outcome.notes));
                                                 });
         Trainer trainer(settings, shape, data);
         if (source) {
@@ -232,7 +221,7 @@ private:
                     progress.etaSeconds = (settings.iterations - step.iteration) / std::max(rate, 1e-9);
                     if (previewNoise.defined() &&
                         (step.iteration % m_request.previewEvery == 0 || step.iteration == settings.iterations)) {
-                        progress.preview = toHost(trainer.previewSamples(previewNoise, m_request.previewSteps));
+                        progress.preview = toHostArray(trainer.previewSamples(previewNoise, m_request.previewSteps));
                     }
                     report(progress);
                     waitWhilePaused();

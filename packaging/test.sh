@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what FlowScope needs, then builds and runs every CTest test twice: in the Release
 # preset (including the Debian package check), and built with AddressSanitizer and
-# UndefinedBehaviorSanitizer (the asan preset), where any report fails the test; then runs each
-# libFuzzer target of the file parsers for a bounded time (the fuzz preset, clang).
+# UndefinedBehaviorSanitizer (the asan preset), where any report fails the test; runs the worker
+# and controller tests under ThreadSanitizer (the tsan preset); then runs each libFuzzer target
+# of the file parsers for a bounded time (the fuzz preset, clang).
 # Extra arguments go to both test-suite runs (e.g. -L unit). FLOWSCOPE_QUICK=1 runs only Release.
 # The exit status is non-zero if any run failed.
 set -euo pipefail
@@ -23,6 +24,10 @@ if [ -z "${FLOWSCOPE_QUICK:-}" ]; then
     ASAN_OPTIONS="detect_leaks=1:strict_string_checks=1" \
     UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
         ctest --preset asan --output-on-failure -j2 "$@" || status=1
+
+    flowscope_build tsan -DFLOWSCOPE_WERROR="$werror"
+    flowscope_log "Running the worker and controller tests under ThreadSanitizer"
+    ctest --preset tsan --output-on-failure || status=1
 
     flowscope_build fuzz
     flowscope_log "Fuzzing every file parser with libFuzzer"

@@ -17,6 +17,8 @@
 #include <QMetaObject>
 #include <QPointer>
 
+#include "ui/ThreadHandoff.h"
+
 #include "core/Bundle.h"
 #include "core/ShippedModels.h"
 #include "core/media/ImageFolderLoader.h"
@@ -291,12 +293,7 @@ struct EngineController::Worker {
     // Runs `emitter` on the controller's thread; dropped if the controller is gone by then.
     template <typename F>
     void post(F emitter) {
-        QPointer<EngineController> guard(controller);
-        QMetaObject::invokeMethod(
-            controller, [guard, emitter = std::move(emitter)] {
-                if (guard) emitter(guard.data());
-            },
-            Qt::QueuedConnection);
+        handoff::post(controller, std::move(emitter));
     }
 
     // Tells the UI about queued jobs that will never run, so no lane waits for them forever.
@@ -316,12 +313,7 @@ struct EngineController::Worker {
     }
 
     void notifyBusy() {
-        QPointer<EngineController> guard(controller);
-        QMetaObject::invokeMethod(
-            controller, [guard] {
-                if (guard) Q_EMIT guard->busyChanged(guard->isBusy());
-            },
-            Qt::QueuedConnection);
+        post([](EngineController* c) { Q_EMIT c->busyChanged(c->isBusy()); });
     }
 
     EngineController* controller;
@@ -355,7 +347,11 @@ quint64 EngineController::submit(int lane, const RunSettings& settings) {
         job->lane = lane;
         job->id = id = m_worker->nextId++;
         job->settings = settings;
-        m_worker->pending[lane] = job;  // replaces a waiting run of this lane
+        // Replaces a waiting run of this lane, which ends as cancelled: every run ends once.
+        if (auto waiting = m_worker->pending.find(lane); waiting != m_worker->pending.end()) {
+            m_worker->reportDropped(waiting->second);
+        }
+        m_worker->pending[lane] = job;
         m_worker->references.erase(lane);
         if (m_worker->running && m_worker->running->lane == lane) m_worker->running->cancel->store(true);
     }

@@ -14,7 +14,8 @@ namespace flowscope::ui {
 // the UI posts runs tagged with a lane. A new run for a lane cancels the one running or waiting
 // for that lane: the newest request always wins. When no run waits, the worker measures each
 // finished run against a reference solve (lowest priority; cancelled like the runs). Frames and results come back as queued signals
-// on the thread that owns the controller; a run's id lets receivers drop anything stale.
+// on the thread that owns the controller; a run's id lets receivers drop anything stale. Every
+// submitted run ends with exactly one runFinished or runFailed (cancelled when replaced).
 // Thread-safety: call the public functions from the owning (UI) thread only.
 class EngineController : public QObject {
     Q_OBJECT

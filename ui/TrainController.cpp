@@ -14,6 +14,8 @@
 #include <QPainter>
 #include <QPointer>
 
+#include "ui/ThreadHandoff.h"
+
 #include "core/ShippedModels.h"
 #include "core/media/ImageFolderLoader.h"
 #include "ui/LaneFrame.h"
@@ -115,12 +117,7 @@ struct TrainController::Worker {
     // Runs `emitter` on the controller's thread; dropped if the controller is gone by then.
     template <typename F>
     void post(F emitter) {
-        QPointer<TrainController> guard(controller);
-        QMetaObject::invokeMethod(
-            controller, [guard, emitter = std::move(emitter)] {
-                if (guard) emitter(guard.data());
-            },
-            Qt::QueuedConnection);
+        handoff::post(controller, std::move(emitter));
     }
 
     TrainController* controller;

@@ -17,6 +17,7 @@
 #include "core/Datasets.h"
 #include "core/Engine.h"
 #include "core/Errors.h"
+#include "core/HostTensor.h"
 #include "core/Quality.h"
 #include "core/ShippedModels.h"
 
@@ -33,10 +34,6 @@ void checkOutputFile(const std::string& path, const std::string& option) {
     if (!fs::is_directory(folder, ec)) throw UsageError("--" + option + ": the folder '" + folder.string() + "' does not exist");
     if (::access(folder.c_str(), W_OK) != 0) throw UsageError("--" + option + ": the folder '" + folder.string() + "' is not writable");
     if (fs::is_directory(target, ec)) throw UsageError("--" + option + ": '" + path + "' is a folder");
-}
-
-torch::Tensor hostTensor(const core::HostArray& array) {
-    return torch::from_blob(const_cast<float*>(array.values.data()), array.shape, torch::kFloat32).clone();
 }
 
 struct EvaluationRow {
@@ -197,7 +194,7 @@ int runEvaluate(const std::vector<std::string>& args, const std::atomic<bool>& c
             row.nfe += share * result.nfe;
             row.straightness += share * result.straightness;
             row.pathLengthRatio += share * result.pathLengthRatio;
-            finals.push_back(hostTensor(result.final));
+            finals.push_back(core::fromHostArray(result.final));
             if (showProgress) {
                 std::fprintf(stderr, "\r%s %d: %d/%d samples", rowSolver.c_str(), rowSteps,
                              std::min(done + batch, samples), samples);

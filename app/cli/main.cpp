@@ -18,6 +18,7 @@
 #include "core/AtomicFile.h"
 #include "core/Engine.h"
 #include "core/Errors.h"
+#include "core/HostTensor.h"
 #include "core/NpyFile.h"
 #include "core/SafeTensors.h"
 #include "core/ShippedModels.h"
@@ -112,10 +113,6 @@ core::Engine::FolderLoader folderLoader() {
     return [](const std::string& folder, int resolution, std::vector<std::string>& notes) {
         return media::loadImageFolderToHost(folder, resolution, notes);
     };
-}
-
-torch::Tensor hostToTensor(const core::HostArray& array) {
-    return torch::from_blob(const_cast<float*>(array.values.data()), array.shape, torch::kFloat32).clone();
 }
 
 // Every setting needed to reproduce a run, as fields of the current JSON object.
@@ -338,7 +335,7 @@ int runSample(const std::vector<std::string>& args) {
             times.beginArray();
             for (double t : result.times) times.value(t);
             times.endArray();
-            core::writeSafeTensors(file, {{name, hostToTensor(array)}},
+            core::writeSafeTensors(file, {{name, core::fromHostArray(array)}},
                                    {{"flowscope", settings.str()}, {"times", times.str()}, {"format", "flowscope"}});
         } else {
             core::writeNpy(file, array.shape, array.values.data());
