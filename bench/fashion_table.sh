@@ -3,9 +3,13 @@
 # 1, 2, 4 and 8 Euler steps (10,000 samples each) and with dopri5 at tolerance 1e-3 (2,000
 # samples), measured by `flowscope-cli evaluate`: the Frechet distance to the 10,000 test images in
 # the features of the shipped classifier (lower is better), straightness S and path length ratio.
-# Usage: bench/fashion_table.sh MODELDIR   (the OUTDIR of bench/fashion_models.sh)
+# Usage: bench/fashion_table.sh MODELDIR [MODEL...]   (MODELDIR: the OUTDIR of
+# bench/fashion_models.sh; MODELs among ddpm rectified reflow distilled, default all four)
 set -euo pipefail
-models=${1:?usage: bench/fashion_table.sh MODELDIR}
+models=${1:?usage: bench/fashion_table.sh MODELDIR [MODEL...]}
+shift
+names=("$@")
+[ ${#names[@]} -eq 0 ] && names=(ddpm rectified reflow distilled)
 cli=${FLOWSCOPE_CLI:-build/release/app/flowscope-cli}
 python=${PYTHON:-/usr/bin/python3}
 work=$(mktemp -d)
@@ -13,7 +17,7 @@ trap 'rm -rf "$work"' EXIT
 field() { "$python" -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$@"; }
 printf "| model | path | 1 step | 2 steps | 4 steps | 8 steps | dopri5 (NFE) | S (8 steps) | path length ratio (8 steps) |\n"
 printf "|---|---|---|---|---|---|---|---|---|\n"
-for model in ddpm rectified reflow distilled; do
+for model in "${names[@]}"; do
     bundle="bundle:$models/fashion-$model"
     steps=1,2,4,8
     [ "$model" = distilled ] && steps=1
@@ -34,6 +38,8 @@ for model in ddpm rectified reflow distilled; do
     fi
     echo "$row |"
 done
-echo
-echo "floor (real training images vs the test images): $(field "$work/rectified.json" "f\"{d['frechet_floor']:.2f}\"") at 10,000," \
-     "$(field "$work/rectified-ode.json" "f\"{d['frechet_floor']:.2f}\"") at 2,000"
+if [ -f "$work/${names[0]}-ode.json" ]; then
+    echo
+    echo "floor (real training images vs the test images): $(field "$work/${names[0]}.json" "f\"{d['frechet_floor']:.2f}\"")" \
+         "at 10,000, $(field "$work/${names[0]}-ode.json" "f\"{d['frechet_floor']:.2f}\"") at 2,000"
+fi
