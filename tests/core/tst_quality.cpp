@@ -161,7 +161,7 @@ private Q_SLOTS:
     }
 
     void theShippedClassifierTellsImagesFromNoise() {
-        const std::string path = std::string(FLOWSCOPE_SOURCE_DIR) + "/resources/models/fashion-classifier.safetensors";
+        const std::string path = FLOWSCOPE_SOURCE_DIR "/resources/models/fashion-classifier.safetensors";
         double accuracy = 0.0;
         auto classifier = loadFeatureClassifier(path, &accuracy);
         QVERIFY2(accuracy > 0.85, qPrintable(QString("stored test accuracy %1").arg(accuracy)));
