@@ -1,6 +1,8 @@
 #include "core/media/ImageDecoder.h"
 
 #include <algorithm>
+#include <cctype>
+#include <string_view>
 #include <cstdlib>
 #include <mutex>
 
@@ -11,6 +13,23 @@ namespace flowscope::media {
 namespace {
 
 constexpr size_t kMaxFileBytes = 256ull << 20;
+
+// Only the formats a folder of training images holds reach OpenCV: PNG, JPEG, BMP, TIFF, WebP and
+// PNM, recognised by the same signatures OpenCV's own decoders check. OpenCV picks the first
+// decoder whose signature matches, and these come before the exotic ones, so bytes never reach
+// e.g. its DICOM reader (GDCM), which aborts the process on some malformed files.
+bool isSupportedImage(const std::string& bytes) {
+    auto startsWith = [&](std::string_view prefix, size_t offset = 0) {
+        return bytes.size() >= offset + prefix.size() && bytes.compare(offset, prefix.size(), prefix) == 0;
+    };
+    if (startsWith("\x89PNG\r\n\x1a\n")) return true;
+    if (startsWith("\xff\xd8\xff")) return true;
+    if (startsWith("BM")) return true;
+    if (startsWith(std::string_view("II*\0", 4)) || startsWith(std::string_view("MM\0*", 4))) return true;
+    if (startsWith("RIFF") && startsWith("WEBP", 8)) return true;
+    return bytes.size() >= 3 && bytes[0] == 'P' && bytes[1] >= '1' && bytes[1] <= '6' &&
+           std::isspace(static_cast<unsigned char>(bytes[2]));
+}
 
 }  // namespace
 
@@ -27,7 +46,7 @@ void configureImageLimits() {
 
 cv::Mat decodeSquareImage(const std::string& bytes, int resolution) {
     configureImageLimits();
-    if (bytes.empty() || bytes.size() > kMaxFileBytes || resolution < 1) return {};
+    if (bytes.empty() || bytes.size() > kMaxFileBytes || resolution < 1 || !isSupportedImage(bytes)) return {};
     cv::Mat image;
     try {
         const cv::Mat buffer(1, static_cast<int>(bytes.size()), CV_8U, const_cast<char*>(bytes.data()));
