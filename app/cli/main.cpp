@@ -1,5 +1,6 @@
 // flowscope-cli: the engine without a window. Subcommands `info`, `sample` and `sweep`; the
 // names of commands, options and output columns are a contract other tooling relies on.
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -635,6 +636,12 @@ int main(int argc, char** argv) {
     }
     const std::string command = args[0];
     args.erase(args.begin());
+    // `flowscope-cli train --help` and friends: the usage, which lists every command's options.
+    if (std::find(args.begin(), args.end(), "--help") != args.end() ||
+        std::find(args.begin(), args.end(), "-h") != args.end()) {
+        std::cout << kUsage;
+        return kExitOk;
+    }
     try {
         if (command == "info") return runInfo(args);
         if (command == "sample") return runSample(args);
