@@ -22,6 +22,9 @@ bool isSupportedImage(const std::string& bytes) {
     auto startsWith = [&](std::string_view prefix, size_t offset = 0) {
         return bytes.size() >= offset + prefix.size() && bytes.compare(offset, prefix.size(), prefix) == 0;
     };
+    // A file whose own decoder's stricter check fails falls through to the next decoders: never
+    // let it reach the DICOM reader, whatever it starts with.
+    if (startsWith("DICM", 128)) return false;
     if (startsWith("\x89PNG\r\n\x1a\n")) return true;
     if (startsWith("\xff\xd8\xff")) return true;
     if (startsWith("BM")) return true;
