@@ -230,9 +230,7 @@ core::TrainRequest TrainPanel::request() const {
         request.emaDecay = 0.999;
     }
     request.checkpointEvery = std::max(100, m_iterations->value() / 10);
-    const bool points = request.mode == "train" ? isPointData(m_dataset->currentText()) : false;
-    request.previewEvery = std::max(10, m_iterations->value() / 20);
-    request.previewCount = points ? 1000 : 16;
+    request.previewEvery = std::max(10, m_iterations->value() / 20);  // 1,000 points or 16 images
     return request;
 }
 

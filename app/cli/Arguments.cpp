@@ -1,9 +1,40 @@
 #include "app/cli/Arguments.h"
 
+#include <filesystem>
+
+#include <unistd.h>
+
 #include <charconv>
 #include <cmath>
 
 namespace flowscope::app {
+
+void checkWritable(const std::optional<std::string>& path, const std::string& option) {
+    namespace fs = std::filesystem;
+    if (!path) return;
+    if (path->empty()) throw UsageError("--" + option + " needs a file name");
+    const fs::path target(*path);
+    const fs::path folder = target.has_parent_path() ? target.parent_path() : fs::path(".");
+    std::error_code ec;
+    if (!fs::is_directory(folder, ec)) {
+        throw UsageError("--" + option + ": the folder '" + folder.string() + "' does not exist");
+    }
+    if (::access(folder.c_str(), W_OK) != 0) {
+        throw UsageError("--" + option + ": the folder '" + folder.string() + "' is not writable");
+    }
+    if (fs::is_directory(target, ec)) throw UsageError("--" + option + ": '" + *path + "' is a folder");
+}
+
+int exitCodeFor(core::Failure failure) {
+    switch (failure) {
+        case core::Failure::None: return kExitOk;
+        case core::Failure::InvalidRequest: return kExitUsage;
+        case core::Failure::Cancelled: return kExitCancelled;
+        case core::Failure::Runtime: return kExitFailure;
+    }
+    return kExitFailure;
+}
+
 namespace {
 
 long long parseInteger(const std::string& name, const std::string& text, long long lo, long long hi) {

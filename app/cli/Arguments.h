@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "core/Engine.h"
+
 namespace flowscope::app {
 
 inline constexpr int kExitOk = 0;
@@ -19,6 +21,12 @@ class UsageError : public std::invalid_argument {
 public:
     using std::invalid_argument::invalid_argument;
 };
+
+// The exit status for an engine failure (0, 1, 2 or 130).
+int exitCodeFor(core::Failure failure);
+// Refuses early an output file a command could never write (missing or unwritable folder, a
+// folder given as the file), so no time is spent on a doomed run. Throws UsageError naming --option.
+void checkWritable(const std::optional<std::string>& path, const std::string& option);
 
 // `--name value` and `--flag` options after a subcommand. Every option must be declared, so a
 // typo is an error rather than something silently ignored.

@@ -26,16 +26,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Refuses an output file the command could never write, before any work.
-void checkOutputFile(const std::string& path, const std::string& option) {
-    const fs::path target(path);
-    const fs::path folder = target.has_parent_path() ? target.parent_path() : fs::path(".");
-    std::error_code ec;
-    if (!fs::is_directory(folder, ec)) throw UsageError("--" + option + ": the folder '" + folder.string() + "' does not exist");
-    if (::access(folder.c_str(), W_OK) != 0) throw UsageError("--" + option + ": the folder '" + folder.string() + "' is not writable");
-    if (fs::is_directory(target, ec)) throw UsageError("--" + option + ": '" + path + "' is a folder");
-}
-
 struct EvaluationRow {
     std::string solver;
     int steps = 0;  // 0 for adaptive solvers
@@ -52,7 +42,7 @@ int runClassifier(const std::vector<std::string>& args, const std::atomic<bool>&
     const Arguments options(args, {"out", "epochs", "batch", "lr", "seed"}, {"json"});
     const auto out = options.optionalText("out");
     if (!out) throw UsageError("classifier needs --out FILE (for example --out fashion-classifier.safetensors)");
-    checkOutputFile(*out, "out");
+    checkWritable(out, "out");
     core::ClassifierSettings settings;
     settings.epochs = static_cast<int>(options.integer("epochs", settings.epochs, 1, 1000));
     settings.batch = static_cast<int>(options.integer("batch", settings.batch, 1, 65536));
@@ -113,7 +103,7 @@ int runEvaluate(const std::vector<std::string>& args, const std::atomic<bool>& c
     const auto model = options.optionalText("model");
     if (!model) throw UsageError("evaluate needs --model SPEC (an image model of Fashion-MNIST's shape, e.g. bundle:DIR)");
     const auto csv = options.optionalText("csv");
-    if (csv) checkOutputFile(*csv, "csv");
+    checkWritable(csv, "csv");
     std::string path = "linear";
     if (const std::string bundle = core::bundleDirectoryOf(*model); !bundle.empty()) {
         path = core::readBundleManifest(bundle).path;
@@ -175,11 +165,7 @@ int runEvaluate(const std::vector<std::string>& args, const std::atomic<bool>& c
             const core::SampleResult result = engine.sample(request, {}, &cancel);
             if (!result.ok()) {
                 std::cerr << "flowscope-cli: " << result.error << "\n";
-                switch (result.failure) {
-                    case core::Failure::Cancelled: return kExitCancelled;
-                    case core::Failure::InvalidRequest: return kExitUsage;
-                    default: return kExitFailure;
-                }
+                return exitCodeFor(result.failure);
             }
             if (done == 0) {
                 if (result.sampleShape != std::vector<int64_t>{1, 28, 28}) {

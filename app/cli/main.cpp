@@ -36,6 +36,8 @@ using app::kExitCancelled;
 using app::kExitFailure;
 using app::kExitOk;
 using app::kExitUsage;
+using app::checkWritable;
+using app::exitCodeFor;
 
 std::atomic<bool> g_cancel{false};
 
@@ -83,32 +85,6 @@ defaults:  --path linear --solver euler --schedule uniform --steps 8 --seed 0 --
 A bundle's TorchScript file is a program: loading it runs its code. FlowScope loads one only with
 --trust-model or when its SHA-256 is in the trusted list (see `flowscope-cli trust`).
 )";
-
-// Refuses early an output the run could never write, so no time is spent on a doomed run.
-void checkWritable(const std::optional<std::string>& path, const std::string& option) {
-    if (!path) return;
-    if (path->empty()) throw app::UsageError("--" + option + " needs a file name");
-    const fs::path target(*path);
-    const fs::path folder = target.has_parent_path() ? target.parent_path() : fs::path(".");
-    std::error_code ec;
-    if (!fs::is_directory(folder, ec)) {
-        throw app::UsageError("--" + option + ": the folder '" + folder.string() + "' does not exist");
-    }
-    if (::access(folder.c_str(), W_OK) != 0) {
-        throw app::UsageError("--" + option + ": the folder '" + folder.string() + "' is not writable");
-    }
-    if (fs::is_directory(target, ec)) throw app::UsageError("--" + option + ": '" + *path + "' is a folder");
-}
-
-int exitCodeFor(core::Failure failure) {
-    switch (failure) {
-        case core::Failure::None: return kExitOk;
-        case core::Failure::InvalidRequest: return kExitUsage;
-        case core::Failure::Cancelled: return kExitCancelled;
-        case core::Failure::Runtime: return kExitFailure;
-    }
-    return kExitFailure;
-}
 
 core::Engine::FolderLoader folderLoader() {
     return [](const std::string& folder, int resolution, std::vector<std::string>& notes) {
