@@ -201,6 +201,8 @@ private:
         c10::IValue output;
         try {
             output = m_module.get_method("forward")(std::move(inputs), keywords);
+        } catch (const c10::OutOfMemoryError&) {
+            throw;  // the engine frees memory and says so
         } catch (const c10::Error& error) {
             throw std::runtime_error("the network of '" + m_manifest.name +
                                      "' raised an error: " + essentialLine(error.what_without_backtrace()));

@@ -3,6 +3,10 @@
 #include <mutex>
 #include <thread>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
 
@@ -17,6 +21,15 @@ void configureThreads() {
     std::call_once(once, [] {
         const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
         at::set_num_threads(static_cast<int>(cores));
+#if defined(__GLIBC__)
+        // LibTorch's CPU kernels allocate and free activations of a few MB on every call. glibc
+        // serves those from mmap or trims them off the heap, and the next call faults the pages
+        // in again (zeroed by the kernel): about 30% of a small conv net's forward pass here
+        // (bench/RESULTS.md). Keep such blocks on the heap instead, as the GPU's caching
+        // allocator does; blocks from 64 MB up (datasets) still come from mmap and go back.
+        mallopt(M_MMAP_THRESHOLD, 64 << 20);
+        mallopt(M_TRIM_THRESHOLD, 256 << 20);
+#endif
     });
 }
 

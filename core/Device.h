@@ -14,7 +14,8 @@ torch::Device resolveDevice(std::string_view name);
 torch::ScalarType resolveDtype(std::string_view name, const torch::Device& device);
 // "CUDA: <GPU name>" or "CPU, N threads".
 std::string describeDevice(const torch::Device& device);
-// Sets LibTorch's intra-op thread count to the machine's cores once per process.
+// Once per process: LibTorch's intra-op thread count to the machine's cores, and glibc's
+// allocator kept from returning LibTorch's short-lived activation buffers to the kernel.
 void configureThreads();
 bool cudaAvailable();
 

@@ -5,14 +5,20 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <sstream>
+#include <thread>
 
 #include <c10/util/Exception.h>
 #include <torch/torch.h>
 #include <torch/version.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <c10/core/Event.h>
+#include <c10/core/StreamGuard.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
 
 #include "core/Bundle.h"
+#include "core/CudaGraph.h"
 #include "core/Datasets.h"
 #include "core/Device.h"
 #include "core/Errors.h"
@@ -104,6 +110,72 @@ HostArray velocityField(Model& model, const PathPoint& p, int resolution, double
     return toHostArray(velocityFromData(data, points, p).reshape({resolution, resolution, 2}));
 }
 
+// Copies of frame tensors to the host that do not stop the GPU: on CUDA they run on a side stream
+// into pinned memory after the work queued so far, and the engine hands a frame over only once
+// the next step is queued, so the GPU never waits for the observer. On the CPU nothing is copied.
+class FrameStager {
+public:
+    struct Staged {
+        std::vector<torch::Tensor> host;    // on the CPU once done
+        std::vector<torch::Tensor> source;  // kept alive until the copies are done
+        std::optional<c10::Event> done;
+    };
+
+    explicit FrameStager(const torch::Device& device) : m_device(device) {
+        if (device.is_cuda()) m_side = c10::impl::VirtualGuardImpl(device.type()).getStreamFromGlobalPool(device);
+    }
+    bool deferred() const { return m_side.has_value(); }
+
+    Staged stage(std::vector<torch::Tensor> tensors) {
+        Staged staged;
+        if (!m_side) {
+            staged.host = std::move(tensors);
+            return staged;
+        }
+        const c10::impl::VirtualGuardImpl impl(m_device.type());
+        c10::Event queued(m_device.type());
+        queued.record(impl.getStream(m_device));
+        queued.block(*m_side);
+        {
+            const c10::StreamGuard onSide(*m_side);
+            for (const auto& tensor : tensors) {
+                if (!tensor.defined()) {
+                    staged.host.emplace_back();
+                    continue;
+                }
+                torch::Tensor host = torch::empty(tensor.sizes(), tensor.options().device(torch::kCPU).pinned_memory(true));
+                host.copy_(tensor, /*non_blocking=*/true);
+                staged.host.push_back(std::move(host));
+            }
+        }
+        staged.done.emplace(m_device.type());
+        staged.done->record(*m_side);
+        staged.source = std::move(tensors);
+        return staged;
+    }
+
+    static void wait(Staged& staged) {
+        if (!staged.done) return;
+        while (!staged.done->query()) std::this_thread::sleep_for(std::chrono::microseconds(20));
+        staged.source.clear();
+    }
+
+private:
+    torch::Device m_device;
+    std::optional<c10::Stream> m_side;
+};
+
+// An image batch [B, C, H, W] averaged down on its device so that neither side exceeds `size`.
+torch::Tensor fitForPreview(const torch::Tensor& images, int size) {
+    if (size <= 0 || images.dim() != 4 || (images.size(2) <= size && images.size(3) <= size)) return images;
+    const int64_t factor = (std::max(images.size(2), images.size(3)) + size - 1) / size;
+    namespace F = torch::nn::functional;
+    return F::interpolate(images, F::InterpolateFuncOptions()
+                                      .size(std::vector<int64_t>{std::max<int64_t>(1, images.size(2) / factor),
+                                                                 std::max<int64_t>(1, images.size(3) / factor)})
+                                      .mode(torch::kArea));
+}
+
 template <typename Result>
 Result failureResult(Failure failure, std::string message) {
     Result result;
@@ -112,20 +184,35 @@ Result failureResult(Failure failure, std::string message) {
     return result;
 }
 
-// Runs `body`, turning every exception into a failure with a message (no exception leaves the engine).
+// The first line of a LibTorch message, without its backtrace.
+std::string firstLine(const std::string& text) { return text.substr(0, text.find('\n')); }
+
+// Runs `body`, turning every exception into a failure with a message (no exception leaves the
+// engine). After running out of device memory `releaseMemory` runs, so that the next run starts
+// with the memory this one held.
 template <typename Result, typename Body>
-Result guarded(Body&& body) {
+Result guarded(Body&& body, const std::function<void()>& releaseMemory) {
     try {
         return body();
     } catch (const CancelledError&) {
         return failureResult<Result>(Failure::Cancelled, "cancelled");
     } catch (const std::invalid_argument& error) {
         return failureResult<Result>(Failure::InvalidRequest, error.what());
+    } catch (const c10::OutOfMemoryError& error) {
+        releaseMemory();
+        return failureResult<Result>(
+            Failure::Runtime, "out of memory: " + firstLine(error.what_without_backtrace()) +
+                                  " The memory this run held was released; use a smaller batch or resolution, or --device cpu");
     } catch (const c10::Error& error) {
+        // Out of memory reported through another exception type (a TorchScript network's own
+        // error handling, say) still gets the memory back.
+        if (std::string(error.what()).find("out of memory") != std::string::npos) releaseMemory();
         return failureResult<Result>(Failure::Runtime, error.what_without_backtrace());
     } catch (const std::bad_alloc&) {
+        releaseMemory();
         return failureResult<Result>(Failure::Runtime, "out of memory; use a smaller batch or resolution");
     } catch (const std::exception& error) {
+        if (std::string(error.what()).find("out of memory") != std::string::npos) releaseMemory();
         return failureResult<Result>(Failure::Runtime, error.what());
     }
 }
@@ -148,6 +235,13 @@ struct Engine::Impl {
     ModelCatalog catalog;
     // Reference solves by their settings, so sweeps split into single cells share them.
     std::map<std::string, torch::Tensor> references;
+    GraphCache graphs;
+
+    void releaseMemory() {
+        graphs.clear();
+        references.clear();
+        releaseCachedDeviceMemory();
+    }
 };
 
 Engine::Engine(FolderLoader folderLoader) : m_impl(std::make_unique<Impl>(std::move(folderLoader))) {
@@ -190,38 +284,78 @@ SampleResult Engine::sample(const SampleRequest& request, const FrameCallback& o
         SamplingOptions sampling;
         sampling.recordTrajectory = request.recordTrajectory || request.analyze;
         sampling.cancel = cancel;
+        sampling.graphs = &m_impl->graphs;
+        sampling.captureGraphs = request.cudaGraphs;
         const bool field = request.velocityFieldResolution > 1 && shape.size() == 1 && shape[0] == 2;
         std::vector<double> velocityRms;
+        // A frame's tensors: velocity RMS, state, prediction, then the two previews when the model has them.
+        struct PendingFrame {
+            StepFrame frame;
+            FrameStager::Staged staged;
+        };
+        FrameStager stager(device);
+        std::optional<PendingFrame> pending;
+        const auto deliver = [&](PendingFrame& item) {
+            FrameStager::wait(item.staged);
+            auto& host = item.staged.host;
+            StepFrame& frame = item.frame;
+            frame.velocityRms = host[0].defined() ? host[0].item<double>() : 0.0;
+            velocityRms.push_back(frame.velocityRms);
+            if (!onFrame) return;
+            frame.state = toHostArray(host[1]);
+            frame.prediction = toHostArray(host[2]);
+            if (host.size() > 3) {
+                frame.statePreview = toHostArray(host[3]);
+                frame.predictionPreview = toHostArray(host[4]);
+            }
+            onFrame(frame);
+        };
         if (onFrame || request.analyze) {
             sampling.onFrame = [&](const FrameView& view) {
-                StepFrame frame;
+                PendingFrame item;
+                StepFrame& frame = item.frame;
                 frame.index = view.index;
                 frame.plannedSteps = view.plannedSteps;
                 frame.t = view.t;
                 frame.alpha = view.point.alpha;
                 frame.sigma = view.point.sigma;
                 frame.nfe = view.nfe;
-                frame.velocityRms = view.velocityRms;
                 frame.final = view.final;
-                velocityRms.push_back(view.velocityRms);
-                if (!onFrame) return;
-                frame.state = toHostArray(*view.state);
-                frame.prediction = toHostArray(*view.prediction);
-                if (model->hasPreview()) {
-                    frame.decoded = model->hasDecoder() &&
-                                    (view.final || (request.decodeEvery > 0 && view.index % request.decodeEvery == 0));
-                    frame.statePreview = toHostArray(model->preview(*view.state, view.final && frame.decoded));
-                    frame.predictionPreview = toHostArray(model->preview(*view.prediction, frame.decoded));
+                std::vector<torch::Tensor> tensors{view.velocityRms};
+                if (onFrame) {
+                    tensors.push_back(fitForPreview(*view.state, request.previewSize));
+                    tensors.push_back(fitForPreview(*view.prediction, request.previewSize));
+                    if (model->hasPreview()) {
+                        frame.decoded = model->hasDecoder() &&
+                                        (view.final || (request.decodeEvery > 0 && view.index % request.decodeEvery == 0));
+                        tensors.push_back(fitForPreview(model->preview(*view.state, view.final && frame.decoded),
+                                                        request.previewSize));
+                        tensors.push_back(fitForPreview(model->preview(*view.prediction, frame.decoded),
+                                                        request.previewSize));
+                    }
+                    if (field && view.point.sigma > 0.0) {
+                        frame.velocityField = velocityField(*model, view.point, request.velocityFieldResolution,
+                                                            request.fieldExtent, options);
+                    }
                 }
-                if (field && view.point.sigma > 0.0) {
-                    frame.velocityField = velocityField(*model, view.point, request.velocityFieldResolution,
-                                                        request.fieldExtent, options);
+                item.staged = stager.stage(std::move(tensors));
+                if (!stager.deferred()) {
+                    deliver(item);
+                    return;
                 }
-                onFrame(frame);
+                // GPU: hand over the previous frame now that this step's work is queued behind it.
+                if (pending) deliver(*pending);
+                pending = std::move(item);
+                if (view.final) {
+                    deliver(*pending);
+                    pending.reset();
+                }
             };
         }
         SamplingOutcome outcome = runSampler(*model, *path, *solver, grid, x0, &noise, sampling);
+        for (auto& note : outcome.notes) result.notes.push_back(std::move(note));
         for (auto& note : model->takeNotes()) result.notes.push_back(std::move(note));
+        result.cudaGraph = outcome.replayedGraph;
 
         result.sampleShape = shape;
         result.device = describeDevice(device);
@@ -253,7 +387,7 @@ SampleResult Engine::sample(const SampleRequest& request, const FrameCallback& o
         }
         result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
         return result;
-    });
+    }, [this] { m_impl->releaseMemory(); });
 }
 
 SweepResult Engine::sweep(const SweepRequest& request, const RowCallback& onRow, const std::atomic<bool>* cancel) {
@@ -280,6 +414,8 @@ SweepResult Engine::sweep(const SweepRequest& request, const RowCallback& onRow,
 
         SamplingOptions sampling;
         sampling.cancel = cancel;
+        sampling.graphs = &m_impl->graphs;
+        sampling.captureGraphs = request.cudaGraphs;
         for (const auto& pathName : request.paths) {
             const auto path = makePath(pathName);
             for (const auto& scheduleName : request.schedules) {
@@ -330,7 +466,7 @@ SweepResult Engine::sweep(const SweepRequest& request, const RowCallback& onRow,
         }
         for (auto& note : model->takeNotes()) result.notes.push_back(std::move(note));
         return result;
-    });
+    }, [this] { m_impl->releaseMemory(); });
 }
 
 bool BundleInfo::needsTrust() const {

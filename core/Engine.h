@@ -46,6 +46,12 @@ struct SampleRequest {
     // Latent bundles with a decoder: decode x̂0 every k steps for display (0: only the final
     // sample); the other steps show the cheap latent_rgb preview.
     int decodeEvery = 0;
+    // Frames of images larger than this (either side, in pixels) carry states and predictions
+    // averaged down on the device to fit; 0 keeps them whole. The result is always whole.
+    int previewSize = 0;
+    // On CUDA, fixed-step deterministic runs without frames are captured once as a CUDA graph
+    // and replayed (same results, less launch overhead); false always runs the plain loop.
+    bool cudaGraphs = true;
 };
 
 struct StepFrame {
@@ -100,6 +106,7 @@ struct SampleResult {
     HostArray predictions;                 // [steps + 1, B, ...] when recorded
     std::vector<double> times;             // t_0 .. t_N
     std::vector<std::string> notes;        // things the user should know (clamps, skipped files)
+    bool cudaGraph = false;                // the run was replayed from a CUDA graph
     TrajectoryAnalysis analysis;           // when requested
     // Models with previews (see StepFrame): the final sample as an image (through the decoder
     // when there is one), and with recordTrajectory the cheap previews of every frame.
@@ -124,6 +131,7 @@ struct SweepRequest {
     std::string referenceDtype = "float64";  // float32 trades reference accuracy for speed
     bool keepFinals = false;                 // return each row's final samples
     bool trustModel = false;                 // as SampleRequest::trustModel
+    bool cudaGraphs = true;                  // as SampleRequest::cudaGraphs
 };
 
 struct SweepRow {

@@ -1,9 +1,12 @@
 #include "core/IdxFile.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <stdexcept>
 
+#if FLOWSCOPE_HAVE_ZLIB
 #include <zlib.h>
+#endif
 
 namespace flowscope::core {
 namespace {
@@ -17,6 +20,7 @@ uint32_t bigEndian32(const std::string& bytes, size_t offset) {
 
 void readIdxFile(const std::string& path, const std::function<uint8_t*(const std::vector<int64_t>& shape)>& allocate) {
     // The header first, then the payload decompressed straight into the tensor's memory.
+#if FLOWSCOPE_HAVE_ZLIB
     gzFile file = gzopen(path.c_str(), "rb");
     if (!file) throw std::runtime_error("cannot open '" + path + "'");
     struct Closer {
@@ -38,6 +42,20 @@ void readIdxFile(const std::string& path, const std::function<uint8_t*(const std
         }
         return done;
     };
+#else
+    // An engine-only build without zlib reads uncompressed IDX files (gunzip them first).
+    if (path.ends_with(".gz")) {
+        throw std::runtime_error("'" + path + "' is compressed and this build has no zlib; gunzip it and set "
+                                 "FLOWSCOPE_FASHION_MNIST_DIR to its folder, or rebuild with zlib");
+    }
+    std::FILE* file = std::fopen(path.c_str(), "rb");
+    if (!file) throw std::runtime_error("cannot open '" + path + "'");
+    struct Closer {
+        std::FILE* file;
+        ~Closer() { std::fclose(file); }
+    } closer{file};
+    auto readExactly = [&](void* into, size_t bytes) -> size_t { return std::fread(into, 1, bytes, file); };
+#endif
     std::string header(4, '\0');
     if (readExactly(header.data(), 4) < 4) throw std::runtime_error("'" + path + "' is too short to be an IDX file");
     if (header[0] != 0 || header[1] != 0 || uint8_t(header[2]) != 0x08) {

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -32,6 +34,17 @@ public:
     virtual torch::Tensor preview(const torch::Tensor& x, bool /*decode*/) { return x; }
 
     bool isImage() const { return sampleShape().size() == 3; }
+
+    // Unique per model object for the life of the process (an address can be reused; this is
+    // not), so that caches of captured runs never confuse two models.
+    uint64_t instanceId() const { return m_instanceId; }
+
+private:
+    static uint64_t nextInstanceId() {
+        static std::atomic<uint64_t> counter{0};
+        return ++counter;
+    }
+    uint64_t m_instanceId = nextInstanceId();
 };
 
 }  // namespace flowscope::core

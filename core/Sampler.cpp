@@ -1,15 +1,20 @@
 #include "core/Sampler.h"
 
 #include <cmath>
+#include <map>
 #include <sstream>
 
 #include <torch/torch.h>
 
+#include "core/CudaGraph.h"
 #include "core/Errors.h"
 #include "core/Parameterization.h"
 
 namespace flowscope::core {
 namespace {
+
+// Deferred checks (GPU): how many steps may pass between two looks at the state for NaN or Inf.
+constexpr int kCheckInterval = 64;
 
 torch::Tensor perSampleNorm(const torch::Tensor& x) { return x.reshape({x.size(0), -1}).norm(2, 1); }
 
@@ -19,6 +24,26 @@ torch::Tensor perSampleDot(const torch::Tensor& a, const torch::Tensor& b) {
 
 }  // namespace
 
+std::vector<torch::Tensor> RunRecord::tensors() const {
+    std::vector<torch::Tensor> values{initial, final, lastPrediction, pathLength, velocitySquares, velocitySum};
+    values.insert(values.end(), trajectory.begin(), trajectory.end());
+    values.insert(values.end(), predictions.begin(), predictions.end());
+    return values;
+}
+
+void RunRecord::setTensors(const std::vector<torch::Tensor>& values) {
+    TORCH_CHECK(values.size() == 6 + trajectory.size() + predictions.size(), "internal: run record of another shape");
+    initial = values[0];
+    final = values[1];
+    lastPrediction = values[2];
+    pathLength = values[3];
+    velocitySquares = values[4];
+    velocitySum = values[5];
+    size_t next = 6;
+    for (auto& state : trajectory) state = values[next++];
+    for (auto& prediction : predictions) prediction = values[next++];
+}
+
 SolverContext::SolverContext(Model& model, const ProbabilityPath& path, std::vector<double> grid,
                              NoiseSource* noise, const SamplingOptions& options, torch::TensorOptions tensorOptions)
     : m_model(model),
@@ -27,6 +52,7 @@ SolverContext::SolverContext(Model& model, const ProbabilityPath& path, std::vec
       m_noise(noise),
       m_options(options),
       m_tensorOptions(tensorOptions),
+      m_deferChecks(tensorOptions.device().is_cuda()),
       m_plannedSteps(static_cast<int>(m_grid.size()) - 1) {}
 
 SolverContext::Evaluation SolverContext::evaluate(const torch::Tensor& x, double t) {
@@ -37,11 +63,11 @@ SolverContext::Evaluation SolverContext::evaluate(const torch::Tensor& x, double
         throw std::logic_error("internal: model evaluated at sigma = 0 (t = " + std::to_string(t) + ")");
     }
     torch::Tensor data = m_model.denoise(x, p.alpha, p.sigma);
-    ++m_nfe;
-    if (!torch::isfinite(data).all().item<bool>()) {
+    ++m_record.nfe;
+    if (!m_deferChecks && !torch::isfinite(data).all().item<bool>()) {
         std::ostringstream message;
-        message << "the model returned NaN or Inf at step " << m_steps << " (t = " << t << ", NFE " << m_nfe
-                << "); the run was stopped";
+        message << "the model returned NaN or Inf at step " << m_record.steps << " (t = " << t << ", NFE "
+                << m_record.nfe << "); the run was stopped";
         throw std::runtime_error(message.str());
     }
     torch::Tensor velocity = velocityFromData(data, x, p);
@@ -55,34 +81,33 @@ SolverContext::Evaluation SolverContext::beginStep(const torch::Tensor& x, doubl
 
 SolverContext::Evaluation SolverContext::beginStep(const torch::Tensor& x, double t, Evaluation known) {
     if (m_options.cancel && m_options.cancel->load(std::memory_order_relaxed)) throw CancelledError();
-    if (!m_initial.defined()) {
-        m_initial = x;
-        m_times.push_back(t);
-        if (m_options.recordTrajectory) m_trajectory.push_back(x);
+    if (!m_record.initial.defined()) {
+        m_record.initial = x;
+        m_record.times.push_back(t);
+        if (m_options.recordTrajectory) m_record.trajectory.push_back(x);
         const auto batch = x.size(0);
-        auto accOptions = x.options();
-        m_pathLength = torch::zeros({batch}, accOptions);
-        m_velocitySquares = torch::zeros({batch}, accOptions);
-        m_velocitySum = torch::zeros_like(x);
+        m_record.pathLength = torch::zeros({batch}, x.options());
+        m_record.velocitySquares = torch::zeros({batch}, x.options());
+        m_record.velocitySum = torch::zeros_like(x);
     }
     m_stepStartX = x;
     m_stepStartT = t;
     m_stepVelocity = known.velocity;
-    m_lastPrediction = known.data;
-    if (m_options.recordTrajectory) m_predictions.push_back(known.data);
-    const double rms = known.velocity.pow(2).mean().sqrt().item<double>();
-    emitFrame(x, t, known.data, rms, false);
+    m_record.lastPrediction = known.data;
+    if (m_options.recordTrajectory) m_record.predictions.push_back(known.data);
+    if (m_options.onFrame) emitFrame(x, t, known.data, known.velocity.pow(2).mean().sqrt(), false);
     return known;
 }
 
 void SolverContext::endStep(const torch::Tensor& xNext, double tNext) {
     const double h = tNext - m_stepStartT;
-    m_pathLength += perSampleNorm(xNext - m_stepStartX);
-    m_velocitySquares += h * m_stepVelocity.reshape({m_stepVelocity.size(0), -1}).pow(2).sum(1);
-    m_velocitySum += h * m_stepVelocity;
-    ++m_steps;
-    m_times.push_back(tNext);
-    if (m_options.recordTrajectory) m_trajectory.push_back(xNext);
+    m_record.pathLength.add_(perSampleNorm(xNext - m_stepStartX));
+    m_record.velocitySquares.add_(m_stepVelocity.reshape({m_stepVelocity.size(0), -1}).pow(2).sum(1), h);
+    m_record.velocitySum.add_(m_stepVelocity, h);
+    ++m_record.steps;
+    m_record.times.push_back(tNext);
+    if (m_options.recordTrajectory) m_record.trajectory.push_back(xNext);
+    if (m_deferChecks && !m_capturing && m_record.steps % kCheckInterval == 0) checkFiniteSoFar(xNext);
 }
 
 torch::Tensor SolverContext::drawNoise() {
@@ -90,15 +115,15 @@ torch::Tensor SolverContext::drawNoise() {
     return m_noise->draw().to(m_tensorOptions);
 }
 
-void SolverContext::emitFrame(const torch::Tensor& x, double t, const torch::Tensor& prediction, double velocityRms,
-                              bool final) {
+void SolverContext::emitFrame(const torch::Tensor& x, double t, const torch::Tensor& prediction,
+                              const torch::Tensor& velocityRms, bool final) {
     if (!m_options.onFrame) return;
     FrameView frame;
-    frame.index = m_steps;
+    frame.index = m_record.steps;
     frame.plannedSteps = m_plannedSteps;
     frame.t = t;
     frame.point = m_path.at(t);
-    frame.nfe = m_nfe;
+    frame.nfe = m_record.nfe;
     frame.state = &x;
     frame.prediction = &prediction;
     frame.velocityRms = velocityRms;
@@ -106,42 +131,165 @@ void SolverContext::emitFrame(const torch::Tensor& x, double t, const torch::Ten
     m_options.onFrame(frame);
 }
 
-SamplingOutcome SolverContext::finish(const torch::Tensor& x) {
-    SamplingOutcome outcome;
-    const double tEnd = m_times.back();
-    const torch::Tensor prediction = m_path.sigma(tEnd) > 0.0 ? m_lastPrediction : x;
-    if (m_options.recordTrajectory) m_predictions.push_back(prediction);
-    emitFrame(x, tEnd, prediction, 0.0, true);
+void SolverContext::checkFiniteSoFar(const torch::Tensor& x) {
+    // A NaN or Inf in any prediction reaches the velocity sums and the state within a step.
+    const bool finite = torch::isfinite(x).all().item<bool>() &&
+                        (!m_record.velocitySquares.defined() || torch::isfinite(m_record.velocitySquares).all().item<bool>());
+    if (!finite) {
+        std::ostringstream message;
+        message << "the model returned NaN or Inf within the first " << m_record.steps << " steps (NFE " << m_record.nfe
+                << "); the run was stopped";
+        throw std::runtime_error(message.str());
+    }
+}
 
+RunRecord SolverContext::takeRecord(const torch::Tensor& x) {
+    m_record.final = x;
+    return std::move(m_record);
+}
+
+SamplingOutcome SolverContext::finish(const torch::Tensor& x) {
+    if (m_deferChecks) checkFiniteSoFar(x);
+    const double tEnd = m_record.times.back();
+    const torch::Tensor prediction = m_path.sigma(tEnd) > 0.0 ? m_record.lastPrediction : x;
+    if (m_options.recordTrajectory) m_record.predictions.push_back(prediction);
+    emitFrame(x, tEnd, prediction, {}, true);
+    return summarizeRun(takeRecord(x));
+}
+
+SamplingOutcome summarizeRun(RunRecord record) {
+    SamplingOutcome outcome;
     // Path length ratio: sum of |x_{i+1} - x_i| over |x_end - x_start| (1 = straight).
     // Straightness (Liu et al.): (1/T) sum_i h_i |v_i - c|^2 / |c|^2 with c the chord velocity
     // (x_end - x_start)/T over the span T; with t from 0 to 1 this is their S, normalized.
-    const torch::Tensor chord = x - m_initial;
-    const double span = tEnd - m_times.front();
+    const torch::Tensor& x = record.final;
+    const torch::Tensor chord = x - record.initial;
+    const double span = record.times.back() - record.times.front();
     const torch::Tensor chordVelocity = chord / span;
     const torch::Tensor chordSquare = perSampleDot(chordVelocity, chordVelocity);
     const torch::Tensor deviation =
-        m_velocitySquares - 2.0 * perSampleDot(m_velocitySum, chordVelocity) + span * chordSquare;
-    outcome.pathLengthRatios = (m_pathLength / perSampleNorm(chord)).to(torch::kFloat64).cpu();
+        record.velocitySquares - 2.0 * perSampleDot(record.velocitySum, chordVelocity) + span * chordSquare;
+    outcome.pathLengthRatios = (record.pathLength / perSampleNorm(chord)).to(torch::kFloat64).cpu();
     outcome.straightnesses = (deviation / (span * chordSquare)).clamp_min(0.0).to(torch::kFloat64).cpu();
     outcome.pathLengthRatio = outcome.pathLengthRatios.mean().item<double>();
     outcome.straightness = outcome.straightnesses.mean().item<double>();
 
-    outcome.initial = m_initial;
-    outcome.final = x;
-    outcome.trajectory = std::move(m_trajectory);
-    outcome.predictions = std::move(m_predictions);
-    outcome.times = std::move(m_times);
-    outcome.nfe = m_nfe;
-    outcome.steps = m_steps;
+    outcome.initial = record.initial;
+    outcome.final = record.final;
+    outcome.trajectory = std::move(record.trajectory);
+    outcome.predictions = std::move(record.predictions);
+    outcome.times = std::move(record.times);
+    outcome.nfe = record.nfe;
+    outcome.steps = record.steps;
     return outcome;
 }
+
+// --- CUDA graphs -------------------------------------------------------------------------------
+
+struct GraphCache::Entries {
+    struct Entry {
+        int runs = 0;                      // plain runs so far; the second run is captured
+        bool failed = false;               // capture failed: the plain loop from now on
+        std::unique_ptr<CudaGraph> graph;
+        RunRecord layout;                  // host values and the record's shape
+        std::vector<std::string> notes;    // the model's notes from the capture
+    };
+    std::map<std::string, Entry> byKey;
+    // Where each model was last prepared: moving a model frees the tensors its graphs read.
+    std::map<uint64_t, std::string> preparedFor;
+};
+
+GraphCache::GraphCache() : m_entries(std::make_unique<Entries>()) {}
+GraphCache::~GraphCache() = default;
+void GraphCache::clear() {
+    m_entries->byKey.clear();
+    m_entries->preparedFor.clear();
+}
+size_t GraphCache::size() const { return m_entries->byKey.size(); }
+
+namespace {
+
+std::string graphKey(const Model& model, const ProbabilityPath& path, const Solver& solver,
+                     const std::vector<double>& grid, const torch::Tensor& x0, bool trajectory) {
+    std::ostringstream key;
+    key.precision(17);
+    key << model.instanceId() << '|' << path.name() << '|' << solver.name() << '|' << x0.sizes() << '|'
+        << x0.dtype() << '|' << x0.device() << '|' << trajectory;
+    for (double t : grid) key << '|' << t;
+    return key.str();
+}
+
+}  // namespace
 
 SamplingOutcome runSampler(Model& model, const ProbabilityPath& path, Solver& solver, std::vector<double> grid,
                            const torch::Tensor& x0, NoiseSource* noise, const SamplingOptions& options) {
     if (grid.size() < 2) throw InvalidRequestError("a run needs at least one step");
     if (solver.isStochastic() && !noise) throw InvalidRequestError("solver '" + solver.name() + "' needs noise");
     model.prepare(x0.device(), x0.scalar_type());
+
+    GraphCache* graphs = options.graphs;
+    if (graphs) {
+        auto& entries = *graphs->m_entries;
+        std::ostringstream placement;
+        placement << x0.device() << '|' << x0.dtype();
+        auto& prepared = entries.preparedFor[model.instanceId()];
+        if (prepared != placement.str()) {
+            // The model's tensors may have moved since its graphs were captured: drop them.
+            const std::string prefix = std::to_string(model.instanceId()) + "|";
+            for (auto it = entries.byKey.begin(); it != entries.byKey.end();) {
+                it = it->first.starts_with(prefix) ? entries.byKey.erase(it) : std::next(it);
+            }
+            prepared = placement.str();
+        }
+    }
+    if (graphs && options.captureGraphs && x0.is_cuda() && CudaGraph::available() && !options.onFrame &&
+        !solver.isAdaptive() && !solver.isStochastic()) {
+        auto& entries = *graphs->m_entries;
+        const std::string key = graphKey(model, path, solver, grid, x0, options.recordTrajectory);
+        if (entries.byKey.size() >= 64 && !entries.byKey.count(key)) entries.byKey.clear();
+        auto& entry = entries.byKey[key];
+        // A run seen once is captured when it comes again (a one-off run would only pay for the
+        // capture); a capture that failed is not tried again.
+        if (!entry.graph && !entry.failed && entry.runs++ >= 1) {
+            SamplingOptions captureOptions;
+            captureOptions.recordTrajectory = options.recordTrajectory;
+            const auto body = [&](const torch::Tensor& input) {
+                SolverContext context(model, path, grid, noise, captureOptions, input.options());
+                context.setCapturing();
+                const torch::Tensor final = solver.integrate(context, input);
+                entry.layout = context.takeRecord(final);
+                return entry.layout.tensors();
+            };
+            try {
+                entry.graph = std::make_unique<CudaGraph>(x0, body);
+            } catch (const std::runtime_error&) {
+                entry.failed = true;  // the model waits for the GPU somewhere: plain loop
+            }
+            // What the model noted while captured (clamped ranges, ...) holds for every replay.
+            entry.notes = model.takeNotes();
+        }
+        const auto found = entries.byKey.find(key);
+        if (found->second.graph) {
+            if (options.cancel && options.cancel->load(std::memory_order_relaxed)) throw CancelledError();
+            RunRecord record = found->second.layout;
+            std::vector<torch::Tensor> outputs;
+            for (const auto& output : found->second.graph->replay(x0)) outputs.push_back(output.clone());
+            record.setTensors(outputs);
+            record.initial = x0;
+            const bool finite = torch::isfinite(record.final).all().item<bool>() &&
+                                torch::isfinite(record.velocitySquares).all().item<bool>();
+            if (!finite) throw std::runtime_error("the model returned NaN or Inf during the run; the run was stopped");
+            if (options.recordTrajectory) {
+                record.predictions.push_back(path.sigma(record.times.back()) > 0.0 ? record.lastPrediction
+                                                                                   : record.final);
+            }
+            SamplingOutcome outcome = summarizeRun(std::move(record));
+            outcome.replayedGraph = true;
+            outcome.notes = found->second.notes;
+            return outcome;
+        }
+    }
+
     SolverContext context(model, path, std::move(grid), noise, options, x0.options());
     if (solver.isAdaptive()) context.setPlannedSteps(0);
     const torch::Tensor final = solver.integrate(context, x0);

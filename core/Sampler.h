@@ -26,14 +26,23 @@ struct FrameView {
     int nfe = 0;
     const torch::Tensor* state = nullptr;
     const torch::Tensor* prediction = nullptr;
-    double velocityRms = 0.0;  // RMS per element of the velocity at x_k (0 for the final frame)
+    // RMS per element of the velocity at x_k, a 0-d tensor on the run's device (undefined for
+    // the final frame): reading it is the observer's choice, since on a GPU it waits for the step.
+    torch::Tensor velocityRms;
     bool final = false;
 };
+
+class GraphCache;
 
 struct SamplingOptions {
     bool recordTrajectory = false;
     const std::atomic<bool>* cancel = nullptr;  // checked before every step
     std::function<void(const FrameView&)> onFrame;
+    // Where fixed-step deterministic runs on CUDA are captured and replayed as CUDA graphs (runs
+    // with a frame observer never are). Every run of a model that has graphs there must pass the
+    // cache, so that it notices when the model moves between devices. Null: plain loop.
+    GraphCache* graphs = nullptr;
+    bool captureGraphs = true;  // false: the plain loop even where a graph would do
 };
 
 struct SamplingOutcome {
@@ -49,6 +58,28 @@ struct SamplingOutcome {
     torch::Tensor straightnesses;
     double pathLengthRatio = 0.0;
     double straightness = 0.0;
+    bool replayedGraph = false;       // the run was a CUDA graph replay
+    std::vector<std::string> notes;   // graph replays: the model's notes from the capture
+};
+
+// Everything a run leaves behind, before the metrics are summarized: tensors (which a CUDA graph
+// produces in its own memory) and host values (which are the same on every replay).
+struct RunRecord {
+    torch::Tensor initial;
+    torch::Tensor final;
+    torch::Tensor lastPrediction;
+    torch::Tensor pathLength;       // sum |x_{i+1} - x_i|, per sample
+    torch::Tensor velocitySquares;  // sum h_i |v_i|^2, per sample
+    torch::Tensor velocitySum;      // sum h_i v_i
+    std::vector<torch::Tensor> trajectory;
+    std::vector<torch::Tensor> predictions;
+    std::vector<double> times;
+    int nfe = 0;
+    int steps = 0;
+
+    // The tensors in a fixed order, and the reverse (for a graph's outputs).
+    std::vector<torch::Tensor> tensors() const;
+    void setTensors(const std::vector<torch::Tensor>& values);
 };
 
 class SolverContext;
@@ -98,11 +129,20 @@ public:
     // Fresh Gaussian noise for stochastic samplers, from the per-sample generators.
     torch::Tensor drawNoise();
 
+    // Emits the final frame and summarizes the run.
     SamplingOutcome finish(const torch::Tensor& x);
+    // The run so far with x as its final state, without a frame (for graph capture).
+    RunRecord takeRecord(const torch::Tensor& x);
     void setPlannedSteps(int steps) { m_plannedSteps = steps; }
+    // Being captured as a CUDA graph: nothing may wait for the GPU.
+    void setCapturing() { m_capturing = true; }
 
 private:
-    void emitFrame(const torch::Tensor& x, double t, const torch::Tensor& prediction, double velocityRms, bool final);
+    void emitFrame(const torch::Tensor& x, double t, const torch::Tensor& prediction, const torch::Tensor& velocityRms,
+                   bool final);
+    // On a GPU the model's output is checked for NaN and Inf here, every kCheckInterval steps and
+    // at the end, instead of after every evaluation (each check waits for the GPU).
+    void checkFiniteSoFar(const torch::Tensor& x);
 
     Model& m_model;
     const ProbabilityPath& m_path;
@@ -111,22 +151,34 @@ private:
     const SamplingOptions& m_options;
     torch::TensorOptions m_tensorOptions;
 
-    int m_nfe = 0;
-    int m_steps = 0;
+    bool m_deferChecks = false;  // CUDA: no host synchronization inside the loop
+    bool m_capturing = false;
     int m_plannedSteps = 0;
-    torch::Tensor m_initial;
-    std::vector<double> m_times;
-    std::vector<torch::Tensor> m_trajectory;
-    std::vector<torch::Tensor> m_predictions;
+    RunRecord m_record;
     // Step in progress.
     torch::Tensor m_stepStartX;
     torch::Tensor m_stepVelocity;
-    torch::Tensor m_lastPrediction;
     double m_stepStartT = 0.0;
-    // Metric accumulators per sample.
-    torch::Tensor m_pathLength;       // sum |x_{i+1} - x_i|
-    torch::Tensor m_velocitySquares;  // sum h_i |v_i|^2
-    torch::Tensor m_velocitySum;      // sum h_i v_i
+};
+
+// The metrics of a finished run (DESIGN.md section 5), from its record.
+SamplingOutcome summarizeRun(RunRecord record);
+
+// CUDA graphs of fixed-step runs, by everything that shapes them (model object, path, solver,
+// grid, batch shape, dtype, device). One per engine; used from one thread at a time.
+class GraphCache {
+public:
+    GraphCache();
+    ~GraphCache();
+    // Forgets every graph (their memory goes back to the caching allocator).
+    void clear();
+    size_t size() const;
+
+private:
+    friend SamplingOutcome runSampler(Model&, const ProbabilityPath&, Solver&, std::vector<double>,
+                                      const torch::Tensor&, NoiseSource*, const SamplingOptions&);
+    struct Entries;
+    std::unique_ptr<Entries> m_entries;
 };
 
 // Integrates from x0 (already at the grid's first time) and returns the outcome. Throws

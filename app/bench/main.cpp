@@ -1,36 +1,79 @@
 // flowscope-bench: engine figures measured side by side in one run (these machines are noisy, so
-// only ratios within one run mean much). Prints a table, or JSON with --json.
+// only ratios within one run mean much). Warm, median of repeats, with device synchronization.
+// Prints a table, or JSON with --json. Sections (all by default):
+//   overhead   model forward alone against the engine's loop per step (small and larger conv
+//              net, TorchScript), and on CUDA the same loop replayed as a CUDA graph
+//   empirical  the empirical denoiser's step on Fashion-MNIST at batch 1 and 64 against the
+//              memory floor (dataset bytes over the copy bandwidth measured in this run)
+//   previews   the engine with a frame observer on every step against none
+//   devices    CPU and CUDA final samples from the same seed (max abs difference)
+//   sweep      a 6 x 4 sweep against the 24 runs it stands for
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <functional>
+#include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
+#include <torch/cuda.h>
+#include <torch/script.h>
 #include <torch/torch.h>
+#include <torch/version.h>
 
+#include "app/bench/ConvNet.h"
 #include "core/Datasets.h"
 #include "core/Device.h"
 #include "core/EmpiricalDenoiser.h"
 #include "core/Engine.h"
+#include "core/HostTensor.h"
 
 using namespace flowscope;
 
 namespace {
 
 struct Figure {
+    std::string section;
     std::string name;
     double milliseconds;
     std::string note;
 };
 
-// Median wall time of `repeats` calls after `warmup` calls, in milliseconds.
+struct Ratio {
+    std::string name;
+    double value;
+    std::string target;  // empty: reported only
+};
+
+struct Settings {
+    bool json = false;
+    int repeats = 15;
+    int64_t images = 0;
+    std::string device = "auto";
+    std::set<std::string> sections{"overhead", "empirical", "previews", "devices", "sweep"};
+    std::string modelDirectory;  // where the conv nets are written (for the Python baseline)
+    int steps = 0;               // 0: 32 on CUDA, 8 on the CPU
+};
+
+torch::Device g_device = torch::kCPU;
+
+void synchronize() {
+    if (g_device.is_cuda()) torch::cuda::synchronize();
+}
+
+// Median wall time of `repeats` calls after `warmup` calls, in milliseconds, the device
+// synchronized before the clock starts and before it stops.
 double medianMs(const std::function<void()>& body, int repeats, int warmup = 2) {
     for (int i = 0; i < warmup; ++i) body();
     std::vector<double> samples;
     for (int i = 0; i < repeats; ++i) {
+        synchronize();
         const auto start = std::chrono::steady_clock::now();
         body();
+        synchronize();
         samples.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
     }
     std::nth_element(samples.begin(), samples.begin() + samples.size() / 2, samples.end());
@@ -38,104 +81,364 @@ double medianMs(const std::function<void()>& body, int repeats, int warmup = 2) 
 }
 
 void usage() {
-    std::printf("usage: flowscope-bench [--json] [--repeats N] [--images N]\n");
+    std::printf(
+        "usage: flowscope-bench [--json] [--repeats N] [--images N] [--device auto|cpu|cuda] [--steps N]\n"
+        "                       [--sections overhead,empirical,previews,devices,sweep] [--model-dir DIR]\n"
+        "  --model-dir DIR   write the benchmark's conv nets there (bench/python_baseline.py reads them)\n");
 }
+
+std::string fixed(double value, int digits = 3) {
+    char text[64];
+    std::snprintf(text, sizeof text, "%.*f", digits, value);
+    return text;
+}
+
+std::string jsonEscape(const std::string& text) {
+    std::string out;
+    for (char c : text) {
+        if (c == '"' || c == '\\') out += '\\';
+        if (static_cast<unsigned char>(c) >= 0x20) out += c;
+    }
+    return out;
+}
+
+class Bench {
+public:
+    explicit Bench(Settings settings) : m_settings(std::move(settings)) {}
+
+    void run() {
+        m_steps = m_settings.steps > 0 ? m_settings.steps : (g_device.is_cuda() ? 32 : 8);
+        if (m_settings.sections.count("overhead") || m_settings.sections.count("previews") ||
+            m_settings.sections.count("devices") || m_settings.sections.count("sweep")) {
+            writeNets();
+        }
+        if (m_settings.sections.count("overhead")) overhead();
+        if (m_settings.sections.count("empirical")) empirical();
+        if (m_settings.sections.count("previews")) previews();
+        if (m_settings.sections.count("devices")) devices();
+        if (m_settings.sections.count("sweep")) sweep();
+    }
+
+    void print() const {
+        const std::string device = core::describeDevice(g_device);
+        if (m_settings.json) {
+            std::printf("{\"device\":\"%s\",\"libtorch\":\"%s\",\"steps\":%d,\"repeats\":%d,\"figures\":[",
+                        jsonEscape(device).c_str(), TORCH_VERSION, m_steps, m_settings.repeats);
+            for (size_t i = 0; i < m_figures.size(); ++i) {
+                const auto& f = m_figures[i];
+                std::printf("%s{\"section\":\"%s\",\"name\":\"%s\",\"ms\":%.5f,\"note\":\"%s\"}", i ? "," : "",
+                            f.section.c_str(), jsonEscape(f.name).c_str(), f.milliseconds, jsonEscape(f.note).c_str());
+            }
+            std::printf("],\"ratios\":[");
+            for (size_t i = 0; i < m_ratios.size(); ++i) {
+                const auto& r = m_ratios[i];
+                std::printf("%s{\"name\":\"%s\",\"value\":%.6g,\"target\":\"%s\"}", i ? "," : "", jsonEscape(r.name).c_str(),
+                            r.value, jsonEscape(r.target).c_str());
+            }
+            std::printf("],\"notes\":[");
+            for (size_t i = 0; i < m_notes.size(); ++i) std::printf("%s\"%s\"", i ? "," : "", jsonEscape(m_notes[i]).c_str());
+            std::printf("]}\n");
+            return;
+        }
+        std::printf("FlowScope engine benchmark (%s, LibTorch %s), median of %d runs\n", device.c_str(), TORCH_VERSION,
+                    m_settings.repeats);
+        std::string section;
+        for (const auto& f : m_figures) {
+            if (f.section != section) {
+                section = f.section;
+                std::printf("\n[%s]\n", section.c_str());
+            }
+            std::printf("  %-58s %11.4f ms  %s\n", f.name.c_str(), f.milliseconds, f.note.c_str());
+        }
+        std::printf("\nratios\n");
+        for (const auto& r : m_ratios) {
+            std::printf("  %-58s %9.3f  %s\n", r.name.c_str(), r.value, r.target.empty() ? "" : ("(target " + r.target + ")").c_str());
+        }
+        for (const auto& note : m_notes) std::printf("  note: %s\n", note.c_str());
+    }
+
+    double sink = 0.0;
+
+private:
+    void add(const std::string& section, const std::string& name, double ms, const std::string& note = {}) {
+        m_figures.push_back({section, name, ms, note});
+    }
+
+    void writeNets() {
+        m_directory = m_settings.modelDirectory;
+        if (m_directory.empty()) {
+            m_directory = (std::filesystem::temp_directory_path() / "flowscope-bench-models").string();
+        }
+        m_small = {64, 6, 1, 28};
+        // The larger net: more channels and blocks (on a GPU also larger images), so that the
+        // forward pass, not launching it, dominates.
+        m_large = g_device.is_cuda() ? bench::ConvNetShape{128, 8, 3, 64} : bench::ConvNetShape{128, 8, 1, 28};
+        bench::writeConvNetBundle(m_directory + "/small", m_small, 1);
+        bench::writeConvNetBundle(m_directory + "/large", m_large, 2);
+    }
+
+    core::SampleRequest netRequest(const std::string& net, int steps, int batch) const {
+        core::SampleRequest request;
+        request.model = "bundle:" + m_directory + "/" + net;
+        request.trustModel = true;
+        request.steps = steps;
+        request.batch = batch;
+        request.solver = "euler";
+        request.device = m_settings.device;
+        return request;
+    }
+
+    void overhead() {
+        constexpr int kBatch = 16;
+        for (const char* net : {"small", "large"}) {
+            const bench::ConvNetShape& shape = std::string(net) == "small" ? m_small : m_large;
+            torch::jit::Module module = torch::jit::load(m_directory + "/" + net + "/model.pt", g_device);
+            module.eval();
+            const torch::Tensor x = torch::randn({kBatch, shape.imageChannels, shape.size, shape.size}).to(g_device);
+            const torch::Tensor time = torch::full({kBatch}, 0.5).to(g_device);
+            const int repeats = std::string(net) == "large" && !g_device.is_cuda() ? 3 : m_settings.repeats;
+            // As many forward passes back to back as the engine takes steps, per pass.
+            const double forward = medianMs(
+                [&] {
+                    for (int i = 0; i < m_steps; ++i) sink += module.forward({x, time}).toTensor().size(0);
+                },
+                repeats) / m_steps;
+            const std::string label = std::string(net) + " net (" + std::to_string(shape.channels) + " ch, " +
+                                      std::to_string(shape.blocks) + " residual convs, " +
+                                      std::to_string(shape.imageChannels) + "x" + std::to_string(shape.size) + "x" +
+                                      std::to_string(shape.size) + ", batch 16)";
+            add("overhead", label + ": forward alone", forward,
+                fixed(bench::convNetFlops(shape, kBatch) / (forward * 1e-3) / 1e12, 2) + " TFLOP/s");
+
+            core::Engine engine;
+            core::SampleRequest request = netRequest(net, m_steps, kBatch);
+            request.cudaGraphs = false;
+            const double plain = medianMs([&] { checked(engine.sample(request)); }, repeats) / m_steps;
+            add("overhead", label + ": engine loop, per step", plain, "Euler, " + std::to_string(m_steps) + " steps");
+            m_ratios.push_back({std::string(net) + " net: engine step / forward", plain / forward, "<= 1.03 (GPU)"});
+            if (g_device.is_cuda()) {
+                request.cudaGraphs = true;
+                bool replayed = false;
+                const double graphed = medianMs([&] { replayed = checked(engine.sample(request)).cudaGraph; }, repeats, 3) / m_steps;
+                add("overhead", label + ": engine as a CUDA graph, per step", graphed, replayed ? "replayed" : "NOT replayed");
+                m_ratios.push_back({std::string(net) + " net: plain loop / CUDA graph", plain / graphed,
+                                    std::string(net) == "small" ? ">= 1.3" : ""});
+                // The graph must give the plain loop's samples exactly.
+                core::SampleRequest same = netRequest(net, m_steps, kBatch);
+                same.cudaGraphs = false;
+                const auto a = checked(engine.sample(same));
+                same.cudaGraphs = true;
+                const auto b = checked(engine.sample(same));
+                m_ratios.push_back({std::string(net) + " net: max |graph - plain|", maxAbsDifference(a.final, b.final), "0"});
+            }
+        }
+    }
+
+    void empirical() {
+        torch::Tensor data;
+        try {
+            data = core::loadFashionMnist(true, m_settings.images);
+        } catch (const std::exception& error) {
+            // The step's speed does not depend on the pixels (on a GPU machine without the
+            // dataset package): random images of the same shape.
+            data = torch::rand({m_settings.images > 0 ? m_settings.images : 60000, 1, 28, 28}) * 2 - 1;
+            m_notes.push_back("empirical section on random data of Fashion-MNIST's shape (" + std::string(error.what()) + ")");
+        }
+        core::EmpiricalDenoiser denoiser("fashion-mnist", data);
+        const auto n = data.size(0);
+        const auto dim = data.numel() / n;
+        denoiser.prepare(g_device, torch::kFloat32);
+        const double datasetBytes = static_cast<double>(n * dim) * 4.0;
+
+        // Copy bandwidth, counting bytes read and written, on a buffer well beyond the caches.
+        const int64_t copyElements = g_device.is_cuda() ? (int64_t{1} << 28) : (int64_t{1} << 25);
+        const torch::Tensor source = torch::rand({copyElements}, torch::TensorOptions().device(g_device));
+        torch::Tensor target = torch::empty_like(source);
+        const double copyMs = medianMs([&] { target.copy_(source); }, m_settings.repeats);
+        const double bandwidth = 2.0 * copyElements * 4.0 / (copyMs * 1e-3);
+        add("empirical", "copy of " + std::to_string(copyElements * 4 >> 20) + " MiB", copyMs,
+            fixed(bandwidth / 1e9, 1) + " GB/s read + write");
+        const double floor = datasetBytes / bandwidth * 1e3;
+        add("empirical", "floor: dataset bytes / copy bandwidth", floor,
+            std::to_string(n) + " x " + std::to_string(dim) + " float32");
+
+        double slowest1 = 0.0;
+        for (double t : {0.05, 0.5, 0.95}) {
+            const torch::Tensor x1 = (t * data.reshape({n, dim}).narrow(0, 17, 1) + (1.0 - t) * torch::randn({1, dim}))
+                                         .reshape({1, data.size(1), data.size(2), data.size(3)})
+                                         .to(g_device);
+            const double step = medianMs([&] { sink += denoiser.denoise(x1, t, 1.0 - t).size(0); }, m_settings.repeats);
+            add("empirical", "step, batch 1, t = " + fixed(t, 2), step,
+                g_device.is_cuda() ? "matrix products" : "fused single pass");
+            slowest1 = std::max(slowest1, step);
+            if (!g_device.is_cuda()) {
+                const torch::Tensor flat = x1.reshape({1, dim});
+                const double matmul =
+                    medianMs([&] { sink += denoiser.denoiseMatmul(flat, t, 1.0 - t).size(0); }, m_settings.repeats);
+                add("empirical", "step, batch 1, t = " + fixed(t, 2) + " (two matrix products)", matmul);
+            }
+        }
+        const torch::Tensor x64 = torch::randn({64, data.size(1), data.size(2), data.size(3)}).to(g_device);
+        const double step64 = medianMs([&] { sink += denoiser.denoise(x64, 0.5, 0.5).size(0); },
+                                       std::max(3, m_settings.repeats / 3));
+        add("empirical", "step, batch 64, t = 0.50", step64);
+        m_ratios.push_back({"empirical batch 1: floor / step (share of bandwidth)", floor / slowest1,
+                            g_device.is_cuda() ? ">= 0.5" : ""});
+        m_ratios.push_back({"empirical batch 64: floor / step", floor / step64, ""});
+    }
+
+    void previews() {
+        constexpr int kBatch = 16;
+        core::Engine engine;
+        core::SampleRequest request = netRequest("small", m_steps, kBatch);
+        request.cudaGraphs = false;
+        const double none = medianMs([&] { checked(engine.sample(request)); }, m_settings.repeats);
+        int frames = 0;
+        const auto observer = [&](const core::StepFrame& frame) {
+            ++frames;
+            sink += frame.state.values.empty() ? 0.0 : frame.state.values.front();
+        };
+        const double every = medianMs([&] { checked(engine.sample(request, observer)); }, m_settings.repeats);
+        add("previews", "small net, " + std::to_string(m_steps) + " steps, no frames", none);
+        add("previews", "small net, " + std::to_string(m_steps) + " steps, a frame every step", every,
+            "state + prediction to the host");
+        m_ratios.push_back({"previews on every step / none", every / none, "<= 1.05"});
+    }
+
+    void devices() {
+        if (!g_device.is_cuda()) {
+            m_notes.push_back("devices section: no CUDA device here, CPU against CUDA not measured");
+            return;
+        }
+        core::Engine engine;
+        for (const char* model : {"small", "gmm:8gaussians"}) {
+            core::SampleRequest request = netRequest("small", 8, 16);
+            if (std::string(model) != "small") request.model = model;
+            request.seed = 42;
+            request.device = "cpu";
+            const auto cpu = checked(engine.sample(request));
+            request.device = "cuda";
+            const auto cuda = checked(engine.sample(request));
+            m_ratios.push_back({std::string(model) + ": max |CPU - CUDA| of the final samples",
+                                maxAbsDifference(cpu.final, cuda.final), ""});
+        }
+    }
+
+    void sweep() {
+        // 6 cells (2 paths x 3 solvers) times 4 step counts, on the small net.
+        core::SweepRequest request;
+        request.model = "bundle:" + m_directory + "/small";
+        request.trustModel = true;
+        request.paths = {"linear", "vp"};
+        request.solvers = {"euler", "heun", "dpm++2m"};
+        request.steps = {1, 2, 4, 8};
+        request.batch = 4;
+        request.device = m_settings.device;
+        request.referenceTolerance = 1e-4;
+        core::Engine engine;
+        const int repeats = std::max(3, m_settings.repeats / 5);
+        // The reference solves are cached by the engine after the first sweep; both sides below
+        // then measure only the 24 runs.
+        const double whole = medianMs(
+            [&] {
+                const auto result = engine.sweep(request);
+                if (!result.ok()) throw std::runtime_error(result.error);
+            },
+            repeats, 1);
+        const double separate = medianMs(
+            [&] {
+                for (const auto& path : request.paths) {
+                    for (const auto& solver : request.solvers) {
+                        for (int steps : request.steps) {
+                            core::SampleRequest one = netRequest("small", steps, request.batch);
+                            one.path = path;
+                            one.solver = solver;
+                            checked(engine.sample(one));
+                        }
+                    }
+                }
+            },
+            repeats, 1);
+        add("sweep", "6 x 4 sweep (2 paths x 3 solvers x 1,2,4,8 steps), batch 4", whole);
+        add("sweep", "the same 24 runs one by one", separate);
+        m_ratios.push_back({"24 separate runs / one 6 x 4 sweep", separate / whole, ""});
+    }
+
+    static const core::SampleResult& checked(const core::SampleResult& result) {
+        if (!result.ok()) throw std::runtime_error(result.error);
+        return result;
+    }
+
+    static double maxAbsDifference(const core::HostArray& a, const core::HostArray& b) {
+        if (a.values.size() != b.values.size()) return INFINITY;
+        double worst = 0.0;
+        for (size_t i = 0; i < a.values.size(); ++i) worst = std::max(worst, std::abs(double(a.values[i]) - b.values[i]));
+        return worst;
+    }
+
+    Settings m_settings;
+    int m_steps = 8;
+    std::string m_directory;
+    bench::ConvNetShape m_small, m_large;
+    std::vector<Figure> m_figures;
+    std::vector<Ratio> m_ratios;
+    std::vector<std::string> m_notes;
+};
 
 }  // namespace
 
 int main(int argc, char** argv) {
-    bool json = false;
-    int repeats = 15;
-    int64_t images = 0;
+    Settings settings;
     for (int i = 1; i < argc; ++i) {
         const std::string arg = argv[i];
+        const bool hasValue = i + 1 < argc;
         if (arg == "--json") {
-            json = true;
-        } else if (arg == "--repeats" && i + 1 < argc) {
-            repeats = std::max(3, std::atoi(argv[++i]));
-        } else if (arg == "--images" && i + 1 < argc) {
-            images = std::max(1, std::atoi(argv[++i]));
+            settings.json = true;
+        } else if (arg == "--repeats" && hasValue) {
+            settings.repeats = std::max(3, std::atoi(argv[++i]));
+        } else if (arg == "--images" && hasValue) {
+            settings.images = std::max(1, std::atoi(argv[++i]));
+        } else if (arg == "--steps" && hasValue) {
+            settings.steps = std::clamp(std::atoi(argv[++i]), 1, 10000);
+        } else if (arg == "--device" && hasValue) {
+            settings.device = argv[++i];
+        } else if (arg == "--model-dir" && hasValue) {
+            settings.modelDirectory = argv[++i];
+        } else if (arg == "--sections" && hasValue) {
+            settings.sections.clear();
+            std::stringstream list(argv[++i]);
+            for (std::string name; std::getline(list, name, ',');) {
+                if (name != "overhead" && name != "empirical" && name != "previews" && name != "devices" &&
+                    name != "sweep") {
+                    std::fprintf(stderr, "flowscope-bench: unknown section '%s'\n", name.c_str());
+                    usage();
+                    return 2;
+                }
+                settings.sections.insert(name);
+            }
+        } else if (arg == "--help" || arg == "-h") {
+            usage();
+            return 0;
         } else {
             usage();
             return 2;
         }
     }
     core::configureThreads();
-    c10::InferenceMode inference;
-    torch::Tensor data;
     try {
-        data = core::loadFashionMnist(true, images);
+        g_device = core::resolveDevice(settings.device);
+    } catch (const std::exception& error) {
+        std::fprintf(stderr, "flowscope-bench: %s\n", error.what());
+        return 2;
+    }
+    c10::InferenceMode inference;
+    Bench bench(settings);
+    try {
+        bench.run();
     } catch (const std::exception& error) {
         std::fprintf(stderr, "flowscope-bench: %s\n", error.what());
         return 1;
     }
-    core::EmpiricalDenoiser denoiser("fashion-mnist", data);
-    const auto n = data.size(0);
-    const auto dim = data.numel() / n;
-    const torch::Tensor flat = data.reshape({n, dim});
-    const double alpha = 0.5, sigma = 0.5;  // mid-way on the linear path, for the batch-64 step
-
-    std::vector<Figure> figures;
-    double sink = 0.0;
-    const double readPass = medianMs([&] { sink += flat.sum().item<double>(); }, repeats);
-    figures.push_back({"read pass over the dataset (sum)", readPass, std::to_string(n) + " x " + std::to_string(dim) + " float32"});
-
-    // States as the sampler meets them on the linear path: x = t d + (1 - t) eps for a training
-    // image d. Early (t = 0.05) every weight counts; late (t = 0.95) a few images dominate.
-    double worstFusedRatio = 0.0;
-    double fused1 = 0.0;
-    for (double t : {0.05, 0.5, 0.95}) {
-        const torch::Tensor x1 = t * flat.narrow(0, 17, 1) + (1.0 - t) * torch::randn({1, dim});
-        const double fused = medianMs([&] { sink += denoiser.denoiseFused(x1, t, 1.0 - t).sum().item<double>(); }, repeats);
-        const double matmul = medianMs([&] { sink += denoiser.denoiseMatmul(x1, t, 1.0 - t).sum().item<double>(); }, repeats);
-        char label[96];
-        std::snprintf(label, sizeof label, "empirical step, batch 1, t = %.2f (fused single pass)", t);
-        figures.push_back({label, fused, ""});
-        std::snprintf(label, sizeof label, "empirical step, batch 1, t = %.2f (two matrix products)", t);
-        figures.push_back({label, matmul, ""});
-        if (fused / readPass > worstFusedRatio) {
-            worstFusedRatio = fused / readPass;
-            fused1 = fused;
-        }
-    }
-
-    const torch::Tensor x64 = torch::randn({64, dim});
-    const torch::Tensor weights = torch::softmax(torch::randn({64, n}), 1);
-    const double products64 = medianMs(
-        [&] {
-            sink += torch::mm(x64, flat.t()).sum().item<double>();
-            sink += torch::mm(weights, flat).sum().item<double>();
-        },
-        std::max(3, repeats / 3));
-    figures.push_back({"two matrix products, batch 64 (floor)", products64, "[64,D]x[D,N] and [64,N]x[N,D]"});
-    const double step64 = medianMs([&] { sink += denoiser.denoise(x64.reshape(data.sizes().vec().size() == 4 ? std::vector<int64_t>{64, data.size(1), data.size(2), data.size(3)} : std::vector<int64_t>{64, dim}), alpha, sigma).sum().item<double>(); },
-                                   std::max(3, repeats / 3));
-    figures.push_back({"empirical step, batch 64", step64, ""});
-
-    core::SampleRequest request;
-    request.model = images > 0 ? "fashion-mnist:" + std::to_string(images) : "fashion-mnist";
-    request.steps = 8;
-    core::Engine engine;
-    const double sample8 = medianMs([&] { sink += engine.sample(request).nfe; }, 3, 1);
-    figures.push_back({"sample, 8 Euler steps, batch 1 (dataset cached)", sample8, ""});
-
-    const double ratio1 = worstFusedRatio;
-    const double ratio64 = step64 / products64;
-    if (json) {
-        std::printf("{\"device\":\"%s\",\"images\":%lld,\"figures\":[", core::describeDevice(torch::kCPU).c_str(),
-                    static_cast<long long>(n));
-        for (size_t i = 0; i < figures.size(); ++i) {
-            std::printf("%s{\"name\":\"%s\",\"ms\":%.4f}", i ? "," : "", figures[i].name.c_str(), figures[i].milliseconds);
-        }
-        std::printf("],\"batch1_over_read_pass\":%.3f,\"batch64_over_products\":%.3f}\n", ratio1, ratio64);
-    } else {
-        std::printf("FlowScope engine benchmark (%s), median of %d runs\n\n", core::describeDevice(torch::kCPU).c_str(),
-                    repeats);
-        for (const auto& figure : figures) {
-            std::printf("  %-50s %10.3f ms  %s\n", figure.name.c_str(), figure.milliseconds, figure.note.c_str());
-        }
-        std::printf("\n  batch 1 step / read pass (slowest t): %.2fx  (target <= 2.0x; %.3f ms)\n", ratio1, fused1);
-        std::printf("  batch 64 step / matrix products:      %.2fx  (target <= 1.3x)\n", ratio64);
-    }
-    return sink == 0.123456789 ? 1 : 0;  // keeps the measured work observable
+    bench.print();
+    return bench.sink == 0.123456789 ? 1 : 0;  // keeps the measured work observable
 }

@@ -51,10 +51,11 @@ usage:
                        [--batch B] [--resolution R] [--device D] [--dtype T] [--t-end T]
                        [--rtol X] [--atol X] [--out grid.png] [--filmstrip strip.png]
                        [--save-final final.npy] [--save-trajectory traj.npy|.safetensors]
-                       [--save-decoded images.npy] [--decode-every K] [--trust-model] [--json]
+                       [--save-decoded images.npy] [--decode-every K] [--trust-model]
+                       [--no-cuda-graph] [--json]
   flowscope-cli sweep  --model SPEC --paths P1,P2 --solvers S1,S2 --steps 1,2,4,8 [--schedule G]
                        [--seed K] [--batch B] [--resolution R] [--device D] [--t-end T]
-                       [--trust-model] --csv out.csv [--json]
+                       [--trust-model] [--no-cuda-graph] --csv out.csv [--json]
   flowscope-cli trust DIR       add a bundle's TorchScript files to the trusted list
   flowscope-cli train  --dataset D --objective rectified|diffusion|v --iters N --out DIR
                        [--batch B] [--lr X] [--ema X] [--seed K] [--width W] [--depth L]
@@ -234,7 +235,7 @@ int runSample(const std::vector<std::string>& args) {
         args,
         {"model", "path", "solver", "schedule", "steps", "seed", "batch", "resolution", "device", "dtype", "t-end",
          "rtol", "atol", "out", "filmstrip", "save-final", "save-trajectory", "save-decoded", "decode-every"},
-        {"json", "trust-model"});
+        {"json", "trust-model", "no-cuda-graph"});
     if (!options.has("model")) throw app::UsageError("sample needs --model SPEC (for example --model fashion-mnist)");
     core::SampleRequest request;
     request.model = options.text("model", request.model);
@@ -251,6 +252,7 @@ int runSample(const std::vector<std::string>& args) {
     request.rtol = options.number("rtol", 1e-5);
     request.atol = options.number("atol", 1e-5);
     request.trustModel = options.has("trust-model");
+    request.cudaGraphs = !options.has("no-cuda-graph");
     request.decodeEvery = static_cast<int>(options.integer("decode-every", 0, 0, 10000));
     const auto out = options.optionalText("out");
     const auto strip = options.optionalText("filmstrip");
@@ -359,7 +361,7 @@ int runSweep(const std::vector<std::string>& args) {
     const app::Arguments options(args,
                                  {"model", "paths", "solvers", "schedule", "steps", "seed", "batch", "resolution",
                                   "device", "t-end", "csv", "reference-tol"},
-                                 {"json", "trust-model"});
+                                 {"json", "trust-model", "no-cuda-graph"});
     if (!options.has("model")) throw app::UsageError("sweep needs --model SPEC");
     const auto csv = options.optionalText("csv");
     if (!csv) throw app::UsageError("sweep needs --csv out.csv");
@@ -377,6 +379,7 @@ int runSweep(const std::vector<std::string>& args) {
     request.tEnd = options.number("t-end", 1.0);
     request.referenceTolerance = options.number("reference-tol", 1e-7);
     request.trustModel = options.has("trust-model");
+    request.cudaGraphs = !options.has("no-cuda-graph");
 
     core::Engine engine(folderLoader());
     const bool json = options.has("json");

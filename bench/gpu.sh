@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The engine on an NVIDIA GPU, in a few minutes: builds core, flowscope-bench and tst_device
+# against the CUDA LibTorch inside the pip `torch` wheel (no Qt, no OpenCV needed), runs the
+# device tests, the benchmark and the Python baseline (eager loop and torchdiffeq) on the same
+# TorchScript nets, and prints a short table last.
+#
+#   bench/gpu.sh [RESULTS_DIR]        (default: build/gpu/results)
+#
+# Needs: g++ 11 or newer, CMake, Ninja (or make), python3 with a CUDA build of torch. Optional:
+# torchdiffeq; the Fashion-MNIST IDX files in FLOWSCOPE_FASHION_MNIST_DIR (otherwise the
+# empirical-denoiser figures use random data of the same shape: its speed does not depend on
+# the pixels). Exit status: that of the device tests.
+set -uo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build="$root/build/gpu"
+results=${1:-$build/results}
+mkdir -p "$results"
+log() { printf '\n== %s\n' "$*"; }
+
+python=${PYTHON:-python3}
+if ! prefix=$("$python" -c 'import torch; print(torch.utils.cmake_prefix_path)' 2>/dev/null); then
+    echo "gpu.sh: $python cannot import torch; install a CUDA build of torch (pip install torch)" >&2
+    exit 2
+fi
+"$python" -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda, "GPU:", torch.cuda.is_available() and torch.cuda.get_device_name(0))'
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+
+generator=()
+command -v ninja >/dev/null && generator=(-G Ninja)
+log "configure (engine only, CUDA LibTorch from the torch wheel)"
+cmake -S "$root" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
+    -DFLOWSCOPE_BUILD_GUI=OFF -DFLOWSCOPE_WITH_OPENCV=OFF -DFLOWSCOPE_BUILD_TESTS=OFF \
+    -DFLOWSCOPE_PACKAGE_TEST=OFF -DCMAKE_PREFIX_PATH="$prefix" 2>&1 | tee "$results/configure.log" |
+    grep -E "FlowScope|Error|error" || true
+log "build"
+start=$(date +%s)
+if ! cmake --build "$build" --target flowscope-bench tst_device -j "$(nproc)" >"$results/build.log" 2>&1; then
+    grep -E "error|Error" -A3 "$results/build.log" | head -60
+    echo "gpu.sh: the build failed; the whole log is $results/build.log" >&2
+    exit 1
+fi
+echo "built in $(( $(date +%s) - start )) s"
+
+log "device tests"
+"$build/tests/device/tst_device" "$root" 2>&1 | tee "$results/tst_device.log"
+tests=${PIPESTATUS[0]}
+
+log "benchmark"
+models="$build/bench-models"
+"$build/app/flowscope-bench" --json --model-dir "$models" >"$results/bench.json" 2>"$results/bench.err" ||
+    { cat "$results/bench.err"; echo "gpu.sh: flowscope-bench failed" >&2; }
+log "Python baseline"
+"$python" "$root/bench/python_baseline.py" --model-dir "$models" --json >"$results/python.json" 2>"$results/python.err" ||
+    { cat "$results/python.err"; echo "gpu.sh: python_baseline.py failed" >&2; }
+
+log "summary"
+"$python" "$root/bench/gpu_table.py" "$results/bench.json" "$results/python.json" | tee "$results/summary.txt"
+exit "$tests"

@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""The short table bench/gpu.sh prints last: flowscope-bench's figures and ratios beside the
+Python baseline's, with the engine against the eager loop and torchdiffeq per net.
+
+  python3 bench/gpu_table.py BENCH_JSON PYTHON_JSON
+"""
+import json
+import sys
+
+
+def load(path):
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (OSError, ValueError) as error:
+        print(f"  ({path}: {error})")
+        return None
+
+
+def main():
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    bench, python = load(sys.argv[1]), load(sys.argv[2])
+    if bench:
+        print(f"flowscope-bench on {bench['device']} (LibTorch {bench['libtorch']}), {bench['steps']} Euler steps")
+        for figure in bench["figures"]:
+            print(f"  {figure['name']:<70} {figure['ms']:10.4f} ms  {figure['note']}")
+        print("ratios")
+        for ratio in bench["ratios"]:
+            target = f"(target {ratio['target']})" if ratio["target"] else ""
+            print(f"  {ratio['name']:<70} {ratio['value']:10.4g}  {target}")
+        for note in bench["notes"]:
+            print(f"  note: {note}")
+    if python:
+        print(f"\nPython on {python['device']} (torch {python['torch']}, torchdiffeq {python['torchdiffeq']}), ms per step")
+        for figure in python["figures"]:
+            print(f"  {figure['net']:>5} net  {figure['name']:<28} {figure['ms']:10.4f}")
+    if bench and python:
+        print("\nengine against Python, per step (higher is faster for the engine)")
+        engine = {}
+        for figure in bench["figures"]:
+            for net in ("small", "large"):
+                if figure["name"].startswith(net + " net") and "engine" in figure["name"]:
+                    kind = "graph" if "CUDA graph" in figure["name"] else "loop"
+                    engine[(net, kind)] = figure["ms"]
+        for figure in python["figures"]:
+            if figure["name"] not in ("eager Euler loop", "torchdiffeq euler"):
+                continue
+            for kind in ("loop", "graph"):
+                ours = engine.get((figure["net"], kind))
+                if ours:
+                    target = "  (target >= 2)" if figure["name"] == "torchdiffeq euler" else ""
+                    print(f"  {figure['net']:>5} net: {figure['name']} / engine {kind:<5} {figure['ms'] / ours:8.2f}x{target}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,291 @@
+// The engine on its device: CUDA graphs, staged frames, out-of-memory recovery, CPU against
+// CUDA. Needs nothing but LibTorch (no Qt), so that a GPU machine with only a pip torch builds
+// and runs it (bench/gpu.sh). Cases that need a GPU say SKIP where there is none; the rest run on
+// the CPU as well.
+//   tst_device SOURCE_DIR [case...]
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "app/bench/ConvNet.h"
+#include "core/Device.h"
+#include "core/EmpiricalDenoiser.h"
+#include "core/Engine.h"
+
+using namespace flowscope;
+
+namespace {
+
+struct Skip : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+std::string g_sourceDir;
+std::string g_scratch;
+
+#define EXPECT(condition, message)                                                                      \
+    do {                                                                                               \
+        if (!(condition)) {                                                                            \
+            throw std::runtime_error(std::string(#condition) + " failed (line " + std::to_string(__LINE__) + \
+                                     "): " + (message));                                              \
+        }                                                                                              \
+    } while (false)
+
+bool hasCuda() { return core::cudaAvailable(); }
+std::string device() { return hasCuda() ? "cuda" : "cpu"; }
+
+double maxAbsDifference(const core::HostArray& a, const core::HostArray& b) {
+    if (a.shape != b.shape) return INFINITY;
+    double worst = 0.0;
+    for (size_t i = 0; i < a.values.size(); ++i) worst = std::max(worst, std::abs(double(a.values[i]) - b.values[i]));
+    return worst;
+}
+
+const core::SampleResult& ok(const core::SampleResult& result) {
+    if (!result.ok()) throw std::runtime_error("run failed: " + result.error);
+    return result;
+}
+
+std::string convNet() {
+    static std::string directory;
+    if (directory.empty()) {
+        directory = g_scratch + "/convnet";
+        bench::writeConvNetBundle(directory, {32, 3, 1, 16}, 5);
+    }
+    return "bundle:" + directory;
+}
+
+// Fixed-step deterministic runs replay a CUDA graph from their second run on, with the plain
+// loop's samples and metrics exactly; stochastic, adaptive and observed runs never do.
+void graphsReplayThePlainLoop() {
+    core::Engine engine;
+    for (const std::string& model : {std::string("gmm:8gaussians"), convNet()}) {
+        for (const char* solver : {"euler", "heun", "rk4", "dpm++2m", "ddim"}) {
+            core::SampleRequest request;
+            request.model = model;
+            request.trustModel = true;
+            request.solver = solver;
+            request.path = std::string(solver) == "ddim" ? "vp" : "linear";
+            request.steps = 6;
+            request.batch = 8;
+            request.device = device();
+            request.cudaGraphs = false;
+            const auto plain = ok(engine.sample(request));
+            EXPECT(!plain.cudaGraph, "graphs were off");
+            request.cudaGraphs = true;
+            const auto first = ok(engine.sample(request));
+            const auto second = ok(engine.sample(request));
+            EXPECT(!first.cudaGraph, "a run seen for the first time is not captured");
+            EXPECT(second.cudaGraph == hasCuda(), std::string(solver) + ": the second run replays a graph on CUDA only");
+            EXPECT(maxAbsDifference(plain.final, second.final) == 0.0, model + " " + solver + ": graph differs from the loop");
+            EXPECT(plain.straightness == second.straightness && plain.pathLengthRatio == second.pathLengthRatio,
+                  "metrics differ");
+            EXPECT(plain.nfe == second.nfe && plain.steps == second.steps, "counts differ");
+            // Another seed through the same graph: new noise in, the loop's answer out.
+            request.seed = 9;
+            const auto replayed = ok(engine.sample(request));
+            request.cudaGraphs = false;
+            const auto loop = ok(engine.sample(request));
+            EXPECT(maxAbsDifference(replayed.final, loop.final) == 0.0, "a replay with new noise differs from the loop");
+            EXPECT(maxAbsDifference(replayed.initial, loop.initial) == 0.0, "initial states differ");
+        }
+    }
+    core::SampleRequest stochastic;
+    stochastic.model = "gmm:8gaussians";
+    stochastic.solver = "euler-a";
+    stochastic.path = "vp";
+    stochastic.device = device();
+    for (int i = 0; i < 3; ++i) EXPECT(!ok(engine.sample(stochastic)).cudaGraph, "a stochastic solver was captured");
+    core::SampleRequest observed;
+    observed.model = "gmm:8gaussians";
+    observed.device = device();
+    int frames = 0;
+    for (int i = 0; i < 3; ++i) {
+        EXPECT(!ok(engine.sample(observed, [&](const core::StepFrame&) { ++frames; })).cudaGraph, "an observed run was captured");
+    }
+    EXPECT(frames == 3 * (observed.steps + 1), "every frame of every observed run");
+}
+
+// Frames arrive once per state, in order, with the states and predictions of the recorded
+// trajectory (on CUDA they are copied on a side stream and handed over a step late).
+void framesMatchTheTrajectory() {
+    core::Engine engine;
+    core::SampleRequest request;
+    request.model = convNet();
+    request.trustModel = true;
+    request.steps = 7;
+    request.batch = 3;
+    request.device = device();
+    request.recordTrajectory = true;
+    std::vector<core::StepFrame> frames;
+    const auto result = ok(engine.sample(request, [&](const core::StepFrame& frame) { frames.push_back(frame); }));
+    EXPECT(static_cast<int>(frames.size()) == request.steps + 1, "one frame per state");
+    const int64_t per = result.trajectory.count() / (request.steps + 1);
+    for (int k = 0; k <= request.steps; ++k) {
+        const auto& frame = frames[k];
+        EXPECT(frame.index == k, "frames in order");
+        EXPECT(frame.final == (k == request.steps), "only the last frame is final");
+        EXPECT(frame.state.count() == per, "frame state shape");
+        double worst = 0.0, worstPrediction = 0.0;
+        for (int64_t i = 0; i < per; ++i) {
+            worst = std::max(worst, double(std::abs(frame.state.values[i] - result.trajectory.values[k * per + i])));
+            worstPrediction = std::max(worstPrediction, double(std::abs(frame.prediction.values[i] -
+                                                                        result.predictions.values[k * per + i])));
+        }
+        EXPECT(worst == 0.0 && worstPrediction == 0.0, "frame " + std::to_string(k) + " differs from the trajectory");
+        EXPECT(k == request.steps || frame.velocityRms > 0.0, "velocity RMS on every step");
+    }
+}
+
+// previewSize averages large frames down on the device; the result stays whole.
+void previewSizeShrinksFramesOnly() {
+    core::Engine engine;
+    core::SampleRequest request;
+    request.model = convNet();  // 1 x 16 x 16
+    request.trustModel = true;
+    request.steps = 3;
+    request.batch = 2;
+    request.device = device();
+    request.previewSize = 8;
+    std::vector<core::StepFrame> frames;
+    const auto result = ok(engine.sample(request, [&](const core::StepFrame& frame) { frames.push_back(frame); }));
+    EXPECT((frames.front().state.shape == std::vector<int64_t>{2, 1, 8, 8}), "frames averaged to 8 x 8");
+    EXPECT((result.final.shape == std::vector<int64_t>{2, 1, 16, 16}), "the result keeps its size");
+    // Each preview pixel is the mean of a 2 x 2 block of the state.
+    request.previewSize = 0;
+    request.recordTrajectory = true;
+    std::vector<core::StepFrame> whole;
+    ok(engine.sample(request, [&](const core::StepFrame& frame) { whole.push_back(frame); }));
+    const auto& big = whole[1].state.values;
+    const float mean = (big[0] + big[1] + big[16] + big[17]) / 4.0f;
+    EXPECT(std::abs(frames[1].state.values[0] - mean) < 1e-5, "area average");
+}
+
+// A NaN from the model stops the run with a message, also when checks are deferred (GPU).
+void nanStopsTheRun() {
+    core::Engine engine;
+    core::SampleRequest request;
+    request.model = "bundle:" + g_sourceDir + "/resources/fixtures/bundles/faulty-nan";
+    request.trustModel = true;
+    request.device = device();
+    for (bool graphs : {false, true}) {
+        request.cudaGraphs = graphs;
+        for (int i = 0; i < 2; ++i) {
+            const auto result = engine.sample(request);
+            EXPECT(!result.ok() && result.error.find("NaN") != std::string::npos, "NaN reported: " + result.error);
+        }
+    }
+}
+
+// Running out of GPU memory is a message, the memory is given back, and the next run works.
+void outOfMemoryRecovers() {
+    if (!hasCuda()) throw Skip("needs a CUDA GPU");
+    const std::string directory = g_scratch + "/huge";
+    bench::writeConvNetBundle(directory, {1024, 1, 1, 256}, 3);
+    core::Engine engine;
+    core::SampleRequest request;
+    request.model = "bundle:" + directory;
+    request.trustModel = true;
+    request.device = "cuda";
+    request.steps = 2;
+    request.batch = 2048;  // 0.5 GB of noise, but 550 GB for one activation of the stem
+    const auto failed = engine.sample(request);
+    EXPECT(!failed.ok() && failed.error.find("out of memory") != std::string::npos, "out of memory reported: " + failed.error);
+    request.batch = 2;
+    ok(engine.sample(request));
+    request.model = "gmm:8gaussians";
+    ok(engine.sample(request));
+}
+
+// The same seed gives the same samples on the CPU and on CUDA (float32, up to rounding).
+void cpuAndCudaAgree() {
+    if (!hasCuda()) throw Skip("needs a CUDA GPU");
+    core::Engine engine;
+    for (const std::string& model : {std::string("gmm:8gaussians"), convNet()}) {
+        core::SampleRequest request;
+        request.model = model;
+        request.trustModel = true;
+        request.steps = 16;
+        request.batch = 16;
+        request.seed = 3;
+        request.device = "cpu";
+        const auto cpu = ok(engine.sample(request));
+        request.device = "cuda";
+        const auto cuda = ok(engine.sample(request));
+        EXPECT(maxAbsDifference(cpu.initial, cuda.initial) == 0.0, "the noise is drawn on the CPU for both");
+        const double difference = maxAbsDifference(cpu.final, cuda.final);
+        std::printf("    %s: max |CPU - CUDA| = %.3g\n", model.c_str(), difference);
+        EXPECT(difference < 1e-3, model + ": CPU and CUDA differ by " + std::to_string(difference));
+    }
+}
+
+// The empirical denoiser on the device against the CPU's fused pass.
+void empiricalDenoiserOnTheDevice() {
+    torch::manual_seed(0);
+    const torch::Tensor data = torch::rand({3000, 1, 8, 8}) * 2 - 1;
+    core::EmpiricalDenoiser cpu("random", data), gpu("random", data);
+    gpu.prepare(torch::Device(device()), torch::kFloat32);
+    cpu.prepare(torch::kCPU, torch::kFloat32);
+    for (double t : {0.05, 0.5, 0.95}) {
+        for (int64_t batch : {1, 64}) {
+            const torch::Tensor x = t * data.narrow(0, 5, 1).expand({batch, 1, 8, 8}) + (1 - t) * torch::randn({batch, 1, 8, 8});
+            const torch::Tensor expected = cpu.denoise(x, t, 1 - t);
+            const torch::Tensor got = gpu.denoise(x.to(torch::Device(device())), t, 1 - t).cpu();
+            const double difference = (expected - got).abs().max().item<double>();
+            EXPECT(difference < 1e-4, "t " + std::to_string(t) + " batch " + std::to_string(batch) + ": " + std::to_string(difference));
+        }
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc < 2) {
+        std::fprintf(stderr, "usage: tst_device SOURCE_DIR [case...]\n");
+        return 2;
+    }
+    g_sourceDir = argv[1];
+    g_scratch = (std::filesystem::temp_directory_path() / ("flowscope-tst-device-" + std::to_string(::getpid()))).string();
+    std::filesystem::create_directories(g_scratch);
+    core::configureThreads();
+    const std::vector<std::pair<std::string, std::function<void()>>> cases{
+        {"graphsReplayThePlainLoop", graphsReplayThePlainLoop},
+        {"framesMatchTheTrajectory", framesMatchTheTrajectory},
+        {"previewSizeShrinksFramesOnly", previewSizeShrinksFramesOnly},
+        {"nanStopsTheRun", nanStopsTheRun},
+        {"outOfMemoryRecovers", outOfMemoryRecovers},
+        {"cpuAndCudaAgree", cpuAndCudaAgree},
+        {"empiricalDenoiserOnTheDevice", empiricalDenoiserOnTheDevice},
+    };
+    std::printf("tst_device on %s\n", core::describeDevice(torch::Device(device())).c_str());
+    int failures = 0, passes = 0, skips = 0;
+    for (const auto& [name, body] : cases) {
+        bool wanted = argc == 2;
+        for (int i = 2; i < argc; ++i) wanted |= name == argv[i];
+        if (!wanted) continue;
+        try {
+            c10::InferenceMode inference;
+            body();
+            std::printf("PASS   %s\n", name.c_str());
+            ++passes;
+        } catch (const Skip& skip) {
+            std::printf("SKIP   %s: %s\n", name.c_str(), skip.what());
+            ++skips;
+        } catch (const std::exception& error) {
+            std::printf("FAIL   %s: %s\n", name.c_str(), error.what());
+            ++failures;
+        }
+        std::fflush(stdout);
+    }
+    std::filesystem::remove_all(g_scratch);
+    std::printf("Totals: %d passed, %d failed, %d skipped\n", passes, failures, skips);
+    return failures == 0 ? 0 : 1;
+}
