@@ -136,6 +136,10 @@ public:
     torch::Tensor denoise(const torch::Tensor& x, double alpha, double sigma) override {
         return m_network->denoise(x, alpha, sigma);
     }
+    torch::Tensor denoiseRows(const torch::Tensor& x, const std::vector<double>& alpha,
+                              const std::vector<double>& sigma) override {
+        return m_network->denoiseRows(x, alpha, sigma);
+    }
 
     void prepare(torch::Device device, torch::ScalarType dtype) override {
         if (m_device != device) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
 
 #include <ATen/Parallel.h>
@@ -153,6 +154,40 @@ torch::Tensor EmpiricalDenoiser::denoise(const torch::Tensor& x, double alpha, d
     const bool fused = x.device().is_cpu() && x.scalar_type() == torch::kFloat32 && x.size(0) <= kFusedMaxBatch;
     const torch::Tensor out = fused ? denoiseFused(flatX, alpha, sigma) : denoiseMatmul(flatX, alpha, sigma);
     return out.reshape(x.sizes());
+}
+
+torch::Tensor EmpiricalDenoiser::denoiseRows(const torch::Tensor& x, const std::vector<double>& alpha,
+                                             const std::vector<double>& sigma) {
+    TORCH_CHECK(static_cast<int64_t>(alpha.size()) == x.size(0) && alpha.size() == sigma.size(),
+                "internal: one noise level per row");
+    if (!alpha.empty() && std::adjacent_find(alpha.begin(), alpha.end(), std::not_equal_to<>()) == alpha.end() &&
+        std::adjacent_find(sigma.begin(), sigma.end(), std::not_equal_to<>()) == sigma.end()) {
+        return denoise(x, alpha.front(), sigma.front());  // one level: the fused pass where it applies
+    }
+    if (x.scalar_type() != torch::kFloat32 && x.scalar_type() != torch::kFloat64) {
+        return denoiseRows(x.to(torch::kFloat32), alpha, sigma).to(x.scalar_type());
+    }
+    if (m_runData.device() != x.device() || m_runData.scalar_type() != x.scalar_type()) {
+        prepare(x.device(), x.scalar_type());
+    }
+    // As denoiseMatmul, with the logits' scales per row.
+    std::vector<double> scaleDot, scaleNorm;
+    for (size_t b = 0; b < alpha.size(); ++b) {
+        scaleDot.push_back(alpha[b] / (sigma[b] * sigma[b]));
+        scaleNorm.push_back(alpha[b] * alpha[b] / (2.0 * sigma[b] * sigma[b]));
+    }
+    const torch::Tensor dots = torch::tensor(scaleDot, torch::kFloat64).to(x.options()).unsqueeze(1);
+    const torch::Tensor norms = torch::tensor(scaleNorm, torch::kFloat64).to(x.options()).unsqueeze(1);
+    const torch::Tensor flatX = x.reshape({x.size(0), -1});
+    constexpr int64_t kChunk = 256;
+    std::vector<torch::Tensor> parts;
+    for (int64_t start = 0; start < flatX.size(0); start += kChunk) {
+        const int64_t rows = std::min(kChunk, flatX.size(0) - start);
+        const torch::Tensor logits = flatX.narrow(0, start, rows).mm(m_runData.t()) * dots.narrow(0, start, rows) -
+                                     norms.narrow(0, start, rows) * m_runNorms.unsqueeze(0);
+        parts.push_back(torch::softmax(logits, 1).mm(m_runData));
+    }
+    return (parts.size() == 1 ? parts.front() : torch::cat(parts, 0)).reshape(x.sizes());
 }
 
 torch::Tensor EmpiricalDenoiser::denoiseMatmul(const torch::Tensor& flatX, double alpha, double sigma) const {

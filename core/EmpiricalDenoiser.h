@@ -22,6 +22,8 @@ public:
     std::string name() const override { return m_name; }
     std::vector<int64_t> sampleShape() const override { return m_sampleShape; }
     torch::Tensor denoise(const torch::Tensor& x, double alpha, double sigma) override;
+    torch::Tensor denoiseRows(const torch::Tensor& x, const std::vector<double>& alpha,
+                              const std::vector<double>& sigma) override;
     void prepare(torch::Device device, torch::ScalarType dtype) override;
 
     int64_t size() const { return m_data.size(0); }

@@ -23,6 +23,7 @@
 #include "core/Device.h"
 #include "core/Errors.h"
 #include "core/GaussianMixture.h"
+#include "core/Lanes.h"
 #include "core/ModelCatalog.h"
 #include "core/Parameterization.h"
 #include "core/ProbabilityPath.h"
@@ -416,53 +417,116 @@ SweepResult Engine::sweep(const SweepRequest& request, const RowCallback& onRow,
         sampling.cancel = cancel;
         sampling.graphs = &m_impl->graphs;
         sampling.captureGraphs = request.cudaGraphs;
+        // The cells in the order rows are reported: path, schedule, solver, steps.
+        struct Cell {
+            std::string pathName, solverName;
+            ScheduleSpec schedule;
+            int steps = 0;
+            std::vector<double> grid;
+            torch::Tensor reference;
+            bool done = false;
+            SweepRow row;
+        };
+        std::vector<std::unique_ptr<ProbabilityPath>> paths;
+        std::vector<Cell> cells;
         for (const auto& pathName : request.paths) {
-            const auto path = makePath(pathName);
+            paths.push_back(makePath(pathName));
             for (const auto& scheduleName : request.schedules) {
-                const ScheduleSpec schedule = parseSchedule(scheduleName);
                 for (const auto& solverName : request.solvers) {
-                    const auto solver = makeSolver(solverName);
                     for (int steps : request.steps) {
-                        const auto grid = makeTimeGrid(schedule, *path, steps, fluxTokenCount(shape), request.tEnd);
-                        std::ostringstream key;
-                        key.precision(17);
-                        key << request.model << '|' << request.resolution << '|' << request.seed << '|' << request.batch
-                            << '|' << pathName << '|' << grid.front() << '|' << request.tEnd << '|'
-                            << request.referenceSolver << '|' << request.referenceTolerance << '|'
-                            << request.referenceDtype << '|' << device.str();
-                        auto& references = m_impl->references;
-                        if (references.size() > 64 && !references.count(key.str())) references.clear();
-                        auto& reference = references[key.str()];
-                        if (!reference.defined()) {
-                            NoiseSource noise(shape, request.seed, request.batch);
-                            const auto x0 = startState(noise, *path, grid.front(), referenceOptions);
-                            std::vector<double> span{grid.front(), request.tEnd};
-                            reference =
-                                runSampler(*model, *path, *referenceSolver, span, x0, &noise, sampling).final;
-                        }
-                        // Timed from here: the run itself, not the shared reference solve.
-                        const auto started = std::chrono::steady_clock::now();
-                        NoiseSource noise(shape, request.seed, request.batch);
-                        const auto x0 = startState(noise, *path, grid.front(), runOptions);
-                        const auto outcome = runSampler(*model, *path, *solver, grid, x0, &noise, sampling);
-                        SweepRow row;
-                        row.path = pathName;
-                        row.solver = solverName;
-                        row.schedule = toString(schedule);
-                        row.steps = steps;
-                        row.nfe = outcome.nfe;
-                        row.rmse = (outcome.final.to(torch::kFloat64) - reference.to(torch::kFloat64))
-                                       .pow(2).mean().sqrt().item<double>();
-                        row.pathLengthRatio = outcome.pathLengthRatio;
-                        row.straightness = outcome.straightness;
-                        if (request.keepFinals) row.final = toHostArray(outcome.final);
-                        row.seconds =
-                            std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-                        if (onRow) onRow(row);
-                        result.rows.push_back(row);
+                        Cell cell;
+                        cell.pathName = pathName;
+                        cell.solverName = solverName;
+                        cell.schedule = parseSchedule(scheduleName);
+                        cell.steps = steps;
+                        cell.grid = makeTimeGrid(cell.schedule, *paths.back(), steps, fluxTokenCount(shape), request.tEnd);
+                        cells.push_back(std::move(cell));
                     }
                 }
             }
+        }
+        const auto pathOf = [&](const Cell& cell) -> const ProbabilityPath& {
+            const auto index = std::find(request.paths.begin(), request.paths.end(), cell.pathName) - request.paths.begin();
+            return *paths[index];
+        };
+        // The reference for a cell: a float64 dopri5 solve from the same noise over the same span,
+        // shared by every cell with the same start (and kept for later sweeps).
+        const auto referenceFor = [&](const Cell& cell) {
+            std::ostringstream key;
+            key.precision(17);
+            key << request.model << '|' << request.resolution << '|' << request.seed << '|' << request.batch << '|'
+                << cell.pathName << '|' << cell.grid.front() << '|' << request.tEnd << '|' << request.referenceSolver
+                << '|' << request.referenceTolerance << '|' << request.referenceDtype << '|' << device.str();
+            auto& references = m_impl->references;
+            if (references.size() > 64 && !references.count(key.str())) references.clear();
+            auto& reference = references[key.str()];
+            if (!reference.defined()) {
+                NoiseSource noise(shape, request.seed, request.batch);
+                const auto x0 = startState(noise, pathOf(cell), cell.grid.front(), referenceOptions);
+                std::vector<double> span{cell.grid.front(), request.tEnd};
+                reference = runSampler(*model, pathOf(cell), *referenceSolver, span, x0, &noise, sampling).final;
+            }
+            return reference;
+        };
+        const auto fillRow = [&](Cell& cell, const SamplingOutcome& outcome, double seconds) {
+            SweepRow& row = cell.row;
+            row.path = cell.pathName;
+            row.solver = cell.solverName;
+            row.schedule = toString(cell.schedule);
+            row.steps = cell.steps;
+            row.nfe = outcome.nfe;
+            row.rmse = (outcome.final.to(torch::kFloat64) - cell.reference.to(torch::kFloat64)).pow(2).mean().sqrt().item<double>();
+            row.pathLengthRatio = outcome.pathLengthRatio;
+            row.straightness = outcome.straightness;
+            if (request.keepFinals) row.final = toHostArray(outcome.final);
+            row.seconds = seconds;
+            cell.done = true;
+        };
+        // Cells of one fixed-step deterministic solver run together as lanes of one batch (at
+        // most kLaneRows rows at a time); a row's seconds is then its share of the batch's time
+        // by evaluations. The other solvers run cell by cell.
+        constexpr int64_t kLaneRows = 2048;
+        const auto runTogether = [&](const std::string& solverName) {
+            std::vector<size_t> members;
+            for (size_t c = 0; c < cells.size(); ++c) {
+                if (cells[c].solverName == solverName && !cells[c].done) members.push_back(c);
+            }
+            for (size_t c : members) cells[c].reference = referenceFor(cells[c]);
+            for (size_t first = 0; first < members.size();) {
+                size_t last = first;
+                int64_t rows = 0;
+                std::vector<Lane> lanes;
+                while (last < members.size() && (lanes.empty() || rows + request.batch <= kLaneRows)) {
+                    const Cell& cell = cells[members[last++]];
+                    NoiseSource noise(shape, request.seed, request.batch);
+                    lanes.push_back({&pathOf(cell), cell.grid, startState(noise, pathOf(cell), cell.grid.front(), runOptions)});
+                    rows += request.batch;
+                }
+                const auto started = std::chrono::steady_clock::now();
+                const auto outcomes = runLanes(*model, solverName, lanes, cancel);
+                const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+                double evaluations = 0.0;
+                for (const auto& outcome : outcomes) evaluations += outcome.nfe;
+                for (size_t k = 0; k < outcomes.size(); ++k) {
+                    fillRow(cells[members[first + k]], outcomes[k], evaluations > 0 ? seconds * outcomes[k].nfe / evaluations : 0.0);
+                }
+                first = last;
+            }
+        };
+        for (auto& cell : cells) {
+            if (!cell.done && request.batchLanes && solverRunsLanes(cell.solverName)) runTogether(cell.solverName);
+            if (!cell.done) {
+                cell.reference = referenceFor(cell);
+                const auto solver = makeSolver(cell.solverName);
+                // Timed from here: the run itself, not the shared reference solve.
+                const auto started = std::chrono::steady_clock::now();
+                NoiseSource noise(shape, request.seed, request.batch);
+                const auto x0 = startState(noise, pathOf(cell), cell.grid.front(), runOptions);
+                const auto outcome = runSampler(*model, pathOf(cell), *solver, cell.grid, x0, &noise, sampling);
+                fillRow(cell, outcome, std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+            }
+            if (onRow) onRow(cell.row);
+            result.rows.push_back(cell.row);
         }
         for (auto& note : model->takeNotes()) result.notes.push_back(std::move(note));
         return result;

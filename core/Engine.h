@@ -132,6 +132,9 @@ struct SweepRequest {
     bool keepFinals = false;                 // return each row's final samples
     bool trustModel = false;                 // as SampleRequest::trustModel
     bool cudaGraphs = true;                  // as SampleRequest::cudaGraphs
+    // Cells of a fixed-step deterministic solver (euler, heun, midpoint, rk4, ddim, dpm++2m) run
+    // together as lanes of one batch, each row at its own time; false runs every cell alone.
+    bool batchLanes = true;
 };
 
 struct SweepRow {
@@ -141,7 +144,7 @@ struct SweepRow {
     int steps = 0;
     int nfe = 0;
     double rmse = 0.0;  // per element, against the reference solve from the same noise
-    double seconds = 0.0;
+    double seconds = 0.0;  // for cells run as lanes: the row's share of the batch's time by evaluations
     double pathLengthRatio = 0.0;
     double straightness = 0.0;
     HostArray final;  // when SweepRequest::keepFinals

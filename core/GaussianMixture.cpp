@@ -97,4 +97,23 @@ torch::Tensor GaussianMixture::denoise(const torch::Tensor& x, double alpha, dou
     return (responsibility.unsqueeze(-1) * posterior).sum(1);
 }
 
+torch::Tensor GaussianMixture::denoiseRows(const torch::Tensor& x, const std::vector<double>& alpha,
+                                           const std::vector<double>& sigma) {
+    TORCH_CHECK(static_cast<int64_t>(alpha.size()) == x.size(0) && alpha.size() == sigma.size(),
+                "internal: one noise level per row");
+    if (m_runMeans.device() != x.device() || m_runMeans.scalar_type() != x.scalar_type()) {
+        prepare(x.device(), x.scalar_type());
+    }
+    const auto dim = static_cast<double>(m_means.size(1));
+    // As denoise, with alpha and sigma per row ([B, 1]).
+    const torch::Tensor a = torch::tensor(alpha, torch::kFloat64).to(x.options()).unsqueeze(1);
+    const torch::Tensor s = torch::tensor(sigma, torch::kFloat64).to(x.options()).unsqueeze(1);
+    const torch::Tensor var = a * a * m_runVars.unsqueeze(0) + s * s;                      // [B, K]
+    const torch::Tensor diff = x.unsqueeze(1) - a.unsqueeze(-1) * m_runMeans.unsqueeze(0);  // [B, K, D]
+    const torch::Tensor logits = m_runLogWeights - 0.5 * dim * var.log() - diff.pow(2).sum(-1) / (2.0 * var);
+    const torch::Tensor responsibility = torch::softmax(logits, 1);
+    const torch::Tensor posterior = m_runMeans.unsqueeze(0) + (a * m_runVars / var).unsqueeze(-1) * diff;
+    return (responsibility.unsqueeze(-1) * posterior).sum(1);
+}
+
 }  // namespace flowscope::core

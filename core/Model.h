@@ -21,6 +21,10 @@ public:
     virtual std::vector<int64_t> sampleShape() const = 0;
     // x: [B, ...sampleShape]; alpha >= 0 and sigma > 0. Returns x̂0 with x's shape, dtype and device.
     virtual torch::Tensor denoise(const torch::Tensor& x, double alpha, double sigma) = 0;
+    // Row b of x at its own noise level (alpha[b], sigma[b]): a batched sweep runs lanes at
+    // different times in one batch. The default evaluates each distinct level on its rows.
+    virtual torch::Tensor denoiseRows(const torch::Tensor& x, const std::vector<double>& alpha,
+                                      const std::vector<double>& sigma);
     // Moves whatever the model holds to the device and dtype of the upcoming run.
     virtual void prepare(torch::Device device, torch::ScalarType dtype) = 0;
     // Things the user should know about the last run (clamped ranges, skipped files, ...).

@@ -42,7 +42,7 @@ std::vector<std::string> NetworkDenoiser::takeNotes() {
     return notes;
 }
 
-torch::Tensor NetworkDenoiser::denoise(const torch::Tensor& x, double alpha, double sigma) {
+NetworkDenoiser::NativeLevel NetworkDenoiser::nativeLevel(double alpha, double sigma) {
     const double lambda = alpha > 0.0 ? std::log(alpha) - std::log(sigma) : -std::numeric_limits<double>::infinity();
     double clamped = lambda;
     if (lambda < m_lambdaLow) {
@@ -54,25 +54,53 @@ torch::Tensor NetworkDenoiser::denoise(const torch::Tensor& x, double alpha, dou
         m_notes.insert("noise levels below the native '" + m_nativePath->name() +
                        "' range were clamped to its cleanest end");
     }
+    NativeLevel level;
     const double nativeT = m_nativePath->timeForLambda(clamped);
-    const PathPoint native = m_nativePath->at(nativeT);
+    level.point = m_nativePath->at(nativeT);
     // At equal SNR, sigma_native/sigma also maps alpha to alpha_native. After a clamp the SNRs
     // differ: at the noisy end the noise term is kept (the signal there is negligible), at the
     // clean end the signal term is kept (the remaining noise is below the native range anyway).
-    const double scale = clamped < lambda ? native.alpha / alpha : native.sigma / sigma;
-    const torch::Tensor xNative = x * scale;
+    level.scale = clamped < lambda ? level.point.alpha / alpha : level.point.sigma / sigma;
+    level.time = nativeT;
+    if (m_timeInput == TimeInput::Sigma) level.time = level.point.sigma;
+    if (m_timeInput == TimeInput::Timestep1000) level.time = 999.0 * (1.0 - nativeT);
+    return level;
+}
 
-    double timeValue = nativeT;
-    if (m_timeInput == TimeInput::Sigma) timeValue = native.sigma;
-    if (m_timeInput == TimeInput::Timestep1000) timeValue = 999.0 * (1.0 - nativeT);
-    const torch::Tensor time = torch::full({x.size(0)}, timeValue, x.options());
-
+torch::Tensor NetworkDenoiser::runForward(const torch::Tensor& xNative, const torch::Tensor& time,
+                                          const torch::Tensor& x) {
     const torch::Tensor output = m_forward(xNative, time);
     if (output.sizes() != x.sizes()) {
         throw InvalidRequestError("model '" + m_name + "' returned shape " + c10::str(output.sizes()) +
                                   " for input " + c10::str(x.sizes()));
     }
-    return predictionToData(m_parameterization, output.to(x.scalar_type()), xNative, native);
+    return output.to(x.scalar_type());
+}
+
+torch::Tensor NetworkDenoiser::denoise(const torch::Tensor& x, double alpha, double sigma) {
+    const NativeLevel level = nativeLevel(alpha, sigma);
+    const torch::Tensor xNative = x * level.scale;
+    const torch::Tensor time = torch::full({x.size(0)}, level.time, x.options());
+    return predictionToData(m_parameterization, runForward(xNative, time, x), xNative, level.point);
+}
+
+torch::Tensor NetworkDenoiser::denoiseRows(const torch::Tensor& x, const std::vector<double>& alpha,
+                                           const std::vector<double>& sigma) {
+    TORCH_CHECK(static_cast<int64_t>(alpha.size()) == x.size(0) && alpha.size() == sigma.size(),
+                "internal: one noise level per row");
+    std::vector<PathPoint> points;
+    std::vector<double> scales, times;
+    for (size_t b = 0; b < alpha.size(); ++b) {
+        const NativeLevel level = nativeLevel(alpha[b], sigma[b]);
+        points.push_back(level.point);
+        scales.push_back(level.scale);
+        times.push_back(level.time);
+    }
+    std::vector<int64_t> column(x.dim(), 1);
+    column[0] = x.size(0);
+    const torch::Tensor xNative = x * torch::tensor(scales, torch::kFloat64).to(x.options()).reshape(column);
+    const torch::Tensor time = torch::tensor(times, torch::kFloat64).to(x.options());
+    return predictionToData(m_parameterization, runForward(xNative, time, x), xNative, rowPoints(points, x));
 }
 
 }  // namespace flowscope::core

@@ -39,12 +39,23 @@ public:
     std::string name() const override { return m_name; }
     std::vector<int64_t> sampleShape() const override { return m_sampleShape; }
     torch::Tensor denoise(const torch::Tensor& x, double alpha, double sigma) override;
+    torch::Tensor denoiseRows(const torch::Tensor& x, const std::vector<double>& alpha,
+                              const std::vector<double>& sigma) override;
     void prepare(torch::Device, torch::ScalarType) override {}
     std::vector<std::string> takeNotes() override;
 
     const ProbabilityPath& nativePath() const { return *m_nativePath; }
 
 private:
+    // Where a noise level lands on the native path: the point, x's scale and the time input.
+    struct NativeLevel {
+        PathPoint point;
+        double scale = 1.0;
+        double time = 0.0;
+    };
+    NativeLevel nativeLevel(double alpha, double sigma);
+    torch::Tensor runForward(const torch::Tensor& xNative, const torch::Tensor& time, const torch::Tensor& x);
+
     std::string m_name;
     Forward m_forward;
     std::vector<int64_t> m_sampleShape;

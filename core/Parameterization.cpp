@@ -22,8 +22,12 @@ std::string toString(Parameterization parameterization) {
     return "unknown";
 }
 
-torch::Tensor predictionToData(Parameterization parameterization, const torch::Tensor& output,
-                               const torch::Tensor& x, const PathPoint& p) {
+namespace {
+
+// One formula for a scalar point and for points per row (Point = PathPoint or RowPoints).
+template <typename Point>
+torch::Tensor toData(Parameterization parameterization, const torch::Tensor& output, const torch::Tensor& x,
+                     const Point& p) {
     switch (parameterization) {
         case Parameterization::Data: return output;
         case Parameterization::Epsilon: return (x - p.sigma * output) / p.alpha;
@@ -32,6 +36,40 @@ torch::Tensor predictionToData(Parameterization parameterization, const torch::T
         case Parameterization::V: return p.alpha * x - p.sigma * output;
     }
     throw InvalidRequestError("unsupported parameterization");
+}
+
+template <typename Point>
+torch::Tensor toVelocity(const torch::Tensor& data, const torch::Tensor& x, const Point& p) {
+    return p.alphaDot * data + p.sigmaDot * (x - p.alpha * data) / p.sigma;
+}
+
+}  // namespace
+
+RowPoints rowPoints(const std::vector<PathPoint>& points, const torch::Tensor& like) {
+    std::vector<int64_t> shape(like.dim(), 1);
+    shape[0] = static_cast<int64_t>(points.size());
+    const auto column = [&](double PathPoint::*member) {
+        std::vector<double> values;
+        values.reserve(points.size());
+        for (const auto& point : points) values.push_back(point.*member);
+        return torch::tensor(values, torch::kFloat64).to(like.options()).reshape(shape);
+    };
+    return {column(&PathPoint::alpha), column(&PathPoint::sigma), column(&PathPoint::alphaDot),
+            column(&PathPoint::sigmaDot)};
+}
+
+torch::Tensor predictionToData(Parameterization parameterization, const torch::Tensor& output,
+                               const torch::Tensor& x, const PathPoint& p) {
+    return toData(parameterization, output, x, p);
+}
+
+torch::Tensor predictionToData(Parameterization parameterization, const torch::Tensor& output,
+                               const torch::Tensor& x, const RowPoints& p) {
+    return toData(parameterization, output, x, p);
+}
+
+torch::Tensor velocityFromData(const torch::Tensor& data, const torch::Tensor& x, const RowPoints& p) {
+    return toVelocity(data, x, p);
 }
 
 torch::Tensor dataToPrediction(Parameterization parameterization, const torch::Tensor& data,
@@ -47,7 +85,7 @@ torch::Tensor dataToPrediction(Parameterization parameterization, const torch::T
 }
 
 torch::Tensor velocityFromData(const torch::Tensor& data, const torch::Tensor& x, const PathPoint& p) {
-    return p.alphaDot * data + p.sigmaDot * (x - p.alpha * data) / p.sigma;
+    return toVelocity(data, x, p);
 }
 
 }  // namespace flowscope::core

@@ -325,43 +325,59 @@ private:
     }
 
     void sweep() {
-        // 6 cells (2 paths x 3 solvers) times 4 step counts, on the small net.
-        core::SweepRequest request;
-        request.model = "bundle:" + m_directory + "/small";
-        request.trustModel = true;
-        request.paths = {"linear", "vp"};
-        request.solvers = {"euler", "heun", "dpm++2m"};
-        request.steps = {1, 2, 4, 8};
-        request.batch = 4;
-        request.device = m_settings.device;
-        request.referenceTolerance = 1e-4;
-        core::Engine engine;
-        const int repeats = std::max(3, m_settings.repeats / 5);
-        // The reference solves are cached by the engine after the first sweep; both sides below
-        // then measure only the 24 runs.
-        const double whole = medianMs(
-            [&] {
-                const auto result = engine.sweep(request);
-                if (!result.ok()) throw std::runtime_error(result.error);
-            },
-            repeats, 1);
-        const double separate = medianMs(
-            [&] {
-                for (const auto& path : request.paths) {
-                    for (const auto& solver : request.solvers) {
-                        for (int steps : request.steps) {
-                            core::SampleRequest one = netRequest("small", steps, request.batch);
-                            one.path = path;
-                            one.solver = solver;
-                            checked(engine.sample(one));
+        // 6 cells (2 paths x 3 solvers) times 4 step counts: on the small net, and on the 8-Gaussian
+        // mixture, whose evaluations are so cheap that per-call costs dominate (as launches do on
+        // a GPU).
+        for (const std::string& model : {std::string("small net"), std::string("gmm:8gaussians")}) {
+            core::SweepRequest request;
+            request.model = model == "small net" ? "bundle:" + m_directory + "/small" : model;
+            request.trustModel = true;
+            request.paths = {"linear", "vp"};
+            request.solvers = {"euler", "heun", "dpm++2m"};
+            request.steps = {1, 2, 4, 8};
+            request.batch = 4;
+            request.device = m_settings.device;
+            request.referenceTolerance = 1e-4;
+            core::Engine engine;
+            const int repeats = model == "small net" ? std::max(3, m_settings.repeats / 5) : m_settings.repeats;
+            const auto timeSweep = [&](bool lanes) {
+                request.batchLanes = lanes;
+                // The reference solves are cached after the first sweep (the warm-up): every
+                // figure below measures only the 24 runs.
+                return medianMs(
+                    [&] {
+                        const auto result = engine.sweep(request);
+                        if (!result.ok()) throw std::runtime_error(result.error);
+                    },
+                    repeats, 1);
+            };
+            const double lanes = timeSweep(true);
+            const double cells = timeSweep(false);
+            const double separate = medianMs(
+                [&] {
+                    for (const auto& path : request.paths) {
+                        for (const auto& solver : request.solvers) {
+                            for (int steps : request.steps) {
+                                core::SampleRequest one;
+                                one.model = request.model;
+                                one.trustModel = true;
+                                one.device = m_settings.device;
+                                one.batch = request.batch;
+                                one.steps = steps;
+                                one.path = path;
+                                one.solver = solver;
+                                checked(engine.sample(one));
+                            }
                         }
                     }
-                }
-            },
-            repeats, 1);
-        add("sweep", "6 x 4 sweep (2 paths x 3 solvers x 1,2,4,8 steps), batch 4", whole);
-        add("sweep", "the same 24 runs one by one", separate);
-        m_ratios.push_back({"24 separate runs / one 6 x 4 sweep", separate / whole, ""});
+                },
+                repeats, 1);
+            const std::string label = model + ": 6 x 4 sweep (2 paths x 3 solvers x 1,2,4,8 steps), batch 4";
+            add("sweep", label + ", lanes in one batch", lanes);
+            add("sweep", label + ", cell by cell", cells);
+            add("sweep", model + ": the same 24 runs one by one", separate);
+            m_ratios.push_back({model + ": 24 separate runs / one 6 x 4 sweep", separate / lanes, "far above 1"});
+        }
     }
 
     static const core::SampleResult& checked(const core::SampleResult& result) {

@@ -39,6 +39,7 @@ private Q_SLOTS:
     void missingDatasetNamesThePackage();
     void cancelledRunReportsCancelled();
     void sweepRowsErrorFallsWithSteps();
+    void sweepLanesMatchCellByCell();
     void info();
 };
 
@@ -216,6 +217,48 @@ void TestEngine::sweepRowsErrorFallsWithSteps() {
     QCOMPARE(result.rows[4 + 3].nfe, 31);  // heun, 16 steps: 2N - 1
     request.solvers = {"nonsense"};
     QCOMPARE(engine.sweep(request).failure, Failure::InvalidRequest);
+}
+
+void TestEngine::sweepLanesMatchCellByCell() {
+    // A sweep run as lanes of one batch reports what running every cell alone reports: the mixture
+    // (closed form), a TorchScript network and the exact denoiser of a small dataset, in float32.
+    Engine engine;
+    for (const std::string& model : {std::string("gmm:8gaussians"),
+                                    std::string("bundle:" FLOWSCOPE_SOURCE_DIR "/resources/fixtures/bundles/gauss-velocity-linear"),
+                                    std::string("fashion-mnist:300")}) {
+        SweepRequest request;
+        request.model = model;
+        request.trustModel = true;
+        request.paths = {"linear", "vp"};
+        request.solvers = {"euler", "dpm++2m", "euler-a", "rk4"};
+        request.schedules = {"uniform", "karras"};
+        request.steps = {1, 2, 4};
+        request.batch = 2;
+        request.device = "cpu";
+        request.referenceTolerance = 1e-4;
+        request.batchLanes = false;
+        const auto alone = engine.sweep(request);
+        QVERIFY2(alone.ok(), alone.error.c_str());
+        request.batchLanes = true;
+        std::vector<std::string> order;
+        const auto together = engine.sweep(request, [&](const SweepRow& row) { order.push_back(row.solver); });
+        QVERIFY2(together.ok(), together.error.c_str());
+        QCOMPARE(together.rows.size(), size_t(2 * 2 * 4 * 3));
+        QCOMPARE(together.rows.size(), alone.rows.size());
+        for (size_t i = 0; i < alone.rows.size(); ++i) {
+            const auto& a = alone.rows[i];
+            const auto& b = together.rows[i];
+            const QString what = QString("%1 %2 %3 %4 %5").arg(model.c_str(), a.path.c_str(), a.solver.c_str(),
+                                                               a.schedule.c_str()).arg(a.steps);
+            QCOMPARE(b.path, a.path);
+            QCOMPARE(b.solver, a.solver);
+            QCOMPARE(b.steps, a.steps);
+            QCOMPARE(b.nfe, a.nfe);
+            QCOMPARE(order[i], a.solver);  // streamed in the same order
+            QVERIFY2(std::abs(b.rmse - a.rmse) <= 1e-4 * (1.0 + a.rmse), qPrintable(what + QString(" rmse %1 vs %2").arg(b.rmse).arg(a.rmse)));
+            QVERIFY2(std::abs(b.straightness - a.straightness) <= 1e-3 * (1.0 + a.straightness), qPrintable(what));
+        }
+    }
 }
 
 void TestEngine::info() {

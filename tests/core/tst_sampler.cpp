@@ -10,6 +10,7 @@
 #include "core/EmpiricalDenoiser.h"
 #include "core/Errors.h"
 #include "core/GaussianMixture.h"
+#include "core/Lanes.h"
 #include "core/Sampler.h"
 #include "core/Schedule.h"
 #include "tests/TestSupport.h"
@@ -65,6 +66,8 @@ private Q_SLOTS:
     void dpmSolverLastStepIsFirstOrder();
     void cancellationStopsTheRun();
     void nanIsReportedWithTheStep();
+    void lanesReproduceTheirOwnRuns_data();
+    void lanesReproduceTheirOwnRuns();
 };
 
 void TestSampler::convergenceOrders_data() {
@@ -301,6 +304,57 @@ void TestSampler::nanIsReportedWithTheStep() {
         const QString message = error.what();
         QVERIFY2(message.contains("NaN") && message.contains("step 2"), qPrintable(message));
     }
+}
+
+void TestSampler::lanesReproduceTheirOwnRuns_data() {
+    QTest::addColumn<QString>("solver");
+    QTest::addColumn<bool>("nativeRows");
+    for (const char* solver : {"euler", "heun", "midpoint", "rk4", "ddim", "dpm++2m"}) {
+        QTest::addRow("%s, the mixture's own rows", solver) << solver << true;
+        QTest::addRow("%s, rows grouped by level", solver) << solver << false;
+    }
+}
+
+void TestSampler::lanesReproduceTheirOwnRuns() {
+    // Sixteen lanes of one batch (two paths, two schedules, 1 to 8 steps, one stopping early):
+    // each lane must give what its run alone gives, in float64 to rounding, with the same NFE.
+    // The mixture evaluates per-row noise levels itself; ProbeModel falls back to Model's
+    // grouping by level.
+    QFETCH(QString, solver);
+    QFETCH(bool, nativeRows);
+    auto mixture = GaussianMixture::named("8gaussians");
+    ProbeModel probe(*mixture);
+    Model& model = nativeRows ? static_cast<Model&>(*mixture) : static_cast<Model&>(probe);
+    std::vector<std::unique_ptr<ProbabilityPath>> paths;
+    std::vector<Lane> lanes;
+    std::vector<SamplingOutcome> alone;
+    for (const char* pathName : {"linear", "vp"}) {
+        paths.push_back(makePath(pathName));
+        for (const char* schedule : {"uniform", "karras"}) {
+            for (int steps : {1, 2, 3, 8}) {
+                const double tEnd = steps == 3 ? 0.7 : 1.0;
+                const auto grid = makeTimeGrid(parseSchedule(schedule), *paths.back(), steps, 1.0, tEnd);
+                NoiseSource noise(model.sampleShape(), steps, 3);
+                const auto x0 = noise.draw().to(torch::kFloat64) * paths.back()->sigma(grid.front());
+                lanes.push_back({paths.back().get(), grid, x0});
+                const auto solverObject = makeSolver(solver.toStdString());
+                alone.push_back(runSampler(model, *paths.back(), *solverObject, grid, x0, nullptr, {}));
+            }
+        }
+    }
+    const auto together = runLanes(model, solver.toStdString(), lanes);
+    QCOMPARE(together.size(), lanes.size());
+    for (size_t l = 0; l < lanes.size(); ++l) {
+        const QString what = QString("lane %1").arg(l);
+        QVERIFY2(maxAbsDiff(together[l].final, alone[l].final) < 1e-12, qPrintable(what));
+        QCOMPARE(together[l].nfe, alone[l].nfe);
+        QCOMPARE(together[l].steps, alone[l].steps);
+        QCOMPARE(together[l].times, alone[l].times);
+        QVERIFY2(std::abs(together[l].straightness - alone[l].straightness) <= 1e-9 * (1.0 + alone[l].straightness),
+                 qPrintable(what));
+        QVERIFY2(std::abs(together[l].pathLengthRatio - alone[l].pathLengthRatio) <= 1e-9, qPrintable(what));
+    }
+    QVERIFY_THROWS_EXCEPTION(InvalidRequestError, runLanes(model, "dopri5", lanes));
 }
 
 QTEST_GUILESS_MAIN(TestSampler)

@@ -1,0 +1,290 @@
+#include "core/Lanes.h"
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+
+#include <torch/torch.h>
+
+#include "core/Errors.h"
+#include "core/Parameterization.h"
+
+namespace flowscope::core {
+namespace {
+
+enum class Kind { Euler, Heun, Midpoint, Rk4, Ddim, DpmPp2m, None };
+
+Kind kindOf(std::string_view solver) {
+    if (solver == "euler") return Kind::Euler;
+    if (solver == "heun") return Kind::Heun;
+    if (solver == "midpoint") return Kind::Midpoint;
+    if (solver == "rk4") return Kind::Rk4;
+    if (solver == "ddim") return Kind::Ddim;
+    if (solver == "dpm++2m") return Kind::DpmPp2m;
+    return Kind::None;
+}
+
+// The solvers' updates (core/Solvers.cpp) with their scalar coefficients taken per row: the same
+// operations in the same order, so that a lane reproduces its own run.
+class LaneRunner {
+public:
+    LaneRunner(Model& model, Kind kind, const std::vector<Lane>& lanes, const std::atomic<bool>* cancel)
+        : m_model(model), m_kind(kind), m_lanes(lanes), m_cancel(cancel) {
+        std::vector<torch::Tensor> starts;
+        int64_t begin = 0;
+        for (const auto& lane : lanes) {
+            if (!lane.path || lane.grid.size() < 2 || !lane.x0.defined()) {
+                throw InvalidRequestError("internal: a lane needs a path, a grid of two times or more and a state");
+            }
+            m_begin.push_back(begin);
+            m_count.push_back(lane.x0.size(0));
+            begin += lane.x0.size(0);
+            starts.push_back(lane.x0);
+        }
+        m_x = torch::cat(starts, 0);
+        m_deferChecks = m_x.is_cuda();
+        m_nfe.assign(lanes.size(), 0);
+        m_previousH.assign(lanes.size(), 0.0);
+        m_pathLength = torch::zeros({m_x.size(0)}, m_x.options());
+        m_velocitySquares = torch::zeros({m_x.size(0)}, m_x.options());
+        m_velocitySum = torch::zeros_like(m_x);
+        if (kind == Kind::DpmPp2m) m_previousData = torch::zeros_like(m_x);
+    }
+
+    std::vector<SamplingOutcome> run() {
+        size_t longest = 0;
+        for (const auto& lane : m_lanes) longest = std::max(longest, lane.grid.size() - 1);
+        for (size_t i = 0; i < longest; ++i) {
+            std::vector<size_t> active;
+            for (size_t l = 0; l < m_lanes.size(); ++l) {
+                if (m_lanes[l].grid.size() - 1 > i) active.push_back(l);
+            }
+            step(i, active);
+        }
+        if (m_deferChecks) checkFinite();
+        std::vector<SamplingOutcome> outcomes;
+        for (size_t l = 0; l < m_lanes.size(); ++l) {
+            RunRecord record;
+            record.initial = m_lanes[l].x0;
+            record.final = m_x.narrow(0, m_begin[l], m_count[l]);
+            record.pathLength = m_pathLength.narrow(0, m_begin[l], m_count[l]);
+            record.velocitySquares = m_velocitySquares.narrow(0, m_begin[l], m_count[l]);
+            record.velocitySum = m_velocitySum.narrow(0, m_begin[l], m_count[l]);
+            record.times = m_lanes[l].grid;
+            record.nfe = m_nfe[l];
+            record.steps = static_cast<int>(m_lanes[l].grid.size()) - 1;
+            outcomes.push_back(summarizeRun(std::move(record)));
+        }
+        return outcomes;
+    }
+
+private:
+    struct Evaluation {
+        torch::Tensor data, velocity;
+    };
+
+    // The rows of some lanes, as an index into the whole batch.
+    torch::Tensor rowsOf(const std::vector<size_t>& lanes) const {
+        std::vector<int64_t> rows;
+        for (size_t l : lanes) {
+            for (int64_t r = 0; r < m_count[l]; ++r) rows.push_back(m_begin[l] + r);
+        }
+        return torch::tensor(rows, torch::kLong).to(m_x.device());
+    }
+
+    // One value per lane, repeated over the lane's rows, as a column [R, 1, ...] like x.
+    torch::Tensor column(const std::vector<size_t>& lanes, const std::vector<double>& perLane) const {
+        std::vector<double> values;
+        for (size_t k = 0; k < lanes.size(); ++k) values.insert(values.end(), m_count[lanes[k]], perLane[k]);
+        std::vector<int64_t> shape(m_x.dim(), 1);
+        shape[0] = static_cast<int64_t>(values.size());
+        return torch::tensor(values, torch::kFloat64).to(m_x.options()).reshape(shape);
+    }
+
+    Evaluation evaluate(const std::vector<size_t>& lanes, const torch::Tensor& x, const std::vector<double>& times) {
+        if (m_cancel && m_cancel->load(std::memory_order_relaxed)) throw CancelledError();
+        std::vector<PathPoint> points;
+        std::vector<double> alpha, sigma;
+        for (size_t k = 0; k < lanes.size(); ++k) {
+            const PathPoint p = m_lanes[lanes[k]].path->at(times[k]);
+            if (!(p.sigma > 0.0)) throw std::logic_error("internal: model evaluated at sigma = 0");
+            points.insert(points.end(), m_count[lanes[k]], p);
+            alpha.insert(alpha.end(), m_count[lanes[k]], p.alpha);
+            sigma.insert(sigma.end(), m_count[lanes[k]], p.sigma);
+            ++m_nfe[lanes[k]];
+        }
+        torch::Tensor data = m_model.denoiseRows(x, alpha, sigma);
+        if (!m_deferChecks && !torch::isfinite(data).all().item<bool>()) {
+            throw std::runtime_error("the model returned NaN or Inf in a sweep; the sweep was stopped");
+        }
+        torch::Tensor velocity = velocityFromData(data, x, rowPoints(points, x));
+        return {std::move(data), std::move(velocity)};
+    }
+
+    void checkFinite() const {
+        if (!torch::isfinite(m_x).all().item<bool>() || !torch::isfinite(m_velocitySquares).all().item<bool>()) {
+            throw std::runtime_error("the model returned NaN or Inf in a sweep; the sweep was stopped");
+        }
+    }
+
+    std::vector<double> perLane(const std::vector<size_t>& lanes, const std::function<double(size_t)>& value) const {
+        std::vector<double> values;
+        for (size_t l : lanes) values.push_back(value(l));
+        return values;
+    }
+
+    void step(size_t i, const std::vector<size_t>& active) {
+        if (m_cancel && m_cancel->load(std::memory_order_relaxed)) throw CancelledError();
+        const auto t = perLane(active, [&](size_t l) { return m_lanes[l].grid[i]; });
+        const auto h = perLane(active, [&](size_t l) { return m_lanes[l].grid[i + 1] - m_lanes[l].grid[i]; });
+        const torch::Tensor rows = rowsOf(active);
+        const torch::Tensor x = m_x.index_select(0, rows);
+        const Evaluation start = evaluate(active, x, t);
+        torch::Tensor next;
+        switch (m_kind) {
+            case Kind::Ddim: next = exponentialStep(i, active, x, start.data); break;
+            case Kind::DpmPp2m: next = dpmStep(i, active, rows, start.data, x); break;
+            default: next = rungeKuttaStep(i, active, x, start); break;
+        }
+        // The step's metrics, as SolverContext::endStep keeps them.
+        const torch::Tensor hColumn = column(active, h);
+        const torch::Tensor hFlat = hColumn.reshape({-1});
+        m_pathLength.index_add_(0, rows, (next - x).reshape({x.size(0), -1}).norm(2, 1));
+        m_velocitySquares.index_add_(0, rows, hFlat * start.velocity.reshape({x.size(0), -1}).pow(2).sum(1));
+        m_velocitySum.index_add_(0, rows, hColumn * start.velocity);
+        m_x.index_copy_(0, rows, next);
+        if (m_deferChecks && (i + 1) % 64 == 0) checkFinite();
+    }
+
+    // Euler, Heun, midpoint, RK4; a step that ends at sigma = 0 lands on alpha x̂0.
+    torch::Tensor rungeKuttaStep(size_t i, const std::vector<size_t>& active, const torch::Tensor& x,
+                                 const Evaluation& start) {
+        std::vector<size_t> regular, landing;
+        std::vector<int64_t> regularRows, landingRows;
+        int64_t offset = 0;
+        for (size_t l : active) {
+            const bool endsAtZero = !(m_lanes[l].path->sigma(m_lanes[l].grid[i + 1]) > 0.0);
+            (endsAtZero ? landing : regular).push_back(l);
+            for (int64_t r = 0; r < m_count[l]; ++r) (endsAtZero ? landingRows : regularRows).push_back(offset + r);
+            offset += m_count[l];
+        }
+        torch::Tensor next = torch::empty_like(x);
+        if (!landing.empty()) {
+            const torch::Tensor local = torch::tensor(landingRows, torch::kLong).to(x.device());
+            const auto alphaNext = perLane(landing, [&](size_t l) { return m_lanes[l].path->alpha(m_lanes[l].grid[i + 1]); });
+            next.index_copy_(0, local, column(landing, alphaNext) * start.data.index_select(0, local));
+        }
+        if (!regular.empty()) {
+            const torch::Tensor local = torch::tensor(regularRows, torch::kLong).to(x.device());
+            const torch::Tensor xr = x.index_select(0, local);
+            const torch::Tensor k1 = start.velocity.index_select(0, local);
+            const auto t = perLane(regular, [&](size_t l) { return m_lanes[l].grid[i]; });
+            const auto h = perLane(regular, [&](size_t l) { return m_lanes[l].grid[i + 1] - m_lanes[l].grid[i]; });
+            const auto scaled = [&](double factor) {
+                std::vector<double> values;
+                for (double value : h) values.push_back(factor * value);
+                return column(regular, values);
+            };
+            const auto shifted = [&](double factor) {
+                std::vector<double> values;
+                for (size_t k = 0; k < t.size(); ++k) values.push_back(t[k] + factor * h[k]);
+                return values;
+            };
+            torch::Tensor result;
+            switch (m_kind) {
+                case Kind::Euler: result = xr + scaled(1.0) * k1; break;
+                case Kind::Heun: {
+                    const torch::Tensor predictor = xr + scaled(1.0) * k1;
+                    const Evaluation end = evaluate(regular, predictor, shifted(1.0));
+                    result = xr + scaled(0.5) * (k1 + end.velocity);
+                    break;
+                }
+                case Kind::Midpoint: {
+                    const Evaluation middle = evaluate(regular, xr + scaled(0.5) * k1, shifted(0.5));
+                    result = xr + scaled(1.0) * middle.velocity;
+                    break;
+                }
+                case Kind::Rk4: {
+                    const torch::Tensor k2 = evaluate(regular, xr + scaled(0.5) * k1, shifted(0.5)).velocity;
+                    const torch::Tensor k3 = evaluate(regular, xr + scaled(0.5) * k2, shifted(0.5)).velocity;
+                    const torch::Tensor k4 = evaluate(regular, xr + scaled(1.0) * k3, shifted(1.0)).velocity;
+                    std::vector<double> sixth;
+                    for (double value : h) sixth.push_back(value / 6.0);
+                    result = xr + column(regular, sixth) * (k1 + 2.0 * k2 + 2.0 * k3 + k4);
+                    break;
+                }
+                default: throw std::logic_error("internal: not a Runge-Kutta solver");
+            }
+            next.index_copy_(0, local, result);
+        }
+        return next;
+    }
+
+    // DDIM: x_next = (sigma_next/sigma) x - alpha_next expm1(-h) D, h the step in log-SNR.
+    torch::Tensor exponentialStep(size_t i, const std::vector<size_t>& active, const torch::Tensor& x,
+                                  const torch::Tensor& data) const {
+        std::vector<double> ratio, weight;
+        for (size_t l : active) {
+            const auto& path = *m_lanes[l].path;
+            const double t = m_lanes[l].grid[i], tNext = m_lanes[l].grid[i + 1];
+            ratio.push_back(path.sigma(tNext) / path.sigma(t));
+            weight.push_back(path.alpha(tNext) * std::expm1(-(path.lambda(tNext) - path.lambda(t))));
+        }
+        return column(active, ratio) * x - column(active, weight) * data;
+    }
+
+    // DPM++(2M): the exponential step on a corrected x̂0, first order on a lane's first and last step.
+    torch::Tensor dpmStep(size_t i, const std::vector<size_t>& active, const torch::Tensor& rows,
+                          const torch::Tensor& data, const torch::Tensor& x) {
+        std::vector<double> weights;
+        bool anyCorrected = false;
+        for (size_t l : active) {
+            const auto& path = *m_lanes[l].path;
+            const double h = path.lambda(m_lanes[l].grid[i + 1]) - path.lambda(m_lanes[l].grid[i]);
+            const bool lastStep = i + 2 == m_lanes[l].grid.size();
+            double weight = 0.0;
+            if (i > 0 && !lastStep) {
+                const double r = m_previousH[l] / h;
+                weight = 1.0 / (2.0 * r);
+                anyCorrected = true;
+            }
+            weights.push_back(weight);
+            m_previousH[l] = h;
+        }
+        torch::Tensor corrected = data;
+        if (anyCorrected) {
+            const torch::Tensor w = column(active, weights);
+            const torch::Tensor previous = m_previousData.index_select(0, rows);
+            // Rows without a correction keep x̂0 itself (not 1 x̂0 - 0 previous, which is not
+            // always the same number).
+            corrected = torch::where(w != 0.0, (1.0 + w) * data - w * previous, data);
+        }
+        m_previousData.index_copy_(0, rows, data);
+        return exponentialStep(i, active, x, corrected);
+    }
+
+    Model& m_model;
+    Kind m_kind;
+    const std::vector<Lane>& m_lanes;
+    const std::atomic<bool>* m_cancel;
+    bool m_deferChecks = false;
+    std::vector<int64_t> m_begin, m_count;
+    std::vector<int> m_nfe;
+    std::vector<double> m_previousH;
+    torch::Tensor m_x, m_pathLength, m_velocitySquares, m_velocitySum, m_previousData;
+};
+
+}  // namespace
+
+bool solverRunsLanes(std::string_view solver) { return kindOf(solver) != Kind::None; }
+
+std::vector<SamplingOutcome> runLanes(Model& model, std::string_view solver, const std::vector<Lane>& lanes,
+                                      const std::atomic<bool>* cancel) {
+    const Kind kind = kindOf(solver);
+    if (kind == Kind::None) throw InvalidRequestError("solver '" + std::string(solver) + "' cannot run lanes together");
+    if (lanes.empty()) return {};
+    model.prepare(lanes.front().x0.device(), lanes.front().x0.scalar_type());
+    return LaneRunner(model, kind, lanes, cancel).run();
+}
+
+}  // namespace flowscope::core

@@ -1,0 +1,25 @@
+#include "core/Model.h"
+
+#include <map>
+#include <utility>
+
+#include <torch/torch.h>
+
+namespace flowscope::core {
+
+torch::Tensor Model::denoiseRows(const torch::Tensor& x, const std::vector<double>& alpha,
+                                 const std::vector<double>& sigma) {
+    TORCH_CHECK(static_cast<int64_t>(alpha.size()) == x.size(0) && alpha.size() == sigma.size(),
+                "internal: one noise level per row");
+    std::map<std::pair<double, double>, std::vector<int64_t>> rowsByLevel;
+    for (size_t b = 0; b < alpha.size(); ++b) rowsByLevel[{alpha[b], sigma[b]}].push_back(static_cast<int64_t>(b));
+    if (rowsByLevel.size() == 1) return denoise(x, alpha.front(), sigma.front());
+    torch::Tensor out = torch::empty_like(x);
+    for (const auto& [level, rows] : rowsByLevel) {
+        const torch::Tensor index = torch::tensor(rows, torch::kLong).to(x.device());
+        out.index_copy_(0, index, denoise(x.index_select(0, index), level.first, level.second));
+    }
+    return out;
+}
+
+}  // namespace flowscope::core
