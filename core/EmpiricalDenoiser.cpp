@@ -1,4 +1,5 @@
 #include "core/EmpiricalDenoiser.h"
+#include "core/HostTensor.h"
 
 #include <algorithm>
 #include <cmath>
@@ -176,8 +177,8 @@ torch::Tensor EmpiricalDenoiser::denoiseRows(const torch::Tensor& x, const std::
         scaleDot.push_back(alpha[b] / (sigma[b] * sigma[b]));
         scaleNorm.push_back(alpha[b] * alpha[b] / (2.0 * sigma[b] * sigma[b]));
     }
-    const torch::Tensor dots = torch::tensor(scaleDot, torch::kFloat64).to(x.options()).unsqueeze(1);
-    const torch::Tensor norms = torch::tensor(scaleNorm, torch::kFloat64).to(x.options()).unsqueeze(1);
+    const torch::Tensor dots = deviceValues(scaleDot, x).unsqueeze(1);
+    const torch::Tensor norms = deviceValues(scaleNorm, x).unsqueeze(1);
     const torch::Tensor flatX = x.reshape({x.size(0), -1});
     constexpr int64_t kChunk = 256;
     std::vector<torch::Tensor> parts;

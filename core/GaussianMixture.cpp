@@ -1,4 +1,5 @@
 #include "core/GaussianMixture.h"
+#include "core/HostTensor.h"
 
 #include <cmath>
 #include <numbers>
@@ -106,8 +107,8 @@ torch::Tensor GaussianMixture::denoiseRows(const torch::Tensor& x, const std::ve
     }
     const auto dim = static_cast<double>(m_means.size(1));
     // As denoise, with alpha and sigma per row ([B, 1]).
-    const torch::Tensor a = torch::tensor(alpha, torch::kFloat64).to(x.options()).unsqueeze(1);
-    const torch::Tensor s = torch::tensor(sigma, torch::kFloat64).to(x.options()).unsqueeze(1);
+    const torch::Tensor a = deviceValues(alpha, x).unsqueeze(1);
+    const torch::Tensor s = deviceValues(sigma, x).unsqueeze(1);
     const torch::Tensor var = a * a * m_runVars.unsqueeze(0) + s * s;                      // [B, K]
     const torch::Tensor diff = x.unsqueeze(1) - a.unsqueeze(-1) * m_runMeans.unsqueeze(0);  // [B, K, D]
     const torch::Tensor logits = m_runLogWeights - 0.5 * dim * var.log() - diff.pow(2).sum(-1) / (2.0 * var);

@@ -15,6 +15,20 @@ inline HostArray toHostArray(const torch::Tensor& tensor) {
     return array;
 }
 
+// Host values as a tensor on `like`'s device: floating values in like's dtype, whole numbers as
+// int64 indices. On a GPU the copy goes from pinned memory without waiting for the device (a
+// plain copy from pageable memory would wait for every kernel queued before it).
+inline torch::Tensor deviceValues(const std::vector<double>& values, const torch::Tensor& like) {
+    torch::Tensor host = torch::tensor(values, torch::kFloat64).to(like.scalar_type());
+    if (!like.is_cuda()) return host;
+    return host.pin_memory().to(like.device(), /*non_blocking=*/true);
+}
+inline torch::Tensor deviceIndex(const std::vector<int64_t>& values, const torch::Device& device) {
+    torch::Tensor host = torch::tensor(values, torch::kLong);
+    if (!device.is_cuda()) return host;
+    return host.pin_memory().to(device, /*non_blocking=*/true);
+}
+
 // A float32 CPU tensor holding a copy of the values.
 inline torch::Tensor fromHostArray(const HostArray& array) {
     return torch::from_blob(const_cast<float*>(array.values.data()), array.shape, torch::kFloat32).clone();

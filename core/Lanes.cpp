@@ -1,4 +1,5 @@
 #include "core/Lanes.h"
+#include "core/HostTensor.h"
 
 #include <algorithm>
 #include <cmath>
@@ -89,7 +90,7 @@ private:
         for (size_t l : lanes) {
             for (int64_t r = 0; r < m_count[l]; ++r) rows.push_back(m_begin[l] + r);
         }
-        return torch::tensor(rows, torch::kLong).to(m_x.device());
+        return deviceIndex(rows, m_x.device());
     }
 
     // One value per lane, repeated over the lane's rows, as a column [R, 1, ...] like x.
@@ -98,7 +99,7 @@ private:
         for (size_t k = 0; k < lanes.size(); ++k) values.insert(values.end(), m_count[lanes[k]], perLane[k]);
         std::vector<int64_t> shape(m_x.dim(), 1);
         shape[0] = static_cast<int64_t>(values.size());
-        return torch::tensor(values, torch::kFloat64).to(m_x.options()).reshape(shape);
+        return deviceValues(values, m_x).reshape(shape);
     }
 
     Evaluation evaluate(const std::vector<size_t>& lanes, const torch::Tensor& x, const std::vector<double>& times) {
@@ -170,12 +171,12 @@ private:
         }
         torch::Tensor next = torch::empty_like(x);
         if (!landing.empty()) {
-            const torch::Tensor local = torch::tensor(landingRows, torch::kLong).to(x.device());
+            const torch::Tensor local = deviceIndex(landingRows, x.device());
             const auto alphaNext = perLane(landing, [&](size_t l) { return m_lanes[l].path->alpha(m_lanes[l].grid[i + 1]); });
             next.index_copy_(0, local, column(landing, alphaNext) * start.data.index_select(0, local));
         }
         if (!regular.empty()) {
-            const torch::Tensor local = torch::tensor(regularRows, torch::kLong).to(x.device());
+            const torch::Tensor local = deviceIndex(regularRows, x.device());
             const torch::Tensor xr = x.index_select(0, local);
             const torch::Tensor k1 = start.velocity.index_select(0, local);
             const auto t = perLane(regular, [&](size_t l) { return m_lanes[l].grid[i]; });

@@ -1,4 +1,5 @@
 #include "core/Model.h"
+#include "core/HostTensor.h"
 
 #include <map>
 #include <utility>
@@ -16,7 +17,7 @@ torch::Tensor Model::denoiseRows(const torch::Tensor& x, const std::vector<doubl
     if (rowsByLevel.size() == 1) return denoise(x, alpha.front(), sigma.front());
     torch::Tensor out = torch::empty_like(x);
     for (const auto& [level, rows] : rowsByLevel) {
-        const torch::Tensor index = torch::tensor(rows, torch::kLong).to(x.device());
+        const torch::Tensor index = deviceIndex(rows, x.device());
         out.index_copy_(0, index, denoise(x.index_select(0, index), level.first, level.second));
     }
     return out;

@@ -1,4 +1,5 @@
 #include "core/NetworkDenoiser.h"
+#include "core/HostTensor.h"
 
 #include <cmath>
 #include <limits>
@@ -98,8 +99,8 @@ torch::Tensor NetworkDenoiser::denoiseRows(const torch::Tensor& x, const std::ve
     }
     std::vector<int64_t> column(x.dim(), 1);
     column[0] = x.size(0);
-    const torch::Tensor xNative = x * torch::tensor(scales, torch::kFloat64).to(x.options()).reshape(column);
-    const torch::Tensor time = torch::tensor(times, torch::kFloat64).to(x.options());
+    const torch::Tensor xNative = x * deviceValues(scales, x).reshape(column);
+    const torch::Tensor time = deviceValues(times, x);
     return predictionToData(m_parameterization, runForward(xNative, time, x), xNative, rowPoints(points, x));
 }
 

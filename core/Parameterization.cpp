@@ -1,4 +1,5 @@
 #include "core/Parameterization.h"
+#include "core/HostTensor.h"
 
 #include "core/Errors.h"
 
@@ -52,7 +53,7 @@ RowPoints rowPoints(const std::vector<PathPoint>& points, const torch::Tensor& l
         std::vector<double> values;
         values.reserve(points.size());
         for (const auto& point : points) values.push_back(point.*member);
-        return torch::tensor(values, torch::kFloat64).to(like.options()).reshape(shape);
+        return deviceValues(values, like).reshape(shape);
     };
     return {column(&PathPoint::alpha), column(&PathPoint::sigma), column(&PathPoint::alphaDot),
             column(&PathPoint::sigmaDot)};
