@@ -59,7 +59,7 @@ void checkRanges(int steps, int batch, double tEnd) {
 // The state a run starts from: x_{t0} = sigma(t0) eps (DESIGN.md: the data term is negligible).
 torch::Tensor startState(NoiseSource& noise, const ProbabilityPath& path, double t0,
                          const torch::TensorOptions& options) {
-    return noise.draw().to(options) * path.sigma(t0);
+    return toDeviceAsync(noise.draw(), options) * path.sigma(t0);
 }
 
 // Distances to the final state and each sample's trajectory in the plane of its chord and its

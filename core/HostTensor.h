@@ -29,6 +29,13 @@ inline torch::Tensor deviceIndex(const std::vector<int64_t>& values, const torch
     return host.pin_memory().to(device, /*non_blocking=*/true);
 }
 
+// A CPU tensor moved to `options` (device and dtype), on a GPU through pinned memory without
+// waiting for the device.
+inline torch::Tensor toDeviceAsync(const torch::Tensor& host, const torch::TensorOptions& options) {
+    if (!options.device().is_cuda()) return host.to(options);
+    return host.to(options.dtype().toScalarType()).pin_memory().to(options.device(), /*non_blocking=*/true);
+}
+
 // A float32 CPU tensor holding a copy of the values.
 inline torch::Tensor fromHostArray(const HostArray& array) {
     return torch::from_blob(const_cast<float*>(array.values.data()), array.shape, torch::kFloat32).clone();

@@ -8,6 +8,7 @@
 
 #include "core/CudaGraph.h"
 #include "core/Errors.h"
+#include "core/HostTensor.h"
 #include "core/Parameterization.h"
 
 namespace flowscope::core {
@@ -112,7 +113,7 @@ void SolverContext::endStep(const torch::Tensor& xNext, double tNext) {
 
 torch::Tensor SolverContext::drawNoise() {
     if (!m_noise) throw std::logic_error("internal: a stochastic solver ran without a noise source");
-    return m_noise->draw().to(m_tensorOptions);
+    return toDeviceAsync(m_noise->draw(), m_tensorOptions);
 }
 
 void SolverContext::emitFrame(const torch::Tensor& x, double t, const torch::Tensor& prediction,
