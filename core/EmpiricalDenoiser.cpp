@@ -179,29 +179,28 @@ torch::Tensor EmpiricalDenoiser::denoiseRows(const torch::Tensor& x, const std::
     }
     const torch::Tensor dots = deviceValues(scaleDot, x).unsqueeze(1);
     const torch::Tensor norms = deviceValues(scaleNorm, x).unsqueeze(1);
-    const torch::Tensor flatX = x.reshape({x.size(0), -1});
-    constexpr int64_t kChunk = 256;
-    std::vector<torch::Tensor> parts;
-    for (int64_t start = 0; start < flatX.size(0); start += kChunk) {
-        const int64_t rows = std::min(kChunk, flatX.size(0) - start);
-        const torch::Tensor logits = flatX.narrow(0, start, rows).mm(m_runData.t()) * dots.narrow(0, start, rows) -
-                                     norms.narrow(0, start, rows) * m_runNorms.unsqueeze(0);
-        parts.push_back(torch::softmax(logits, 1).mm(m_runData));
-    }
-    return (parts.size() == 1 ? parts.front() : torch::cat(parts, 0)).reshape(x.sizes());
+    return weightedSums(x.reshape({x.size(0), -1}), [&](const torch::Tensor& rows, int64_t start) {
+               return rows.mm(m_runData.t()) * dots.narrow(0, start, rows.size(0)) -
+                      norms.narrow(0, start, rows.size(0)) * m_runNorms.unsqueeze(0);
+           })
+        .reshape(x.sizes());
 }
 
 torch::Tensor EmpiricalDenoiser::denoiseMatmul(const torch::Tensor& flatX, double alpha, double sigma) const {
     const double scaleDot = alpha / (sigma * sigma);
     const double scaleNorm = alpha * alpha / (2.0 * sigma * sigma);
+    return weightedSums(flatX, [&](const torch::Tensor& rows, int64_t) {
+        return torch::addmm(m_runNorms.unsqueeze(0), rows, m_runData.t(), -scaleNorm, scaleDot);
+    });
+}
+
+torch::Tensor EmpiricalDenoiser::weightedSums(const torch::Tensor& flatX, const LogitsOf& logitsOf) const {
     // Rows of the batch in chunks, so that the [rows, N] logits stay a few tens of MB.
     constexpr int64_t kChunk = 256;
     std::vector<torch::Tensor> parts;
     for (int64_t start = 0; start < flatX.size(0); start += kChunk) {
         const torch::Tensor rows = flatX.narrow(0, start, std::min(kChunk, flatX.size(0) - start));
-        const torch::Tensor logits =
-            torch::addmm(m_runNorms.unsqueeze(0), rows, m_runData.t(), -scaleNorm, scaleDot);
-        parts.push_back(torch::softmax(logits, 1).mm(m_runData));
+        parts.push_back(torch::softmax(logitsOf(rows, start), 1).mm(m_runData));
     }
     return parts.size() == 1 ? parts.front() : torch::cat(parts, 0);
 }

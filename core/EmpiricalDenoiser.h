@@ -1,5 +1,6 @@
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,10 @@ public:
     static constexpr int64_t kFusedMaxBatch = 4;
 
 private:
+    // Softmax of the logits of each chunk of rows (logitsOf(rows, first row)), times the data.
+    using LogitsOf = std::function<torch::Tensor(const torch::Tensor& rows, int64_t start)>;
+    torch::Tensor weightedSums(const torch::Tensor& flatX, const LogitsOf& logitsOf) const;
+
     std::string m_name;
     torch::Tensor m_data;  // [N, ...], float32, CPU: the master copy
     std::vector<int64_t> m_sampleShape;

@@ -85,17 +85,7 @@ torch::Tensor GaussianMixture::denoise(const torch::Tensor& x, double alpha, dou
     if (m_runMeans.device() != x.device() || m_runMeans.scalar_type() != x.scalar_type()) {
         prepare(x.device(), x.scalar_type());
     }
-    const auto dim = static_cast<double>(m_means.size(1));
-    // Component k, seen through the path: N(alpha m_k, (alpha^2 s_k^2 + sigma^2) I).
-    const torch::Tensor var = alpha * alpha * m_runVars + sigma * sigma;                 // [K]
-    const torch::Tensor diff = x.unsqueeze(1) - alpha * m_runMeans.unsqueeze(0);         // [B, K, D]
-    const torch::Tensor logits =
-        m_runLogWeights - 0.5 * dim * var.log() - diff.pow(2).sum(-1) / (2.0 * var);     // [B, K]
-    const torch::Tensor responsibility = torch::softmax(logits, 1);
-    // E[x0 | x, k] = m_k + alpha s_k^2 (x - alpha m_k) / var_k.
-    const torch::Tensor posterior =
-        m_runMeans.unsqueeze(0) + (alpha * m_runVars / var).unsqueeze(0).unsqueeze(-1) * diff;
-    return (responsibility.unsqueeze(-1) * posterior).sum(1);
+    return posteriorMean(x, torch::full({1, 1}, alpha, x.options()), torch::full({1, 1}, sigma, x.options()));
 }
 
 torch::Tensor GaussianMixture::denoiseRows(const torch::Tensor& x, const std::vector<double>& alpha,
@@ -105,15 +95,19 @@ torch::Tensor GaussianMixture::denoiseRows(const torch::Tensor& x, const std::ve
     if (m_runMeans.device() != x.device() || m_runMeans.scalar_type() != x.scalar_type()) {
         prepare(x.device(), x.scalar_type());
     }
+    return posteriorMean(x, deviceValues(alpha, x).unsqueeze(1), deviceValues(sigma, x).unsqueeze(1));
+}
+
+torch::Tensor GaussianMixture::posteriorMean(const torch::Tensor& x, const torch::Tensor& alpha,
+                                             const torch::Tensor& sigma) const {
     const auto dim = static_cast<double>(m_means.size(1));
-    // As denoise, with alpha and sigma per row ([B, 1]).
-    const torch::Tensor a = deviceValues(alpha, x).unsqueeze(1);
-    const torch::Tensor s = deviceValues(sigma, x).unsqueeze(1);
-    const torch::Tensor var = a * a * m_runVars.unsqueeze(0) + s * s;                      // [B, K]
-    const torch::Tensor diff = x.unsqueeze(1) - a.unsqueeze(-1) * m_runMeans.unsqueeze(0);  // [B, K, D]
-    const torch::Tensor logits = m_runLogWeights - 0.5 * dim * var.log() - diff.pow(2).sum(-1) / (2.0 * var);
+    // Component k, seen through the path: N(alpha m_k, (alpha^2 s_k^2 + sigma^2) I).
+    const torch::Tensor var = alpha * alpha * m_runVars.unsqueeze(0) + sigma * sigma;         // [B or 1, K]
+    const torch::Tensor diff = x.unsqueeze(1) - alpha.unsqueeze(-1) * m_runMeans.unsqueeze(0);  // [B, K, D]
+    const torch::Tensor logits = m_runLogWeights - 0.5 * dim * var.log() - diff.pow(2).sum(-1) / (2.0 * var);  // [B, K]
     const torch::Tensor responsibility = torch::softmax(logits, 1);
-    const torch::Tensor posterior = m_runMeans.unsqueeze(0) + (a * m_runVars / var).unsqueeze(-1) * diff;
+    // E[x0 | x, k] = m_k + alpha s_k^2 (x - alpha m_k) / var_k.
+    const torch::Tensor posterior = m_runMeans.unsqueeze(0) + (alpha * m_runVars / var).unsqueeze(-1) * diff;
     return (responsibility.unsqueeze(-1) * posterior).sum(1);
 }
 

@@ -31,6 +31,8 @@ public:
     const torch::Tensor& weights() const { return m_weights; }
 
 private:
+    // The posterior mean with alpha and sigma as columns: [B, 1] per row, or [1, 1] for all.
+    torch::Tensor posteriorMean(const torch::Tensor& x, const torch::Tensor& alpha, const torch::Tensor& sigma) const;
     std::string m_name;
     torch::Tensor m_means, m_stds, m_weights;
     torch::Tensor m_runMeans, m_runVars, m_runLogWeights;
