@@ -293,7 +293,7 @@ struct EngineController::Worker {
     // Runs `emitter` on the controller's thread; dropped if the controller is gone by then.
     template <typename F>
     void post(F emitter) {
-        handoff::post(controller, std::move(emitter));
+        handoff::post(relay, controller, std::move(emitter));
     }
 
     // Tells the UI about queued jobs that will never run, so no lane waits for them forever.
@@ -317,6 +317,7 @@ struct EngineController::Worker {
     }
 
     EngineController* controller;
+    handoff::Relay relay;  // created on the controller's thread, with the worker
     std::thread thread;
     mutable std::mutex mutex;
     std::condition_variable wake;

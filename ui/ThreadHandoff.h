@@ -1,8 +1,11 @@
 #pragma once
 
+#include <functional>
 #include <utility>
 
-#include <QMetaObject>
+#include <QCoreApplication>
+#include <QEvent>
+#include <QObject>
 #include <QPointer>
 
 // Results cross from the worker threads to the UI thread through Qt's queued events. Qt
@@ -10,6 +13,8 @@
 // ThreadSanitizer, so the tsan build cannot see them and would report every result the UI reads
 // as a race. These calls tell it about the hand-off itself: the worker releases before posting
 // and the receiver acquires before touching what was posted. Outside the tsan build they vanish.
+// (An earlier version posted a lambda with QMetaObject::invokeMethod; Qt allocates that functor
+// after the release and reads it before the acquire, which TSan rightly could not order.)
 #if defined(__SANITIZE_THREAD__)
 extern "C" void __tsan_acquire(void* address);
 extern "C" void __tsan_release(void* address);
@@ -33,20 +38,49 @@ inline void acquire(void* token) {
 #endif
 }
 
-// Runs `emitter(receiver)` on the receiver's thread through its event queue, after the hand-off
-// above; dropped if the receiver is gone by then. Call from a worker thread that the receiver
-// outlives until it is joined.
+// What post() sends: the emitter travels inside an event that the worker allocates and fills
+// before its release, so that nothing the receiver reads was written after it.
+class Task : public QEvent {
+public:
+    static QEvent::Type kind() {
+        static const auto type = static_cast<QEvent::Type>(QEvent::registerEventType());
+        return type;
+    }
+    explicit Task(std::function<void()> run) : QEvent(kind()), m_run(std::move(run)) {}
+    // Also when Qt drops a queued task (its relay destroyed first): acquire before the members go.
+    ~Task() override { acquire(this); }
+    void run() { m_run(); }
+
+private:
+    std::function<void()> m_run;
+};
+
+// Receives the tasks on its own thread (the one that created it, e.g. a controller's UI thread):
+// acquires first, then reads the task. Tasks still queued when it is destroyed are dropped.
+class Relay : public QObject {
+public:
+    using QObject::QObject;
+
+protected:
+    bool event(QEvent* event) override {
+        acquire(event);
+        if (event->type() == Task::kind()) {
+            static_cast<Task*>(event)->run();
+            return true;
+        }
+        return QObject::event(event);
+    }
+};
+
+// Runs `emitter(receiver)` on the relay's thread through its event queue, after the hand-off
+// above; dropped if the receiver or the relay is gone by then. Call from a worker thread.
 template <typename Receiver, typename Emitter>
-void post(Receiver* receiver, Emitter emitter) {
-    QPointer<Receiver> guard(receiver);
-    release(receiver);
-    QMetaObject::invokeMethod(
-        receiver,
-        [guard, emitter = std::move(emitter), token = static_cast<void*>(receiver)] {
-            acquire(token);
-            if (guard) emitter(guard.data());
-        },
-        Qt::QueuedConnection);
+void post(Relay& relay, Receiver* receiver, Emitter emitter) {
+    auto* task = new Task([guard = QPointer<Receiver>(receiver), emitter = std::move(emitter)] {
+        if (guard) emitter(guard.data());
+    });
+    release(task);
+    QCoreApplication::postEvent(&relay, task);
 }
 
 }  // namespace flowscope::ui::handoff

@@ -117,10 +117,11 @@ struct TrainController::Worker {
     // Runs `emitter` on the controller's thread; dropped if the controller is gone by then.
     template <typename F>
     void post(F emitter) {
-        handoff::post(controller, std::move(emitter));
+        handoff::post(relay, controller, std::move(emitter));
     }
 
     TrainController* controller;
+    handoff::Relay relay;  // created on the controller's thread, with the worker
     std::thread thread;
     std::atomic<bool> cancel{false};
     std::atomic<bool> pause{false};
