@@ -12,6 +12,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
 #include <torch/cuda.h>
+#include <torch/version.h>
 #endif
 
 namespace flowscope::core {
@@ -39,7 +40,12 @@ CudaGraph::CudaGraph(const torch::Tensor& example, const Body& body, int warmup)
         for (int i = 0; i < warmup; ++i) body(m_impl->input);
         side.synchronize();
         // Thread-local mode: other threads (other lanes of the app) may keep using CUDA meanwhile.
+        // LibTorch before 2.0 captures in the global mode only.
+#if TORCH_VERSION_MAJOR >= 2
         m_impl->graph.capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
+#else
+        m_impl->graph.capture_begin();
+#endif
         try {
             m_impl->outputs = body(m_impl->input);
         } catch (const std::exception& error) {
