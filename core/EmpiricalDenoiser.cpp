@@ -35,7 +35,24 @@ inline Float8 load8(const float* p) {
     return v;
 }
 
-inline float dotProduct(const float* a, const float* b, int64_t n) {
+// Eight stored bfloat16 values widened to float32: their bits are the high half of a float32's.
+inline Float8 load8(const at::BFloat16* p) {
+    using Bits8 = uint16_t __attribute__((vector_size(16)));
+    using Wide8 = uint32_t __attribute__((vector_size(32)));
+    Bits8 bits;
+    std::memcpy(&bits, p, sizeof bits);
+    const Wide8 wide = __builtin_convertvector(bits, Wide8) << 16;
+    Float8 v;
+    std::memcpy(&v, &wide, sizeof v);
+    return v;
+}
+
+inline float widen(float v) { return v; }
+inline float widen(at::BFloat16 v) { return static_cast<float>(v); }
+
+// <a, b> for a row of the dataset a (stored as T) and a float32 row b.
+template <class T>
+inline float dotProduct(const T* a, const float* b, int64_t n) {
     Float8 acc0{}, acc1{}, acc2{}, acc3{};
     int64_t j = 0;
     for (; j + 32 <= n; j += 32) {
@@ -47,14 +64,15 @@ inline float dotProduct(const float* a, const float* b, int64_t n) {
     for (; j + 8 <= n; j += 8) acc0 += load8(a + j) * load8(b + j);
     const Float8 acc = (acc0 + acc1) + (acc2 + acc3);
     float sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-    for (; j < n; ++j) sum += a[j] * b[j];
+    for (; j < n; ++j) sum += widen(a[j]) * b[j];
     return sum;
 }
 
 inline void store8(float* p, Float8 v) { std::memcpy(p, &v, sizeof v); }
 
-// acc += w * d, 32 floats per iteration.
-inline void addScaled(float* acc, float w, const float* d, int64_t n) {
+// acc += w * d, 32 values per iteration.
+template <class T>
+inline void addScaled(float* acc, float w, const T* d, int64_t n) {
     const Float8 scale = Float8{} + w;
     int64_t j = 0;
     for (; j + 32 <= n; j += 32) {
@@ -64,21 +82,15 @@ inline void addScaled(float* acc, float w, const float* d, int64_t n) {
         store8(acc + j + 24, load8(acc + j + 24) + scale * load8(d + j + 24));
     }
     for (; j + 8 <= n; j += 8) store8(acc + j, load8(acc + j) + scale * load8(d + j));
-    for (; j < n; ++j) acc[j] += w * d[j];
+    for (; j < n; ++j) acc[j] += w * widen(d[j]);
 }
 
 // One pass over rows [begin, end): logits, online max, weights, weighted sum, while each block of
-// rows is still in cache. Cloned for FMA (dispatched on the CPU's features at load time), so the
-// loops run 8-wide fused multiply-adds where the machine has them and stay portable elsewhere.
-// (A clone for "arch=haswell" would dispatch on the CPU model and never run on AMD processors.)
-// Not under the sanitizers: the clones' resolver runs while the program is being loaded, before
-// their runtimes are up, and the instrumented resolver would call into them.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__) && \
-    !defined(__SANITIZE_THREAD__)
-__attribute__((target_clones("fma", "default")))
-#endif
-void fusedSlice(const float* data, const float* norms, int64_t begin, int64_t end, int64_t dim,
-                const float* xs, int64_t batch, float scaleDot, float scaleNorm, SoftmaxSlice* slice) {
+// rows is still in cache. Inlined into the entry points below, one per storage type.
+template <class T>
+__attribute__((always_inline)) inline void fusedSliceBody(const T* data, const float* norms, int64_t begin, int64_t end,
+                                                          int64_t dim, const float* xs, int64_t batch, float scaleDot,
+                                                          float scaleNorm, SoftmaxSlice* slice) {
     float logits[EmpiricalDenoiser::kFusedMaxBatch][kBlockRows];
     for (int64_t blockStart = begin; blockStart < end; blockStart += kBlockRows) {
         const int64_t rows = std::min(kBlockRows, end - blockStart);
@@ -100,10 +112,11 @@ void fusedSlice(const float* data, const float* norms, int64_t begin, int64_t en
                 slice->max[b] = blockMax;
             }
             for (int64_t row = 0; row < rows; ++row) {
-                // Weights below e^-80 of the running maximum cannot change a float32 result, and
-                // would be denormal numbers, which multiply very slowly on x86: skip them.
+                // Weights below e^-60 of the running maximum cannot change a float32 result, and
+                // times a small pixel would be denormal numbers, which multiply very slowly on x86:
+                // skip them.
                 const float shifted = logits[b][row] - slice->max[b];
-                if (shifted < -80.0f) continue;
+                if (shifted < -60.0f) continue;
                 const float w = std::exp(shifted);
                 slice->sum[b] += w;
                 addScaled(acc, w, data + (blockStart + row) * dim, dim);
@@ -112,10 +125,76 @@ void fusedSlice(const float* data, const float* norms, int64_t begin, int64_t en
     }
 }
 
+// Cloned for FMA (dispatched on the CPU's features at load time), so the loops run 8-wide fused
+// multiply-adds where the machine has them and stay portable elsewhere. (A clone for
+// "arch=haswell" would dispatch on the CPU model and never run on AMD processors.) Not under the
+// sanitizers: the clones' resolver runs while the program is being loaded, before their runtimes
+// are up, and the instrumented resolver would call into them.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__) && \
+    !defined(__SANITIZE_THREAD__)
+#define FLOWSCOPE_FMA_CLONES __attribute__((target_clones("fma", "default")))
+#else
+#define FLOWSCOPE_FMA_CLONES
+#endif
+
+FLOWSCOPE_FMA_CLONES void fusedSlice(const float* data, const float* norms, int64_t begin, int64_t end, int64_t dim,
+                                     const float* xs, int64_t batch, float scaleDot, float scaleNorm,
+                                     SoftmaxSlice* slice) {
+    fusedSliceBody(data, norms, begin, end, dim, xs, batch, scaleDot, scaleNorm, slice);
+}
+
+FLOWSCOPE_FMA_CLONES void fusedSlice(const at::BFloat16* data, const float* norms, int64_t begin, int64_t end,
+                                     int64_t dim, const float* xs, int64_t batch, float scaleDot, float scaleNorm,
+                                     SoftmaxSlice* slice) {
+    fusedSliceBody(data, norms, begin, end, dim, xs, batch, scaleDot, scaleNorm, slice);
+}
+
+// Stored bfloat16 values widened to float32 on the CPU, 8 at a time (LibTorch's conversion runs
+// element by element).
+FLOWSCOPE_FMA_CLONES void widenInto(const at::BFloat16* from, float* to, int64_t count) {
+    int64_t j = 0;
+    for (; j + 8 <= count; j += 8) store8(to + j, load8(from + j));
+    for (; j < count; ++j) to[j] = widen(from[j]);
+}
+
+torch::Tensor widenedTo(const torch::Tensor& stored, torch::ScalarType dtype) {
+    if (stored.scalar_type() == dtype) return stored;
+    if (!stored.device().is_cpu() || stored.scalar_type() != torch::kBFloat16 || dtype != torch::kFloat32) {
+        return stored.to(dtype);
+    }
+    const torch::Tensor source = stored.contiguous();
+    torch::Tensor out = torch::empty(source.sizes(), source.options().dtype(torch::kFloat32));
+    const at::BFloat16* from = source.data_ptr<at::BFloat16>();
+    float* to = out.data_ptr<float>();
+    at::parallel_for(0, source.numel(), int64_t{1} << 16, [&](int64_t begin, int64_t end) {
+        widenInto(from + begin, to + begin, end - begin);
+    });
+    return out;
+}
+
+// |d_i|^2 of each stored row, accumulated in float64 so that it carries no extra rounding into
+// the logits.
+template <class T>
+torch::Tensor squaredNorms(const T* rows, int64_t count, int64_t dim) {
+    torch::Tensor norms = torch::empty({count}, torch::kFloat64);
+    double* out = norms.data_ptr<double>();
+    at::parallel_for(0, count, 1024, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+            double sum = 0.0;
+            for (int64_t j = 0; j < dim; ++j) {
+                const double value = widen(rows[i * dim + j]);
+                sum += value * value;
+            }
+            out[i] = sum;
+        }
+    });
+    return norms;
+}
+
 }  // namespace
 
-EmpiricalDenoiser::EmpiricalDenoiser(std::string name, torch::Tensor data)
-    : m_name(std::move(name)), m_data(data.to(torch::kFloat32).contiguous()) {
+EmpiricalDenoiser::EmpiricalDenoiser(std::string name, torch::Tensor data, Storage storage)
+    : m_name(std::move(name)), m_storage(storage), m_data(data.to(torch::kFloat32).contiguous()) {
     if (m_data.dim() < 2 || m_data.size(0) < 1) {
         throw InvalidRequestError("the dataset for '" + m_name + "' is empty");
     }
@@ -124,23 +203,26 @@ EmpiricalDenoiser::EmpiricalDenoiser(std::string name, torch::Tensor data)
 }
 
 void EmpiricalDenoiser::prepare(torch::Device device, torch::ScalarType dtype) {
-    if (m_runData.defined() && m_runData.device() == device && m_runData.scalar_type() == dtype) return;
-    // Norms are accumulated in float64 so that |d|^2 carries no extra rounding into the logits,
-    // row by row so that no float64 copy of the dataset is ever made.
+    const torch::ScalarType stored = m_storage == Storage::BFloat16 ? torch::kBFloat16 : dtype;
+    if (m_runData.defined() && m_runData.device() == device && m_runData.scalar_type() == stored &&
+        m_runNorms.scalar_type() == dtype) {
+        return;
+    }
+    // Row by row, so that no float64 copy of the dataset is ever made.
     const torch::Tensor flat = m_data.reshape({m_data.size(0), -1});
-    torch::Tensor norms = torch::empty({flat.size(0)}, torch::kFloat64);
-    const float* rows = flat.data_ptr<float>();
-    double* out = norms.data_ptr<double>();
-    const int64_t dim = flat.size(1);
-    at::parallel_for(0, flat.size(0), 1024, [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) {
-            double sum = 0.0;
-            for (int64_t j = 0; j < dim; ++j) sum += double(rows[i * dim + j]) * rows[i * dim + j];
-            out[i] = sum;
-        }
-    });
+    const torch::Tensor values = m_storage == Storage::BFloat16 ? flat.to(torch::kBFloat16) : flat;
+    const torch::Tensor norms = m_storage == Storage::BFloat16
+                                    ? squaredNorms(values.data_ptr<at::BFloat16>(), flat.size(0), flat.size(1))
+                                    : squaredNorms(values.data_ptr<float>(), flat.size(0), flat.size(1));
+    m_widened = torch::Tensor();
     m_runNorms = norms.to(torch::TensorOptions().device(device).dtype(dtype));
-    m_runData = flat.to(torch::TensorOptions().device(device).dtype(dtype)).contiguous();
+    m_runData = values.to(torch::TensorOptions().device(device).dtype(stored)).contiguous();
+}
+
+void EmpiricalDenoiser::prepareRun(const torch::Tensor& x) {
+    if (!m_runData.defined() || m_runData.device() != x.device() || m_runNorms.scalar_type() != x.scalar_type()) {
+        prepare(x.device(), x.scalar_type());
+    }
 }
 
 torch::Tensor EmpiricalDenoiser::denoise(const torch::Tensor& x, double alpha, double sigma) {
@@ -148,13 +230,17 @@ torch::Tensor EmpiricalDenoiser::denoise(const torch::Tensor& x, double alpha, d
     if (x.scalar_type() != torch::kFloat32 && x.scalar_type() != torch::kFloat64) {
         return denoise(x.to(torch::kFloat32), alpha, sigma).to(x.scalar_type());
     }
-    if (m_runData.device() != x.device() || m_runData.scalar_type() != x.scalar_type()) {
-        prepare(x.device(), x.scalar_type());
-    }
+    prepareRun(x);
     const torch::Tensor flatX = x.reshape({x.size(0), -1}).contiguous();
-    const bool fused = x.device().is_cpu() && x.scalar_type() == torch::kFloat32 && x.size(0) <= kFusedMaxBatch;
-    const torch::Tensor out = fused ? denoiseFused(flatX, alpha, sigma) : denoiseMatmul(flatX, alpha, sigma);
-    return out.reshape(x.sizes());
+    const bool cpu32 = x.device().is_cpu() && x.scalar_type() == torch::kFloat32;
+    if (cpu32 && x.size(0) <= kFusedMaxBatch) return denoiseFused(flatX, alpha, sigma).reshape(x.sizes());
+    if (x.device().is_cpu() && m_storage == Storage::BFloat16 && !m_widened.defined()) {
+        // Bfloat16 storage speeds up the fused pass; the products at larger batches on the CPU
+        // would widen the whole dataset on every call (twice as slow as float32), so they keep
+        // one widened copy, made the first time it is needed.
+        m_widened = widenedTo(m_runData, x.scalar_type());
+    }
+    return denoiseMatmul(flatX, alpha, sigma).reshape(x.sizes());
 }
 
 torch::Tensor EmpiricalDenoiser::denoiseRows(const torch::Tensor& x, const std::vector<double>& alpha,
@@ -168,9 +254,7 @@ torch::Tensor EmpiricalDenoiser::denoiseRows(const torch::Tensor& x, const std::
     if (x.scalar_type() != torch::kFloat32 && x.scalar_type() != torch::kFloat64) {
         return denoiseRows(x.to(torch::kFloat32), alpha, sigma).to(x.scalar_type());
     }
-    if (m_runData.device() != x.device() || m_runData.scalar_type() != x.scalar_type()) {
-        prepare(x.device(), x.scalar_type());
-    }
+    prepareRun(x);
     // As denoiseMatmul, with the logits' scales per row.
     std::vector<double> scaleDot, scaleNorm;
     for (size_t b = 0; b < alpha.size(); ++b) {
@@ -179,28 +263,86 @@ torch::Tensor EmpiricalDenoiser::denoiseRows(const torch::Tensor& x, const std::
     }
     const torch::Tensor dots = deviceValues(scaleDot, x).unsqueeze(1);
     const torch::Tensor norms = deviceValues(scaleNorm, x).unsqueeze(1);
-    return weightedSums(x.reshape({x.size(0), -1}), [&](const torch::Tensor& rows, int64_t start) {
-               return rows.mm(m_runData.t()) * dots.narrow(0, start, rows.size(0)) -
-                      norms.narrow(0, start, rows.size(0)) * m_runNorms.unsqueeze(0);
-           })
-        .reshape(x.sizes());
+    const auto logitsOf = [&](const torch::Tensor& rows, int64_t start, const torch::Tensor& chunk,
+                              const torch::Tensor& chunkNorms) {
+        return rows.mm(chunk.t()) * dots.narrow(0, start, rows.size(0)) -
+               norms.narrow(0, start, rows.size(0)) * chunkNorms.unsqueeze(0);
+    };
+    return weightedSums(x.reshape({x.size(0), -1}), logitsOf, 0).reshape(x.sizes());
 }
 
-torch::Tensor EmpiricalDenoiser::denoiseMatmul(const torch::Tensor& flatX, double alpha, double sigma) const {
+torch::Tensor EmpiricalDenoiser::denoiseMatmul(const torch::Tensor& flatX, double alpha, double sigma,
+                                               int64_t datasetChunkRows) const {
+    TORCH_CHECK(m_runData.defined() && m_runData.device() == flatX.device() &&
+                    m_runNorms.scalar_type() == flatX.scalar_type(),
+                "internal: the empirical denoiser is not prepared for this input's device and dtype");
     const double scaleDot = alpha / (sigma * sigma);
     const double scaleNorm = alpha * alpha / (2.0 * sigma * sigma);
-    return weightedSums(flatX, [&](const torch::Tensor& rows, int64_t) {
-        return torch::addmm(m_runNorms.unsqueeze(0), rows, m_runData.t(), -scaleNorm, scaleDot);
-    });
+    const auto logitsOf = [&](const torch::Tensor& rows, int64_t, const torch::Tensor& chunk,
+                              const torch::Tensor& chunkNorms) {
+        return torch::addmm(chunkNorms.unsqueeze(0), rows, chunk.t(), -scaleNorm, scaleDot);
+    };
+    return weightedSums(flatX, logitsOf, datasetChunkRows);
 }
 
-torch::Tensor EmpiricalDenoiser::weightedSums(const torch::Tensor& flatX, const LogitsOf& logitsOf) const {
-    // Rows of the batch in chunks, so that the [rows, N] logits stay a few tens of MB.
-    constexpr int64_t kChunk = 256;
+torch::Tensor EmpiricalDenoiser::weightedSums(const torch::Tensor& flatX, const LogitsOf& logitsOf,
+                                              int64_t datasetChunkRows) const {
+    const int64_t n = m_runData.size(0);
+    const bool widened = m_runData.scalar_type() != flatX.scalar_type();
+    if (datasetChunkRows <= 0) {
+        // Chunks on a GPU, where a widened chunk stays in L2 for its second product. On the CPU
+        // one widened copy: there each switch between LibTorch's OpenMP threads and OpenBLAS's
+        // own costs more than the cache saves.
+        datasetChunkRows = widened && !flatX.is_cpu()
+                               ? std::max<int64_t>(1, kChunkBytes / (m_runData.size(1) * flatX.element_size()))
+                               : n;
+    }
+    datasetChunkRows = std::min(datasetChunkRows, n);
+    // Rows of the batch in chunks as well, so that the [rows, chunk] logits stay a few tens of MB.
+    constexpr int64_t kBatchChunk = 256;
     std::vector<torch::Tensor> parts;
-    for (int64_t start = 0; start < flatX.size(0); start += kChunk) {
-        const torch::Tensor rows = flatX.narrow(0, start, std::min(kChunk, flatX.size(0) - start));
-        parts.push_back(torch::softmax(logitsOf(rows, start), 1).mm(m_runData));
+    torch::Tensor whole;  // the dataset in the run's dtype, when taken in one chunk
+    for (int64_t start = 0; start < flatX.size(0); start += kBatchChunk) {
+        const torch::Tensor rows = flatX.narrow(0, start, std::min(kBatchChunk, flatX.size(0) - start));
+        if (datasetChunkRows == n) {
+            if (!whole.defined()) {
+                whole = m_widened.defined() && m_widened.scalar_type() == flatX.scalar_type()
+                            ? m_widened
+                            : widenedTo(m_runData, flatX.scalar_type());
+            }
+            parts.push_back(torch::softmax(logitsOf(rows, start, whole, m_runNorms), 1).mm(whole));
+            continue;
+        }
+        // Online softmax across the chunks: the running maximum of each row's logits, the sum of
+        // its weights and the weighted sum of the data, rescaled whenever the maximum grows.
+        // A weight (or a rescaling factor) below e^-60 of the maximum's (e^-600 in float64) cannot
+        // change a sum in that precision, and multiplied by a small pixel it would be a denormal
+        // number, which the CPU computes many times slower: it is set to exactly 0.
+        const double negligible = flatX.scalar_type() == torch::kFloat64 ? -600.0 : -60.0;
+        const auto weightsOf = [negligible](torch::Tensor shifted) {
+            return torch::threshold_(shifted, negligible, -std::numeric_limits<double>::infinity()).exp_();
+        };
+        torch::Tensor runningMax, total, sums;
+        for (int64_t first = 0; first < n; first += datasetChunkRows) {
+            const int64_t count = std::min(datasetChunkRows, n - first);
+            const torch::Tensor chunk = widenedTo(m_runData.narrow(0, first, count), flatX.scalar_type());
+            const torch::Tensor logits = logitsOf(rows, start, chunk, m_runNorms.narrow(0, first, count));
+            const torch::Tensor chunkMax = logits.amax(1, true);
+            if (!runningMax.defined()) {
+                runningMax = chunkMax;
+                const torch::Tensor weights = weightsOf(logits - runningMax);
+                total = weights.sum(1, true);
+                sums = weights.mm(chunk);
+            } else {
+                const torch::Tensor newMax = torch::maximum(runningMax, chunkMax);
+                const torch::Tensor rescale = weightsOf(runningMax - newMax);
+                const torch::Tensor weights = weightsOf(logits - newMax);
+                total = total * rescale + weights.sum(1, true);
+                sums = torch::addmm(sums * rescale, weights, chunk);
+                runningMax = newMax;
+            }
+        }
+        parts.push_back(sums / total);
     }
     return parts.size() == 1 ? parts.front() : torch::cat(parts, 0);
 }
@@ -209,6 +351,8 @@ torch::Tensor EmpiricalDenoiser::denoiseFused(const torch::Tensor& flatX, double
     TORCH_CHECK(flatX.scalar_type() == torch::kFloat32 && flatX.device().is_cpu() &&
                     flatX.size(0) <= kFusedMaxBatch,
                 "the fused empirical denoiser takes float32 CPU input of at most ", kFusedMaxBatch, " rows");
+    TORCH_CHECK(m_runData.defined() && m_runData.device().is_cpu() && m_runNorms.scalar_type() == torch::kFloat32,
+                "internal: the empirical denoiser is not prepared for float32 on the CPU");
     const int64_t batch = flatX.size(0);
     const int64_t dim = m_runData.size(1);
     const int64_t n = m_runData.size(0);
@@ -224,14 +368,20 @@ torch::Tensor EmpiricalDenoiser::denoiseFused(const torch::Tensor& flatX, double
         std::fill(std::begin(slice.sum), std::end(slice.sum), 0.0f);
         slice.acc.assign(batch * dim, 0.0f);
     }
-    const float* data = m_runData.data_ptr<float>();
+    const bool bfloat16 = m_runData.scalar_type() == torch::kBFloat16;
     const float* norms = m_runNorms.data_ptr<float>();
     const float* xs = x.data_ptr<float>();
     at::parallel_for(0, sliceCount, 1, [&](int64_t first, int64_t last) {
         for (int64_t s = first; s < last; ++s) {
             const int64_t begin = n * s / sliceCount;
             const int64_t end = n * (s + 1) / sliceCount;
-            fusedSlice(data, norms, begin, end, dim, xs, batch, scaleDot, scaleNorm, &slices[s]);
+            if (bfloat16) {
+                fusedSlice(m_runData.data_ptr<at::BFloat16>(), norms, begin, end, dim, xs, batch, scaleDot, scaleNorm,
+                           &slices[s]);
+            } else {
+                fusedSlice(m_runData.data_ptr<float>(), norms, begin, end, dim, xs, batch, scaleDot, scaleNorm,
+                           &slices[s]);
+            }
         }
     });
 

@@ -90,7 +90,9 @@ std::shared_ptr<Model> ModelCatalog::load(const std::string& spec, int resolutio
                 m_cache[kFullKey] = std::make_shared<EmpiricalDenoiser>("fashion-mnist", images);
             }
             if (parsed.limit > 0 && parsed.limit < images.size(0)) images = images.narrow(0, 0, parsed.limit);
-            model = std::make_shared<EmpiricalDenoiser>(spec, resizeImages(images, resolution));
+            model = std::make_shared<EmpiricalDenoiser>(spec, resizeImages(images, resolution),
+                                                        parsed.bfloat16 ? EmpiricalDenoiser::Storage::BFloat16
+                                                                        : EmpiricalDenoiser::Storage::Float32);
             break;
         }
         case ModelSpec::Kind::Folder: {

@@ -13,9 +13,10 @@ namespace flowscope::core {
 std::vector<std::string> modelSpecNames() {
     std::vector<std::string> names;
     for (const auto& n : mixtureNames()) names.push_back("gmm:" + n);
-    names.push_back("fashion-mnist");
-    names.push_back("fashion-mnist:N");
-    names.push_back("folder:PATH");
+    for (const char* form : {"fashion-mnist", "fashion-mnist:N", "fashion-mnist:bf16", "fashion-mnist:N:bf16",
+                             "folder:PATH"}) {
+        names.emplace_back(form);
+    }
     for (const auto& n : pointCloudNames()) names.push_back("points:" + n);
     names.push_back("bundle:DIR");
     names.push_back("shipped:NAME");
@@ -38,11 +39,16 @@ ModelSpec parseModelSpec(const std::string& spec) {
         parsed.name = known(spec.substr(7), pointCloudNames());
     } else if (spec == "fashion-mnist" || spec.starts_with("fashion-mnist:")) {
         parsed.kind = ModelSpec::Kind::FashionMnist;
-        if (spec.size() > 14) {
-            const std::string count = spec.substr(14);
+        std::string count = spec.size() > 14 ? spec.substr(14) : std::string();
+        if (count == "bf16" || count.ends_with(":bf16")) {
+            parsed.bfloat16 = true;
+            count.resize(count == "bf16" ? 0 : count.size() - 5);
+        }
+        if (!count.empty()) {
             const auto [ptr, ec] = std::from_chars(count.data(), count.data() + count.size(), parsed.limit);
             if (ec != std::errc() || ptr != count.data() + count.size() || parsed.limit < 1) {
-                throw InvalidRequestError("'" + spec + "': after 'fashion-mnist:' give a number of images, e.g. fashion-mnist:1000");
+                throw InvalidRequestError("'" + spec + "': after 'fashion-mnist:' give a number of images and/or "
+                                          "bf16, e.g. fashion-mnist:1000 or fashion-mnist:1000:bf16");
             }
         }
     } else if (spec.starts_with("folder:")) {

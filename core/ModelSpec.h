@@ -11,7 +11,8 @@ struct ModelSpec {
     enum class Kind { Mixture, Points, FashionMnist, Folder, Bundle };
     Kind kind = Kind::Mixture;
     std::string name;   // mixture or point-cloud name, folder or bundle path
-    int64_t limit = 0;  // fashion-mnist:N, 0 = all
+    int64_t limit = 0;      // fashion-mnist:N, 0 = all
+    bool bfloat16 = false;  // fashion-mnist[:N]:bf16, the dataset kept in bfloat16
 };
 // Throws UnknownNameError or InvalidRequestError with a message naming the valid forms.
 ModelSpec parseModelSpec(const std::string& spec);

@@ -18,7 +18,7 @@ namespace flowscope::ui {
 SettingsPanel::SettingsPanel(QWidget* parent) : QWidget(parent) {
     m_model = new QComboBox(this);
     m_model->setEditable(true);
-    m_model->addItems({"fashion-mnist", "fashion-mnist:1000", "gmm:8gaussians", "gmm:rings", "gmm:checkerboard",
+    m_model->addItems({"fashion-mnist", "fashion-mnist:1000", "fashion-mnist:bf16", "gmm:8gaussians", "gmm:rings", "gmm:checkerboard",
                        "points:moons", "points:spiral", "points:checkerboard"});
     // The networks FlowScope ships, trained by its own code, beside the exact denoisers.
     for (const core::ShippedModel& shipped : core::shippedModels()) {
@@ -26,6 +26,9 @@ SettingsPanel::SettingsPanel(QWidget* parent) : QWidget(parent) {
         m_model->addItem(QStringLiteral("shipped:") + folderName);
         m_model->setItemData(m_model->count() - 1, QString::fromStdString(shipped.name), Qt::ToolTipRole);
     }
+    m_model->setItemData(2, tr("The exact denoiser with the images kept in bfloat16: about half the memory "
+                               "traffic, faster steps on the CPU at small batches; slightly different results"),
+                         Qt::ToolTipRole);
     m_model->setToolTip(tr("fashion-mnist: the exact denoiser of the 60,000 training images; gmm:*: 2-D Gaussian "
                            "mixtures; points:*: 2-D point clouds; shipped:*: networks trained by FlowScope "
                            "(Train panel); folder:PATH: your own images; bundle:DIR: your own network "

@@ -245,9 +245,11 @@ private:
             m_notes.push_back("empirical section on random data of Fashion-MNIST's shape (" + std::string(error.what()) + ")");
         }
         core::EmpiricalDenoiser denoiser("fashion-mnist", data);
+        core::EmpiricalDenoiser halved("fashion-mnist:bf16", data, core::EmpiricalDenoiser::Storage::BFloat16);
         const auto n = data.size(0);
         const auto dim = data.numel() / n;
         denoiser.prepare(g_device, torch::kFloat32);
+        halved.prepare(g_device, torch::kFloat32);
         const double datasetBytes = static_cast<double>(n * dim) * 4.0;
 
         // Copy bandwidth, counting bytes read and written, on a buffer well beyond the caches.
@@ -261,30 +263,56 @@ private:
         const double floor = datasetBytes / bandwidth * 1e3;
         add("empirical", "floor: dataset bytes / copy bandwidth", floor,
             std::to_string(n) + " x " + std::to_string(dim) + " float32");
+        add("empirical", "floor in bfloat16 storage", floor / 2.0, "half the bytes");
 
-        double slowest1 = 0.0;
+        // The three strategies at batch 1 (the fused pass only on the CPU), then bfloat16 storage
+        // against float32 in time and in error.
+        const char* usual = g_device.is_cuda() ? "two matrix products" : "fused single pass";
+        double slowest1 = 0.0, slowestHalved = 0.0, total1 = 0.0, totalHalved = 0.0, worstError = 0.0,
+               largestValue = 0.0;
         for (double t : {0.05, 0.5, 0.95}) {
             const torch::Tensor x1 = (t * data.reshape({n, dim}).narrow(0, 17, 1) + (1.0 - t) * torch::randn({1, dim}))
                                          .reshape({1, data.size(1), data.size(2), data.size(3)})
                                          .to(g_device);
+            const std::string at = "step, batch 1, t = " + fixed(t, 2);
             const double step = medianMs([&] { sink += denoiser.denoise(x1, t, 1.0 - t).size(0); }, m_settings.repeats);
-            add("empirical", "step, batch 1, t = " + fixed(t, 2), step,
-                g_device.is_cuda() ? "matrix products" : "fused single pass");
+            add("empirical", at, step, usual);
             slowest1 = std::max(slowest1, step);
+            total1 += step;
+            const torch::Tensor flat = x1.reshape({1, dim});
             if (!g_device.is_cuda()) {
-                const torch::Tensor flat = x1.reshape({1, dim});
                 const double matmul =
                     medianMs([&] { sink += denoiser.denoiseMatmul(flat, t, 1.0 - t).size(0); }, m_settings.repeats);
-                add("empirical", "step, batch 1, t = " + fixed(t, 2) + " (two matrix products)", matmul);
+                add("empirical", at + " (two matrix products)", matmul);
             }
+            const double chunked = medianMs(
+                [&] { sink += denoiser.denoiseMatmul(flat, t, 1.0 - t, core::EmpiricalDenoiser::kChunkBytes / (dim * 4)).size(0); },
+                m_settings.repeats);
+            add("empirical", at + " (products over 16 MiB chunks)", chunked);
+            const double half = medianMs([&] { sink += halved.denoise(x1, t, 1.0 - t).size(0); }, m_settings.repeats);
+            add("empirical", at + ", bfloat16 storage", half,
+                g_device.is_cuda() ? "chunks widened to float32" : "fused single pass, float32 arithmetic");
+            slowestHalved = std::max(slowestHalved, half);
+            totalHalved += half;
+            const torch::Tensor exact = denoiser.denoise(x1, t, 1.0 - t);
+            worstError = std::max(worstError, (halved.denoise(x1, t, 1.0 - t) - exact).abs().max().item<double>());
+            largestValue = std::max(largestValue, exact.abs().max().item<double>());
         }
         const torch::Tensor x64 = torch::randn({64, data.size(1), data.size(2), data.size(3)}).to(g_device);
-        const double step64 = medianMs([&] { sink += denoiser.denoise(x64, 0.5, 0.5).size(0); },
-                                       std::max(3, m_settings.repeats / 3));
+        const int repeats64 = std::max(3, m_settings.repeats / 3);
+        const double step64 = medianMs([&] { sink += denoiser.denoise(x64, 0.5, 0.5).size(0); }, repeats64);
         add("empirical", "step, batch 64, t = 0.50", step64);
+        const double half64 = medianMs([&] { sink += halved.denoise(x64, 0.5, 0.5).size(0); }, repeats64);
+        add("empirical", "step, batch 64, t = 0.50, bfloat16 storage", half64);
+        worstError = std::max(worstError, (halved.denoise(x64, 0.5, 0.5) - denoiser.denoise(x64, 0.5, 0.5)).abs().max().item<double>());
         m_ratios.push_back({"empirical batch 1: floor / step (share of bandwidth)", floor / slowest1,
                             g_device.is_cuda() ? ">= 0.5" : ""});
+        m_ratios.push_back({"empirical batch 1, bfloat16: its floor / step", floor / 2.0 / slowestHalved, ""});
+        m_ratios.push_back({"empirical batch 1: float32 / bfloat16 steps (the three t)", total1 / totalHalved, ""});
         m_ratios.push_back({"empirical batch 64: floor / step", floor / step64, ""});
+        m_ratios.push_back({"empirical batch 64: float32 / bfloat16 step", step64 / half64, ""});
+        m_ratios.push_back({"empirical bfloat16: max |x0 - float32 x0| (images in [-1, 1])", worstError,
+                            "max |x0| " + fixed(largestValue, 2)});
     }
 
     void previews() {

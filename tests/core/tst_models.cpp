@@ -28,6 +28,8 @@ private Q_SLOTS:
     void empiricalIsNearestImageAtLowNoise();
     void empiricalMatchesBruteForce();
     void fusedPassEqualsMatrixProducts();
+    void chunkedProductsEqualWholeDataset();
+    void bfloat16StorageIsDenoiserOfRoundedData();
     void retimedNetworkEqualsExactDenoiser_data();
     void retimedNetworkEqualsExactDenoiser();
     void retimingClampsAndSaysSo();
@@ -122,6 +124,56 @@ void TestModels::fusedPassEqualsMatrixProducts() {
             QVERIFY2(maxAbsDiff(matmul, exact) < 1e-4, qPrintable(label + QString(": matmul %1").arg(maxAbsDiff(matmul, exact))));
         }
     }
+}
+
+void TestModels::chunkedProductsEqualWholeDataset() {
+    // The online softmax across chunks of the dataset is exact arithmetic rearranged: in float64
+    // it agrees with the softmax over the whole dataset to rounding, also where one image
+    // dominates (low noise) and for a last chunk shorter than the others.
+    torch::manual_seed(6);
+    const auto data = torch::rand({1003, 64}) * 2 - 1;
+    EmpiricalDenoiser denoiser("test", data);
+    denoiser.prepare(torch::kCPU, torch::kFloat64);
+    const auto x = torch::randn({5, 64}, torch::kFloat64);
+    for (auto [alpha, sigma] : {std::pair{0.0, 1.0}, std::pair{0.5, 0.5}, std::pair{0.99, 0.01}}) {
+        const auto whole = denoiser.denoiseMatmul(x, alpha, sigma);
+        for (int64_t chunk : {1, 7, 100, 1002}) {
+            const double difference = maxAbsDiff(denoiser.denoiseMatmul(x, alpha, sigma, chunk), whole);
+            QVERIFY2(difference < 1e-12, qPrintable(QString("alpha %1 chunk %2: %3").arg(alpha).arg(chunk).arg(difference)));
+        }
+    }
+}
+
+void TestModels::bfloat16StorageIsDenoiserOfRoundedData() {
+    // Kept in bfloat16, the denoiser is the float32 one of the rounded dataset: the same numbers
+    // through the same operations in the fused pass, the same sums in another order in the
+    // chunked products.
+    torch::manual_seed(7);
+    const auto data = torch::rand({3000, 1, 28, 28}) * 2 - 1;
+    const auto rounded = data.to(torch::kBFloat16).to(torch::kFloat32);
+    QVERIFY(maxAbsDiff(rounded, data) > 0.0);
+    EmpiricalDenoiser stored("bf16", data, EmpiricalDenoiser::Storage::BFloat16);
+    EmpiricalDenoiser reference("rounded", rounded);
+    QVERIFY(stored.storage() == EmpiricalDenoiser::Storage::BFloat16);
+    for (auto [alpha, sigma] : {std::pair{0.0, 1.0}, std::pair{0.5, 0.5}, std::pair{0.95, 0.05}}) {
+        const QString label = QString("alpha %1").arg(alpha);
+        const auto x1 = torch::randn({3, 1, 28, 28});
+        QVERIFY2(torch::equal(stored.denoise(x1, alpha, sigma), reference.denoise(x1, alpha, sigma)),
+                 qPrintable(label + ": fused pass"));
+        const auto x16 = torch::randn({16, 1, 28, 28});
+        const double products = maxAbsDiff(stored.denoise(x16, alpha, sigma), reference.denoise(x16, alpha, sigma));
+        QVERIFY2(products < 1e-4, qPrintable(label + QString(": products %1").arg(products)));
+        const auto x64 = x16.to(torch::kFloat64);
+        const double wide = maxAbsDiff(stored.denoise(x64, alpha, sigma), reference.denoise(x64, alpha, sigma));
+        QVERIFY2(wide < 1e-10, qPrintable(label + QString(": float64 %1").arg(wide)));
+    }
+    // A level per row (a sweep's lanes) goes through the chunked products as well.
+    const auto x = torch::randn({4, 1, 28, 28}, torch::kFloat64);
+    const std::vector<double> alpha{0.0, 0.3, 0.7, 0.95}, sigma{1.0, 0.7, 0.3, 0.05};
+    QVERIFY(maxAbsDiff(stored.denoiseRows(x, alpha, sigma), reference.denoiseRows(x, alpha, sigma)) < 1e-10);
+    // At low noise both return the nearest (rounded) image.
+    const auto near = rounded.narrow(0, 11, 1) + 1e-3 * torch::randn({1, 1, 28, 28});
+    QVERIFY(maxAbsDiff(stored.denoise(near, 1.0, 0.01), rounded.narrow(0, 11, 1)) < 1e-5);
 }
 
 void TestModels::retimedNetworkEqualsExactDenoiser_data() {
