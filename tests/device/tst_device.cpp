@@ -14,12 +14,14 @@
 #include <vector>
 
 #include <torch/torch.h>
+#include <torch/version.h>
 
 #include "app/bench/ConvNet.h"
 #include "core/CudaGraph.h"
 #include "core/Device.h"
 #include "core/EmpiricalDenoiser.h"
 #include "core/Engine.h"
+#include "core/NoiseSource.h"
 
 using namespace flowscope;
 
@@ -247,6 +249,70 @@ void empiricalDenoiserOnTheDevice() {
     }
 }
 
+// Bfloat16 storage on the device (chunks of the dataset widened there) against the same on the
+// CPU (the fused pass at batch 1, one widened copy at batch 64), and the chunked products against
+// the whole-dataset ones.
+void bfloat16StorageOnTheDevice() {
+    torch::manual_seed(1);
+    const torch::Tensor data = torch::rand({3000, 1, 8, 8}) * 2 - 1;
+    using Storage = core::EmpiricalDenoiser::Storage;
+    core::EmpiricalDenoiser cpu("random", data, Storage::BFloat16), gpu("random", data, Storage::BFloat16);
+    gpu.prepare(torch::Device(device()), torch::kFloat32);
+    cpu.prepare(torch::kCPU, torch::kFloat32);
+    for (double t : {0.05, 0.5, 0.95}) {
+        for (int64_t batch : {1, 64}) {
+            const torch::Tensor x = t * data.narrow(0, 5, 1).expand({batch, 1, 8, 8}) + (1 - t) * torch::randn({batch, 1, 8, 8});
+            const torch::Tensor expected = cpu.denoise(x, t, 1 - t);
+            const torch::Tensor onDevice = x.reshape({batch, 64}).to(torch::Device(device()));
+            const torch::Tensor whole = gpu.denoiseMatmul(onDevice, t, 1 - t).cpu().reshape(x.sizes());
+            const torch::Tensor chunked = gpu.denoiseMatmul(onDevice, t, 1 - t, 700).cpu().reshape(x.sizes());
+            const std::string label = "t " + std::to_string(t) + " batch " + std::to_string(batch);
+            EXPECT((expected - whole).abs().max().item<double>() < 1e-4, label + ": whole dataset");
+            EXPECT((expected - chunked).abs().max().item<double>() < 1e-4, label + ": chunks of 700 rows");
+        }
+    }
+}
+
+// DESIGN.md: sample k's noise is torch::randn({C, H, W}) in float32 from a CPU generator seeded
+// with seed + k, "the same noise on every machine and LibTorch version". The reference values are
+// torch.randn(1, 28, 28, generator=torch.Generator().manual_seed(s)) from PyTorch 1.13's Python
+// API: elements 0, 1, 15, 16, 17, 255, 500, 783, and the float64 sum and sum of squares.
+void seedGivesTheSameNoiseEverywhere() {
+    struct Reference {
+        uint64_t seed;
+        std::vector<float> values;
+        double sum, squares;
+    };
+    const std::vector<Reference> references{
+        {7,
+         {-0x1.a3e8acp-1f, 0x1.952056p-2f, 0x1.171510p+0f, -0x1.952982p+0f, -0x1.4c5b32p-2f, -0x1.33a454p-2f,
+          0x1.5cef70p-1f, -0x1.9d28e6p+0f},
+         -4.9102415243396536,
+         766.3076636052198},
+        {8,
+         {-0x1.306f86p+0f, 0x1.64ab0ap+0f, -0x1.ae4dfcp-4f, 0x1.c3ffa8p-2f, 0x1.516310p-1f, 0x1.269e54p-6f,
+          0x1.092de8p+0f, 0x1.aae1ccp-5f},
+         28.856558852995022,
+         750.3790146643214},
+    };
+    const std::vector<int64_t> positions{0, 1, 15, 16, 17, 255, 500, 783};
+    const torch::Tensor noise = core::NoiseSource({1, 28, 28}, 7, 2).draw();
+    for (size_t k = 0; k < references.size(); ++k) {
+        const torch::Tensor sample = noise[static_cast<int64_t>(k)].flatten();
+        const float* values = sample.data_ptr<float>();
+        const std::string label = "seed " + std::to_string(references[k].seed);
+        for (size_t i = 0; i < positions.size(); ++i) {
+            EXPECT(values[positions[i]] == references[k].values[i],
+                   label + ", element " + std::to_string(positions[i]) + ": " + std::to_string(values[positions[i]]) +
+                       " here, " + std::to_string(references[k].values[i]) + " from PyTorch 1.13 (LibTorch " +
+                       TORCH_VERSION + " draws other noise for the same seed)");
+        }
+        const torch::Tensor wide = sample.to(torch::kFloat64);
+        EXPECT(std::abs(wide.sum().item<double>() - references[k].sum) < 1e-9, label + ": sum");
+        EXPECT(std::abs(wide.pow(2).sum().item<double>() - references[k].squares) < 1e-9, label + ": sum of squares");
+    }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -266,6 +332,8 @@ int main(int argc, char** argv) {
         {"outOfMemoryRecovers", outOfMemoryRecovers},
         {"cpuAndCudaAgree", cpuAndCudaAgree},
         {"empiricalDenoiserOnTheDevice", empiricalDenoiserOnTheDevice},
+        {"bfloat16StorageOnTheDevice", bfloat16StorageOnTheDevice},
+        {"seedGivesTheSameNoiseEverywhere", seedGivesTheSameNoiseEverywhere},
     };
     std::printf("tst_device on %s\n", core::describeDevice(torch::Device(device())).c_str());
     int failures = 0, passes = 0, skips = 0;
