@@ -9,28 +9,30 @@
 
 #include "core/Errors.h"
 #include "core/Parameterization.h"
+#include "core/StepRules.h"
 
 namespace flowscope::core {
 namespace {
 
-enum class Kind { Euler, Heun, Midpoint, Rk4, Ddim, DpmPp2m, None };
+// The solver a lane runner takes: a Runge-Kutta method, DDIM or DPM++(2M).
+enum class Kind { RungeKutta, Ddim, DpmPp2m, None };
 
 Kind kindOf(std::string_view solver) {
-    if (solver == "euler") return Kind::Euler;
-    if (solver == "heun") return Kind::Heun;
-    if (solver == "midpoint") return Kind::Midpoint;
-    if (solver == "rk4") return Kind::Rk4;
+    if (steps::rungeKuttaNamed(solver)) return Kind::RungeKutta;
     if (solver == "ddim") return Kind::Ddim;
     if (solver == "dpm++2m") return Kind::DpmPp2m;
     return Kind::None;
 }
 
-// The solvers' updates (core/Solvers.cpp) with their scalar coefficients taken per row: the same
-// operations in the same order, so that a lane reproduces its own run.
+// The solvers' updates (core/StepRules.h) with their coefficients taken per row.
 class LaneRunner {
 public:
-    LaneRunner(Model& model, Kind kind, const std::vector<Lane>& lanes, const std::atomic<bool>* cancel)
-        : m_model(model), m_kind(kind), m_lanes(lanes), m_cancel(cancel) {
+    LaneRunner(Model& model, std::string_view solver, const std::vector<Lane>& lanes, const std::atomic<bool>* cancel)
+        : m_model(model),
+          m_kind(kindOf(solver)),
+          m_method(steps::rungeKuttaNamed(solver).value_or(steps::RungeKutta::Euler)),
+          m_lanes(lanes),
+          m_cancel(cancel) {
         std::vector<torch::Tensor> starts;
         int64_t begin = 0;
         for (const auto& lane : lanes) {
@@ -49,7 +51,7 @@ public:
         m_pathLength = torch::zeros({m_x.size(0)}, m_x.options());
         m_velocitySquares = torch::zeros({m_x.size(0)}, m_x.options());
         m_velocitySum = torch::zeros_like(m_x);
-        if (kind == Kind::DpmPp2m) m_previousData = torch::zeros_like(m_x);
+        if (m_kind == Kind::DpmPp2m) m_previousData = torch::zeros_like(m_x);
     }
 
     std::vector<SamplingOutcome> run() {
@@ -177,61 +179,35 @@ private:
         }
         if (!regular.empty()) {
             const torch::Tensor local = deviceIndex(regularRows, x.device());
-            const torch::Tensor xr = x.index_select(0, local);
-            const torch::Tensor k1 = start.velocity.index_select(0, local);
             const auto t = perLane(regular, [&](size_t l) { return m_lanes[l].grid[i]; });
             const auto h = perLane(regular, [&](size_t l) { return m_lanes[l].grid[i + 1] - m_lanes[l].grid[i]; });
-            const auto scaled = [&](double factor) {
+            const auto stepSize = [&](double c, double d) {
                 std::vector<double> values;
-                for (double value : h) values.push_back(factor * value);
+                for (double value : h) values.push_back(c * value / d);
                 return column(regular, values);
             };
-            const auto shifted = [&](double factor) {
-                std::vector<double> values;
-                for (size_t k = 0; k < t.size(); ++k) values.push_back(t[k] + factor * h[k]);
-                return values;
+            const auto velocityAt = [&](const torch::Tensor& state, double c) {
+                std::vector<double> times;
+                for (size_t k = 0; k < t.size(); ++k) times.push_back(t[k] + c * h[k]);
+                return evaluate(regular, state, times).velocity;
             };
-            torch::Tensor result;
-            switch (m_kind) {
-                case Kind::Euler: result = xr + scaled(1.0) * k1; break;
-                case Kind::Heun: {
-                    const torch::Tensor predictor = xr + scaled(1.0) * k1;
-                    const Evaluation end = evaluate(regular, predictor, shifted(1.0));
-                    result = xr + scaled(0.5) * (k1 + end.velocity);
-                    break;
-                }
-                case Kind::Midpoint: {
-                    const Evaluation middle = evaluate(regular, xr + scaled(0.5) * k1, shifted(0.5));
-                    result = xr + scaled(1.0) * middle.velocity;
-                    break;
-                }
-                case Kind::Rk4: {
-                    const torch::Tensor k2 = evaluate(regular, xr + scaled(0.5) * k1, shifted(0.5)).velocity;
-                    const torch::Tensor k3 = evaluate(regular, xr + scaled(0.5) * k2, shifted(0.5)).velocity;
-                    const torch::Tensor k4 = evaluate(regular, xr + scaled(1.0) * k3, shifted(1.0)).velocity;
-                    std::vector<double> sixth;
-                    for (double value : h) sixth.push_back(value / 6.0);
-                    result = xr + column(regular, sixth) * (k1 + 2.0 * k2 + 2.0 * k3 + k4);
-                    break;
-                }
-                default: throw std::logic_error("internal: not a Runge-Kutta solver");
-            }
-            next.index_copy_(0, local, result);
+            next.index_copy_(0, local,
+                             steps::rungeKuttaStep(m_method, x.index_select(0, local), stepSize,
+                                                   start.velocity.index_select(0, local), velocityAt));
         }
         return next;
     }
 
-    // DDIM: x_next = (sigma_next/sigma) x - alpha_next expm1(-h) D, h the step in log-SNR.
+    // DDIM's exponential step, its coefficients per lane.
     torch::Tensor exponentialStep(size_t i, const std::vector<size_t>& active, const torch::Tensor& x,
                                   const torch::Tensor& data) const {
         std::vector<double> ratio, weight;
         for (size_t l : active) {
-            const auto& path = *m_lanes[l].path;
-            const double t = m_lanes[l].grid[i], tNext = m_lanes[l].grid[i + 1];
-            ratio.push_back(path.sigma(tNext) / path.sigma(t));
-            weight.push_back(path.alpha(tNext) * std::expm1(-(path.lambda(tNext) - path.lambda(t))));
+            const steps::ExponentialStep step = steps::exponentialStep(*m_lanes[l].path, m_lanes[l].grid[i], m_lanes[l].grid[i + 1]);
+            ratio.push_back(step.ratio);
+            weight.push_back(step.weight);
         }
-        return column(active, ratio) * x - column(active, weight) * data;
+        return steps::exponentialUpdate(x, column(active, ratio), column(active, weight), data);
     }
 
     // DPM++(2M): the exponential step on a corrected x̂0, first order on a lane's first and last step.
@@ -245,8 +221,7 @@ private:
             const bool lastStep = i + 2 == m_lanes[l].grid.size();
             double weight = 0.0;
             if (i > 0 && !lastStep) {
-                const double r = m_previousH[l] / h;
-                weight = 1.0 / (2.0 * r);
+                weight = steps::secondOrderWeight(m_previousH[l], h);
                 anyCorrected = true;
             }
             weights.push_back(weight);
@@ -266,6 +241,7 @@ private:
 
     Model& m_model;
     Kind m_kind;
+    steps::RungeKutta m_method;
     const std::vector<Lane>& m_lanes;
     const std::atomic<bool>* m_cancel;
     bool m_deferChecks = false;
@@ -281,11 +257,10 @@ bool solverRunsLanes(std::string_view solver) { return kindOf(solver) != Kind::N
 
 std::vector<SamplingOutcome> runLanes(Model& model, std::string_view solver, const std::vector<Lane>& lanes,
                                       const std::atomic<bool>* cancel) {
-    const Kind kind = kindOf(solver);
-    if (kind == Kind::None) throw InvalidRequestError("solver '" + std::string(solver) + "' cannot run lanes together");
+    if (kindOf(solver) == Kind::None) throw InvalidRequestError("solver '" + std::string(solver) + "' cannot run lanes together");
     if (lanes.empty()) return {};
     model.prepare(lanes.front().x0.device(), lanes.front().x0.scalar_type());
-    return LaneRunner(model, kind, lanes, cancel).run();
+    return LaneRunner(model, solver, lanes, cancel).run();
 }
 
 }  // namespace flowscope::core

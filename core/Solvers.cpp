@@ -8,6 +8,7 @@
 
 #include "core/Errors.h"
 #include "core/Sampler.h"
+#include "core/StepRules.h"
 
 namespace flowscope::core {
 namespace {
@@ -24,89 +25,42 @@ torch::Tensor stepIntoZeroNoise(const SolverContext& context, double tNext, cons
     return context.path().alpha(tNext) * data;
 }
 
-// Explicit Runge-Kutta methods on the velocity in t. The step into sigma = 0 uses
-// stepIntoZeroNoise, so the model is never asked for a prediction at zero noise.
-class RungeKuttaSolver : public Solver {
+// Explicit Runge-Kutta methods on the velocity in t (core/StepRules.h). The step into
+// sigma = 0 uses stepIntoZeroNoise, so the model is never asked for a prediction at zero noise.
+class RungeKuttaSolver final : public Solver {
 public:
+    RungeKuttaSolver(std::string name, steps::RungeKutta method) : m_name(std::move(name)), m_method(method) {}
+    std::string name() const override { return m_name; }
+
     torch::Tensor integrate(SolverContext& context, torch::Tensor x) override {
         const auto& grid = context.grid();
         for (size_t i = 0; i + 1 < grid.size(); ++i) {
             const double t = grid[i];
             const double h = grid[i + 1] - t;
             const Evaluation start = context.beginStep(x, t);
-            x = endsAtZeroNoise(context, grid[i + 1]) ? stepIntoZeroNoise(context, grid[i + 1], start.data)
-                                                      : higherOrderStep(context, x, t, h, start);
+            if (endsAtZeroNoise(context, grid[i + 1])) {
+                x = stepIntoZeroNoise(context, grid[i + 1], start.data);
+            } else {
+                const auto stepSize = [h](double c, double d) { return c * h / d; };
+                const auto velocityAt = [&](const torch::Tensor& state, double c) {
+                    return context.evaluate(state, t + c * h).velocity;
+                };
+                x = steps::rungeKuttaStep(m_method, x, stepSize, start.velocity, velocityAt);
+            }
             context.endStep(x, grid[i + 1]);
         }
         return x;
     }
 
-protected:
-    virtual torch::Tensor higherOrderStep(SolverContext& context, const torch::Tensor& x, double t, double h,
-                                          const Evaluation& start) = 0;
+private:
+    std::string m_name;
+    steps::RungeKutta m_method;
 };
 
-class EulerSolver final : public RungeKuttaSolver {
-public:
-    std::string name() const override { return "euler"; }
-
-protected:
-    torch::Tensor higherOrderStep(SolverContext&, const torch::Tensor& x, double, double h,
-                                  const Evaluation& start) override {
-        return x + h * start.velocity;
-    }
-};
-
-// EDM's Heun: Euler predictor, then the average of the two slopes.
-class HeunSolver final : public RungeKuttaSolver {
-public:
-    std::string name() const override { return "heun"; }
-
-protected:
-    torch::Tensor higherOrderStep(SolverContext& context, const torch::Tensor& x, double t, double h,
-                                  const Evaluation& start) override {
-        const torch::Tensor predictor = x + h * start.velocity;
-        const Evaluation end = context.evaluate(predictor, t + h);
-        return x + (0.5 * h) * (start.velocity + end.velocity);
-    }
-};
-
-class MidpointSolver final : public RungeKuttaSolver {
-public:
-    std::string name() const override { return "midpoint"; }
-
-protected:
-    torch::Tensor higherOrderStep(SolverContext& context, const torch::Tensor& x, double t, double h,
-                                  const Evaluation& start) override {
-        const Evaluation middle = context.evaluate(x + (0.5 * h) * start.velocity, t + 0.5 * h);
-        return x + h * middle.velocity;
-    }
-};
-
-class Rk4Solver final : public RungeKuttaSolver {
-public:
-    std::string name() const override { return "rk4"; }
-
-protected:
-    torch::Tensor higherOrderStep(SolverContext& context, const torch::Tensor& x, double t, double h,
-                                  const Evaluation& start) override {
-        const torch::Tensor& k1 = start.velocity;
-        const torch::Tensor k2 = context.evaluate(x + (0.5 * h) * k1, t + 0.5 * h).velocity;
-        const torch::Tensor k3 = context.evaluate(x + (0.5 * h) * k2, t + 0.5 * h).velocity;
-        const torch::Tensor k4 = context.evaluate(x + h * k3, t + h).velocity;
-        return x + (h / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4);
-    }
-};
-
-// The exact solution of the probability-flow ODE over one step with x̂0 held fixed, written in
-// log-SNR: x_next = (sigma_next/sigma) x - alpha_next expm1(-h) D with h = lambda_next - lambda.
-// Infinite lambdas (alpha = 0 at the start, sigma = 0 at the end) give the right limits.
 torch::Tensor exponentialStep(const ProbabilityPath& path, const torch::Tensor& x, double t, double tNext,
                               const torch::Tensor& data) {
-    const double sigma = path.sigma(t);
-    const double sigmaNext = path.sigma(tNext);
-    const double h = path.lambda(tNext) - path.lambda(t);
-    return (sigmaNext / sigma) * x - (path.alpha(tNext) * std::expm1(-h)) * data;
+    const steps::ExponentialStep step = steps::exponentialStep(path, t, tNext);
+    return steps::exponentialUpdate(x, step.ratio, step.weight, data);
 }
 
 // DDIM (eta = 0): the first-order member of the DPM-Solver++ family.
@@ -137,17 +91,16 @@ public:
         double previousH = 0.0;
         for (size_t i = 0; i + 1 < grid.size(); ++i) {
             const Evaluation start = context.beginStep(x, grid[i]);
-            const double h = path.lambda(grid[i + 1]) - path.lambda(grid[i]);
+            const steps::ExponentialStep step = steps::exponentialStep(path, grid[i], grid[i + 1]);
             torch::Tensor data = start.data;
             const bool lastStep = i + 2 == grid.size();
             if (previousData.defined() && !lastStep) {
-                const double r = previousH / h;
-                const double weight = 1.0 / (2.0 * r);  // 0 when the previous step was infinitely long
+                const double weight = steps::secondOrderWeight(previousH, step.h);
                 data = (1.0 + weight) * start.data - weight * previousData;
             }
-            x = exponentialStep(path, x, grid[i], grid[i + 1], data);
+            x = steps::exponentialUpdate(x, step.ratio, step.weight, data);
             previousData = start.data;
-            previousH = h;
+            previousH = step.h;
             context.endStep(x, grid[i + 1]);
         }
         return x;
@@ -324,10 +277,9 @@ const std::vector<std::string>& solverNames() {
 }
 
 std::unique_ptr<Solver> makeSolver(std::string_view name, const SolverSettings& settings) {
-    if (name == "euler") return std::make_unique<EulerSolver>();
-    if (name == "heun") return std::make_unique<HeunSolver>();
-    if (name == "midpoint") return std::make_unique<MidpointSolver>();
-    if (name == "rk4") return std::make_unique<Rk4Solver>();
+    if (const auto method = steps::rungeKuttaNamed(name)) {
+        return std::make_unique<RungeKuttaSolver>(std::string(name), *method);
+    }
     if (name == "ddim") return std::make_unique<DdimSolver>();
     if (name == "dpm++2m") return std::make_unique<DpmPp2mSolver>();
     if (name == "dopri5") return std::make_unique<Dopri5Solver>(settings);
