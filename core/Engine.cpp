@@ -2,6 +2,7 @@
 #include "core/HostTensor.h"
 
 #include <chrono>
+#include <deque>
 #include <cmath>
 #include <filesystem>
 #include <map>
@@ -482,7 +483,7 @@ SweepResult Engine::sweep(const SweepRequest& request, const RowCallback& onRow,
             row.seconds = seconds;
             cell.done = true;
         };
-        // Cells of one fixed-step deterministic solver run together as lanes of one batch (at
+        // Cells of one fixed-step solver run together as lanes of one batch (at
         // most kLaneRows rows at a time); a row's seconds is then its share of the batch's time
         // by evaluations. The other solvers run cell by cell.
         constexpr int64_t kLaneRows = 2048;
@@ -496,10 +497,12 @@ SweepResult Engine::sweep(const SweepRequest& request, const RowCallback& onRow,
                 size_t last = first;
                 int64_t rows = 0;
                 std::vector<Lane> lanes;
+                std::deque<NoiseSource> noises;  // each lane's, kept for the stochastic solvers' draws
                 while (last < members.size() && (lanes.empty() || rows + request.batch <= kLaneRows)) {
                     const Cell& cell = cells[members[last++]];
-                    NoiseSource noise(shape, request.seed, request.batch);
-                    lanes.push_back({&pathOf(cell), cell.grid, startState(noise, pathOf(cell), cell.grid.front(), runOptions)});
+                    NoiseSource& noise = noises.emplace_back(shape, request.seed, request.batch);
+                    lanes.push_back(
+                        {&pathOf(cell), cell.grid, startState(noise, pathOf(cell), cell.grid.front(), runOptions), &noise});
                     rows += request.batch;
                 }
                 const auto started = std::chrono::steady_clock::now();

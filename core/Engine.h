@@ -132,8 +132,8 @@ struct SweepRequest {
     bool keepFinals = false;                 // return each row's final samples
     bool trustModel = false;                 // as SampleRequest::trustModel
     bool cudaGraphs = true;                  // as SampleRequest::cudaGraphs
-    // Cells of a fixed-step deterministic solver (euler, heun, midpoint, rk4, ddim, dpm++2m) run
-    // together as lanes of one batch, each row at its own time; false runs every cell alone.
+    // Cells of a fixed-step solver (all but dopri5) run together as lanes of one batch, each row
+    // at its own time and with its own noise; false runs every cell alone.
     bool batchLanes = true;
 };
 

@@ -14,11 +14,12 @@
 namespace flowscope::core {
 namespace {
 
-// The solver a lane runner takes: a Runge-Kutta method, DDIM or DPM++(2M).
-enum class Kind { RungeKutta, Ddim, DpmPp2m, None };
+// The solver a lane runner takes: a Runge-Kutta method, DDIM, DPM++(2M) or an ancestral sampler.
+enum class Kind { RungeKutta, Ddim, DpmPp2m, Ancestral, None };
 
 Kind kindOf(std::string_view solver) {
     if (steps::rungeKuttaNamed(solver)) return Kind::RungeKutta;
+    if (steps::ancestralNamed(solver)) return Kind::Ancestral;
     if (solver == "ddim") return Kind::Ddim;
     if (solver == "dpm++2m") return Kind::DpmPp2m;
     return Kind::None;
@@ -31,13 +32,15 @@ public:
         : m_model(model),
           m_kind(kindOf(solver)),
           m_method(steps::rungeKuttaNamed(solver).value_or(steps::RungeKutta::Euler)),
+          m_ancestral(steps::ancestralNamed(solver).value_or(steps::Ancestral::Ddpm)),
           m_lanes(lanes),
           m_cancel(cancel) {
         std::vector<torch::Tensor> starts;
         int64_t begin = 0;
         for (const auto& lane : lanes) {
-            if (!lane.path || lane.grid.size() < 2 || !lane.x0.defined()) {
-                throw InvalidRequestError("internal: a lane needs a path, a grid of two times or more and a state");
+            if (!lane.path || lane.grid.size() < 2 || !lane.x0.defined() || (m_kind == Kind::Ancestral && !lane.noise)) {
+                throw InvalidRequestError(
+                    "internal: a lane needs a path, a grid of two times or more, a state, and noise for a stochastic solver");
             }
             m_begin.push_back(begin);
             m_count.push_back(lane.x0.size(0));
@@ -147,7 +150,7 @@ private:
         switch (m_kind) {
             case Kind::Ddim: next = exponentialStep(i, active, x, start.data); break;
             case Kind::DpmPp2m: next = dpmStep(i, active, rows, start.data, x); break;
-            default: next = rungeKuttaStep(i, active, x, start); break;
+            default: next = splitStep(i, active, x, start); break;
         }
         // The step's metrics, as SolverContext::endStep keeps them.
         const torch::Tensor hColumn = column(active, h);
@@ -159,9 +162,9 @@ private:
         if (m_deferChecks && (i + 1) % 64 == 0) checkFinite();
     }
 
-    // Euler, Heun, midpoint, RK4; a step that ends at sigma = 0 lands on alpha x̂0.
-    torch::Tensor rungeKuttaStep(size_t i, const std::vector<size_t>& active, const torch::Tensor& x,
-                                 const Evaluation& start) {
+    // Runge-Kutta and ancestral steps: a lane whose step ends at sigma = 0 lands on alpha x̂0 (and
+    // draws no noise); the others take the solver's step.
+    torch::Tensor splitStep(size_t i, const std::vector<size_t>& active, const torch::Tensor& x, const Evaluation& start) {
         std::vector<size_t> regular, landing;
         std::vector<int64_t> regularRows, landingRows;
         int64_t offset = 0;
@@ -179,23 +182,50 @@ private:
         }
         if (!regular.empty()) {
             const torch::Tensor local = deviceIndex(regularRows, x.device());
-            const auto t = perLane(regular, [&](size_t l) { return m_lanes[l].grid[i]; });
-            const auto h = perLane(regular, [&](size_t l) { return m_lanes[l].grid[i + 1] - m_lanes[l].grid[i]; });
-            const auto stepSize = [&](double c, double d) {
-                std::vector<double> values;
-                for (double value : h) values.push_back(c * value / d);
-                return column(regular, values);
-            };
-            const auto velocityAt = [&](const torch::Tensor& state, double c) {
-                std::vector<double> times;
-                for (size_t k = 0; k < t.size(); ++k) times.push_back(t[k] + c * h[k]);
-                return evaluate(regular, state, times).velocity;
-            };
-            next.index_copy_(0, local,
-                             steps::rungeKuttaStep(m_method, x.index_select(0, local), stepSize,
-                                                   start.velocity.index_select(0, local), velocityAt));
+            const torch::Tensor xr = x.index_select(0, local);
+            const torch::Tensor result = m_kind == Kind::Ancestral
+                                             ? ancestralStep(i, regular, xr, start.data.index_select(0, local))
+                                             : rungeKuttaStep(i, regular, xr, start.velocity.index_select(0, local));
+            next.index_copy_(0, local, result);
         }
         return next;
+    }
+
+    torch::Tensor rungeKuttaStep(size_t i, const std::vector<size_t>& lanes, const torch::Tensor& x,
+                                 const torch::Tensor& k1) {
+        const auto t = perLane(lanes, [&](size_t l) { return m_lanes[l].grid[i]; });
+        const auto h = perLane(lanes, [&](size_t l) { return m_lanes[l].grid[i + 1] - m_lanes[l].grid[i]; });
+        const auto stepSize = [&](double c, double d) {
+            std::vector<double> values;
+            for (double value : h) values.push_back(c * value / d);
+            return column(lanes, values);
+        };
+        const auto velocityAt = [&](const torch::Tensor& state, double c) {
+            std::vector<double> times;
+            for (size_t k = 0; k < t.size(); ++k) times.push_back(t[k] + c * h[k]);
+            return evaluate(lanes, state, times).velocity;
+        };
+        return steps::rungeKuttaStep(m_method, x, stepSize, k1, velocityAt);
+    }
+
+    // Each lane draws its fresh noise from its own generators, as its run alone would.
+    torch::Tensor ancestralStep(size_t i, const std::vector<size_t>& lanes, const torch::Tensor& x,
+                                const torch::Tensor& data) {
+        std::vector<double> alpha, sigma, alphaNext, epsWeight, noiseWeight;
+        std::vector<torch::Tensor> draws;
+        for (size_t l : lanes) {
+            const steps::AncestralStep s = steps::ancestralStep(m_ancestral, *m_lanes[l].path, m_lanes[l].grid[i],
+                                                                m_lanes[l].grid[i + 1]);
+            alpha.push_back(s.alpha);
+            sigma.push_back(s.sigma);
+            alphaNext.push_back(s.alphaNext);
+            epsWeight.push_back(s.epsWeight);
+            noiseWeight.push_back(s.noiseWeight);
+            draws.push_back(m_lanes[l].noise->draw());
+        }
+        const torch::Tensor noise = toDeviceAsync(draws.size() == 1 ? draws.front() : torch::cat(draws, 0), x.options());
+        return steps::ancestralUpdate(m_ancestral, x, data, noise, column(lanes, alpha), column(lanes, sigma),
+                                      column(lanes, alphaNext), column(lanes, epsWeight), column(lanes, noiseWeight));
     }
 
     // DDIM's exponential step, its coefficients per lane.
@@ -242,6 +272,7 @@ private:
     Model& m_model;
     Kind m_kind;
     steps::RungeKutta m_method;
+    steps::Ancestral m_ancestral;
     const std::vector<Lane>& m_lanes;
     const std::atomic<bool>* m_cancel;
     bool m_deferChecks = false;

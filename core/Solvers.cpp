@@ -107,77 +107,33 @@ public:
     }
 };
 
-// s_next/s for VE-equivalent noise s = sigma/alpha, i.e. exp(-(lambda_next - lambda)); 0 when the
-// step starts at alpha = 0.
-double noiseRatio(const ProbabilityPath& path, double t, double tNext) {
-    return std::exp(-(path.lambda(tNext) - path.lambda(t)));
-}
-
-// DDPM ancestral sampling: a draw from the Gaussian posterior q(x_next | x, x̂0),
-// mean alpha_next x̂0 + sigma_next q epŝ, variance sigma_next^2 (1 - q^2), q = s_next/s.
-class DdpmSolver final : public Solver {
+// The ancestral samplers (core/StepRules.h): ddpm's posterior draw and k-diffusion's Euler
+// ancestral; a step into sigma = 0 lands on alpha x̂0 and draws no noise.
+class AncestralSolver final : public Solver {
 public:
-    std::string name() const override { return "ddpm"; }
+    AncestralSolver(std::string name, steps::Ancestral method) : m_name(std::move(name)), m_method(method) {}
+    std::string name() const override { return m_name; }
     bool isStochastic() const override { return true; }
     torch::Tensor integrate(SolverContext& context, torch::Tensor x) override {
-        const auto& path = context.path();
         const auto& grid = context.grid();
         for (size_t i = 0; i + 1 < grid.size(); ++i) {
-            const double t = grid[i];
             const double tNext = grid[i + 1];
-            const Evaluation start = context.beginStep(x, t);
-            const PathPoint p = path.at(t);
-            const double alphaNext = path.alpha(tNext);
-            const double sigmaNext = path.sigma(tNext);
-            if (!(sigmaNext > 0.0)) {
-                x = alphaNext * start.data;
-            } else {
-                const double q = noiseRatio(path, t, tNext);
-                const torch::Tensor eps = (x - p.alpha * start.data) / p.sigma;
-                x = alphaNext * start.data + (sigmaNext * q) * eps +
-                    (sigmaNext * std::sqrt(std::max(0.0, 1.0 - q * q))) * context.drawNoise();
-            }
-            context.endStep(x, tNext);
-        }
-        return x;
-    }
-};
-
-// k-diffusion's Euler ancestral (eta = 1). k-diffusion takes the Euler step in EDM's sigma on the
-// VE-scaled state y = x/alpha, from s = sigma/alpha down to s_down = s_next q, and adds fresh
-// noise s_up = s_next sqrt(1 - q^2). With x̂0 held over the step that Euler step is exact, so the
-// deterministic part is the exponential step to s_down; written in x it becomes
-// x_next = alpha_next (x̂0 + s_down epŝ) + sigma_next sqrt(1 - q^2) z. With eta = 1 this is the
-// same update as ddpm's posterior draw in exact arithmetic (the known equivalence of Euler
-// ancestral and DDPM); the two are computed independently and must agree to rounding.
-class EulerAncestralSolver final : public Solver {
-public:
-    std::string name() const override { return "euler-a"; }
-    bool isStochastic() const override { return true; }
-    torch::Tensor integrate(SolverContext& context, torch::Tensor x) override {
-        const auto& path = context.path();
-        const auto& grid = context.grid();
-        for (size_t i = 0; i + 1 < grid.size(); ++i) {
-            const double t = grid[i];
-            const double tNext = grid[i + 1];
-            const Evaluation start = context.beginStep(x, t);
-            const double alphaNext = path.alpha(tNext);
-            const double sigmaNext = path.sigma(tNext);
-            if (!(sigmaNext > 0.0)) {
+            const Evaluation start = context.beginStep(x, grid[i]);
+            if (endsAtZeroNoise(context, tNext)) {
                 x = stepIntoZeroNoise(context, tNext, start.data);
             } else {
-                const PathPoint p = path.at(t);
-                const double q = noiseRatio(path, t, tNext);
-                const double sNext = sigmaNext / alphaNext;
-                const double sDown = sNext * q;
-                const double sUp = sNext * std::sqrt(std::max(0.0, 1.0 - q * q));
-                const torch::Tensor eps = (x - p.alpha * start.data) / p.sigma;  // (y - x̂0)/s
-                x = alphaNext * (start.data + sDown * eps) + (alphaNext * sUp) * context.drawNoise();
+                const steps::AncestralStep s = steps::ancestralStep(m_method, context.path(), grid[i], tNext);
+                x = steps::ancestralUpdate(m_method, x, start.data, context.drawNoise(), s.alpha, s.sigma, s.alphaNext,
+                                           s.epsWeight, s.noiseWeight);
             }
             context.endStep(x, tNext);
         }
         return x;
     }
+
+private:
+    std::string m_name;
+    steps::Ancestral m_method;
 };
 
 // Dormand-Prince 5(4) with step-size control, integrating to min(t_end, 1 - 1e-3) and finishing
@@ -283,8 +239,9 @@ std::unique_ptr<Solver> makeSolver(std::string_view name, const SolverSettings& 
     if (name == "ddim") return std::make_unique<DdimSolver>();
     if (name == "dpm++2m") return std::make_unique<DpmPp2mSolver>();
     if (name == "dopri5") return std::make_unique<Dopri5Solver>(settings);
-    if (name == "ddpm") return std::make_unique<DdpmSolver>();
-    if (name == "euler-a") return std::make_unique<EulerAncestralSolver>();
+    if (const auto method = steps::ancestralNamed(name)) {
+        return std::make_unique<AncestralSolver>(std::string(name), *method);
+    }
     throw UnknownNameError("solver", name, solverNames());
 }
 

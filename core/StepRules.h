@@ -8,6 +8,7 @@
 // A step size is passed as a callable `h(c, d)` that gives c h / d (computed in double as
 // (c * h) / d) in the form that multiplies a state: a double, or a column tensor.
 
+#include <algorithm>
 #include <cmath>
 #include <optional>
 #include <string_view>
@@ -80,5 +81,53 @@ torch::Tensor exponentialUpdate(const torch::Tensor& x, const Coefficient& ratio
 // DPM-Solver++(2M)'s weight of the previous x̂0: D = (1 + w) D_i - w D_{i-1}, w = 1/(2r),
 // r = h_{i-1}/h. 0 when the previous step was infinitely long.
 inline double secondOrderWeight(double previousH, double h) { return 1.0 / (2.0 * (previousH / h)); }
+
+// The ancestral samplers' step from (x, t) to tNext > t with sigma(tNext) > 0 (the step into
+// sigma = 0 lands on alpha x̂0 without noise): x̂0 = D, epŝ = (x - alpha D)/sigma, z fresh noise,
+// q = s_next/s for the VE-equivalent noise s = sigma/alpha, i.e. exp(-(lambda_next - lambda)).
+//  ddpm:    a draw from the Gaussian posterior q(x_next | x, x̂0), mean alpha_next D + sigma_next q
+//           epŝ, variance sigma_next^2 (1 - q^2).
+//  euler-a: k-diffusion's Euler ancestral (eta = 1): its Euler step in EDM's sigma on y = x/alpha,
+//           from s down to s_down = s_next q, plus fresh noise s_up = s_next sqrt(1 - q^2). With
+//           x̂0 held over the step the Euler step is exact, so it is the exponential step to s_down;
+//           in x: alpha_next (D + s_down epŝ) + alpha_next s_up z.
+// With eta = 1 the two are the same update in exact arithmetic (the known equivalence of Euler
+// ancestral and DDPM); they are computed independently here and must agree to rounding.
+enum class Ancestral { Ddpm, EulerAncestral };
+
+inline std::optional<Ancestral> ancestralNamed(std::string_view name) {
+    if (name == "ddpm") return Ancestral::Ddpm;
+    if (name == "euler-a") return Ancestral::EulerAncestral;
+    return std::nullopt;
+}
+
+struct AncestralStep {
+    double alpha, sigma;  // at t
+    double alphaNext;
+    double epsWeight;    // ddpm: sigma_next q; euler-a: s_down
+    double noiseWeight;  // ddpm: sigma_next sqrt(1 - q^2); euler-a: alpha_next s_up
+};
+
+inline AncestralStep ancestralStep(Ancestral method, const ProbabilityPath& path, double t, double tNext) {
+    const PathPoint p = path.at(t);
+    const double alphaNext = path.alpha(tNext);
+    const double sigmaNext = path.sigma(tNext);
+    const double q = std::exp(-(path.lambda(tNext) - path.lambda(t)));
+    const double keep = std::sqrt(std::max(0.0, 1.0 - q * q));
+    if (method == Ancestral::Ddpm) return {p.alpha, p.sigma, alphaNext, sigmaNext * q, sigmaNext * keep};
+    const double sNext = sigmaNext / alphaNext;
+    return {p.alpha, p.sigma, alphaNext, sNext * q, alphaNext * (sNext * keep)};
+}
+
+// The coefficients as numbers, or as columns of them.
+template <class Coefficient>
+torch::Tensor ancestralUpdate(Ancestral method, const torch::Tensor& x, const torch::Tensor& data,
+                              const torch::Tensor& noise, const Coefficient& alpha, const Coefficient& sigma,
+                              const Coefficient& alphaNext, const Coefficient& epsWeight,
+                              const Coefficient& noiseWeight) {
+    const torch::Tensor eps = (x - alpha * data) / sigma;
+    if (method == Ancestral::Ddpm) return alphaNext * data + epsWeight * eps + noiseWeight * noise;
+    return alphaNext * (data + epsWeight * eps) + noiseWeight * noise;
+}
 
 }  // namespace flowscope::core::steps

@@ -361,7 +361,7 @@ private:
             request.model = model == "small net" ? "bundle:" + m_directory + "/small" : model;
             request.trustModel = true;
             request.paths = {"linear", "vp"};
-            request.solvers = {"euler", "heun", "dpm++2m"};
+            request.solvers = {"euler", "dpm++2m", "euler-a"};
             request.steps = {1, 2, 4, 8};
             request.batch = 4;
             request.device = m_settings.device;

@@ -3,6 +3,7 @@
 // evaluation at sigma = 0, metrics, cancellation and NaN reporting.
 #include <atomic>
 #include <cmath>
+#include <deque>
 
 #include <QtTest/QtTest>
 #include <torch/torch.h>
@@ -309,7 +310,7 @@ void TestSampler::nanIsReportedWithTheStep() {
 void TestSampler::lanesReproduceTheirOwnRuns_data() {
     QTest::addColumn<QString>("solver");
     QTest::addColumn<bool>("nativeRows");
-    for (const char* solver : {"euler", "heun", "midpoint", "rk4", "ddim", "dpm++2m"}) {
+    for (const char* solver : {"euler", "heun", "midpoint", "rk4", "ddim", "dpm++2m", "ddpm", "euler-a"}) {
         QTest::addRow("%s, the mixture's own rows", solver) << solver << true;
         QTest::addRow("%s, rows grouped by level", solver) << solver << false;
     }
@@ -328,17 +329,21 @@ void TestSampler::lanesReproduceTheirOwnRuns() {
     std::vector<std::unique_ptr<ProbabilityPath>> paths;
     std::vector<Lane> lanes;
     std::vector<SamplingOutcome> alone;
+    // The stochastic solvers' lanes draw from their own generators, as their runs alone do.
+    std::deque<NoiseSource> laneNoise, aloneNoise;
     for (const char* pathName : {"linear", "vp"}) {
         paths.push_back(makePath(pathName));
         for (const char* schedule : {"uniform", "karras"}) {
             for (int steps : {1, 2, 3, 8}) {
                 const double tEnd = steps == 3 ? 0.7 : 1.0;
                 const auto grid = makeTimeGrid(parseSchedule(schedule), *paths.back(), steps, 1.0, tEnd);
-                NoiseSource noise(model.sampleShape(), steps, 3);
+                NoiseSource& noise = laneNoise.emplace_back(model.sampleShape(), steps, 3);
+                NoiseSource& same = aloneNoise.emplace_back(model.sampleShape(), steps, 3);
                 const auto x0 = noise.draw().to(torch::kFloat64) * paths.back()->sigma(grid.front());
-                lanes.push_back({paths.back().get(), grid, x0});
+                same.draw();
+                lanes.push_back({paths.back().get(), grid, x0, &noise});
                 const auto solverObject = makeSolver(solver.toStdString());
-                alone.push_back(runSampler(model, *paths.back(), *solverObject, grid, x0, nullptr, {}));
+                alone.push_back(runSampler(model, *paths.back(), *solverObject, grid, x0, &same, {}));
             }
         }
     }
