@@ -194,7 +194,9 @@ private:
     torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& time) {
         if (m_flowNet) return m_flowNet->forward(x.to(torch::kFloat32), time.to(torch::kFloat32)).to(x.options());
         const torch::ScalarType dtype = m_dtype.value_or(x.scalar_type());
-        std::vector<c10::IValue> inputs{x.to(dtype), time.to(dtype)};
+        // Conversions only where needed: each call costs a dispatch even when it changes nothing.
+        const auto as = [](const torch::Tensor& t, torch::ScalarType type) { return t.scalar_type() == type ? t : t.to(type); };
+        std::vector<c10::IValue> inputs{as(x, dtype), as(time, dtype)};
         std::unordered_map<std::string, c10::IValue> keywords;
         for (const auto& [name, tensor] : m_conditioning) {
             std::vector<int64_t> shape{x.size(0)};
@@ -218,7 +220,10 @@ private:
             throw InvalidRequestError("the network of '" + m_manifest.name + "' returned a " + output.tagKind() +
                                       ", not a tensor shaped like its input");
         }
-        return output.toTensor().to(x.device(), x.scalar_type());
+        const torch::Tensor result = output.toTensor();
+        return result.device() == x.device() && result.scalar_type() == x.scalar_type()
+                   ? result
+                   : result.to(x.device(), x.scalar_type());
     }
 
     torch::Tensor runDecoder(const torch::Tensor& x) {

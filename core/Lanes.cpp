@@ -263,7 +263,7 @@ private:
             const torch::Tensor previous = m_previousData.index_select(0, rows);
             // Rows without a correction keep x̂0 itself (not 1 x̂0 - 0 previous, which is not
             // always the same number).
-            corrected = torch::where(w != 0.0, (1.0 + w) * data - w * previous, data);
+            corrected = torch::where(w != 0.0, steps::secondOrderData(data, w, previous), data);
         }
         m_previousData.index_copy_(0, rows, data);
         return exponentialStep(i, active, x, corrected);

@@ -75,12 +75,12 @@ torch::Tensor NetworkDenoiser::runForward(const torch::Tensor& xNative, const to
         throw InvalidRequestError("model '" + m_name + "' returned shape " + c10::str(output.sizes()) +
                                   " for input " + c10::str(x.sizes()));
     }
-    return output.to(x.scalar_type());
+    return output.scalar_type() == x.scalar_type() ? output : output.to(x.scalar_type());
 }
 
 torch::Tensor NetworkDenoiser::denoise(const torch::Tensor& x, double alpha, double sigma) {
     const NativeLevel level = nativeLevel(alpha, sigma);
-    const torch::Tensor xNative = x * level.scale;
+    const torch::Tensor xNative = level.scale == 1.0 ? x : x * level.scale;
     const torch::Tensor time = torch::full({x.size(0)}, level.time, x.options());
     return predictionToData(m_parameterization, runForward(xNative, time, x), xNative, level.point);
 }

@@ -25,23 +25,37 @@ std::string toString(Parameterization parameterization) {
 
 namespace {
 
-// One formula for a scalar point and for points per row (Point = PathPoint or RowPoints).
+// a X + b Y in two operations (one kernel each on a GPU), for coefficients that are numbers or
+// columns with one value per row.
+torch::Tensor combine(double a, const torch::Tensor& x, double b, const torch::Tensor& y) {
+    return torch::add(x * a, y, b);
+}
+
+torch::Tensor combine(const torch::Tensor& a, const torch::Tensor& x, const torch::Tensor& b, const torch::Tensor& y) {
+    return torch::addcmul(a * x, b, y);
+}
+
+// One formula for a scalar point and for points per row (Point = PathPoint or RowPoints), each a
+// combination of the output and x whose coefficients are worked out first.
 template <typename Point>
 torch::Tensor toData(Parameterization parameterization, const torch::Tensor& output, const torch::Tensor& x,
                      const Point& p) {
     switch (parameterization) {
         case Parameterization::Data: return output;
-        case Parameterization::Epsilon: return (x - p.sigma * output) / p.alpha;
-        case Parameterization::Velocity:
-            return (p.sigma * output - p.sigmaDot * x) / (p.alphaDot * p.sigma - p.sigmaDot * p.alpha);
-        case Parameterization::V: return p.alpha * x - p.sigma * output;
+        case Parameterization::Epsilon: return combine(1.0 / p.alpha, x, -p.sigma / p.alpha, output);
+        case Parameterization::Velocity: {
+            const auto denominator = p.alphaDot * p.sigma - p.sigmaDot * p.alpha;
+            return combine(p.sigma / denominator, output, -p.sigmaDot / denominator, x);
+        }
+        case Parameterization::V: return combine(p.alpha, x, -p.sigma, output);
     }
     throw InvalidRequestError("unsupported parameterization");
 }
 
+// v = alphaDot x̂0 + sigmaDot epŝ with epŝ = (x - alpha x̂0)/sigma.
 template <typename Point>
 torch::Tensor toVelocity(const torch::Tensor& data, const torch::Tensor& x, const Point& p) {
-    return p.alphaDot * data + p.sigmaDot * (x - p.alpha * data) / p.sigma;
+    return combine(p.alphaDot - p.sigmaDot * p.alpha / p.sigma, data, p.sigmaDot / p.sigma, x);
 }
 
 }  // namespace

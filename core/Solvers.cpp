@@ -96,7 +96,7 @@ public:
             const bool lastStep = i + 2 == grid.size();
             if (previousData.defined() && !lastStep) {
                 const double weight = steps::secondOrderWeight(previousH, step.h);
-                data = (1.0 + weight) * start.data - weight * previousData;
+                data = steps::secondOrderData(start.data, weight, previousData);
             }
             x = steps::exponentialUpdate(x, step.ratio, step.weight, data);
             previousData = start.data;

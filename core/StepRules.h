@@ -19,6 +19,12 @@
 
 namespace flowscope::core::steps {
 
+// x + c y in one operation, for a coefficient that is a number or a column.
+inline torch::Tensor plus(const torch::Tensor& x, double c, const torch::Tensor& y) { return torch::add(x, y, c); }
+inline torch::Tensor plus(const torch::Tensor& x, const torch::Tensor& c, const torch::Tensor& y) {
+    return torch::addcmul(x, c, y);
+}
+
 enum class RungeKutta { Euler, Heun, Midpoint, Rk4 };
 
 inline std::optional<RungeKutta> rungeKuttaNamed(std::string_view name) {
@@ -37,21 +43,18 @@ torch::Tensor rungeKuttaStep(RungeKutta method, const torch::Tensor& x, const St
                              VelocityAt&& velocityAt) {
     switch (method) {
         case RungeKutta::Euler:
-            return x + h(1.0, 1.0) * k1;
+            return plus(x, h(1.0, 1.0), k1);
         case RungeKutta::Heun: {
-            const torch::Tensor predictor = x + h(1.0, 1.0) * k1;
-            const torch::Tensor end = velocityAt(predictor, 1.0);
-            return x + h(0.5, 1.0) * (k1 + end);
+            const torch::Tensor end = velocityAt(plus(x, h(1.0, 1.0), k1), 1.0);
+            return plus(x, h(0.5, 1.0), k1 + end);
         }
-        case RungeKutta::Midpoint: {
-            const torch::Tensor middle = velocityAt(x + h(0.5, 1.0) * k1, 0.5);
-            return x + h(1.0, 1.0) * middle;
-        }
+        case RungeKutta::Midpoint:
+            return plus(x, h(1.0, 1.0), velocityAt(plus(x, h(0.5, 1.0), k1), 0.5));
         case RungeKutta::Rk4: {
-            const torch::Tensor k2 = velocityAt(x + h(0.5, 1.0) * k1, 0.5);
-            const torch::Tensor k3 = velocityAt(x + h(0.5, 1.0) * k2, 0.5);
-            const torch::Tensor k4 = velocityAt(x + h(1.0, 1.0) * k3, 1.0);
-            return x + h(1.0, 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4);
+            const torch::Tensor k2 = velocityAt(plus(x, h(0.5, 1.0), k1), 0.5);
+            const torch::Tensor k3 = velocityAt(plus(x, h(0.5, 1.0), k2), 0.5);
+            const torch::Tensor k4 = velocityAt(plus(x, h(1.0, 1.0), k3), 1.0);
+            return plus(x, h(1.0, 6.0), torch::add(torch::add(torch::add(k1, k2, 2.0), k3, 2.0), k4));
         }
     }
     throw std::logic_error("internal: unknown Runge-Kutta method");
@@ -75,12 +78,17 @@ inline ExponentialStep exponentialStep(const ProbabilityPath& path, double t, do
 template <class Coefficient>
 torch::Tensor exponentialUpdate(const torch::Tensor& x, const Coefficient& ratio, const Coefficient& weight,
                                 const torch::Tensor& data) {
-    return ratio * x - weight * data;
+    return plus(ratio * x, -weight, data);
 }
 
 // DPM-Solver++(2M)'s weight of the previous x̂0: D = (1 + w) D_i - w D_{i-1}, w = 1/(2r),
 // r = h_{i-1}/h. 0 when the previous step was infinitely long.
 inline double secondOrderWeight(double previousH, double h) { return 1.0 / (2.0 * (previousH / h)); }
+
+template <class Coefficient>
+torch::Tensor secondOrderData(const torch::Tensor& data, const Coefficient& weight, const torch::Tensor& previous) {
+    return plus((1.0 + weight) * data, -weight, previous);
+}
 
 // The ancestral samplers' step from (x, t) to tNext > t with sigma(tNext) > 0 (the step into
 // sigma = 0 lands on alpha x̂0 without noise): x̂0 = D, epŝ = (x - alpha D)/sigma, z fresh noise,
