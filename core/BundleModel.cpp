@@ -136,6 +136,7 @@ public:
     torch::Tensor denoise(const torch::Tensor& x, double alpha, double sigma) override {
         return m_network->denoise(x, alpha, sigma);
     }
+    Prediction predict(const torch::Tensor& x, const PathPoint& p) override { return m_network->predict(x, p); }
     torch::Tensor denoiseRows(const torch::Tensor& x, const std::vector<double>& alpha,
                               const std::vector<double>& sigma) override {
         return m_network->denoiseRows(x, alpha, sigma);

@@ -155,8 +155,9 @@ private:
         // The step's metrics, as SolverContext::endStep keeps them.
         const torch::Tensor hColumn = column(active, h);
         const torch::Tensor hFlat = hColumn.reshape({-1});
-        m_pathLength.index_add_(0, rows, (next - x).reshape({x.size(0), -1}).norm(2, 1));
-        m_velocitySquares.index_add_(0, rows, hFlat * start.velocity.reshape({x.size(0), -1}).pow(2).sum(1));
+        m_pathLength.index_add_(0, rows, perSampleNorm(next - x));
+        const torch::Tensor speed = perSampleNorm(start.velocity);
+        m_velocitySquares.index_add_(0, rows, hFlat * speed * speed);
         m_velocitySum.index_add_(0, rows, hColumn * start.velocity);
         m_x.index_copy_(0, rows, next);
         if (m_deferChecks && (i + 1) % 64 == 0) checkFinite();

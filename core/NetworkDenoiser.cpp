@@ -1,6 +1,7 @@
 #include "core/NetworkDenoiser.h"
 #include "core/HostTensor.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -78,11 +79,34 @@ torch::Tensor NetworkDenoiser::runForward(const torch::Tensor& xNative, const to
     return output.scalar_type() == x.scalar_type() ? output : output.to(x.scalar_type());
 }
 
+torch::Tensor NetworkDenoiser::outputAt(const torch::Tensor& x, const NativeLevel& level, torch::Tensor* xNative) {
+    // On the native path itself the scale is 1 up to the rounding of the round trip through the
+    // SNR (a few ulps, more near the path's ends); multiplying by it would change x by no more
+    // than that and cost an operation.
+    *xNative = std::abs(level.scale - 1.0) <= 1e-12 ? x : x * level.scale;
+    const torch::Tensor time = torch::full({x.size(0)}, level.time, x.options());
+    return runForward(*xNative, time, x);
+}
+
 torch::Tensor NetworkDenoiser::denoise(const torch::Tensor& x, double alpha, double sigma) {
     const NativeLevel level = nativeLevel(alpha, sigma);
-    const torch::Tensor xNative = level.scale == 1.0 ? x : x * level.scale;
-    const torch::Tensor time = torch::full({x.size(0)}, level.time, x.options());
-    return predictionToData(m_parameterization, runForward(xNative, time, x), xNative, level.point);
+    torch::Tensor xNative;
+    const torch::Tensor output = outputAt(x, level, &xNative);
+    return predictionToData(m_parameterization, output, xNative, level.point);
+}
+
+Model::Prediction NetworkDenoiser::predict(const torch::Tensor& x, const PathPoint& p) {
+    const NativeLevel level = nativeLevel(p.alpha, p.sigma);
+    torch::Tensor xNative;
+    const torch::Tensor output = outputAt(x, level, &xNative);
+    const torch::Tensor data = predictionToData(m_parameterization, output, xNative, level.point);
+    // A velocity network asked along its own path (the native point agrees with the run's to
+    // rounding): its output is the run's velocity.
+    const auto close = [](double a, double b) { return std::abs(a - b) <= 1e-12 * std::max({1.0, std::abs(a), std::abs(b)}); };
+    const bool native = m_parameterization == Parameterization::Velocity && xNative.is_same(x) &&
+                        close(level.point.alpha, p.alpha) && close(level.point.sigma, p.sigma) &&
+                        close(level.point.alphaDot, p.alphaDot) && close(level.point.sigmaDot, p.sigmaDot);
+    return {data, native ? output : torch::Tensor()};
 }
 
 torch::Tensor NetworkDenoiser::denoiseRows(const torch::Tensor& x, const std::vector<double>& alpha,

@@ -39,6 +39,7 @@ public:
     std::string name() const override { return m_name; }
     std::vector<int64_t> sampleShape() const override { return m_sampleShape; }
     torch::Tensor denoise(const torch::Tensor& x, double alpha, double sigma) override;
+    Prediction predict(const torch::Tensor& x, const PathPoint& p) override;
     torch::Tensor denoiseRows(const torch::Tensor& x, const std::vector<double>& alpha,
                               const std::vector<double>& sigma) override;
     void prepare(torch::Device, torch::ScalarType) override {}
@@ -54,6 +55,8 @@ private:
         double time = 0.0;
     };
     NativeLevel nativeLevel(double alpha, double sigma);
+    // The network at a native level: its output and x rescaled to it.
+    torch::Tensor outputAt(const torch::Tensor& x, const NativeLevel& level, torch::Tensor* xNative);
     torch::Tensor runForward(const torch::Tensor& xNative, const torch::Tensor& time, const torch::Tensor& x);
 
     std::string m_name;

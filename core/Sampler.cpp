@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <map>
+#include <numeric>
 #include <sstream>
 
 #include <torch/torch.h>
@@ -17,13 +18,18 @@ namespace {
 // Deferred checks (GPU): how many steps may pass between two looks at the state for NaN or Inf.
 constexpr int kCheckInterval = 64;
 
-torch::Tensor perSampleNorm(const torch::Tensor& x) { return x.reshape({x.size(0), -1}).norm(2, 1); }
-
 torch::Tensor perSampleDot(const torch::Tensor& a, const torch::Tensor& b) {
     return (a.reshape({a.size(0), -1}) * b.reshape({b.size(0), -1})).sum(1);
 }
 
 }  // namespace
+
+torch::Tensor perSampleNorm(const torch::Tensor& x) {
+    if (x.dim() < 2) return x.abs();
+    std::vector<int64_t> dims(static_cast<size_t>(x.dim() - 1));
+    std::iota(dims.begin(), dims.end(), int64_t{1});
+    return at::linalg_vector_norm(x, 2, dims);
+}
 
 std::vector<torch::Tensor> RunRecord::tensors() const {
     std::vector<torch::Tensor> values{initial, final, lastPrediction, pathLength, velocitySquares, velocitySum};
@@ -63,7 +69,8 @@ SolverContext::Evaluation SolverContext::evaluate(const torch::Tensor& x, double
     if (!(p.sigma > 0.0)) {
         throw std::logic_error("internal: model evaluated at sigma = 0 (t = " + std::to_string(t) + ")");
     }
-    torch::Tensor data = m_model.denoise(x, p.alpha, p.sigma);
+    Model::Prediction prediction = m_model.predict(x, p);
+    torch::Tensor& data = prediction.data;
     ++m_record.nfe;
     if (!m_deferChecks && !torch::isfinite(data).all().item<bool>()) {
         std::ostringstream message;
@@ -71,7 +78,7 @@ SolverContext::Evaluation SolverContext::evaluate(const torch::Tensor& x, double
                 << m_record.nfe << "); the run was stopped";
         throw std::runtime_error(message.str());
     }
-    torch::Tensor velocity = velocityFromData(data, x, p);
+    torch::Tensor velocity = prediction.velocity.defined() ? std::move(prediction.velocity) : velocityFromData(data, x, p);
     return {std::move(data), std::move(velocity)};
 }
 
@@ -103,7 +110,8 @@ SolverContext::Evaluation SolverContext::beginStep(const torch::Tensor& x, doubl
 void SolverContext::endStep(const torch::Tensor& xNext, double tNext) {
     const double h = tNext - m_stepStartT;
     m_record.pathLength.add_(perSampleNorm(xNext - m_stepStartX));
-    m_record.velocitySquares.add_(m_stepVelocity.reshape({m_stepVelocity.size(0), -1}).pow(2).sum(1), h);
+    const torch::Tensor speed = perSampleNorm(m_stepVelocity);
+    m_record.velocitySquares.addcmul_(speed, speed, h);
     m_record.velocitySum.add_(m_stepVelocity, h);
     ++m_record.steps;
     m_record.times.push_back(tNext);

@@ -161,6 +161,9 @@ private:
     double m_stepStartT = 0.0;
 };
 
+// |x_b| for each sample b: the norm over every dimension but the first.
+torch::Tensor perSampleNorm(const torch::Tensor& x);
+
 // The metrics of a finished run (DESIGN.md section 5), from its record.
 SamplingOutcome summarizeRun(RunRecord record);
 

@@ -230,6 +230,17 @@ void TestModels::retimedNetworkEqualsExactDenoiser() {
             const auto got = network.denoise(x, p.alpha, p.sigma);
             QVERIFY2(maxAbsDiff(got, expected) < 1e-6,
                      qPrintable(QString("%1 at t=%2: %3").arg(target.c_str()).arg(t).arg(maxAbsDiff(got, expected))));
+            // predict gives the same x̂0, and a velocity network on its own path (unclamped) its
+            // output as the velocity: what the velocity derived from x̂0 is, to rounding.
+            const auto predicted = network.predict(x, p);
+            QVERIFY(maxAbsDiff(predicted.data, got) < 1e-12);
+            const bool ownVelocity = target == native.toStdString() && kind == Parameterization::Velocity && sigma == p.sigma;
+            QCOMPARE(predicted.velocity.defined(), ownVelocity);
+            if (ownVelocity) {
+                const auto derived = velocityFromData(got, x, p);
+                QVERIFY2(maxAbsDiff(predicted.velocity, derived) < 1e-9 * (1.0 + derived.abs().max().item<double>()),
+                         qPrintable(QString("velocity at t=%1").arg(t)));
+            }
         }
     }
 }
