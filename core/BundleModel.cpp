@@ -128,7 +128,7 @@ public:
         m_network = std::make_unique<NetworkDenoiser>(
             m_manifest.name, [this](const torch::Tensor& x, const torch::Tensor& time) { return forward(x, time); },
             m_manifest.sampleShape, makePath(m_manifest.path), parseParameterization(m_manifest.prediction),
-            parseTimeInput(m_manifest.timeInput));
+            parseTimeInput(m_manifest.timeInput), /*forwardMayWriteInput=*/!m_flowNet);
     }
 
     std::string name() const override { return m_manifest.name; }

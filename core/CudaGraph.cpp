@@ -40,8 +40,8 @@ CudaGraph::CudaGraph(const torch::Tensor& example, const Body& body, int warmup)
         for (int i = 0; i < warmup; ++i) body(m_impl->input);
         side.synchronize();
         // Thread-local mode: other threads (other lanes of the app) may keep using CUDA meanwhile.
-        // LibTorch before 2.0 captures in the global mode only.
-#if TORCH_VERSION_MAJOR >= 2
+        // LibTorch before 2.1 captures in the global mode only.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
         m_impl->graph.capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
 #else
         m_impl->graph.capture_begin();

@@ -219,6 +219,16 @@ void EmpiricalDenoiser::prepare(torch::Device device, torch::ScalarType dtype) {
     m_runData = values.to(torch::TensorOptions().device(device).dtype(stored)).contiguous();
 }
 
+void EmpiricalDenoiser::widenForProducts(const torch::Tensor& x) {
+    // Bfloat16 storage speeds up the fused pass; the products (larger batches, float64, levels
+    // per row) on the CPU would widen the whole dataset on every call, twice as slow as float32
+    // storage, so they keep one widened copy, made the first time it is needed.
+    if (m_storage != Storage::BFloat16 || !x.device().is_cpu()) return;
+    if (!m_widened.defined() || m_widened.scalar_type() != x.scalar_type()) {
+        m_widened = widenedTo(m_runData, x.scalar_type());
+    }
+}
+
 void EmpiricalDenoiser::prepareRun(const torch::Tensor& x) {
     if (!m_runData.defined() || m_runData.device() != x.device() || m_runNorms.scalar_type() != x.scalar_type()) {
         prepare(x.device(), x.scalar_type());
@@ -234,12 +244,7 @@ torch::Tensor EmpiricalDenoiser::denoise(const torch::Tensor& x, double alpha, d
     const torch::Tensor flatX = x.reshape({x.size(0), -1}).contiguous();
     const bool cpu32 = x.device().is_cpu() && x.scalar_type() == torch::kFloat32;
     if (cpu32 && x.size(0) <= kFusedMaxBatch) return denoiseFused(flatX, alpha, sigma).reshape(x.sizes());
-    if (x.device().is_cpu() && m_storage == Storage::BFloat16 && !m_widened.defined()) {
-        // Bfloat16 storage speeds up the fused pass; the products at larger batches on the CPU
-        // would widen the whole dataset on every call (twice as slow as float32), so they keep
-        // one widened copy, made the first time it is needed.
-        m_widened = widenedTo(m_runData, x.scalar_type());
-    }
+    widenForProducts(x);
     return denoiseMatmul(flatX, alpha, sigma).reshape(x.sizes());
 }
 
@@ -255,6 +260,7 @@ torch::Tensor EmpiricalDenoiser::denoiseRows(const torch::Tensor& x, const std::
         return denoiseRows(x.to(torch::kFloat32), alpha, sigma).to(x.scalar_type());
     }
     prepareRun(x);
+    widenForProducts(x);
     // As denoiseMatmul, with the logits' scales per row.
     std::vector<double> scaleDot, scaleNorm;
     for (size_t b = 0; b < alpha.size(); ++b) {

@@ -61,6 +61,7 @@ private:
     // sum_i softmax_i(logits) d_i, the softmax taken online across chunks of the dataset.
     torch::Tensor weightedSums(const torch::Tensor& flatX, const LogitsOf& logitsOf, int64_t datasetChunkRows) const;
     void prepareRun(const torch::Tensor& x);
+    void widenForProducts(const torch::Tensor& x);
 
     std::string m_name;
     Storage m_storage;

@@ -39,14 +39,16 @@ ModelSpec parseModelSpec(const std::string& spec) {
         parsed.name = known(spec.substr(7), pointCloudNames());
     } else if (spec == "fashion-mnist" || spec.starts_with("fashion-mnist:")) {
         parsed.kind = ModelSpec::Kind::FashionMnist;
-        std::string count = spec.size() > 14 ? spec.substr(14) : std::string();
-        if (count == "bf16" || count.ends_with(":bf16")) {
+        // What follows the name: nothing, ":N", ":bf16" or ":N:bf16".
+        std::string rest = spec.substr(13);
+        if (rest.ends_with(":bf16")) {
             parsed.bfloat16 = true;
-            count.resize(count == "bf16" ? 0 : count.size() - 5);
+            rest.resize(rest.size() - 5);
         }
-        if (!count.empty()) {
+        if (!rest.empty()) {
+            const std::string count = rest.substr(1);
             const auto [ptr, ec] = std::from_chars(count.data(), count.data() + count.size(), parsed.limit);
-            if (ec != std::errc() || ptr != count.data() + count.size() || parsed.limit < 1) {
+            if (count.empty() || ec != std::errc() || ptr != count.data() + count.size() || parsed.limit < 1) {
                 throw InvalidRequestError("'" + spec + "': after 'fashion-mnist:' give a number of images and/or "
                                           "bf16, e.g. fashion-mnist:1000 or fashion-mnist:1000:bf16");
             }

@@ -20,13 +20,14 @@ TimeInput parseTimeInput(std::string_view name) {
 
 NetworkDenoiser::NetworkDenoiser(std::string name, Forward forward, std::vector<int64_t> sampleShape,
                                  std::unique_ptr<ProbabilityPath> nativePath,
-                                 Parameterization parameterization, TimeInput timeInput)
+                                 Parameterization parameterization, TimeInput timeInput, bool forwardMayWriteInput)
     : m_name(std::move(name)),
       m_forward(std::move(forward)),
       m_sampleShape(std::move(sampleShape)),
       m_nativePath(std::move(nativePath)),
       m_parameterization(parameterization),
-      m_timeInput(timeInput) {
+      m_timeInput(timeInput),
+      m_forwardMayWriteInput(forwardMayWriteInput) {
     if (m_parameterization == Parameterization::V && !m_nativePath->isVariancePreserving()) {
         throw InvalidRequestError("prediction 'v' needs a variance-preserving native path (vp or cosine), not '" +
                                   m_nativePath->name() + "'");
@@ -79,11 +80,13 @@ torch::Tensor NetworkDenoiser::runForward(const torch::Tensor& xNative, const to
     return output.scalar_type() == x.scalar_type() ? output : output.to(x.scalar_type());
 }
 
+bool NetworkDenoiser::unitScale(const NativeLevel& level) { return std::abs(level.scale - 1.0) <= 1e-12; }
+
 torch::Tensor NetworkDenoiser::outputAt(const torch::Tensor& x, const NativeLevel& level, torch::Tensor* xNative) {
     // On the native path itself the scale is 1 up to the rounding of the round trip through the
     // SNR (a few ulps, more near the path's ends); multiplying by it would change x by no more
-    // than that and cost an operation.
-    *xNative = std::abs(level.scale - 1.0) <= 1e-12 ? x : x * level.scale;
+    // than that and cost an operation, unless the network needs a tensor of its own anyway.
+    *xNative = unitScale(level) && !m_forwardMayWriteInput ? x : x * level.scale;
     const torch::Tensor time = torch::full({x.size(0)}, level.time, x.options());
     return runForward(*xNative, time, x);
 }
@@ -103,7 +106,7 @@ Model::Prediction NetworkDenoiser::predict(const torch::Tensor& x, const PathPoi
     // A velocity network asked along its own path (the native point agrees with the run's to
     // rounding): its output is the run's velocity.
     const auto close = [](double a, double b) { return std::abs(a - b) <= 1e-12 * std::max({1.0, std::abs(a), std::abs(b)}); };
-    const bool native = m_parameterization == Parameterization::Velocity && xNative.is_same(x) &&
+    const bool native = m_parameterization == Parameterization::Velocity && unitScale(level) &&
                         close(level.point.alpha, p.alpha) && close(level.point.sigma, p.sigma) &&
                         close(level.point.alphaDot, p.alphaDot) && close(level.point.sigmaDot, p.sigmaDot);
     return {data, native ? output : torch::Tensor()};

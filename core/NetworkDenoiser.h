@@ -32,9 +32,11 @@ public:
     // forward(x, time): x [B, ...sampleShape] on the run's device, time [B]; returns x's shape.
     using Forward = std::function<torch::Tensor(const torch::Tensor& x, const torch::Tensor& time)>;
 
+    // forwardMayWriteInput: the network may change its input in place (a TorchScript program
+    // could); it then always gets a tensor of its own, never the sampler's state.
     NetworkDenoiser(std::string name, Forward forward, std::vector<int64_t> sampleShape,
                     std::unique_ptr<ProbabilityPath> nativePath, Parameterization parameterization,
-                    TimeInput timeInput);
+                    TimeInput timeInput, bool forwardMayWriteInput = true);
 
     std::string name() const override { return m_name; }
     std::vector<int64_t> sampleShape() const override { return m_sampleShape; }
@@ -55,6 +57,7 @@ private:
         double time = 0.0;
     };
     NativeLevel nativeLevel(double alpha, double sigma);
+    static bool unitScale(const NativeLevel& level);
     // The network at a native level: its output and x rescaled to it.
     torch::Tensor outputAt(const torch::Tensor& x, const NativeLevel& level, torch::Tensor* xNative);
     torch::Tensor runForward(const torch::Tensor& xNative, const torch::Tensor& time, const torch::Tensor& x);
@@ -65,6 +68,7 @@ private:
     std::unique_ptr<ProbabilityPath> m_nativePath;
     Parameterization m_parameterization;
     TimeInput m_timeInput;
+    bool m_forwardMayWriteInput;
     double m_lambdaLow;
     double m_lambdaHigh;
     std::set<std::string> m_notes;

@@ -2,8 +2,9 @@
 
 // The fixed-step solvers' updates (DESIGN.md section 3), written once for a single run, where a
 // step's coefficients are numbers, and for a sweep's lanes (core/Lanes), where they are columns
-// with a value per row. Both go through the same operations in the same order, so a lane
-// reproduces its own run.
+// with a value per row. Both take the same steps with coefficients computed the same way in
+// double, so a lane reproduces its own run to rounding (a number times a tensor and a column
+// times a tensor are different kernels, and not always the same to the last bit).
 //
 // A step size is passed as a callable `h(c, d)` that gives c h / d (computed in double as
 // (c * h) / d) in the form that multiplies a state: a double, or a column tensor.

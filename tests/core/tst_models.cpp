@@ -10,6 +10,7 @@
 #include "core/EmpiricalDenoiser.h"
 #include "core/Errors.h"
 #include "core/GaussianMixture.h"
+#include "core/ModelSpec.h"
 #include "core/NetworkDenoiser.h"
 #include "core/Parameterization.h"
 #include "tests/TestSupport.h"
@@ -35,6 +36,7 @@ private Q_SLOTS:
     void retimingClampsAndSaysSo();
     void vPredictionNeedsVpNativePath();
     void unknownMixtureListsNames();
+    void fashionMnistSpecForms();
 };
 
 void TestModels::singleGaussianIsGaussianConditioning() {
@@ -273,6 +275,26 @@ void TestModels::unknownMixtureListsNames() {
     } catch (const UnknownNameError& error) {
         QVERIFY(QString(error.what()).contains("gmm:8gaussians"));
         QVERIFY(QString(error.what()).contains("gmm:rings"));
+    }
+}
+
+void TestModels::fashionMnistSpecForms() {
+    const auto parsed = [](const char* spec) { return parseModelSpec(spec); };
+    QCOMPARE(parsed("fashion-mnist").limit, int64_t(0));
+    QVERIFY(!parsed("fashion-mnist").bfloat16);
+    QCOMPARE(parsed("fashion-mnist:1000").limit, int64_t(1000));
+    QVERIFY(parsed("fashion-mnist:bf16").bfloat16);
+    QCOMPARE(parsed("fashion-mnist:bf16").limit, int64_t(0));
+    QVERIFY(parsed("fashion-mnist:1000:bf16").bfloat16);
+    QCOMPARE(parsed("fashion-mnist:1000:bf16").limit, int64_t(1000));
+    for (const char* refused : {"fashion-mnist:", "fashion-mnist::bf16", "fashion-mnist:bf16:5", "fashion-mnist:0:bf16",
+                                "fashion-mnist:bf16:bf16", "fashion-mnist:12x", "fashion-mnist:-3"}) {
+        try {
+            parseModelSpec(refused);
+            QFAIL(qPrintable(QString("accepted '%1'").arg(refused)));
+        } catch (const InvalidRequestError& error) {
+            QVERIFY2(QString(error.what()).contains("fashion-mnist:1000:bf16"), error.what());
+        }
     }
 }
 
