@@ -59,7 +59,7 @@ SolverContext::SolverContext(Model& model, const ProbabilityPath& path, std::vec
       m_noise(noise),
       m_options(options),
       m_tensorOptions(tensorOptions),
-      m_deferChecks(tensorOptions.device().is_cuda()),
+      m_deferChecks(options.deferChecks.value_or(tensorOptions.device().is_cuda())),
       m_plannedSteps(static_cast<int>(m_grid.size()) - 1) {}
 
 SolverContext::Evaluation SolverContext::evaluate(const torch::Tensor& x, double t) {

@@ -3,6 +3,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -43,6 +44,10 @@ struct SamplingOptions {
     // cache, so that it notices when the model moves between devices. Null: plain loop.
     GraphCache* graphs = nullptr;
     bool captureGraphs = true;  // false: the plain loop even where a graph would do
+    // NaN and Inf in the model's output: checked after every evaluation (false), or every 64
+    // steps and at the end (true), so that the loop never waits for a GPU. Unset: deferred on
+    // CUDA only.
+    std::optional<bool> deferChecks;
 };
 
 struct SamplingOutcome {

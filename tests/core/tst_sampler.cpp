@@ -67,6 +67,7 @@ private Q_SLOTS:
     void dpmSolverLastStepIsFirstOrder();
     void cancellationStopsTheRun();
     void nanIsReportedWithTheStep();
+    void deferredChecksReportNaNLater();
     void lanesReproduceTheirOwnRuns_data();
     void lanesReproduceTheirOwnRuns();
 };
@@ -305,6 +306,31 @@ void TestSampler::nanIsReportedWithTheStep() {
         const QString message = error.what();
         QVERIFY2(message.contains("NaN") && message.contains("step 2"), qPrintable(message));
     }
+}
+
+void TestSampler::deferredChecksReportNaNLater() {
+    // As on a GPU, where the loop must not wait for it: the state and the velocity sums are looked
+    // at every 64 steps and at the end, and a NaN from any evaluation before is found there.
+    auto mixture = GaussianMixture::named("8gaussians");
+    SamplingOptions options;
+    options.deferChecks = true;
+    for (const auto& [steps, seen] : {std::pair{10, 10}, std::pair{200, 64}}) {
+        ProbeModel probe(*mixture);
+        probe.nanAtCall = 4;
+        try {
+            solve(probe, "linear", "euler", steps, "uniform", 1.0, 0, 4, options);
+            QFAIL("no exception");
+        } catch (const std::runtime_error& error) {
+            const QString message = error.what();
+            QVERIFY2(message.contains("NaN") && message.contains(QString("within the first %1 steps").arg(seen)),
+                     qPrintable(message));
+            QCOMPARE(probe.calls, seen);  // stopped at the first check after the NaN
+        }
+    }
+    // Without a NaN the deferred checks change nothing.
+    const auto deferred = solve(*mixture, "vp", "heun", 70, "uniform", 1.0, 0, 4, options);
+    const auto immediate = solve(*mixture, "vp", "heun", 70);
+    QVERIFY(torch::equal(deferred.final, immediate.final));
 }
 
 void TestSampler::lanesReproduceTheirOwnRuns_data() {
