@@ -2,8 +2,10 @@
 # Installs what FlowScope needs, then builds and runs every CTest test twice: in the Release
 # preset (including the Debian package check), and built with AddressSanitizer and
 # UndefinedBehaviorSanitizer (the asan preset), where any report fails the test; runs the worker
-# and controller tests under ThreadSanitizer (the tsan preset); then runs each libFuzzer target
-# of the file parsers for a bounded time (the fuzz preset, clang).
+# and controller tests under ThreadSanitizer (the tsan preset); runs bench/gpu.sh, the script
+# for GPU machines, on the CPU (engine-only build, tst_device, benchmark, Python baseline), so
+# that it stays ready; then runs each libFuzzer target of the file parsers for a bounded time
+# (the fuzz preset, clang).
 # Extra arguments go to both test-suite runs (e.g. -L unit). FLOWSCOPE_QUICK=1 runs only Release.
 # The exit status is non-zero if any run failed.
 set -euo pipefail
@@ -28,6 +30,9 @@ if [ -z "${FLOWSCOPE_QUICK:-}" ]; then
     flowscope_build tsan -DFLOWSCOPE_WERROR="$werror"
     flowscope_log "Running the worker and controller tests under ThreadSanitizer"
     ctest --preset tsan --output-on-failure || status=1
+
+    flowscope_log "Running bench/gpu.sh on the CPU (build/gpu/results)"
+    PYTHON="${PYTHON:-/usr/bin/python3}" "$FLOWSCOPE_ROOT/bench/gpu.sh" "$FLOWSCOPE_ROOT/build/gpu/results" || status=1
 
     flowscope_build fuzz
     flowscope_log "Fuzzing every file parser with libFuzzer"
