@@ -19,13 +19,13 @@
 #include <string>
 #include <vector>
 
-#include <ATen/record_function.h>
 #include <torch/cuda.h>
 #include <torch/script.h>
 #include <torch/torch.h>
 #include <torch/version.h>
 
 #include "app/bench/ConvNet.h"
+#include "app/bench/OperationCounter.h"
 #include "core/Datasets.h"
 #include "core/Device.h"
 #include "core/EmpiricalDenoiser.h"
@@ -41,34 +41,6 @@ struct Figure {
     std::string name;
     double milliseconds;
     std::string note;
-};
-
-// Counts the ATen operations called at the top level on this thread (the inner calls of a
-// composite operation are not counted). On a GPU each is at least one kernel launch, so the
-// count per step is what a launch-bound loop pays for; it is the same on every device.
-class OperationCounter {
-public:
-    OperationCounter() {
-        s_count = 0;
-        s_depth = 0;
-        m_handle = at::addThreadLocalCallback(
-            at::RecordFunctionCallback(&OperationCounter::start, &OperationCounter::end).scopes({at::RecordScope::FUNCTION}));
-    }
-    ~OperationCounter() { at::removeCallback(m_handle); }
-    OperationCounter(const OperationCounter&) = delete;
-    OperationCounter& operator=(const OperationCounter&) = delete;
-    int64_t count() const { return s_count; }
-
-private:
-    static std::unique_ptr<at::ObserverContext> start(const at::RecordFunction&) {
-        if (s_depth++ == 0) ++s_count;
-        return nullptr;
-    }
-    static void end(const at::RecordFunction&, at::ObserverContext*) { --s_depth; }
-
-    static inline thread_local int64_t s_count = 0;
-    static inline thread_local int s_depth = 0;
-    at::CallbackHandle m_handle;
 };
 
 struct Ratio {
@@ -249,14 +221,14 @@ private:
                 // Operations per step beyond the forward pass: the engine's share of the launches.
                 int64_t forwardOps = 0, engineOps[2] = {0, 0};
                 {
-                    const OperationCounter counter;
+                    const bench::OperationCounter counter;
                     sink += module.forward({x, time}).toTensor().size(0);
                     forwardOps = counter.count();
                 }
                 for (int k = 0; k < 2; ++k) {
                     core::SampleRequest counted = netRequest(net, 8 * (k + 1), kBatch);
                     counted.cudaGraphs = false;
-                    const OperationCounter counter;
+                    const bench::OperationCounter counter;
                     checked(engine.sample(counted));
                     engineOps[k] = counter.count();
                 }
