@@ -137,6 +137,9 @@ public:
         return m_network->denoise(x, alpha, sigma);
     }
     Prediction predict(const torch::Tensor& x, const PathPoint& p) override { return m_network->predict(x, p); }
+    Prediction predictRows(const torch::Tensor& x, const std::vector<PathPoint>& points) override {
+        return m_network->predictRows(x, points);
+    }
     torch::Tensor denoiseRows(const torch::Tensor& x, const std::vector<double>& alpha,
                               const std::vector<double>& sigma) override {
         return m_network->denoiseRows(x, alpha, sigma);

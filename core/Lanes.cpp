@@ -110,21 +110,20 @@ private:
     Evaluation evaluate(const std::vector<size_t>& lanes, const torch::Tensor& x, const std::vector<double>& times) {
         if (m_cancel && m_cancel->load(std::memory_order_relaxed)) throw CancelledError();
         std::vector<PathPoint> points;
-        std::vector<double> alpha, sigma;
         for (size_t k = 0; k < lanes.size(); ++k) {
             const PathPoint p = m_lanes[lanes[k]].path->at(times[k]);
             if (!(p.sigma > 0.0)) throw std::logic_error("internal: model evaluated at sigma = 0");
             points.insert(points.end(), m_count[lanes[k]], p);
-            alpha.insert(alpha.end(), m_count[lanes[k]], p.alpha);
-            sigma.insert(sigma.end(), m_count[lanes[k]], p.sigma);
             ++m_nfe[lanes[k]];
         }
-        torch::Tensor data = m_model.denoiseRows(x, alpha, sigma);
-        if (!m_deferChecks && !torch::isfinite(data).all().item<bool>()) {
+        // As SolverContext::evaluate: the model's own velocity where it has one.
+        Model::Prediction prediction = m_model.predictRows(x, points);
+        if (!m_deferChecks && !torch::isfinite(prediction.data).all().item<bool>()) {
             throw std::runtime_error("the model returned NaN or Inf in a sweep; the sweep was stopped");
         }
-        torch::Tensor velocity = velocityFromData(data, x, rowPoints(points, x));
-        return {std::move(data), std::move(velocity)};
+        torch::Tensor velocity = prediction.velocity.defined() ? std::move(prediction.velocity)
+                                                               : velocityFromData(prediction.data, x, rowPoints(points, x));
+        return {std::move(prediction.data), std::move(velocity)};
     }
 
     void checkFinite() const {

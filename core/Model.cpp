@@ -23,4 +23,13 @@ torch::Tensor Model::denoiseRows(const torch::Tensor& x, const std::vector<doubl
     return out;
 }
 
+Model::Prediction Model::predictRows(const torch::Tensor& x, const std::vector<PathPoint>& points) {
+    std::vector<double> alpha, sigma;
+    for (const PathPoint& p : points) {
+        alpha.push_back(p.alpha);
+        sigma.push_back(p.sigma);
+    }
+    return {denoiseRows(x, alpha, sigma), {}};
+}
+
 }  // namespace flowscope::core

@@ -35,6 +35,9 @@ public:
         torch::Tensor velocity;
     };
     virtual Prediction predict(const torch::Tensor& x, const PathPoint& p) { return {denoise(x, p.alpha, p.sigma), {}}; }
+    // The same with a point per row (a sweep's lanes). Where the velocity is defined, it is the
+    // model's own on the rows it predicts natively and the one derived from x̂0 on the others.
+    virtual Prediction predictRows(const torch::Tensor& x, const std::vector<PathPoint>& points);
     // Moves whatever the model holds to the device and dtype of the upcoming run.
     virtual void prepare(torch::Device device, torch::ScalarType dtype) = 0;
     // Things the user should know about the last run (clamped ranges, skipped files, ...).

@@ -103,32 +103,58 @@ Model::Prediction NetworkDenoiser::predict(const torch::Tensor& x, const PathPoi
     torch::Tensor xNative;
     const torch::Tensor output = outputAt(x, level, &xNative);
     const torch::Tensor data = predictionToData(m_parameterization, output, xNative, level.point);
-    // A velocity network asked along its own path (the native point agrees with the run's to
-    // rounding): its output is the run's velocity.
+    return {data, velocityAlong(level, p) ? output : torch::Tensor()};
+}
+
+bool NetworkDenoiser::velocityAlong(const NativeLevel& level, const PathPoint& p) const {
     const auto close = [](double a, double b) { return std::abs(a - b) <= 1e-12 * std::max({1.0, std::abs(a), std::abs(b)}); };
-    const bool native = m_parameterization == Parameterization::Velocity && unitScale(level) &&
-                        close(level.point.alpha, p.alpha) && close(level.point.sigma, p.sigma) &&
-                        close(level.point.alphaDot, p.alphaDot) && close(level.point.sigmaDot, p.sigmaDot);
-    return {data, native ? output : torch::Tensor()};
+    return m_parameterization == Parameterization::Velocity && unitScale(level) && close(level.point.alpha, p.alpha) &&
+           close(level.point.sigma, p.sigma) && close(level.point.alphaDot, p.alphaDot) &&
+           close(level.point.sigmaDot, p.sigmaDot);
+}
+
+Model::Prediction NetworkDenoiser::predictRows(const torch::Tensor& x, const std::vector<PathPoint>& points) {
+    std::vector<double> alpha, sigma;
+    for (const PathPoint& p : points) {
+        alpha.push_back(p.alpha);
+        sigma.push_back(p.sigma);
+    }
+    Rows rows = forwardRows(x, alpha, sigma);
+    std::vector<double> own;
+    for (size_t b = 0; b < points.size(); ++b) own.push_back(velocityAlong(rows.levels[b], points[b]) ? 1.0 : 0.0);
+    if (std::none_of(own.begin(), own.end(), [](double v) { return v != 0.0; })) return {rows.data, {}};
+    if (std::all_of(own.begin(), own.end(), [](double v) { return v != 0.0; })) return {rows.data, rows.output};
+    std::vector<int64_t> column(x.dim(), 1);
+    column[0] = x.size(0);
+    const torch::Tensor derived = velocityFromData(rows.data, x, rowPoints(points, x));
+    return {rows.data, torch::where(deviceValues(own, x).reshape(column) != 0.0, rows.output, derived)};
 }
 
 torch::Tensor NetworkDenoiser::denoiseRows(const torch::Tensor& x, const std::vector<double>& alpha,
                                            const std::vector<double>& sigma) {
+    return forwardRows(x, alpha, sigma).data;
+}
+
+NetworkDenoiser::Rows NetworkDenoiser::forwardRows(const torch::Tensor& x, const std::vector<double>& alpha,
+                                                   const std::vector<double>& sigma) {
     TORCH_CHECK(static_cast<int64_t>(alpha.size()) == x.size(0) && alpha.size() == sigma.size(),
                 "internal: one noise level per row");
+    Rows rows;
     std::vector<PathPoint> points;
     std::vector<double> scales, times;
     for (size_t b = 0; b < alpha.size(); ++b) {
-        const NativeLevel level = nativeLevel(alpha[b], sigma[b]);
-        points.push_back(level.point);
-        scales.push_back(level.scale);
-        times.push_back(level.time);
+        rows.levels.push_back(nativeLevel(alpha[b], sigma[b]));
+        points.push_back(rows.levels.back().point);
+        scales.push_back(rows.levels.back().scale);
+        times.push_back(rows.levels.back().time);
     }
     std::vector<int64_t> column(x.dim(), 1);
     column[0] = x.size(0);
     const torch::Tensor xNative = x * deviceValues(scales, x).reshape(column);
     const torch::Tensor time = deviceValues(times, x);
-    return predictionToData(m_parameterization, runForward(xNative, time, x), xNative, rowPoints(points, x));
+    rows.output = runForward(xNative, time, x);
+    rows.data = predictionToData(m_parameterization, rows.output, xNative, rowPoints(points, x));
+    return rows;
 }
 
 }  // namespace flowscope::core

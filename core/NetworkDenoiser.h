@@ -42,6 +42,7 @@ public:
     std::vector<int64_t> sampleShape() const override { return m_sampleShape; }
     torch::Tensor denoise(const torch::Tensor& x, double alpha, double sigma) override;
     Prediction predict(const torch::Tensor& x, const PathPoint& p) override;
+    Prediction predictRows(const torch::Tensor& x, const std::vector<PathPoint>& points) override;
     torch::Tensor denoiseRows(const torch::Tensor& x, const std::vector<double>& alpha,
                               const std::vector<double>& sigma) override;
     void prepare(torch::Device, torch::ScalarType) override {}
@@ -58,6 +59,15 @@ private:
     };
     NativeLevel nativeLevel(double alpha, double sigma);
     static bool unitScale(const NativeLevel& level);
+    // Whether the network's output at this level is the velocity of the path whose point is p:
+    // a velocity network asked along its own path (the native point agrees with p to rounding).
+    bool velocityAlong(const NativeLevel& level, const PathPoint& p) const;
+    // The network on rows at their own noise levels: x̂0, the raw output and each row's level.
+    struct Rows {
+        torch::Tensor data, output;
+        std::vector<NativeLevel> levels;
+    };
+    Rows forwardRows(const torch::Tensor& x, const std::vector<double>& alpha, const std::vector<double>& sigma);
     // The network at a native level: its output and x rescaled to it.
     torch::Tensor outputAt(const torch::Tensor& x, const NativeLevel& level, torch::Tensor* xNative);
     torch::Tensor runForward(const torch::Tensor& xNative, const torch::Tensor& time, const torch::Tensor& x);

@@ -34,6 +34,7 @@ private Q_SLOTS:
     void retimedNetworkEqualsExactDenoiser_data();
     void retimedNetworkEqualsExactDenoiser();
     void retimingClampsAndSaysSo();
+    void velocityRowsAreTheNetworksOwnOnItsPath();
     void vPredictionNeedsVpNativePath();
     void unknownMixtureListsNames();
     void fashionMnistSpecForms();
@@ -245,6 +246,42 @@ void TestModels::retimedNetworkEqualsExactDenoiser() {
             }
         }
     }
+}
+
+void TestModels::velocityRowsAreTheNetworksOwnOnItsPath() {
+    // A velocity network on `linear` (the exact mixture's velocity, row by row at each row's own
+    // time), asked for rows on linear and on vp at once, as a sweep's lanes do: each row gets
+    // what it would alone, the network's output as the velocity on linear, the velocity derived
+    // from x̂0 on vp.
+    auto exact = GaussianMixture::named("8gaussians");
+    auto linear = makePath("linear");
+    const ProbabilityPath* native = linear.get();
+    auto forward = [&, native](const torch::Tensor& x, const torch::Tensor& time) {
+        std::vector<torch::Tensor> rows;
+        for (int64_t b = 0; b < x.size(0); ++b) {
+            const PathPoint p = native->at(time[b].item<double>());
+            const torch::Tensor row = x.narrow(0, b, 1);
+            rows.push_back(dataToPrediction(Parameterization::Velocity, exact->denoise(row, p.alpha, p.sigma), row, p));
+        }
+        return torch::cat(rows, 0);
+    };
+    NetworkDenoiser network("net", forward, {2}, std::move(linear), Parameterization::Velocity, TimeInput::T);
+    const auto x = torch::randn({6, 2}, torch::kFloat64);
+    const PathPoint onLinear = makePath("linear")->at(0.4), onVp = makePath("vp")->at(0.7);
+    std::vector<PathPoint> points(3, onLinear);
+    points.insert(points.end(), 3, onVp);
+    const auto together = network.predictRows(x, points);
+    QVERIFY(together.velocity.defined());
+    const auto first = network.predict(x.narrow(0, 0, 3), onLinear);
+    const auto second = network.predict(x.narrow(0, 3, 3), onVp);
+    QVERIFY(first.velocity.defined());
+    QVERIFY(!second.velocity.defined());
+    QVERIFY(maxAbsDiff(together.data.narrow(0, 0, 3), first.data) < 1e-12);
+    QVERIFY(maxAbsDiff(together.data.narrow(0, 3, 3), second.data) < 1e-12);
+    QVERIFY(maxAbsDiff(together.velocity.narrow(0, 0, 3), first.velocity) < 1e-12);
+    QVERIFY(maxAbsDiff(together.velocity.narrow(0, 3, 3), velocityFromData(second.data, x.narrow(0, 3, 3), onVp)) < 1e-9);
+    // All rows off the native path: no velocity, as from predict.
+    QVERIFY(!network.predictRows(x, std::vector<PathPoint>(6, onVp)).velocity.defined());
 }
 
 void TestModels::retimingClampsAndSaysSo() {
