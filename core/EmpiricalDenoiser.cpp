@@ -220,10 +220,10 @@ void EmpiricalDenoiser::prepare(torch::Device device, torch::ScalarType dtype) {
 }
 
 void EmpiricalDenoiser::widenForProducts(const torch::Tensor& x) {
-    // Bfloat16 storage speeds up the fused pass; the products (larger batches, float64, levels
-    // per row) on the CPU would widen the whole dataset on every call, twice as slow as float32
-    // storage, so they keep one widened copy, made the first time it is needed.
-    if (m_storage != Storage::BFloat16 || !x.device().is_cpu()) return;
+    // Bfloat16 storage speeds up the fused CPU pass; the products (a GPU, larger batches,
+    // float64, levels per row) would widen the whole dataset on every call, twice as slow as
+    // float32 storage, so they keep one widened copy, made the first time it is needed.
+    if (m_storage != Storage::BFloat16) return;
     if (!m_widened.defined() || m_widened.scalar_type() != x.scalar_type()) {
         m_widened = widenedTo(m_runData, x.scalar_type());
     }
@@ -294,15 +294,11 @@ torch::Tensor EmpiricalDenoiser::denoiseMatmul(const torch::Tensor& flatX, doubl
 torch::Tensor EmpiricalDenoiser::weightedSums(const torch::Tensor& flatX, const LogitsOf& logitsOf,
                                               int64_t datasetChunkRows) const {
     const int64_t n = m_runData.size(0);
-    const bool widened = m_runData.scalar_type() != flatX.scalar_type();
-    if (datasetChunkRows <= 0) {
-        // Chunks on a GPU, where a widened chunk stays in L2 for its second product. On the CPU
-        // one widened copy: there each switch between LibTorch's OpenMP threads and OpenBLAS's
-        // own costs more than the cache saves.
-        datasetChunkRows = widened && !flatX.is_cpu()
-                               ? std::max<int64_t>(1, kChunkBytes / (m_runData.size(1) * flatX.element_size()))
-                               : n;
-    }
+    // By default the whole dataset at once. Chunks would let a widened chunk stay in cache for
+    // its second product, but each costs a dozen operations: on the CPU each switch between
+    // LibTorch's OpenMP threads and OpenBLAS's own costs more than the cache saves, and on a GPU
+    // at small batch a dozen chunks are a hundred kernel launches (bench/RESULTS.md).
+    if (datasetChunkRows <= 0) datasetChunkRows = n;
     datasetChunkRows = std::min(datasetChunkRows, n);
     // Rows of the batch in chunks as well, so that the [rows, chunk] logits stay a few tens of MB.
     constexpr int64_t kBatchChunk = 256;

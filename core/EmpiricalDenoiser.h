@@ -18,10 +18,10 @@ namespace flowscope::core {
 //
 // Storage::BFloat16 keeps the dataset in bfloat16 (half the bytes to read per evaluation) and
 // computes in float32 or float64 as before: the denoiser is then exactly the ideal denoiser of
-// the bfloat16-rounded dataset (pixels off by at most 2^-9 of their magnitude). Its products run
-// over chunks of the dataset, each widened to the run's dtype while it is in cache (on a GPU),
-// or over one widened copy kept for them (on the CPU, where the fused pass serves batches of up to
-// kFusedMaxBatch straight from the bfloat16 rows).
+// the bfloat16-rounded dataset (pixels off by at most 2^-9 of their magnitude). The fused CPU
+// pass (batches of up to kFusedMaxBatch) reads the bfloat16 rows directly; the products run over
+// one copy widened to the run's dtype, kept for them, or, on request, over chunks of the dataset
+// each widened while it is in cache.
 class EmpiricalDenoiser final : public Model {
 public:
     enum class Storage { Float32, BFloat16 };
@@ -42,15 +42,15 @@ public:
 
     // The strategies, public so that tests and the benchmark can compare them directly.
     // denoiseFused: CPU, float32 input of at most kFusedMaxBatch rows, one pass over the dataset.
-    // denoiseMatmul: the two products over chunks of datasetChunkRows rows of the dataset (0: the
-    // default: the whole dataset at once, except in bfloat16 on a GPU: kChunkBytes per chunk).
+    // denoiseMatmul: the two products over chunks of datasetChunkRows rows of the dataset, with
+    // an online softmax across them (0, the default: the whole dataset at once).
     torch::Tensor denoiseFused(const torch::Tensor& flatX, double alpha, double sigma) const;
     torch::Tensor denoiseMatmul(const torch::Tensor& flatX, double alpha, double sigma,
                                 int64_t datasetChunkRows = 0) const;
 
     // Largest batch for which the fused CPU pass is used.
     static constexpr int64_t kFusedMaxBatch = 4;
-    // Size of a widened chunk of the dataset: well inside a GPU's L2 cache or a CPU's last level.
+    // A widened chunk's size the benchmark measures: well inside a GPU's L2 cache.
     static constexpr int64_t kChunkBytes = int64_t{16} << 20;
 
 private:
@@ -69,7 +69,7 @@ private:
     std::vector<int64_t> m_sampleShape;
     torch::Tensor m_runData;   // [N, D] on the run's device, in the run's dtype or in bfloat16
     torch::Tensor m_runNorms;  // [N], |d_i|^2 of the stored values, in the run's dtype
-    torch::Tensor m_widened;   // bfloat16 storage on the CPU: the data in the run's dtype, once needed
+    torch::Tensor m_widened;   // bfloat16 storage: the data in the run's dtype, once products need it
 };
 
 }  // namespace flowscope::core
