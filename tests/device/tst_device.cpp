@@ -297,6 +297,10 @@ void fewOperationsPerStep() {
         ok(engine.sample(request));
         runs[k] = counter.count();
     }
+    // The counter must see the operations at all, or the bound below would say nothing.
+    EXPECT(forward >= 8 && runs[1] - runs[0] >= 8 * forward,
+           "counted " + std::to_string(forward) + " operations per forward pass, " + std::to_string(runs[1] - runs[0]) +
+               " for 8 more steps");
     const double beyond = static_cast<double>(runs[1] - runs[0]) / 8.0 - static_cast<double>(forward);
     EXPECT(beyond <= 16.0, std::to_string(beyond) + " operations per step beyond the forward pass's " +
                                std::to_string(forward));
