@@ -452,15 +452,19 @@ SweepResult Engine::sweep(const SweepRequest& request, const RowCallback& onRow,
         };
         // The reference for a cell: a float64 dopri5 solve from the same noise over the same span,
         // shared by every cell with the same start (and kept for later sweeps).
-        const auto referenceFor = [&](const Cell& cell) {
+        const auto referenceKey = [&](const Cell& cell) {
             std::ostringstream key;
             key.precision(17);
             key << request.model << '|' << request.resolution << '|' << request.seed << '|' << request.batch << '|'
                 << cell.pathName << '|' << cell.grid.front() << '|' << request.tEnd << '|' << request.referenceSolver
                 << '|' << request.referenceTolerance << '|' << request.referenceDtype << '|' << device.str();
-            auto& references = m_impl->references;
-            if (references.size() > 64 && !references.count(key.str())) references.clear();
-            auto& reference = references[key.str()];
+            return key.str();
+        };
+        auto& references = m_impl->references;
+        const auto referenceFor = [&](const Cell& cell) {
+            const std::string key = referenceKey(cell);
+            if (references.size() > 64 && !references.count(key)) references.clear();
+            auto& reference = references[key];
             if (!reference.defined()) {
                 NoiseSource noise(shape, request.seed, request.batch);
                 const auto x0 = startState(noise, pathOf(cell), cell.grid.front(), referenceOptions);
@@ -469,6 +473,38 @@ SweepResult Engine::sweep(const SweepRequest& request, const RowCallback& onRow,
             }
             return reference;
         };
+        // Cells of one solver run together as lanes of one batch, at most kLaneRows rows at a time.
+        constexpr int64_t kLaneRows = 2048;
+        // The references the sweep lacks, solved together as dopri5 lanes (each lane picks its
+        // own steps, so each reference is what it is alone).
+        if (request.batchLanes && request.referenceSolver == "dopri5") {
+            std::map<std::string, const Cell*> missing;
+            const auto findMissing = [&] {
+                for (const auto& cell : cells) {
+                    const std::string key = referenceKey(cell);
+                    if (!references.count(key)) missing.emplace(key, &cell);
+                }
+            };
+            findMissing();
+            if (references.size() + missing.size() > 64) {
+                references.clear();
+                findMissing();
+            }
+            for (auto first = missing.begin(); first != missing.end();) {
+                std::vector<Lane> lanes;
+                std::vector<std::string> keys;
+                std::deque<NoiseSource> noises;
+                for (; first != missing.end() && (lanes.empty() || int64_t(lanes.size() + 1) * request.batch <= kLaneRows); ++first) {
+                    const Cell& cell = *first->second;
+                    NoiseSource& noise = noises.emplace_back(shape, request.seed, request.batch);
+                    lanes.push_back({&pathOf(cell), {cell.grid.front(), request.tEnd},
+                                     startState(noise, pathOf(cell), cell.grid.front(), referenceOptions), &noise});
+                    keys.push_back(first->first);
+                }
+                const auto outcomes = runLanes(*model, "dopri5", lanes, {request.referenceTolerance, request.referenceTolerance}, cancel);
+                for (size_t k = 0; k < keys.size(); ++k) references[keys[k]] = outcomes[k].final;
+            }
+        }
         const auto fillRow = [&](Cell& cell, const SamplingOutcome& outcome, double seconds) {
             SweepRow& row = cell.row;
             row.path = cell.pathName;
@@ -483,37 +519,50 @@ SweepResult Engine::sweep(const SweepRequest& request, const RowCallback& onRow,
             row.seconds = seconds;
             cell.done = true;
         };
-        // Cells of one fixed-step solver run together as lanes of one batch (at
-        // most kLaneRows rows at a time); a row's seconds is then its share of the batch's time
-        // by evaluations. The other solvers run cell by cell.
-        constexpr int64_t kLaneRows = 2048;
+        // A row's seconds is then its share of the batch's time by evaluations. dopri5 ignores the
+        // step count, so its cells that differ only there are one lane.
         const auto runTogether = [&](const std::string& solverName) {
+            const bool adaptive = solverName == "dopri5";
             std::vector<size_t> members;
             for (size_t c = 0; c < cells.size(); ++c) {
                 if (cells[c].solverName == solverName && !cells[c].done) members.push_back(c);
             }
             for (size_t c : members) cells[c].reference = referenceFor(cells[c]);
+            const auto laneKey = [&](size_t c) {
+                if (!adaptive) return std::to_string(c);
+                std::ostringstream key;
+                key.precision(17);
+                key << cells[c].pathName << '|' << cells[c].grid.front() << '|' << cells[c].grid.back();
+                return key.str();
+            };
             for (size_t first = 0; first < members.size();) {
-                size_t last = first;
-                int64_t rows = 0;
                 std::vector<Lane> lanes;
+                std::map<std::string, size_t> laneOf;
+                std::vector<std::pair<size_t, size_t>> cellLanes;  // (cell, lane)
                 std::deque<NoiseSource> noises;  // each lane's, kept for the stochastic solvers' draws
-                while (last < members.size() && (lanes.empty() || rows + request.batch <= kLaneRows)) {
-                    const Cell& cell = cells[members[last++]];
-                    NoiseSource& noise = noises.emplace_back(shape, request.seed, request.batch);
-                    lanes.push_back(
-                        {&pathOf(cell), cell.grid, startState(noise, pathOf(cell), cell.grid.front(), runOptions), &noise});
-                    rows += request.batch;
+                for (; first < members.size(); ++first) {
+                    const Cell& cell = cells[members[first]];
+                    const auto [found, added] = laneOf.emplace(laneKey(members[first]), lanes.size());
+                    if (added) {
+                        if (!lanes.empty() && int64_t(lanes.size() + 1) * request.batch > kLaneRows) {
+                            laneOf.erase(found);
+                            break;
+                        }
+                        NoiseSource& noise = noises.emplace_back(shape, request.seed, request.batch);
+                        lanes.push_back(
+                            {&pathOf(cell), cell.grid, startState(noise, pathOf(cell), cell.grid.front(), runOptions), &noise});
+                    }
+                    cellLanes.emplace_back(members[first], found->second);
                 }
                 const auto started = std::chrono::steady_clock::now();
-                const auto outcomes = runLanes(*model, solverName, lanes, cancel);
+                const auto outcomes = runLanes(*model, solverName, lanes, {}, cancel);
                 const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
                 double evaluations = 0.0;
                 for (const auto& outcome : outcomes) evaluations += outcome.nfe;
-                for (size_t k = 0; k < outcomes.size(); ++k) {
-                    fillRow(cells[members[first + k]], outcomes[k], evaluations > 0 ? seconds * outcomes[k].nfe / evaluations : 0.0);
+                for (const auto& [cell, lane] : cellLanes) {
+                    const auto& outcome = outcomes[lane];
+                    fillRow(cells[cell], outcome, evaluations > 0 ? seconds * outcome.nfe / evaluations : 0.0);
                 }
-                first = last;
             }
         };
         for (auto& cell : cells) {

@@ -132,8 +132,9 @@ struct SweepRequest {
     bool keepFinals = false;                 // return each row's final samples
     bool trustModel = false;                 // as SampleRequest::trustModel
     bool cudaGraphs = true;                  // as SampleRequest::cudaGraphs
-    // Cells of a fixed-step solver (all but dopri5) run together as lanes of one batch, each row
-    // at its own time and with its own noise; false runs every cell alone.
+    // Cells of one solver run together as lanes of one batch, each row at its own time and with
+    // its own noise (dopri5's lanes each with their own steps), and so do the references a sweep
+    // lacks; false runs every cell and every reference alone.
     bool batchLanes = true;
 };
 

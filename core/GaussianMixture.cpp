@@ -95,7 +95,8 @@ torch::Tensor GaussianMixture::denoiseRows(const torch::Tensor& x, const std::ve
     if (m_runMeans.device() != x.device() || m_runMeans.scalar_type() != x.scalar_type()) {
         prepare(x.device(), x.scalar_type());
     }
-    return posteriorMean(x, deviceValues(alpha, x).unsqueeze(1), deviceValues(sigma, x).unsqueeze(1));
+    const auto levels = deviceColumns({alpha, sigma}, x);
+    return posteriorMean(x, levels[0].unsqueeze(1), levels[1].unsqueeze(1));
 }
 
 torch::Tensor GaussianMixture::posteriorMean(const torch::Tensor& x, const torch::Tensor& alpha,

@@ -1,5 +1,7 @@
 #pragma once
 // Conversions between LibTorch tensors and the facade's HostArray (float32, C order, host).
+#include <vector>
+
 #include <torch/types.h>
 
 #include "core/Engine.h"
@@ -22,6 +24,13 @@ inline torch::Tensor deviceValues(const std::vector<double>& values, const torch
     torch::Tensor host = torch::tensor(values, torch::kFloat64).to(like.scalar_type());
     if (!like.is_cuda()) return host;
     return host.pin_memory().to(like.device(), /*non_blocking=*/true);
+}
+// Several columns of host values (all of one length) as tensors on `like`'s device, in one copy.
+inline std::vector<torch::Tensor> deviceColumns(const std::vector<std::vector<double>>& columns, const torch::Tensor& like) {
+    std::vector<double> values;
+    for (const auto& column : columns) values.insert(values.end(), column.begin(), column.end());
+    const auto count = static_cast<int64_t>(columns.size());
+    return deviceValues(values, like).view({count, count > 0 ? static_cast<int64_t>(values.size()) / count : 0}).unbind(0);
 }
 inline torch::Tensor deviceIndex(const std::vector<int64_t>& values, const torch::Device& device) {
     torch::Tensor host = torch::tensor(values, torch::kLong);

@@ -14,26 +14,30 @@
 namespace flowscope::core {
 namespace {
 
-// The solver a lane runner takes: a Runge-Kutta method, DDIM, DPM++(2M) or an ancestral sampler.
-enum class Kind { RungeKutta, Ddim, DpmPp2m, Ancestral, None };
+// The solver a lane runner takes: a Runge-Kutta method, DDIM, DPM++(2M), an ancestral sampler or
+// dopri5 (adaptive: each lane with its own step sizes).
+enum class Kind { RungeKutta, Ddim, DpmPp2m, Ancestral, Adaptive, None };
 
 Kind kindOf(std::string_view solver) {
     if (steps::rungeKuttaNamed(solver)) return Kind::RungeKutta;
     if (steps::ancestralNamed(solver)) return Kind::Ancestral;
     if (solver == "ddim") return Kind::Ddim;
     if (solver == "dpm++2m") return Kind::DpmPp2m;
+    if (solver == "dopri5") return Kind::Adaptive;
     return Kind::None;
 }
 
 // The solvers' updates (core/StepRules.h) with their coefficients taken per row.
 class LaneRunner {
 public:
-    LaneRunner(Model& model, std::string_view solver, const std::vector<Lane>& lanes, const std::atomic<bool>* cancel)
+    LaneRunner(Model& model, std::string_view solver, const std::vector<Lane>& lanes, const SolverSettings& settings,
+               const std::atomic<bool>* cancel)
         : m_model(model),
           m_kind(kindOf(solver)),
           m_method(steps::rungeKuttaNamed(solver).value_or(steps::RungeKutta::Euler)),
           m_ancestral(steps::ancestralNamed(solver).value_or(steps::Ancestral::Ddpm)),
           m_lanes(lanes),
+          m_settings(settings),
           m_cancel(cancel) {
         std::vector<torch::Tensor> starts;
         int64_t begin = 0;
@@ -50,6 +54,7 @@ public:
         m_x = torch::cat(starts, 0);
         m_deferChecks = m_x.is_cuda();
         m_nfe.assign(lanes.size(), 0);
+        for (const auto& lane : lanes) m_times.push_back(m_kind == Kind::Adaptive ? std::vector<double>{lane.grid.front()} : lane.grid);
         m_previousH.assign(lanes.size(), 0.0);
         m_pathLength = torch::zeros({m_x.size(0)}, m_x.options());
         m_velocitySquares = torch::zeros({m_x.size(0)}, m_x.options());
@@ -58,14 +63,18 @@ public:
     }
 
     std::vector<SamplingOutcome> run() {
-        size_t longest = 0;
-        for (const auto& lane : m_lanes) longest = std::max(longest, lane.grid.size() - 1);
-        for (size_t i = 0; i < longest; ++i) {
-            std::vector<size_t> active;
-            for (size_t l = 0; l < m_lanes.size(); ++l) {
-                if (m_lanes[l].grid.size() - 1 > i) active.push_back(l);
+        if (m_kind == Kind::Adaptive) {
+            runAdaptive();
+        } else {
+            size_t longest = 0;
+            for (const auto& lane : m_lanes) longest = std::max(longest, lane.grid.size() - 1);
+            for (size_t i = 0; i < longest; ++i) {
+                std::vector<size_t> active;
+                for (size_t l = 0; l < m_lanes.size(); ++l) {
+                    if (m_lanes[l].grid.size() - 1 > i) active.push_back(l);
+                }
+                step(i, active);
             }
-            step(i, active);
         }
         if (m_deferChecks) checkFinite();
         std::vector<SamplingOutcome> outcomes;
@@ -76,9 +85,9 @@ public:
             record.pathLength = m_pathLength.narrow(0, m_begin[l], m_count[l]);
             record.velocitySquares = m_velocitySquares.narrow(0, m_begin[l], m_count[l]);
             record.velocitySum = m_velocitySum.narrow(0, m_begin[l], m_count[l]);
-            record.times = m_lanes[l].grid;
+            record.times = m_times[l];
             record.nfe = m_nfe[l];
-            record.steps = static_cast<int>(m_lanes[l].grid.size()) - 1;
+            record.steps = static_cast<int>(m_times[l].size()) - 1;
             outcomes.push_back(summarizeRun(std::move(record)));
         }
         return outcomes;
@@ -142,8 +151,11 @@ private:
         if (m_cancel && m_cancel->load(std::memory_order_relaxed)) throw CancelledError();
         const auto t = perLane(active, [&](size_t l) { return m_lanes[l].grid[i]; });
         const auto h = perLane(active, [&](size_t l) { return m_lanes[l].grid[i + 1] - m_lanes[l].grid[i]; });
-        const torch::Tensor rows = rowsOf(active);
-        const torch::Tensor x = m_x.index_select(0, rows);
+        // Every lane still stepping (up to the shortest lane's last step): the rows are all of
+        // them, in order, and x is the state itself, which changes only once the step is done.
+        const bool everyLane = active.size() == m_lanes.size();
+        const torch::Tensor rows = everyLane ? torch::Tensor() : rowsOf(active);
+        const torch::Tensor x = everyLane ? m_x : m_x.index_select(0, rows);
         const Evaluation start = evaluate(active, x, t);
         torch::Tensor next;
         switch (m_kind) {
@@ -151,15 +163,162 @@ private:
             case Kind::DpmPp2m: next = dpmStep(i, active, rows, start.data, x); break;
             default: next = splitStep(i, active, x, start); break;
         }
-        // The step's metrics, as SolverContext::endStep keeps them.
-        const torch::Tensor hColumn = column(active, h);
-        const torch::Tensor hFlat = hColumn.reshape({-1});
-        m_pathLength.index_add_(0, rows, perSampleNorm(next - x));
-        const torch::Tensor speed = perSampleNorm(start.velocity);
-        m_velocitySquares.index_add_(0, rows, hFlat * speed * speed);
-        m_velocitySum.index_add_(0, rows, hColumn * start.velocity);
-        m_x.index_copy_(0, rows, next);
+        recordSteps(rows, x, next, start.velocity, column(active, h));
         if (m_deferChecks && (i + 1) % 64 == 0) checkFinite();
+    }
+
+    // Steps from x to next on `rows` (undefined: every row), whose velocity at the start was
+    // `velocity`, of sizes hColumn: the state moves on, and the step's metrics are kept as
+    // SolverContext::endStep keeps them.
+    void recordSteps(const torch::Tensor& rows, const torch::Tensor& x, const torch::Tensor& next,
+                     const torch::Tensor& velocity, const torch::Tensor& hColumn) {
+        const torch::Tensor speed = perSampleNorm(velocity);
+        if (!rows.defined()) {
+            m_pathLength.add_(perSampleNorm(next - x));
+            m_velocitySquares.addcmul_(hColumn.reshape({-1}) * speed, speed);
+            m_velocitySum.addcmul_(hColumn, velocity);
+            m_x.copy_(next);
+            return;
+        }
+        m_pathLength.index_add_(0, rows, perSampleNorm(next - x));
+        m_velocitySquares.index_add_(0, rows, hColumn.reshape({-1}) * speed * speed);
+        m_velocitySum.index_add_(0, rows, hColumn * velocity);
+        m_x.index_copy_(0, rows, next);
+    }
+
+    // Positions, within the rows of `lanes` in order, of the rows of the lanes picked out.
+    torch::Tensor localRows(const std::vector<size_t>& lanes, const std::vector<bool>& picked) const {
+        std::vector<int64_t> local;
+        int64_t offset = 0;
+        for (size_t k = 0; k < lanes.size(); ++k) {
+            for (int64_t r = 0; r < m_count[lanes[k]]; ++r) {
+                if (picked[k]) local.push_back(offset + r);
+            }
+            offset += m_count[lanes[k]];
+        }
+        return deviceIndex(local, m_x.device());
+    }
+
+    // dopri5 (core/StepRules.h) on every lane at once: at each iteration the lanes still inside
+    // their adaptive span attempt a step of their own size together, and each accepts or rejects
+    // by the error norm over its own rows, as its run alone would. The evaluation at a lane's new
+    // point is its next step's first stage.
+    void runAdaptive() {
+        const size_t count = m_lanes.size();
+        std::vector<double> t(count), h(count), end(count);
+        std::vector<int> rejectedInARow(count, 0);
+        std::vector<bool> started(count, false);
+        for (size_t l = 0; l < count; ++l) {
+            t[l] = m_lanes[l].grid.front();
+            end[l] = steps::dopri5::adaptiveEnd(m_lanes[l].grid.back());
+            h[l] = std::min(steps::dopri5::kFirstStep, end[l] - t[l]);
+        }
+        m_startData = torch::empty_like(m_x);
+        m_startVelocity = torch::empty_like(m_x);
+        // The first stage of the lanes that have none yet, evaluated at their current times.
+        const auto start = [&](const std::vector<size_t>& lanes) {
+            std::vector<size_t> fresh;
+            for (size_t l : lanes) {
+                if (!started[l]) fresh.push_back(l);
+            }
+            if (fresh.empty()) return;
+            const torch::Tensor rows = rowsOf(fresh);
+            const Evaluation first = evaluate(fresh, m_x.index_select(0, rows), perLane(fresh, [&](size_t l) { return t[l]; }));
+            m_startData.index_copy_(0, rows, first.data);
+            m_startVelocity.index_copy_(0, rows, first.velocity);
+            for (size_t l : fresh) started[l] = true;
+        };
+        for (int64_t iteration = 1;; ++iteration) {
+            std::vector<size_t> active;
+            for (size_t l = 0; l < count; ++l) {
+                if (t[l] < end[l] - 1e-12) active.push_back(l);
+            }
+            if (active.empty()) break;
+            start(active);
+            for (size_t l : active) h[l] = std::min(h[l], end[l] - t[l]);
+            // While every lane is still in its adaptive span (the usual case) the rows are all of
+            // them, in order: no gathering and scattering. x and k1 are then the state and the
+            // first stages themselves, which change only once the attempt is done with.
+            const bool everyLane = active.size() == count;
+            const torch::Tensor rows = everyLane ? torch::Tensor() : rowsOf(active);
+            const torch::Tensor x = everyLane ? m_x : m_x.index_select(0, rows);
+            const torch::Tensor k1 = everyLane ? m_startVelocity : m_startVelocity.index_select(0, rows);
+            const std::vector<double> hActive = perLane(active, [&](size_t l) { return h[l]; });
+            const torch::Tensor hColumn = column(active, hActive);
+            const auto evaluateAt = [&](const torch::Tensor& state, double c, double d) {
+                std::vector<double> times;
+                for (size_t k = 0; k < active.size(); ++k) times.push_back(t[active[k]] + c * hActive[k] / d);
+                return evaluate(active, state, times);
+            };
+            auto attempt = steps::dopri5::attempt(x, hColumn, k1, evaluateAt);
+            // Each lane's error norm: the root mean square over its rows (all of one size).
+            const torch::Tensor rowErrors = (
+                steps::dopri5::scaledSquaredError(attempt.error, x, attempt.x, m_settings.rtol, m_settings.atol)
+                    .reshape({x.size(0), -1})
+                    .mean(1)
+                    .to(torch::kCPU, torch::kFloat64)
+                    .contiguous());
+            const double* rowError = rowErrors.data_ptr<double>();
+            std::vector<bool> accepted(active.size());
+            bool anyAccepted = false;
+            int64_t offset = 0;
+            for (size_t k = 0; k < active.size(); ++k) {
+                const size_t l = active[k];
+                double sum = 0.0;
+                for (int64_t r = 0; r < m_count[l]; ++r) sum += rowError[offset + r];
+                offset += m_count[l];
+                const double error = std::sqrt(sum / static_cast<double>(m_count[l]));
+                accepted[k] = error <= 1.0;
+                if (accepted[k]) {
+                    anyAccepted = true;
+                    t[l] = steps::dopri5::timeAfter(t[l], h[l], end[l]);
+                    m_times[l].push_back(t[l]);
+                    h[l] *= steps::dopri5::grownStep(error);
+                    rejectedInARow[l] = 0;
+                } else {
+                    h[l] *= steps::dopri5::shrunkStep(error);
+                    if (++rejectedInARow[l] > steps::dopri5::kMostRejectedInARow || h[l] < 1e-12) {
+                        throw steps::dopri5::toleranceNotMet(t[l]);
+                    }
+                }
+            }
+            if (everyLane && std::all_of(accepted.begin(), accepted.end(), [](bool a) { return a; })) {
+                recordSteps({}, x, attempt.x, k1, hColumn);
+                m_startData.copy_(attempt.end.data);
+                m_startVelocity.copy_(attempt.end.velocity);
+            } else if (anyAccepted) {
+                const torch::Tensor local = localRows(active, accepted);
+                const torch::Tensor moved = everyLane ? local : rows.index_select(0, local);
+                recordSteps(moved, x.index_select(0, local), attempt.x.index_select(0, local), k1.index_select(0, local),
+                            hColumn.index_select(0, local));
+                m_startData.index_copy_(0, moved, attempt.end.data.index_select(0, local));
+                m_startVelocity.index_copy_(0, moved, attempt.end.velocity.index_select(0, local));
+            }
+            if (m_deferChecks && iteration % 64 == 0) checkFinite();
+        }
+        // The last stretch to t_end, first order: onto alpha x̂0 at sigma = 0, an Euler step elsewhere.
+        std::vector<size_t> finishing;
+        for (size_t l = 0; l < count; ++l) {
+            if (m_lanes[l].grid.back() > t[l]) finishing.push_back(l);
+        }
+        if (finishing.empty()) return;
+        start(finishing);
+        const torch::Tensor rows = rowsOf(finishing);
+        const torch::Tensor x = m_x.index_select(0, rows);
+        const torch::Tensor velocity = m_startVelocity.index_select(0, rows);
+        const torch::Tensor data = m_startData.index_select(0, rows);
+        std::vector<double> h1, landing, alphaEnd;
+        for (size_t l : finishing) {
+            const double tEnd = m_lanes[l].grid.back();
+            h1.push_back(tEnd - t[l]);
+            landing.push_back(m_lanes[l].path->sigma(tEnd) > 0.0 ? 0.0 : 1.0);
+            alphaEnd.push_back(m_lanes[l].path->alpha(tEnd));
+            m_times[l].push_back(tEnd);
+        }
+        const torch::Tensor hColumn = column(finishing, h1);
+        const torch::Tensor next =
+            torch::where(column(finishing, landing) != 0.0, column(finishing, alphaEnd) * data, x + hColumn * velocity);
+        recordSteps(rows, x, next, velocity, hColumn);
     }
 
     // Runge-Kutta and ancestral steps: a lane whose step ends at sigma = 0 lands on alpha x̂0 (and
@@ -241,6 +400,7 @@ private:
     }
 
     // DPM++(2M): the exponential step on a corrected x̂0, first order on a lane's first and last step.
+    // rows: those of the active lanes (undefined: every row).
     torch::Tensor dpmStep(size_t i, const std::vector<size_t>& active, const torch::Tensor& rows,
                           const torch::Tensor& data, const torch::Tensor& x) {
         std::vector<double> weights;
@@ -260,12 +420,16 @@ private:
         torch::Tensor corrected = data;
         if (anyCorrected) {
             const torch::Tensor w = column(active, weights);
-            const torch::Tensor previous = m_previousData.index_select(0, rows);
+            const torch::Tensor previous = rows.defined() ? m_previousData.index_select(0, rows) : m_previousData;
             // Rows without a correction keep x̂0 itself (not 1 x̂0 - 0 previous, which is not
             // always the same number).
             corrected = torch::where(w != 0.0, steps::secondOrderData(data, w, previous), data);
         }
-        m_previousData.index_copy_(0, rows, data);
+        if (rows.defined()) {
+            m_previousData.index_copy_(0, rows, data);
+        } else {
+            m_previousData.copy_(data);
+        }
         return exponentialStep(i, active, x, corrected);
     }
 
@@ -274,12 +438,15 @@ private:
     steps::RungeKutta m_method;
     steps::Ancestral m_ancestral;
     const std::vector<Lane>& m_lanes;
+    SolverSettings m_settings;
     const std::atomic<bool>* m_cancel;
     bool m_deferChecks = false;
     std::vector<int64_t> m_begin, m_count;
     std::vector<int> m_nfe;
     std::vector<double> m_previousH;
+    std::vector<std::vector<double>> m_times;  // each lane's times so far (its grid, for fixed steps)
     torch::Tensor m_x, m_pathLength, m_velocitySquares, m_velocitySum, m_previousData;
+    torch::Tensor m_startData, m_startVelocity;  // dopri5: each row's first stage of its next step
 };
 
 }  // namespace
@@ -287,11 +454,14 @@ private:
 bool solverRunsLanes(std::string_view solver) { return kindOf(solver) != Kind::None; }
 
 std::vector<SamplingOutcome> runLanes(Model& model, std::string_view solver, const std::vector<Lane>& lanes,
-                                      const std::atomic<bool>* cancel) {
+                                      const SolverSettings& settings, const std::atomic<bool>* cancel) {
     if (kindOf(solver) == Kind::None) throw InvalidRequestError("solver '" + std::string(solver) + "' cannot run lanes together");
+    if (kindOf(solver) == Kind::Adaptive && (!(settings.rtol > 0.0) || !(settings.atol > 0.0))) {
+        throw InvalidRequestError("dopri5 needs rtol > 0 and atol > 0");
+    }
     if (lanes.empty()) return {};
     model.prepare(lanes.front().x0.device(), lanes.front().x0.scalar_type());
-    return LaneRunner(model, solver, lanes, cancel).run();
+    return LaneRunner(model, solver, lanes, settings, cancel).run();
 }
 
 }  // namespace flowscope::core

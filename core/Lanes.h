@@ -1,10 +1,12 @@
 #pragma once
 
 // A sweep's cells run as lanes of one batch. Every lane has its own path, time grid and starting
-// state (and noise, for the stochastic solvers), and all share one fixed-step solver; at iteration i the lanes that still
-// have a step i take it together, the model evaluated once on all their rows, each row at its
-// own noise level (Model::denoiseRows). A lane's outcome is what runSampler gives for it alone,
-// up to rounding (tests/core/tst_sampler checks this for every such solver).
+// state (and noise, for the stochastic solvers), and all share one solver. With a fixed-step
+// solver the lanes that still have a step i take it together at iteration i; with dopri5 every
+// lane unfinished attempts a step of its own size at each iteration and accepts or rejects it on
+// its own. Either way the model is evaluated once on all their rows, each row at its own noise
+// level (Model::predictRows). A lane's outcome is what runSampler gives for it alone, up to
+// rounding (tests/core/tst_sampler checks this for every solver).
 
 #include <atomic>
 #include <string>
@@ -22,17 +24,19 @@ namespace flowscope::core {
 
 struct Lane {
     const ProbabilityPath* path = nullptr;
-    std::vector<double> grid;     // t_0 .. t_N
+    std::vector<double> grid;     // t_0 .. t_N (dopri5: only t_0 and t_N count)
     torch::Tensor x0;             // [B, ...sampleShape] at grid[0]
     NoiseSource* noise = nullptr;  // stochastic solvers: the lane's generators, after x0's draw
 };
 
-// Solvers that can run lanes together: euler, heun, midpoint, rk4, ddim, dpm++2m, ddpm, euler-a.
+// Solvers that can run lanes together: all of them (euler, heun, midpoint, rk4, ddim, dpm++2m,
+// ddpm, euler-a, dopri5).
 bool solverRunsLanes(std::string_view solver);
 
-// One outcome per lane, in order. Throws CancelledError when cancelled, std::runtime_error on
-// NaN or Inf from the model.
+// One outcome per lane, in order; `settings` are dopri5's tolerances. Throws CancelledError when
+// cancelled, std::runtime_error on NaN or Inf from the model (or when dopri5 cannot meet its
+// tolerance).
 std::vector<SamplingOutcome> runLanes(Model& model, std::string_view solver, const std::vector<Lane>& lanes,
-                                      const std::atomic<bool>* cancel = nullptr);
+                                      const SolverSettings& settings = {}, const std::atomic<bool>* cancel = nullptr);
 
 }  // namespace flowscope::core

@@ -63,14 +63,16 @@ torch::Tensor toVelocity(const torch::Tensor& data, const torch::Tensor& x, cons
 RowPoints rowPoints(const std::vector<PathPoint>& points, const torch::Tensor& like) {
     std::vector<int64_t> shape(like.dim(), 1);
     shape[0] = static_cast<int64_t>(points.size());
-    const auto column = [&](double PathPoint::*member) {
-        std::vector<double> values;
-        values.reserve(points.size());
-        for (const auto& point : points) values.push_back(point.*member);
-        return deviceValues(values, like).reshape(shape);
-    };
-    return {column(&PathPoint::alpha), column(&PathPoint::sigma), column(&PathPoint::alphaDot),
-            column(&PathPoint::sigmaDot)};
+    std::vector<std::vector<double>> columns(4);
+    for (const auto& point : points) {
+        columns[0].push_back(point.alpha);
+        columns[1].push_back(point.sigma);
+        columns[2].push_back(point.alphaDot);
+        columns[3].push_back(point.sigmaDot);
+    }
+    // One copy to the device for all four.
+    const auto values = deviceColumns(columns, like);
+    return {values[0].view(shape), values[1].view(shape), values[2].view(shape), values[3].view(shape)};
 }
 
 torch::Tensor predictionToData(Parameterization parameterization, const torch::Tensor& output,

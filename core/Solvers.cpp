@@ -11,6 +11,7 @@
 #include "core/StepRules.h"
 
 namespace flowscope::core {
+
 namespace {
 
 using Evaluation = SolverContext::Evaluation;
@@ -136,8 +137,7 @@ private:
     steps::Ancestral m_method;
 };
 
-// Dormand-Prince 5(4) with step-size control, integrating to min(t_end, 1 - 1e-3) and finishing
-// with one first-order step to t_end when that lies beyond. Each accepted step is one frame.
+// Dormand-Prince 5(4) with step-size control (core/StepRules.h). Each accepted step is one frame.
 class Dopri5Solver final : public Solver {
 public:
     explicit Dopri5Solver(const SolverSettings& settings) : m_settings(settings) {
@@ -149,12 +149,10 @@ public:
     bool isAdaptive() const override { return true; }
 
     torch::Tensor integrate(SolverContext& context, torch::Tensor x) override {
-        constexpr double kFinalGap = 1e-3;
-        const double tStart = context.grid().front();
         const double tEnd = context.endTime();
-        const double tAdaptiveEnd = std::min(tEnd, 1.0 - kFinalGap);
-        double t = tStart;
-        double h = std::min(0.02, tAdaptiveEnd - t);
+        const double tAdaptiveEnd = steps::dopri5::adaptiveEnd(tEnd);
+        double t = context.grid().front();
+        double h = std::min(steps::dopri5::kFirstStep, tAdaptiveEnd - t);
         Evaluation start;
         bool haveStart = false;
         int rejectedInARow = 0;
@@ -163,22 +161,23 @@ public:
             haveStart = true;
             for (;;) {
                 h = std::min(h, tAdaptiveEnd - t);
-                const Attempt attempt = tryStep(context, x, t, h, start.velocity);
-                const double error = errorNorm(attempt.error, x, attempt.x);
+                const auto evaluateAt = [&](const torch::Tensor& state, double c, double d) {
+                    return context.evaluate(state, t + c * h / d);
+                };
+                auto attempt = steps::dopri5::attempt(x, h, start.velocity, evaluateAt);
+                const double error = std::sqrt(
+                    steps::dopri5::scaledSquaredError(attempt.error, x, attempt.x, m_settings.rtol, m_settings.atol).mean().item<double>());
                 if (error <= 1.0) {
-                    x = attempt.x;
-                    t = (tAdaptiveEnd - (t + h) < 1e-12) ? tAdaptiveEnd : t + h;
-                    start = attempt.end;
+                    x = std::move(attempt.x);
+                    t = steps::dopri5::timeAfter(t, h, tAdaptiveEnd);
+                    start = std::move(attempt.end);
                     context.endStep(x, t);
-                    h *= std::clamp(0.9 * std::pow(std::max(error, 1e-10), -0.2), 0.2, 10.0);
+                    h *= steps::dopri5::grownStep(error);
                     rejectedInARow = 0;
                     break;
                 }
-                h *= std::clamp(0.9 * std::pow(error, -0.2), 0.2, 1.0);
-                if (++rejectedInARow > 50 || h < 1e-12) {
-                    throw std::runtime_error("dopri5 could not meet its tolerance near t = " + std::to_string(t) +
-                                             "; loosen --rtol/--atol");
-                }
+                h *= steps::dopri5::shrunkStep(error);
+                if (++rejectedInARow > steps::dopri5::kMostRejectedInARow || h < 1e-12) throw steps::dopri5::toleranceNotMet(t);
             }
         }
         if (tEnd > t) {
@@ -191,36 +190,6 @@ public:
     }
 
 private:
-    struct Attempt {
-        torch::Tensor x;
-        torch::Tensor error;
-        Evaluation end;  // at the new point: first same as last (FSAL)
-    };
-
-    Attempt tryStep(SolverContext& context, const torch::Tensor& x, double t, double h, const torch::Tensor& k1) {
-        const auto k2 = context.evaluate(x + h * (1.0 / 5.0) * k1, t + h / 5.0).velocity;
-        const auto k3 = context.evaluate(x + h * (3.0 / 40.0 * k1 + 9.0 / 40.0 * k2), t + 3.0 * h / 10.0).velocity;
-        const auto k4 = context.evaluate(x + h * (44.0 / 45.0 * k1 - 56.0 / 15.0 * k2 + 32.0 / 9.0 * k3),
-                                         t + 4.0 * h / 5.0).velocity;
-        const auto k5 = context.evaluate(x + h * (19372.0 / 6561.0 * k1 - 25360.0 / 2187.0 * k2 +
-                                                  64448.0 / 6561.0 * k3 - 212.0 / 729.0 * k4),
-                                         t + 8.0 * h / 9.0).velocity;
-        const auto k6 = context.evaluate(x + h * (9017.0 / 3168.0 * k1 - 355.0 / 33.0 * k2 + 46732.0 / 5247.0 * k3 +
-                                                  49.0 / 176.0 * k4 - 5103.0 / 18656.0 * k5),
-                                         t + h).velocity;
-        torch::Tensor next = x + h * (35.0 / 384.0 * k1 + 500.0 / 1113.0 * k3 + 125.0 / 192.0 * k4 -
-                                      2187.0 / 6784.0 * k5 + 11.0 / 84.0 * k6);
-        Evaluation end = context.evaluate(next, t + h);
-        torch::Tensor error = h * (71.0 / 57600.0 * k1 - 71.0 / 16695.0 * k3 + 71.0 / 1920.0 * k4 -
-                                   17253.0 / 339200.0 * k5 + 22.0 / 525.0 * k6 - 1.0 / 40.0 * end.velocity);
-        return {std::move(next), std::move(error), std::move(end)};
-    }
-
-    double errorNorm(const torch::Tensor& error, const torch::Tensor& x, const torch::Tensor& next) const {
-        const torch::Tensor scale = m_settings.atol + m_settings.rtol * torch::maximum(x.abs(), next.abs());
-        return (error / scale).pow(2).mean().sqrt().item<double>();
-    }
-
     SolverSettings m_settings;
 };
 

@@ -12,6 +12,8 @@
 #include <algorithm>
 #include <cmath>
 #include <optional>
+#include <stdexcept>
+#include <string>
 #include <string_view>
 
 #include <torch/torch.h>
@@ -60,6 +62,72 @@ torch::Tensor rungeKuttaStep(RungeKutta method, const torch::Tensor& x, const St
     }
     throw std::logic_error("internal: unknown Runge-Kutta method");
 }
+
+// Dormand-Prince 5(4) with step-size control (dopri5), for a single run (core/Solvers.cpp) and for
+// a sweep's lanes, each lane with its own step size and its own accept or reject (core/Lanes.cpp).
+// It integrates to min(t_end, 1 - kFinalGap) and finishes with one first-order step to t_end when
+// that lies beyond (the last stretch to sigma = 0, where the model is never asked).
+namespace dopri5 {
+
+constexpr double kFinalGap = 1e-3;
+constexpr double kFirstStep = 0.02;
+constexpr int kMostRejectedInARow = 50;
+
+// The end of the adaptive part of a run over [t, tEnd].
+inline double adaptiveEnd(double tEnd) { return std::min(tEnd, 1.0 - kFinalGap); }
+
+// The step-size factor after an accepted step with this error norm, and after a rejected one.
+inline double grownStep(double error) { return std::clamp(0.9 * std::pow(std::max(error, 1e-10), -0.2), 0.2, 10.0); }
+inline double shrunkStep(double error) { return std::clamp(0.9 * std::pow(error, -0.2), 0.2, 1.0); }
+
+// Too many rejected attempts in a row near t.
+inline std::runtime_error toleranceNotMet(double t) {
+    return std::runtime_error("dopri5 could not meet its tolerance near t = " + std::to_string(t) +
+                              "; loosen --rtol/--atol");
+}
+
+// The time reached by an accepted step from t of size h towards `end` (snapped onto it).
+inline double timeAfter(double t, double h, double end) { return (end - (t + h) < 1e-12) ? end : t + h; }
+
+template <class Evaluation>
+struct Attempt {
+    torch::Tensor x;      // the fifth-order solution
+    torch::Tensor error;  // its difference to the fourth-order one
+    Evaluation end;       // at (x, t + h): the next step's first stage (first same as last)
+};
+
+// One attempted step of size h (a number, or a column with one per row) from x, whose velocity is
+// k1. evaluateAt(state, c, d): the evaluation (with its .velocity) at `state` and time t + c h / d.
+template <class StepSize, class EvaluateAt>
+auto attempt(const torch::Tensor& x, const StepSize& h, const torch::Tensor& k1, EvaluateAt&& evaluateAt)
+    -> Attempt<decltype(evaluateAt(x, 1.0, 1.0))> {
+    const auto k2 = evaluateAt(x + h * (1.0 / 5.0) * k1, 1.0, 5.0).velocity;
+    const auto k3 = evaluateAt(x + h * (3.0 / 40.0 * k1 + 9.0 / 40.0 * k2), 3.0, 10.0).velocity;
+    const auto k4 = evaluateAt(x + h * (44.0 / 45.0 * k1 - 56.0 / 15.0 * k2 + 32.0 / 9.0 * k3), 4.0, 5.0).velocity;
+    const auto k5 = evaluateAt(x + h * (19372.0 / 6561.0 * k1 - 25360.0 / 2187.0 * k2 + 64448.0 / 6561.0 * k3 -
+                                        212.0 / 729.0 * k4),
+                               8.0, 9.0)
+                        .velocity;
+    const auto k6 = evaluateAt(x + h * (9017.0 / 3168.0 * k1 - 355.0 / 33.0 * k2 + 46732.0 / 5247.0 * k3 +
+                                        49.0 / 176.0 * k4 - 5103.0 / 18656.0 * k5),
+                               1.0, 1.0)
+                        .velocity;
+    torch::Tensor next =
+        x + h * (35.0 / 384.0 * k1 + 500.0 / 1113.0 * k3 + 125.0 / 192.0 * k4 - 2187.0 / 6784.0 * k5 + 11.0 / 84.0 * k6);
+    auto end = evaluateAt(next, 1.0, 1.0);
+    torch::Tensor error = h * (71.0 / 57600.0 * k1 - 71.0 / 16695.0 * k3 + 71.0 / 1920.0 * k4 -
+                               17253.0 / 339200.0 * k5 + 22.0 / 525.0 * k6 - 1.0 / 40.0 * end.velocity);
+    return {std::move(next), std::move(error), std::move(end)};
+}
+
+// The squared scaled error per element, error / (atol + rtol max(|x|, |next|)): its mean over a
+// run (or over a lane's rows) is the squared error norm, accepted at most 1.
+inline torch::Tensor scaledSquaredError(const torch::Tensor& error, const torch::Tensor& x, const torch::Tensor& next,
+                                        double rtol, double atol) {
+    return (error / (atol + rtol * torch::maximum(x.abs(), next.abs()))).pow(2);
+}
+
+}  // namespace dopri5
 
 // The exact solution of the probability-flow ODE over one step with x̂0 held fixed, written in
 // log-SNR: x_next = (sigma_next/sigma) x - alpha_next expm1(-h) D, h = lambda_next - lambda.

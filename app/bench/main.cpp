@@ -434,6 +434,38 @@ private:
             add("sweep", label + ", cell by cell", cells);
             add("sweep", model + ": the same 24 runs one by one", separate);
             m_ratios.push_back({model + ": 24 separate runs / one 6 x 4 sweep", separate / lanes, "far above 1"});
+
+            // dopri5 as lanes, each lane with its own steps: a sweep of three paths' dopri5 cells
+            // from a fresh engine, so that it also solves the three float64 references (together
+            // as lanes, or one by one), model load included.
+            core::SweepRequest adaptive = request;
+            adaptive.paths = {"linear", "vp", "cosine"};
+            adaptive.solvers = {"dopri5"};
+            adaptive.steps = {8};
+            const auto timeAdaptive = [&](bool lanes) {
+                adaptive.batchLanes = lanes;
+                return medianMs(
+                    [&] {
+                        const auto result = core::Engine().sweep(adaptive);
+                        if (!result.ok()) throw std::runtime_error(result.error);
+                    },
+                    repeats, 1);
+            };
+            // The ATen operations (on a GPU, launches) of one such sweep.
+            const auto countAdaptive = [&](bool lanes) {
+                adaptive.batchLanes = lanes;
+                core::Engine fresh;
+                const bench::OperationCounter counter;
+                const auto result = fresh.sweep(adaptive);
+                if (!result.ok()) throw std::runtime_error(result.error);
+                return std::to_string(counter.count()) + " operations";
+            };
+            const double adaptiveLanes = timeAdaptive(true);
+            const double adaptiveAlone = timeAdaptive(false);
+            const std::string adaptiveLabel = model + ": dopri5 on 3 paths with their references, fresh engine";
+            add("sweep", adaptiveLabel + ", lanes", adaptiveLanes, "3 references, 3 cells; " + countAdaptive(true));
+            add("sweep", adaptiveLabel + ", one by one", adaptiveAlone, countAdaptive(false));
+            m_ratios.push_back({model + ": dopri5 sweep and references one by one / as lanes", adaptiveAlone / adaptiveLanes, ""});
         }
     }
 

@@ -222,7 +222,8 @@ void TestEngine::sweepRowsErrorFallsWithSteps() {
 void TestEngine::sweepLanesMatchCellByCell() {
     // A sweep run as lanes of one batch reports what running every cell alone reports: the mixture
     // (closed form), a TorchScript network and the exact denoiser of a small dataset, in float32.
-    Engine engine;
+    // dopri5's cells choose their own steps per lane; two engines, so that the second solves its
+    // references together as lanes too instead of reusing the first one's.
     for (const std::string& model : {std::string("gmm:8gaussians"),
                                     std::string("bundle:" FLOWSCOPE_SOURCE_DIR "/resources/fixtures/bundles/gauss-velocity-linear"),
                                     std::string("fashion-mnist:300")}) {
@@ -230,20 +231,20 @@ void TestEngine::sweepLanesMatchCellByCell() {
         request.model = model;
         request.trustModel = true;
         request.paths = {"linear", "vp"};
-        request.solvers = {"euler", "dpm++2m", "euler-a", "rk4"};
+        request.solvers = {"euler", "dpm++2m", "euler-a", "rk4", "dopri5"};
         request.schedules = {"uniform", "karras"};
         request.steps = {1, 2, 4};
         request.batch = 2;
         request.device = "cpu";
         request.referenceTolerance = 1e-4;
         request.batchLanes = false;
-        const auto alone = engine.sweep(request);
+        const auto alone = Engine().sweep(request);
         QVERIFY2(alone.ok(), alone.error.c_str());
         request.batchLanes = true;
         std::vector<std::string> order;
-        const auto together = engine.sweep(request, [&](const SweepRow& row) { order.push_back(row.solver); });
+        const auto together = Engine().sweep(request, [&](const SweepRow& row) { order.push_back(row.solver); });
         QVERIFY2(together.ok(), together.error.c_str());
-        QCOMPARE(together.rows.size(), size_t(2 * 2 * 4 * 3));
+        QCOMPARE(together.rows.size(), size_t(2 * 2 * 5 * 3));
         QCOMPARE(together.rows.size(), alone.rows.size());
         for (size_t i = 0; i < alone.rows.size(); ++i) {
             const auto& a = alone.rows[i];
@@ -253,7 +254,11 @@ void TestEngine::sweepLanesMatchCellByCell() {
             QCOMPARE(b.path, a.path);
             QCOMPARE(b.solver, a.solver);
             QCOMPARE(b.steps, a.steps);
-            QCOMPARE(b.nfe, a.nfe);
+            // dopri5 in float32: its error estimate (a difference of two solutions) lies within a
+            // few percent of rounding, so a lane may accept or reject an attempt its run alone
+            // did not (tst_sampler checks the same NFE in float64); both meet the tolerance.
+            const int attempts = a.solver == "dopri5" ? 2 : 0;
+            QVERIFY2(std::abs(b.nfe - a.nfe) <= 6 * attempts, qPrintable(what + QString(" nfe %1 vs %2").arg(b.nfe).arg(a.nfe)));
             QCOMPARE(order[i], a.solver);  // streamed in the same order
             QVERIFY2(std::abs(b.rmse - a.rmse) <= 1e-4 * (1.0 + a.rmse), qPrintable(what + QString(" rmse %1 vs %2").arg(b.rmse).arg(a.rmse)));
             QVERIFY2(std::abs(b.straightness - a.straightness) <= 1e-3 * (1.0 + a.straightness), qPrintable(what));
