@@ -267,8 +267,9 @@ torch::Tensor EmpiricalDenoiser::denoiseRows(const torch::Tensor& x, const std::
         scaleDot.push_back(alpha[b] / (sigma[b] * sigma[b]));
         scaleNorm.push_back(alpha[b] * alpha[b] / (2.0 * sigma[b] * sigma[b]));
     }
-    const torch::Tensor dots = deviceValues(scaleDot, x).unsqueeze(1);
-    const torch::Tensor norms = deviceValues(scaleNorm, x).unsqueeze(1);
+    const auto scales = deviceColumns({scaleDot, scaleNorm}, x);
+    const torch::Tensor dots = scales[0].unsqueeze(1);
+    const torch::Tensor norms = scales[1].unsqueeze(1);
     const auto logitsOf = [&](const torch::Tensor& rows, int64_t start, const torch::Tensor& chunk,
                               const torch::Tensor& chunkNorms) {
         return rows.mm(chunk.t()) * dots.narrow(0, start, rows.size(0)) -

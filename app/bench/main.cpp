@@ -434,37 +434,48 @@ private:
             add("sweep", label + ", cell by cell", cells);
             add("sweep", model + ": the same 24 runs one by one", separate);
             m_ratios.push_back({model + ": 24 separate runs / one 6 x 4 sweep", separate / lanes, "far above 1"});
-
-            // dopri5 as lanes, each lane with its own steps: a sweep of three paths' dopri5 cells
-            // from a fresh engine, so that it also solves the three float64 references (together
-            // as lanes, or one by one), model load included.
-            core::SweepRequest adaptive = request;
+        }
+        // dopri5 as lanes, each lane with its own steps: a sweep of three paths' dopri5 cells from
+        // a fresh engine, so that it also solves the three float64 references (together as lanes,
+        // or one by one), model load included. Also on a small dataset's exact denoiser, whose
+        // matrix products gain from the larger batch.
+        for (const std::string& model : {std::string("small net"), std::string("gmm:8gaussians"), std::string("fashion-mnist:2000")}) {
+            core::SweepRequest adaptive;
+            adaptive.model = model == "small net" ? "bundle:" + m_directory + "/small" : model;
+            adaptive.trustModel = true;
+            adaptive.batch = 4;
+            adaptive.device = m_settings.device;
+            adaptive.referenceTolerance = 1e-4;
             adaptive.paths = {"linear", "vp", "cosine"};
             adaptive.solvers = {"dopri5"};
             adaptive.steps = {8};
-            const auto timeAdaptive = [&](bool lanes) {
-                adaptive.batchLanes = lanes;
-                return medianMs(
-                    [&] {
-                        const auto result = core::Engine().sweep(adaptive);
-                        if (!result.ok()) throw std::runtime_error(result.error);
-                    },
-                    repeats, 1);
-            };
-            // The ATen operations (on a GPU, launches) of one such sweep.
-            const auto countAdaptive = [&](bool lanes) {
-                adaptive.batchLanes = lanes;
-                core::Engine fresh;
-                const bench::OperationCounter counter;
-                const auto result = fresh.sweep(adaptive);
+            if (model.starts_with("fashion-mnist") && !core::Engine::info().fashionMnistInstalled) {
+                m_notes.push_back("dopri5 sweep on fashion-mnist:2000 skipped: the dataset package is not installed");
+                continue;
+            }
+            // Each sweep takes a dozen solves, each of dozens of evaluations: few repeats.
+            const int repeats = std::max(3, m_settings.repeats / 5);
+            const auto sweepOnce = [&] {
+                const auto result = core::Engine().sweep(adaptive);
                 if (!result.ok()) throw std::runtime_error(result.error);
-                return std::to_string(counter.count()) + " operations";
             };
-            const double adaptiveLanes = timeAdaptive(true);
-            const double adaptiveAlone = timeAdaptive(false);
+            // The warm-up run counts the ATen operations (on a GPU, launches).
+            const auto timeAdaptive = [&](bool lanes, int64_t& operations) {
+                adaptive.batchLanes = lanes;
+                {
+                    const bench::OperationCounter counter;
+                    sweepOnce();
+                    operations = counter.count();
+                }
+                return medianMs(sweepOnce, repeats, 0);
+            };
+            int64_t lanesOperations = 0, aloneOperations = 0;
+            const double adaptiveLanes = timeAdaptive(true, lanesOperations);
+            const double adaptiveAlone = timeAdaptive(false, aloneOperations);
             const std::string adaptiveLabel = model + ": dopri5 on 3 paths with their references, fresh engine";
-            add("sweep", adaptiveLabel + ", lanes", adaptiveLanes, "3 references, 3 cells; " + countAdaptive(true));
-            add("sweep", adaptiveLabel + ", one by one", adaptiveAlone, countAdaptive(false));
+            add("sweep", adaptiveLabel + ", lanes", adaptiveLanes,
+                "3 references, 3 cells; " + std::to_string(lanesOperations) + " operations");
+            add("sweep", adaptiveLabel + ", one by one", adaptiveAlone, std::to_string(aloneOperations) + " operations");
             m_ratios.push_back({model + ": dopri5 sweep and references one by one / as lanes", adaptiveAlone / adaptiveLanes, ""});
         }
     }
