@@ -150,8 +150,13 @@ void SweepView::addCell(quint64 sweepId, const SweepCell& cell) {
 
 void SweepView::finish(quint64 sweepId, const QStringList& notes) {
     if (sweepId != m_sweepId || m_failed) return;
-    m_status->setText(tr("done: %1 cells. RMSE per pixel against a dopri5 reference from the same noise.%2")
+    int exact = 0;
+    for (const SweepCell& cell : m_cells) exact += cell.rmse > 0.0 ? 0 : 1;
+    m_status->setText(tr("done: %1 cells. RMSE per pixel against a dopri5 reference from the same noise.%2%3")
                           .arg(m_cells.size())
+                          .arg(exact == 0   ? QString()
+                               : exact == 1 ? tr(" 1 exact cell (RMSE 0) is not drawn on the log axes.")
+                                            : tr(" %1 exact cells (RMSE 0) are not drawn on the log axes.").arg(exact))
                           .arg(notes.isEmpty() ? QString() : QStringLiteral("\n") + notes.join('\n')));
 }
 
@@ -159,6 +164,14 @@ void SweepView::fail(quint64 sweepId, const QString& message, bool cancelled) {
     if (sweepId != m_sweepId) return;
     m_failed = true;
     m_status->setText(cancelled ? tr("cancelled") : tr("a cell failed: %1").arg(message));
+}
+
+QColor SweepView::rowColor(int row) {
+    // The lanes' four colours first, then six more, so that all nine solvers differ.
+    static const QColor more[] = {QColor(255, 127, 14), QColor(140, 86, 75), QColor(227, 119, 194),
+                                  QColor(127, 127, 127), QColor(188, 189, 34), QColor(23, 190, 207)};
+    if (row < 4) return GeometryCharts::laneColor(row);
+    return more[(row - 4) % 6];
 }
 
 void SweepView::refreshChart() {
@@ -180,28 +193,40 @@ void SweepView::refreshChart() {
     double yMin = 1e300, yMax = 0, xMax = 1;
     for (int r = 0; r < m_rows.size(); ++r) {
         auto* series = new QLineSeries;
-        series->setName(m_rows[r]);
-        series->setColor(GeometryCharts::laneColor(r % 4));
+        series->setColor(rowColor(r));
         series->setPointsVisible(true);
         QVector<SweepCell> row;
         for (const SweepCell& cell : m_cells) {
             if (rowKey(cell) == m_rows[r]) row << cell;
         }
         std::sort(row.begin(), row.end(), [](const SweepCell& a, const SweepCell& b) { return a.nfe < b.nfe; });
+        int exact = 0;
         for (const SweepCell& cell : row) {
-            if (!(cell.rmse > 0.0) || cell.nfe < 1) continue;  // log axes: exact cells are left out
+            if (!(cell.rmse > 0.0) || cell.nfe < 1) {  // log axes: exact cells are left out, and said so
+                ++exact;
+                continue;
+            }
             series->append(cell.nfe, cell.rmse);
             yMin = std::min(yMin, cell.rmse);
             yMax = std::max(yMax, cell.rmse);
             xMax = std::max(xMax, double(cell.nfe));
         }
+        series->setName(exact == 0 ? m_rows[r]
+                        : exact == row.size() ? tr("%1 (exact)").arg(m_rows[r])
+                                              : tr("%1 (%2 exact)").arg(m_rows[r]).arg(exact));
         chart->addSeries(series);
         series->attachAxis(x);
         series->attachAxis(y);
     }
+    // Up to four rows fit in a line above the plot; more are listed beside it, where their names
+    // have room.
+    chart->legend()->setAlignment(m_rows.size() > 4 ? Qt::AlignRight : Qt::AlignTop);
     x->setRange(0.8, xMax * 1.25);
-    // Whole decades, so the log axis always has labelled ticks.
-    if (yMax > 0) y->setRange(std::pow(10.0, std::floor(std::log10(yMin))), std::pow(10.0, std::ceil(std::log10(yMax * 1.01))));
+    // Whole decades, so the log axis always has labelled ticks; the bottom one just inside the
+    // range, or the axis leaves it unlabelled.
+    if (yMax > 0) {
+        y->setRange(std::pow(10.0, std::floor(std::log10(yMin))) * 0.999, std::pow(10.0, std::ceil(std::log10(yMax * 1.01))));
+    }
 }
 
 }  // namespace flowscope::ui

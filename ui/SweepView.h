@@ -1,5 +1,6 @@
 #pragma once
 
+#include <QColor>
 #include <QMap>
 #include <QVector>
 #include <QWidget>
@@ -49,6 +50,8 @@ Q_SIGNALS:
 
 private:
     void refreshChart();
+    // A row's colour in the chart (nine distinct ones).
+    static QColor rowColor(int row);
     QString rowKey(const SweepCell& cell) const;
 
     QComboBox* m_by;

@@ -5,6 +5,8 @@
 #include <QChartView>
 #include <QComboBox>
 #include <QLabel>
+#include <QLegend>
+#include <QLineSeries>
 #include <QLineEdit>
 #include <QProgressBar>
 #include <QDir>
@@ -446,6 +448,28 @@ void TestMainWindow::sweepFillsTheGridAndChart() {
         QVERIFY(!sweep->cells().front().image.isNull());
     }
     QCOMPARE(sweep->chartView()->chart()->series().size(), 2);
+    QCOMPARE(sweep->chartView()->chart()->series().front()->name(), QString("linear"));
+    QCOMPARE(sweep->chartView()->chart()->legend()->alignment(), Qt::AlignTop);
+
+    // Six solvers (dopri5 among them, run as lanes): six colours, and the legend beside the plot.
+    sweep->setBy(SweepView::By::Solver);
+    const QStringList solvers{"euler", "heun", "rk4", "dpm++2m", "dopri5", "euler-a"};
+    sweep->setSelectedItems(solvers);
+    window.runSweep();
+    QVERIFY(settle(window));
+    QCOMPARE(finished.count(), 2);
+    QCOMPARE(sweep->cellCount(), 24);  // steps 1, 2, 4, 8
+    QChart* chart = sweep->chartView()->chart();
+    QCOMPARE(chart->series().size(), 6);
+    QSet<QRgb> colours;
+    for (int i = 0; i < 6; ++i) {
+        auto* series = qobject_cast<QLineSeries*>(chart->series()[i]);
+        QVERIFY(series);
+        QVERIFY2(series->name().startsWith(solvers[i]), qPrintable(series->name()));
+        colours << series->color().rgb();
+    }
+    QCOMPARE(colours.size(), 6);
+    QCOMPARE(chart->legend()->alignment(), Qt::AlignRight);
 }
 
 void TestMainWindow::zoomIsCrispAtTenTimes() {
