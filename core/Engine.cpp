@@ -473,8 +473,11 @@ SweepResult Engine::sweep(const SweepRequest& request, const RowCallback& onRow,
             }
             return reference;
         };
-        // Cells of one solver run together as lanes of one batch, at most kLaneRows rows at a time.
+        // Cells of one solver run together as lanes of one batch, at most kLaneRows rows at a time
+        // (a quarter of that for dopri5, which holds some fourteen copies of its state, in
+        // float64 for the references).
         constexpr int64_t kLaneRows = 2048;
+        constexpr int64_t kAdaptiveLaneRows = kLaneRows / 4;
         // The references the sweep lacks, solved together as dopri5 lanes (each lane picks its
         // own steps, so each reference is what it is alone).
         if (request.batchLanes && request.referenceSolver == "dopri5") {
@@ -494,14 +497,15 @@ SweepResult Engine::sweep(const SweepRequest& request, const RowCallback& onRow,
                 std::vector<Lane> lanes;
                 std::vector<std::string> keys;
                 std::deque<NoiseSource> noises;
-                for (; first != missing.end() && (lanes.empty() || int64_t(lanes.size() + 1) * request.batch <= kLaneRows); ++first) {
+                for (; first != missing.end() && (lanes.empty() || int64_t(lanes.size() + 1) * request.batch <= kAdaptiveLaneRows); ++first) {
                     const Cell& cell = *first->second;
                     NoiseSource& noise = noises.emplace_back(shape, request.seed, request.batch);
                     lanes.push_back({&pathOf(cell), {cell.grid.front(), request.tEnd},
                                      startState(noise, pathOf(cell), cell.grid.front(), referenceOptions), &noise});
                     keys.push_back(first->first);
                 }
-                const auto outcomes = runLanes(*model, "dopri5", lanes, {request.referenceTolerance, request.referenceTolerance}, cancel);
+                const auto outcomes = runLanes(*model, "dopri5", lanes, {request.referenceTolerance, request.referenceTolerance},
+                                               cancel, &m_impl->graphs);
                 for (size_t k = 0; k < keys.size(); ++k) references[keys[k]] = outcomes[k].final;
             }
         }
@@ -544,7 +548,7 @@ SweepResult Engine::sweep(const SweepRequest& request, const RowCallback& onRow,
                     const Cell& cell = cells[members[first]];
                     const auto [found, added] = laneOf.emplace(laneKey(members[first]), lanes.size());
                     if (added) {
-                        if (!lanes.empty() && int64_t(lanes.size() + 1) * request.batch > kLaneRows) {
+                        if (!lanes.empty() && int64_t(lanes.size() + 1) * request.batch > (adaptive ? kAdaptiveLaneRows : kLaneRows)) {
                             laneOf.erase(found);
                             break;
                         }
@@ -555,7 +559,7 @@ SweepResult Engine::sweep(const SweepRequest& request, const RowCallback& onRow,
                     cellLanes.emplace_back(members[first], found->second);
                 }
                 const auto started = std::chrono::steady_clock::now();
-                const auto outcomes = runLanes(*model, solverName, lanes, {}, cancel);
+                const auto outcomes = runLanes(*model, solverName, lanes, {}, cancel, &m_impl->graphs);
                 const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
                 double evaluations = 0.0;
                 for (const auto& outcome : outcomes) evaluations += outcome.nfe;

@@ -145,7 +145,9 @@ struct SweepRow {
     int steps = 0;
     int nfe = 0;
     double rmse = 0.0;  // per element, against the reference solve from the same noise
-    double seconds = 0.0;  // for cells run as lanes: the row's share of the batch's time by evaluations
+    // For cells run as lanes: the row's share of the batch's time by evaluations (dopri5 cells
+    // that are the same run, differing only in their step count, each report that run's share).
+    double seconds = 0.0;
     double pathLengthRatio = 0.0;
     double straightness = 0.0;
     HostArray final;  // when SweepRequest::keepFinals

@@ -75,6 +75,8 @@ std::unique_ptr<GaussianMixture> GaussianMixture::named(std::string_view name) {
 }
 
 void GaussianMixture::prepare(torch::Device device, torch::ScalarType dtype) {
+    // Already there: keep the tensors (a captured CUDA graph reads them where they are).
+    if (m_runMeans.defined() && m_runMeans.device() == device && m_runMeans.scalar_type() == dtype) return;
     auto options = torch::TensorOptions().device(device).dtype(dtype);
     m_runMeans = m_means.to(options);
     m_runVars = (m_stds * m_stds).to(options);

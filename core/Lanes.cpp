@@ -260,7 +260,8 @@ private:
                     .contiguous());
             const double* rowError = rowErrors.data_ptr<double>();
             std::vector<bool> accepted(active.size());
-            bool anyAccepted = false;
+            std::vector<double> taken = hActive;
+            bool anyAccepted = false, snapped = false;
             int64_t offset = 0;
             for (size_t k = 0; k < active.size(); ++k) {
                 const size_t l = active[k];
@@ -268,10 +269,15 @@ private:
                 for (int64_t r = 0; r < m_count[l]; ++r) sum += rowError[offset + r];
                 offset += m_count[l];
                 const double error = std::sqrt(sum / static_cast<double>(m_count[l]));
+                steps::dopri5::checkErrorNorm(error, t[l]);
                 accepted[k] = error <= 1.0;
                 if (accepted[k]) {
                     anyAccepted = true;
-                    t[l] = steps::dopri5::timeAfter(t[l], h[l], end[l]);
+                    const double reached = steps::dopri5::timeAfter(t[l], h[l], end[l]);
+                    // The step taken, as the run alone records it (the attempt snapped onto the end).
+                    if (reached - t[l] != hActive[k]) snapped = true;
+                    taken[k] = reached - t[l];
+                    t[l] = reached;
                     m_times[l].push_back(t[l]);
                     h[l] *= steps::dopri5::grownStep(error);
                     rejectedInARow[l] = 0;
@@ -282,15 +288,16 @@ private:
                     }
                 }
             }
+            const torch::Tensor takenColumn = snapped ? column(active, taken) : hColumn;
             if (everyLane && std::all_of(accepted.begin(), accepted.end(), [](bool a) { return a; })) {
-                recordSteps({}, x, attempt.x, k1, hColumn);
+                recordSteps({}, x, attempt.x, k1, takenColumn);
                 m_startData.copy_(attempt.end.data);
                 m_startVelocity.copy_(attempt.end.velocity);
             } else if (anyAccepted) {
                 const torch::Tensor local = localRows(active, accepted);
                 const torch::Tensor moved = everyLane ? local : rows.index_select(0, local);
                 recordSteps(moved, x.index_select(0, local), attempt.x.index_select(0, local), k1.index_select(0, local),
-                            hColumn.index_select(0, local));
+                            takenColumn.index_select(0, local));
                 m_startData.index_copy_(0, moved, attempt.end.data.index_select(0, local));
                 m_startVelocity.index_copy_(0, moved, attempt.end.velocity.index_select(0, local));
             }
@@ -454,13 +461,19 @@ private:
 bool solverRunsLanes(std::string_view solver) { return kindOf(solver) != Kind::None; }
 
 std::vector<SamplingOutcome> runLanes(Model& model, std::string_view solver, const std::vector<Lane>& lanes,
-                                      const SolverSettings& settings, const std::atomic<bool>* cancel) {
+                                      const SolverSettings& settings, const std::atomic<bool>* cancel,
+                                      GraphCache* graphs) {
     if (kindOf(solver) == Kind::None) throw InvalidRequestError("solver '" + std::string(solver) + "' cannot run lanes together");
     if (kindOf(solver) == Kind::Adaptive && (!(settings.rtol > 0.0) || !(settings.atol > 0.0))) {
         throw InvalidRequestError("dopri5 needs rtol > 0 and atol > 0");
     }
     if (lanes.empty()) return {};
-    model.prepare(lanes.front().x0.device(), lanes.front().x0.scalar_type());
+    const torch::Tensor& x0 = lanes.front().x0;
+    if (graphs) {
+        graphs->prepare(model, x0.device(), x0.scalar_type());
+    } else {
+        model.prepare(x0.device(), x0.scalar_type());
+    }
     return LaneRunner(model, solver, lanes, settings, cancel).run();
 }
 

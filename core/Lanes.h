@@ -6,7 +6,9 @@
 // lane unfinished attempts a step of its own size at each iteration and accepts or rejects it on
 // its own. Either way the model is evaluated once on all their rows, each row at its own noise
 // level (Model::predictRows). A lane's outcome is what runSampler gives for it alone, up to
-// rounding (tests/core/tst_sampler checks this for every solver).
+// rounding (tests/core/tst_sampler checks this for every solver in float64). In float32 rounding
+// can tip one of dopri5's accept-or-reject decisions the other way, and its lane then takes other
+// steps than its run alone, within the same tolerance.
 
 #include <atomic>
 #include <string>
@@ -36,7 +38,9 @@ bool solverRunsLanes(std::string_view solver);
 // One outcome per lane, in order; `settings` are dopri5's tolerances. Throws CancelledError when
 // cancelled, std::runtime_error on NaN or Inf from the model (or when dopri5 cannot meet its
 // tolerance).
+// `graphs`: the cache of the model's CUDA graphs, told where the lanes prepare the model.
 std::vector<SamplingOutcome> runLanes(Model& model, std::string_view solver, const std::vector<Lane>& lanes,
-                                      const SolverSettings& settings = {}, const std::atomic<bool>* cancel = nullptr);
+                                      const SolverSettings& settings = {}, const std::atomic<bool>* cancel = nullptr,
+                                      GraphCache* graphs = nullptr);
 
 }  // namespace flowscope::core

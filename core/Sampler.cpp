@@ -216,6 +216,21 @@ void GraphCache::clear() {
 }
 size_t GraphCache::size() const { return m_entries->byKey.size(); }
 
+void GraphCache::prepare(Model& model, torch::Device device, torch::ScalarType dtype) {
+    model.prepare(device, dtype);
+    std::ostringstream placement;
+    placement << device << '|' << dtype;
+    auto& prepared = m_entries->preparedFor[model.instanceId()];
+    if (prepared != placement.str()) {
+        // The model's tensors may have moved since its graphs were captured: drop them.
+        const std::string prefix = std::to_string(model.instanceId()) + "|";
+        for (auto it = m_entries->byKey.begin(); it != m_entries->byKey.end();) {
+            it = it->first.starts_with(prefix) ? m_entries->byKey.erase(it) : std::next(it);
+        }
+        prepared = placement.str();
+    }
+}
+
 namespace {
 
 std::string graphKey(const Model& model, const ProbabilityPath& path, const Solver& solver,
@@ -234,22 +249,11 @@ SamplingOutcome runSampler(Model& model, const ProbabilityPath& path, Solver& so
                            const torch::Tensor& x0, NoiseSource* noise, const SamplingOptions& options) {
     if (grid.size() < 2) throw InvalidRequestError("a run needs at least one step");
     if (solver.isStochastic() && !noise) throw InvalidRequestError("solver '" + solver.name() + "' needs noise");
-    model.prepare(x0.device(), x0.scalar_type());
-
     GraphCache* graphs = options.graphs;
     if (graphs) {
-        auto& entries = *graphs->m_entries;
-        std::ostringstream placement;
-        placement << x0.device() << '|' << x0.dtype();
-        auto& prepared = entries.preparedFor[model.instanceId()];
-        if (prepared != placement.str()) {
-            // The model's tensors may have moved since its graphs were captured: drop them.
-            const std::string prefix = std::to_string(model.instanceId()) + "|";
-            for (auto it = entries.byKey.begin(); it != entries.byKey.end();) {
-                it = it->first.starts_with(prefix) ? entries.byKey.erase(it) : std::next(it);
-            }
-            prepared = placement.str();
-        }
+        graphs->prepare(model, x0.device(), x0.scalar_type());
+    } else {
+        model.prepare(x0.device(), x0.scalar_type());
     }
     if (graphs && options.captureGraphs && x0.is_cuda() && CudaGraph::available() && !options.onFrame &&
         !solver.isAdaptive() && !solver.isStochastic()) {

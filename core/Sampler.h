@@ -181,6 +181,10 @@ public:
     // Forgets every graph (their memory goes back to the caching allocator).
     void clear();
     size_t size() const;
+    // Prepares the model for a run on this device and dtype (Model::prepare), forgetting its
+    // graphs when it was last prepared elsewhere: moving a model frees the tensors they read.
+    // Whatever prepares a model that may have graphs here goes through this.
+    void prepare(Model& model, torch::Device device, torch::ScalarType dtype);
 
 private:
     friend SamplingOutcome runSampler(Model&, const ProbabilityPath&, Solver&, std::vector<double>,

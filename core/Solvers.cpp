@@ -167,6 +167,7 @@ public:
                 auto attempt = steps::dopri5::attempt(x, h, start.velocity, evaluateAt);
                 const double error = std::sqrt(
                     steps::dopri5::scaledSquaredError(attempt.error, x, attempt.x, m_settings.rtol, m_settings.atol).mean().item<double>());
+                steps::dopri5::checkErrorNorm(error, t);
                 if (error <= 1.0) {
                     x = std::move(attempt.x);
                     t = steps::dopri5::timeAfter(t, h, tAdaptiveEnd);

@@ -1,8 +1,8 @@
 #pragma once
 
-// The fixed-step solvers' updates (DESIGN.md section 3), written once for a single run, where a
-// step's coefficients are numbers, and for a sweep's lanes (core/Lanes), where they are columns
-// with a value per row. Both take the same steps with coefficients computed the same way in
+// The solvers' updates (DESIGN.md section 3), written once for a single run, where a step's
+// coefficients are numbers, and for a sweep's lanes (core/Lanes), where they are columns with a
+// value per row. Both take the same steps with coefficients computed the same way in
 // double, so a lane reproduces its own run to rounding (a number times a tensor and a column
 // times a tensor are different kernels, and not always the same to the last bit).
 //
@@ -84,6 +84,14 @@ inline double shrunkStep(double error) { return std::clamp(0.9 * std::pow(error,
 inline std::runtime_error toleranceNotMet(double t) {
     return std::runtime_error("dopri5 could not meet its tolerance near t = " + std::to_string(t) +
                               "; loosen --rtol/--atol");
+}
+
+// An error norm that is NaN or Inf means the model returned NaN or Inf (on a GPU, where the
+// output is not checked at every evaluation); shrinking the step would not help.
+inline void checkErrorNorm(double error, double t) {
+    if (!std::isfinite(error)) {
+        throw std::runtime_error("the model returned NaN or Inf near t = " + std::to_string(t) + "; the run was stopped");
+    }
 }
 
 // The time reached by an accepted step from t of size h towards `end` (snapped onto it).

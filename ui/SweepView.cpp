@@ -151,7 +151,7 @@ void SweepView::addCell(quint64 sweepId, const SweepCell& cell) {
 void SweepView::finish(quint64 sweepId, const QStringList& notes) {
     if (sweepId != m_sweepId || m_failed) return;
     int exact = 0;
-    for (const SweepCell& cell : m_cells) exact += cell.rmse > 0.0 ? 0 : 1;
+    for (const SweepCell& cell : m_cells) exact += cell.rmse == 0.0 ? 1 : 0;
     m_status->setText(tr("done: %1 cells. RMSE per pixel against a dopri5 reference from the same noise.%2%3")
                           .arg(m_cells.size())
                           .arg(exact == 0   ? QString()
@@ -203,7 +203,7 @@ void SweepView::refreshChart() {
         int exact = 0;
         for (const SweepCell& cell : row) {
             if (!(cell.rmse > 0.0) || cell.nfe < 1) {  // log axes: exact cells are left out, and said so
-                ++exact;
+                exact += cell.rmse == 0.0 ? 1 : 0;
                 continue;
             }
             series->append(cell.nfe, cell.rmse);

@@ -256,9 +256,10 @@ void TestEngine::sweepLanesMatchCellByCell() {
             QCOMPARE(b.steps, a.steps);
             // dopri5 in float32: its error estimate (a difference of two solutions) lies within a
             // few percent of rounding, so a lane may accept or reject an attempt its run alone
-            // did not (tst_sampler checks the same NFE in float64); both meet the tolerance.
-            const int attempts = a.solver == "dopri5" ? 2 : 0;
-            QVERIFY2(std::abs(b.nfe - a.nfe) <= 6 * attempts, qPrintable(what + QString(" nfe %1 vs %2").arg(b.nfe).arg(a.nfe)));
+            // did not, and take other steps from there (tst_sampler checks the same NFE in
+            // float64); both meet the tolerance.
+            const double slack = a.solver == "dopri5" ? std::max(12.0, 0.25 * a.nfe) : 0.0;
+            QVERIFY2(std::abs(b.nfe - a.nfe) <= slack, qPrintable(what + QString(" nfe %1 vs %2").arg(b.nfe).arg(a.nfe)));
             QCOMPARE(order[i], a.solver);  // streamed in the same order
             QVERIFY2(std::abs(b.rmse - a.rmse) <= 1e-4 * (1.0 + a.rmse), qPrintable(what + QString(" rmse %1 vs %2").arg(b.rmse).arg(a.rmse)));
             QVERIFY2(std::abs(b.straightness - a.straightness) <= 1e-3 * (1.0 + a.straightness), qPrintable(what));

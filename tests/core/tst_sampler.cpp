@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cmath>
 #include <deque>
+#include <set>
 
 #include <QtTest/QtTest>
 #include <torch/torch.h>
@@ -14,6 +15,7 @@
 #include "core/Lanes.h"
 #include "core/Sampler.h"
 #include "core/Schedule.h"
+#include "core/StepRules.h"
 #include "tests/TestSupport.h"
 
 using namespace flowscope::core;
@@ -327,6 +329,20 @@ void TestSampler::deferredChecksReportNaNLater() {
             QCOMPARE(probe.calls, seen);  // stopped at the first check after the NaN
         }
     }
+    // dopri5 meets the NaN in its error norm at the attempt it came in, and says so (shrinking
+    // the step would not help).
+    {
+        ProbeModel probe(*mixture);
+        probe.nanAtCall = 4;
+        try {
+            solve(probe, "linear", "dopri5", 8, "uniform", 1.0, 0, 4, options);
+            QFAIL("no exception");
+        } catch (const std::runtime_error& error) {
+            const QString message = error.what();
+            QVERIFY2(message.contains("NaN") && !message.contains("internal"), qPrintable(message));
+            QCOMPARE(probe.calls, 7);  // the first stage and the attempt's six evaluations
+        }
+    }
     // Without a NaN the deferred checks change nothing.
     const auto deferred = solve(*mixture, "vp", "heun", 70, "uniform", 1.0, 0, 4, options);
     const auto immediate = solve(*mixture, "vp", "heun", 70);
@@ -405,6 +421,17 @@ void TestSampler::lanesReproduceTheirOwnRuns() {
             most = std::max(most, outcome.steps);
         }
         QVERIFY2(most > fewest, qPrintable(QString("steps %1 to %2").arg(fewest).arg(most)));
+        // Lanes that rejected attempts beside lanes that rejected fewer: the iterations where some
+        // lanes accept and others reject were taken. An attempt is 6 evaluations, the first
+        // stage 1; the step from 1 - 1e-3 to 1 is first order, without an attempt.
+        std::set<int> rejections;
+        for (size_t l = 0; l < lanes.size(); ++l) {
+            const bool finalStep = steps::dopri5::adaptiveEnd(lanes[l].grid.back()) < lanes[l].grid.back();
+            const int attempts = (together[l].nfe - 1) / 6;
+            QCOMPARE(1 + 6 * attempts, together[l].nfe);
+            rejections.insert(attempts - (together[l].steps - (finalStep ? 1 : 0)));
+        }
+        QVERIFY2(rejections.size() > 1 && *rejections.rbegin() > 0, "every lane rejected as many attempts");
         QVERIFY_THROWS_EXCEPTION(InvalidRequestError, runLanes(model, "dopri5", lanes, {0.0, 1e-5}));
     }
     QVERIFY_THROWS_EXCEPTION(InvalidRequestError, runLanes(model, "no-such-solver", lanes));

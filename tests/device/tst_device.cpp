@@ -120,6 +120,43 @@ void graphsReplayThePlainLoop() {
     EXPECT(frames == 3 * (observed.steps + 1), "every frame of every observed run");
 }
 
+// A sweep between two runs prepares the model in float64 for its references (as lanes): the
+// graphs captured before must not be replayed afterwards on the tensors that move freed. Every
+// run after the sweep gives the plain loop's samples, whether it replays a graph or not.
+void graphsSurviveASweep() {
+    core::Engine engine;
+    for (const std::string& model : {std::string("gmm:8gaussians"), std::string("fashion-mnist:300")}) {
+        if (model.starts_with("fashion-mnist") && !core::Engine::info().fashionMnistInstalled) continue;
+        core::SampleRequest request;
+        request.model = model;
+        request.steps = 5;
+        request.batch = 4;
+        request.device = device();
+        request.cudaGraphs = false;
+        const auto loop = ok(engine.sample(request));
+        request.cudaGraphs = true;
+        ok(engine.sample(request));
+        const auto captured = ok(engine.sample(request));
+        EXPECT(maxAbsDifference(captured.final, loop.final) == 0.0, model + ": the replay before the sweep");
+        core::SweepRequest sweep;
+        sweep.model = model;
+        sweep.paths = {"linear", "vp"};
+        sweep.solvers = {"euler", "dopri5"};
+        sweep.steps = {2, 4};
+        sweep.batch = 4;
+        sweep.seed = 3;
+        sweep.device = device();
+        sweep.referenceTolerance = 1e-4;
+        const auto swept = engine.sweep(sweep);
+        EXPECT(swept.ok(), swept.error);
+        for (int i = 0; i < 3; ++i) {
+            const auto after = ok(engine.sample(request));
+            EXPECT(maxAbsDifference(after.final, loop.final) == 0.0,
+                   model + ": run " + std::to_string(i + 1) + " after the sweep differs from the loop");
+        }
+    }
+}
+
 // Frames arrive once per state, in order, with the states and predictions of the recorded
 // trajectory (on CUDA they are copied on a side stream and handed over a step late).
 void framesMatchTheTrajectory() {
@@ -359,6 +396,7 @@ int main(int argc, char** argv) {
     core::configureThreads();
     const std::vector<std::pair<std::string, std::function<void()>>> cases{
         {"graphsReplayThePlainLoop", graphsReplayThePlainLoop},
+        {"graphsSurviveASweep", graphsSurviveASweep},
         {"framesMatchTheTrajectory", framesMatchTheTrajectory},
         {"previewSizeShrinksFramesOnly", previewSizeShrinksFramesOnly},
         {"nanStopsTheRun", nanStopsTheRun},
