@@ -40,9 +40,13 @@ def main():
         engine = {}
         for figure in bench["figures"]:
             for net in ("small", "large"):
-                if figure["name"].startswith(net + " net") and "engine" in figure["name"]:
-                    kind = "graph" if "CUDA graph" in figure["name"] else "loop"
-                    engine[(net, kind)] = figure["ms"]
+                # The overhead section's per-step figures only (other sections name the engine too).
+                if not figure["name"].startswith(net + " net"):
+                    continue
+                if figure["name"].endswith(": engine loop, per step"):
+                    engine[(net, "loop")] = figure["ms"]
+                elif figure["name"].endswith(": engine as a CUDA graph, per step"):
+                    engine[(net, "graph")] = figure["ms"]
         for figure in python["figures"]:
             if figure["name"] not in ("eager Euler loop", "torchdiffeq euler"):
                 continue
