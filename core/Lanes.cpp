@@ -56,9 +56,7 @@ public:
         m_nfe.assign(lanes.size(), 0);
         for (const auto& lane : lanes) m_times.push_back(m_kind == Kind::Adaptive ? std::vector<double>{lane.grid.front()} : lane.grid);
         m_previousH.assign(lanes.size(), 0.0);
-        m_pathLength = torch::zeros({m_x.size(0)}, m_x.options());
-        m_velocitySquares = torch::zeros({m_x.size(0)}, m_x.options());
-        m_velocitySum = torch::zeros_like(m_x);
+        m_sums.startSums(m_x);
         if (m_kind == Kind::DpmPp2m) m_previousData = torch::zeros_like(m_x);
     }
 
@@ -82,9 +80,9 @@ public:
             RunRecord record;
             record.initial = m_lanes[l].x0;
             record.final = m_x.narrow(0, m_begin[l], m_count[l]);
-            record.pathLength = m_pathLength.narrow(0, m_begin[l], m_count[l]);
-            record.velocitySquares = m_velocitySquares.narrow(0, m_begin[l], m_count[l]);
-            record.velocitySum = m_velocitySum.narrow(0, m_begin[l], m_count[l]);
+            record.pathLength = m_sums.pathLength.narrow(0, m_begin[l], m_count[l]);
+            record.velocitySquares = m_sums.velocitySquares.narrow(0, m_begin[l], m_count[l]);
+            record.velocitySum = m_sums.velocitySum.narrow(0, m_begin[l], m_count[l]);
             record.times = m_times[l];
             record.nfe = m_nfe[l];
             record.steps = static_cast<int>(m_times[l].size()) - 1;
@@ -136,7 +134,7 @@ private:
     }
 
     void checkFinite() const {
-        if (!torch::isfinite(m_x).all().item<bool>() || !torch::isfinite(m_velocitySquares).all().item<bool>()) {
+        if (!m_sums.finiteSoFar(m_x)) {
             throw std::runtime_error("the model returned NaN or Inf in a sweep; the sweep was stopped");
         }
     }
@@ -168,22 +166,15 @@ private:
     }
 
     // Steps from x to next on `rows` (undefined: every row), whose velocity at the start was
-    // `velocity`, of sizes hColumn: the state moves on, and the step's metrics are kept as
-    // SolverContext::endStep keeps them.
+    // `velocity`, of sizes hColumn: the run's sums (RunRecord::addStep) and the state move on.
     void recordSteps(const torch::Tensor& rows, const torch::Tensor& x, const torch::Tensor& next,
                      const torch::Tensor& velocity, const torch::Tensor& hColumn) {
-        const torch::Tensor speed = perSampleNorm(velocity);
-        if (!rows.defined()) {
-            m_pathLength.add_(perSampleNorm(next - x));
-            m_velocitySquares.addcmul_(hColumn.reshape({-1}) * speed, speed);
-            m_velocitySum.addcmul_(hColumn, velocity);
+        m_sums.addStep(rows, x, next, velocity, hColumn);
+        if (rows.defined()) {
+            m_x.index_copy_(0, rows, next);
+        } else {
             m_x.copy_(next);
-            return;
         }
-        m_pathLength.index_add_(0, rows, perSampleNorm(next - x));
-        m_velocitySquares.index_add_(0, rows, hColumn.reshape({-1}) * speed * speed);
-        m_velocitySum.index_add_(0, rows, hColumn * velocity);
-        m_x.index_copy_(0, rows, next);
     }
 
     // Positions, within the rows of `lanes` in order, of the rows of the lanes picked out.
@@ -452,7 +443,8 @@ private:
     std::vector<int> m_nfe;
     std::vector<double> m_previousH;
     std::vector<std::vector<double>> m_times;  // each lane's times so far (its grid, for fixed steps)
-    torch::Tensor m_x, m_pathLength, m_velocitySquares, m_velocitySum, m_previousData;
+    RunRecord m_sums;  // the per-step sums of every row
+    torch::Tensor m_x, m_previousData;
     torch::Tensor m_startData, m_startVelocity;  // dopri5: each row's first stage of its next step
 };
 

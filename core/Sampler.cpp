@@ -51,6 +51,38 @@ void RunRecord::setTensors(const std::vector<torch::Tensor>& values) {
     for (auto& prediction : predictions) prediction = values[next++];
 }
 
+void RunRecord::startSums(const torch::Tensor& x) {
+    pathLength = torch::zeros({x.size(0)}, x.options());
+    velocitySquares = torch::zeros({x.size(0)}, x.options());
+    velocitySum = torch::zeros_like(x);
+}
+
+void RunRecord::addStep(const torch::Tensor& x, const torch::Tensor& next, const torch::Tensor& velocity, double h) {
+    pathLength.add_(perSampleNorm(next - x));
+    const torch::Tensor speed = perSampleNorm(velocity);
+    velocitySquares.addcmul_(speed, speed, h);
+    velocitySum.add_(velocity, h);
+}
+
+void RunRecord::addStep(const torch::Tensor& rows, const torch::Tensor& x, const torch::Tensor& next,
+                        const torch::Tensor& velocity, const torch::Tensor& hColumn) {
+    const torch::Tensor speed = perSampleNorm(velocity);
+    if (!rows.defined()) {
+        pathLength.add_(perSampleNorm(next - x));
+        velocitySquares.addcmul_(hColumn.reshape({-1}) * speed, speed);
+        velocitySum.addcmul_(hColumn, velocity);
+        return;
+    }
+    pathLength.index_add_(0, rows, perSampleNorm(next - x));
+    velocitySquares.index_add_(0, rows, hColumn.reshape({-1}) * speed * speed);
+    velocitySum.index_add_(0, rows, hColumn * velocity);
+}
+
+bool RunRecord::finiteSoFar(const torch::Tensor& x) const {
+    return torch::isfinite(x).all().item<bool>() &&
+           (!velocitySquares.defined() || torch::isfinite(velocitySquares).all().item<bool>());
+}
+
 SolverContext::SolverContext(Model& model, const ProbabilityPath& path, std::vector<double> grid,
                              NoiseSource* noise, const SamplingOptions& options, torch::TensorOptions tensorOptions)
     : m_model(model),
@@ -93,10 +125,7 @@ SolverContext::Evaluation SolverContext::beginStep(const torch::Tensor& x, doubl
         m_record.initial = x;
         m_record.times.push_back(t);
         if (m_options.recordTrajectory) m_record.trajectory.push_back(x);
-        const auto batch = x.size(0);
-        m_record.pathLength = torch::zeros({batch}, x.options());
-        m_record.velocitySquares = torch::zeros({batch}, x.options());
-        m_record.velocitySum = torch::zeros_like(x);
+        m_record.startSums(x);
     }
     m_stepStartX = x;
     m_stepStartT = t;
@@ -108,11 +137,7 @@ SolverContext::Evaluation SolverContext::beginStep(const torch::Tensor& x, doubl
 }
 
 void SolverContext::endStep(const torch::Tensor& xNext, double tNext) {
-    const double h = tNext - m_stepStartT;
-    m_record.pathLength.add_(perSampleNorm(xNext - m_stepStartX));
-    const torch::Tensor speed = perSampleNorm(m_stepVelocity);
-    m_record.velocitySquares.addcmul_(speed, speed, h);
-    m_record.velocitySum.add_(m_stepVelocity, h);
+    m_record.addStep(m_stepStartX, xNext, m_stepVelocity, tNext - m_stepStartT);
     ++m_record.steps;
     m_record.times.push_back(tNext);
     if (m_options.recordTrajectory) m_record.trajectory.push_back(xNext);
@@ -141,10 +166,7 @@ void SolverContext::emitFrame(const torch::Tensor& x, double t, const torch::Ten
 }
 
 void SolverContext::checkFiniteSoFar(const torch::Tensor& x) {
-    // A NaN or Inf in any prediction reaches the velocity sums and the state within a step.
-    const bool finite = torch::isfinite(x).all().item<bool>() &&
-                        (!m_record.velocitySquares.defined() || torch::isfinite(m_record.velocitySquares).all().item<bool>());
-    if (!finite) {
+    if (!m_record.finiteSoFar(x)) {
         std::ostringstream message;
         message << "the model returned NaN or Inf within the first " << m_record.steps << " steps (NFE " << m_record.nfe
                 << "); the run was stopped";
@@ -289,9 +311,7 @@ SamplingOutcome runSampler(Model& model, const ProbabilityPath& path, Solver& so
             for (const auto& output : found->second.graph->replay(x0)) outputs.push_back(output.clone());
             record.setTensors(outputs);
             record.initial = x0;
-            const bool finite = torch::isfinite(record.final).all().item<bool>() &&
-                                torch::isfinite(record.velocitySquares).all().item<bool>();
-            if (!finite) throw std::runtime_error("the model returned NaN or Inf during the run; the run was stopped");
+            if (!record.finiteSoFar(record.final)) throw std::runtime_error("the model returned NaN or Inf during the run; the run was stopped");
             if (options.recordTrajectory) {
                 record.predictions.push_back(path.sigma(record.times.back()) > 0.0 ? record.lastPrediction
                                                                                    : record.final);

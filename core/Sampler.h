@@ -85,6 +85,18 @@ struct RunRecord {
     // The tensors in a fixed order, and the reverse (for a graph's outputs).
     std::vector<torch::Tensor> tensors() const;
     void setTensors(const std::vector<torch::Tensor>& values);
+
+    // The per-step sums (DESIGN.md section 5), kept the same way by a run and by a sweep's lanes:
+    // zeroed for a batch like x, then one step from x to next of size h with the velocity at its
+    // start. h is a number, or a column [B, 1, ...] of one per row; `rows` (undefined: every row)
+    // are the rows of the batch the step was taken on, which x, next, velocity and h hold.
+    void startSums(const torch::Tensor& x);
+    void addStep(const torch::Tensor& x, const torch::Tensor& next, const torch::Tensor& velocity, double h);
+    void addStep(const torch::Tensor& rows, const torch::Tensor& x, const torch::Tensor& next,
+                 const torch::Tensor& velocity, const torch::Tensor& hColumn);
+    // No NaN or Inf in the state x nor in the sums so far (a NaN from any evaluation reaches
+    // them within a step). Waits for the device.
+    bool finiteSoFar(const torch::Tensor& x) const;
 };
 
 class SolverContext;
