@@ -55,7 +55,7 @@ usage:
                        [--no-cuda-graph] [--json]
   flowscope-cli sweep  --model SPEC --paths P1,P2 --solvers S1,S2 --steps 1,2,4,8 [--schedule G]
                        [--seed K] [--batch B] [--resolution R] [--device D] [--t-end T]
-                       [--trust-model] [--no-cuda-graph] --csv out.csv [--json]
+                       [--reference-tol X] [--trust-model] [--no-cuda-graph] --csv out.csv [--json]
   flowscope-cli trust DIR       add a bundle's TorchScript files to the trusted list
   flowscope-cli train  --dataset D --objective rectified|diffusion|v --iters N --out DIR
                        [--batch B] [--lr X] [--ema X] [--seed K] [--width W] [--depth L]
@@ -378,6 +378,9 @@ int runSweep(const std::vector<std::string>& args) {
     request.device = options.text("device", "auto");
     request.tEnd = options.number("t-end", 1.0);
     request.referenceTolerance = options.number("reference-tol", 1e-7);
+    if (!(request.referenceTolerance > 0.0)) {
+        throw app::UsageError("--reference-tol is the reference solve's dopri5 tolerance and must be above 0 (try 1e-6)");
+    }
     request.trustModel = options.has("trust-model");
     request.cudaGraphs = !options.has("no-cuda-graph");
 

@@ -359,6 +359,23 @@ void TestCli::sweepConverges() {
         }
         QVERIFY2(rmse[path]["heun"][4] < rmse[path]["euler"][4], qPrintable(path));
     }
+
+    // The reference's tolerance: a looser one still ranks the cells, one of 0 is refused in
+    // words before anything runs, and no table is written.
+    const CliRun loose = runCli({"sweep", "--model", "gmm:8gaussians", "--paths", "linear", "--solvers", "euler",
+                                 "--steps", "1,4", "--batch", "64", "--reference-tol", "1e-5", "--csv", "loose.csv"},
+                                folder);
+    QVERIFY2(loose.finished && loose.exitCode == 0, describe(loose));
+    QFile looseCsv(QDir(folder).filePath("loose.csv"));
+    QVERIFY(looseCsv.open(QIODevice::ReadOnly | QIODevice::Text));
+    const QStringList looseLines = QString::fromUtf8(looseCsv.readAll()).split('\n', Qt::SkipEmptyParts);
+    QCOMPARE(looseLines.size(), 3);
+    QVERIFY2(looseLines[2].split(',')[5].toDouble() < looseLines[1].split(',')[5].toDouble(), qPrintable(looseLines.join(' ')));
+    const CliRun refused = runCli({"sweep", "--model", "gmm:8gaussians", "--reference-tol", "0", "--csv", "zero.csv"}, folder);
+    QVERIFY2(refused.finished && refused.exitCode == 2 && refused.err.contains("--reference-tol") &&
+                 refused.err.contains("above 0"),
+             describe(refused));
+    QVERIFY(!QFile::exists(QDir(folder).filePath("zero.csv")));
 }
 
 void TestCli::tEnd() {
