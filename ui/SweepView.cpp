@@ -125,7 +125,16 @@ void SweepView::begin(quint64 sweepId, const QStringList& rows, const QVector<in
         header->setAlignment(Qt::AlignCenter);
         m_grid->addWidget(header, 0, c + 1);
     }
-    for (int r = 0; r < rows.size(); ++r) m_grid->addWidget(new QLabel(rows[r], m_gridHost), r + 1, 0);
+    for (int r = 0; r < rows.size(); ++r) {
+        auto* label = new QLabel(rows[r], m_gridHost);
+        if (rows[r] == QLatin1String("dopri5")) {
+            // Its columns are one run: it ignores the step count.
+            label->setText(tr("dopri5\n(own steps)"));
+            label->setToolTip(tr("dopri5 chooses its own steps (tolerance 1e-5), so every column shows the same run; "
+                                 "its NFE is in each cell's tooltip."));
+        }
+        m_grid->addWidget(label, r + 1, 0);
+    }
     m_status->setText(tr("running %1 cells...").arg(rows.size() * steps.size()));
     refreshChart();
 }
