@@ -523,8 +523,9 @@ SweepResult Engine::sweep(const SweepRequest& request, const RowCallback& onRow,
             row.seconds = seconds;
             cell.done = true;
         };
-        // A row's seconds is then its share of the batch's time by evaluations. dopri5 ignores the
-        // step count, so its cells that differ only there are one lane.
+        // The cells of one solver as lanes of one batch: a row's seconds is its share of the
+        // batch's time by evaluations. dopri5 ignores the step count, so its cells that differ
+        // only there are one lane.
         const auto runTogether = [&](const std::string& solverName) {
             const bool adaptive = solverName == "dopri5";
             std::vector<size_t> members;
