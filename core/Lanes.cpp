@@ -275,7 +275,9 @@ private:
                 } else {
                     h[l] *= steps::dopri5::shrunkStep(error);
                     if (++rejectedInARow[l] > steps::dopri5::kMostRejectedInARow || h[l] < 1e-12) {
-                        throw steps::dopri5::toleranceNotMet(t[l]);
+                        // Lanes run a sweep's dopri5 cells (tolerance 1e-5) and its references.
+                        throw steps::dopri5::toleranceNotMet(
+                            t[l], "loosen --reference-tol, or leave dopri5 out of the sweep's solvers");
                     }
                 }
             }

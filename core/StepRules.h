@@ -80,10 +80,9 @@ inline double adaptiveEnd(double tEnd) { return std::min(tEnd, 1.0 - kFinalGap);
 inline double grownStep(double error) { return std::clamp(0.9 * std::pow(std::max(error, 1e-10), -0.2), 0.2, 10.0); }
 inline double shrunkStep(double error) { return std::clamp(0.9 * std::pow(error, -0.2), 0.2, 1.0); }
 
-// Too many rejected attempts in a row near t.
-inline std::runtime_error toleranceNotMet(double t) {
-    return std::runtime_error("dopri5 could not meet its tolerance near t = " + std::to_string(t) +
-                              "; loosen --rtol/--atol");
+// Too many rejected attempts in a row near t; `remedy` says which tolerance to loosen.
+inline std::runtime_error toleranceNotMet(double t, const std::string& remedy = "loosen --rtol/--atol") {
+    return std::runtime_error("dopri5 could not meet its tolerance near t = " + std::to_string(t) + "; " + remedy);
 }
 
 // An error norm that is NaN or Inf means the model returned NaN or Inf (on a GPU, where the

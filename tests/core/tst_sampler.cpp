@@ -349,6 +349,19 @@ void TestSampler::deferredChecksReportNaNLater() {
     QVERIFY(torch::equal(deferred.final, immediate.final));
 }
 
+namespace {
+
+// x̂0 drawn afresh at every call: no step is ever small enough for an adaptive solver.
+class RoughModel final : public Model {
+public:
+    std::string name() const override { return "rough"; }
+    std::vector<int64_t> sampleShape() const override { return {2}; }
+    torch::Tensor denoise(const torch::Tensor& x, double, double) override { return 10.0 * torch::randn_like(x); }
+    void prepare(torch::Device, torch::ScalarType) override {}
+};
+
+}  // namespace
+
 void TestSampler::lanesReproduceTheirOwnRuns_data() {
     QTest::addColumn<QString>("solver");
     QTest::addColumn<bool>("nativeRows");
@@ -433,6 +446,16 @@ void TestSampler::lanesReproduceTheirOwnRuns() {
         }
         QVERIFY2(rejections.size() > 1 && *rejections.rbegin() > 0, "every lane rejected as many attempts");
         QVERIFY_THROWS_EXCEPTION(InvalidRequestError, runLanes(model, "dopri5", lanes, {0.0, 1e-5}));
+        // A model too rough for any step size: the sweep says which option to loosen.
+        RoughModel rough;
+        try {
+            runLanes(rough, "dopri5", lanes, {1e-20, 1e-12});
+            QFAIL("no exception");
+        } catch (const std::runtime_error& error) {
+            const QString message = error.what();
+            QVERIFY2(message.contains("could not meet its tolerance") && message.contains("--reference-tol"),
+                     qPrintable(message));
+        }
     }
     QVERIFY_THROWS_EXCEPTION(InvalidRequestError, runLanes(model, "no-such-solver", lanes));
 }
