@@ -23,12 +23,17 @@ torch::Tensor Model::denoiseRows(const torch::Tensor& x, const std::vector<doubl
     return out;
 }
 
-Model::Prediction Model::predictRows(const torch::Tensor& x, const std::vector<PathPoint>& points) {
-    std::vector<double> alpha, sigma;
+std::pair<std::vector<double>, std::vector<double>> Model::levelsOf(const std::vector<PathPoint>& points) {
+    std::pair<std::vector<double>, std::vector<double>> levels;
     for (const PathPoint& p : points) {
-        alpha.push_back(p.alpha);
-        sigma.push_back(p.sigma);
+        levels.first.push_back(p.alpha);
+        levels.second.push_back(p.sigma);
     }
+    return levels;
+}
+
+Model::Prediction Model::predictRows(const torch::Tensor& x, const std::vector<PathPoint>& points) {
+    const auto [alpha, sigma] = levelsOf(points);
     return {denoiseRows(x, alpha, sigma), {}};
 }
 

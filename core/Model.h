@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <torch/types.h>
@@ -38,6 +39,8 @@ public:
     // The same with a point per row (a sweep's lanes). Where the velocity is defined, it is the
     // model's own on the rows it predicts natively and the one derived from x̂0 on the others.
     virtual Prediction predictRows(const torch::Tensor& x, const std::vector<PathPoint>& points);
+    // The rows' alpha and sigma, as denoiseRows takes them.
+    static std::pair<std::vector<double>, std::vector<double>> levelsOf(const std::vector<PathPoint>& points);
     // Moves whatever the model holds to the device and dtype of the upcoming run. When it is there
     // already, the model must keep the very tensors it holds: a captured CUDA graph reads them.
     virtual void prepare(torch::Device device, torch::ScalarType dtype) = 0;

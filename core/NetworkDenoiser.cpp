@@ -114,11 +114,7 @@ bool NetworkDenoiser::velocityAlong(const NativeLevel& level, const PathPoint& p
 }
 
 Model::Prediction NetworkDenoiser::predictRows(const torch::Tensor& x, const std::vector<PathPoint>& points) {
-    std::vector<double> alpha, sigma;
-    for (const PathPoint& p : points) {
-        alpha.push_back(p.alpha);
-        sigma.push_back(p.sigma);
-    }
+    const auto [alpha, sigma] = levelsOf(points);
     Rows rows = forwardRows(x, alpha, sigma);
     std::vector<double> own;
     for (size_t b = 0; b < points.size(); ++b) own.push_back(velocityAlong(rows.levels[b], points[b]) ? 1.0 : 0.0);
@@ -150,8 +146,10 @@ NetworkDenoiser::Rows NetworkDenoiser::forwardRows(const torch::Tensor& x, const
     }
     std::vector<int64_t> column(x.dim(), 1);
     column[0] = x.size(0);
-    const torch::Tensor xNative = x * deviceValues(scales, x).reshape(column);
-    const torch::Tensor time = deviceValues(times, x);
+    // Scales and times reach the device in one copy.
+    const auto values = deviceColumns({scales, times}, x);
+    const torch::Tensor xNative = x * values[0].view(column);
+    const torch::Tensor& time = values[1];
     rows.output = runForward(xNative, time, x);
     rows.data = predictionToData(m_parameterization, rows.output, xNative, rowPoints(points, x));
     return rows;
