@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include <QComboBox>
+#include <QEvent>
 #include <QHBoxLayout>
 #include <QLabel>
 #include <QPixmap>
@@ -16,8 +17,12 @@ DifferenceView::DifferenceView(QWidget* parent) : QWidget(parent) {
     m_a = new QComboBox(this);
     m_b = new QComboBox(this);
     m_image = new QLabel(this);
+    m_image->setObjectName("differenceImage");
     m_image->setAlignment(Qt::AlignCenter);
     m_image->setMinimumSize(200, 160);
+    // The pixmap follows the view's size, never the other way round.
+    m_image->setSizePolicy(QSizePolicy::Ignored, QSizePolicy::Ignored);
+    m_image->installEventFilter(this);
     m_caption = new QLabel(this);
     m_caption->setWordWrap(true);
     auto* row = new QHBoxLayout;
@@ -100,18 +105,32 @@ QImage DifferenceView::differenceHeatMap(const core::HostArray& a, const core::H
 void DifferenceView::refresh() {
     const int a = laneA(), b = laneB();
     m_heatMap = {};
-    if (a < 0 || b < 0 || a >= m_finals.size() || b >= m_finals.size()) return;
+    if (a < 0 || b < 0 || a >= m_finals.size() || b >= m_finals.size()) {
+        m_image->clear();
+        return;
+    }
     m_heatMap = differenceHeatMap(m_finals[a], m_finals[b], &m_mean);
     if (m_heatMap.isNull()) {
         m_image->clear();
         m_caption->setText(tr("The heat map compares finished image lanes; 2-D models and unfinished lanes have none."));
         return;
     }
+    showHeatMap();
+    m_caption->setText(tr("Mean |lane %1 - lane %2| per pixel: %3 (black 0, yellow 1 or more; images span -1 to 1)")
+                           .arg(a + 1).arg(b + 1).arg(m_mean, 0, 'f', 4));
+}
+
+void DifferenceView::showHeatMap() {
+    if (m_heatMap.isNull()) return;
     const int scale = std::max(1, std::min(m_image->width() / std::max(1, m_heatMap.width()),
                                            m_image->height() / std::max(1, m_heatMap.height())));
     m_image->setPixmap(QPixmap::fromImage(m_heatMap.scaled(m_heatMap.size() * scale, Qt::KeepAspectRatio, Qt::FastTransformation)));
-    m_caption->setText(tr("Mean |lane %1 - lane %2| per pixel: %3 (black 0, yellow 1 or more; images span -1 to 1)")
-                           .arg(a + 1).arg(b + 1).arg(m_mean, 0, 'f', 4));
+}
+
+bool DifferenceView::eventFilter(QObject* watched, QEvent* event) {
+    // The dock is often hidden behind another tab when a run finishes: enlarge when it is shown.
+    if (watched == m_image && event->type() == QEvent::Resize) showHeatMap();
+    return QWidget::eventFilter(watched, event);
 }
 
 }  // namespace flowscope::ui

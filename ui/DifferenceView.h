@@ -30,8 +30,13 @@ public:
     // The heat-map grid of per-pixel |a - b| (channel mean) for two batches [B, C, H, W].
     static QImage differenceHeatMap(const core::HostArray& a, const core::HostArray& b, double* mean = nullptr);
 
+protected:
+    bool eventFilter(QObject* watched, QEvent* event) override;
+
 private:
     void refresh();
+    // Shows the heat map enlarged by the largest whole factor that fits the view.
+    void showHeatMap();
 
     QComboBox* m_a;
     QComboBox* m_b;

@@ -87,6 +87,9 @@ void fill(QChart* chart, const QVector<QVector<QPointF>>& lines, const QStringLi
     if (yMax <= yMin) yMax = yMin + 1;
     x->setRange(xMin, xMax);
     y->setRange(yMin, yMax + 0.05 * (yMax - yMin));
+    // Round ends and steps (0, 0.05, 0.1, ... rather than 0, 0.049, 0.099, ...).
+    x->applyNiceNumbers();
+    y->applyNiceNumbers();
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <QChart>
 #include <QChartView>
 #include <QComboBox>
+#include <QDockWidget>
 #include <QLabel>
 #include <QLegend>
 #include <QLineSeries>
@@ -400,6 +401,16 @@ void TestMainWindow::referenceErrorAndDifferenceMap() {
     // The heat map compares the two lanes' final images.
     QVERIFY(!window.difference()->heatMap().isNull());
     QVERIFY(window.difference()->meanDifference() > 0.0);
+    // Finished while its tab was hidden, the map is enlarged by the largest whole factor that fits
+    // once the tab is shown.
+    window.resize(1400, 900);
+    window.findChild<QDockWidget*>("differenceDock")->raise();
+    auto* shown = window.difference()->findChild<QLabel*>("differenceImage");
+    const QImage& map = window.difference()->heatMap();
+    QTRY_VERIFY(shown->isVisible());
+    const int fits = std::min(shown->width() / map.width(), shown->height() / map.height());
+    QVERIFY2(fits >= 2, qPrintable(QString("view %1x%2").arg(shown->width()).arg(shown->height())));
+    QTRY_COMPARE(shown->pixmap().width(), fits * map.width());
     window.difference()->setLanes(0, 0);
     QCOMPARE(window.difference()->meanDifference(), 0.0);
 }
