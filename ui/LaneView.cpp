@@ -1,10 +1,13 @@
 #include "ui/LaneView.h"
 
+#include <algorithm>
 #include <cmath>
+#include <initializer_list>
 
 #include <QComboBox>
 #include <QGridLayout>
 #include <QLabel>
+#include <QResizeEvent>
 #include <QSignalBlocker>
 #include <QSlider>
 #include <QSpinBox>
@@ -44,6 +47,10 @@ LaneView::LaneView(int index, QWidget* parent) : QWidget(parent), m_index(index)
     m_path->setToolTip(tr("Probability path: linear is rectified flow (straight); vp and cosine are diffusion (curved); ve is EDM"));
     m_solver = makeCombo({"euler", "heun", "midpoint", "rk4", "dpm++2m", "ddim", "dopri5", "ddpm", "euler-a"}, this);
     m_schedule = makeCombo({"uniform", "karras", "shift:3", "flux", "logsnr"}, this, true);
+    // Four lanes side by side must fit a laptop's screen: the solver's box (whose longest names
+    // are the longest) may shrink below them, eliding, and grows back whenever there is room.
+    // The path's names are short, and the schedule's box is edited, so they keep their width.
+    m_solver->setMinimumWidth(4 * m_solver->fontMetrics().averageCharWidth() + 28);
     m_schedule->setToolTip(tr("Time grid; shift:S takes any S > 0"));
     m_steps = new QSpinBox(this);
     m_steps->setRange(1, 1000);
@@ -53,15 +60,9 @@ LaneView::LaneView(int index, QWidget* parent) : QWidget(parent), m_index(index)
     m_stepsSlider->setRange(1, 1000);
     m_stepsSlider->setValue(8);
 
-    auto* title = new QLabel(tr("<b>Lane %1</b>").arg(index + 1), this);
-    auto* header = new QGridLayout;
-    header->addWidget(title, 0, 0);
-    header->addWidget(m_path, 0, 1);
-    header->addWidget(m_solver, 0, 2);
-    header->addWidget(m_schedule, 0, 3);
-    header->addWidget(new QLabel(tr("Steps"), this), 1, 0);
-    header->addWidget(m_stepsSlider, 1, 1, 1, 2);
-    header->addWidget(m_steps, 1, 3);
+    m_title = new QLabel(tr("<b>Lane %1</b>").arg(index + 1), this);
+    m_stepsTitle = new QLabel(tr("Steps"), this);
+    m_header = new QGridLayout;
 
     m_canvas = new SampleCanvas(this);
     connect(m_canvas, &SampleCanvas::focusChanged, this, [this] { refreshFilmstrip(); });
@@ -73,7 +74,6 @@ LaneView::LaneView(int index, QWidget* parent) : QWidget(parent), m_index(index)
     m_timeline->setRange(0, 0);
     m_timeline->setToolTip(tr("Scrub through every step of the run (Left/Right)"));
     m_stepLabel = new QLabel(this);
-    m_stepLabel->setMinimumWidth(170);
     auto* timelineRow = new QHBoxLayout;
     timelineRow->addWidget(m_play);
     timelineRow->addWidget(m_timeline, 1);
@@ -91,7 +91,8 @@ LaneView::LaneView(int index, QWidget* parent) : QWidget(parent), m_index(index)
 
     auto* layout = new QVBoxLayout(this);
     layout->setContentsMargins(4, 4, 4, 4);
-    layout->addLayout(header);
+    arrangeHeader(false);
+    layout->addLayout(m_header);
     layout->addWidget(m_canvas, 1);
     layout->addLayout(timelineRow);
     layout->addWidget(m_filmstrip);
@@ -282,7 +283,48 @@ void LaneView::updateStepLabel() {
     }
     const LaneFrame& frame = m_frames[index];
     const QString total = frame.plannedSteps > 0 ? QString::number(frame.plannedSteps) : QStringLiteral("?");
-    m_stepLabel->setText(tr("step %1/%2 · t %3 · NFE %4").arg(frame.index).arg(total).arg(frame.t, 0, 'f', 3).arg(frame.nfe));
+    // Compact: the NFE is in the measures below the filmstrip.
+    m_stepLabel->setText(m_compact ? tr("%1/%2 · t %3").arg(frame.index).arg(total).arg(frame.t, 0, 'f', 3)
+                                   : tr("step %1/%2 · t %3 · NFE %4")
+                                         .arg(frame.index)
+                                         .arg(total)
+                                         .arg(frame.t, 0, 'f', 3)
+                                         .arg(frame.nfe));
+}
+
+void LaneView::arrangeHeader(bool compact) {
+    for (QWidget* widget : std::initializer_list<QWidget*>{m_title, m_path, m_solver, m_schedule, m_stepsTitle,
+                                                            m_stepsSlider, m_steps}) {
+        m_header->removeWidget(widget);
+    }
+    const int row = compact ? 1 : 0;
+    if (compact) {
+        m_header->addWidget(m_title, 0, 0, 1, 4);
+        m_header->addWidget(m_path, 1, 0, 1, 2);
+    } else {
+        m_header->addWidget(m_title, 0, 0);
+        m_header->addWidget(m_path, 0, 1);
+    }
+    m_header->addWidget(m_solver, row, 2);
+    m_header->addWidget(m_schedule, row, 3);
+    m_header->addWidget(m_stepsTitle, row + 1, 0);
+    m_header->addWidget(m_stepsSlider, row + 1, 1, 1, 2);
+    m_header->addWidget(m_steps, row + 1, 3);
+    m_stepLabel->setMinimumWidth(m_stepLabel->fontMetrics().horizontalAdvance(
+        compact ? tr("88/88 · t 0.000") : tr("step 88/88 · t 0.000 · NFE 888")));
+    m_compact = compact;
+    updateStepLabel();
+}
+
+void LaneView::resizeEvent(QResizeEvent* event) {
+    QWidget::resizeEvent(event);
+    // The title and the three boxes at their natural widths, on one line.
+    const int spacing = std::max(0, m_header->horizontalSpacing());
+    const QMargins margins = layout()->contentsMargins();
+    const int oneLine = m_title->sizeHint().width() + m_path->sizeHint().width() + m_solver->sizeHint().width() +
+                        m_schedule->sizeHint().width() + 3 * spacing + margins.left() + margins.right();
+    const bool compact = width() < oneLine;
+    if (compact != m_compact) arrangeHeader(compact);
 }
 
 void LaneView::togglePlay() {

@@ -9,6 +9,7 @@
 #include "ui/SampleCanvas.h"
 
 class QComboBox;
+class QGridLayout;
 class QLabel;
 class QSlider;
 class QSpinBox;
@@ -59,6 +60,9 @@ public:
 
     // Shows the frame whose t is nearest to `t` (used to keep lanes aligned by t).
     void showNearestTime(double t);
+    // True while the lane is too narrow for its title and boxes on one line (three or four lanes
+    // on a laptop's screen): the title then has a line of its own and the step label is shorter.
+    bool isCompact() const { return m_compact; }
     FilmstripBar* filmstrip() const { return m_filmstrip; }
     // RMSE of the final samples against a dopri5 reference solve from the same noise; NaN when
     // the measurement was cancelled.
@@ -70,8 +74,12 @@ Q_SIGNALS:
     // The user moved this lane's timeline (not a programmatic change).
     void scrubbed(double t);
 
+protected:
+    void resizeEvent(QResizeEvent* event) override;
+
 private:
     void updateStepLabel();
+    void arrangeHeader(bool compact);
 
     int m_index;
     QComboBox* m_path;
@@ -83,6 +91,10 @@ private:
     QSlider* m_timeline;
     QToolButton* m_play;
     QLabel* m_stepLabel;
+    QLabel* m_title;
+    QLabel* m_stepsTitle;
+    QGridLayout* m_header;
+    bool m_compact = false;
     QLabel* m_metrics;
     FilmstripBar* m_filmstrip;
     QTimer* m_playTimer;

@@ -17,6 +17,8 @@
 #include <QProgressBar>
 #include <QPushButton>
 #include <QRegularExpression>
+#include <QScrollArea>
+#include <QScrollBar>
 #include <QSpinBox>
 #include <QStandardPaths>
 #include <QValueAxis>
@@ -171,8 +173,22 @@ TrainPanel::TrainPanel(QWidget* parent) : QWidget(parent), m_controller(new Trai
     previewColumn->addWidget(m_preview, 1);
     previewColumn->addWidget(m_previewCaption);
 
+    // The settings scroll when the dock is short, so that the panel never makes the window taller
+    // than a laptop's screen.
+    auto* controlsWidget = new QWidget;
+    controlsWidget->setLayout(controls);
+    controls->setContentsMargins(0, 0, 0, 0);
+    auto* controlsScroll = new QScrollArea(this);
+    controlsScroll->setObjectName("trainSettingsScroll");
+    controlsScroll->setFrameShape(QFrame::NoFrame);
+    controlsScroll->setHorizontalScrollBarPolicy(Qt::ScrollBarAlwaysOff);
+    controlsScroll->setWidgetResizable(true);
+    controlsScroll->setWidget(controlsWidget);
+    controlsScroll->setMinimumWidth(controlsWidget->minimumSizeHint().width() +
+                                    controlsScroll->verticalScrollBar()->sizeHint().width());
+
     auto* layout = new QHBoxLayout(this);
-    layout->addLayout(controls, 0);
+    layout->addWidget(controlsScroll, 0);
     layout->addWidget(m_chart, 2);
     layout->addLayout(previewColumn, 1);
 

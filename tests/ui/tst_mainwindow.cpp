@@ -17,6 +17,7 @@
 #include <QSignalSpy>
 #include <QSlider>
 #include <QSpinBox>
+#include <QStyleOptionComboBox>
 #include <QStandardPaths>
 #include <QTemporaryDir>
 #include <QApplication>
@@ -96,6 +97,7 @@ private Q_SLOTS:
     void initTestCase();
     void init();
     void firstLaunchShowsTwoLanes();
+    void fourLanesFitALaptopScreen();
     void changingStepsDeliversLiveFrames();
     void stormOfChangesEndsInOneResult();
     void lanesShareTheNoise();
@@ -147,6 +149,44 @@ void TestMainWindow::firstLaunchShowsTwoLanes() {
         QCOMPARE(window.lane(i)->canvas()->states().size(), 16);
         QCOMPARE(window.lane(i)->canvas()->states().front().size(), QSize(28, 28));
     }
+}
+
+void TestMainWindow::fourLanesFitALaptopScreen() {
+    MainWindow window;
+    window.show();
+    useModel(window, "gmm:8gaussians", 16);
+    window.settingsPanel()->setLaneCount(4);
+    QTRY_COMPARE(window.laneCount(), 4);
+    QVERIFY(settle(window));
+    // 1280 x 800 and 1366 x 768 are common laptop screens; a window that cannot shrink to them
+    // runs off the screen. Every lane is still usable at its smallest.
+    const QSize smallest = window.minimumSizeHint().expandedTo(window.minimumSize());
+    qInfo() << "smallest window with four lanes" << smallest;
+    QVERIFY2(smallest.width() <= 1280 && smallest.height() <= 720,
+             qPrintable(QString("%1 x %2").arg(smallest.width()).arg(smallest.height())));
+    window.resize(1280, 720);
+    QTRY_COMPARE(window.width(), 1280);
+    for (int i = 0; i < 4; ++i) {
+        LaneView* lane = window.lane(i);
+        QVERIFY(lane->canvas()->width() >= 150);
+        QVERIFY(lane->geometry().right() <= window.width());
+        // Too narrow for the title and the boxes on one line: the title moves above them, and the
+        // boxes have room for their names.
+        QTRY_VERIFY(lane->isCompact());
+        for (QComboBox* box : {lane->pathBox(), lane->solverBox()}) {
+            QStyleOptionComboBox option;
+            option.initFrom(box);
+            const QSize text(box->fontMetrics().horizontalAdvance(box->currentText()), box->fontMetrics().height());
+            const int needed = box->style()->sizeFromContents(QStyle::CT_ComboBox, &option, text, box).width();
+            QVERIFY2(box->width() >= needed,
+                     qPrintable(QString("%1: %2 < %3").arg(box->currentText()).arg(box->width()).arg(needed)));
+        }
+        QVERIFY(lane->timeline()->width() >= 40);
+    }
+    // Two lanes have room for one line again.
+    window.settingsPanel()->setLaneCount(2);
+    QTRY_COMPARE(window.laneCount(), 2);
+    QTRY_VERIFY(!window.lane(0)->isCompact() && !window.lane(1)->isCompact());
 }
 
 void TestMainWindow::changingStepsDeliversLiveFrames() {
