@@ -28,11 +28,28 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,m
 
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
+# A CUDA LibTorch's CMake files look for the CUDA toolkit (nvcc), often installed off the PATH.
+if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then export PATH="$PATH:/usr/local/cuda/bin"; fi
+# The wheel's LibTorch, also over one a build folder made earlier found elsewhere (Torch_DIR is
+# cached and would win over CMAKE_PREFIX_PATH).
+torch_dir=()
+[ -f "$prefix/Torch/TorchConfig.cmake" ] && torch_dir=(-DTorch_DIR="$prefix/Torch")
 log "configure (engine only, CUDA LibTorch from the torch wheel)"
 cmake -S "$root" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
     -DFLOWSCOPE_BUILD_GUI=OFF -DFLOWSCOPE_WITH_OPENCV=OFF -DFLOWSCOPE_BUILD_TESTS=OFF \
-    -DFLOWSCOPE_PACKAGE_TEST=OFF -DCMAKE_PREFIX_PATH="$prefix" 2>&1 | tee "$results/configure.log" |
-    grep -E "FlowScope|Error|error" || true
+    -DFLOWSCOPE_PACKAGE_TEST=OFF -DCMAKE_PREFIX_PATH="$prefix" "${torch_dir[@]}" >"$results/configure.log" 2>&1
+configured=$?
+grep -E "FlowScope|Error|error" "$results/configure.log"
+if [ "$configured" -ne 0 ]; then
+    tail -30 "$results/configure.log"
+    echo "gpu.sh: CMake could not configure the build (log: $results/configure.log). A CUDA torch needs the" \
+         "CUDA toolkit of the same major version (nvcc) to be found." >&2
+    exit 1
+fi
+if "$python" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null &&
+    ! grep -q "FlowScope: CUDA ON" "$results/configure.log"; then
+    echo "WARNING: torch sees a GPU but the engine was configured without CUDA; the figures below are the CPU's" >&2
+fi
 log "build"
 start=$(date +%s)
 if ! cmake --build "$build" --target flowscope-bench tst_device -j "$(nproc)" >"$results/build.log" 2>&1; then

@@ -23,7 +23,9 @@ public:
     static bool available();
 
     // Captures `body` on a static copy of `example` after `warmup` eager runs. Throws
-    // std::runtime_error, with the device left usable, when the body cannot be captured.
+    // std::runtime_error when the body cannot be captured, and c10::OutOfMemoryError when the
+    // device ran out of memory; either way the capture is ended and its memory pool released, so
+    // that the device stays usable (and LibTorch's allocator can still empty its cache).
     CudaGraph(const torch::Tensor& example, const Body& body, int warmup = 2);
     ~CudaGraph();
     CudaGraph(const CudaGraph&) = delete;

@@ -228,6 +228,30 @@ void nanStopsTheRun() {
     }
 }
 
+// A model that waits for the GPU (a branch on a tensor's value) cannot be held by a CUDA graph:
+// its capture fails, and the engine runs the plain loop then and from then on. The failed capture
+// must leave the device as it was: LibTorch's allocator left believing a capture is under way
+// would no longer hand its cache back when memory runs out (outOfMemoryRecovers runs after this).
+void failedCaptureRunsThePlainLoop() {
+    core::Engine engine;
+    core::SampleRequest request;
+    request.model = "bundle:" + g_sourceDir + "/resources/fixtures/bundles/gauss-synchronizing";
+    request.trustModel = true;
+    request.device = device();
+    request.steps = 6;
+    request.batch = 4;
+    request.cudaGraphs = false;
+    const auto plain = ok(engine.sample(request));
+    request.cudaGraphs = true;
+    for (int i = 0; i < 3; ++i) {
+        const auto run = ok(engine.sample(request));
+        EXPECT(!run.cudaGraph, "a model that synchronizes was replayed as a graph");
+        EXPECT(maxAbsDifference(plain.final, run.final) == 0.0, "the fallback differs from the plain loop");
+    }
+    // The exact flow of N(m, 0.4^2 I) carries noise z to m + 0.4 z: six Euler steps come close.
+    EXPECT(maxAbsDifference(plain.final, plain.initial) > 0.1, "the model moved the samples");
+}
+
 // Running out of GPU memory is a message, the memory is given back, and the next run works.
 void outOfMemoryRecovers() {
     if (!hasCuda()) throw Skip("needs a CUDA GPU");
@@ -400,6 +424,7 @@ int main(int argc, char** argv) {
         {"framesMatchTheTrajectory", framesMatchTheTrajectory},
         {"previewSizeShrinksFramesOnly", previewSizeShrinksFramesOnly},
         {"nanStopsTheRun", nanStopsTheRun},
+        {"failedCaptureRunsThePlainLoop", failedCaptureRunsThePlainLoop},
         {"outOfMemoryRecovers", outOfMemoryRecovers},
         {"cpuAndCudaAgree", cpuAndCudaAgree},
         {"empiricalDenoiserOnTheDevice", empiricalDenoiserOnTheDevice},
