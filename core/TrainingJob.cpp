@@ -70,7 +70,18 @@ public:
         if (std::find(modes.begin(), modes.end(), m_request.mode) == modes.end()) {
             throw UnknownNameError("training mode", m_request.mode, modes);
         }
+        std::error_code ec;
+        const bool existed = fs::exists(m_request.outDirectory, ec);
         const fs::path folder = outputFolder();
+        // A request refused before anything was written leaves no empty folder behind.
+        struct RemoveIfLeftEmpty {
+            fs::path folder;
+            bool created;
+            ~RemoveIfLeftEmpty() {
+                std::error_code ignored;
+                if (created && fs::is_empty(folder, ignored)) fs::remove(folder, ignored);
+            }
+        } cleanup{folder, !existed};
         TrainSettings settings;
         std::optional<BundleManifest> source;
         if (m_request.mode == "train") {
@@ -134,6 +145,12 @@ private:
         }
         if (::access(folder.c_str(), W_OK) != 0) {
             throw InvalidRequestError("the output folder '" + m_request.outDirectory + "' is not writable");
+        }
+        // A bundle made elsewhere (its manifest, no checkpoint of a training here) is not replaced.
+        if (fs::exists(folder / "flowscope.json", ec) && !fs::exists(folder / "checkpoint.safetensors", ec)) {
+            throw InvalidRequestError("the output folder '" + m_request.outDirectory +
+                                      "' holds a model bundle that was not trained there (it has no "
+                                      "checkpoint.safetensors); write the new model to another folder");
         }
         m_outcome.directory = folder.string();
         return folder;

@@ -25,6 +25,22 @@ void checkWritable(const std::optional<std::string>& path, const std::string& op
     if (fs::is_directory(target, ec)) throw UsageError("--" + option + ": '" + *path + "' is a folder");
 }
 
+void checkDistinct(const std::vector<std::pair<std::string, std::optional<std::string>>>& outputs) {
+    namespace fs = std::filesystem;
+    for (size_t i = 0; i < outputs.size(); ++i) {
+        for (size_t j = i + 1; j < outputs.size(); ++j) {
+            const auto& [first, a] = outputs[i];
+            const auto& [second, b] = outputs[j];
+            if (!a || !b) continue;
+            // The same file under two spellings (./x.png and x.png) counts too.
+            if (fs::weakly_canonical(fs::absolute(*a)) == fs::weakly_canonical(fs::absolute(*b))) {
+                throw UsageError("--" + first + " and --" + second + " name the same file '" + *b +
+                                 "'; the second would replace the first: give each its own file");
+            }
+        }
+    }
+}
+
 int exitCodeFor(core::Failure failure) {
     switch (failure) {
         case core::Failure::None: return kExitOk;
@@ -71,6 +87,16 @@ Arguments::Arguments(const std::vector<std::string>& args, const std::set<std::s
                 m_values[name] = *inlineValue;
             } else {
                 if (i + 1 >= args.size()) throw UsageError("--" + name + " needs a value");
+                // `--out --json` is a forgotten value, not a file named --json.
+                const std::string& next = args[i + 1];
+                if (next.starts_with("--")) {
+                    const std::string other = next.substr(2, next.find('=') == std::string::npos ? std::string::npos
+                                                                                                  : next.find('=') - 2);
+                    if (valued.count(other) || flags.count(other)) {
+                        throw UsageError("--" + name + " needs a value before " + next + " (for a value that starts with --, write --" +
+                                         name + "=" + next + ")");
+                    }
+                }
                 m_values[name] = args[++i];
             }
         } else {
@@ -80,6 +106,10 @@ Arguments::Arguments(const std::vector<std::string>& args, const std::set<std::s
             throw UsageError("unknown option '--" + name + "'; options here:" + known);
         }
     }
+}
+
+uint64_t Arguments::seed(uint64_t fallback) const {
+    return static_cast<uint64_t>(integer("seed", static_cast<long long>(fallback), 0, 4294967295LL));
 }
 
 bool Arguments::has(const std::string& name) const { return m_flags.count(name) || m_values.count(name); }

@@ -1,10 +1,12 @@
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/Engine.h"
@@ -27,6 +29,9 @@ int exitCodeFor(core::Failure failure);
 // Refuses early an output file a command could never write (missing or unwritable folder, a
 // folder given as the file), so no time is spent on a doomed run. Throws UsageError naming --option.
 void checkWritable(const std::optional<std::string>& path, const std::string& option);
+// Refuses two options that name the same file (the second write would replace the first).
+// Each entry: an option's name and its path, if given.
+void checkDistinct(const std::vector<std::pair<std::string, std::optional<std::string>>>& outputs);
 
 // `--name value` and `--flag` options after a subcommand. Every option must be declared, so a
 // typo is an error rather than something silently ignored.
@@ -39,6 +44,9 @@ public:
     std::string text(const std::string& name, const std::string& fallback) const;
     std::optional<std::string> optionalText(const std::string& name) const;
     long long integer(const std::string& name, long long fallback, long long lo, long long hi) const;
+    // --seed: 0 to 4294967295. LibTorch's CPU generator (like PyTorch's) keeps 32 bits of a seed,
+    // so a larger one would silently give the noise of another.
+    uint64_t seed(uint64_t fallback) const;
     double number(const std::string& name, double fallback) const;
     std::vector<std::string> list(const std::string& name, const std::string& fallback) const;
     std::vector<int> integerList(const std::string& name, const std::string& fallback, int lo, int hi) const;

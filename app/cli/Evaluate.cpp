@@ -47,7 +47,7 @@ int runClassifier(const std::vector<std::string>& args, const std::atomic<bool>&
     settings.epochs = static_cast<int>(options.integer("epochs", settings.epochs, 1, 1000));
     settings.batch = static_cast<int>(options.integer("batch", settings.batch, 1, 65536));
     settings.learningRate = options.number("lr", settings.learningRate);
-    settings.seed = static_cast<uint64_t>(options.integer("seed", 0, 0, std::numeric_limits<long long>::max()));
+    settings.seed = options.seed(0);
     const bool json = options.has("json");
     const bool showProgress = ::isatty(STDERR_FILENO) && !json;
 
@@ -116,7 +116,7 @@ int runEvaluate(const std::vector<std::string>& args, const std::atomic<bool>& c
     const double tolerance = options.number("tolerance", 1e-3);
     const int samples = static_cast<int>(options.integer("samples", 10000, 2, 10'000'000));
     const int batch = static_cast<int>(options.integer("batch", 500, 1, 65536));
-    const uint64_t seed = static_cast<uint64_t>(options.integer("seed", 0, 0, std::numeric_limits<long long>::max()));
+    const uint64_t seed = options.seed(0);
     std::string classifierPath = options.text("classifier", "");
     if (classifierPath.empty()) classifierPath = core::shippedClassifierPath();
     if (classifierPath.empty()) {

@@ -100,7 +100,7 @@ void writeSettings(app::JsonWriter& json, const core::SampleRequest& request) {
     json.field("solver", request.solver);
     json.field("schedule", request.schedule);
     json.field("steps", request.steps);
-    json.field("seed", static_cast<double>(request.seed));
+    json.field("seed", static_cast<long long>(request.seed));
     json.field("batch", request.batch);
     json.field("resolution", request.resolution);
     json.field("device", request.device);
@@ -243,7 +243,7 @@ int runSample(const std::vector<std::string>& args) {
     request.solver = options.text("solver", "euler");
     request.schedule = options.text("schedule", "uniform");
     request.steps = static_cast<int>(options.integer("steps", 8, 1, 10000));
-    request.seed = static_cast<uint64_t>(options.integer("seed", 0, 0, std::numeric_limits<long long>::max()));
+    request.seed = options.seed(0);
     request.batch = static_cast<int>(options.integer("batch", 1, 1, 4096));
     request.resolution = static_cast<int>(options.integer("resolution", 0, 0, 1024));
     request.device = options.text("device", "auto");
@@ -268,6 +268,11 @@ int runSample(const std::vector<std::string>& args) {
     checkWritable(strip, "filmstrip");
     checkWritable(saveFinal, "save-final");
     checkWritable(saveTrajectory, "save-trajectory");
+    app::checkDistinct({{"out", out},
+                        {"filmstrip", strip},
+                        {"save-final", saveFinal},
+                        {"save-trajectory", saveTrajectory},
+                        {"save-decoded", saveDecoded}});
     request.recordTrajectory = strip || saveTrajectory || out;
 
     core::Engine engine(folderLoader());
@@ -372,7 +377,7 @@ int runSweep(const std::vector<std::string>& args) {
     request.solvers = options.list("solvers", "euler");
     request.schedules = options.list("schedule", "uniform");
     request.steps = options.integerList("steps", "1,2,4,8", 1, 10000);
-    request.seed = static_cast<uint64_t>(options.integer("seed", 0, 0, std::numeric_limits<long long>::max()));
+    request.seed = options.seed(0);
     request.batch = static_cast<int>(options.integer("batch", 1, 1, 4096));
     request.resolution = static_cast<int>(options.integer("resolution", 0, 0, 1024));
     request.device = options.text("device", "auto");
@@ -447,20 +452,25 @@ void readTrainingOptions(const app::Arguments& options, core::TrainRequest& requ
     if (options.has("weight-decay")) request.weightDecay = options.number("weight-decay", 0.0);
     if (options.has("ema")) request.emaDecay = options.number("ema", 0.0);
     if (options.has("seed")) {
-        request.seed = static_cast<uint64_t>(options.integer("seed", 0, 0, std::numeric_limits<long long>::max()));
+        request.seed = options.seed(0);
     }
     request.checkpointEvery = static_cast<int>(options.integer("checkpoint-every", 500, 1, 10'000'000));
     request.name = options.text("name", "");
 }
 
+// The output folder, or the folder it will be made in (as for any output: a missing parent is a
+// typo more often than a wish). The job makes it, and removes it again if it refuses the request.
 void checkTrainingFolder(const std::string& out) {
     const fs::path folder(out);
     std::error_code ec;
-    fs::create_directories(folder, ec);
-    if (ec || !fs::is_directory(folder)) {
-        throw app::UsageError("--out: cannot create the folder '" + out + "'" + (ec ? ": " + ec.message() : ""));
+    if (fs::exists(folder, ec)) {
+        if (!fs::is_directory(folder, ec)) throw app::UsageError("--out: '" + out + "' is a file, not a folder");
+        if (::access(folder.c_str(), W_OK) != 0) throw app::UsageError("--out: the folder '" + out + "' is not writable");
+        return;
     }
-    if (::access(folder.c_str(), W_OK) != 0) throw app::UsageError("--out: the folder '" + out + "' is not writable");
+    app::checkWritable(folder.lexically_normal().has_filename() ? folder.lexically_normal().string()
+                                                                : folder.lexically_normal().parent_path().string(),
+                       "out");
 }
 
 // Runs a training job with a progress bar; it resumes from OUT/checkpoint.safetensors when

@@ -143,9 +143,12 @@ void TestCli::infoJson() {
 void TestCli::sampleWritesOutputs() {
     const QString folder = freshFolder("sample");
     const CliRun run = runCli({"sample", "--model", "gmm:8gaussians", "--steps", "4", "--batch", "3", "--json",
-                               "--save-final", "f.npy", "--save-trajectory", "t.npy", "--out", "o.png"},
+                               "--save-final", "f.npy", "--save-trajectory", "t.npy", "--out", "o.png", "--seed",
+                               "4294967295"},
                               folder);
     QVERIFY2(run.finished && run.exitCode == 0, describe(run));
+    // The largest seed, written as the whole number it is (not as a double).
+    QVERIFY2(run.out.contains("\"seed\":4294967295,"), describe(run));
     const QJsonObject result = parseObject(run.out);
     QVERIFY2(!result.isEmpty(), run.out);
     for (const char* key : {"nfe", "seconds", "path_length_ratio", "straightness"}) {
@@ -234,6 +237,12 @@ void TestCli::usageErrors_data() {
     QTest::newRow("batch 4097") << (gmm + QStringList{"--batch", "4097"}) << "--batch";
     QTest::newRow("unknown option") << (gmm + QStringList{"--stepz", "4"}) << "--stepz";
     QTest::newRow("missing model") << QStringList{"sample", "--steps", "4"} << "--model";
+    // LibTorch's CPU generator keeps 32 bits of a seed: 2^32 would silently be seed 0.
+    QTest::newRow("seed 2^32") << (gmm + QStringList{"--seed", "4294967296"}) << "4294967295";
+    // A forgotten value is not a file named after the next option.
+    QTest::newRow("value missing before a flag") << (gmm + QStringList{"--filmstrip", "--json"}) << "--filmstrip needs a value";
+    // Two outputs into one file: the second write would replace the first.
+    QTest::newRow("two outputs, one file") << (gmm + QStringList{"--filmstrip", "./o.png"}) << "name the same file";
 }
 
 void TestCli::usageErrors() {
@@ -494,7 +503,27 @@ void TestCli::trainWritesAResumableBundle() {
     run = runCli({"train", "--dataset", "points:moons", "--objective", "score", "--out", "x"}, folder);
     QVERIFY2(run.finished && run.exitCode == 2 && run.err.contains("rectified, diffusion, v"), describe(run));
     run = runCli({"train", "--dataset", "points:moons", "--out", "/proc/flowscope"}, folder);
-    QVERIFY2(run.finished && run.exitCode == 2 && run.err.contains("--out"), describe(run));
+    QVERIFY2(run.finished && run.exitCode == 2 && run.err.contains("cannot create the output folder '/proc/flowscope'"),
+             describe(run));
+    run = runCli({"train", "--dataset", "points:moons", "--out", "no-such-folder/flow"}, folder);
+    QVERIFY2(run.finished && run.exitCode == 2 && run.err.contains("--out") && run.err.contains("does not exist"),
+             describe(run));
+    // A refused request leaves no empty output folder behind.
+    run = runCli({"train", "--dataset", "folder:" + QDir(folder).filePath("no-such-images"), "--out", "refused"}, folder);
+    QVERIFY2(run.finished && run.exitCode != 0, describe(run));
+    QVERIFY2(!QFileInfo::exists(QDir(folder).filePath("refused")), describe(run));
+    // A bundle made elsewhere (no checkpoint of a training there) is never replaced.
+    const QString theirs = QDir(folder).filePath("theirs");
+    QVERIFY(QDir().mkpath(theirs));
+    const QString fixture = QStringLiteral(FLOWSCOPE_SOURCE_DIR "/resources/fixtures/bundles/gauss-velocity-linear");
+    for (const QString& file : {QStringLiteral("flowscope.json"), QStringLiteral("model.pt")}) {
+        QVERIFY(QFile::copy(fixture + "/" + file, theirs + "/" + file));
+    }
+    const std::string manifest = readBytes(theirs + "/flowscope.json");
+    run = runCli({"train", "--dataset", "points:moons", "--iters", "5", "--out", "theirs"}, folder);
+    QVERIFY2(run.finished && run.exitCode != 0 && run.err.contains("not trained there"), describe(run));
+    QCOMPARE(readBytes(theirs + "/flowscope.json"), manifest);
+    QCOMPARE(QDir(theirs).entryList(QDir::Files).size(), 2);
 }
 
 void TestCli::evaluateScoresMemorizedImagesNearTheFloor() {
