@@ -1,10 +1,12 @@
 #include "core/Device.h"
 
 #include <mutex>
+#include <sstream>
 #include <thread>
 
 #if defined(__GLIBC__)
 #include <malloc.h>
+#include <unistd.h>
 #endif
 
 #include <ATen/Parallel.h>
@@ -60,6 +62,25 @@ torch::ScalarType resolveDtype(std::string_view name, const torch::Device& devic
 std::string describeDevice(const torch::Device& device) {
     if (device.is_cuda()) return "CUDA: GPU " + std::to_string(device.index());
     return "CPU, " + std::to_string(at::get_num_threads()) + " threads";
+}
+
+double physicalMemoryBytes() {
+    const long pages = ::sysconf(_SC_PHYS_PAGES);
+    const long pageSize = ::sysconf(_SC_PAGESIZE);
+    return pages > 0 && pageSize > 0 ? double(pages) * double(pageSize) : 0.0;
+}
+
+void checkFitsInMemory(double bytes, double share, const std::string& what, const std::string& remedy) {
+    const double memory = physicalMemoryBytes();
+    if (memory <= 0.0 || bytes <= share * memory) return;
+    const auto gigabytes = [](double b) {
+        std::ostringstream text;
+        text.precision(b < 10e9 ? 2 : 3);
+        text << b / 1e9 << " GB";
+        return text.str();
+    };
+    throw InvalidRequestError(what + " needs about " + gigabytes(bytes) + ", more than this machine's memory (" +
+                              gigabytes(memory) + ") can hold: " + remedy);
 }
 
 }  // namespace flowscope::core

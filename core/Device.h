@@ -18,5 +18,10 @@ std::string describeDevice(const torch::Device& device);
 // allocator kept from returning LibTorch's short-lived activation buffers to the kernel.
 void configureThreads();
 bool cudaAvailable();
+// This machine's physical memory in bytes (0 when the system does not say).
+double physicalMemoryBytes();
+// Refuses (InvalidRequestError) work that would need more than `share` of this machine's memory,
+// before any of it is allocated: `what` needs `bytes`; `remedy` says what to ask for instead.
+void checkFitsInMemory(double bytes, double share, const std::string& what, const std::string& remedy);
 
 }  // namespace flowscope::core

@@ -2,6 +2,7 @@
 #include "core/HostTensor.h"
 
 #include <chrono>
+#include <limits>
 #include <deque>
 #include <cmath>
 #include <filesystem>
@@ -38,6 +39,7 @@ namespace flowscope::core {
 namespace {
 
 constexpr int kMaxSteps = 10000;
+constexpr double kMinTEnd = 1e-3;
 constexpr int kMaxBatch = 4096;
 
 std::vector<double> toVector(const torch::Tensor& tensor) {
@@ -54,7 +56,25 @@ void checkRanges(int steps, int batch, double tEnd) {
         throw InvalidRequestError("batch must be between 1 and " + std::to_string(kMaxBatch) + " (got " +
                                   std::to_string(batch) + ")");
     }
-    if (!(tEnd > 0.0 && tEnd <= 1.0)) throw InvalidRequestError("--t-end must be in (0, 1]");
+    // Below 0.001 a run barely leaves its noise: in float32 its state may not change at all, and
+    // its measures (ratios to the distance travelled) are then undefined.
+    if (!(tEnd >= kMinTEnd && tEnd <= 1.0)) {
+        throw InvalidRequestError("--t-end must be between 0.001 and 1 (got " + c10::str(tEnd) + ")");
+    }
+}
+
+// The smallest tolerance a dtype can meet: its machine epsilon. Below it dopri5 shrinks its
+// steps without end, or its error estimate overflows (and the run would blame the model).
+void checkTolerance(double value, const std::string& option, torch::ScalarType dtype) {
+    const double epsilon = dtype == torch::kFloat64    ? std::numeric_limits<double>::epsilon()
+                           : dtype == torch::kBFloat16 ? 0.0078125
+                                                       : double(std::numeric_limits<float>::epsilon());
+    if (!(value >= epsilon)) {
+        const char* name = dtype == torch::kFloat64 ? "float64" : dtype == torch::kBFloat16 ? "bfloat16" : "float32";
+        throw InvalidRequestError(option + " " + c10::str(value) + " is below what " + name +
+                                  " can resolve; use " + option + " " + c10::str(epsilon) + " or more" +
+                                  (dtype == torch::kFloat64 ? std::string() : ", or --dtype float64"));
+    }
 }
 
 // The state a run starts from: x_{t0} = sigma(t0) eps (DESIGN.md: the data term is negligible).
@@ -263,6 +283,10 @@ SampleResult Engine::sample(const SampleRequest& request, const FrameCallback& o
         const ScheduleSpec schedule = parseSchedule(request.schedule);
         const torch::Device device = resolveDevice(request.device);
         const torch::ScalarType dtype = resolveDtype(request.dtype, device);
+        if (solver->isAdaptive()) {
+            checkTolerance(request.rtol, "--rtol", dtype);
+            checkTolerance(request.atol, "--atol", dtype);
+        }
 
         SampleResult result;
         const auto model = m_impl->catalog.load(request.model, request.resolution, result.notes, request.trustModel);
@@ -279,6 +303,15 @@ SampleResult Engine::sample(const SampleRequest& request, const FrameCallback& o
                                    c10::str(request.atol) + "); --steps only sets where the schedule starts");
         }
 
+        if ((request.recordTrajectory || request.analyze) && !solver->isAdaptive()) {
+            // Every state and prediction of the run is kept, then copied for the caller.
+            double values = 2.0 * double(grid.size()) * request.batch;
+            for (const int64_t size : shape) values *= double(size);
+            checkFitsInMemory(values * 4.0 * 2.0, 0.5,
+                              "keeping all " + std::to_string(grid.size()) + " states of " + std::to_string(request.batch) +
+                                  " samples",
+                              "use fewer steps or a smaller batch, or keep only the final samples");
+        }
         const auto options = torch::TensorOptions().device(device).dtype(dtype);
         NoiseSource noise(shape, request.seed, request.batch);
         const torch::Tensor x0 = startState(noise, *path, grid.front(), options);
@@ -403,16 +436,19 @@ SweepResult Engine::sweep(const SweepRequest& request, const RowCallback& onRow,
         for (const auto& name : request.solvers) makeSolver(name);
         for (const auto& name : request.schedules) parseSchedule(name);
         const torch::Device device = resolveDevice(request.device);
-
-        SweepResult result;
-        const auto model = m_impl->catalog.load(request.model, request.resolution, result.notes, request.trustModel);
-        const auto shape = model->sampleShape();
         // The reference runs in float64 so that its own error sits far below the solvers' errors.
         const auto referenceOptions =
             torch::TensorOptions().device(device).dtype(resolveDtype(request.referenceDtype, device));
         const auto runOptions = torch::TensorOptions().device(device).dtype(torch::kFloat32);
         const auto referenceSolver =
             makeSolver(request.referenceSolver, {request.referenceTolerance, request.referenceTolerance});
+        if (referenceSolver->isAdaptive()) {
+            checkTolerance(request.referenceTolerance, "--reference-tol", referenceOptions.dtype().toScalarType());
+        }
+
+        SweepResult result;
+        const auto model = m_impl->catalog.load(request.model, request.resolution, result.notes, request.trustModel);
+        const auto shape = model->sampleShape();
 
         SamplingOptions sampling;
         sampling.cancel = cancel;

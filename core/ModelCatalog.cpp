@@ -8,6 +8,7 @@
 #include "core/Bundle.h"
 #include "core/BundleModel.h"
 #include "core/Datasets.h"
+#include "core/Device.h"
 #include "core/EmpiricalDenoiser.h"
 #include "core/Errors.h"
 #include "core/GaussianMixture.h"
@@ -90,6 +91,14 @@ std::shared_ptr<Model> ModelCatalog::load(const std::string& spec, int resolutio
                 m_cache[kFullKey] = std::make_shared<EmpiricalDenoiser>("fashion-mnist", images);
             }
             if (parsed.limit > 0 && parsed.limit < images.size(0)) images = images.narrow(0, 0, parsed.limit);
+            if (resolution > 0) {
+                const double bytes = double(images.size(0)) * double(images.size(1)) * resolution * resolution *
+                                     (parsed.bfloat16 ? 2.0 : 4.0);
+                checkFitsInMemory(bytes, 0.5,
+                                  "'" + spec + "' at " + std::to_string(resolution) + "x" + std::to_string(resolution) +
+                                      " (" + std::to_string(images.size(0)) + " images)",
+                                  "use a smaller --resolution, or fewer images (fashion-mnist:N)");
+            }
             model = std::make_shared<EmpiricalDenoiser>(spec, resizeImages(images, resolution),
                                                         parsed.bfloat16 ? EmpiricalDenoiser::Storage::BFloat16
                                                                         : EmpiricalDenoiser::Storage::Float32);

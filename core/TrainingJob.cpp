@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -39,6 +40,9 @@ void applyOverrides(const TrainRequest& request, TrainSettings& settings) {
     if (settings.batch < 1) throw InvalidRequestError("the batch must hold at least 1 sample");
     if (!(settings.learningRate > 0.0)) throw InvalidRequestError("the learning rate must be positive");
     if (!(settings.emaDecay >= 0.0 && settings.emaDecay < 1.0)) throw InvalidRequestError("the EMA decay must be in [0, 1)");
+    if (!(settings.weightDecay >= 0.0 && std::isfinite(settings.weightDecay))) {
+        throw InvalidRequestError("the weight decay must be 0 or more");
+    }
 }
 
 // The settings of the rectified flow a reflow or distillation starts from, read from its manifest.

@@ -9,6 +9,7 @@
 //   devices    CPU and CUDA final samples from the same seed (max abs difference)
 //   sweep      a 6 x 4 sweep against the 24 runs it stands for
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -17,6 +18,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <torch/cuda.h>
@@ -503,6 +505,20 @@ private:
 
 }  // namespace
 
+// A whole number in [lo, hi], or a message and false: a typo never becomes another setting.
+bool parseWhole(const std::string& option, const char* text, int lo, int hi, int* out) {
+    const std::string_view value(text);
+    int parsed = 0;
+    const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), parsed);
+    if (error != std::errc() || end != value.data() + value.size() || parsed < lo || parsed > hi) {
+        std::fprintf(stderr, "flowscope-bench: %s must be a whole number from %d to %d (got '%s')\n", option.c_str(), lo, hi,
+                     text);
+        return false;
+    }
+    *out = parsed;
+    return true;
+}
+
 int main(int argc, char** argv) {
     Settings settings;
     for (int i = 1; i < argc; ++i) {
@@ -511,11 +527,14 @@ int main(int argc, char** argv) {
         if (arg == "--json") {
             settings.json = true;
         } else if (arg == "--repeats" && hasValue) {
-            settings.repeats = std::max(3, std::atoi(argv[++i]));
+            // A median of fewer than three runs would be one noisy run.
+            if (!parseWhole(arg, argv[++i], 3, 1000, &settings.repeats)) return 2;
         } else if (arg == "--images" && hasValue) {
-            settings.images = std::max(1, std::atoi(argv[++i]));
+            int images = 0;
+            if (!parseWhole(arg, argv[++i], 1, 60000, &images)) return 2;
+            settings.images = images;
         } else if (arg == "--steps" && hasValue) {
-            settings.steps = std::clamp(std::atoi(argv[++i]), 1, 10000);
+            if (!parseWhole(arg, argv[++i], 1, 10000, &settings.steps)) return 2;
         } else if (arg == "--device" && hasValue) {
             settings.device = argv[++i];
         } else if (arg == "--model-dir" && hasValue) {
@@ -531,6 +550,11 @@ int main(int argc, char** argv) {
                     return 2;
                 }
                 settings.sections.insert(name);
+            }
+            if (settings.sections.empty()) {
+                std::fprintf(stderr, "flowscope-bench: --sections needs at least one section\n");
+                usage();
+                return 2;
             }
         } else if (arg == "--help" || arg == "-h") {
             usage();

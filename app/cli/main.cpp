@@ -558,8 +558,9 @@ int runTrain(const std::vector<std::string>& args) {
     request.objective = options.text("objective", "rectified");
     request.outDirectory = *out;
     readTrainingOptions(options, request);
-    request.width = options.integer("width", 0, 0, 1024);
-    request.depth = options.integer("depth", 0, 0, 6);
+    // Unset: the architecture's default for the data (0 asks for it too, as the app's "auto").
+    request.width = options.has("width") ? options.integer("width", 0, 1, 1024) : 0;
+    request.depth = options.has("depth") ? options.integer("depth", 0, 1, 6) : 0;
     request.resolution = static_cast<int>(options.integer("resolution", 0, 0, 256));
     return runTrainingJob(request, options.has("json"));
 }

@@ -2,6 +2,7 @@
 // act on (never an exception).
 #include <atomic>
 
+#include <QElapsedTimer>
 #include <QtTest/QtTest>
 
 #include <torch/torch.h>
@@ -35,6 +36,8 @@ private Q_SLOTS:
     void unknownNamesListValidOnes();
     void rangesAreChecked_data();
     void rangesAreChecked();
+    void tolerancesBelowTheDtypeAreRefused();
+    void runsTooLargeForMemoryAreRefusedUpFront();
     void cudaAndBfloat16AreRefusedOnTheCpu();
     void missingDatasetNamesThePackage();
     void cancelledRunReportsCancelled();
@@ -135,6 +138,8 @@ void TestEngine::rangesAreChecked_data() {
     QTest::newRow("batch 4097") << 4 << 4097 << 1.0;
     QTest::newRow("t-end 0") << 4 << 1 << 0.0;
     QTest::newRow("t-end 1.5") << 4 << 1 << 1.5;
+    // Below 0.001 the state barely leaves its noise (in float32 not at all): refused, not NaN.
+    QTest::newRow("t-end 1e-300") << 4 << 1 << 1e-300;
 }
 
 void TestEngine::rangesAreChecked() {
@@ -149,6 +154,67 @@ void TestEngine::rangesAreChecked() {
     const auto result = engine.sample(request);
     QCOMPARE(result.failure, Failure::InvalidRequest);
     QVERIFY(!result.error.empty());
+}
+
+void TestEngine::tolerancesBelowTheDtypeAreRefused() {
+    // dopri5 cannot meet a tolerance finer than its dtype resolves: it would shrink its steps
+    // without end, or its error estimate would overflow and the run blame the model.
+    Engine engine;
+    auto request = gmmRequest();
+    request.solver = "dopri5";
+    request.rtol = 1e-12;  // float32 resolves about 1.2e-7
+    auto result = engine.sample(request);
+    QCOMPARE(result.failure, Failure::InvalidRequest);
+    QVERIFY2(result.error.find("--rtol") != std::string::npos && result.error.find("--dtype float64") != std::string::npos,
+             result.error.c_str());
+    request.dtype = "float64";
+    result = engine.sample(request);
+    QVERIFY2(result.ok(), result.error.c_str());
+    request.atol = 1e-300;
+    result = engine.sample(request);
+    QCOMPARE(result.failure, Failure::InvalidRequest);
+    QVERIFY2(result.error.find("--atol") != std::string::npos, result.error.c_str());
+    // A fixed-step solver has no tolerance to check.
+    request.solver = "euler";
+    QVERIFY(engine.sample(request).ok());
+    SweepRequest sweep;
+    sweep.model = "gmm:8gaussians";
+    sweep.paths = {"linear"};
+    sweep.solvers = {"euler"};
+    sweep.steps = {2};
+    sweep.device = "cpu";
+    sweep.referenceTolerance = 1e-300;
+    const auto refused = engine.sweep(sweep);
+    QCOMPARE(refused.failure, Failure::InvalidRequest);
+    QVERIFY2(refused.error.find("--reference-tol") != std::string::npos, refused.error.c_str());
+}
+
+void TestEngine::runsTooLargeForMemoryAreRefusedUpFront() {
+    // Sizes no machine of today holds in half its memory: refused in words before any of it is
+    // allocated, rather than running the machine out of memory.
+    Engine engine;
+    SampleRequest request;
+    request.model = "fashion-mnist";
+    request.resolution = 1024;  // 60,000 images of 1024 x 1024 in float32: 252 GB
+    request.device = "cpu";
+    QElapsedTimer timer;
+    timer.start();
+    auto result = engine.sample(request);
+    if (result.error.find("dataset-fashion-mnist") != std::string::npos) {
+        QSKIP("the Fashion-MNIST dataset is not installed");
+    }
+    QCOMPARE(result.failure, Failure::InvalidRequest);
+    QVERIFY2(result.error.find("252 GB") != std::string::npos && result.error.find("--resolution") != std::string::npos,
+             result.error.c_str());
+    // One image of that size is fine, but 4,096 of them kept at each of 10,001 steps is not.
+    request.model = "fashion-mnist:1";
+    request.batch = 4096;
+    request.steps = 10000;
+    request.recordTrajectory = true;
+    result = engine.sample(request);
+    QCOMPARE(result.failure, Failure::InvalidRequest);
+    QVERIFY2(result.error.find("keeping all 10001 states of 4096 samples") != std::string::npos, result.error.c_str());
+    QVERIFY2(timer.elapsed() < 60000, "refused before the work");
 }
 
 void TestEngine::cudaAndBfloat16AreRefusedOnTheCpu() {
