@@ -114,6 +114,10 @@ int runEvaluate(const std::vector<std::string>& args, const std::atomic<bool>& c
     const std::vector<int> steps = options.integerList("steps", "1,2,4,8", 1, 10000);
     const bool adaptive = options.has("adaptive");
     const double tolerance = options.number("tolerance", 1e-3);
+    // Checked before any row runs (the adaptive row comes last); float32 resolves no finer.
+    if (adaptive && !(tolerance >= double(std::numeric_limits<float>::epsilon()))) {
+        throw UsageError("--tolerance must be at least 1.2e-7 (float32's resolution), e.g. 1e-3");
+    }
     const int samples = static_cast<int>(options.integer("samples", 10000, 2, 10'000'000));
     const int batch = static_cast<int>(options.integer("batch", 500, 1, 65536));
     const uint64_t seed = options.seed(0);
@@ -143,7 +147,6 @@ int runEvaluate(const std::vector<std::string>& args, const std::atomic<bool>& c
     core::Engine engine;
     std::vector<EvaluationRow> rows;
     std::vector<std::string> notes;
-    if (!json) std::printf("%-9s %6s %8s %10s %10s %8s %9s\n", "solver", "steps", "nfe", "frechet", "S", "length", "seconds");
     for (const auto& [rowSolver, rowSteps] : plan) {
         EvaluationRow row;
         row.solver = rowSolver;
@@ -190,6 +193,11 @@ int runEvaluate(const std::vector<std::string>& args, const std::atomic<bool>& c
         row.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
         row.frechet = core::frechetDistance(core::featureStatistics(*classifier, torch::cat(finals)), reference);
         if (!json) {
+            // The header comes with the first row: a request refused before it prints no table.
+            if (rows.empty()) {
+                std::printf("%-9s %6s %8s %10s %10s %8s %9s\n", "solver", "steps", "nfe", "frechet", "S", "length",
+                            "seconds");
+            }
             std::printf("%-9s %6s %8.1f %10.3f %10.4f %8.4f %9.1f\n", row.solver.c_str(),
                         row.steps ? std::to_string(row.steps).c_str() : "adapt", row.nfe, row.frechet, row.straightness,
                         row.pathLengthRatio, row.seconds);

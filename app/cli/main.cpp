@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <iostream>
 #include <sstream>
+#include <utility>
 
 #include <unistd.h>
 
@@ -391,11 +392,16 @@ int runSweep(const std::vector<std::string>& args) {
 
     core::Engine engine(folderLoader());
     const bool json = options.has("json");
-    if (!json) std::printf("%-8s %-9s %-10s %6s %6s %12s %8s\n", "path", "solver", "schedule", "steps", "nfe", "rmse", "seconds");
+    // The header comes with the first row: a sweep refused before it runs prints no table.
+    bool header = false;
     const auto result = engine.sweep(
         request,
         [&](const core::SweepRow& row) {
             if (json) return;
+            if (!std::exchange(header, true)) {
+                std::printf("%-8s %-9s %-10s %6s %6s %12s %8s\n", "path", "solver", "schedule", "steps", "nfe", "rmse",
+                            "seconds");
+            }
             std::printf("%-8s %-9s %-10s %6d %6d %12.4e %8.3f\n", row.path.c_str(), row.solver.c_str(),
                         row.schedule.c_str(), row.steps, row.nfe, row.rmse, row.seconds);
             std::fflush(stdout);
@@ -532,6 +538,10 @@ int runTrainingJob(const core::TrainRequest& request, bool json) {
         writer.field("notes", outcome.notes);
         writer.endObject();
         std::cout << writer.str() << "\n";
+    } else if (outcome.iterations == outcome.resumedFrom) {
+        // The folder's checkpoint had already reached --iters: nothing was trained, no loss measured.
+        std::printf("%s already holds %d iterations of this training: nothing to do (a larger --iters continues it)\n",
+                    folder.c_str(), outcome.iterations);
     } else {
         std::printf("trained %s (%s%s, %lld parameters) for %d iterations in %.1f s; loss %.4f\n",
                     outcome.dataset.c_str(), outcome.objective.c_str(),
