@@ -1,11 +1,11 @@
 #include "app/cli/Arguments.h"
 
+#include <cctype>
+#include <charconv>
+#include <cmath>
 #include <filesystem>
 
 #include <unistd.h>
-
-#include <charconv>
-#include <cmath>
 
 namespace flowscope::app {
 
@@ -23,6 +23,21 @@ void checkWritable(const std::optional<std::string>& path, const std::string& op
         throw UsageError("--" + option + ": the folder '" + folder.string() + "' is not writable");
     }
     if (fs::is_directory(target, ec)) throw UsageError("--" + option + ": '" + *path + "' is a folder");
+}
+
+void checkExtension(const std::optional<std::string>& path, const std::string& option,
+                    const std::vector<std::string>& extensions) {
+    if (!path) return;
+    std::string extension = std::filesystem::path(*path).extension().string();
+    if (extension.empty()) return;
+    for (char& c : extension) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    std::string allowed;
+    for (const auto& wanted : extensions) {
+        if (extension == wanted) return;
+        allowed += (allowed.empty() ? "" : " or ") + wanted;
+    }
+    throw UsageError("--" + option + " writes " + allowed + " files; '" + *path + "' names a " + extension +
+                     " file: name it " + allowed);
 }
 
 void checkDistinct(const std::vector<std::pair<std::string, std::optional<std::string>>>& outputs) {

@@ -29,6 +29,10 @@ int exitCodeFor(core::Failure failure);
 // Refuses early an output file a command could never write (missing or unwritable folder, a
 // folder given as the file), so no time is spent on a doomed run. Throws UsageError naming --option.
 void checkWritable(const std::optional<std::string>& path, const std::string& option);
+// Refuses a file name whose extension promises another format than the one written (`--out
+// grid.jpg` would hold PNG bytes). Names without an extension (/dev/stdout) pass.
+void checkExtension(const std::optional<std::string>& path, const std::string& option,
+                    const std::vector<std::string>& extensions);
 // Refuses two options that name the same file (the second write would replace the first).
 // Each entry: an option's name and its path, if given.
 void checkDistinct(const std::vector<std::pair<std::string, std::optional<std::string>>>& outputs);

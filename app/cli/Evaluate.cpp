@@ -104,6 +104,7 @@ int runEvaluate(const std::vector<std::string>& args, const std::atomic<bool>& c
     if (!model) throw UsageError("evaluate needs --model SPEC (an image model of Fashion-MNIST's shape, e.g. bundle:DIR)");
     const auto csv = options.optionalText("csv");
     checkWritable(csv, "csv");
+    app::checkExtension(csv, "csv", {".csv"});
     std::string path = "linear";
     if (const std::string bundle = core::bundleDirectoryOf(*model); !bundle.empty()) {
         path = core::readBundleManifest(bundle).path;

@@ -269,6 +269,11 @@ int runSample(const std::vector<std::string>& args) {
     checkWritable(strip, "filmstrip");
     checkWritable(saveFinal, "save-final");
     checkWritable(saveTrajectory, "save-trajectory");
+    app::checkExtension(out, "out", {".png"});
+    app::checkExtension(strip, "filmstrip", {".png"});
+    app::checkExtension(saveFinal, "save-final", {".npy", ".safetensors"});
+    app::checkExtension(saveTrajectory, "save-trajectory", {".npy", ".safetensors"});
+    app::checkExtension(saveDecoded, "save-decoded", {".npy", ".safetensors"});
     app::checkDistinct({{"out", out},
                         {"filmstrip", strip},
                         {"save-final", saveFinal},
@@ -372,6 +377,7 @@ int runSweep(const std::vector<std::string>& args) {
     const auto csv = options.optionalText("csv");
     if (!csv) throw app::UsageError("sweep needs --csv out.csv");
     checkWritable(csv, "csv");
+    app::checkExtension(csv, "csv", {".csv"});
     core::SweepRequest request;
     request.model = options.text("model", "");
     request.paths = options.list("paths", "linear");

@@ -243,6 +243,9 @@ void TestCli::usageErrors_data() {
     QTest::newRow("value missing before a flag") << (gmm + QStringList{"--filmstrip", "--json"}) << "--filmstrip needs a value";
     // Two outputs into one file: the second write would replace the first.
     QTest::newRow("two outputs, one file") << (gmm + QStringList{"--filmstrip", "./o.png"}) << "name the same file";
+    // The name promises another format than the one written.
+    QTest::newRow("jpeg name for a png") << (gmm + QStringList{"--filmstrip", "steps.jpg"}) << "name it .png";
+    QTest::newRow("text name for an array") << (gmm + QStringList{"--save-final", "final.txt"}) << ".npy or .safetensors";
 }
 
 void TestCli::usageErrors() {
