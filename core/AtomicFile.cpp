@@ -39,8 +39,20 @@ unsigned modeForReplacement(const std::string& path) {
     return 0666 & ~mask;
 }
 
-void writeFileAtomically(const std::string& path, const std::string& bytes) {
+void writeFileAtomically(const std::string& requested, const std::string& bytes) {
     namespace fs = std::filesystem;
+    // A symbolic link is written through, as an editor saves: the file it names gets the new
+    // contents and the link stays (renaming over the link would replace it by a plain file).
+    // A dangling link makes the file it names.
+    fs::path resolved(requested);
+    std::error_code linkError;
+    for (int hops = 0; fs::is_symlink(resolved, linkError); ++hops) {
+        if (hops == 40) throw std::runtime_error("cannot write '" + requested + "': too many levels of symbolic links");
+        const fs::path next = fs::read_symlink(resolved, linkError);
+        if (linkError) throw std::runtime_error("cannot write '" + requested + "': " + linkError.message());
+        resolved = next.is_absolute() ? next : resolved.parent_path() / next;
+    }
+    const std::string path = resolved.string();
     const fs::path target(path);
     const fs::path folder = target.has_parent_path() ? target.parent_path() : fs::path(".");
     std::error_code ec;

@@ -52,6 +52,9 @@ ModelSpec parseModelSpec(const std::string& spec) {
                 throw InvalidRequestError("'" + spec + "': after 'fashion-mnist:' give a number of images and/or "
                                           "bf16, e.g. fashion-mnist:1000 or fashion-mnist:1000:bf16");
             }
+            if (parsed.limit > 60000) {
+                throw InvalidRequestError("'" + spec + "': Fashion-MNIST has 60000 training images; ask for 1 to 60000");
+            }
         }
     } else if (spec.starts_with("folder:")) {
         parsed.kind = ModelSpec::Kind::Folder;

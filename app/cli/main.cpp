@@ -262,6 +262,10 @@ int runSample(const std::vector<std::string>& args) {
     const auto saveDecoded = options.optionalText("save-decoded");
     checkWritable(out, "out");
     checkWritable(saveDecoded, "save-decoded");
+    if (request.decodeEvery > 0 && core::bundleDirectoryOf(request.model).empty()) {
+        throw app::UsageError("--decode-every decodes a latent model's steps; '" + request.model +
+                              "' samples images directly, and every step is already an image");
+    }
     if (saveDecoded && core::bundleDirectoryOf(request.model).empty()) {
         throw app::UsageError("--save-decoded needs a latent model (a bundle with a decoder or latent_rgb); '" +
                               request.model + "' samples images directly: use --save-final");

@@ -246,6 +246,8 @@ void TestCli::usageErrors_data() {
     // The name promises another format than the one written.
     QTest::newRow("jpeg name for a png") << (gmm + QStringList{"--filmstrip", "steps.jpg"}) << "name it .png";
     QTest::newRow("text name for an array") << (gmm + QStringList{"--save-final", "final.txt"}) << ".npy or .safetensors";
+    QTest::newRow("more images than the dataset") << QStringList{"sample", "--model", "fashion-mnist:99999999"} << "1 to 60000";
+    QTest::newRow("decoding a model without latents") << (gmm + QStringList{"--decode-every", "2"}) << "--decode-every";
 }
 
 void TestCli::usageErrors() {

@@ -80,6 +80,7 @@ private Q_SLOTS:
     void sigkillDuringAWriteLeavesOldOrNewFile();
     void fullDestinationReportsAndKeepsTheOldFile();
     void unwritableDestinationReports();
+    void symbolicLinkIsWrittenThrough();
 };
 
 void TestFaults::modelFaultsAtRandomSteps() {
@@ -251,6 +252,31 @@ void TestFaults::unwritableDestinationReports() {
     QCOMPARE(status, 0);
     QVERIFY(QDir(folder).entryList(QDir::Files | QDir::Hidden).isEmpty());
     QFile::setPermissions(folder, QFileDevice::ReadOwner | QFileDevice::WriteOwner | QFileDevice::ExeOwner);
+}
+
+void TestFaults::symbolicLinkIsWrittenThrough() {
+    // As an editor saves: the file the link names gets the new contents, and the link stays a
+    // link (a rename over it would have replaced it by a plain file and left the target old).
+    QTemporaryDir dir;
+    const QString target = dir.filePath("kept/grid.csv");
+    QVERIFY(QDir().mkpath(dir.filePath("kept")));
+    QFile old(target);
+    QVERIFY(old.open(QIODevice::WriteOnly));
+    old.write("old");
+    old.close();
+    const QString link = dir.filePath("link.csv");
+    QVERIFY(QFile::link(target, link));
+    writeFileAtomically(link.toStdString(), "new");
+    QVERIFY(QFileInfo(link).isSymLink());
+    QCOMPARE(readBytes(target), std::string("new"));
+    // A dangling link makes the file it names.
+    const QString dangling = dir.filePath("dangling.csv");
+    QVERIFY(QFile::link(dir.filePath("kept/made.csv"), dangling));
+    writeFileAtomically(dangling.toStdString(), "made");
+    QVERIFY(QFileInfo(dangling).isSymLink());
+    QCOMPARE(readBytes(dir.filePath("kept/made.csv")), std::string("made"));
+    // No temporary file is left beside either.
+    QCOMPARE(QDir(dir.filePath("kept")).entryList(QDir::Files | QDir::Hidden), (QStringList{"grid.csv", "made.csv"}));
 }
 
 QTEST_GUILESS_MAIN(TestFaults)
