@@ -100,11 +100,15 @@ CudaGraph::CudaGraph(const torch::Tensor& example, const Body& body, int warmup)
             m_impl->outputs = body(m_impl->input);
             m_impl->graph.capture_end();
         } catch (const c10::OutOfMemoryError&) {
+            m_impl->input = torch::Tensor();  // only the graph object itself is kept
+            m_impl->outputs.clear();
             abandonCapture(std::shared_ptr<Impl>(std::move(m_impl)), side, pool);
             throw;  // the engine reports it and empties the cache
         } catch (const std::exception& error) {
             // The model waits for the GPU somewhere (.item(), a branch on a tensor, a copy to the
             // host), or CUDA refused the graph: the caller runs the plain loop instead.
+            m_impl->input = torch::Tensor();
+            m_impl->outputs.clear();
             abandonCapture(std::shared_ptr<Impl>(std::move(m_impl)), side, pool);
             throw std::runtime_error(std::string("this run cannot be captured as a CUDA graph: ") + error.what());
         }
