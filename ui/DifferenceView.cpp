@@ -51,8 +51,12 @@ void DifferenceView::setLaneCount(int count) {
             m_a->addItem(QString::number(i + 1));
             m_b->addItem(QString::number(i + 1));
         }
-        m_a->setCurrentIndex(std::min(a, count - 1));
-        m_b->setCurrentIndex(std::min(b, count - 1));
+        const int first = std::min(a, count - 1);
+        int second = std::min(b, count - 1);
+        // Back from one lane (where both had to be lane 1), compare two lanes again.
+        if (second == first && count > 1) second = first == 0 ? 1 : 0;
+        m_a->setCurrentIndex(first);
+        m_b->setCurrentIndex(second);
     }
     m_finals.resize(count);
     refresh();

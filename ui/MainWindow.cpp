@@ -30,6 +30,7 @@
 #include <QVBoxLayout>
 
 #include "core/Engine.h"
+#include "ui/DialogFolder.h"
 #include "ui/DifferenceView.h"
 #include "ui/EngineController.h"
 #include "ui/Exports.h"
@@ -135,7 +136,7 @@ void MainWindow::createWidgets() {
 
     m_hint = new QLabel(this);
     m_hint->setWordWrap(true);
-    m_hint->setText(tr("Both lanes start from the same noise. Drag a lane's Steps slider down to 2: the straight "
+    m_hint->setText(tr("All lanes start from the same noise. Drag a lane's Steps slider down to 2: the straight "
                        "<b>linear</b> path still lands on clean images, the curved <b>vp</b> path does not. "
                        "Scrub a lane's timeline to see every step."));
     m_hint->setContentsMargins(6, 4, 6, 4);
@@ -487,17 +488,24 @@ bool MainWindow::restoreFromPng(const QString& path, QString* error) {
     return true;
 }
 
+QString MainWindow::dialogFolder() const { return safeDialogFolder(m_lastFolder); }
+
+void MainWindow::rememberFolder(const QString& folder) {
+    if (safeDialogFolder(folder) == QDir::cleanPath(QDir(folder).absolutePath())) m_lastFolder = folder;
+}
+
 void MainWindow::exportWith(const QString& title, const QString& fileName, const QString& filter,
                             const std::function<bool(const QString&, QString*)>& write) {
-    const QString suggested = QDir(m_lastFolder.isEmpty() ? QDir::homePath() : m_lastFolder).filePath(fileName);
+    const QString suggested = QDir(dialogFolder()).filePath(fileName);
     const QString path = QFileDialog::getSaveFileName(this, title, suggested, filter);
     if (path.isEmpty()) return;
-    m_lastFolder = QFileInfo(path).absolutePath();
     QString error;
     if (!write(path, &error)) {
+        // The folder is not remembered: the next dialog must not open where saving failed.
         QMessageBox::warning(this, tr("Export failed"), error);
         return;
     }
+    rememberFolder(QFileInfo(path).absolutePath());
     statusBar()->showMessage(tr("Exported %1").arg(path), 4000);
 }
 
@@ -508,21 +516,19 @@ void MainWindow::exportWithDialog() {
 }
 
 void MainWindow::openWithDialog() {
-    const QString path = QFileDialog::getOpenFileName(this, tr("Open a PNG exported by FlowScope"),
-                                                      m_lastFolder.isEmpty() ? QDir::homePath() : m_lastFolder,
+    const QString path = QFileDialog::getOpenFileName(this, tr("Open a PNG exported by FlowScope"), dialogFolder(),
                                                       tr("PNG images (*.png)"));
     if (path.isEmpty()) return;
-    m_lastFolder = QFileInfo(path).absolutePath();
+    rememberFolder(QFileInfo(path).absolutePath());
     QString error;
     if (!restoreFromPng(path, &error)) QMessageBox::warning(this, tr("Cannot restore"), error);
 }
 
 void MainWindow::openModelWithDialog() {
-    const QString folder = QFileDialog::getExistingDirectory(
-        this, tr("Open a model bundle (a folder with flowscope.json)"),
-        m_lastFolder.isEmpty() ? QDir::homePath() : m_lastFolder);
+    const QString folder =
+        QFileDialog::getExistingDirectory(this, tr("Open a model bundle (a folder with flowscope.json)"), dialogFolder());
     if (folder.isEmpty()) return;
-    m_lastFolder = folder;
+    rememberFolder(folder);
     openBundle(folder);
 }
 
@@ -627,7 +633,7 @@ void MainWindow::resetToDefaults() {
 
 void MainWindow::readSettings() {
     QSettings settings;
-    restoreGeometry(settings.value("window/geometry").toByteArray());
+    m_restoredGeometry = restoreGeometry(settings.value("window/geometry").toByteArray());
     applyDefaults();
     m_lastFolder = settings.value("files/lastFolder").toString();
     m_recentBundles = settings.value("models/bundles").toStringList();

@@ -36,6 +36,12 @@ public:
     explicit MainWindow(QWidget* parent = nullptr);
     ~MainWindow() override;
 
+    // False on first launch (no window geometry saved yet): the caller picks a size.
+    bool restoredGeometry() const { return m_restoredGeometry; }
+    // The folder file dialogs open in: the last one used, unless it is gone or a system folder
+    // (/proc, /sys, /dev: Qt's dialog can block for good reading files such as /proc/kmsg).
+    QString dialogFolder() const;
+
     // Makes the bundle in `folder` the model, after the user agreed to trust its TorchScript
     // files (asked once per file, remembered in the trusted list the CLI reads too). False, with
     // the reason shown, when it cannot be used or the user declines.
@@ -84,6 +90,8 @@ private:
     void createWidgets();
     void createActions();
     void readSettings();
+    // Remembers the folder of a file the user saved or opened (ordinary folders only).
+    void rememberFolder(const QString& folder);
     void writeSettings() const;
     void setLaneCount(int count);
     void focusLane(int index);
@@ -117,6 +125,7 @@ private:
     int m_focusedLane = 0;
     qint64 m_runStartedMs = 0;
     QString m_lastFolder;
+    bool m_restoredGeometry = false;
     QStringList m_recentBundles;
     // Bundle folders whose files (names, sizes, times) were trusted, so runs need not re-hash them.
     QHash<QString, QString> m_trustedStamps;

@@ -121,7 +121,7 @@ void SweepView::begin(quint64 sweepId, const QStringList& rows, const QVector<in
         delete item;
     }
     for (int c = 0; c < steps.size(); ++c) {
-        auto* header = new QLabel(tr("%1 steps").arg(steps[c]), m_gridHost);
+        auto* header = new QLabel(steps[c] == 1 ? tr("1 step") : tr("%1 steps").arg(steps[c]), m_gridHost);
         header->setAlignment(Qt::AlignCenter);
         m_grid->addWidget(header, 0, c + 1);
     }
@@ -161,7 +161,7 @@ void SweepView::finish(quint64 sweepId, const QStringList& notes) {
     if (sweepId != m_sweepId || m_failed) return;
     int exact = 0;
     for (const SweepCell& cell : m_cells) exact += cell.rmse == 0.0 ? 1 : 0;
-    m_status->setText(tr("done: %1 cells. RMSE per pixel against a dopri5 reference from the same noise.%2%3")
+    m_status->setText(tr("done: %1 cells. RMSE per value against a dopri5 reference from the same noise.%2%3")
                           .arg(m_cells.size())
                           .arg(exact == 0   ? QString()
                                : exact == 1 ? tr(" 1 exact cell (RMSE 0) is not drawn on the log axes.")

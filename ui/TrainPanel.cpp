@@ -2,11 +2,14 @@
 
 #include <cmath>
 
+#include <QAbstractSpinBox>
 #include <QChart>
 #include <QChartView>
 #include <QComboBox>
+#include <QCoreApplication>
 #include <QDir>
 #include <QDoubleSpinBox>
+#include <QEvent>
 #include <QFileDialog>
 #include <QFormLayout>
 #include <QHBoxLayout>
@@ -25,6 +28,7 @@
 #include <QVBoxLayout>
 
 #include "core/ShippedModels.h"
+#include "ui/DialogFolder.h"
 
 namespace flowscope::ui {
 namespace {
@@ -87,15 +91,16 @@ TrainPanel::TrainPanel(QWidget* parent) : QWidget(parent), m_controller(new Trai
     m_output = new QLineEdit(this);
     m_output->setObjectName("trainOutput");
     m_output->setToolTip(tr("The bundle folder to write; a folder with a checkpoint of the same settings resumes"));
-    auto* browse = new QPushButton(tr("..."), this);
-    browse->setMaximumWidth(32);
-    connect(browse, &QPushButton::clicked, this, [this] {
-        const QString dir = QFileDialog::getExistingDirectory(this, tr("Folder for the trained model"), m_output->text());
+    m_browse = new QPushButton(tr("..."), this);
+    m_browse->setMaximumWidth(32);
+    connect(m_browse, &QPushButton::clicked, this, [this] {
+        const QString dir =
+            QFileDialog::getExistingDirectory(this, tr("Folder for the trained model"), safeDialogFolder(m_output->text()));
         if (!dir.isEmpty()) m_output->setText(dir);
     });
     auto* outputRow = new QHBoxLayout;
     outputRow->addWidget(m_output, 1);
-    outputRow->addWidget(browse);
+    outputRow->addWidget(m_browse);
 
     m_start = new QPushButton(tr("Start"), this);
     m_start->setObjectName("trainStart");
@@ -178,7 +183,16 @@ TrainPanel::TrainPanel(QWidget* parent) : QWidget(parent), m_controller(new Trai
     auto* controlsWidget = new QWidget;
     controlsWidget->setLayout(controls);
     controls->setContentsMargins(0, 0, 0, 0);
+    // The wheel scrolls the settings; it changes a box's value only once the box has focus (a
+    // click or Tab), so that scrolling past a box does not edit it.
+    for (QWidget* box : controlsWidget->findChildren<QWidget*>()) {
+        if (qobject_cast<QAbstractSpinBox*>(box) || qobject_cast<QComboBox*>(box)) {
+            box->setFocusPolicy(Qt::StrongFocus);
+            box->installEventFilter(this);
+        }
+    }
     auto* controlsScroll = new QScrollArea(this);
+    m_controlsScroll = controlsScroll;
     controlsScroll->setObjectName("trainSettingsScroll");
     controlsScroll->setFrameShape(QFrame::NoFrame);
     controlsScroll->setHorizontalScrollBarPolicy(Qt::ScrollBarAlwaysOff);
@@ -215,6 +229,7 @@ TrainPanel::TrainPanel(QWidget* parent) : QWidget(parent), m_controller(new Trai
     suggestOutput();
     setRunning(false);
     m_xAxis->setRange(0, m_iterations->value());
+    m_xAxis->applyNiceNumbers();
 }
 
 TrainPanel::~TrainPanel() = default;
@@ -292,12 +307,16 @@ void TrainPanel::onProgress(const TrainUpdate& update) {
     m_progress->setFormat(tr("%v/%m"));
     m_progress->setRange(0, int(update.total));
     m_progress->setValue(int(update.done));
-    if (m_lastIteration < 0) m_xAxis->setRange(update.resumedFrom, double(update.total));
+    if (m_lastIteration < 0) {
+        m_xAxis->setRange(update.resumedFrom, double(update.total));
+        m_xAxis->applyNiceNumbers();
+    }
     if (update.done > m_lastIteration && std::isfinite(update.loss)) {
         m_rawLoss->append(double(update.done), update.loss);
         m_smoothLoss->append(double(update.done), update.smoothedLoss);
         m_lossMax = std::max(m_lossMax, update.loss);
         m_yAxis->setRange(0.0, m_lossMax * 1.05);
+        m_yAxis->applyNiceNumbers();  // 0, 0.5, 1, ... rather than 0, 0.562, 1.12, ...
     }
     m_lastIteration = update.done;
     if (!m_controller->isPaused()) {
@@ -382,13 +401,24 @@ void TrainPanel::suggestOutput() {
     m_output->setText(QDir(base).filePath(QStringLiteral("models/") + stem));
 }
 
+bool TrainPanel::eventFilter(QObject* watched, QEvent* event) {
+    if (event->type() == QEvent::Wheel) {
+        auto* box = qobject_cast<QWidget*>(watched);
+        if (box && !box->hasFocus()) {
+            QCoreApplication::sendEvent(m_controlsScroll->verticalScrollBar(), event);
+            return true;
+        }
+    }
+    return QWidget::eventFilter(watched, event);
+}
+
 void TrainPanel::setRunning(bool running) {
     m_start->setEnabled(!running);
     m_pause->setEnabled(running);
     m_cancel->setEnabled(running);
     for (QWidget* widget : {static_cast<QWidget*>(m_mode), static_cast<QWidget*>(m_iterations),
                             static_cast<QWidget*>(m_batch), static_cast<QWidget*>(m_learningRate),
-                            static_cast<QWidget*>(m_output)}) {
+                            static_cast<QWidget*>(m_output), static_cast<QWidget*>(m_browse)}) {
         widget->setEnabled(!running);
     }
     if (running) {

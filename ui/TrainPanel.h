@@ -10,6 +10,7 @@ class QLabel;
 class QLineEdit;
 class QProgressBar;
 class QPushButton;
+class QScrollArea;
 class QSpinBox;
 
 QT_BEGIN_NAMESPACE
@@ -48,6 +49,9 @@ Q_SIGNALS:
     // A training run finished and wrote its bundle (bundle:DIR).
     void modelTrained(const QString& spec);
 
+protected:
+    bool eventFilter(QObject* watched, QEvent* event) override;
+
 private:
     void onProgress(const TrainUpdate& update);
     void onFinished(const TrainFinish& finish);
@@ -66,6 +70,8 @@ private:
     QDoubleSpinBox* m_learningRate;
     QSpinBox* m_width;
     QLineEdit* m_output;
+    QPushButton* m_browse;
+    QScrollArea* m_controlsScroll;
     QPushButton* m_start;
     QPushButton* m_pause;
     QPushButton* m_cancel;

@@ -24,10 +24,12 @@
 #include <QMessageBox>
 #include <QPushButton>
 #include <QTimer>
+#include <QWheelEvent>
 #include <QtTest/QtTest>
 
 #include "core/NpyFile.h"
 #include "core/Sha256.h"
+#include "ui/DialogFolder.h"
 #include "ui/DifferenceView.h"
 #include "ui/EngineController.h"
 #include "ui/LaneView.h"
@@ -98,6 +100,7 @@ private Q_SLOTS:
     void init();
     void firstLaunchShowsTwoLanes();
     void fourLanesFitALaptopScreen();
+    void dialogsAvoidSystemFoldersAndScrollingEditsNothing();
     void changingStepsDeliversLiveFrames();
     void stormOfChangesEndsInOneResult();
     void lanesShareTheNoise();
@@ -187,6 +190,42 @@ void TestMainWindow::fourLanesFitALaptopScreen() {
     window.settingsPanel()->setLaneCount(2);
     QTRY_COMPARE(window.laneCount(), 2);
     QTRY_VERIFY(!window.lane(0)->isCompact() && !window.lane(1)->isCompact());
+    // Through one lane (where the difference map can only compare lane 1 with itself) and back:
+    // it compares two lanes again.
+    window.settingsPanel()->setLaneCount(1);
+    QTRY_COMPARE(window.laneCount(), 1);
+    window.settingsPanel()->setLaneCount(4);
+    QTRY_COMPARE(window.laneCount(), 4);
+    QCOMPARE(window.difference()->laneA(), 0);
+    QCOMPARE(window.difference()->laneB(), 1);
+}
+
+void TestMainWindow::dialogsAvoidSystemFoldersAndScrollingEditsNothing() {
+    // Qt's file dialog can block for good in /proc (it reads /proc/kmsg to learn its type): a
+    // remembered system folder, or one that is gone, opens the home folder instead.
+    QSettings().setValue("files/lastFolder", "/proc/self");
+    MainWindow window;
+    window.show();
+    QCOMPARE(window.dialogFolder(), QDir::homePath());
+    QTemporaryDir dir;
+    QCOMPARE(safeDialogFolder("/sys/kernel"), QDir::homePath());
+    QCOMPARE(safeDialogFolder(dir.filePath("gone/deeper")), QDir::cleanPath(dir.path()));
+    QCOMPARE(safeDialogFolder(dir.path()), QDir::cleanPath(dir.path()));
+    // The wheel over a Train setting that has no focus scrolls the panel; it edits nothing.
+    auto* batch = window.trainPanel()->findChild<QSpinBox*>("trainBatch");
+    QVERIFY(batch);
+    const int before = batch->value();
+    QWheelEvent wheel(QPointF(5, 5), batch->mapToGlobal(QPointF(5, 5)), QPoint(), QPoint(0, -120), Qt::NoButton,
+                      Qt::NoModifier, Qt::NoScrollPhase, false);
+    QApplication::sendEvent(batch, &wheel);
+    QCOMPARE(batch->value(), before);
+    // Once clicked into, the wheel changes it as usual.
+    batch->setFocus();
+    QTRY_VERIFY(batch->hasFocus());
+    QWheelEvent focused(QPointF(5, 5), batch->mapToGlobal(QPointF(5, 5)), QPoint(), QPoint(0, -120), Qt::NoButton,
+                        Qt::NoModifier, Qt::NoScrollPhase, false);
+    QApplication::sendEvent(batch, &focused);
+    QVERIFY(batch->value() != before);
 }
 
 void TestMainWindow::changingStepsDeliversLiveFrames() {
