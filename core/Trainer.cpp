@@ -362,8 +362,9 @@ void Trainer::loadCheckpoint(const std::string& path) {
     TrainSettings saved = TrainSettings::fromJson(metadata.at("settings"));
     saved.iterations = m_settings.iterations;
     if (saved.toJson() != m_settings.toJson()) {
-        throw std::runtime_error("'" + path + "' was trained with other settings (" + metadata.at("settings") +
-                                 "); resume with the same options, or choose a new --out");
+        // The request, not the file, is at odds: a usage error (exit 2), like any refused request.
+        throw InvalidRequestError("'" + path + "' was trained with other settings (" + metadata.at("settings") +
+                                  "); resume with the same options, or choose a new --out");
     }
     torch::NoGradGuard noGrad;
     // Tensors share storage, so copying into a copy of the handle fills the network's own.

@@ -4,11 +4,13 @@
 #include <cmath>
 
 #include <QChart>
+#include <QCheckBox>
 #include <QChartView>
 #include <QHBoxLayout>
 #include <QLineSeries>
 #include <QLogValueAxis>
 #include <QPainter>
+#include <QVBoxLayout>
 #include <QValueAxis>
 
 namespace flowscope::ui {
@@ -33,26 +35,39 @@ QChartView* makeView(const QString& title, QWidget* parent) {
 
 // Replaces all series of a chart with one line per lane and fits the axes.
 void fill(QChart* chart, const QVector<QVector<QPointF>>& lines, const QStringList& labels, const QString& xTitle,
-          const QString& yTitle, bool equalAspect = false) {
+          const QString& yTitle, bool equalAspect = false, bool logY = false) {
     chart->removeAllSeries();
     for (QAbstractAxis* axis : chart->axes()) {
         chart->removeAxis(axis);
         delete axis;
     }
     auto* x = new QValueAxis;
-    auto* y = new QValueAxis;
+    QValueAxis* y = nullptr;
+    QLogValueAxis* logAxis = nullptr;
+    QAbstractAxis* yAxis = nullptr;
+    if (logY) {
+        logAxis = new QLogValueAxis;
+        logAxis->setLabelFormat("%g");
+        logAxis->setMinorTickCount(8);
+        yAxis = logAxis;
+    } else {
+        y = new QValueAxis;
+        y->setTickCount(5);
+        y->setLabelFormat("%.2g");
+        yAxis = y;
+    }
+    x->setTickCount(5);
+    x->setLabelFormat("%.2g");
     QFont small = chart->font();
     small.setPointSizeF(std::max(6.0, small.pointSizeF() * 0.8));
-    for (QValueAxis* axis : {x, y}) {
+    for (QAbstractAxis* axis : {static_cast<QAbstractAxis*>(x), yAxis}) {
         axis->setLabelsFont(small);
         axis->setTitleFont(small);
-        axis->setTickCount(5);
-        axis->setLabelFormat("%.2g");
     }
     x->setTitleText(xTitle);
-    y->setTitleText(yTitle);
+    yAxis->setTitleText(logY ? QStringLiteral("%1 (log)").arg(yTitle) : yTitle);
     chart->addAxis(x, Qt::AlignBottom);
-    chart->addAxis(y, Qt::AlignLeft);
+    chart->addAxis(yAxis, Qt::AlignLeft);
     double xMin = 0, xMax = 1, yMin = 0, yMax = 1e-9;
     bool first = true;
     for (int i = 0; i < lines.size(); ++i) {
@@ -62,6 +77,7 @@ void fill(QChart* chart, const QVector<QVector<QPointF>>& lines, const QStringLi
         series->setPointsVisible(lines[i].size() <= 40);
         for (const QPointF& p : lines[i]) {
             if (!std::isfinite(p.x()) || !std::isfinite(p.y())) continue;
+            if (logY && !(p.y() > 0.0)) continue;  // a log axis has no 0 (the final state's own distance)
             series->append(p);
             if (first) {
                 xMin = xMax = p.x();
@@ -75,20 +91,26 @@ void fill(QChart* chart, const QVector<QVector<QPointF>>& lines, const QStringLi
         }
         chart->addSeries(series);
         series->attachAxis(x);
-        series->attachAxis(y);
-    }
-    if (equalAspect) {
-        yMin = std::min(0.0, yMin);
-        yMax = std::max(yMax, 0.1);
-    } else {
-        yMin = std::min(0.0, yMin);
+        series->attachAxis(yAxis);
     }
     if (xMax <= xMin) xMax = xMin + 1;
-    if (yMax <= yMin) yMax = yMin + 1;
     x->setRange(xMin, xMax);
-    y->setRange(yMin, yMax + 0.05 * (yMax - yMin));
     // Round ends and steps (0, 0.05, 0.1, ... rather than 0, 0.049, 0.099, ...).
     x->applyNiceNumbers();
+    if (logY) {
+        // Whole decades, so that the axis always has labelled ticks.
+        if (first) {
+            logAxis->setRange(0.1, 1.0);
+        } else {
+            logAxis->setRange(std::pow(10.0, std::floor(std::log10(yMin))) * 0.999,
+                              std::pow(10.0, std::ceil(std::log10(yMax * 1.01))));
+        }
+        return;
+    }
+    yMin = std::min(0.0, yMin);
+    if (equalAspect) yMax = std::max(yMax, 0.1);
+    if (yMax <= yMin) yMax = yMin + 1;
+    y->setRange(yMin, yMax + 0.05 * (yMax - yMin));
     y->applyNiceNumbers();
 }
 
@@ -100,12 +122,29 @@ GeometryCharts::GeometryCharts(QWidget* parent) : QWidget(parent) {
     m_projection = makeView(tr("Trajectory in the chord plane"), this);
     m_projection->setToolTip(tr("Each lane's first (or focused) sample: along the chord from start (0) to end (1) "
                                 "horizontally, its largest deviation from the chord vertically. Straight paths stay flat."));
-    auto* layout = new QHBoxLayout(this);
+    // One lane far from the others (the ve path's large velocities, say) flattens them on a
+    // linear scale; on a log scale every lane keeps its shape.
+    m_logScale = new QCheckBox(tr("Log scale"), this);
+    m_logScale->setObjectName("geometryLogScale");
+    m_logScale->setToolTip(tr("Velocity and distance on a logarithmic axis, so that lanes of very different size compare"));
+    connect(m_logScale, &QCheckBox::toggled, this, [this] { rebuild(); });
+    auto* charts = new QHBoxLayout;
+    charts->addWidget(m_velocity);
+    charts->addWidget(m_distance);
+    charts->addWidget(m_projection);
+    auto* options = new QHBoxLayout;
+    options->addStretch(1);
+    options->addWidget(m_logScale);
+    auto* layout = new QVBoxLayout(this);
     layout->setContentsMargins(0, 0, 0, 0);
-    layout->addWidget(m_velocity);
-    layout->addWidget(m_distance);
-    layout->addWidget(m_projection);
+    layout->setSpacing(0);
+    layout->addLayout(options);
+    layout->addLayout(charts, 1);
 }
+
+void GeometryCharts::setLogScale(bool on) { m_logScale->setChecked(on); }
+
+bool GeometryCharts::logScale() const { return m_logScale->isChecked(); }
 
 QColor GeometryCharts::laneColor(int lane) {
     static const QColor colors[] = {QColor(31, 119, 180), QColor(214, 39, 40), QColor(44, 160, 44), QColor(148, 103, 189)};
@@ -145,8 +184,8 @@ void GeometryCharts::rebuild() {
         distance << d;
         projection << p;
     }
-    fill(m_velocity->chart(), velocity, labels, tr("t"), tr("RMS |v|"));
-    fill(m_distance->chart(), distance, labels, tr("t"), tr("RMS |x_t - x_end|"));
+    fill(m_velocity->chart(), velocity, labels, tr("t"), tr("RMS |v|"), false, logScale());
+    fill(m_distance->chart(), distance, labels, tr("t"), tr("RMS |x_t - x_end|"), false, logScale());
     fill(m_projection->chart(), projection, labels, tr("along the chord"), tr("off the chord"), true);
 }
 

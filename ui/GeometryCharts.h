@@ -8,6 +8,7 @@
 
 QT_BEGIN_NAMESPACE
 class QChart;
+class QCheckBox;
 class QChartView;
 QT_END_NAMESPACE
 
@@ -28,6 +29,9 @@ public:
     // Renders the three charts side by side into an image (for export).
     QImage render(const QSize& size);
     static QColor laneColor(int lane);
+    // The velocity and distance charts on a logarithmic axis (the "Log scale" box).
+    void setLogScale(bool on);
+    bool logScale() const;
 
     QChartView* velocityView() const { return m_velocity; }
     QChartView* distanceView() const { return m_distance; }
@@ -45,6 +49,7 @@ private:
     QChartView* m_velocity;
     QChartView* m_distance;
     QChartView* m_projection;
+    QCheckBox* m_logScale;
 };
 
 }  // namespace flowscope::ui

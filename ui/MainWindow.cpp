@@ -623,6 +623,7 @@ void MainWindow::applyDefaults() {
     m_panel->setLaneCount(2);
     setLaneCount(2);
     for (int i = 0; i < int(m_lanes.size()); ++i) m_lanes[i]->setLaneSettings(kDefaultLanes[i]);
+    m_charts->setLogScale(false);
 }
 
 void MainWindow::resetToDefaults() {
@@ -637,6 +638,7 @@ void MainWindow::readSettings() {
     applyDefaults();
     m_lastFolder = settings.value("files/lastFolder").toString();
     m_recentBundles = settings.value("models/bundles").toStringList();
+    m_charts->setLogScale(settings.value("view/logScale", false).toBool());
     for (const QString& spec : std::as_const(m_recentBundles)) {
         if (!spec.startsWith(QStringLiteral("bundle:"))) continue;
         m_panel->modelBox()->addItem(spec);
@@ -668,6 +670,7 @@ void MainWindow::writeSettings() const {
     settings.setValue("window/state", saveState());
     settings.setValue("files/lastFolder", m_lastFolder);
     settings.setValue("models/bundles", m_recentBundles);
+    settings.setValue("view/logScale", m_charts->logScale());
     const RunSettings shared = m_panel->shared();
     settings.setValue("run/shared", QJsonDocument(shared.toJson()).toJson(QJsonDocument::Compact));
     settings.setValue("run/lanes", int(m_lanes.size()));

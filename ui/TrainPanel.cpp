@@ -355,9 +355,14 @@ void TrainPanel::onFinished(const TrainFinish& finish) {
             Q_EMIT modelTrained(spec);
             break;
         }
-        case core::Failure::Cancelled:
-            m_status->setText(tr("Stopped: %1").arg(finish.error));
+        case core::Failure::Cancelled: {
+            // The last progress report may lag the iteration the run stopped at.
+            if (finish.iterations > 0 && finish.iterations <= m_progress->maximum()) m_progress->setValue(finish.iterations);
+            QString why = finish.error;
+            if (!why.isEmpty()) why[0] = why[0].toUpper();
+            m_status->setText(why.startsWith(tr("Stopped")) ? why : tr("Stopped: %1").arg(why));
             break;
+        }
         default:
             m_status->setText(tr("Training failed: %1").arg(finish.error));
             break;

@@ -633,15 +633,34 @@ int runTrust(const std::vector<std::string>& args) {
     return kExitOk;
 }
 
+// One command's lines of the usage (reflow and distill share theirs), then the names and
+// defaults; the whole usage for a command it does not know.
+std::string commandUsage(const std::string& command) {
+    const std::string usage(kUsage);
+    const std::string first = command == "distill" ? "reflow" : command;
+    const std::string start = "\n  flowscope-cli " + first + " ";
+    const size_t begin = usage.find(start);
+    if (begin == std::string::npos) return usage;
+    // The block runs to the next command's line, past distill's for the shared description.
+    size_t end = usage.find("\n  flowscope-cli ", begin + start.size());
+    if (first == "reflow" && end != std::string::npos) end = usage.find("\n  flowscope-cli ", end + 1);
+    const size_t names = usage.find("\nmodels:");
+    return "usage:" + usage.substr(begin, end - begin) + "\n" + usage.substr(names);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
     std::signal(SIGINT, onInterrupt);
     std::signal(SIGTERM, onInterrupt);
     std::vector<std::string> args(argv + 1, argv + argc);
-    if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    if (args.empty()) {  // a usage error: the help goes to stderr
+        std::cerr << kUsage;
+        return kExitUsage;
+    }
+    if (args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
         std::cout << kUsage;
-        return args.empty() ? kExitUsage : kExitOk;
+        return kExitOk;
     }
     if (args[0] == "--version") {
         std::cout << "flowscope-cli " << core::Engine::info().version << "\n";
@@ -649,10 +668,10 @@ int main(int argc, char** argv) {
     }
     const std::string command = args[0];
     args.erase(args.begin());
-    // `flowscope-cli train --help` and friends: the usage, which lists every command's options.
+    // `flowscope-cli train --help` and friends: that command's part of the usage.
     if (std::find(args.begin(), args.end(), "--help") != args.end() ||
         std::find(args.begin(), args.end(), "-h") != args.end()) {
-        std::cout << kUsage;
+        std::cout << commandUsage(command);
         return kExitOk;
     }
     try {

@@ -90,6 +90,7 @@ class TestCli : public QObject {
 private slots:
     void initTestCase();
     void infoJson();
+    void helpPerCommand();
     void sampleWritesOutputs();
     void nfeCounts_data();
     void nfeCounts();
@@ -138,6 +139,24 @@ void TestCli::infoJson() {
     }
     QVERIFY(info.value("version").isString());
     QVERIFY(!info.value("version").toString().isEmpty());
+}
+
+void TestCli::helpPerCommand() {
+    // `COMMAND --help` shows that command's options and the names, not every command.
+    CliRun run = runCli({"sample", "--help"}, m_dir.path());
+    QVERIFY2(run.finished && run.exitCode == 0, describe(run));
+    QVERIFY(run.out.contains("flowscope-cli sample --model") && run.out.contains("--save-trajectory"));
+    QVERIFY(run.out.contains("solvers:") && run.out.contains("dpm++2m"));
+    QVERIFY(!run.out.contains("flowscope-cli train"));
+    // reflow and distill share their description.
+    run = runCli({"distill", "--help"}, m_dir.path());
+    QVERIFY2(run.finished && run.exitCode == 0, describe(run));
+    QVERIFY(run.out.contains("flowscope-cli reflow") && run.out.contains("flowscope-cli distill") &&
+            run.out.contains("one-step map"));
+    QVERIFY(!run.out.contains("flowscope-cli classifier"));
+    // No command at all is a usage error: the usage goes to stderr, nothing to stdout.
+    run = runCli({}, m_dir.path());
+    QVERIFY2(run.finished && run.exitCode == 2 && run.out.isEmpty() && run.err.contains("usage:"), describe(run));
 }
 
 void TestCli::sampleWritesOutputs() {
@@ -504,7 +523,7 @@ void TestCli::trainWritesAResumableBundle() {
     run = runCli({"train", "--dataset", "points:moons", "--objective", "rectified", "--out", "flow", "--lr", "0.1",
                   "--iters", "90", "--width", "32", "--depth", "1", "--batch", "64"},
                  folder);
-    QVERIFY2(run.finished && run.exitCode == 1 && run.err.contains("other settings"), describe(run));
+    QVERIFY2(run.finished && run.exitCode == 2 && run.err.contains("other settings"), describe(run));
     run = runCli({"train", "--dataset", "points:moons", "--objective", "score", "--out", "x"}, folder);
     QVERIFY2(run.finished && run.exitCode == 2 && run.err.contains("rectified, diffusion, v"), describe(run));
     run = runCli({"train", "--dataset", "points:moons", "--out", "/proc/flowscope"}, folder);

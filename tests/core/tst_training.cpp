@@ -334,7 +334,7 @@ void TestTraining::badInputsAreExplained() {
     try {
         different.loadCheckpoint(checkpoint.toStdString());
         QFAIL("loaded a checkpoint of other settings");
-    } catch (const std::runtime_error& error) {
+    } catch (const InvalidRequestError& error) {  // the request is at odds with the file: exit 2
         QVERIFY2(QString(error.what()).contains("other settings"), error.what());
     }
     std::string bytes = readBytes(checkpoint);

@@ -3,12 +3,15 @@
 // event loop's latency during a run, and screenshots of the main views.
 #include <QChart>
 #include <QChartView>
+#include <QCheckBox>
 #include <QComboBox>
 #include <QDockWidget>
 #include <QLabel>
 #include <QLegend>
 #include <QLineSeries>
 #include <QLineEdit>
+#include <QValueAxis>
+#include <QLogValueAxis>
 #include <QProgressBar>
 #include <QDir>
 #include <QElapsedTimer>
@@ -32,6 +35,7 @@
 #include "ui/DialogFolder.h"
 #include "ui/DifferenceView.h"
 #include "ui/EngineController.h"
+#include "ui/GeometryCharts.h"
 #include "ui/LaneView.h"
 #include "ui/MainWindow.h"
 #include "ui/SettingsPanel.h"
@@ -112,6 +116,7 @@ private Q_SLOTS:
     void exportsWriteEveryFormat();
     void referenceErrorAndDifferenceMap();
     void timelinesAlignByTime();
+    void logScaleKeepsEveryLaneVisible();
     void sweepFillsTheGridAndChart();
     void zoomIsCrispAtTenTimes();
     void settingsPersistAndResetAndSurviveCorruption();
@@ -494,6 +499,47 @@ void TestMainWindow::referenceErrorAndDifferenceMap() {
     QCOMPARE(window.difference()->meanDifference(), 0.0);
 }
 
+void TestMainWindow::logScaleKeepsEveryLaneVisible() {
+    // The ve path's velocities are tens of times the linear path's: on the log scale both lanes
+    // fit the axis, and the final state's zero distance (which a log axis cannot show) is left out.
+    MainWindow window;
+    window.show();
+    useModel(window, "gmm:8gaussians", 16);
+    window.lane(1)->pathBox()->setCurrentText("ve");
+    QVERIFY(settle(window));
+    auto* box = window.charts()->findChild<QCheckBox*>("geometryLogScale");
+    QVERIFY(box);
+    QVERIFY(!window.charts()->logScale());
+    box->click();
+    QVERIFY(window.charts()->logScale());
+    for (QChartView* view : {window.charts()->velocityView(), window.charts()->distanceView()}) {
+        const auto vertical = view->chart()->axes(Qt::Vertical);
+        QCOMPARE(vertical.size(), 1);
+        auto* axis = qobject_cast<QLogValueAxis*>(vertical.front());
+        QVERIFY2(axis, qPrintable(view->chart()->title()));
+        QVERIFY(axis->titleText().contains("(log)"));
+        const auto series = view->chart()->series();
+        QCOMPARE(series.size(), 2);
+        double low = 1e300, high = 0.0;
+        for (QAbstractSeries* abstract : series) {
+            const auto points = static_cast<QLineSeries*>(abstract)->points();
+            QVERIFY(!points.isEmpty());
+            for (const QPointF& p : points) {
+                QVERIFY(p.y() > 0.0);
+                low = std::min(low, p.y());
+                high = std::max(high, p.y());
+            }
+        }
+        QVERIFY2(axis->min() <= low && axis->max() >= high,
+                 qPrintable(QString("%1..%2 for %3..%4").arg(axis->min()).arg(axis->max()).arg(low).arg(high)));
+    }
+    // Every lane's distance ends at 0 (its own final state): one point fewer than its times.
+    const auto distance = window.charts()->distanceView()->chart()->series();
+    QCOMPARE(static_cast<QLineSeries*>(distance.front())->count(), 8);
+    box->click();
+    QVERIFY(qobject_cast<QValueAxis*>(window.charts()->velocityView()->chart()->axes(Qt::Vertical).front()));
+}
+
 void TestMainWindow::timelinesAlignByTime() {
     MainWindow window;
     window.show();
@@ -602,6 +648,7 @@ void TestMainWindow::settingsPersistAndResetAndSurviveCorruption() {
         window.settingsPanel()->setLaneCount(3);
         window.lane(2)->solverBox()->setCurrentText("rk4");
         window.lane(2)->stepsBox()->setValue(13);
+        window.charts()->setLogScale(true);
         QVERIFY(settle(window));
         window.close();  // writes the settings
     }
@@ -613,7 +660,9 @@ void TestMainWindow::settingsPersistAndResetAndSurviveCorruption() {
         QCOMPARE(window.laneCount(), 3);
         QCOMPARE(window.lane(2)->solverBox()->currentText(), QString("rk4"));
         QCOMPARE(window.lane(2)->stepsBox()->value(), 13);
+        QVERIFY(window.charts()->logScale());
         window.resetToDefaults();
+        QVERIFY(!window.charts()->logScale());
         QCOMPARE(window.laneCount(), 2);
         QCOMPARE(window.settingsPanel()->modelBox()->currentText(), QString("fashion-mnist"));
         QCOMPARE(window.lane(1)->pathBox()->currentText(), QString("vp"));
