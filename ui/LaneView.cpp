@@ -159,6 +159,9 @@ void LaneView::beginRun(quint64 runId, const RunSettings& settings) {
     m_timeline->setRange(0, 0);
     m_filmstrip->setThumbnails({}, {});
     m_metrics->setText(tr("running..."));
+    // The old frame stays until the first new one arrives (no flash); its step does not.
+    updateStepLabel();
+    m_canvas->setPlaceholder({});
 }
 
 void LaneView::addFrame(quint64 runId, const LaneFrame& frame) {
@@ -210,6 +213,11 @@ void LaneView::finishRun(quint64 runId, const LaneResult& result) {
 void LaneView::failRun(quint64 runId, const QString& message, bool cancelled) {
     if (runId != m_runId) return;
     m_metrics->setText(cancelled ? tr("cancelled") : tr("<span style='color:#d33'>%1</span>").arg(message.toHtmlEscaped()));
+    if (!cancelled && m_frames.isEmpty()) {
+        // Refused before its first step: the previous run's picture belongs to other settings.
+        m_canvas->setImages({}, {});
+        m_canvas->setPlaceholder(tr("No result with these settings: the reason is below."));
+    }
 }
 
 void LaneView::refreshFilmstrip() {

@@ -49,6 +49,7 @@ public:
     QSpinBox* stepsBox() const { return m_steps; }
     QComboBox* pathBox() const { return m_path; }
     QComboBox* solverBox() const { return m_solver; }
+    QComboBox* scheduleBox() const { return m_schedule; }
     QSlider* timeline() const { return m_timeline; }
     QString metricsText() const;
     // What the lane's status line shows now: progress, the metrics, or why the run failed.

@@ -29,6 +29,11 @@ void SampleCanvas::setImages(const QVector<QImage>& states, const QVector<QImage
     update();
 }
 
+void SampleCanvas::setPlaceholder(const QString& text) {
+    m_placeholder = text;
+    update();
+}
+
 void SampleCanvas::setView(View view) {
     m_view = view;
     update();
@@ -109,7 +114,8 @@ void SampleCanvas::paintEvent(QPaintEvent*) {
     painter.fillRect(rect(), palette().color(QPalette::Window));
     if (m_states.isEmpty()) {
         painter.setPen(QColor(150, 150, 160));
-        painter.drawText(rect(), Qt::AlignCenter, tr("Waiting for the first step..."));
+        painter.drawText(rect().adjusted(8, 8, -8, -8), Qt::AlignCenter | Qt::TextWordWrap,
+                         m_placeholder.isEmpty() ? tr("Waiting for the first step...") : m_placeholder);
         return;
     }
     painter.setRenderHint(QPainter::SmoothPixmapTransform, false);

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <QImage>
+#include <QString>
 #include <QVector>
 #include <QWidget>
 
@@ -18,6 +19,8 @@ public:
     explicit SampleCanvas(QWidget* parent = nullptr);
 
     void setImages(const QVector<QImage>& states, const QVector<QImage>& predictions);
+    // What the canvas says while it has no images (by default that the first step is coming).
+    void setPlaceholder(const QString& text);
     void setView(View view);
     View view() const { return m_view; }
     int focusedSample() const { return m_focused; }
@@ -58,6 +61,7 @@ private:
 
     QVector<QImage> m_states;
     QVector<QImage> m_predictions;
+    QString m_placeholder;
     View m_view = View::State;
     int m_focused = -1;
     int m_zoomSteps = 0;

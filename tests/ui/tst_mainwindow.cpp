@@ -117,6 +117,7 @@ private Q_SLOTS:
     void referenceErrorAndDifferenceMap();
     void timelinesAlignByTime();
     void logScaleKeepsEveryLaneVisible();
+    void refusedSettingsClearTheLane();
     void sweepFillsTheGridAndChart();
     void zoomIsCrispAtTenTimes();
     void settingsPersistAndResetAndSurviveCorruption();
@@ -538,6 +539,28 @@ void TestMainWindow::logScaleKeepsEveryLaneVisible() {
     QCOMPARE(static_cast<QLineSeries*>(distance.front())->count(), 8);
     box->click();
     QVERIFY(qobject_cast<QValueAxis*>(window.charts()->velocityView()->chart()->axes(Qt::Vertical).front()));
+}
+
+void TestMainWindow::refusedSettingsClearTheLane() {
+    // A schedule the engine refuses: the lane says why, and no longer shows the picture of the
+    // settings before (which would pass for the result of these).
+    MainWindow window;
+    window.show();
+    useModel(window, "gmm:8gaussians", 16);
+    QVERIFY(settle(window));
+    QVERIFY(!window.lane(0)->canvas()->states().isEmpty());
+    window.lane(0)->scheduleBox()->setEditText("shift:-1");
+    QVERIFY(settle(window));
+    QVERIFY2(window.lane(0)->statusText().contains("shift:S needs S"), qPrintable(window.lane(0)->statusText()));
+    QVERIFY(window.lane(0)->canvas()->states().isEmpty());
+    QVERIFY(window.lane(0)->frames().isEmpty());
+    // The other lane is untouched.
+    QVERIFY(!window.lane(1)->canvas()->states().isEmpty());
+    // A valid schedule brings the lane back.
+    window.lane(0)->scheduleBox()->setEditText("shift:3");
+    QVERIFY(settle(window));
+    QVERIFY(window.lane(0)->hasResult());
+    QVERIFY(!window.lane(0)->canvas()->states().isEmpty());
 }
 
 void TestMainWindow::timelinesAlignByTime() {
