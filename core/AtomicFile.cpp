@@ -41,9 +41,25 @@ unsigned modeForReplacement(const std::string& path) {
 
 void writeFileAtomically(const std::string& requested, const std::string& bytes) {
     namespace fs = std::filesystem;
-    // A symbolic link is written through, as an editor saves: the file it names gets the new
-    // contents and the link stays (renaming over the link would replace it by a plain file).
-    // A dangling link makes the file it names.
+    // A device, pipe or socket (/dev/null, /dev/stdout, a FIFO), also through links, is written
+    // in place: renaming a regular file over it would destroy it, and whoever reads it expects
+    // the stream.
+    struct stat existing {};
+    if (::stat(requested.c_str(), &existing) == 0 && !S_ISREG(existing.st_mode) && !S_ISDIR(existing.st_mode)) {
+        const int fd = ::open(requested.c_str(), O_WRONLY | O_CLOEXEC);
+        if (fd < 0) throw std::runtime_error("cannot write '" + requested + "': " + describeErrno(errno));
+        try {
+            writeAll(fd, bytes, requested);
+        } catch (...) {
+            ::close(fd);
+            throw;
+        }
+        ::close(fd);
+        return;
+    }
+    // A symbolic link to a file is written through, as an editor saves: the file it names gets
+    // the new contents and the link stays (renaming over the link would replace it by a plain
+    // file). A dangling link makes the file it names.
     fs::path resolved(requested);
     std::error_code linkError;
     for (int hops = 0; fs::is_symlink(resolved, linkError); ++hops) {
@@ -53,41 +69,27 @@ void writeFileAtomically(const std::string& requested, const std::string& bytes)
         resolved = next.is_absolute() ? next : resolved.parent_path() / next;
     }
     const std::string path = resolved.string();
+    const std::string label = "'" + requested + "'" + (path != requested ? " (a link to '" + path + "')" : std::string());
     const fs::path target(path);
     const fs::path folder = target.has_parent_path() ? target.parent_path() : fs::path(".");
     std::error_code ec;
     if (!fs::is_directory(folder, ec)) {
-        throw std::runtime_error("cannot write '" + path + "': the folder '" + folder.string() + "' " +
+        throw std::runtime_error("cannot write " + label + ": the folder '" + folder.string() + "' " +
                                  (ec && ec != std::errc::no_such_file_or_directory ? "cannot be reached: " + ec.message()
                                                                                   : std::string("does not exist")));
     }
     if (fs::is_directory(target, ec)) {
-        throw std::runtime_error("cannot write '" + path + "': it is a folder");
-    }
-    // A device, pipe or socket (/dev/null, /dev/stdout, a FIFO) is written in place: renaming a
-    // regular file over it would destroy it, and whoever reads it expects the stream.
-    struct stat existing {};
-    if (::stat(path.c_str(), &existing) == 0 && !S_ISREG(existing.st_mode)) {
-        const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
-        if (fd < 0) throw std::runtime_error("cannot write '" + path + "': " + describeErrno(errno));
-        try {
-            writeAll(fd, bytes, path);
-        } catch (...) {
-            ::close(fd);
-            throw;
-        }
-        ::close(fd);
-        return;
+        throw std::runtime_error("cannot write " + label + ": it is a folder");
     }
     std::string temporary = folder.string();
     temporary.append("/.").append(target.filename().string()).append(".XXXXXX");
     const int fd = ::mkstemp(temporary.data());
     if (fd < 0) {
-        throw std::runtime_error("cannot write '" + path + "': " + describeErrno(errno));
+        throw std::runtime_error("cannot write " + label + ": " + describeErrno(errno));
     }
     try {
         writeAll(fd, bytes, path);
-        if (::fsync(fd) != 0) throw std::runtime_error("cannot write '" + path + "': " + describeErrno(errno));
+        if (::fsync(fd) != 0) throw std::runtime_error("cannot write " + label + ": " + describeErrno(errno));
         ::fchmod(fd, modeForReplacement(path));
     } catch (...) {
         ::close(fd);
@@ -97,12 +99,12 @@ void writeFileAtomically(const std::string& requested, const std::string& bytes)
     if (::close(fd) != 0) {
         const int error = errno;
         ::unlink(temporary.c_str());
-        throw std::runtime_error("cannot write '" + path + "': " + describeErrno(error));
+        throw std::runtime_error("cannot write " + label + ": " + describeErrno(error));
     }
     if (std::rename(temporary.c_str(), path.c_str()) != 0) {
         const int error = errno;
         ::unlink(temporary.c_str());
-        throw std::runtime_error("cannot write '" + path + "': " + describeErrno(error));
+        throw std::runtime_error("cannot write " + label + ": " + describeErrno(error));
     }
 }
 

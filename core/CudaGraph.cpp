@@ -22,7 +22,12 @@ namespace flowscope::core {
 #if FLOWSCOPE_WITH_CUDA
 
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
-#define FLOWSCOPE_CAPTURE_CLEANUP 1  // LibTorch 2.1 on: thread-local capture, the allocator's pool calls
+#define FLOWSCOPE_THREAD_LOCAL_CAPTURE 1  // LibTorch 2.1 on: capture_begin takes the capture mode
+#else
+#define FLOWSCOPE_THREAD_LOCAL_CAPTURE 0
+#endif
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 2)
+#define FLOWSCOPE_CAPTURE_CLEANUP 1  // LibTorch 2.2 on: the allocator's endAllocateToPool(device, pool)
 #else
 #define FLOWSCOPE_CAPTURE_CLEANUP 0
 #endif
@@ -92,7 +97,7 @@ CudaGraph::CudaGraph(const torch::Tensor& example, const Body& body, int warmup)
         try {
             // Thread-local mode: other threads (other lanes of the app) may keep using CUDA
             // meanwhile. LibTorch before 2.1 captures in the global mode only.
-#if FLOWSCOPE_CAPTURE_CLEANUP
+#if FLOWSCOPE_THREAD_LOCAL_CAPTURE
             m_impl->graph.capture_begin(pool, cudaStreamCaptureModeThreadLocal);
 #else
             m_impl->graph.capture_begin(pool);

@@ -4,9 +4,10 @@
 #include <sstream>
 #include <thread>
 
+#include <unistd.h>
+
 #if defined(__GLIBC__)
 #include <malloc.h>
-#include <unistd.h>
 #endif
 
 #include <ATen/Parallel.h>

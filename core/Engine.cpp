@@ -47,6 +47,16 @@ std::vector<double> toVector(const torch::Tensor& tensor) {
     return {cpu.data_ptr<double>(), cpu.data_ptr<double>() + cpu.numel()};
 }
 
+// Sample k of a batch uses seed + k, and LibTorch's CPU generator keeps 32 bits of a seed: past
+// 4294967295 the seeds would wrap onto seed 0's noise.
+void checkSeeds(uint64_t seed, int batch) {
+    if (seed + uint64_t(std::max(batch, 1)) - 1 > 0xFFFFFFFFull) {
+        throw InvalidRequestError("the seed " + std::to_string(seed) + " with a batch of " + std::to_string(batch) +
+                                  " uses seeds up to " + std::to_string(seed + uint64_t(batch) - 1) +
+                                  ", past 4294967295 (the generator keeps 32 bits); use a smaller seed");
+    }
+}
+
 void checkRanges(int steps, int batch, double tEnd) {
     if (steps < 1 || steps > kMaxSteps) {
         throw InvalidRequestError("steps must be between 1 and " + std::to_string(kMaxSteps) + " (got " +
@@ -278,15 +288,14 @@ SampleResult Engine::sample(const SampleRequest& request, const FrameCallback& o
         c10::InferenceMode inference;
         const auto started = std::chrono::steady_clock::now();
         checkRanges(request.steps, request.batch, request.tEnd);
+        checkSeeds(request.seed, request.batch);
         const auto path = makePath(request.path);
         const auto solver = makeSolver(request.solver, {request.rtol, request.atol});
         const ScheduleSpec schedule = parseSchedule(request.schedule);
         const torch::Device device = resolveDevice(request.device);
         const torch::ScalarType dtype = resolveDtype(request.dtype, device);
-        if (solver->isAdaptive()) {
-            checkTolerance(request.rtol, "--rtol", dtype);
-            checkTolerance(request.atol, "--atol", dtype);
-        }
+        // rtol sets the precision floor (atol is absolute and may be far smaller).
+        if (solver->isAdaptive()) checkTolerance(request.rtol, "--rtol", dtype);
 
         SampleResult result;
         const auto model = m_impl->catalog.load(request.model, request.resolution, result.notes, request.trustModel);
@@ -432,6 +441,7 @@ SweepResult Engine::sweep(const SweepRequest& request, const RowCallback& onRow,
             throw InvalidRequestError("a sweep needs at least one path, solver, schedule and step count");
         }
         for (int steps : request.steps) checkRanges(steps, request.batch, request.tEnd);
+        checkSeeds(request.seed, request.batch);
         for (const auto& name : request.paths) makePath(name);
         for (const auto& name : request.solvers) makeSolver(name);
         for (const auto& name : request.schedules) parseSchedule(name);

@@ -92,8 +92,9 @@ std::shared_ptr<Model> ModelCatalog::load(const std::string& spec, int resolutio
             }
             if (parsed.limit > 0 && parsed.limit < images.size(0)) images = images.narrow(0, 0, parsed.limit);
             if (resolution > 0) {
+                // Resizing makes two float32 copies (interpolation, then clamping), and bf16 a third.
                 const double bytes = double(images.size(0)) * double(images.size(1)) * resolution * resolution *
-                                     (parsed.bfloat16 ? 2.0 : 4.0);
+                                     (parsed.bfloat16 ? 10.0 : 8.0);
                 checkFitsInMemory(bytes, 0.5,
                                   "'" + spec + "' at " + std::to_string(resolution) + "x" + std::to_string(resolution) +
                                       " (" + std::to_string(images.size(0)) + " images)",

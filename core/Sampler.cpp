@@ -297,6 +297,11 @@ SamplingOutcome runSampler(Model& model, const ProbabilityPath& path, Solver& so
             };
             try {
                 entry.graph = std::make_unique<CudaGraph>(x0, body);
+            } catch (const c10::OutOfMemoryError&) {
+                // The graph's own memory pool did not fit beside the run: the plain loop, which
+                // needs no second copy of its buffers, from now on.
+                entry.failed = true;
+                releaseCachedDeviceMemory();
             } catch (const std::runtime_error&) {
                 entry.failed = true;  // the model waits for the GPU somewhere: plain loop
             }

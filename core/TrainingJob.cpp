@@ -153,8 +153,9 @@ private:
         // A bundle made elsewhere (its manifest, no checkpoint of a training here) is not replaced.
         if (fs::exists(folder / "flowscope.json", ec) && !fs::exists(folder / "checkpoint.safetensors", ec)) {
             throw InvalidRequestError("the output folder '" + m_request.outDirectory +
-                                      "' holds a model bundle that was not trained there (it has no "
-                                      "checkpoint.safetensors); write the new model to another folder");
+                                      "' holds a model bundle but no checkpoint.safetensors to resume from (it was not "
+                                      "trained there, or its checkpoint was removed): write the new model to another "
+                                      "folder, or empty this one first");
         }
         m_outcome.directory = folder.string();
         return folder;

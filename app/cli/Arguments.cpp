@@ -48,7 +48,11 @@ void checkDistinct(const std::vector<std::pair<std::string, std::optional<std::s
             const auto& [second, b] = outputs[j];
             if (!a || !b) continue;
             // The same file under two spellings (./x.png and x.png) counts too.
-            if (fs::weakly_canonical(fs::absolute(*a)) == fs::weakly_canonical(fs::absolute(*b))) {
+            std::error_code ea, eb;
+            const fs::path one = fs::weakly_canonical(fs::absolute(*a, ea), ea);
+            const fs::path two = fs::weakly_canonical(fs::absolute(*b, eb), eb);
+            if (ea || eb) continue;  // unreachable paths: checkWritable has said what is wrong
+            if (one == two) {
                 throw UsageError("--" + first + " and --" + second + " name the same file '" + *b +
                                  "'; the second would replace the first: give each its own file");
             }

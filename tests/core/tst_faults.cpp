@@ -8,6 +8,7 @@
 #include <QtTest/QtTest>
 
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -277,6 +278,13 @@ void TestFaults::symbolicLinkIsWrittenThrough() {
     QCOMPARE(readBytes(dir.filePath("kept/made.csv")), std::string("made"));
     // No temporary file is left beside either.
     QCOMPARE(QDir(dir.filePath("kept")).entryList(QDir::Files | QDir::Hidden), (QStringList{"grid.csv", "made.csv"}));
+    // A link to a device (as /dev/stdout is) writes into the device, not beside it.
+    const QString device = dir.filePath("device");
+    QVERIFY(QFile::link("/dev/null", device));
+    writeFileAtomically(device.toStdString(), "into the device");
+    QVERIFY(QFileInfo(device).isSymLink());
+    struct stat null {};
+    QVERIFY(::stat("/dev/null", &null) == 0 && S_ISCHR(null.st_mode));
 }
 
 QTEST_GUILESS_MAIN(TestFaults)
