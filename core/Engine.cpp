@@ -2,9 +2,9 @@
 #include "core/HostTensor.h"
 
 #include <chrono>
-#include <limits>
-#include <deque>
 #include <cmath>
+#include <deque>
+#include <limits>
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -45,16 +45,6 @@ constexpr int kMaxBatch = 4096;
 std::vector<double> toVector(const torch::Tensor& tensor) {
     const torch::Tensor cpu = tensor.to(torch::kCPU, torch::kFloat64).contiguous();
     return {cpu.data_ptr<double>(), cpu.data_ptr<double>() + cpu.numel()};
-}
-
-// Sample k of a batch uses seed + k, and LibTorch's CPU generator keeps 32 bits of a seed: past
-// 4294967295 the seeds would wrap onto seed 0's noise.
-void checkSeeds(uint64_t seed, int batch) {
-    if (seed + uint64_t(std::max(batch, 1)) - 1 > 0xFFFFFFFFull) {
-        throw InvalidRequestError("the seed " + std::to_string(seed) + " with a batch of " + std::to_string(batch) +
-                                  " uses seeds up to " + std::to_string(seed + uint64_t(batch) - 1) +
-                                  ", past 4294967295 (the generator keeps 32 bits); use a smaller seed");
-    }
 }
 
 void checkRanges(int steps, int batch, double tEnd) {
@@ -251,6 +241,15 @@ Result guarded(Body&& body, const std::function<void()>& releaseMemory) {
 
 }  // namespace
 
+void checkSeeds(uint64_t seed, int64_t count) {
+    const uint64_t last = seed + uint64_t(std::max<int64_t>(count, 1)) - 1;
+    if (last > 0xFFFFFFFFull) {
+        throw InvalidRequestError("the seed " + std::to_string(seed) + " with " + std::to_string(count) +
+                                  " samples uses seeds up to " + std::to_string(last) +
+                                  ", past 4294967295 (the generator keeps 32 bits); use a smaller seed");
+    }
+}
+
 int64_t HostArray::count() const {
     int64_t n = 1;
     for (auto d : shape) n *= d;
@@ -313,10 +312,11 @@ SampleResult Engine::sample(const SampleRequest& request, const FrameCallback& o
         }
 
         if ((request.recordTrajectory || request.analyze) && !solver->isAdaptive()) {
-            // Every state and prediction of the run is kept, then copied for the caller.
+            // Every state and prediction of the run is kept in the run's dtype, then copied for
+            // the caller in float32.
             double values = 2.0 * double(grid.size()) * request.batch;
             for (const int64_t size : shape) values *= double(size);
-            checkFitsInMemory(values * 4.0 * 2.0, 0.5,
+            checkFitsInMemory(values * (double(c10::elementSize(dtype)) + 4.0), 0.5,
                               "keeping all " + std::to_string(grid.size()) + " states of " + std::to_string(request.batch) +
                                   " samples",
                               "use fewer steps or a smaller batch, or keep only the final samples");

@@ -190,6 +190,11 @@ struct BundleInfo {
     bool needsTrust() const;
 };
 
+// Sample k of a batch uses seed + k, and LibTorch's CPU generator keeps 32 bits of a seed: the
+// seeds of `count` samples must stay within 0..4294967295, or they would wrap onto seed 0's
+// noise. Throws std::invalid_argument (a refused request) when they do not.
+void checkSeeds(uint64_t seed, int64_t count);
+
 class Engine {
 public:
     using FrameCallback = std::function<void(const StepFrame&)>;

@@ -25,12 +25,17 @@ void checkWritable(const std::optional<std::string>& path, const std::string& op
     if (fs::is_directory(target, ec)) throw UsageError("--" + option + ": '" + *path + "' is a folder");
 }
 
+std::string lowerExtension(const std::string& path) {
+    std::string extension = std::filesystem::path(path).extension().string();
+    for (char& c : extension) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return extension;
+}
+
 void checkExtension(const std::optional<std::string>& path, const std::string& option,
                     const std::vector<std::string>& extensions) {
     if (!path) return;
-    std::string extension = std::filesystem::path(*path).extension().string();
+    const std::string extension = lowerExtension(*path);
     if (extension.empty()) return;
-    for (char& c : extension) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     std::string allowed;
     for (const auto& wanted : extensions) {
         if (extension == wanted) return;

@@ -29,6 +29,8 @@ int exitCodeFor(core::Failure failure);
 // Refuses early an output file a command could never write (missing or unwritable folder, a
 // folder given as the file), so no time is spent on a doomed run. Throws UsageError naming --option.
 void checkWritable(const std::optional<std::string>& path, const std::string& option);
+// A file name's extension in lower case (".png"), empty when it has none.
+std::string lowerExtension(const std::string& path);
 // Refuses a file name whose extension promises another format than the one written (`--out
 // grid.jpg` would hold PNG bytes). Names without an extension (/dev/stdout) pass.
 void checkExtension(const std::optional<std::string>& path, const std::string& option,

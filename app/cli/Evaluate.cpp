@@ -122,11 +122,7 @@ int runEvaluate(const std::vector<std::string>& args, const std::atomic<bool>& c
     const int samples = static_cast<int>(options.integer("samples", 10000, 2, 10'000'000));
     const int batch = static_cast<int>(options.integer("batch", 500, 1, 65536));
     const uint64_t seed = options.seed(0);
-    // Sample j has seed + j throughout, within the generator's 32 bits.
-    if (seed + uint64_t(samples) - 1 > 0xFFFFFFFFull) {
-        throw UsageError("--seed " + std::to_string(seed) + " with --samples " + std::to_string(samples) +
-                         " uses seeds past 4294967295 (the generator keeps 32 bits); use a smaller seed");
-    }
+    core::checkSeeds(seed, samples);  // sample j has seed + j throughout: refused before any row runs
     std::string classifierPath = options.text("classifier", "");
     if (classifierPath.empty()) classifierPath = core::shippedClassifierPath();
     if (classifierPath.empty()) {

@@ -2,7 +2,6 @@
 // names of commands, options and output columns are a contract other tooling relies on.
 #include <algorithm>
 #include <atomic>
-#include <cctype>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -321,9 +320,7 @@ int runSample(const std::vector<std::string>& args) {
     }
     // .npy by default; .safetensors with the run's settings and times in its metadata.
     auto saveArray = [&](const std::string& file, const std::string& name, const core::HostArray& array) {
-        std::string extension = fs::path(file).extension().string();
-        for (char& c : extension) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-        if (extension == ".safetensors") {
+        if (app::lowerExtension(file) == ".safetensors") {
             app::JsonWriter settings;
             settings.beginObject();
             writeSettings(settings, request);
