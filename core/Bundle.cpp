@@ -8,6 +8,7 @@
 #include "core/Json.h"
 #include "core/Names.h"
 #include "core/ProbabilityPath.h"
+#include "core/RegularFile.h"
 #include "core/TrustList.h"
 
 namespace flowscope::core {
@@ -210,19 +211,17 @@ BundleManifest readBundleManifest(const std::string& directory) {
         throw BundleError("'" + directory + "' is not a folder; a bundle is a folder with flowscope.json and the model file");
     }
     const fs::path manifestPath = fs::path(directory) / "flowscope.json";
-    if (!fs::is_regular_file(manifestPath, error)) {
+    if (!fs::exists(manifestPath, error)) {
         throw BundleError("no flowscope.json in '" + directory +
                           "'; a bundle is a folder with flowscope.json and the model file (README, \"Bring your own model\")");
     }
-    const auto size = fs::file_size(manifestPath, error);
-    if (error || size > kMaxManifestBytes) {
-        throw BundleError(manifestPath.string() + " is larger than 1 MB; it should be a short JSON manifest");
+    std::string text;
+    try {
+        text = readRegularFile(manifestPath.string(), kMaxManifestBytes, "the manifest");
+    } catch (const FileReadError& failure) {
+        throw BundleError(std::string(failure.what()) + " (it should be a short JSON manifest)");
     }
-    std::ifstream in(manifestPath, std::ios::binary);
-    std::ostringstream text;
-    text << in.rdbuf();
-    if (!in) throw BundleError("cannot read " + manifestPath.string());
-    return parseBundleManifest(text.str(), directory);
+    return parseBundleManifest(text, directory);
 }
 
 }  // namespace flowscope::core

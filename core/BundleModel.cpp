@@ -13,6 +13,7 @@
 #include "core/Errors.h"
 #include "core/FlowNet.h"
 #include "core/NetworkDenoiser.h"
+#include "core/RegularFile.h"
 #include "core/SafeTensors.h"
 #include "core/Sha256.h"
 
@@ -43,11 +44,11 @@ std::string readBundleFile(const BundleManifest& manifest, const std::string& re
         throw BundleError("the \"" + field + "\" of bundle '" + manifest.name + "' names '" + relative +
                           "', which is not a file in " + manifest.directory);
     }
-    std::ifstream in(path, std::ios::binary);
-    std::ostringstream bytes;
-    bytes << in.rdbuf();
-    if (!in) throw BundleError("cannot read " + path);
-    return bytes.str();
+    try {
+        return readRegularFile(path, memoryReadLimit(), "the \"" + field + "\" file");
+    } catch (const FileReadError& failure) {
+        throw BundleError(failure.what());
+    }
 }
 
 torch::jit::Module loadProgram(const BundleManifest& manifest, const std::string& relative, const std::string& field,

@@ -14,6 +14,7 @@
 #include <torch/cuda.h>
 
 #include "core/Errors.h"
+#include "core/RegularFile.h"
 
 namespace flowscope::core {
 
@@ -74,14 +75,8 @@ double physicalMemoryBytes() {
 void checkFitsInMemory(double bytes, double share, const std::string& what, const std::string& remedy) {
     const double memory = physicalMemoryBytes();
     if (memory <= 0.0 || bytes <= share * memory) return;
-    const auto gigabytes = [](double b) {
-        std::ostringstream text;
-        text.precision(b < 10e9 ? 2 : 3);
-        text << b / 1e9 << " GB";
-        return text.str();
-    };
-    throw InvalidRequestError(what + " needs about " + gigabytes(bytes) + ", more than this machine's memory (" +
-                              gigabytes(memory) + ") can hold: " + remedy);
+    throw InvalidRequestError(what + " needs about " + describeBytes(bytes) + ", more than this machine's memory (" +
+                              describeBytes(memory) + ") can hold: " + remedy);
 }
 
 }  // namespace flowscope::core

@@ -258,9 +258,10 @@ int64_t HostArray::count() const {
 
 struct Engine::Impl {
     explicit Impl(FolderLoader loader)
-        : catalog([loader](const std::string& folder, int resolution, std::vector<std::string>& notes) {
+        : catalog([loader](const std::string& folder, int resolution, std::vector<std::string>& notes,
+                           const std::atomic<bool>* cancel) {
               if (!loader) throw InvalidRequestError("this build cannot read image folders");
-              HostArray images = loader(folder, resolution, notes);
+              HostArray images = loader(folder, resolution, notes, cancel);
               return torch::from_blob(images.values.data(), images.shape, torch::kFloat32).clone();
           }) {}
     ModelCatalog catalog;
@@ -297,7 +298,8 @@ SampleResult Engine::sample(const SampleRequest& request, const FrameCallback& o
         if (solver->isAdaptive()) checkTolerance(request.rtol, "--rtol", dtype);
 
         SampleResult result;
-        const auto model = m_impl->catalog.load(request.model, request.resolution, result.notes, request.trustModel);
+        const auto model =
+            m_impl->catalog.load(request.model, request.resolution, result.notes, request.trustModel, cancel);
         const auto shape = model->sampleShape();
         const auto grid = makeTimeGrid(schedule, *path, request.steps, fluxTokenCount(shape), request.tEnd);
         if (static_cast<int>(grid.size()) - 1 != request.steps) {
@@ -457,7 +459,8 @@ SweepResult Engine::sweep(const SweepRequest& request, const RowCallback& onRow,
         }
 
         SweepResult result;
-        const auto model = m_impl->catalog.load(request.model, request.resolution, result.notes, request.trustModel);
+        const auto model =
+            m_impl->catalog.load(request.model, request.resolution, result.notes, request.trustModel, cancel);
         const auto shape = model->sampleShape();
 
         SamplingOptions sampling;

@@ -199,9 +199,10 @@ class Engine {
 public:
     using FrameCallback = std::function<void(const StepFrame&)>;
     using RowCallback = std::function<void(const SweepRow&)>;
-    // Loads an image folder as [N, C, R, R] float values in [-1, 1]; adds notes about skipped files.
+    // Loads an image folder as [N, C, R, R] float values in [-1, 1]; adds notes about skipped
+    // files; stops with CancelledError (core/Errors.h) when `*cancel` is set (it may be null).
     using FolderLoader = std::function<HostArray(const std::string& folder, int resolution,
-                                                 std::vector<std::string>& notes)>;
+                                                 std::vector<std::string>& notes, const std::atomic<bool>* cancel)>;
 
     explicit Engine(FolderLoader folderLoader = {});
     ~Engine();
@@ -215,6 +216,12 @@ public:
                       const std::atomic<bool>* cancel = nullptr);
 
     static EngineInfo info();
+    // The names of `kind` that info() lists, for menus, without probing devices (cheap on any
+    // thread); the parametric shift:S comes with SD3's S = 3 so that every entry runs as it is.
+    static std::vector<std::string> names(NameKind kind);
+    // Empty when a request may name `name` as its `kind` (schedules also take shift:S and flux:L
+    // with any valid number); otherwise why not, with the valid names. Cheap on any thread.
+    static std::string checkName(NameKind kind, const std::string& name);
     // FlowScope's version, without probing devices (cheap on any thread).
     static std::string version();
     // For 2-D models, points that show the target distribution: the point cloud itself, or

@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <stdexcept>
 
+#include "core/RegularFile.h"
+
 #if FLOWSCOPE_HAVE_ZLIB
 #include <zlib.h>
 #endif
@@ -19,7 +21,9 @@ uint32_t bigEndian32(const std::string& bytes, size_t offset) {
 }  // namespace
 
 void readIdxFile(const std::string& path, const std::function<uint8_t*(const std::vector<int64_t>& shape)>& allocate) {
-    // The header first, then the payload decompressed straight into the tensor's memory.
+    // The header first, then the payload decompressed straight into the tensor's memory. The
+    // decompressed size is bounded by the header's checks below.
+    checkRegularFile(path, uint64_t(1) << 34, "the IDX file");
 #if FLOWSCOPE_HAVE_ZLIB
     gzFile file = gzopen(path.c_str(), "rb");
     if (!file) throw std::runtime_error("cannot open '" + path + "'");

@@ -47,7 +47,7 @@ ModelCatalog::ModelCatalog(FolderLoader folderLoader) : m_folderLoader(std::move
 std::vector<std::string> ModelCatalog::specNames() { return modelSpecNames(); }
 
 std::shared_ptr<Model> ModelCatalog::load(const std::string& spec, int resolution, std::vector<std::string>& notes,
-                                          bool trustModel) {
+                                          bool trustModel, const std::atomic<bool>* cancel) {
     if (resolution < 0 || resolution > 1024) {
         throw InvalidRequestError("--resolution must be between 1 and 1024 (or 0 for the dataset's own)");
     }
@@ -110,7 +110,7 @@ std::shared_ptr<Model> ModelCatalog::load(const std::string& spec, int resolutio
                 throw InvalidRequestError("'folder:' models need FlowScope built with OpenCV (FLOWSCOPE_WITH_OPENCV=ON)");
             }
             const int size = resolution > 0 ? resolution : kDefaultFolderResolution;
-            model = std::make_shared<EmpiricalDenoiser>(spec, m_folderLoader(parsed.name, size, notes));
+            model = std::make_shared<EmpiricalDenoiser>(spec, m_folderLoader(parsed.name, size, notes, cancel));
             break;
         }
         case ModelSpec::Kind::Bundle:

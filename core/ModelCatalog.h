@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
@@ -21,17 +22,19 @@ namespace flowscope::core {
 //   bundle:DIR                                        the user's network (flowscope.json in DIR)
 class ModelCatalog {
 public:
-    // Loads an image folder as [N, C, R, R] in [-1, 1]; appends notes (skipped files, ...).
-    // Provided by core/media (OpenCV); without it `folder:` specs are refused with a message.
-    using FolderLoader =
-        std::function<torch::Tensor(const std::string& folder, int resolution, std::vector<std::string>& notes)>;
+    // Loads an image folder as [N, C, R, R] in [-1, 1]; appends notes (skipped files, ...); stops
+    // with CancelledError when `*cancel` is set. Provided by core/media (OpenCV); without it
+    // `folder:` specs are refused with a message.
+    using FolderLoader = std::function<torch::Tensor(const std::string& folder, int resolution,
+                                                     std::vector<std::string>& notes, const std::atomic<bool>* cancel)>;
 
     explicit ModelCatalog(FolderLoader folderLoader = {});
 
     // resolution 0 keeps the dataset's own (28 for Fashion-MNIST, 32 for folders). `trustModel`
     // allows loading a bundle's TorchScript files that are not in the user's trusted list.
+    // `cancel` stops a long load (an image folder) with CancelledError.
     std::shared_ptr<Model> load(const std::string& spec, int resolution, std::vector<std::string>& notes,
-                                bool trustModel = false);
+                                bool trustModel = false, const std::atomic<bool>* cancel = nullptr);
 
     static std::vector<std::string> specNames();
 

@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "core/AtomicFile.h"
+#include "core/RegularFile.h"
 
 namespace flowscope::core {
 
@@ -65,9 +66,7 @@ std::string headerField(const std::string& header, const std::string& key) {
 }  // namespace
 
 NpyArray readNpy(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw std::runtime_error("cannot open '" + path + "'");
-    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::string bytes = readRegularFile(path, memoryReadLimit(), "the array file");
     if (bytes.size() < 10 || bytes.compare(0, 6, "\x93NUMPY") != 0) {
         throw std::runtime_error("'" + path + "' is not a .npy file");
     }

@@ -6,6 +6,7 @@
 #include <tuple>
 
 #include "core/Json.h"
+#include "core/RegularFile.h"
 
 namespace flowscope::core {
 namespace {
@@ -124,9 +125,12 @@ SafeTensorsFile SafeTensorsFile::parse(std::string bytes) {
 }
 
 SafeTensorsFile SafeTensorsFile::read(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw SafeTensorsError("cannot open '" + path + "'");
-    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::string bytes;
+    try {
+        bytes = readRegularFile(path, memoryReadLimit(), "the safetensors file");
+    } catch (const FileReadError& failure) {
+        throw SafeTensorsError(failure.what());
+    }
     try {
         return parse(std::move(bytes));
     } catch (const SafeTensorsError& error) {

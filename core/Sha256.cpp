@@ -3,8 +3,11 @@
 #include <bit>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <stdexcept>
 #include <vector>
+
+#include "core/RegularFile.h"
 
 namespace flowscope::core {
 namespace {
@@ -101,6 +104,7 @@ std::string sha256Hex(std::string_view bytes) {
 }
 
 std::string sha256OfFile(const std::string& path) {
+    checkRegularFile(path, std::numeric_limits<uint64_t>::max(), "the file to hash");
     std::ifstream in(path, std::ios::binary);
     if (!in) throw std::runtime_error("cannot read '" + path + "'");
     Sha256 hash;

@@ -9,6 +9,7 @@
 #include "core/Bundle.h"
 #include "core/Json.h"
 #include "core/ModelSpec.h"
+#include "core/RegularFile.h"
 
 namespace flowscope::core {
 namespace fs = std::filesystem;
@@ -45,11 +46,9 @@ std::string bundleDirectoryOf(const std::string& spec) {
 }
 
 std::string trainingDatasetOf(const std::string& bundleDirectory) {
-    std::ifstream in(fs::path(bundleDirectory) / "flowscope.json", std::ios::binary);
-    if (!in) return {};
-    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     try {
-        const JsonValue document = parseJson(text);
+        const JsonValue document =
+            parseJson(readRegularFile((fs::path(bundleDirectory) / "flowscope.json").string(), 1 << 20, "the manifest"));
         if (!document.isObject()) return {};
         const auto training = document.object().find("training");
         if (training == document.object().end() || !training->second.isObject()) return {};

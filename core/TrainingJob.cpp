@@ -124,7 +124,7 @@ public:
                                                     if (!m_folderLoader) {
                                                         throw InvalidRequestError("this build reads no image folders");
                                                     }
-                                                    return fromHostArray(m_folderLoader(images, resolution, m_outcome.notes));
+                                                    return fromHostArray(m_folderLoader(images, resolution, m_outcome.notes, m_cancel));
                                                 });
         Trainer trainer(settings, shape, data);
         if (source) {

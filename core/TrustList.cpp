@@ -2,21 +2,22 @@
 
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 #include <stdexcept>
 
 #include "core/AtomicFile.h"
+#include "core/RegularFile.h"
 
 namespace flowscope::core {
 namespace {
 
+// A list of hashes and names: a megabyte holds thousands of entries.
+constexpr uint64_t kMaxTrustListBytes = 1 << 20;
+
 std::string readAll(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) return {};
-    std::ostringstream text;
-    text << in.rdbuf();
-    return text.str();
+    std::error_code missing;
+    if (!std::filesystem::exists(path, missing)) return {};  // no list yet: nothing is trusted
+    return readRegularFile(path, kMaxTrustListBytes, "the trusted-models list");
 }
 
 }  // namespace

@@ -81,30 +81,16 @@ struct EngineController::Worker {
         std::shared_ptr<std::atomic<bool>> cancel = std::make_shared<std::atomic<bool>>(false);
     };
 
-    explicit Worker(EngineController* owner) : controller(owner) {
-        thread = std::thread([this] { loop(); });
-    }
-
-    ~Worker() {
-        {
-            std::lock_guard lock(mutex);
-            stopping = true;
-            pending.clear();
-            references.clear();
-            sweepCells.clear();
-            if (running) running->cancel->store(true);
-        }
-        wake.notify_all();
-        thread.join();
-    }
+    explicit Worker(EngineController* owner) : controller(owner), relay(std::make_unique<handoff::Relay>()) {}
 
     void loop() {
         // Below the UI thread's priority, so the window stays responsive while both cores
         // compute; LibTorch's worker threads, created from this thread, inherit it.
         setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), kWorkerNice);
         // The engine lives and dies on this thread, with everything it loads.
-        core::Engine engine([](const std::string& folder, int resolution, std::vector<std::string>& notes) {
-            return media::loadImageFolderToHost(folder, resolution, notes);
+        core::Engine engine([](const std::string& folder, int resolution, std::vector<std::string>& notes,
+                                   const std::atomic<bool>* cancel) {
+            return media::loadImageFolderToHost(folder, resolution, notes, cancel);
         });
         for (;;) {
             std::shared_ptr<Job> job;

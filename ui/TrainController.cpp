@@ -94,8 +94,9 @@ struct TrainController::Worker {
                 if (!progress.preview.values.empty()) update.preview = previewImage(progress.preview, reference);
                 post([update](TrainController* c) { Q_EMIT c->progressed(update); });
             },
-            &cancel, &pause, [](const std::string& folder, int resolution, std::vector<std::string>& notes) {
-                return media::loadImageFolderToHost(folder, resolution, notes);
+            &cancel, &pause, [](const std::string& folder, int resolution, std::vector<std::string>& notes,
+                                  const std::atomic<bool>* stop) {
+                return media::loadImageFolderToHost(folder, resolution, notes, stop);
             });
         TrainFinish finish;
         finish.failure = outcome.failure;

@@ -7,6 +7,8 @@
 
 #include <unistd.h>
 
+#include "core/AtomicFile.h"
+
 namespace flowscope::app {
 
 void checkWritable(const std::optional<std::string>& path, const std::string& option) {
@@ -23,6 +25,11 @@ void checkWritable(const std::optional<std::string>& path, const std::string& op
         throw UsageError("--" + option + ": the folder '" + folder.string() + "' is not writable");
     }
     if (fs::is_directory(target, ec)) throw UsageError("--" + option + ": '" + *path + "' is a folder");
+    try {
+        core::checkCanWrite(*path);
+    } catch (const std::runtime_error& failure) {
+        throw UsageError("--" + option + ": " + failure.what());
+    }
 }
 
 std::string lowerExtension(const std::string& path) {
@@ -52,10 +59,16 @@ void checkDistinct(const std::vector<std::pair<std::string, std::optional<std::s
             const auto& [first, a] = outputs[i];
             const auto& [second, b] = outputs[j];
             if (!a || !b) continue;
-            // The same file under two spellings (./x.png and x.png) counts too.
+            // The same file under two spellings (./x.png and x.png) counts too, and so does a
+            // symbolic link to the other, even one whose file does not exist yet.
             std::error_code ea, eb;
-            const fs::path one = fs::weakly_canonical(fs::absolute(*a, ea), ea);
-            const fs::path two = fs::weakly_canonical(fs::absolute(*b, eb), eb);
+            fs::path one, two;
+            try {
+                one = fs::weakly_canonical(fs::absolute(core::resolveLinks(*a), ea), ea);
+                two = fs::weakly_canonical(fs::absolute(core::resolveLinks(*b), eb), eb);
+            } catch (const std::runtime_error&) {
+                continue;  // a link loop: checkWritable has said what is wrong
+            }
             if (ea || eb) continue;  // unreachable paths: checkWritable has said what is wrong
             if (one == two) {
                 throw UsageError("--" + first + " and --" + second + " name the same file '" + *b +

@@ -42,7 +42,12 @@ using app::exitCodeFor;
 
 std::atomic<bool> g_cancel{false};
 
-extern "C" void onInterrupt(int) { g_cancel.store(true); }
+// The first Ctrl+C (or SIGTERM) asks the running job to stop where it can, which loaders, steps
+// and writes check; a second one ends the process at once. Files are written through temporary
+// files renamed into place, so neither leaves a partial file.
+extern "C" void onInterrupt(int) {
+    if (g_cancel.exchange(true)) ::_exit(kExitCancelled);
+}
 
 const char* kUsage = R"(FlowScope: watch flow-matching and diffusion models turn noise into images.
 
@@ -89,8 +94,9 @@ A bundle's TorchScript file is a program: loading it runs its code. FlowScope lo
 )";
 
 core::Engine::FolderLoader folderLoader() {
-    return [](const std::string& folder, int resolution, std::vector<std::string>& notes) {
-        return media::loadImageFolderToHost(folder, resolution, notes);
+    return [](const std::string& folder, int resolution, std::vector<std::string>& notes,
+              const std::atomic<bool>* cancel) {
+        return media::loadImageFolderToHost(folder, resolution, notes, cancel);
     };
 }
 
@@ -303,6 +309,12 @@ int runSample(const std::vector<std::string>& args) {
         throw app::UsageError("--save-decoded needs a latent model (a bundle with a decoder or latent_rgb); '" +
                               request.model + "' samples images directly: use --save-final");
     }
+    // Every output is staged first and all are renamed into place together: a failed write or a
+    // Ctrl+C between them leaves none of the new files (and no partial one).
+    core::FileTransaction outputs;
+    auto stopIfCancelled = [] {
+        if (g_cancel.load()) throw core::CancelledError();
+    };
     if (out) {
         cv::Mat picture;
         if (image) {
@@ -311,15 +323,17 @@ int runSample(const std::vector<std::string>& args) {
             const core::HostArray reference = core::Engine::referenceSamples(request.model, 1000);
             picture = media::renderScatter(result.final, &result.trajectory, reference.shape.empty() ? nullptr : &reference);
         }
-        media::writePng(*out, picture, pngParameters(request, result));
+        outputs.add(*out, media::encodePng(picture, pngParameters(request, result)));
         written.push_back(*out);
     }
     if (strip) {
-        media::writePng(*strip, filmstrip(result), pngParameters(request, result));
+        stopIfCancelled();
+        outputs.add(*strip, media::encodePng(filmstrip(result), pngParameters(request, result)));
         written.push_back(*strip);
     }
     // .npy by default; .safetensors with the run's settings and times in its metadata.
     auto saveArray = [&](const std::string& file, const std::string& name, const core::HostArray& array) {
+        stopIfCancelled();
         if (app::lowerExtension(file) == ".safetensors") {
             app::JsonWriter settings;
             settings.beginObject();
@@ -329,16 +343,20 @@ int runSample(const std::vector<std::string>& args) {
             times.beginArray();
             for (double t : result.times) times.value(t);
             times.endArray();
-            core::writeSafeTensors(file, {{name, core::fromHostArray(array)}},
-                                   {{"flowscope", settings.str()}, {"times", times.str()}, {"format", "flowscope"}});
+            outputs.add(file, core::encodeSafeTensors({{name, core::fromHostArray(array)}},
+                                                      {{"flowscope", settings.str()},
+                                                       {"times", times.str()},
+                                                       {"format", "flowscope"}}));
         } else {
-            core::writeNpy(file, array.shape, array.values.data());
+            outputs.add(file, core::encodeNpy(array.shape, array.values.data()));
         }
         written.push_back(file);
     };
     if (saveFinal) saveArray(*saveFinal, "final", result.final);
     if (saveTrajectory) saveArray(*saveTrajectory, "trajectory", result.trajectory);
     if (saveDecoded) saveArray(*saveDecoded, "decoded", result.finalImage);
+    stopIfCancelled();
+    outputs.commit();
 
     if (options.has("json")) {
         app::JsonWriter json;
@@ -428,6 +446,7 @@ int runSweep(const std::vector<std::string>& args) {
         table << row.path << "," << row.solver << "," << row.schedule << "," << row.steps << "," << row.nfe << ","
               << row.rmse << "\n";
     }
+    if (g_cancel.load()) throw core::CancelledError();
     core::writeFileAtomically(*csv, table.str());
     if (json) {
         app::JsonWriter writer;
@@ -693,6 +712,9 @@ int main(int argc, char** argv) {
     } catch (const std::invalid_argument& error) {  // an unknown name or a value out of range
         std::cerr << "flowscope-cli: " << error.what() << "\n";
         return kExitUsage;
+    } catch (const core::CancelledError&) {
+        std::cerr << "flowscope-cli: interrupted; no output was written\n";
+        return kExitCancelled;
     } catch (const std::exception& error) {
         std::cerr << "flowscope-cli: " << error.what() << "\n";
         return kExitFailure;

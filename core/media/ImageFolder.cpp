@@ -2,11 +2,11 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 
 #include <torch/torch.h>
 
+#include "core/Errors.h"
+#include "core/RegularFile.h"
 #include "core/media/ImageDecoder.h"
 
 namespace flowscope::media {
@@ -18,7 +18,7 @@ bool hasImageExtension(const std::filesystem::path& file) {
     return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".webp" || ext == ".bmp";
 }
 
-constexpr uintmax_t kMaxFileBytes = 256ull << 20;
+constexpr uint64_t kMaxFileBytes = 256ull << 20;
 
 }  // namespace
 
@@ -29,18 +29,33 @@ torch::Tensor decodeImage(const std::string& bytes, int resolution) {
     return pixels.permute({2, 0, 1}).to(torch::kFloat32) / 127.5 - 1.0;
 }
 
-torch::Tensor loadImageFolder(const std::string& folder, int resolution, std::vector<std::string>& notes) {
+torch::Tensor loadImageFolder(const std::string& folder, int resolution, std::vector<std::string>& notes,
+                              const std::atomic<bool>* cancel) {
     namespace fs = std::filesystem;
-    configureImageLimits();
     std::error_code ec;
     if (!fs::is_directory(folder, ec)) {
         throw std::invalid_argument("'" + folder + "' is not a folder; give folder:PATH with a folder of images");
     }
     std::vector<fs::path> files;
     int others = 0;
-    for (const auto& entry : fs::directory_iterator(folder, ec)) {
-        if (!entry.is_regular_file()) continue;
-        if (hasImageExtension(entry.path())) {
+    int folders = 0;
+    int skipped = 0;
+    fs::directory_iterator entries(folder, ec);
+    if (ec) throw std::invalid_argument("cannot list the folder '" + folder + "': " + ec.message());
+    for (const auto& entry : entries) {
+        if (cancel && cancel->load()) throw core::CancelledError();
+        // The error-code forms: a symbolic-link loop (or a link into an unreadable place) is a
+        // file that cannot be read, not a reason to stop.
+        std::error_code kind;
+        if (entry.is_directory(kind)) {
+            ++folders;
+        } else if (!entry.is_regular_file(kind)) {
+            if (kind || entry.is_symlink(kind)) {
+                ++skipped;  // a loop or a dangling link
+            } else {
+                ++others;
+            }
+        } else if (hasImageExtension(entry.path())) {
             files.push_back(entry.path());
         } else {
             ++others;
@@ -48,14 +63,14 @@ torch::Tensor loadImageFolder(const std::string& folder, int resolution, std::ve
     }
     std::sort(files.begin(), files.end());
     std::vector<torch::Tensor> images;
-    int skipped = 0;
     for (const auto& file : files) {
-        if (fs::file_size(file, ec) > kMaxFileBytes) {
+        std::string bytes;
+        try {
+            bytes = core::readRegularFile(file.string(), kMaxFileBytes, "the image", cancel);
+        } catch (const core::FileReadError&) {
             ++skipped;
             continue;
         }
-        std::ifstream in(file, std::ios::binary);
-        const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
         torch::Tensor image = decodeImage(bytes, resolution);
         if (!image.defined()) {
             ++skipped;
@@ -64,18 +79,27 @@ torch::Tensor loadImageFolder(const std::string& folder, int resolution, std::ve
         images.push_back(image);
     }
     if (skipped > 0) {
-        notes.push_back(std::to_string(skipped) + " file(s) in '" + folder + "' could not be read as images and were skipped");
+        notes.push_back(std::to_string(skipped) + " file(s) in '" + folder +
+                        "' could not be read as images (damaged, unreadable links, or larger than " +
+                        std::to_string(kMaxImagePixels >> 20) + " megapixels) and were skipped");
+    }
+    if (folders > 0) {
+        notes.push_back("'" + folder + "' has " + std::to_string(folders) +
+                        " sub-folder(s); FlowScope reads only the images directly in it");
     }
     if (images.empty()) {
         throw std::invalid_argument("no readable image in '" + folder + "' (" + std::to_string(files.size()) +
-                                    " image file(s), " + std::to_string(skipped) + " unreadable, " +
-                                    std::to_string(others) + " other file(s)); FlowScope reads PNG, JPEG, WebP and BMP");
+                                    " image file(s), " + std::to_string(skipped) + " unreadable or above " +
+                                    std::to_string(kMaxImagePixels >> 20) + " megapixels, " +
+                                    std::to_string(others) + " other file(s), " + std::to_string(folders) +
+                                    " sub-folder(s) not searched); FlowScope reads PNG, JPEG, WebP and BMP");
     }
     return torch::stack(images).contiguous();
 }
 
-core::HostArray loadImageFolderToHost(const std::string& folder, int resolution, std::vector<std::string>& notes) {
-    const torch::Tensor images = loadImageFolder(folder, resolution, notes);
+core::HostArray loadImageFolderToHost(const std::string& folder, int resolution, std::vector<std::string>& notes,
+                                      const std::atomic<bool>* cancel) {
+    const torch::Tensor images = loadImageFolder(folder, resolution, notes, cancel);
     core::HostArray array;
     array.shape.assign(images.sizes().begin(), images.sizes().end());
     array.values.assign(images.data_ptr<float>(), images.data_ptr<float>() + images.numel());

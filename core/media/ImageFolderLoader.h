@@ -3,6 +3,7 @@
 // The image-folder loader without LibTorch types, for front ends that must not include LibTorch
 // headers (the UI): it plugs into core::Engine as its folder loader.
 
+#include <atomic>
 #include <string>
 #include <vector>
 
@@ -11,9 +12,7 @@
 namespace flowscope::media {
 
 // See loadImageFolder in ImageFolder.h: [N, 3, R, R] values in [-1, 1] as a host array.
-core::HostArray loadImageFolderToHost(const std::string& folder, int resolution, std::vector<std::string>& notes);
-
-// Sets OpenCV's decoder limits (image pixels, file size) before the first decode, once.
-void configureImageLimits();
+core::HostArray loadImageFolderToHost(const std::string& folder, int resolution, std::vector<std::string>& notes,
+                                      const std::atomic<bool>* cancel = nullptr);
 
 }  // namespace flowscope::media

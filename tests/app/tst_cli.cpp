@@ -17,6 +17,9 @@
 #include <QTemporaryDir>
 #include <QtTest/QtTest>
 
+#include <csignal>
+#include <sys/types.h>
+
 #include <opencv2/imgcodecs.hpp>
 
 #include "tests/TestSupport.h"
@@ -101,6 +104,8 @@ private slots:
     void folderModel();
     void unwritableOutputs();
     void replacesExistingOutputs();
+    void outputsAreAllWrittenOrNone();
+    void interruptStopsAFolderLoad();
     void sweepConverges();
     void tEnd();
     void safetensorsOutputs();
@@ -352,6 +357,62 @@ void TestCli::replacesExistingOutputs() {
     QVERIFY(!cv::imread(QDir(folder).filePath("o.png").toStdString(), cv::IMREAD_COLOR).empty());
     // No temporary ".name.XXXXXX" files are left behind.
     QCOMPARE(listFolder(folder), (QStringList{"f.npy", "o.png"}));
+}
+
+void TestCli::outputsAreAllWrittenOrNone() {
+    const QString folder = freshFolder("all-or-none");
+    // A folder that takes no new files is refused before the run, not after it.
+    CliRun run = runCli({"sample", "--model", "gmm:8gaussians", "--steps", "2", "--out", "/proc/version"}, folder);
+    QVERIFY2(run.finished && run.exitCode == 2 && run.err.contains("/proc"), describe(run));
+    run = runCli({"sweep", "--model", "gmm:8gaussians", "--steps", "1", "--csv", "/proc/x.csv"}, folder);
+    QVERIFY2(run.finished && run.exitCode == 2 && run.err.contains("/proc"), describe(run));
+
+    // A link to another output (which does not exist yet) is the same file.
+    QVERIFY(QFile::link("a.png", QDir(folder).filePath("alias.png")));
+    run = runCli({"sample", "--model", "gmm:8gaussians", "--steps", "2", "--out", "a.png", "--filmstrip", "alias.png"},
+                 folder);
+    QVERIFY2(run.finished && run.exitCode == 2 && run.err.contains("same file"), describe(run));
+    QVERIFY(!QFileInfo::exists(QDir(folder).filePath("a.png")));
+
+    // A device that fails its write: no other output is left behind.
+    if (QFileInfo::exists("/dev/full")) {
+        run = runCli({"sample", "--model", "gmm:8gaussians", "--steps", "2", "--out", "g.png", "--save-final", "f.npy",
+                      "--filmstrip", "/dev/full"},
+                     folder);
+        QVERIFY2(run.finished && run.exitCode == 1 && run.err.contains("/dev/full"), describe(run));
+        QCOMPARE(listFolder(folder), QStringList{"alias.png"});
+    }
+}
+
+void TestCli::interruptStopsAFolderLoad() {
+    // Many large images take seconds to decode; Ctrl+C during the load must stop it promptly
+    // (it used to be noticed only at the first step, after the whole folder was read).
+    const QString folder = freshFolder("interrupt");
+    const QString images = QDir(folder).filePath("images");
+    QVERIFY(QDir().mkpath(images));
+    cv::Mat noise(640, 640, CV_8UC3);
+    cv::randu(noise, 0, 256);
+    std::vector<uchar> jpeg;
+    QVERIFY(cv::imencode(".jpg", noise, jpeg));
+    const std::string bytes(jpeg.begin(), jpeg.end());
+    for (int i = 0; i < 600; ++i) writeBytes(QDir(images).filePath(QString("%1.jpg").arg(i, 4, 10, QChar('0'))), bytes);
+
+    QProcess process;
+    process.setWorkingDirectory(folder);
+    process.start(QStringLiteral(FLOWSCOPE_CLI_PATH),
+                  {"sample", "--model", "folder:images", "--steps", "2", "--out", "o.png"});
+    QVERIFY(process.waitForStarted(kTimeoutMs));
+    QTest::qWait(1500);
+    QVERIFY2(process.state() == QProcess::Running, "the folder loaded before the interrupt; use more images");
+    QElapsedTimer sinceInterrupt;
+    sinceInterrupt.start();
+    ::kill(static_cast<pid_t>(process.processId()), SIGINT);
+    QVERIFY(process.waitForFinished(kTimeoutMs));
+    const qint64 ms = sinceInterrupt.elapsed();
+    QCOMPARE(process.exitCode(), 130);
+    // Reading the whole folder takes several times this on any machine that runs the suite.
+    QVERIFY2(ms < 2500, qPrintable(QString("the load went on for %1 ms after Ctrl+C").arg(ms)));
+    QVERIFY(!QFileInfo::exists(QDir(folder).filePath("o.png")));
 }
 
 void TestCli::sweepConverges() {

@@ -16,12 +16,16 @@
 
 #include "core/AtomicFile.h"
 #include "core/Engine.h"
+#include "core/Errors.h"
 #include "core/GaussianMixture.h"
 #include "core/NoiseSource.h"
 #include "core/NpyFile.h"
 #include "core/ProbabilityPath.h"
+#include "core/RegularFile.h"
+#include "core/SafeTensorsFile.h"
 #include "core/Sampler.h"
 #include "core/Schedule.h"
+#include "core/TrustList.h"
 #include "tests/TestSupport.h"
 
 using namespace flowscope::core;
@@ -82,6 +86,8 @@ private Q_SLOTS:
     void fullDestinationReportsAndKeepsTheOldFile();
     void unwritableDestinationReports();
     void symbolicLinkIsWrittenThrough();
+    void transactionWritesAllFilesOrNone();
+    void onlyRegularFilesAreRead();
 };
 
 void TestFaults::modelFaultsAtRandomSteps() {
@@ -285,6 +291,71 @@ void TestFaults::symbolicLinkIsWrittenThrough() {
     QVERIFY(QFileInfo(device).isSymLink());
     struct stat null {};
     QVERIFY(::stat("/dev/null", &null) == 0 && S_ISCHR(null.st_mode));
+}
+
+void TestFaults::transactionWritesAllFilesOrNone() {
+    QTemporaryDir dir;
+    const std::string a = dir.filePath("a.png").toStdString();
+    const std::string b = dir.filePath("b.npy").toStdString();
+    writeBytes(dir.filePath("a.png"), "old a");
+    {
+        // Staged but never committed (a cancel between outputs): nothing changes.
+        FileTransaction transaction;
+        transaction.add(a, "new a");
+        transaction.add(b, "new b");
+    }
+    QCOMPARE(readBytes(dir.filePath("a.png")), std::string("old a"));
+    QVERIFY(!QFileInfo::exists(dir.filePath("b.npy")));
+    QCOMPARE(QDir(dir.path()).entryList(QDir::Files | QDir::Hidden), QStringList{"a.png"});
+    if (QFileInfo::exists("/dev/full")) {
+        // A device whose write fails at commit: the files staged with it keep their old state.
+        FileTransaction transaction;
+        transaction.add(a, "new a");
+        transaction.add("/dev/full", "device bytes");
+        transaction.add(b, "new b");
+        QVERIFY_THROWS_EXCEPTION(std::runtime_error, transaction.commit());
+        QCOMPARE(readBytes(dir.filePath("a.png")), std::string("old a"));
+        QVERIFY(!QFileInfo::exists(dir.filePath("b.npy")));
+    }
+    FileTransaction transaction;
+    transaction.add(a, "new a");
+    transaction.add(b, "new b");
+    transaction.commit();
+    QCOMPARE(readBytes(dir.filePath("a.png")), std::string("new a"));
+    QCOMPARE(readBytes(dir.filePath("b.npy")), std::string("new b"));
+    QCOMPARE(QDir(dir.path()).entryList(QDir::Files | QDir::Hidden), (QStringList{"a.png", "b.npy"}));
+    // A folder that takes no new files is found out before any work.
+    QVERIFY_THROWS_EXCEPTION(std::runtime_error, checkCanWrite("/proc/flowscope-test.csv"));
+    checkCanWrite(a);
+    checkCanWrite("/dev/null");
+}
+
+void TestFaults::onlyRegularFilesAreRead() {
+    QTemporaryDir dir;
+    const QString fifo = dir.filePath("fifo");
+    QCOMPARE(::mkfifo(fifo.toLocal8Bit().constData(), 0600), 0);
+    auto refusal = [](const std::string& path, uint64_t limit) -> std::string {
+        try {
+            readRegularFile(path, limit, "the test file");
+        } catch (const FileReadError& error) {
+            return error.what();
+        }
+        return {};
+    };
+    // A FIFO without a writer would block for ever; a device never ends; a folder is no data.
+    QVERIFY(refusal(fifo.toStdString(), 1 << 20).find("pipe") != std::string::npos);
+    QVERIFY(refusal("/dev/zero", 1 << 20).find("device") != std::string::npos);
+    QVERIFY(refusal(dir.path().toStdString(), 1 << 20).find("folder") != std::string::npos);
+    QVERIFY(refusal(dir.filePath("missing").toStdString(), 1 << 20).find("missing") != std::string::npos);
+    writeBytes(dir.filePath("big"), std::string(2000, 'x'));
+    QVERIFY(refusal(dir.filePath("big").toStdString(), 1000).find("more than") != std::string::npos);
+    QCOMPARE(readRegularFile(dir.filePath("big").toStdString(), 2000, "the test file"), std::string(2000, 'x'));
+    const std::atomic<bool> cancelled{true};
+    QVERIFY_THROWS_EXCEPTION(CancelledError,
+                             readRegularFile(dir.filePath("big").toStdString(), 2000, "the test file", &cancelled));
+    // Through the readers that use it: the trusted list and safetensors.
+    QVERIFY_THROWS_EXCEPTION(std::runtime_error, SafeTensorsFile::read(fifo.toStdString()));
+    QVERIFY_THROWS_EXCEPTION(std::runtime_error, TrustList("/dev/zero").contains(std::string(64, 'a')));
 }
 
 QTEST_GUILESS_MAIN(TestFaults)

@@ -25,6 +25,7 @@
 #include "core/AtomicFile.h"
 #include "core/Engine.h"
 #include "core/NpyFile.h"
+#include "core/media/ImageDecoder.h"
 #include "core/media/ImageFolder.h"
 #include "core/media/ImageWriter.h"
 
@@ -79,6 +80,7 @@ private slots:
     void atomicWriteReplacesContent();
     void npyRoundTripAndHeader();
     void decompressionBombIsRefusedWithBoundedMemory();
+    void bombWithinOpenCvsDefaultsIsRefusedFromItsHeader();
     void devicesAndPipesAreWrittenInPlace();
 };
 
@@ -428,8 +430,76 @@ void TestMedia::decompressionBombIsRefusedWithBoundedMemory() {
     QVERIFY2(QString::fromStdString(notes[0]).contains("1 file(s)"), notes[0].c_str());
     const long after = peakResidentKb();
     QVERIFY2(after - before < 100 * 1024, qPrintable(QString("peak memory grew by %1 kB").arg(after - before)));
-    // The limits are in the environment before the first decode, as OpenCV reads them.
-    QCOMPARE(qgetenv("OPENCV_IO_MAX_IMAGE_PIXELS"), QByteArray("67108864"));
+}
+
+// A real PNG of 12000 x 12000 zero pixels (144 megapixels, 430 MB as RGB) in about 150 kB: small
+// enough for OpenCV's own default limits, which it reads only when the library loads.
+std::string zeroPngBomb(uint32_t side) {
+    auto chunk = [](const std::string& type, const std::string& data) {
+        std::string out;
+        for (int shift : {24, 16, 8, 0}) out.push_back(static_cast<char>((data.size() >> shift) & 0xFF));
+        const std::string body = type + data;
+        out += body;
+        const uLong crc = crc32(0L, reinterpret_cast<const Bytef*>(body.data()), static_cast<uInt>(body.size()));
+        for (int shift : {24, 16, 8, 0}) out.push_back(static_cast<char>((crc >> shift) & 0xFF));
+        return out;
+    };
+    std::string header;
+    for (uint32_t value : {side, side}) {
+        for (int shift : {24, 16, 8, 0}) header.push_back(static_cast<char>((value >> shift) & 0xFF));
+    }
+    header += std::string("\x08\x00\x00\x00\x00", 5);  // 8-bit gray, no interlace
+    // Each row is a filter byte and `side` zero bytes, deflated row by row.
+    z_stream stream{};
+    deflateInit(&stream, 1);
+    const std::string row(side + 1, '\0');
+    std::string compressed;
+    std::vector<char> buffer(1 << 16);
+    for (uint32_t y = 0; y <= side; ++y) {
+        const bool last = y == side;
+        stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(row.data()));
+        stream.avail_in = last ? 0 : static_cast<uInt>(row.size());
+        do {
+            stream.next_out = reinterpret_cast<Bytef*>(buffer.data());
+            stream.avail_out = static_cast<uInt>(buffer.size());
+            deflate(&stream, last ? Z_FINISH : Z_NO_FLUSH);
+            compressed.append(buffer.data(), buffer.size() - stream.avail_out);
+        } while (stream.avail_out == 0);
+    }
+    deflateEnd(&stream);
+    return std::string("\x89PNG\r\n\x1a\n", 8) + chunk("IHDR", header) + chunk("IDAT", compressed) + chunk("IEND", "");
+}
+
+void TestMedia::bombWithinOpenCvsDefaultsIsRefusedFromItsHeader() {
+    const std::string bytes = zeroPngBomb(12000);
+    QVERIFY(bytes.size() < 1000000);
+    QVERIFY(!flowscope::media::imageSizeIsAcceptable(bytes));
+    QTemporaryDir dir;
+    writeBytes(dir.filePath("a.png"), bytes);
+    writeBytes(dir.filePath("b.png"), bytes);
+    QVERIFY(QFile::copy(QStringLiteral(FLOWSCOPE_SOURCE_DIR "/tests/fuzz/corpus/fuzz_image/small.png"),
+                        dir.filePath("good.png")));
+    const long before = peakResidentKb();
+    std::vector<std::string> notes;
+    const torch::Tensor images = flowscope::media::loadImageFolder(dir.path().toStdString(), 16, notes);
+    const long after = peakResidentKb();
+    QCOMPARE(images.size(0), 1);
+    QVERIFY2(QString::fromStdString(notes.at(0)).contains("2 file(s)"), notes.at(0).c_str());
+    QVERIFY2(after - before < 100 * 1024, qPrintable(QString("peak memory grew by %1 kB").arg(after - before)));
+    // The same limit in every format's header: a 20000 x 20000 BMP header, an 8 x 8 one.
+    std::string bmp(54, '\0');
+    bmp[0] = 'B';
+    bmp[1] = 'M';
+    bmp[14] = 40;
+    auto putLittle = [&](size_t at, uint32_t value) {
+        for (int i = 0; i < 4; ++i) bmp[at + i] = static_cast<char>((value >> (8 * i)) & 0xFF);
+    };
+    putLittle(18, 20000);
+    putLittle(22, 20000);
+    QVERIFY(!flowscope::media::imageSizeIsAcceptable(bmp));
+    putLittle(18, 8);
+    putLittle(22, 8);
+    QVERIFY(flowscope::media::imageSizeIsAcceptable(bmp));
 }
 
 void TestMedia::devicesAndPipesAreWrittenInPlace() {
