@@ -355,6 +355,21 @@ std::shared_ptr<FlowNet> loadFlowNet(const BundleManifest& manifest) {
     } catch (const std::exception& error) {
         throw BundleError("the weights " + path + " cannot be used: " + error.what());
     }
+    // The manifest's architecture must describe these weights before anything is built: a data-only
+    // bundle loads without a trust prompt, and a wide, deep declaration with a small file would
+    // otherwise allocate whatever it declares.
+    int64_t stored = 0;
+    for (const auto& entry : weights.entries()) {
+        int64_t count = 1;
+        for (int64_t size : entry.shape) count *= size;
+        stored += count;
+    }
+    const int64_t declared = parameterCountOf(*manifest.architecture);
+    if (declared != stored) {
+        throw BundleError(path + " holds " + std::to_string(stored) + " weights, but the architecture " +
+                          manifest.architecture->toJson() + " in flowscope.json has " + std::to_string(declared) +
+                          " parameters: the manifest does not describe these weights");
+    }
     // Parameters made inside the engine's inference mode could not be filled in place.
     c10::InferenceMode normal(false);
     torch::NoGradGuard noGrad;

@@ -4,6 +4,8 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include "core/Device.h"
+
 namespace flowscope::core {
 namespace {
 
@@ -139,8 +141,41 @@ int64_t FlowNet::parameterCount() const {
     return count;
 }
 
-std::shared_ptr<FlowNet> makeFlowNet(const Architecture& architecture, uint64_t seed) {
+int64_t parameterCountOf(const Architecture& architecture) {
     architecture.check();
+    const auto linear = [](int64_t in, int64_t out) { return in * out + out; };
+    const auto conv = [](int64_t in, int64_t out, int64_t kernel) { return in * out * kernel * kernel + out; };
+    const int64_t width = architecture.width;
+    if (architecture.kind == "mlp") {
+        const int64_t dimension = architecture.sampleShape.at(0);
+        return linear(kTimeFeatures, width) + linear(dimension, width) + architecture.depth * linear(width, width) +
+               linear(width, dimension);
+    }
+    const int64_t embedding = 4 * width;
+    const auto resBlock = [&](int64_t in, int64_t out) {
+        return 2 * in + conv(in, out, 3) + linear(embedding, out) + 2 * out + conv(out, out, 3) +
+               (in != out ? conv(in, out, 1) : 0);
+    };
+    const int64_t channels = architecture.sampleShape.at(0);
+    int64_t count = linear(kTimeFeatures, embedding) + linear(embedding, embedding) + conv(channels, width, 3);
+    int64_t current = width;
+    for (int64_t level = 0; level < architecture.depth; ++level) {
+        count += resBlock(current, current) + conv(current, 2 * current, 3);
+        current *= 2;
+    }
+    count += resBlock(current, current);
+    for (int64_t level = 0; level < architecture.depth; ++level) {
+        count += conv(current, current / 2, 3) + resBlock(current, current / 2);
+        current /= 2;
+    }
+    return count + 2 * width + conv(width, channels, 3);
+}
+
+std::shared_ptr<FlowNet> makeFlowNet(const Architecture& architecture, uint64_t seed) {
+    checkFitsInMemory(4.0 * double(parameterCountOf(architecture)), 0.5,
+                      "a network of architecture " + architecture.toJson() + " (" +
+                          std::to_string(parameterCountOf(architecture)) + " parameters)",
+                      "choose a smaller width or depth");
     // Module initialization draws from the default generator: seed it for this network, then put
     // its state back. (Not thread-safe; the engine's worker is the only thread that trains.)
     auto generator = at::detail::getDefaultCPUGenerator();

@@ -25,7 +25,12 @@ private:
     Architecture m_architecture;
 };
 
-// Weights are initialized from `seed` (LibTorch's default generator is left untouched).
+// The number of parameters makeFlowNet(architecture) holds, computed without building it, so that
+// an architecture can be checked against its weights and this machine's memory first.
+int64_t parameterCountOf(const Architecture& architecture);
+
+// Weights are initialized from `seed` (LibTorch's default generator is left untouched). Refuses
+// (InvalidRequestError) a network whose parameters alone would need over half this machine's memory.
 std::shared_ptr<FlowNet> makeFlowNet(const Architecture& architecture, uint64_t seed);
 
 }  // namespace flowscope::core

@@ -11,6 +11,8 @@
 #include "tests/TestSupport.h"
 #include "core/Bundle.h"
 #include "core/Engine.h"
+#include "core/Errors.h"
+#include "core/FlowNet.h"
 #include "core/ProbabilityPath.h"
 #include "core/SafeTensors.h"
 #include "core/Sha256.h"
@@ -117,6 +119,8 @@ private Q_SLOTS:
     void float64OutputIsConverted();
     void changedBundleIsReloaded();
     void conditioningMustMatchForwardArguments();
+    void parameterCountOfMatchesTheBuiltNetwork();
+    void architectureThatIsNotTheWeightsIsRefusedBeforeBuilding();
 
 private:
     QTemporaryDir m_config;
@@ -546,6 +550,50 @@ void TestBundle::conditioningMustMatchForwardArguments() {
     result = engine.sample(request);
     QVERIFY2(QString::fromStdString(result.error).contains("'prompt'"), result.error.c_str());
     QVERIFY2(QString::fromStdString(result.error).contains("x, time, mean, std"), result.error.c_str());
+}
+
+void TestBundle::parameterCountOfMatchesTheBuiltNetwork() {
+    for (const auto& [kind, shape, width, depth] :
+         std::vector<std::tuple<std::string, std::vector<int64_t>, int64_t, int64_t>>{
+             {"mlp", {2}, 4, 0}, {"mlp", {2}, 64, 3}, {"mlp", {5}, 7, 2},
+             {"unet", {1, 28, 28}, 16, 2}, {"unet", {3, 8, 8}, 12, 1}, {"unet", {4, 16, 16}, 8, 3}}) {
+        Architecture architecture;
+        architecture.kind = kind;
+        architecture.sampleShape = shape;
+        architecture.width = width;
+        architecture.depth = depth;
+        QCOMPARE(parameterCountOf(architecture), makeFlowNet(architecture, 0)->parameterCount());
+    }
+}
+
+void TestBundle::architectureThatIsNotTheWeightsIsRefusedBeforeBuilding() {
+    // A data-only bundle needs no trust, so its manifest is a stranger's word: a UNet of width
+    // 1024 and depth 6 (65,536 channels at the bottom) beside 800 kB of weights would have been
+    // built, needing hundreds of GB, before the weights were compared with it.
+    QTemporaryDir dir;
+    const QString shipped = QStringLiteral(FLOWSCOPE_SOURCE_DIR "/resources/models/fashion-rectified/");
+    QVERIFY(QFile::copy(shipped + "weights.safetensors", dir.filePath("weights.safetensors")));
+    std::string manifest = readBytes(shipped + "flowscope.json");
+    const std::string declared = R"("architecture": {"kind": "unet", "width": 16, "depth": 2})";
+    QVERIFY(manifest.find(declared) != std::string::npos);
+    manifest.replace(manifest.find(declared), declared.size(),
+                     R"("architecture": {"kind": "unet", "width": 1024, "depth": 6})");
+    writeBytes(dir.filePath("flowscope.json"), manifest);
+    Engine engine;
+    SampleRequest request;
+    request.model = "bundle:" + dir.path().toStdString();
+    request.steps = 1;
+    const SampleResult result = engine.sample(request);
+    QCOMPARE(result.failure, Failure::InvalidRequest);
+    QVERIFY2(result.error.find("does not describe these weights") != std::string::npos, result.error.c_str());
+    // Building it alone is refused in words too, from the count, before any allocation.
+    Architecture huge;
+    huge.kind = "unet";
+    huge.sampleShape = {1, 28, 28};
+    huge.width = 1024;
+    huge.depth = 6;
+    QVERIFY(parameterCountOf(huge) > int64_t(1) << 36);
+    QVERIFY_THROWS_EXCEPTION(InvalidRequestError, makeFlowNet(huge, 0));
 }
 
 QTEST_GUILESS_MAIN(TestBundle)
