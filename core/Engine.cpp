@@ -1,6 +1,7 @@
 #include "core/Engine.h"
 #include "core/HostTensor.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <deque>
@@ -38,9 +39,12 @@
 namespace flowscope::core {
 namespace {
 
-constexpr int kMaxSteps = 10000;
 constexpr double kMinTEnd = 1e-3;
-constexpr int kMaxBatch = 4096;
+
+const std::vector<std::string>& deviceNames() {
+    static const std::vector<std::string> names{"auto", "cpu", "cuda"};
+    return names;
+}
 
 std::vector<double> toVector(const torch::Tensor& tensor) {
     const torch::Tensor cpu = tensor.to(torch::kCPU, torch::kFloat64).contiguous();
@@ -243,7 +247,7 @@ Result guarded(Body&& body, const std::function<void()>& releaseMemory) {
 
 void checkSeeds(uint64_t seed, int64_t count) {
     const uint64_t last = seed + uint64_t(std::max<int64_t>(count, 1)) - 1;
-    if (last > 0xFFFFFFFFull) {
+    if (last > kMaxSeed) {
         throw InvalidRequestError("the seed " + std::to_string(seed) + " with " + std::to_string(count) +
                                   " samples uses seeds up to " + std::to_string(last) +
                                   ", past 4294967295 (the generator keeps 32 bits); use a smaller seed");
@@ -291,6 +295,11 @@ SampleResult Engine::sample(const SampleRequest& request, const FrameCallback& o
         checkSeeds(request.seed, request.batch);
         const auto path = makePath(request.path);
         const auto solver = makeSolver(request.solver, {request.rtol, request.atol});
+        // Fixed-step solvers ignore the tolerances, but a negative one is a mistake all the same.
+        if (!(request.rtol > 0.0) || !(request.atol > 0.0)) {
+            throw InvalidRequestError("--rtol and --atol must be above 0 (got " + c10::str(request.rtol) + " and " +
+                                      c10::str(request.atol) + "); the defaults are 1e-5");
+        }
         const ScheduleSpec schedule = parseSchedule(request.schedule);
         const torch::Device device = resolveDevice(request.device);
         const torch::ScalarType dtype = resolveDtype(request.dtype, device);
@@ -703,6 +712,8 @@ HostArray Engine::referenceSamples(const std::string& spec, int count) {
 }
 
 
+bool Engine::solverIsAdaptive(const std::string& solver) { return makeSolver(solver, {})->isAdaptive(); }
+
 EngineInfo Engine::info() {
     configureThreads();
     EngineInfo info;
@@ -715,13 +726,44 @@ EngineInfo Engine::info() {
     info.paths = pathNames();
     info.solvers = solverNames();
     info.schedules = scheduleNames();
+    info.scheduleForms = scheduleForms();
     info.parameterizations = parameterizationNames();
-    info.devices = {"auto", "cpu", "cuda"};
+    info.devices = deviceNames();
     info.fashionMnistDirectory = fashionMnistDirectory();
     std::error_code ec;
     info.fashionMnistInstalled =
         std::filesystem::exists(std::filesystem::path(info.fashionMnistDirectory) / "train-images-idx3-ubyte.gz", ec);
     return info;
+}
+
+std::vector<std::string> Engine::names(NameKind kind) {
+    switch (kind) {
+        case NameKind::Path: return pathNames();
+        case NameKind::Solver: return solverNames();
+        case NameKind::Device: return deviceNames();
+        case NameKind::Schedule: break;
+    }
+    std::vector<std::string> schedules = scheduleNames();
+    std::replace(schedules.begin(), schedules.end(), std::string("shift:S"), std::string("shift:3"));
+    return schedules;
+}
+
+std::string Engine::checkName(NameKind kind, const std::string& name) {
+    try {
+        switch (kind) {
+            case NameKind::Path: makePath(name); break;
+            case NameKind::Solver: makeSolver(name); break;
+            case NameKind::Schedule: parseSchedule(name); break;
+            case NameKind::Device:
+                if (std::find(deviceNames().begin(), deviceNames().end(), name) == deviceNames().end()) {
+                    throw UnknownNameError("device", name, deviceNames());
+                }
+                break;
+        }
+    } catch (const std::exception& error) {
+        return error.what();
+    }
+    return {};
 }
 
 }  // namespace flowscope::core

@@ -13,6 +13,16 @@
 
 namespace flowscope::core {
 
+// The largest step count and batch a request may ask for. Front ends offer these limits (the
+// window's boxes, the CLI's options) so that settings move between them unchanged.
+inline constexpr int kMaxSteps = 10000;
+inline constexpr int kMaxBatch = 4096;
+// Sample k of a batch uses seed + k, and LibTorch's CPU generator keeps 32 bits of a seed.
+inline constexpr uint64_t kMaxSeed = 4294967295;
+
+// The kinds of names a request carries that the engine keeps tables of.
+enum class NameKind { Path, Solver, Schedule, Device };
+
 // A dense float32 array in C order on the host.
 struct HostArray {
     std::vector<int64_t> shape;
@@ -168,6 +178,7 @@ struct EngineInfo {
     std::string defaultDevice;  // in words
     int threads = 0;
     std::vector<std::string> models, paths, solvers, schedules, parameterizations, devices;
+    std::vector<std::string> scheduleForms;  // schedules as typed, parameters shown: flux[:L]
     std::string fashionMnistDirectory;
     bool fashionMnistInstalled = false;
 };
@@ -224,6 +235,9 @@ public:
     static std::string checkName(NameKind kind, const std::string& name);
     // FlowScope's version, without probing devices (cheap on any thread).
     static std::string version();
+    // Whether the solver chooses its own steps (and takes SampleRequest::rtol and atol). Throws
+    // std::invalid_argument, listing the valid names, for an unknown solver.
+    static bool solverIsAdaptive(const std::string& solver);
     // For 2-D models, points that show the target distribution: the point cloud itself, or
     // `count` samples of the Gaussian mixture ([N, 2]). Empty for image models and unknown specs.
     static HostArray referenceSamples(const std::string& spec, int count);

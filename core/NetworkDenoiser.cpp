@@ -50,8 +50,12 @@ NetworkDenoiser::NativeLevel NetworkDenoiser::nativeLevel(double alpha, double s
     double clamped = lambda;
     if (lambda < m_lambdaLow) {
         clamped = m_lambdaLow;
-        m_notes.insert("noise levels above the native '" + m_nativePath->name() +
-                       "' range were clamped to its noisiest end");
+        // Levels the native path itself reaches are clamped only by FlowScope's own working range
+        // (an epsilon network's first step on its own path): nothing the user chose, no note.
+        if (lambda < m_nativePath->lambda(0.0) - 1e-9) {
+            m_notes.insert("noise levels above the native '" + m_nativePath->name() +
+                           "' range were clamped to its noisiest end");
+        }
     } else if (lambda > m_lambdaHigh) {
         clamped = m_lambdaHigh;
         m_notes.insert("noise levels below the native '" + m_nativePath->name() +

@@ -34,6 +34,11 @@ const std::vector<std::string>& scheduleNames() {
     return names;
 }
 
+const std::vector<std::string>& scheduleForms() {
+    static const std::vector<std::string> forms{"uniform", "karras", "shift:S", "flux[:L]", "logsnr"};
+    return forms;
+}
+
 ScheduleSpec parseSchedule(std::string_view spec) {
     ScheduleSpec parsed;
     if (spec == "uniform" || spec == "karras" || spec == "logsnr" || spec == "flux") {

@@ -20,6 +20,8 @@ struct ScheduleSpec {
 ScheduleSpec parseSchedule(std::string_view spec);
 std::string toString(const ScheduleSpec& spec);
 const std::vector<std::string>& scheduleNames();
+// The same as they are typed, with their parameters: shift:S, flux[:L] (L optional).
+const std::vector<std::string>& scheduleForms();
 
 // Flux's token count for a sample shape: 2x2 patches of the spatial grid (at least 1).
 double fluxTokenCount(const std::vector<int64_t>& sampleShape);

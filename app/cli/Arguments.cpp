@@ -146,7 +146,7 @@ Arguments::Arguments(const std::vector<std::string>& args, const std::set<std::s
 }
 
 uint64_t Arguments::seed(uint64_t fallback) const {
-    return static_cast<uint64_t>(integer("seed", static_cast<long long>(fallback), 0, 4294967295LL));
+    return static_cast<uint64_t>(integer("seed", static_cast<long long>(fallback), 0, core::kMaxSeed));
 }
 
 bool Arguments::has(const std::string& name) const { return m_flags.count(name) || m_values.count(name); }

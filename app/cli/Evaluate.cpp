@@ -119,7 +119,9 @@ int runEvaluate(const std::vector<std::string>& args, const std::atomic<bool>& c
     if (adaptive && !(tolerance >= double(std::numeric_limits<float>::epsilon()))) {
         throw UsageError("--tolerance must be at least 1.2e-7 (float32's resolution), e.g. 1e-3");
     }
-    const int samples = static_cast<int>(options.integer("samples", 10000, 2, 10'000'000));
+    // A Frechet distance compares covariances of the 128 features: fewer samples leave them singular.
+    const int samples = static_cast<int>(
+        options.integer("samples", 10000, core::FeatureClassifier::kFeatures + 1, 10'000'000));
     const int batch = static_cast<int>(options.integer("batch", 500, 1, 65536));
     const uint64_t seed = options.seed(0);
     core::checkSeeds(seed, samples);  // sample j has seed + j throughout: refused before any row runs

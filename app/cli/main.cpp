@@ -58,21 +58,25 @@ usage:
                        [--rtol X] [--atol X] [--out grid.png] [--filmstrip strip.png]
                        [--save-final final.npy] [--save-trajectory traj.npy|.safetensors]
                        [--save-decoded images.npy] [--decode-every K] [--trust-model]
-                       [--no-cuda-graph] [--json]
+                       [--no-cuda-graph] [--json [--per-sample]]
   flowscope-cli sweep  --model SPEC --paths P1,P2 --solvers S1,S2 --steps 1,2,4,8 [--schedule G]
                        [--seed K] [--batch B] [--resolution R] [--device D] [--t-end T]
                        [--reference-tol X] [--trust-model] [--no-cuda-graph] --csv out.csv [--json]
   flowscope-cli trust DIR       add a bundle's TorchScript files to the trusted list
   flowscope-cli train  --dataset D --objective rectified|diffusion|v --iters N --out DIR
-                       [--batch B] [--lr X] [--ema X] [--seed K] [--width W] [--depth L]
-                       [--time-sampling uniform|logit-normal] [--resolution R]
+                       [--batch B] [--lr X] [--weight-decay X] [--ema X] [--seed K] [--width W]
+                       [--depth L] [--time-sampling uniform|logit-normal] [--resolution R]
                        [--checkpoint-every N] [--name NAME] [--json]
                        trains a network and writes it as a bundle (bundle:DIR); run the same
                        command again to resume an interrupted run
   flowscope-cli reflow  --model DIR --pairs N --out DIR2 [--steps K] [--iters N] [training options]
   flowscope-cli distill --model DIR --out DIR3 [--pairs N] [--steps K] [--iters N] [training options]
                        couplings (noise, sample) from a rectified flow's ODE (K RK4 steps), then a
-                       2-rectified flow (reflow) or a one-step map (distill) trained on them
+                       2-rectified flow (reflow) or a one-step map (distill) trained on them;
+                       training options: --batch --lr --weight-decay --ema --seed --time-sampling
+                       --checkpoint-every --name --json. Both default to --pairs 10000 --steps 32:
+                       making the pairs costs 4 K network evaluations per pair (1.28 M), more than
+                       a short training, and is done once (kept in DIR2/couplings.safetensors)
   flowscope-cli classifier --out FILE [--epochs N] [--batch B] [--lr X] [--seed K] [--json]
                        trains the Fashion-MNIST feature classifier evaluate measures with
   flowscope-cli evaluate --model SPEC [--steps 1,2,4,8] [--solver S] [--adaptive] [--tolerance X]
@@ -154,15 +158,20 @@ core::HostArray sliceFrame(const core::HostArray& stacked, int64_t frame) {
     return out;
 }
 
+// The filmstrip: the first kFilmstripSamples samples (two rows each: x_t above x̂0), in up to
+// kFilmstripColumns columns from the start state to the end, spread evenly over the run.
+constexpr int64_t kFilmstripColumns = 10;
+constexpr int64_t kFilmstripSamples = 8;
+
 cv::Mat filmstrip(const core::SampleResult& result) {
     const int64_t frames = result.trajectory.shape.at(0);
-    const auto columns = chooseFrames(frames, 10);
+    const auto columns = chooseFrames(frames, kFilmstripColumns);
     std::vector<std::vector<cv::Mat>> rows;
     if (result.sampleShape.size() == 3) {
         const bool previews = !result.trajectoryImages.shape.empty();
         const core::HostArray& states = previews ? result.trajectoryImages : result.trajectory;
         const core::HostArray& predictions = previews ? result.predictionImages : result.predictions;
-        const int64_t samples = std::min<int64_t>(states.shape.at(1), 8);
+        const int64_t samples = std::min<int64_t>(states.shape.at(1), kFilmstripSamples);
         const int scale = states.shape.at(3) < 64 ? 3 : 1;
         for (int64_t b = 0; b < samples; ++b) {
             std::vector<cv::Mat> stateCells, predictionCells;
@@ -215,6 +224,7 @@ int runInfo(const std::vector<std::string>& args) {
         json.field("paths", info.paths);
         json.field("solvers", info.solvers);
         json.field("schedules", info.schedules);
+        json.field("schedule_forms", info.scheduleForms);
         json.field("parameterizations", info.parameterizations);
         json.field("devices", info.devices);
         json.field("fashion_mnist_dir", info.fashionMnistDirectory);
@@ -230,7 +240,7 @@ int runInfo(const std::vector<std::string>& args) {
               << "models:     " << core::joinNames(info.models, " ") << "\n"
               << "paths:      " << core::joinNames(info.paths, " ") << "\n"
               << "solvers:    " << core::joinNames(info.solvers, " ") << "\n"
-              << "schedules:  " << core::joinNames(info.schedules, " ") << "\n"
+              << "schedules:  " << core::joinNames(info.scheduleForms, " ") << "\n"
               << "shipped:    " << core::joinNames(core::shippedModelNames(), " ") << "\n"
               << "fashion-mnist: " << info.fashionMnistDirectory
               << (info.fashionMnistInstalled ? "" : " (missing: install dataset-fashion-mnist)") << "\n";
@@ -242,25 +252,29 @@ int runSample(const std::vector<std::string>& args) {
         args,
         {"model", "path", "solver", "schedule", "steps", "seed", "batch", "resolution", "device", "dtype", "t-end",
          "rtol", "atol", "out", "filmstrip", "save-final", "save-trajectory", "save-decoded", "decode-every"},
-        {"json", "trust-model", "no-cuda-graph"});
+        {"json", "per-sample", "trust-model", "no-cuda-graph"});
     if (!options.has("model")) throw app::UsageError("sample needs --model SPEC (for example --model fashion-mnist)");
     core::SampleRequest request;
     request.model = options.text("model", request.model);
-    request.path = options.text("path", "linear");
-    request.solver = options.text("solver", "euler");
-    request.schedule = options.text("schedule", "uniform");
-    request.steps = static_cast<int>(options.integer("steps", 8, 1, 10000));
+    request.path = options.text("path", request.path);
+    request.solver = options.text("solver", request.solver);
+    request.schedule = options.text("schedule", request.schedule);
+    request.steps = static_cast<int>(options.integer("steps", request.steps, 1, core::kMaxSteps));
     request.seed = options.seed(0);
-    request.batch = static_cast<int>(options.integer("batch", 1, 1, 4096));
+    request.batch = static_cast<int>(options.integer("batch", request.batch, 1, core::kMaxBatch));
     request.resolution = static_cast<int>(options.integer("resolution", 0, 0, 1024));
-    request.device = options.text("device", "auto");
-    request.dtype = options.text("dtype", "float32");
+    request.device = options.text("device", request.device);
+    request.dtype = options.text("dtype", request.dtype);
     request.tEnd = options.number("t-end", 1.0);
-    request.rtol = options.number("rtol", 1e-5);
-    request.atol = options.number("atol", 1e-5);
+    request.rtol = options.number("rtol", request.rtol);
+    request.atol = options.number("atol", request.atol);
+    if ((options.has("rtol") || options.has("atol")) && !core::Engine::solverIsAdaptive(request.solver)) {
+        throw app::UsageError("--rtol and --atol set an adaptive solver's tolerance; '" + request.solver +
+                              "' takes the fixed steps --steps gives: leave them out");
+    }
     request.trustModel = options.has("trust-model");
     request.cudaGraphs = !options.has("no-cuda-graph");
-    request.decodeEvery = static_cast<int>(options.integer("decode-every", 0, 0, 10000));
+    request.decodeEvery = static_cast<int>(options.integer("decode-every", 0, 0, core::kMaxSteps));
     const auto out = options.optionalText("out");
     const auto strip = options.optionalText("filmstrip");
     const auto saveFinal = options.optionalText("save-final");
@@ -326,7 +340,12 @@ int runSample(const std::vector<std::string>& args) {
         outputs.add(*out, media::encodePng(picture, pngParameters(request, result)));
         written.push_back(*out);
     }
+    std::vector<std::string> notes = result.notes;
     if (strip) {
+        if (image && request.batch > kFilmstripSamples) {
+            notes.push_back("the filmstrip shows the first " + std::to_string(kFilmstripSamples) + " of the " +
+                            std::to_string(request.batch) + " samples");
+        }
         stopIfCancelled();
         outputs.add(*strip, media::encodePng(filmstrip(result), pngParameters(request, result)));
         written.push_back(*strip);
@@ -370,12 +389,15 @@ int runSample(const std::vector<std::string>& args) {
         json.field("seconds", result.seconds);
         json.field("path_length_ratio", result.pathLengthRatio);
         json.field("straightness", result.straightness);
-        json.field("path_length_ratios", result.pathLengthRatios);
-        json.field("straightnesses", result.straightnesses);
+        // Two numbers per sample: thousands for a large batch, so only when asked for.
+        if (options.has("per-sample")) {
+            json.field("path_length_ratios", result.pathLengthRatios);
+            json.field("straightnesses", result.straightnesses);
+        }
         json.field("t_start", result.times.front());
         json.field("t_end", result.times.back());
         json.field("outputs", written);
-        json.field("notes", result.notes);
+        json.field("notes", notes);
         json.endObject();
         std::cout << json.str() << "\n";
     } else {
@@ -384,7 +406,7 @@ int runSample(const std::vector<std::string>& args) {
                     result.seconds, result.device.c_str());
         std::printf("path length ratio %.4f (1 = straight), straightness %.4g\n", result.pathLengthRatio,
                     result.straightness);
-        for (const auto& note : result.notes) std::printf("note: %s\n", note.c_str());
+        for (const auto& note : notes) std::printf("note: %s\n", note.c_str());
         for (const auto& file : written) std::printf("wrote %s\n", file.c_str());
     }
     return kExitOk;
@@ -405,13 +427,13 @@ int runSweep(const std::vector<std::string>& args) {
     request.paths = options.list("paths", "linear");
     request.solvers = options.list("solvers", "euler");
     request.schedules = options.list("schedule", "uniform");
-    request.steps = options.integerList("steps", "1,2,4,8", 1, 10000);
+    request.steps = options.integerList("steps", "1,2,4,8", 1, core::kMaxSteps);
     request.seed = options.seed(0);
-    request.batch = static_cast<int>(options.integer("batch", 1, 1, 4096));
+    request.batch = static_cast<int>(options.integer("batch", request.batch, 1, core::kMaxBatch));
     request.resolution = static_cast<int>(options.integer("resolution", 0, 0, 1024));
-    request.device = options.text("device", "auto");
+    request.device = options.text("device", request.device);
     request.tEnd = options.number("t-end", 1.0);
-    request.referenceTolerance = options.number("reference-tol", 1e-7);
+    request.referenceTolerance = options.number("reference-tol", request.referenceTolerance);
     if (!(request.referenceTolerance > 0.0)) {
         throw app::UsageError("--reference-tol is the reference solve's dopri5 tolerance and must be above 0 (try 1e-6)");
     }

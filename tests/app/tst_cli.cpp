@@ -105,6 +105,7 @@ private slots:
     void unwritableOutputs();
     void replacesExistingOutputs();
     void outputsAreAllWrittenOrNone();
+    void notesAndJsonSayWhatTheUserNeeds();
     void interruptStopsAFolderLoad();
     void sweepConverges();
     void tEnd();
@@ -275,6 +276,9 @@ void TestCli::usageErrors_data() {
     QTest::newRow("jpeg name for a png") << (gmm + QStringList{"--filmstrip", "steps.jpg"}) << "name it .png";
     QTest::newRow("text name for an array") << (gmm + QStringList{"--save-final", "final.txt"}) << ".npy or .safetensors";
     QTest::newRow("more images than the dataset") << QStringList{"sample", "--model", "fashion-mnist:99999999"} << "1 to 60000";
+    QTest::newRow("tolerance for a fixed-step solver") << (gmm + QStringList{"--rtol", "-1"}) << "leave them out";
+    QTest::newRow("negative tolerance for dopri5") << (gmm + QStringList{"--solver", "dopri5", "--atol", "-1"})
+                                                   << "atol > 0";
     QTest::newRow("decoding a model without latents") << (gmm + QStringList{"--decode-every", "2"}) << "--decode-every";
 }
 
@@ -382,6 +386,40 @@ void TestCli::outputsAreAllWrittenOrNone() {
         QVERIFY2(run.finished && run.exitCode == 1 && run.err.contains("/dev/full"), describe(run));
         QCOMPARE(listFolder(folder), QStringList{"alias.png"});
     }
+}
+
+void TestCli::notesAndJsonSayWhatTheUserNeeds() {
+    const QString folder = freshFolder("notes");
+    // Per-sample numbers only when asked for: a batch of 256 printed 512 of them.
+    CliRun run = runCli({"sample", "--model", "gmm:8gaussians", "--steps", "2", "--batch", "3", "--json"}, folder);
+    QVERIFY2(run.finished && run.exitCode == 0, describe(run));
+    QVERIFY(!parseObject(run.out).contains("path_length_ratios"));
+    run = runCli({"sample", "--model", "gmm:8gaussians", "--steps", "2", "--batch", "3", "--json", "--per-sample"},
+                 folder);
+    QVERIFY2(run.finished && run.exitCode == 0, describe(run));
+    QCOMPARE(parseObject(run.out).value("path_length_ratios").toArray().size(), 3);
+    QCOMPARE(parseObject(run.out).value("straightnesses").toArray().size(), 3);
+
+    // The filmstrip says which samples it shows.
+    run = runCli({"sample", "--model", "fashion-mnist:100", "--steps", "2", "--batch", "10", "--filmstrip", "f.png",
+                  "--json"},
+                 folder);
+    QVERIFY2(run.finished && run.exitCode == 0, describe(run));
+    QVERIFY2(toStrings(parseObject(run.out).value("notes")).join('|').contains("first 8 of the 10 samples"),
+             describe(run));
+
+    // An epsilon network on its own path is not "clamped" (that note is for re-timing onto another).
+    auto notesOn = [&](const QString& path) {
+        const CliRun ddpm = runCli({"sample", "--model", "shipped:fashion-ddpm", "--path", path, "--steps", "1", "--json"},
+                                   folder);
+        return toStrings(parseObject(ddpm.out).value("notes")).join('|');
+    };
+    QVERIFY(!notesOn("vp").contains("clamped"));
+    QVERIFY(notesOn("linear").contains("clamped"));
+
+    // `info` shows the schedules as they are typed, with their parameters.
+    run = runCli({"info"}, folder);
+    QVERIFY2(run.out.contains("shift:S flux[:L]"), describe(run));
 }
 
 void TestCli::interruptStopsAFolderLoad() {
@@ -641,8 +679,11 @@ void TestCli::evaluateScoresMemorizedImagesNearTheFloor() {
 
 void TestCli::evaluateRefusesWhatItCannotMeasure() {
     const QString folder = freshFolder("evaluate-errors");
-    CliRun run = runCli({"evaluate", "--model", "points:moons", "--samples", "10", "--steps", "1"}, folder);
+    CliRun run = runCli({"evaluate", "--model", "points:moons", "--samples", "200", "--steps", "1"}, folder);
     QVERIFY2(run.finished && run.exitCode == 2 && run.err.contains("[1, 28, 28]"), describe(run));
+    // Too few samples for a covariance of the 128 features: refused with the minimum.
+    run = runCli({"evaluate", "--model", "fashion-mnist:100", "--samples", "2", "--steps", "1"}, folder);
+    QVERIFY2(run.finished && run.exitCode == 2 && run.err.contains("129"), describe(run));
     run = runCli({"evaluate", "--model", "fashion-mnist:100", "--classifier", "missing.safetensors"}, folder);
     QVERIFY2(run.finished && run.exitCode == 1 && run.err.contains("flowscope-cli classifier"), describe(run));
     run = runCli({"evaluate", "--steps", "1"}, folder);
