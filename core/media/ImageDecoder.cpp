@@ -156,6 +156,23 @@ DeclaredSize declaredSize(const std::string& bytes) {
     return pnmSize(bytes);
 }
 
+// A PNG with only the chunks that make its pixels: the critical ones (upper-case first letter) and
+// tRNS. OpenCV's PNG reader leaves libpng's warning handler at its default, which prints to
+// stderr for ancillary chunks FlowScope ignores anyway (colour profiles, text with a bad CRC).
+// Bytes that do not parse as chunks are returned as they are, for the decoder to refuse.
+std::string withoutAncillaryChunks(const std::string& png) {
+    std::string kept = png.substr(0, 8);
+    size_t at = 8;
+    while (at + 12 <= png.size()) {
+        const uint64_t length = bigEndian(png, at, 4);
+        if (length > png.size() - at - 12) return png;
+        const std::string type = png.substr(at + 4, 4);
+        if (std::isupper(static_cast<unsigned char>(type[0])) || type == "tRNS") kept.append(png, at, 12 + length);
+        at += 12 + length;
+    }
+    return at == png.size() ? kept : png;
+}
+
 }  // namespace
 
 bool imageSizeIsAcceptable(const std::string& bytes) {
@@ -171,7 +188,8 @@ cv::Mat decodeSquareImage(const std::string& bytes, int resolution) {
     }
     cv::Mat image;
     try {
-        const cv::Mat buffer(1, static_cast<int>(bytes.size()), CV_8U, const_cast<char*>(bytes.data()));
+        const std::string decodable = bytes[0] == '\x89' ? withoutAncillaryChunks(bytes) : bytes;
+        const cv::Mat buffer(1, static_cast<int>(decodable.size()), CV_8U, const_cast<char*>(decodable.data()));
         image = cv::imdecode(buffer, cv::IMREAD_COLOR);
         if (image.empty() || image.type() != CV_8UC3) return {};
         const int side = std::min(image.cols, image.rows);

@@ -18,6 +18,7 @@
 #include <QtTest/QtTest>
 
 #include <csignal>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <opencv2/imgcodecs.hpp>
@@ -113,6 +114,9 @@ private slots:
     void bundleNeedsTrust();
     void latentBundleWritesDecodedImages();
     void trainWritesAResumableBundle();
+    void trainingHelpListsEveryOption();
+    void couplingTrainingPrintsTinyLossesInFull();
+    void trainRefusesACheckpointThatIsNoFile();
     void evaluateScoresMemorizedImagesNearTheFloor();
     void evaluateRefusesWhatItCannotMeasure();
 
@@ -417,6 +421,15 @@ void TestCli::notesAndJsonSayWhatTheUserNeeds() {
     QVERIFY(!notesOn("vp").contains("clamped"));
     QVERIFY(notesOn("linear").contains("clamped"));
 
+    // libpng's warnings about chunks FlowScope ignores do not reach stderr raw: a text chunk with a
+    // bad CRC inserted after the header of a valid PNG.
+    std::string png = readBytes(QStringLiteral(FLOWSCOPE_SOURCE_DIR "/tests/fuzz/corpus/fuzz_image/small.png"));
+    png.insert(33, std::string("\0\0\0\x0dtEXtComment\0hello\0\0\0\0", 25));
+    QVERIFY(QDir(folder).mkdir("warned"));
+    writeBytes(QDir(folder).filePath("warned/a.png"), png);
+    run = runCli({"sample", "--model", "folder:warned", "--steps", "1"}, folder);
+    QVERIFY2(run.finished && run.exitCode == 0 && !run.err.contains("libpng"), describe(run));
+
     // `info` shows the schedules as they are typed, with their parameters.
     run = runCli({"info"}, folder);
     QVERIFY2(run.out.contains("shift:S flux[:L]"), describe(run));
@@ -652,6 +665,74 @@ void TestCli::trainWritesAResumableBundle() {
              describe(run));
     QCOMPARE(readBytes(theirs + "/flowscope.json"), manifest);
     QCOMPARE(QDir(theirs).entryList(QDir::Files).size(), 2);
+}
+
+void TestCli::trainingHelpListsEveryOption() {
+    CliRun run = runCli({"train", "--help"}, m_dir.path());
+    QVERIFY2(run.finished && run.exitCode == 0, describe(run));
+    for (const char* option : {"--dataset", "--objective", "--iters", "--out", "--batch", "--lr", "--weight-decay",
+                               "--ema", "--seed", "--width", "--depth", "--time-sampling", "--resolution",
+                               "--checkpoint-every", "--name", "--json"}) {
+        QVERIFY2(run.out.contains(QByteArray(option) + " ") || run.out.contains(QByteArray(option) + "]"), option);
+    }
+    run = runCli({"reflow", "--help"}, m_dir.path());
+    QVERIFY2(run.finished && run.exitCode == 0, describe(run));
+    for (const char* option : {"--model", "--pairs", "--steps", "--iters", "--out", "--batch", "--lr", "--weight-decay",
+                               "--ema", "--seed", "--time-sampling", "--checkpoint-every", "--name", "--json"}) {
+        QVERIFY2(run.out.contains(option), option);
+    }
+}
+
+void TestCli::couplingTrainingPrintsTinyLossesInFull() {
+    // A flow trained for one iteration barely moves the noise, so its couplings are easy to fit:
+    // the losses fall to about 1e-5, which must not print as a perfect 0.0000.
+    const QString folder = freshFolder("tiny-loss");
+    CliRun run = runCli({"train", "--dataset", "points:moons", "--iters", "1", "--width", "32", "--depth", "1", "--out",
+                         "source"},
+                        folder);
+    QVERIFY2(run.finished && run.exitCode == 0, describe(run));
+    for (const QString mode : {"reflow", "distill"}) {
+        run = runCli({mode, "--model", "source", "--pairs", "256", "--steps", "4", "--iters", "300", "--lr", "3e-3",
+                      "--out", mode},
+                     folder);
+        QVERIFY2(run.finished && run.exitCode == 0, describe(run));
+        const QRegularExpressionMatch printed = QRegularExpression("loss (\\S+)\n").match(QString::fromUtf8(run.out));
+        QVERIFY2(printed.hasMatch(), describe(run));
+        const double loss = printed.captured(1).toDouble();
+        // The printed loss is an average of the logged ones, so it lies between their extremes.
+        double least = INFINITY, most = 0.0;
+        const QStringList lines = QString::fromStdString(readBytes(QDir(folder).filePath(mode + "/loss.csv"))).split('\n', Qt::SkipEmptyParts);
+        for (const QString& line : lines.mid(1)) {
+            const double logged = line.section(',', 1).toDouble();
+            least = std::min(least, logged);
+            most = std::max(most, logged);
+        }
+        QVERIFY2(loss >= least * (1 - 1e-3) && loss <= most * (1 + 1e-3),
+                 qPrintable(QString("printed %1, logged %2 to %3").arg(loss).arg(least).arg(most)));
+    }
+}
+
+void TestCli::trainRefusesACheckpointThatIsNoFile() {
+    // A FIFO in place of the checkpoint would block the open for good (and SIGTERM with it).
+    const QString folder = freshFolder("checkpoint-not-file");
+    const QStringList train{"train", "--dataset", "points:moons", "--width", "16", "--depth", "1", "--out", "flow"};
+    CliRun run = runCli(train + QStringList{"--iters", "5"}, folder);
+    QVERIFY2(run.finished && run.exitCode == 0, describe(run));
+    const QString checkpoint = QDir(folder).filePath("flow/checkpoint.safetensors");
+    QVERIFY(QFile::remove(checkpoint));
+    QCOMPARE(::mkfifo(checkpoint.toLocal8Bit().constData(), 0600), 0);
+    QElapsedTimer timer;
+    timer.start();
+    run = runCli(train + QStringList{"--iters", "10"}, folder);
+    QVERIFY2(run.finished && run.exitCode == 1 && run.err.contains("the checkpoint 'flow/checkpoint.safetensors' is") &&
+                 run.err.contains("start the training over"),
+             describe(run));
+    QVERIFY2(timer.elapsed() < 30000, "the refusal took more than 30 s");
+    QVERIFY(QFile::remove(checkpoint));
+    QVERIFY(QDir().mkdir(checkpoint));
+    run = runCli(train + QStringList{"--iters", "10"}, folder);
+    QVERIFY2(run.finished && run.exitCode == 1 && run.err.contains("the checkpoint 'flow/checkpoint.safetensors' is a folder"),
+             describe(run));
 }
 
 void TestCli::evaluateScoresMemorizedImagesNearTheFloor() {
