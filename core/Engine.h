@@ -17,6 +17,21 @@ namespace flowscope::core {
 // window's boxes, the CLI's options) so that settings move between them unchanged.
 inline constexpr int kMaxSteps = 10000;
 inline constexpr int kMaxBatch = 4096;
+// What a model spec stands for, read without loading the model or its data (the window's views
+// and memory estimates depend on it). When !ok, `error` says what is wrong with the spec.
+struct ModelDescription {
+    bool ok = false;
+    std::string error;
+    std::vector<int64_t> sampleShape;  // [2] for points; [C, H, W] for images and latents
+    bool points = false;               // samples are 2-D points, drawn as scatter plots
+    bool latent = false;               // shown through a decoder or a latent-to-RGB preview
+    bool exact = false;                // an analytic mixture or an empirical denoiser (no network)
+    std::string nativePath;            // a network's path ("" for exact models: every path is native)
+    std::string parameterization;      // what a network predicts ("" for exact models)
+    // For 2-D models, the spec whose referenceSamples show the target ("" when unknown).
+    std::string referenceData;
+};
+
 // Sample k of a batch uses seed + k, and LibTorch's CPU generator keeps 32 bits of a seed.
 inline constexpr uint64_t kMaxSeed = 4294967295;
 
@@ -241,6 +256,8 @@ public:
     // For 2-D models, points that show the target distribution: the point cloud itself, or
     // `count` samples of the Gaussian mixture ([N, 2]). Empty for image models and unknown specs.
     static HostArray referenceSamples(const std::string& spec, int count);
+    // What `spec` is at `resolution` (0: its own), from the spec and a bundle's manifest only.
+    static ModelDescription describeModel(const std::string& spec, int resolution = 0);
     // Reads DIR/flowscope.json and hashes the program files it names; never runs them.
     static BundleInfo inspectBundle(const std::string& directory);
     // Adds a file's hash to the user's trusted list (TrustList); false with `error` set on failure.

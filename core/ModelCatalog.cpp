@@ -16,8 +16,6 @@
 namespace flowscope::core {
 namespace {
 
-constexpr int kDefaultFolderResolution = 32;
-
 torch::Tensor resizeImages(const torch::Tensor& images, int resolution) {
     if (resolution <= 0 || (images.size(2) == resolution && images.size(3) == resolution)) return images;
     namespace F = torch::nn::functional;

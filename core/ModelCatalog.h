@@ -20,6 +20,10 @@ namespace flowscope::core {
 //   folder:PATH                                       empirical denoiser over the user's images
 //   points:moons | points:spiral | points:checkerboard  empirical denoiser over 2-D clouds
 //   bundle:DIR                                        the user's network (flowscope.json in DIR)
+// The side of `folder:` images when no resolution is asked for (Fashion-MNIST keeps its own 28).
+constexpr int kDefaultFolderResolution = 32;
+constexpr int kFashionMnistSide = 28;
+
 class ModelCatalog {
 public:
     // Loads an image folder as [N, C, R, R] in [-1, 1]; appends notes (skipped files, ...); stops

@@ -29,6 +29,7 @@ class TestEngine : public QObject {
     Q_OBJECT
 
 private Q_SLOTS:
+    void describeModelReadsOnlySpecsAndManifests();
     void sampleProducesFramesAndResult();
     void sameSeedSameResultAndSampleKAlone();
     void fashionMnistMemorizesTrainingImages();
@@ -342,6 +343,35 @@ void TestEngine::info() {
     QCOMPARE(info.paths.size(), size_t(4));
     QCOMPARE(info.solvers.size(), size_t(9));
     QVERIFY(info.fashionMnistInstalled);
+}
+
+void TestEngine::describeModelReadsOnlySpecsAndManifests() {
+    const ModelDescription mixture = Engine::describeModel("gmm:8gaussians");
+    QVERIFY(mixture.ok && mixture.points && mixture.exact && !mixture.latent);
+    QCOMPARE(mixture.sampleShape, (std::vector<int64_t>{2}));
+    QCOMPARE(mixture.referenceData, std::string("gmm:8gaussians"));
+    QCOMPARE(Engine::describeModel("fashion-mnist:100").sampleShape, (std::vector<int64_t>{1, 28, 28}));
+    QCOMPARE(Engine::describeModel("fashion-mnist", 14).sampleShape, (std::vector<int64_t>{1, 14, 14}));
+    QTemporaryDir images;
+    QCOMPARE(Engine::describeModel("folder:" + images.path().toStdString()).sampleShape,
+             (std::vector<int64_t>{3, 32, 32}));
+    // Networks: the manifest's shape, path and parameterization; 2-D ones name their training data.
+    const ModelDescription moons = Engine::describeModel("shipped:moons-rectified");
+    QVERIFY2(moons.ok, moons.error.c_str());
+    QVERIFY(moons.points && !moons.exact);
+    QCOMPARE(moons.nativePath, std::string("linear"));
+    QCOMPARE(moons.parameterization, std::string("velocity"));
+    QCOMPARE(moons.referenceData, std::string("points:moons"));
+    const ModelDescription ddpm = Engine::describeModel("shipped:fashion-ddpm");
+    QVERIFY2(ddpm.ok, ddpm.error.c_str());
+    QCOMPARE(ddpm.sampleShape, (std::vector<int64_t>{1, 28, 28}));
+    QCOMPARE(ddpm.nativePath, std::string("vp"));
+    QCOMPARE(ddpm.parameterization, std::string("epsilon"));
+    // What is wrong with a spec, in words, and nothing else filled in.
+    const ModelDescription unknown = Engine::describeModel("gmm:nope");
+    QVERIFY(!unknown.ok && unknown.sampleShape.empty());
+    QVERIFY2(unknown.error.find("8gaussians") != std::string::npos, unknown.error.c_str());
+    QVERIFY(!Engine::describeModel("folder:" + images.filePath("missing").toStdString()).ok);
 }
 
 QTEST_GUILESS_MAIN(TestEngine)
