@@ -1,0 +1,144 @@
+// The facade's descriptions of itself and of bundles: names, limits, versions, trust. None of
+// these run a model.
+#include <algorithm>
+#include <filesystem>
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/version.h>
+
+#include "core/Bundle.h"
+#include "core/Datasets.h"
+#include "core/EngineImpl.h"
+#include "core/GaussianMixture.h"
+#include "core/HostTensor.h"
+#include "core/Parameterization.h"
+#include "core/Sampler.h"
+#include "core/Schedule.h"
+#include "core/Sha256.h"
+#include "core/TrustList.h"
+
+namespace flowscope::core {
+
+const std::vector<std::string>& deviceNames() {
+    static const std::vector<std::string> names{"auto", "cpu", "cuda"};
+    return names;
+}
+
+bool BundleInfo::needsTrust() const {
+    for (const auto& program : programs) {
+        if (!program.trusted) return true;
+    }
+    return false;
+}
+
+BundleInfo Engine::inspectBundle(const std::string& directory) {
+    BundleInfo info;
+    try {
+        const BundleManifest manifest = readBundleManifest(directory);
+        info.name = manifest.name;
+        info.format = manifest.format;
+        info.sampleShape = manifest.sampleShape;
+        info.latent = manifest.isLatent();
+        const TrustList trust;
+        for (const auto& file : manifest.programFiles()) {
+            BundleInfo::Program program;
+            program.file = file;
+            program.path = manifest.resolve(file);
+            std::error_code error;
+            if (!std::filesystem::is_regular_file(program.path, error)) {
+                throw BundleError("bundle '" + manifest.name + "' names '" + file + "', which is not a file in " + directory);
+            }
+            program.sha256 = sha256OfFile(program.path);
+            program.trusted = trust.contains(program.sha256);
+            info.programs.push_back(program);
+        }
+        info.ok = true;
+    } catch (const std::exception& error) {
+        info.error = error.what();
+    }
+    return info;
+}
+
+bool Engine::trustProgram(const BundleInfo::Program& program, std::string* error) {
+    try {
+        TrustList().add(program.sha256, program.path);
+        return true;
+    } catch (const std::exception& failure) {
+        if (error) *error = "cannot remember the trusted model in " + TrustList::defaultPath() + ": " + failure.what();
+        return false;
+    }
+}
+
+HostArray Engine::referenceSamples(const std::string& spec, int count) {
+    c10::InferenceMode inference;
+    try {
+        if (spec.starts_with("points:")) return toHostArray(makePointCloud(spec.substr(7)));
+        if (spec.starts_with("gmm:")) {
+            const auto mixture = GaussianMixture::named(spec.substr(4));
+            at::Generator generator = at::detail::createCPUGenerator(7);
+            const auto component = torch::multinomial(mixture->weights(), count, true, generator);
+            const auto means = mixture->means().index_select(0, component);
+            const auto stds = mixture->stds().index_select(0, component).unsqueeze(1);
+            return toHostArray(means + stds * torch::randn(means.sizes(), generator, torch::kFloat64));
+        }
+    } catch (const std::exception&) {
+        // An unknown spec simply has no reference points; sampling reports the error itself.
+    }
+    return {};
+}
+
+bool Engine::solverIsAdaptive(const std::string& solver) { return makeSolver(solver, {})->isAdaptive(); }
+
+EngineInfo Engine::info() {
+    configureThreads();
+    EngineInfo info;
+    info.version = version();
+    info.libtorchVersion = TORCH_VERSION;
+    info.cudaAvailable = cudaAvailable();
+    info.defaultDevice = describeDevice(resolveDevice("auto"));
+    info.threads = at::get_num_threads();
+    info.models = ModelCatalog::specNames();
+    info.paths = pathNames();
+    info.solvers = solverNames();
+    info.schedules = scheduleNames();
+    info.scheduleForms = scheduleForms();
+    info.parameterizations = parameterizationNames();
+    info.devices = deviceNames();
+    info.fashionMnistDirectory = fashionMnistDirectory();
+    std::error_code ec;
+    info.fashionMnistInstalled =
+        std::filesystem::exists(std::filesystem::path(info.fashionMnistDirectory) / "train-images-idx3-ubyte.gz", ec);
+    return info;
+}
+
+std::vector<std::string> Engine::names(NameKind kind) {
+    switch (kind) {
+        case NameKind::Path: return pathNames();
+        case NameKind::Solver: return solverNames();
+        case NameKind::Device: return deviceNames();
+        case NameKind::Schedule: break;
+    }
+    std::vector<std::string> schedules = scheduleNames();
+    std::replace(schedules.begin(), schedules.end(), std::string("shift:S"), std::string("shift:3"));
+    return schedules;
+}
+
+std::string Engine::checkName(NameKind kind, const std::string& name) {
+    try {
+        switch (kind) {
+            case NameKind::Path: makePath(name); break;
+            case NameKind::Solver: makeSolver(name); break;
+            case NameKind::Schedule: parseSchedule(name); break;
+            case NameKind::Device:
+                if (std::find(deviceNames().begin(), deviceNames().end(), name) == deviceNames().end()) {
+                    throw UnknownNameError("device", name, deviceNames());
+                }
+                break;
+        }
+    } catch (const std::exception& error) {
+        return error.what();
+    }
+    return {};
+}
+
+}  // namespace flowscope::core
