@@ -62,7 +62,7 @@ uint64_t memoryReadLimit() {
 uint64_t checkRegularFile(const std::string& path, uint64_t maxBytes, const std::string& what) {
     struct stat info {};
     if (::stat(path.c_str(), &info) != 0) {
-        throw FileReadError("cannot read " + what + " '" + path + "': " + std::strerror(errno));
+        throw FileReadError("cannot open " + what + " '" + path + "': " + std::strerror(errno));
     }
     return checkStat(info, path, maxBytes, what);
 }
@@ -71,7 +71,7 @@ std::string readRegularFile(const std::string& path, uint64_t maxBytes, const st
                             const std::atomic<bool>* cancel) {
     // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, for ever.
     const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) throw FileReadError("cannot read " + what + " '" + path + "': " + std::strerror(errno));
+    if (fd < 0) throw FileReadError("cannot open " + what + " '" + path + "': " + std::strerror(errno));
     struct Closer {
         int fd;
         ~Closer() { ::close(fd); }
