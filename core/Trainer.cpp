@@ -1,5 +1,7 @@
 #include "core/Trainer.h"
 
+#include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <filesystem>
 #include <sstream>
@@ -15,6 +17,7 @@
 #include "core/NetworkDenoiser.h"
 #include "core/Parameterization.h"
 #include "core/ProbabilityPath.h"
+#include "core/RegularFile.h"
 #include "core/SafeTensors.h"
 #include "core/Sampler.h"
 #include "core/Schedule.h"
@@ -36,6 +39,14 @@ ObjectiveInfo objectiveInfo(const std::string& objective) {
     if (objective == "diffusion") return {"vp", "epsilon"};
     if (objective == "v") return {"cosine", "v"};
     throw UnknownNameError("objective", objective, objectiveNames());
+}
+
+// The moving average's decay at its n-th update (n from 0), warmed up as TensorFlow's
+// ExponentialMovingAverage(num_updates) and timm's ModelEma do: with a fixed 0.999 a run of a few
+// hundred iterations would export mostly its initial weights, so early on the average follows the
+// weights closely and reaches the requested decay only after about 10 / (1 - decay) updates.
+double averageDecay(double requested, int update) {
+    return std::min(requested, (1.0 + update) / (10.0 + update));
 }
 
 std::string numberText(double value) {
@@ -238,6 +249,9 @@ double Trainer::step() {
     if (m_settings.gradientClip > 0.0) torch::nn::utils::clip_grad_norm_(m_network->parameters(), m_settings.gradientClip);
 
     torch::NoGradGuard noGrad;
+    // One average update per iteration: the iteration count is the update count, so the
+    // checkpoint's iteration restores the warm-up exactly.
+    const double decay = averageDecay(m_settings.emaDecay, m_iteration);
     ++m_iteration;
     const double correction1 = 1.0 - std::pow(kAdamBeta1, m_iteration);
     const double correction2 = 1.0 - std::pow(kAdamBeta2, m_iteration);
@@ -252,7 +266,7 @@ double Trainer::step() {
         if (m_settings.weightDecay > 0.0) parameter.mul_(1.0 - m_settings.learningRate * m_settings.weightDecay);
         const torch::Tensor denominator = (m_secondMoments[i] / correction2).sqrt_().add_(kAdamEpsilon);
         parameter.addcdiv_(m_firstMoments[i], denominator, -m_settings.learningRate / correction1);
-        averaged[i].mul_(m_settings.emaDecay).add_(parameter, 1.0 - m_settings.emaDecay);
+        averaged[i].mul_(decay).add_(parameter, 1.0 - decay);
     }
     return loss.item<double>();
 }
@@ -350,16 +364,41 @@ void Trainer::saveCheckpoint(const std::string& path) const {
 }
 
 void Trainer::loadCheckpoint(const std::string& path) {
+    // Nothing but the training wrote this file: whatever is wrong with it, starting over is the cure.
+    const std::string folder = std::filesystem::path(path).parent_path().string();
+    const std::string startOver = "; remove " + (folder.empty() ? "its folder" : "the folder '" + folder + "'") +
+                                  " to start the training over, or choose another --out";
+    try {
+        // Checked before anything opens it: a FIFO would block the open for ever, a folder is no data.
+        checkRegularFile(path, memoryReadLimit(), "the checkpoint");
+    } catch (const FileReadError& error) {
+        throw std::runtime_error(error.what() + startOver);
+    }
     const SafeTensorsFile file = SafeTensorsFile::read(path);
     const auto& metadata = file.metadata();
     const auto format = metadata.find("format");
     if (format == metadata.end() || format->second != "flowscope-checkpoint") {
-        throw std::runtime_error("'" + path + "' is not a FlowScope training checkpoint");
+        throw std::runtime_error("'" + path + "' is not a FlowScope training checkpoint" + startOver);
     }
-    if (!metadata.count("settings") || !metadata.count("iteration")) {
-        throw std::runtime_error("'" + path + "' lacks its settings or iteration; it is damaged");
+    if (!metadata.count("settings") || !metadata.count("iteration") || !file.contains("generator")) {
+        throw std::runtime_error("'" + path + "' lacks its settings, iteration or generator state; it is damaged" +
+                                 startOver);
     }
-    TrainSettings saved = TrainSettings::fromJson(metadata.at("settings"));
+    TrainSettings saved;
+    try {
+        saved = TrainSettings::fromJson(metadata.at("settings"));
+    } catch (const std::exception& error) {
+        throw std::runtime_error("'" + path + "': its \"settings\" are not training settings (" + error.what() +
+                                 "); it is damaged" + startOver);
+    }
+    const std::string& iterationText = metadata.at("iteration");
+    int iteration = -1;
+    const char* const end = iterationText.data() + iterationText.size();
+    const auto parsed = std::from_chars(iterationText.data(), end, iteration);
+    if (parsed.ec != std::errc() || parsed.ptr != end || iteration < 0) {
+        throw std::runtime_error("'" + path + "': its \"iteration\" '" + iterationText +
+                                 "' is not a count of iterations; it is damaged" + startOver);
+    }
     saved.iterations = m_settings.iterations;
     if (saved.toJson() != m_settings.toJson()) {
         // The request, not the file, is at odds: a usage error (exit 2), like any refused request.
@@ -369,11 +408,11 @@ void Trainer::loadCheckpoint(const std::string& path) {
     torch::NoGradGuard noGrad;
     // Tensors share storage, so copying into a copy of the handle fills the network's own.
     auto restore = [&](const std::string& name, torch::Tensor into) {
-        if (!file.contains(name)) throw std::runtime_error("'" + path + "' lacks '" + name + "'");
+        if (!file.contains(name)) throw std::runtime_error("'" + path + "' lacks '" + name + "'" + startOver);
         const torch::Tensor value = file.tensor(name);
         if (value.sizes() != into.sizes() || value.scalar_type() != into.scalar_type()) {
             throw std::runtime_error("'" + path + "': '" + name + "' has shape " + c10::str(value.sizes()) +
-                                     ", the network needs " + c10::str(into.sizes()));
+                                     ", the network needs " + c10::str(into.sizes()) + startOver);
         }
         into.copy_(value);
     };
@@ -384,8 +423,12 @@ void Trainer::loadCheckpoint(const std::string& path) {
         restore("adam_m/" + names[i], m_firstMoments[i]);
         restore("adam_v/" + names[i], m_secondMoments[i]);
     }
-    m_generator.set_state(file.tensor("generator"));
-    m_iteration = std::stoi(metadata.at("iteration"));
+    try {
+        m_generator.set_state(file.tensor("generator"));
+    } catch (const c10::Error&) {
+        throw std::runtime_error("'" + path + "': its \"generator\" is not a random generator state" + startOver);
+    }
+    m_iteration = iteration;
 }
 
 void Trainer::exportBundle(const std::string& directory, const std::string& name) const {

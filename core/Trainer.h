@@ -54,7 +54,8 @@ struct TrainStep {
 };
 
 // Trains a FlowNet with AdamW (bias-corrected, decoupled weight decay), gradient clipping and an
-// exponential moving average of the weights. Everything that decides the next step (weights,
+// exponential moving average of the weights whose decay warms up to `emaDecay`: at update n
+// (from 0) it is min(emaDecay, (1 + n) / (10 + n)). Everything that decides the next step (weights,
 // average, optimizer moments, iteration, and the generator that draws data, noise and times) is
 // in the checkpoint, so a resumed run continues exactly as an uninterrupted one would.
 class Trainer {
@@ -86,7 +87,8 @@ public:
 
     void saveCheckpoint(const std::string& path) const;
     // Restores a checkpoint written by saveCheckpoint with the same settings (the iteration
-    // target may differ). Throws std::runtime_error naming what does not match.
+    // target may differ). Throws InvalidRequestError when the settings differ, std::runtime_error
+    // naming the file and the field when it is not a regular file or is damaged.
     void loadCheckpoint(const std::string& path);
     // Writes a "flowscope-net" bundle of the averaged weights into `directory`.
     void exportBundle(const std::string& directory, const std::string& name) const;

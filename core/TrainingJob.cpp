@@ -1,21 +1,25 @@
 #include "core/TrainingJob.h"
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include <unistd.h>
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include "core/AtomicFile.h"
 #include "core/Bundle.h"
 #include "core/BundleModel.h"
 #include "core/Errors.h"
 #include "core/HostTensor.h"
 #include "core/Json.h"
+#include "core/RegularFile.h"
 #include "core/SafeTensors.h"
 #include "core/ShippedModels.h"
 #include "core/Trainer.h"
@@ -51,15 +55,37 @@ TrainSettings sourceSettings(const BundleManifest& manifest, const std::string& 
         throw InvalidRequestError(mode + " starts from a rectified flow trained by FlowScope (train with the "
                                          "objective rectified); '" + source + "' is not one");
     }
-    std::ifstream in(fs::path(manifest.directory) / "flowscope.json");
-    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    const JsonValue document = parseJson(text);
+    constexpr uint64_t kMaxManifestBytes = 1 << 20;
+    const JsonValue document = parseJson(
+        readRegularFile((fs::path(manifest.directory) / "flowscope.json").string(), kMaxManifestBytes, "the manifest"));
     const auto training = document.object().find("training");
     if (training == document.object().end() || !training->second.isObject() ||
         !training->second.object().count("settings")) {
         throw InvalidRequestError("'" + source + "' does not say how it was trained (no \"training\" in flowscope.json)");
     }
     return TrainSettings::fromJson(toJsonText(training->second.object().at("settings")));
+}
+
+// The loss log as it stood at `iteration` (the checkpoint's): one header, then one line per
+// iteration in order. A crashed run logged past its last checkpoint and a run that failed before
+// its first one logged from 1; the resumed run redoes those iterations, so their lines go.
+std::string lossLogUpTo(const fs::path& file, int iteration) {
+    std::string log = "iteration,loss\n";
+    std::error_code ec;
+    if (!fs::exists(file, ec)) return log;
+    std::istringstream lines(readRegularFile(file.string(), memoryReadLimit(), "the loss log"));
+    std::vector<std::pair<int, std::string>> kept;
+    for (std::string line; std::getline(lines, line);) {
+        int logged = 0;
+        const char* const end = line.data() + line.size();
+        const auto parsed = std::from_chars(line.data(), end, logged);
+        if (parsed.ec != std::errc() || parsed.ptr == end || *parsed.ptr != ',') continue;  // a header, a cut line
+        // A run that started again from an earlier iteration replaced what was logged from there on.
+        while (!kept.empty() && kept.back().first >= logged) kept.pop_back();
+        if (logged >= 1 && logged <= iteration) kept.emplace_back(logged, line);
+    }
+    for (const auto& [logged, line] : kept) log += line + "\n";
+    return log;
 }
 
 class Job {
@@ -170,6 +196,7 @@ private:
             noise = file.tensor("noise");
             samples = file.tensor("samples");
         } else {
+            const auto started = Clock::now();
             const auto model = loadBundleModel(source, false, TrustList());
             std::tie(noise, samples) = makeCouplings(
                 *model, m_request.pairs, m_request.couplingSteps, settings.seed ^ 0x9e3779b97f4a7c15ull,
@@ -185,6 +212,7 @@ private:
                 m_cancel);
             writeSafeTensors(pairsFile, {{"noise", noise}, {"samples", samples}},
                              {{"source", settings.source}, {"steps", std::to_string(m_request.couplingSteps)}, {"solver", "rk4"}});
+            m_outcome.couplingSeconds = std::chrono::duration<double>(Clock::now() - started).count();
         }
         trainer.useCouplings(noise, samples);
     }
@@ -203,8 +231,9 @@ private:
         m_outcome.resumedFrom = startIteration;
         m_outcome.parameters = trainer.network().parameterCount();
 
-        std::ofstream lossLog(folder / "loss.csv", std::ios::app);
-        if (startIteration == 0) lossLog << "iteration,loss\n";
+        const fs::path lossFile = folder / "loss.csv";
+        writeFileAtomically(lossFile.string(), lossLogUpTo(lossFile, startIteration));
+        std::ofstream lossLog(lossFile, std::ios::app);
         torch::Tensor previewNoise;
         if (m_request.previewEvery > 0) {
             const auto shape = trainer.network().architecture().sampleShape;
@@ -217,10 +246,11 @@ private:
         const auto trainingStarted = Clock::now();
         double smoothed = 0.0;
         int count = 0;
+        // The log first, so that it always reaches the checkpoint's iteration.
         auto save = [&] {
+            lossLog.flush();
             trainer.saveCheckpoint(checkpoint);
             trainer.exportBundle(folder.string(), name);
-            lossLog.flush();
         };
         try {
             trainer.run(

@@ -71,6 +71,9 @@ struct TrainOutcome {
     int resumedFrom = 0;  // where this run started
     double loss = 0.0;    // smoothed, at the end
     double seconds = 0.0;
+    // Of those seconds, making the couplings (reflow, distill; 0 when an earlier run's are reused):
+    // pairs x steps x 4 network evaluations, often more than a short training itself.
+    double couplingSeconds = 0.0;
     int64_t parameters = 0;
     std::vector<std::string> notes;
 };

@@ -1,7 +1,14 @@
 // Training flows with the engine's own networks: the loss falls, checkpoints round-trip bit for
 // bit, a resumed run continues exactly where it stopped, the result is a bundle the engine samples
 // without any trust prompt, and bad inputs get clear errors.
+#include <chrono>
 #include <cmath>
+#include <future>
+#include <map>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <QtTest/QtTest>
 
@@ -18,7 +25,9 @@
 #include "core/Engine.h"
 #include "core/Errors.h"
 #include "core/FlowNet.h"
+#include "core/SafeTensors.h"
 #include "core/Trainer.h"
+#include "core/TrainingJob.h"
 #include "tests/TestSupport.h"
 
 using namespace flowscope::core;
@@ -94,6 +103,55 @@ bool sameParameters(FlowNet& a, FlowNet& b) {
     return left.size() == right.size();
 }
 
+std::vector<torch::Tensor> copies(FlowNet& network) {
+    std::vector<torch::Tensor> copied;
+    for (const auto& parameter : network.parameters()) copied.push_back(parameter.detach().clone());
+    return copied;
+}
+
+// Whether each parameter of `network` equals weightA a_i + weightB b_i (float32 rounding aside).
+bool isBlend(FlowNet& network, double weightA, const std::vector<torch::Tensor>& a, double weightB,
+             const std::vector<torch::Tensor>& b) {
+    const auto parameters = network.parameters();
+    for (size_t i = 0; i < parameters.size(); ++i) {
+        const torch::Tensor expected = a[i].to(torch::kFloat64) * weightA + b[i].to(torch::kFloat64) * weightB;
+        if (!torch::allclose(parameters[i].to(torch::kFloat64), expected, 1e-5, 1e-6)) return false;
+    }
+    return true;
+}
+
+double distance(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
+    double sum = 0.0;
+    for (size_t i = 0; i < a.size(); ++i) sum += (a[i] - b[i]).to(torch::kFloat64).pow(2).sum().item<double>();
+    return std::sqrt(sum);
+}
+
+// A copy of a checkpoint with one metadata field replaced.
+void rewriteMetadata(const std::string& from, const std::string& to, const std::string& field, const std::string& value) {
+    const SafeTensorsFile file = SafeTensorsFile::read(from);
+    std::vector<std::pair<std::string, torch::Tensor>> tensors;
+    for (const auto& entry : file.entries()) tensors.emplace_back(entry.name, file.tensor(entry.name));
+    std::map<std::string, std::string> metadata = file.metadata();
+    metadata[field] = value;
+    writeSafeTensors(to, tensors, metadata);
+}
+
+QStringList lossLogLines(const QString& folder) {
+    return QString::fromStdString(readBytes(folder + "/loss.csv")).split('\n', Qt::SkipEmptyParts);
+}
+
+TrainRequest moonJob(const QString& folder, int iterations) {
+    TrainRequest request;
+    request.dataset = "points:moons";
+    request.outDirectory = folder.toStdString();
+    request.width = 32;
+    request.depth = 1;
+    request.batch = 64;
+    request.iterations = iterations;
+    request.checkpointEvery = 10;
+    return request;
+}
+
 }  // namespace
 
 class TestTraining : public QObject {
@@ -110,6 +168,12 @@ private Q_SLOTS:
     void reflowStraightensPaths();
     void shippedModelsShowTheReflowClaim();
     void badInputsAreExplained();
+    void averageWarmsUpFromTheWeights();
+    void shortRunAverageLeavesTheInitialWeights();
+    void damagedCheckpointMetadataIsNamed_data();
+    void damagedCheckpointMetadataIsNamed();
+    void checkpointThatIsNoFileIsRefusedPromptly();
+    void rerunContinuesOneLossLog();
 
 private:
     QTemporaryDir m_dir;
@@ -359,6 +423,143 @@ void TestTraining::badInputsAreExplained() {
         QVERIFY2(QString(error.what()).contains("dataset-fashion-mnist"), error.what());
     }
     qunsetenv("FLOWSCOPE_FASHION_MNIST_DIR");
+}
+
+void TestTraining::averageWarmsUpFromTheWeights() {
+    // decay_n = min(ema, (1 + n) / (10 + n)) at update n from 0: the first update keeps a tenth of
+    // the initial weights (decay 1/10), the second 2/11 of the average, and from n = 8 on an EMA
+    // of 0.5 is reached (9/18) and held.
+    TrainSettings settings = moonSettings(40);
+    settings.emaDecay = 0.999;
+    Trainer trainer = makeTrainer(settings);
+    const auto initial = copies(trainer.network());
+    trainer.step();
+    QVERIFY(isBlend(trainer.average(), 0.1, initial, 0.9, copies(trainer.network())));
+    const auto firstAverage = copies(trainer.average());
+    trainer.step();
+    QVERIFY(isBlend(trainer.average(), 2.0 / 11.0, firstAverage, 9.0 / 11.0, copies(trainer.network())));
+
+    settings.emaDecay = 0.5;
+    Trainer capped = makeTrainer(settings);
+    for (int n = 0; n < 12; ++n) {
+        const auto before = copies(capped.average());
+        capped.step();
+        const double decay = std::min(0.5, (1.0 + n) / (10.0 + n));
+        QVERIFY2(isBlend(capped.average(), decay, before, 1.0 - decay, copies(capped.network())),
+                 qPrintable(QString("update %1").arg(n)));
+    }
+}
+
+void TestTraining::shortRunAverageLeavesTheInitialWeights() {
+    // With EMA 0.999 and no warm-up, 300 iterations would leave 0.999^300 = 74% of the initial
+    // weights in the average; warmed up their share is 9! 300! / 309! (about 1e-17), and the
+    // average sits among the last iterations' weights.
+    TrainSettings settings = moonSettings(300);
+    settings.emaDecay = 0.999;
+    Trainer trainer = makeTrainer(settings);
+    const auto initial = copies(trainer.network());
+    trainer.run();
+    const auto trained = copies(trainer.network());
+    const double fromFinal = distance(copies(trainer.average()), trained);
+    const double travelled = distance(initial, trained);
+    qInfo("the average is %.3f from the final weights, which are %.3f from the initial ones", fromFinal, travelled);
+    QVERIFY2(fromFinal < 0.3 * travelled, qPrintable(QString("%1 of %2").arg(fromFinal).arg(travelled)));
+}
+
+void TestTraining::damagedCheckpointMetadataIsNamed_data() {
+    QTest::addColumn<QString>("field");
+    QTest::addColumn<QString>("value");
+    QTest::newRow("iteration not a number") << "iteration" << "abc";
+    QTest::newRow("iteration too large") << "iteration" << "99999999999999999999";
+    QTest::newRow("iteration negative") << "iteration" << "-5";
+    QTest::newRow("iteration with a tail") << "iteration" << "12x";
+    QTest::newRow("settings not JSON") << "settings" << "{not json";
+    QTest::newRow("settings not settings") << "settings" << "[1, 2]";
+}
+
+void TestTraining::damagedCheckpointMetadataIsNamed() {
+    QFETCH(QString, field);
+    QFETCH(QString, value);
+    Trainer trainer = makeTrainer(moonSettings(5));
+    trainer.run();
+    const std::string good = m_dir.filePath("good.safetensors").toStdString();
+    const std::string damaged = m_dir.filePath("damaged.safetensors").toStdString();
+    trainer.saveCheckpoint(good);
+    rewriteMetadata(good, damaged, field.toStdString(), value.toStdString());
+    Trainer resumed = makeTrainer(moonSettings(5));
+    try {
+        resumed.loadCheckpoint(damaged);
+        QFAIL("loaded a checkpoint with a damaged field");
+    } catch (const InvalidRequestError& error) {
+        QFAIL(qPrintable(QString("a damaged file reported as the request's fault: ") + error.what()));
+    } catch (const std::runtime_error& error) {
+        const QString message = error.what();
+        QVERIFY2(message.contains(QString::fromStdString(damaged)) && message.contains("\"" + field + "\"") &&
+                     message.contains("start the training over"),
+                 error.what());
+    }
+    QCOMPARE(resumed.iteration(), 0);
+}
+
+void TestTraining::checkpointThatIsNoFileIsRefusedPromptly() {
+    const QString folder = m_dir.filePath("not-files");
+    QVERIFY(QDir().mkpath(folder + "/checkpoint-folder"));
+    const std::string fifo = (folder + "/checkpoint-fifo").toStdString();
+    QCOMPARE(::mkfifo(fifo.c_str(), 0600), 0);
+    for (const std::string& path : {(folder + "/checkpoint-folder").toStdString(), fifo}) {
+        auto load = std::async(std::launch::async, [path] {
+            Trainer trainer = makeTrainer(moonSettings(5));
+            try {
+                trainer.loadCheckpoint(path);
+            } catch (const std::runtime_error& error) {
+                return std::string(error.what());
+            }
+            return std::string("loaded");
+        });
+        if (load.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
+            // Blocked opening the FIFO: a writer lets the open return, so the test can end.
+            const int writer = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK);
+            if (writer >= 0) ::close(writer);
+            load.wait();
+            QFAIL(qPrintable(QString::fromStdString("blocked opening '" + path + "'")));
+        }
+        const std::string message = load.get();
+        QVERIFY2(message.find("the checkpoint '" + path + "'") != std::string::npos &&
+                     message.find("start the training over") != std::string::npos,
+                 message.c_str());
+    }
+}
+
+void TestTraining::rerunContinuesOneLossLog() {
+    // Before the run that checkpointed at 20 (and crashed after logging two more iterations), one
+    // had failed at iteration 2 and an old version had started the log over with a second header;
+    // the rerun keeps one header and the checkpointed run's 20 lines as they were.
+    const QString folder = m_dir.filePath("loss-log");
+    TrainOutcome outcome = TrainingJob::run(moonJob(folder, 20));
+    QVERIFY2(outcome.ok(), outcome.error.c_str());
+    const QStringList first = lossLogLines(folder);
+    QCOMPARE(first.size(), 1 + 20);
+    writeBytes(folder + "/loss.csv",
+               "iteration,loss\n1,0.5\n2,0.25\n" + readBytes(folder + "/loss.csv") + "21,0.5\n22,0.25\n");
+    outcome = TrainingJob::run(moonJob(folder, 30));
+    QVERIFY2(outcome.ok(), outcome.error.c_str());
+    QCOMPARE(outcome.resumedFrom, 20);
+    QStringList lines = lossLogLines(folder);
+    QCOMPARE(lines.size(), 1 + 30);
+    QCOMPARE(lines.mid(0, 21), first);
+    for (int i = 1; i <= 30; ++i) QVERIFY2(lines[i].startsWith(QString::number(i) + ","), qPrintable(lines[i]));
+
+    // A run that failed before its first checkpoint left a log and nothing to resume: the rerun
+    // starts the log over.
+    const QString failed = m_dir.filePath("loss-log-failed");
+    QVERIFY(QDir().mkpath(failed));
+    writeBytes(failed + "/loss.csv", "iteration,loss\n1,0.5\n2,nan\n");
+    outcome = TrainingJob::run(moonJob(failed, 5));
+    QVERIFY2(outcome.ok(), outcome.error.c_str());
+    lines = lossLogLines(failed);
+    QCOMPARE(lines.size(), 1 + 5);
+    QCOMPARE(lines.count("iteration,loss"), 1);
+    QVERIFY2(lines[2].startsWith("2,") && !lines[2].contains("nan"), qPrintable(lines[2]));
 }
 
 QTEST_GUILESS_MAIN(TestTraining)
