@@ -157,10 +157,10 @@ struct SweepRequest {
     bool keepFinals = false;                 // return each row's final samples
     bool trustModel = false;                 // as SampleRequest::trustModel
     bool cudaGraphs = true;                  // as SampleRequest::cudaGraphs
-    // Cells of one solver run together as lanes of one batch, each row at its own time and with
-    // its own noise (dopri5's lanes each with their own steps), and so do the references a sweep
+    // Cells of one solver run together as one batch, each row at its own time and with
+    // its own noise (dopri5's cells each with their own steps), and so do the references a sweep
     // lacks; false runs every cell and every reference alone.
-    bool batchLanes = true;
+    bool batchCells = true;
 };
 
 struct SweepRow {
@@ -170,7 +170,7 @@ struct SweepRow {
     int steps = 0;
     int nfe = 0;
     double rmse = 0.0;  // per element, against the reference solve from the same noise
-    // For cells run as lanes: the row's share of the batch's time by evaluations (dopri5 cells
+    // For cells run as one batch: the row's share of the batch's time by evaluations (dopri5 cells
     // that are the same run, differing only in their step count, each report that run's share).
     double seconds = 0.0;
     double pathLengthRatio = 0.0;

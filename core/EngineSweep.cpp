@@ -8,18 +8,18 @@
 
 #include "core/EngineImpl.h"
 #include "core/HostTensor.h"
-#include "core/Lanes.h"
+#include "core/BatchedCells.h"
 #include "core/Sampler.h"
 #include "core/Schedule.h"
 
 namespace flowscope::core {
 namespace {
 
-// Cells of one solver run together as lanes of one batch, at most kLaneRows rows at a time (a
+// Cells of one solver run together as batch of one batch, at most kBatchRows rows at a time (a
 // quarter of that for dopri5, which holds some fourteen copies of its state, in float64 for the
 // references).
-constexpr int64_t kLaneRows = 2048;
-constexpr int64_t kAdaptiveLaneRows = kLaneRows / 4;
+constexpr int64_t kBatchRows = 2048;
+constexpr int64_t kAdaptiveBatchRows = kBatchRows / 4;
 // References kept between sweeps (the window asks for one cell at a time).
 constexpr size_t kKeptReferences = 64;
 
@@ -63,9 +63,9 @@ public:
     }
 
     void run(std::vector<SweepRow>& rows, const Engine::RowCallback& onRow) {
-        if (m_request.batchLanes && m_request.referenceSolver == "dopri5") solveMissingReferences();
+        if (m_request.batchCells && m_request.referenceSolver == "dopri5") solveMissingReferences();
         for (auto& cell : m_cells) {
-            if (!cell.done && m_request.batchLanes && solverRunsLanes(cell.solverName)) runTogether(cell.solverName);
+            if (!cell.done && m_request.batchCells && solverBatchesCells(cell.solverName)) runTogether(cell.solverName);
             if (!cell.done) runAlone(cell);
             if (onRow) onRow(cell.row);
             rows.push_back(cell.row);
@@ -121,7 +121,7 @@ private:
         return reference;
     }
 
-    // The references the sweep lacks, solved together as dopri5 lanes (each lane picks its own
+    // The references the sweep lacks, solved together as batched dopri5 cells (each picks its own
     // steps, so each reference is what it is alone).
     void solveMissingReferences() {
         auto& references = m_references;
@@ -138,19 +138,19 @@ private:
             findMissing();
         }
         for (auto first = missing.begin(); first != missing.end();) {
-            std::vector<Lane> lanes;
+            std::vector<BatchedCell> batch;
             std::vector<std::string> keys;
             std::deque<NoiseSource> noises;
             for (; first != missing.end() &&
-                   (lanes.empty() || int64_t(lanes.size() + 1) * m_request.batch <= kAdaptiveLaneRows);
+                   (batch.empty() || int64_t(batch.size() + 1) * m_request.batch <= kAdaptiveBatchRows);
                  ++first) {
                 const Cell& cell = *first->second;
                 NoiseSource& noise = noises.emplace_back(m_shape, m_request.seed, m_request.batch);
-                lanes.push_back({&pathOf(cell), {cell.grid.front(), m_request.tEnd},
+                batch.push_back({&pathOf(cell), {cell.grid.front(), m_request.tEnd},
                                  startState(noise, pathOf(cell), cell.grid.front(), m_referenceOptions), &noise});
                 keys.push_back(first->first);
             }
-            const auto outcomes = runLanes(m_model, "dopri5", lanes,
+            const auto outcomes = runBatchedCells(m_model, "dopri5", batch,
                                            {m_request.referenceTolerance, m_request.referenceTolerance}, m_cancel,
                                            &m_graphs);
             for (size_t k = 0; k < keys.size(); ++k) references[keys[k]] = outcomes[k].final;
@@ -172,9 +172,9 @@ private:
         cell.done = true;
     }
 
-    // The cells of one solver as lanes of one batch: a row's seconds is its share of the batch's
+    // The cells of one solver in one batch: a row's seconds is its share of the batch's
     // time by evaluations. dopri5 ignores the step count, so its cells that differ only there are
-    // one lane.
+    // one batched cell.
     void runTogether(const std::string& solverName) {
         const bool adaptive = makeSolver(solverName)->isAdaptive();
         std::vector<size_t> members;
@@ -182,40 +182,40 @@ private:
             if (m_cells[c].solverName == solverName && !m_cells[c].done) members.push_back(c);
         }
         for (size_t c : members) m_cells[c].reference = referenceFor(m_cells[c]);
-        const auto laneKey = [&](size_t c) {
+        const auto batchKey = [&](size_t c) {
             if (!adaptive) return std::to_string(c);
             std::ostringstream key;
             key.precision(17);
             key << m_cells[c].path << '|' << m_cells[c].grid.front() << '|' << m_cells[c].grid.back();
             return key.str();
         };
-        const int64_t rowLimit = adaptive ? kAdaptiveLaneRows : kLaneRows;
+        const int64_t rowLimit = adaptive ? kAdaptiveBatchRows : kBatchRows;
         for (size_t first = 0; first < members.size();) {
-            std::vector<Lane> lanes;
-            std::map<std::string, size_t> laneOf;
-            std::vector<std::pair<size_t, size_t>> cellLanes;  // (cell, lane)
-            std::deque<NoiseSource> noises;  // each lane's, kept for the stochastic solvers' draws
+            std::vector<BatchedCell> batch;
+            std::map<std::string, size_t> rowsOf;
+            std::vector<std::pair<size_t, size_t>> cellIndices;  // (cell, its index in the batch)
+            std::deque<NoiseSource> noises;  // each batched cell's, kept for the stochastic solvers' draws
             for (; first < members.size(); ++first) {
                 const Cell& cell = m_cells[members[first]];
-                const auto [found, added] = laneOf.emplace(laneKey(members[first]), lanes.size());
+                const auto [found, added] = rowsOf.emplace(batchKey(members[first]), batch.size());
                 if (added) {
-                    if (!lanes.empty() && int64_t(lanes.size() + 1) * m_request.batch > rowLimit) {
-                        laneOf.erase(found);
+                    if (!batch.empty() && int64_t(batch.size() + 1) * m_request.batch > rowLimit) {
+                        rowsOf.erase(found);
                         break;
                     }
                     NoiseSource& noise = noises.emplace_back(m_shape, m_request.seed, m_request.batch);
-                    lanes.push_back({&pathOf(cell), cell.grid,
+                    batch.push_back({&pathOf(cell), cell.grid,
                                      startState(noise, pathOf(cell), cell.grid.front(), m_runOptions), &noise});
                 }
-                cellLanes.emplace_back(members[first], found->second);
+                cellIndices.emplace_back(members[first], found->second);
             }
             const auto started = Clock::now();
-            const auto outcomes = runLanes(m_model, solverName, lanes, {}, m_cancel, &m_graphs);
+            const auto outcomes = runBatchedCells(m_model, solverName, batch, {}, m_cancel, &m_graphs);
             const double seconds = secondsSince(started);
             double evaluations = 0.0;
             for (const auto& outcome : outcomes) evaluations += outcome.nfe;
-            for (const auto& [cell, lane] : cellLanes) {
-                const auto& outcome = outcomes[lane];
+            for (const auto& [cell, index] : cellIndices) {
+                const auto& outcome = outcomes[index];
                 fillRow(m_cells[cell], outcome, evaluations > 0 ? seconds * outcome.nfe / evaluations : 0.0);
             }
         }

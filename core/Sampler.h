@@ -86,7 +86,7 @@ struct RunRecord {
     std::vector<torch::Tensor> tensors() const;
     void setTensors(const std::vector<torch::Tensor>& values);
 
-    // The per-step sums (DESIGN.md section 5), kept the same way by a run and by a sweep's lanes:
+    // The per-step sums (DESIGN.md section 5), kept the same way by a run and by a sweep's cells:
     // zeroed for a batch like x, then one step from x to next of size h with the velocity at its
     // start. h is a number, or a column [B, 1, ...] of one per row; `rows` (undefined: every row)
     // are the rows of the batch the step was taken on, which x, next, velocity and h hold.

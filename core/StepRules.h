@@ -1,9 +1,9 @@
 #pragma once
 
 // The solvers' updates (DESIGN.md section 3), written once for a single run, where a step's
-// coefficients are numbers, and for a sweep's lanes (core/Lanes), where they are columns with a
+// coefficients are numbers, and for a sweep's cells (core/BatchedCells), where they are columns with a
 // value per row. Both take the same steps with coefficients computed the same way in
-// double, so a lane reproduces its own run to rounding (a number times a tensor and a column
+// double, so a cell reproduces its own run to rounding (a number times a tensor and a column
 // times a tensor are different kernels, and not always the same to the last bit).
 //
 // A step size is passed as a callable `h(c, d)` that gives c h / d (computed in double as
@@ -64,7 +64,7 @@ torch::Tensor rungeKuttaStep(RungeKutta method, const torch::Tensor& x, const St
 }
 
 // Dormand-Prince 5(4) with step-size control (dopri5), for a single run (core/Solvers.cpp) and for
-// a sweep's lanes, each lane with its own step size and its own accept or reject (core/Lanes.cpp).
+// a sweep's cells, each cell with its own step size and its own accept or reject (core/BatchedCells.cpp).
 // It integrates to min(t_end, 1 - kFinalGap) and finishes with one first-order step to t_end when
 // that lies beyond (the last stretch to sigma = 0, where the model is never asked).
 namespace dopri5 {
@@ -128,7 +128,7 @@ auto attempt(const torch::Tensor& x, const StepSize& h, const torch::Tensor& k1,
 }
 
 // The squared scaled error per element, error / (atol + rtol max(|x|, |next|)): its mean over a
-// run (or over a lane's rows) is the squared error norm, accepted at most 1.
+// run (or over a cell's rows) is the squared error norm, accepted at most 1.
 inline torch::Tensor scaledSquaredError(const torch::Tensor& error, const torch::Tensor& x, const torch::Tensor& next,
                                         double rtol, double atol) {
     return (error / (atol + rtol * torch::maximum(x.abs(), next.abs()))).pow(2);

@@ -400,7 +400,7 @@ private:
             core::Engine engine;
             const int repeats = model == "small net" ? std::max(3, m_settings.repeats / 5) : m_settings.repeats;
             const auto timeSweep = [&](bool lanes) {
-                request.batchLanes = lanes;
+                request.batchCells = lanes;
                 // The reference solves are cached after the first sweep (the warm-up): every
                 // figure below measures only the 24 runs.
                 return medianMs(
@@ -463,7 +463,7 @@ private:
             };
             // The warm-up run counts the ATen operations (on a GPU, launches).
             const auto timeAdaptive = [&](bool lanes, int64_t& operations) {
-                adaptive.batchLanes = lanes;
+                adaptive.batchCells = lanes;
                 {
                     const bench::OperationCounter counter;
                     sweepOnce();

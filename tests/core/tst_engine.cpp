@@ -306,10 +306,10 @@ void TestEngine::sweepLanesMatchCellByCell() {
         request.batch = 2;
         request.device = "cpu";
         request.referenceTolerance = 1e-4;
-        request.batchLanes = false;
+        request.batchCells = false;
         const auto alone = Engine().sweep(request);
         QVERIFY2(alone.ok(), alone.error.c_str());
-        request.batchLanes = true;
+        request.batchCells = true;
         std::vector<std::string> order;
         const auto together = Engine().sweep(request, [&](const SweepRow& row) { order.push_back(row.solver); });
         QVERIFY2(together.ok(), together.error.c_str());

@@ -12,7 +12,7 @@
 #include "core/EmpiricalDenoiser.h"
 #include "core/Errors.h"
 #include "core/GaussianMixture.h"
-#include "core/Lanes.h"
+#include "core/BatchedCells.h"
 #include "core/Sampler.h"
 #include "core/Schedule.h"
 #include "core/StepRules.h"
@@ -70,8 +70,8 @@ private Q_SLOTS:
     void cancellationStopsTheRun();
     void nanIsReportedWithTheStep();
     void deferredChecksReportNaNLater();
-    void lanesReproduceTheirOwnRuns_data();
-    void lanesReproduceTheirOwnRuns();
+    void batchedCellsReproduceTheirOwnRuns_data();
+    void batchedCellsReproduceTheirOwnRuns();
 };
 
 void TestSampler::convergenceOrders_data() {
@@ -362,11 +362,11 @@ public:
 
 }  // namespace
 
-void TestSampler::lanesReproduceTheirOwnRuns_data() {
+void TestSampler::batchedCellsReproduceTheirOwnRuns_data() {
     QTest::addColumn<QString>("solver");
     QTest::addColumn<bool>("nativeRows");
     QTest::addColumn<QList<int>>("stepCounts");
-    // From 1 step, and from 2 (so that every lane takes its first two steps together, the second
+    // From 1 step, and from 2 (so that every cell takes its first two steps together, the second
     // of them dpm++2m's first corrected one).
     for (const char* solver : {"euler", "heun", "midpoint", "rk4", "ddim", "dpm++2m", "ddpm", "euler-a", "dopri5"}) {
         QTest::addRow("%s, the mixture's own rows", solver) << solver << true << QList<int>{1, 2, 3, 8};
@@ -375,11 +375,11 @@ void TestSampler::lanesReproduceTheirOwnRuns_data() {
     }
 }
 
-void TestSampler::lanesReproduceTheirOwnRuns() {
-    // Up to sixteen lanes of one batch (two paths, two schedules, several step counts, the 3-step
-    // lanes stopping early):
-    // each lane must give what its run alone gives, in float64 to rounding, with the same NFE.
-    // dopri5's lanes choose their own steps, and must choose the ones their runs alone choose.
+void TestSampler::batchedCellsReproduceTheirOwnRuns() {
+    // Up to sixteen cells of one batch (two paths, two schedules, several step counts, the 3-step
+    // cells stopping early):
+    // each cell must give what its run alone gives, in float64 to rounding, with the same NFE.
+    // dopri5's cells choose their own steps, and must choose the ones their runs alone choose.
     // The mixture evaluates per-row noise levels itself; ProbeModel falls back to Model's
     // grouping by level.
     QFETCH(QString, solver);
@@ -389,36 +389,36 @@ void TestSampler::lanesReproduceTheirOwnRuns() {
     ProbeModel probe(*mixture);
     Model& model = nativeRows ? static_cast<Model&>(*mixture) : static_cast<Model&>(probe);
     std::vector<std::unique_ptr<ProbabilityPath>> paths;
-    std::vector<Lane> lanes;
+    std::vector<BatchedCell> cells;
     std::vector<SamplingOutcome> alone;
-    // The stochastic solvers' lanes draw from their own generators, as their runs alone do.
-    std::deque<NoiseSource> laneNoise, aloneNoise;
+    // The stochastic solvers' cells draw from their own generators, as their runs alone do.
+    std::deque<NoiseSource> cellNoise, aloneNoise;
     for (const char* pathName : {"linear", "vp"}) {
         paths.push_back(makePath(pathName));
         for (const char* schedule : {"uniform", "karras"}) {
             for (int steps : stepCounts) {
                 const double tEnd = steps == 3 ? 0.7 : 1.0;
                 const auto grid = makeTimeGrid(parseSchedule(schedule), *paths.back(), steps, 1.0, tEnd);
-                NoiseSource& noise = laneNoise.emplace_back(model.sampleShape(), steps, 3);
+                NoiseSource& noise = cellNoise.emplace_back(model.sampleShape(), steps, 3);
                 NoiseSource& same = aloneNoise.emplace_back(model.sampleShape(), steps, 3);
                 const auto x0 = noise.draw().to(torch::kFloat64) * paths.back()->sigma(grid.front());
                 same.draw();
-                lanes.push_back({paths.back().get(), grid, x0, &noise});
+                cells.push_back({paths.back().get(), grid, x0, &noise});
                 const auto solverObject = makeSolver(solver.toStdString());
                 alone.push_back(runSampler(model, *paths.back(), *solverObject, grid, x0, &same, {}));
             }
         }
     }
-    const auto together = runLanes(model, solver.toStdString(), lanes);
-    QCOMPARE(together.size(), lanes.size());
-    for (size_t l = 0; l < lanes.size(); ++l) {
-        const QString what = QString("lane %1").arg(l);
+    const auto together = runBatchedCells(model, solver.toStdString(), cells);
+    QCOMPARE(together.size(), cells.size());
+    for (size_t l = 0; l < cells.size(); ++l) {
+        const QString what = QString("cell %1").arg(l);
         QVERIFY2(maxAbsDiff(together[l].final, alone[l].final) < 1e-12, qPrintable(what));
         QCOMPARE(together[l].nfe, alone[l].nfe);
         QCOMPARE(together[l].steps, alone[l].steps);
         QCOMPARE(together[l].times.size(), alone[l].times.size());
         for (size_t i = 0; i < alone[l].times.size(); ++i) {
-            // A lane's error norm is summed in another order than its run's, so an adaptive
+            // A cell's error norm is summed in another order than its run's, so an adaptive
             // step's size may differ in the last bits.
             QVERIFY2(std::abs(together[l].times[i] - alone[l].times[i]) <= 1e-13, qPrintable(what));
         }
@@ -427,29 +427,29 @@ void TestSampler::lanesReproduceTheirOwnRuns() {
         QVERIFY2(std::abs(together[l].pathLengthRatio - alone[l].pathLengthRatio) <= 1e-9, qPrintable(what));
     }
     if (solver == "dopri5") {
-        // Lanes of very different lengths: some took many more steps than others.
+        // Cells of very different lengths: some took many more steps than others.
         int fewest = 1 << 30, most = 0;
         for (const auto& outcome : together) {
             fewest = std::min(fewest, outcome.steps);
             most = std::max(most, outcome.steps);
         }
         QVERIFY2(most > fewest, qPrintable(QString("steps %1 to %2").arg(fewest).arg(most)));
-        // Lanes that rejected attempts beside lanes that rejected fewer: the iterations where some
-        // lanes accept and others reject were taken. An attempt is 6 evaluations, the first
+        // Cells that rejected attempts beside cells that rejected fewer: the iterations where some
+        // cells accept and others reject were taken. An attempt is 6 evaluations, the first
         // stage 1; the step from 1 - 1e-3 to 1 is first order, without an attempt.
         std::set<int> rejections;
-        for (size_t l = 0; l < lanes.size(); ++l) {
-            const bool finalStep = steps::dopri5::adaptiveEnd(lanes[l].grid.back()) < lanes[l].grid.back();
+        for (size_t l = 0; l < cells.size(); ++l) {
+            const bool finalStep = steps::dopri5::adaptiveEnd(cells[l].grid.back()) < cells[l].grid.back();
             const int attempts = (together[l].nfe - 1) / 6;
             QCOMPARE(1 + 6 * attempts, together[l].nfe);
             rejections.insert(attempts - (together[l].steps - (finalStep ? 1 : 0)));
         }
-        QVERIFY2(rejections.size() > 1 && *rejections.rbegin() > 0, "every lane rejected as many attempts");
-        QVERIFY_THROWS_EXCEPTION(InvalidRequestError, runLanes(model, "dopri5", lanes, {0.0, 1e-5}));
+        QVERIFY2(rejections.size() > 1 && *rejections.rbegin() > 0, "every cell rejected as many attempts");
+        QVERIFY_THROWS_EXCEPTION(InvalidRequestError, runBatchedCells(model, "dopri5", cells, {0.0, 1e-5}));
         // A model too rough for any step size: the sweep says which option to loosen.
         RoughModel rough;
         try {
-            runLanes(rough, "dopri5", lanes, {1e-20, 1e-12});
+            runBatchedCells(rough, "dopri5", cells, {1e-20, 1e-12});
             QFAIL("no exception");
         } catch (const std::runtime_error& error) {
             const QString message = error.what();
@@ -457,7 +457,7 @@ void TestSampler::lanesReproduceTheirOwnRuns() {
                      qPrintable(message));
         }
     }
-    QVERIFY_THROWS_EXCEPTION(InvalidRequestError, runLanes(model, "no-such-solver", lanes));
+    QVERIFY_THROWS_EXCEPTION(InvalidRequestError, runBatchedCells(model, "no-such-solver", cells));
 }
 
 QTEST_GUILESS_MAIN(TestSampler)

@@ -1,4 +1,4 @@
-#include "core/Lanes.h"
+#include "core/BatchedCells.h"
 #include "core/HostTensor.h"
 
 #include <algorithm>
@@ -14,8 +14,8 @@
 namespace flowscope::core {
 namespace {
 
-// The solver a lane runner takes: a Runge-Kutta method, DDIM, DPM++(2M), an ancestral sampler or
-// dopri5 (adaptive: each lane with its own step sizes).
+// The solver a cell runner takes: a Runge-Kutta method, DDIM, DPM++(2M), an ancestral sampler or
+// dopri5 (adaptive: each cell with its own step sizes).
 enum class Kind { RungeKutta, Ddim, DpmPp2m, Ancestral, Adaptive, None };
 
 Kind kindOf(std::string_view solver) {
@@ -28,34 +28,34 @@ Kind kindOf(std::string_view solver) {
 }
 
 // The solvers' updates (core/StepRules.h) with their coefficients taken per row.
-class LaneRunner {
+class BatchedCellRunner {
 public:
-    LaneRunner(Model& model, std::string_view solver, const std::vector<Lane>& lanes, const SolverSettings& settings,
+    BatchedCellRunner(Model& model, std::string_view solver, const std::vector<BatchedCell>& cells, const SolverSettings& settings,
                const std::atomic<bool>* cancel)
         : m_model(model),
           m_kind(kindOf(solver)),
           m_method(steps::rungeKuttaNamed(solver).value_or(steps::RungeKutta::Euler)),
           m_ancestral(steps::ancestralNamed(solver).value_or(steps::Ancestral::Ddpm)),
-          m_lanes(lanes),
+          m_cells(cells),
           m_settings(settings),
           m_cancel(cancel) {
         std::vector<torch::Tensor> starts;
         int64_t begin = 0;
-        for (const auto& lane : lanes) {
-            if (!lane.path || lane.grid.size() < 2 || !lane.x0.defined() || (m_kind == Kind::Ancestral && !lane.noise)) {
+        for (const auto& cell : cells) {
+            if (!cell.path || cell.grid.size() < 2 || !cell.x0.defined() || (m_kind == Kind::Ancestral && !cell.noise)) {
                 throw InvalidRequestError(
-                    "internal: a lane needs a path, a grid of two times or more, a state, and noise for a stochastic solver");
+                    "internal: a cell needs a path, a grid of two times or more, a state, and noise for a stochastic solver");
             }
             m_begin.push_back(begin);
-            m_count.push_back(lane.x0.size(0));
-            begin += lane.x0.size(0);
-            starts.push_back(lane.x0);
+            m_count.push_back(cell.x0.size(0));
+            begin += cell.x0.size(0);
+            starts.push_back(cell.x0);
         }
         m_x = torch::cat(starts, 0);
         m_deferChecks = m_x.is_cuda();
-        m_nfe.assign(lanes.size(), 0);
-        for (const auto& lane : lanes) m_times.push_back(m_kind == Kind::Adaptive ? std::vector<double>{lane.grid.front()} : lane.grid);
-        m_previousH.assign(lanes.size(), 0.0);
+        m_nfe.assign(cells.size(), 0);
+        for (const auto& cell : cells) m_times.push_back(m_kind == Kind::Adaptive ? std::vector<double>{cell.grid.front()} : cell.grid);
+        m_previousH.assign(cells.size(), 0.0);
         m_sums.startSums(m_x);
         if (m_kind == Kind::DpmPp2m) m_previousData = torch::zeros_like(m_x);
     }
@@ -65,20 +65,20 @@ public:
             runAdaptive();
         } else {
             size_t longest = 0;
-            for (const auto& lane : m_lanes) longest = std::max(longest, lane.grid.size() - 1);
+            for (const auto& cell : m_cells) longest = std::max(longest, cell.grid.size() - 1);
             for (size_t i = 0; i < longest; ++i) {
                 std::vector<size_t> active;
-                for (size_t l = 0; l < m_lanes.size(); ++l) {
-                    if (m_lanes[l].grid.size() - 1 > i) active.push_back(l);
+                for (size_t l = 0; l < m_cells.size(); ++l) {
+                    if (m_cells[l].grid.size() - 1 > i) active.push_back(l);
                 }
                 step(i, active);
             }
         }
         if (m_deferChecks) checkFinite();
         std::vector<SamplingOutcome> outcomes;
-        for (size_t l = 0; l < m_lanes.size(); ++l) {
+        for (size_t l = 0; l < m_cells.size(); ++l) {
             RunRecord record;
-            record.initial = m_lanes[l].x0;
+            record.initial = m_cells[l].x0;
             record.final = m_x.narrow(0, m_begin[l], m_count[l]);
             record.pathLength = m_sums.pathLength.narrow(0, m_begin[l], m_count[l]);
             record.velocitySquares = m_sums.velocitySquares.narrow(0, m_begin[l], m_count[l]);
@@ -96,32 +96,32 @@ private:
         torch::Tensor data, velocity;
     };
 
-    // The rows of some lanes, as an index into the whole batch.
-    torch::Tensor rowsOf(const std::vector<size_t>& lanes) const {
+    // The rows of some cells, as an index into the whole batch.
+    torch::Tensor rowsOf(const std::vector<size_t>& cells) const {
         std::vector<int64_t> rows;
-        for (size_t l : lanes) {
+        for (size_t l : cells) {
             for (int64_t r = 0; r < m_count[l]; ++r) rows.push_back(m_begin[l] + r);
         }
         return deviceIndex(rows, m_x.device());
     }
 
-    // One value per lane, repeated over the lane's rows, as a column [R, 1, ...] like x.
-    torch::Tensor column(const std::vector<size_t>& lanes, const std::vector<double>& perLane) const {
+    // One value per cell, repeated over the cell's rows, as a column [R, 1, ...] like x.
+    torch::Tensor column(const std::vector<size_t>& cells, const std::vector<double>& perCell) const {
         std::vector<double> values;
-        for (size_t k = 0; k < lanes.size(); ++k) values.insert(values.end(), m_count[lanes[k]], perLane[k]);
+        for (size_t k = 0; k < cells.size(); ++k) values.insert(values.end(), m_count[cells[k]], perCell[k]);
         std::vector<int64_t> shape(m_x.dim(), 1);
         shape[0] = static_cast<int64_t>(values.size());
         return deviceValues(values, m_x).reshape(shape);
     }
 
-    Evaluation evaluate(const std::vector<size_t>& lanes, const torch::Tensor& x, const std::vector<double>& times) {
+    Evaluation evaluate(const std::vector<size_t>& cells, const torch::Tensor& x, const std::vector<double>& times) {
         if (m_cancel && m_cancel->load(std::memory_order_relaxed)) throw CancelledError();
         std::vector<PathPoint> points;
-        for (size_t k = 0; k < lanes.size(); ++k) {
-            const PathPoint p = m_lanes[lanes[k]].path->at(times[k]);
+        for (size_t k = 0; k < cells.size(); ++k) {
+            const PathPoint p = m_cells[cells[k]].path->at(times[k]);
             if (!(p.sigma > 0.0)) throw std::logic_error("internal: model evaluated at sigma = 0");
-            points.insert(points.end(), m_count[lanes[k]], p);
-            ++m_nfe[lanes[k]];
+            points.insert(points.end(), m_count[cells[k]], p);
+            ++m_nfe[cells[k]];
         }
         // As SolverContext::evaluate: the model's own velocity where it has one.
         Model::Prediction prediction = m_model.predictRows(x, points);
@@ -139,21 +139,21 @@ private:
         }
     }
 
-    std::vector<double> perLane(const std::vector<size_t>& lanes, const std::function<double(size_t)>& value) const {
+    std::vector<double> perCell(const std::vector<size_t>& cells, const std::function<double(size_t)>& value) const {
         std::vector<double> values;
-        for (size_t l : lanes) values.push_back(value(l));
+        for (size_t l : cells) values.push_back(value(l));
         return values;
     }
 
     void step(size_t i, const std::vector<size_t>& active) {
         if (m_cancel && m_cancel->load(std::memory_order_relaxed)) throw CancelledError();
-        const auto t = perLane(active, [&](size_t l) { return m_lanes[l].grid[i]; });
-        const auto h = perLane(active, [&](size_t l) { return m_lanes[l].grid[i + 1] - m_lanes[l].grid[i]; });
-        // Every lane still stepping (up to the shortest lane's last step): the rows are all of
+        const auto t = perCell(active, [&](size_t l) { return m_cells[l].grid[i]; });
+        const auto h = perCell(active, [&](size_t l) { return m_cells[l].grid[i + 1] - m_cells[l].grid[i]; });
+        // Every cell still stepping (up to the shortest cell's last step): the rows are all of
         // them, in order, and x is the state itself, which changes only once the step is done.
-        const bool everyLane = active.size() == m_lanes.size();
-        const torch::Tensor rows = everyLane ? torch::Tensor() : rowsOf(active);
-        const torch::Tensor x = everyLane ? m_x : m_x.index_select(0, rows);
+        const bool everyCell = active.size() == m_cells.size();
+        const torch::Tensor rows = everyCell ? torch::Tensor() : rowsOf(active);
+        const torch::Tensor x = everyCell ? m_x : m_x.index_select(0, rows);
         const Evaluation start = evaluate(active, x, t);
         torch::Tensor next;
         switch (m_kind) {
@@ -177,44 +177,44 @@ private:
         }
     }
 
-    // Positions, within the rows of `lanes` in order, of the rows of the lanes picked out.
-    torch::Tensor localRows(const std::vector<size_t>& lanes, const std::vector<bool>& picked) const {
+    // Positions, within the rows of `cells` in order, of the rows of the cells picked out.
+    torch::Tensor localRows(const std::vector<size_t>& cells, const std::vector<bool>& picked) const {
         std::vector<int64_t> local;
         int64_t offset = 0;
-        for (size_t k = 0; k < lanes.size(); ++k) {
-            for (int64_t r = 0; r < m_count[lanes[k]]; ++r) {
+        for (size_t k = 0; k < cells.size(); ++k) {
+            for (int64_t r = 0; r < m_count[cells[k]]; ++r) {
                 if (picked[k]) local.push_back(offset + r);
             }
-            offset += m_count[lanes[k]];
+            offset += m_count[cells[k]];
         }
         return deviceIndex(local, m_x.device());
     }
 
-    // dopri5 (core/StepRules.h) on every lane at once: at each iteration the lanes still inside
+    // dopri5 (core/StepRules.h) on every cell at once: at each iteration the cells still inside
     // their adaptive span attempt a step of their own size together, and each accepts or rejects
-    // by the error norm over its own rows, as its run alone would. The evaluation at a lane's new
+    // by the error norm over its own rows, as its run alone would. The evaluation at a cell's new
     // point is its next step's first stage.
     void runAdaptive() {
-        const size_t count = m_lanes.size();
+        const size_t count = m_cells.size();
         std::vector<double> t(count), h(count), end(count);
         std::vector<int> rejectedInARow(count, 0);
         std::vector<bool> started(count, false);
         for (size_t l = 0; l < count; ++l) {
-            t[l] = m_lanes[l].grid.front();
-            end[l] = steps::dopri5::adaptiveEnd(m_lanes[l].grid.back());
+            t[l] = m_cells[l].grid.front();
+            end[l] = steps::dopri5::adaptiveEnd(m_cells[l].grid.back());
             h[l] = std::min(steps::dopri5::kFirstStep, end[l] - t[l]);
         }
         m_startData = torch::empty_like(m_x);
         m_startVelocity = torch::empty_like(m_x);
-        // The first stage of the lanes that have none yet, evaluated at their current times.
-        const auto start = [&](const std::vector<size_t>& lanes) {
+        // The first stage of the cells that have none yet, evaluated at their current times.
+        const auto start = [&](const std::vector<size_t>& cells) {
             std::vector<size_t> fresh;
-            for (size_t l : lanes) {
+            for (size_t l : cells) {
                 if (!started[l]) fresh.push_back(l);
             }
             if (fresh.empty()) return;
             const torch::Tensor rows = rowsOf(fresh);
-            const Evaluation first = evaluate(fresh, m_x.index_select(0, rows), perLane(fresh, [&](size_t l) { return t[l]; }));
+            const Evaluation first = evaluate(fresh, m_x.index_select(0, rows), perCell(fresh, [&](size_t l) { return t[l]; }));
             m_startData.index_copy_(0, rows, first.data);
             m_startVelocity.index_copy_(0, rows, first.velocity);
             for (size_t l : fresh) started[l] = true;
@@ -227,14 +227,14 @@ private:
             if (active.empty()) break;
             start(active);
             for (size_t l : active) h[l] = std::min(h[l], end[l] - t[l]);
-            // While every lane is still in its adaptive span (the usual case) the rows are all of
+            // While every cell is still in its adaptive span (the usual case) the rows are all of
             // them, in order: no gathering and scattering. x and k1 are then the state and the
             // first stages themselves, which change only once the attempt is done with.
-            const bool everyLane = active.size() == count;
-            const torch::Tensor rows = everyLane ? torch::Tensor() : rowsOf(active);
-            const torch::Tensor x = everyLane ? m_x : m_x.index_select(0, rows);
-            const torch::Tensor k1 = everyLane ? m_startVelocity : m_startVelocity.index_select(0, rows);
-            const std::vector<double> hActive = perLane(active, [&](size_t l) { return h[l]; });
+            const bool everyCell = active.size() == count;
+            const torch::Tensor rows = everyCell ? torch::Tensor() : rowsOf(active);
+            const torch::Tensor x = everyCell ? m_x : m_x.index_select(0, rows);
+            const torch::Tensor k1 = everyCell ? m_startVelocity : m_startVelocity.index_select(0, rows);
+            const std::vector<double> hActive = perCell(active, [&](size_t l) { return h[l]; });
             const torch::Tensor hColumn = column(active, hActive);
             const auto evaluateAt = [&](const torch::Tensor& state, double c, double d) {
                 std::vector<double> times;
@@ -242,7 +242,7 @@ private:
                 return evaluate(active, state, times);
             };
             auto attempt = steps::dopri5::attempt(x, hColumn, k1, evaluateAt);
-            // Each lane's error norm: the root mean square over its rows (all of one size).
+            // Each cell's error norm: the root mean square over its rows (all of one size).
             const torch::Tensor rowErrors = (
                 steps::dopri5::scaledSquaredError(attempt.error, x, attempt.x, m_settings.rtol, m_settings.atol)
                     .reshape({x.size(0), -1})
@@ -275,20 +275,20 @@ private:
                 } else {
                     h[l] *= steps::dopri5::shrunkStep(error);
                     if (++rejectedInARow[l] > steps::dopri5::kMostRejectedInARow || h[l] < 1e-12) {
-                        // Lanes run a sweep's dopri5 cells (tolerance 1e-5) and its references.
+                        // Cells run a sweep's dopri5 cells (tolerance 1e-5) and its references.
                         throw steps::dopri5::toleranceNotMet(
                             t[l], "loosen --reference-tol, or leave dopri5 out of the sweep's solvers");
                     }
                 }
             }
             const torch::Tensor takenColumn = snapped ? column(active, taken) : hColumn;
-            if (everyLane && std::all_of(accepted.begin(), accepted.end(), [](bool a) { return a; })) {
+            if (everyCell && std::all_of(accepted.begin(), accepted.end(), [](bool a) { return a; })) {
                 recordSteps({}, x, attempt.x, k1, takenColumn);
                 m_startData.copy_(attempt.end.data);
                 m_startVelocity.copy_(attempt.end.velocity);
             } else if (anyAccepted) {
                 const torch::Tensor local = localRows(active, accepted);
-                const torch::Tensor moved = everyLane ? local : rows.index_select(0, local);
+                const torch::Tensor moved = everyCell ? local : rows.index_select(0, local);
                 recordSteps(moved, x.index_select(0, local), attempt.x.index_select(0, local), k1.index_select(0, local),
                             takenColumn.index_select(0, local));
                 m_startData.index_copy_(0, moved, attempt.end.data.index_select(0, local));
@@ -299,7 +299,7 @@ private:
         // The last stretch to t_end, first order: onto alpha x̂0 at sigma = 0, an Euler step elsewhere.
         std::vector<size_t> finishing;
         for (size_t l = 0; l < count; ++l) {
-            if (m_lanes[l].grid.back() > t[l]) finishing.push_back(l);
+            if (m_cells[l].grid.back() > t[l]) finishing.push_back(l);
         }
         if (finishing.empty()) return;
         start(finishing);
@@ -309,10 +309,10 @@ private:
         const torch::Tensor data = m_startData.index_select(0, rows);
         std::vector<double> h1, landing, alphaEnd;
         for (size_t l : finishing) {
-            const double tEnd = m_lanes[l].grid.back();
+            const double tEnd = m_cells[l].grid.back();
             h1.push_back(tEnd - t[l]);
-            landing.push_back(m_lanes[l].path->sigma(tEnd) > 0.0 ? 0.0 : 1.0);
-            alphaEnd.push_back(m_lanes[l].path->alpha(tEnd));
+            landing.push_back(m_cells[l].path->sigma(tEnd) > 0.0 ? 0.0 : 1.0);
+            alphaEnd.push_back(m_cells[l].path->alpha(tEnd));
             m_times[l].push_back(tEnd);
         }
         const torch::Tensor hColumn = column(finishing, h1);
@@ -321,14 +321,14 @@ private:
         recordSteps(rows, x, next, velocity, hColumn);
     }
 
-    // Runge-Kutta and ancestral steps: a lane whose step ends at sigma = 0 lands on alpha x̂0 (and
+    // Runge-Kutta and ancestral steps: a cell whose step ends at sigma = 0 lands on alpha x̂0 (and
     // draws no noise); the others take the solver's step.
     torch::Tensor splitStep(size_t i, const std::vector<size_t>& active, const torch::Tensor& x, const Evaluation& start) {
         std::vector<size_t> regular, landing;
         std::vector<int64_t> regularRows, landingRows;
         int64_t offset = 0;
         for (size_t l : active) {
-            const bool endsAtZero = !(m_lanes[l].path->sigma(m_lanes[l].grid[i + 1]) > 0.0);
+            const bool endsAtZero = !(m_cells[l].path->sigma(m_cells[l].grid[i + 1]) > 0.0);
             (endsAtZero ? landing : regular).push_back(l);
             for (int64_t r = 0; r < m_count[l]; ++r) (endsAtZero ? landingRows : regularRows).push_back(offset + r);
             offset += m_count[l];
@@ -336,7 +336,7 @@ private:
         torch::Tensor next = torch::empty_like(x);
         if (!landing.empty()) {
             const torch::Tensor local = deviceIndex(landingRows, x.device());
-            const auto alphaNext = perLane(landing, [&](size_t l) { return m_lanes[l].path->alpha(m_lanes[l].grid[i + 1]); });
+            const auto alphaNext = perCell(landing, [&](size_t l) { return m_cells[l].path->alpha(m_cells[l].grid[i + 1]); });
             next.index_copy_(0, local, column(landing, alphaNext) * start.data.index_select(0, local));
         }
         if (!regular.empty()) {
@@ -350,65 +350,65 @@ private:
         return next;
     }
 
-    torch::Tensor rungeKuttaStep(size_t i, const std::vector<size_t>& lanes, const torch::Tensor& x,
+    torch::Tensor rungeKuttaStep(size_t i, const std::vector<size_t>& cells, const torch::Tensor& x,
                                  const torch::Tensor& k1) {
-        const auto t = perLane(lanes, [&](size_t l) { return m_lanes[l].grid[i]; });
-        const auto h = perLane(lanes, [&](size_t l) { return m_lanes[l].grid[i + 1] - m_lanes[l].grid[i]; });
+        const auto t = perCell(cells, [&](size_t l) { return m_cells[l].grid[i]; });
+        const auto h = perCell(cells, [&](size_t l) { return m_cells[l].grid[i + 1] - m_cells[l].grid[i]; });
         const auto stepSize = [&](double c, double d) {
             std::vector<double> values;
             for (double value : h) values.push_back(c * value / d);
-            return column(lanes, values);
+            return column(cells, values);
         };
         const auto velocityAt = [&](const torch::Tensor& state, double c) {
             std::vector<double> times;
             for (size_t k = 0; k < t.size(); ++k) times.push_back(t[k] + c * h[k]);
-            return evaluate(lanes, state, times).velocity;
+            return evaluate(cells, state, times).velocity;
         };
         return steps::rungeKuttaStep(m_method, x, stepSize, k1, velocityAt);
     }
 
-    // Each lane draws its fresh noise from its own generators, as its run alone would.
-    torch::Tensor ancestralStep(size_t i, const std::vector<size_t>& lanes, const torch::Tensor& x,
+    // Each cell draws its fresh noise from its own generators, as its run alone would.
+    torch::Tensor ancestralStep(size_t i, const std::vector<size_t>& cells, const torch::Tensor& x,
                                 const torch::Tensor& data) {
         std::vector<double> alpha, sigma, alphaNext, epsWeight, noiseWeight;
         std::vector<torch::Tensor> draws;
-        for (size_t l : lanes) {
-            const steps::AncestralStep s = steps::ancestralStep(m_ancestral, *m_lanes[l].path, m_lanes[l].grid[i],
-                                                                m_lanes[l].grid[i + 1]);
+        for (size_t l : cells) {
+            const steps::AncestralStep s = steps::ancestralStep(m_ancestral, *m_cells[l].path, m_cells[l].grid[i],
+                                                                m_cells[l].grid[i + 1]);
             alpha.push_back(s.alpha);
             sigma.push_back(s.sigma);
             alphaNext.push_back(s.alphaNext);
             epsWeight.push_back(s.epsWeight);
             noiseWeight.push_back(s.noiseWeight);
-            draws.push_back(m_lanes[l].noise->draw());
+            draws.push_back(m_cells[l].noise->draw());
         }
         const torch::Tensor noise = toDeviceAsync(draws.size() == 1 ? draws.front() : torch::cat(draws, 0), x.options());
-        return steps::ancestralUpdate(m_ancestral, x, data, noise, column(lanes, alpha), column(lanes, sigma),
-                                      column(lanes, alphaNext), column(lanes, epsWeight), column(lanes, noiseWeight));
+        return steps::ancestralUpdate(m_ancestral, x, data, noise, column(cells, alpha), column(cells, sigma),
+                                      column(cells, alphaNext), column(cells, epsWeight), column(cells, noiseWeight));
     }
 
-    // DDIM's exponential step, its coefficients per lane.
+    // DDIM's exponential step, its coefficients per cell.
     torch::Tensor exponentialStep(size_t i, const std::vector<size_t>& active, const torch::Tensor& x,
                                   const torch::Tensor& data) const {
         std::vector<double> ratio, weight;
         for (size_t l : active) {
-            const steps::ExponentialStep step = steps::exponentialStep(*m_lanes[l].path, m_lanes[l].grid[i], m_lanes[l].grid[i + 1]);
+            const steps::ExponentialStep step = steps::exponentialStep(*m_cells[l].path, m_cells[l].grid[i], m_cells[l].grid[i + 1]);
             ratio.push_back(step.ratio);
             weight.push_back(step.weight);
         }
         return steps::exponentialUpdate(x, column(active, ratio), column(active, weight), data);
     }
 
-    // DPM++(2M): the exponential step on a corrected x̂0, first order on a lane's first and last step.
-    // rows: those of the active lanes (undefined: every row).
+    // DPM++(2M): the exponential step on a corrected x̂0, first order on a cell's first and last step.
+    // rows: those of the active cells (undefined: every row).
     torch::Tensor dpmStep(size_t i, const std::vector<size_t>& active, const torch::Tensor& rows,
                           const torch::Tensor& data, const torch::Tensor& x) {
         std::vector<double> weights;
         bool anyCorrected = false;
         for (size_t l : active) {
-            const auto& path = *m_lanes[l].path;
-            const double h = path.lambda(m_lanes[l].grid[i + 1]) - path.lambda(m_lanes[l].grid[i]);
-            const bool lastStep = i + 2 == m_lanes[l].grid.size();
+            const auto& path = *m_cells[l].path;
+            const double h = path.lambda(m_cells[l].grid[i + 1]) - path.lambda(m_cells[l].grid[i]);
+            const bool lastStep = i + 2 == m_cells[l].grid.size();
             double weight = 0.0;
             if (i > 0 && !lastStep) {
                 weight = steps::secondOrderWeight(m_previousH[l], h);
@@ -437,14 +437,14 @@ private:
     Kind m_kind;
     steps::RungeKutta m_method;
     steps::Ancestral m_ancestral;
-    const std::vector<Lane>& m_lanes;
+    const std::vector<BatchedCell>& m_cells;
     SolverSettings m_settings;
     const std::atomic<bool>* m_cancel;
     bool m_deferChecks = false;
     std::vector<int64_t> m_begin, m_count;
     std::vector<int> m_nfe;
     std::vector<double> m_previousH;
-    std::vector<std::vector<double>> m_times;  // each lane's times so far (its grid, for fixed steps)
+    std::vector<std::vector<double>> m_times;  // each cell's times so far (its grid, for fixed steps)
     RunRecord m_sums;  // the per-step sums of every row
     torch::Tensor m_x, m_previousData;
     torch::Tensor m_startData, m_startVelocity;  // dopri5: each row's first stage of its next step
@@ -452,23 +452,23 @@ private:
 
 }  // namespace
 
-bool solverRunsLanes(std::string_view solver) { return kindOf(solver) != Kind::None; }
+bool solverBatchesCells(std::string_view solver) { return kindOf(solver) != Kind::None; }
 
-std::vector<SamplingOutcome> runLanes(Model& model, std::string_view solver, const std::vector<Lane>& lanes,
+std::vector<SamplingOutcome> runBatchedCells(Model& model, std::string_view solver, const std::vector<BatchedCell>& cells,
                                       const SolverSettings& settings, const std::atomic<bool>* cancel,
                                       GraphCache* graphs) {
-    if (kindOf(solver) == Kind::None) throw InvalidRequestError("solver '" + std::string(solver) + "' cannot run lanes together");
+    if (kindOf(solver) == Kind::None) throw InvalidRequestError("solver '" + std::string(solver) + "' cannot run cells together");
     if (kindOf(solver) == Kind::Adaptive && (!(settings.rtol > 0.0) || !(settings.atol > 0.0))) {
         throw InvalidRequestError("dopri5 needs rtol > 0 and atol > 0");
     }
-    if (lanes.empty()) return {};
-    const torch::Tensor& x0 = lanes.front().x0;
+    if (cells.empty()) return {};
+    const torch::Tensor& x0 = cells.front().x0;
     if (graphs) {
         graphs->prepare(model, x0.device(), x0.scalar_type());
     } else {
         model.prepare(x0.device(), x0.scalar_type());
     }
-    return LaneRunner(model, solver, lanes, settings, cancel).run();
+    return BatchedCellRunner(model, solver, cells, settings, cancel).run();
 }
 
 }  // namespace flowscope::core
