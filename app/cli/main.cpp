@@ -282,11 +282,14 @@ int runSample(const std::vector<std::string>& args) {
     const auto saveDecoded = options.optionalText("save-decoded");
     checkWritable(out, "out");
     checkWritable(saveDecoded, "save-decoded");
-    if (request.decodeEvery > 0 && core::bundleDirectoryOf(request.model).empty()) {
+    // A spec the engine cannot describe is refused by the run itself, with its reasons.
+    const core::ModelDescription described = core::Engine::describeModel(request.model, request.resolution);
+    const bool directImages = described.ok && !described.latent;
+    if (request.decodeEvery > 0 && directImages) {
         throw app::UsageError("--decode-every decodes a latent model's steps; '" + request.model +
                               "' samples images directly, and every step is already an image");
     }
-    if (saveDecoded && core::bundleDirectoryOf(request.model).empty()) {
+    if (saveDecoded && directImages) {
         throw app::UsageError("--save-decoded needs a latent model (a bundle with a decoder or latent_rgb); '" +
                               request.model + "' samples images directly: use --save-final");
     }

@@ -283,6 +283,8 @@ void TestCli::usageErrors_data() {
     QTest::newRow("tolerance for a fixed-step solver") << (gmm + QStringList{"--rtol", "-1"}) << "leave them out";
     QTest::newRow("negative tolerance for dopri5") << (gmm + QStringList{"--solver", "dopri5", "--atol", "-1"})
                                                    << "atol > 0";
+    QTest::newRow("decoding a network without latents")
+        << QStringList{"sample", "--model", "shipped:moons-rectified", "--decode-every", "2"} << "--decode-every";
     QTest::newRow("decoding a model without latents") << (gmm + QStringList{"--decode-every", "2"}) << "--decode-every";
 }
 
