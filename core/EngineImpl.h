@@ -44,7 +44,6 @@ void checkTolerance(double value, const std::string& option, torch::ScalarType d
 torch::Tensor startState(NoiseSource& noise, const ProbabilityPath& path, double t0,
                          const torch::TensorOptions& options);
 std::vector<double> toVector(const torch::Tensor& tensor);
-const std::vector<std::string>& deviceNames();
 
 template <typename Result>
 Result failureResult(Failure failure, std::string message) {

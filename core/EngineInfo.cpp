@@ -11,6 +11,7 @@
 #include "core/EngineImpl.h"
 #include "core/GaussianMixture.h"
 #include "core/HostTensor.h"
+#include "core/Names.h"
 #include "core/Parameterization.h"
 #include "core/Sampler.h"
 #include "core/Schedule.h"
@@ -18,11 +19,6 @@
 #include "core/TrustList.h"
 
 namespace flowscope::core {
-
-const std::vector<std::string>& deviceNames() {
-    static const std::vector<std::string> names{"auto", "cpu", "cuda"};
-    return names;
-}
 
 bool BundleInfo::needsTrust() const {
     for (const auto& program : programs) {
@@ -109,36 +105,6 @@ EngineInfo Engine::info() {
     info.fashionMnistInstalled =
         std::filesystem::exists(std::filesystem::path(info.fashionMnistDirectory) / "train-images-idx3-ubyte.gz", ec);
     return info;
-}
-
-std::vector<std::string> Engine::names(NameKind kind) {
-    switch (kind) {
-        case NameKind::Path: return pathNames();
-        case NameKind::Solver: return solverNames();
-        case NameKind::Device: return deviceNames();
-        case NameKind::Schedule: break;
-    }
-    std::vector<std::string> schedules = scheduleNames();
-    std::replace(schedules.begin(), schedules.end(), std::string("shift:S"), std::string("shift:3"));
-    return schedules;
-}
-
-std::string Engine::checkName(NameKind kind, const std::string& name) {
-    try {
-        switch (kind) {
-            case NameKind::Path: makePath(name); break;
-            case NameKind::Solver: makeSolver(name); break;
-            case NameKind::Schedule: parseSchedule(name); break;
-            case NameKind::Device:
-                if (std::find(deviceNames().begin(), deviceNames().end(), name) == deviceNames().end()) {
-                    throw UnknownNameError("device", name, deviceNames());
-                }
-                break;
-        }
-    } catch (const std::exception& error) {
-        return error.what();
-    }
-    return {};
 }
 
 }  // namespace flowscope::core

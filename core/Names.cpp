@@ -22,4 +22,15 @@ const std::vector<std::string>& pointCloudNames() {
     return names;
 }
 
+const std::vector<std::string>& solverNames() {
+    static const std::vector<std::string> names{"euler", "heun",   "midpoint", "rk4",    "dpm++2m",
+                                                "ddim",  "dopri5", "ddpm",     "euler-a"};
+    return names;
+}
+
+const std::vector<std::string>& deviceNames() {
+    static const std::vector<std::string> names{"auto", "cpu", "cuda"};
+    return names;
+}
+
 }  // namespace flowscope::core

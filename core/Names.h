@@ -11,5 +11,7 @@ const std::vector<std::string>& parameterizationNames();  // velocity epsilon da
 const std::vector<std::string>& timeInputNames();         // t sigma timestep1000
 const std::vector<std::string>& mixtureNames();           // gmm:NAME
 const std::vector<std::string>& pointCloudNames();        // points:NAME
+const std::vector<std::string>& solverNames();            // euler heun ... dopri5 ddpm euler-a
+const std::vector<std::string>& deviceNames();            // auto cpu cuda
 
 }  // namespace flowscope::core

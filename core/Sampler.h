@@ -11,6 +11,7 @@
 #include <torch/types.h>
 
 #include "core/Model.h"
+#include "core/Names.h"
 #include "core/NoiseSource.h"
 #include "core/ProbabilityPath.h"
 
@@ -119,7 +120,6 @@ struct SolverSettings {
 };
 
 std::unique_ptr<Solver> makeSolver(std::string_view name, const SolverSettings& settings = {});
-const std::vector<std::string>& solverNames();
 
 // What a solver sees of a run: the model along the path, the grid, step bookkeeping and noise.
 class SolverContext {

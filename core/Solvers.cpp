@@ -196,12 +196,6 @@ private:
 
 }  // namespace
 
-const std::vector<std::string>& solverNames() {
-    static const std::vector<std::string> names{"euler", "heun",   "midpoint", "rk4",    "dpm++2m",
-                                                "ddim",  "dopri5", "ddpm",     "euler-a"};
-    return names;
-}
-
 std::unique_ptr<Solver> makeSolver(std::string_view name, const SolverSettings& settings) {
     if (const auto method = steps::rungeKuttaNamed(name)) {
         return std::make_unique<RungeKuttaSolver>(std::string(name), *method);
