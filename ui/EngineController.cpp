@@ -2,13 +2,13 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <condition_variable>
 #include <deque>
 #include <map>
 #include <mutex>
 #include <optional>
-#include <thread>
 
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -18,6 +18,7 @@
 #include <QPointer>
 
 #include "ui/ThreadHandoff.h"
+#include "ui/WorkerThread.h"
 
 #include "core/Bundle.h"
 #include "core/ShippedModels.h"
@@ -31,6 +32,11 @@ constexpr double kReferenceTolerance = 1e-4;
 constexpr size_t kReferenceCacheSize = 16;
 constexpr int kWorkerNice = 5;
 constexpr qint64 kTrajectoryBudgetBytes = qint64(256) << 20;
+// The side of a lane's 2-D plots, in pixels: the canvas scales them to the lane, so large enough
+// to stay sharp in a lane on a large screen.
+constexpr int kPlotSize = 720;
+// How long closing waits for the running job to see its cancel flag before letting it go.
+constexpr std::chrono::milliseconds kStopWait{1000};
 
 // 2-D models are drawn as scatter plots rather than images.
 // 2-D models (mixtures, point clouds, and bundles whose samples are points) are drawn as scatter
@@ -154,6 +160,7 @@ struct EngineController::Worker {
         const PointModel points = pointModel(request.model);
         const bool pointCloud = points.points;
         const core::HostArray reference = core::Engine::referenceSamples(points.reference, 600);
+        const QRectF bounds = scatterBounds(reference);
         const core::SweepResult result = engine.sweep(
             request,
             [&](const core::SweepRow& row) {
@@ -165,7 +172,7 @@ struct EngineController::Worker {
                 cell.nfe = row.nfe;
                 cell.rmse = row.rmse;
                 if (pointCloud) {
-                    cell.image = scatterImage(row.final, reference, {}, {}, 4.5, 240);
+                    cell.image = scatterImage(row.final, reference, bounds, {}, {}, 0.0, 240);
                 } else {
                     const QVector<QImage> images = imagesFromBatch(row.final);
                     if (!images.isEmpty()) cell.image = images.front();
@@ -198,10 +205,14 @@ struct EngineController::Worker {
         const PointModel points = pointModel(request.model);
         const bool pointCloud = points.points;
         core::HostArray reference;
+        QRectF bounds;
         QVector<core::HostArray> history;  // earlier particle positions, for the trails
         if (pointCloud) {
             reference = core::Engine::referenceSamples(points.reference, 600);
+            bounds = scatterBounds(reference);
             request.velocityFieldResolution = 15;
+            // The field's grid is centred on the origin: wide enough to cover the whole plot.
+            request.fieldExtent = std::max({-bounds.left(), bounds.right(), -bounds.top(), bounds.bottom()});
         }
         // The whole trajectory (for the charts and the .npy export) only while it stays small:
         // a 128x128 folder model at batch 64 and 1000 steps would need 12 GB.
@@ -222,8 +233,9 @@ struct EngineController::Worker {
             frame.final = step.final;
             frame.pointCloud = pointCloud;
             if (pointCloud) {
-                frame.states = {scatterImage(step.state, reference, history, step.velocityField, request.fieldExtent)};
-                frame.predictions = {scatterImage(step.prediction, reference)};
+                frame.states = {scatterImage(step.state, reference, bounds, history, step.velocityField,
+                                             request.fieldExtent, kPlotSize)};
+                frame.predictions = {scatterImage(step.prediction, reference, bounds, {}, {}, 0.0, kPlotSize)};
                 history.push_back(step.state);
             } else {
                 frame.states = imagesFromBatch(step.statePreview.shape.empty() ? step.state : step.statePreview);
@@ -279,7 +291,8 @@ struct EngineController::Worker {
     // Runs `emitter` on the controller's thread; dropped if the controller is gone by then.
     template <typename F>
     void post(F emitter) {
-        handoff::post(relay, controller, std::move(emitter));
+        std::lock_guard lock(relayMutex);
+        if (relay) handoff::post(*relay, controller, std::move(emitter));
     }
 
     // Tells the UI about queued jobs that will never run, so no lane waits for them forever.
@@ -303,8 +316,11 @@ struct EngineController::Worker {
     }
 
     EngineController* controller;
-    handoff::Relay relay;  // created on the controller's thread, with the worker
-    std::thread thread;
+    // Created and destroyed on the controller's thread; gone once the controller is (the
+    // worker may outlive it, see WorkerThread).
+    std::unique_ptr<handoff::Relay> relay;
+    std::mutex relayMutex;
+    WorkerThread thread;
     mutable std::mutex mutex;
     std::condition_variable wake;
     std::condition_variable idle;
@@ -321,10 +337,25 @@ EngineController::EngineController(QObject* parent) : QObject(parent) {
     qRegisterMetaType<LaneFrame>();
     qRegisterMetaType<LaneResult>();
     qRegisterMetaType<SweepCell>();
-    m_worker = std::make_unique<Worker>(this);
+    m_worker = std::make_shared<Worker>(this);
+    m_worker->thread.start([worker = m_worker] { worker->loop(); });
 }
 
-EngineController::~EngineController() = default;
+EngineController::~EngineController() {
+    {
+        std::lock_guard lock(m_worker->mutex);
+        m_worker->stopping = true;
+        m_worker->pending.clear();
+        m_worker->references.clear();
+        m_worker->sweepCells.clear();
+        if (m_worker->running) m_worker->running->cancel->store(true);
+    }
+    m_worker->wake.notify_all();
+    m_worker->thread.stop(kStopWait);
+    // Tasks still queued for the relay are dropped with it, and a worker let go posts nothing.
+    const std::lock_guard lock(m_worker->relayMutex);
+    m_worker->relay.reset();
+}
 
 quint64 EngineController::submit(int lane, const RunSettings& settings) {
     quint64 id = 0;

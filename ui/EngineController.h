@@ -22,6 +22,8 @@ class EngineController : public QObject {
 
 public:
     explicit EngineController(QObject* parent = nullptr);
+    // Cancels every run and waits a moment for the worker; a job that does not stop by then
+    // (one long step) is left to end on its own, so closing the window never waits for it.
     ~EngineController() override;
 
     // Queues a run for `lane` and returns its id (ids increase across all lanes).
@@ -52,7 +54,7 @@ Q_SIGNALS:
 
 private:
     struct Worker;
-    std::unique_ptr<Worker> m_worker;
+    std::shared_ptr<Worker> m_worker;  // shared with its thread, which may outlive the controller
 };
 
 }  // namespace flowscope::ui

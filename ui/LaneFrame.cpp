@@ -33,20 +33,38 @@ QVector<QImage> imagesFromBatch(const core::HostArray& batch) {
     return images;
 }
 
-QImage scatterImage(const core::HostArray& points, const core::HostArray& reference,
+QRectF scatterBounds(const core::HostArray& reference) {
+    // Runs start from a standard normal's noise (at sigma(t0) <= 1 on every path but ve, whose
+    // first steps lie far outside): three standard deviations hold all but a few in a thousand.
+    constexpr double kNoise = 3.0;
+    constexpr double kMargin = 0.05;
+    double left = -kNoise, right = kNoise, bottom = -kNoise, top = kNoise;
+    for (size_t i = 0; i + 1 < reference.values.size(); i += 2) {
+        left = std::min(left, double(reference.values[i]));
+        right = std::max(right, double(reference.values[i]));
+        bottom = std::min(bottom, double(reference.values[i + 1]));
+        top = std::max(top, double(reference.values[i + 1]));
+    }
+    // A square around the centre of both, so the plot keeps equal aspect at any size.
+    const double side = std::max(right - left, top - bottom) * (1.0 + 2.0 * kMargin);
+    const QPointF centre((left + right) / 2, (bottom + top) / 2);
+    return {centre - QPointF(side / 2, side / 2), QSizeF(side, side)};
+}
+
+QImage scatterImage(const core::HostArray& points, const core::HostArray& reference, const QRectF& bounds,
                     const QVector<core::HostArray>& history, const core::HostArray& field, double fieldExtent,
                     int size) {
     QImage image(size, size, QImage::Format_RGB32);
     image.fill(QColor(250, 250, 250));
     QPainter painter(&image);
     painter.setRenderHint(QPainter::Antialiasing);
-    constexpr double kExtent = 4.5;
+    // `bounds` holds plane coordinates with y up; the image's y runs down.
     auto toPixel = [&](double x, double y) {
-        return QPointF((x / kExtent * 0.5 + 0.5) * size, (0.5 - y / kExtent * 0.5) * size);
+        return QPointF((x - bounds.left()) / bounds.width() * size, (bounds.bottom() - y) / bounds.height() * size);
     };
     painter.setPen(QColor(225, 225, 225));
-    painter.drawLine(toPixel(-kExtent, 0), toPixel(kExtent, 0));
-    painter.drawLine(toPixel(0, -kExtent), toPixel(0, kExtent));
+    painter.drawLine(toPixel(bounds.left(), 0), toPixel(bounds.right(), 0));
+    painter.drawLine(toPixel(0, bounds.top()), toPixel(0, bounds.bottom()));
     painter.setPen(Qt::NoPen);
     painter.setBrush(QColor(200, 200, 200));
     for (size_t i = 0; i + 1 < reference.values.size(); i += 2) {

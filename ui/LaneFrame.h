@@ -2,6 +2,7 @@
 
 #include <QImage>
 #include <QMetaType>
+#include <QRectF>
 #include <QString>
 #include <QStringList>
 #include <QVector>
@@ -54,12 +55,17 @@ struct SweepCell {
 
 // Engine arrays to images. Values are clamped to [-1, 1] and mapped with rounding.
 QVector<QImage> imagesFromBatch(const core::HostArray& batch);
-// 2-D particles [B, 2] as a scatter plot: `reference` (the target distribution) in grey beneath,
-// each particle's trail through the earlier states `history` as a polyline, and the velocity
-// field `field` ([res, res, 2], may be empty) as arrows.
-QImage scatterImage(const core::HostArray& points, const core::HostArray& reference,
+// The square of the plane that plots of a 2-D model show: its data (`reference`, [N, 2]) and the
+// noise its runs start from, with a margin. It depends on the model only, so every lane and step
+// of a model is drawn on the same axes and frames compare.
+QRectF scatterBounds(const core::HostArray& reference);
+// 2-D particles [B, 2] as a `size` x `size` scatter plot of `bounds` (equal aspect): `reference`
+// (the target distribution) in grey beneath, each particle's trail through the earlier states
+// `history` as a polyline, and the velocity field `field` ([res, res, 2] over
+// [-fieldExtent, fieldExtent]^2, may be empty) as arrows.
+QImage scatterImage(const core::HostArray& points, const core::HostArray& reference, const QRectF& bounds,
                     const QVector<core::HostArray>& history = {}, const core::HostArray& field = {},
-                    double fieldExtent = 4.5, int size = 480);
+                    double fieldExtent = 0.0, int size = 480);
 
 }  // namespace flowscope::ui
 

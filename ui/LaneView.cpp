@@ -21,43 +21,35 @@ namespace {
 constexpr qsizetype kMaxFrames = 400;
 constexpr qsizetype kMaxFrameBytes = qsizetype(256) << 20;
 
-QComboBox* makeCombo(const QStringList& items, QWidget* parent, bool editable = false) {
+// The steps slider spans the counts worth dragging through; the box beside it takes any count
+// the engine runs (the slider then rests at its end).
+constexpr int kSliderSteps = 1000;
+
+QComboBox* makeCombo(core::NameKind kind, QWidget* parent, bool editable = false) {
     auto* combo = new QComboBox(parent);
-    combo->addItems(items);
+    combo->addItems(engineNames(kind));
     combo->setEditable(editable);
     return combo;
-}
-
-void selectText(QComboBox* combo, const QString& text) {
-    const int found = combo->findText(text);
-    if (found >= 0) {
-        combo->setCurrentIndex(found);
-    } else if (combo->isEditable()) {
-        combo->setEditText(text);
-    } else {
-        combo->addItem(text);
-        combo->setCurrentIndex(combo->count() - 1);
-    }
 }
 
 }  // namespace
 
 LaneView::LaneView(int index, QWidget* parent) : QWidget(parent), m_index(index) {
-    m_path = makeCombo({"linear", "vp", "cosine", "ve"}, this);
+    m_path = makeCombo(core::NameKind::Path, this);
     m_path->setToolTip(tr("Probability path: linear is rectified flow (straight); vp and cosine are diffusion (curved); ve is EDM"));
-    m_solver = makeCombo({"euler", "heun", "midpoint", "rk4", "dpm++2m", "ddim", "dopri5", "ddpm", "euler-a"}, this);
-    m_schedule = makeCombo({"uniform", "karras", "shift:3", "flux", "logsnr"}, this, true);
+    m_solver = makeCombo(core::NameKind::Solver, this);
+    m_schedule = makeCombo(core::NameKind::Schedule, this, true);
     // Four lanes side by side must fit a laptop's screen: the solver's box (whose longest names
     // are the longest) may shrink below them, eliding, and grows back whenever there is room.
     // The path's names are short, and the schedule's box is edited, so they keep their width.
     m_solver->setMinimumWidth(4 * m_solver->fontMetrics().averageCharWidth() + 28);
     m_schedule->setToolTip(tr("Time grid; shift:S takes any S > 0"));
     m_steps = new QSpinBox(this);
-    m_steps->setRange(1, 1000);
+    m_steps->setRange(1, core::kMaxSteps);
     m_steps->setValue(8);
-    m_steps->setToolTip(tr("Steps (1-1000)"));
+    m_steps->setToolTip(tr("Steps (1-%1)").arg(core::kMaxSteps));
     m_stepsSlider = new QSlider(Qt::Horizontal, this);
-    m_stepsSlider->setRange(1, 1000);
+    m_stepsSlider->setRange(1, kSliderSteps);
     m_stepsSlider->setValue(8);
 
     m_title = new QLabel(tr("<b>Lane %1</b>").arg(index + 1), this);
@@ -139,10 +131,12 @@ RunSettings LaneView::settings(const RunSettings& shared) const {
 
 void LaneView::setLaneSettings(const RunSettings& settings) {
     const QSignalBlocker b1(m_path), b2(m_solver), b3(m_schedule), b4(m_steps), b5(m_stepsSlider);
-    selectText(m_path, settings.path);
-    selectText(m_solver, settings.solver);
-    selectText(m_schedule, settings.schedule);
-    m_steps->setValue(std::clamp(settings.steps, 1, 1000));
+    // RunSettings::fromJson refuses what these boxes cannot show (names the engine does not
+    // know, counts past its limits), so nothing is clamped or replaced here.
+    m_path->setCurrentText(settings.path);
+    m_solver->setCurrentText(settings.solver);
+    m_schedule->setCurrentText(settings.schedule);
+    m_steps->setValue(settings.steps);
     m_stepsSlider->setValue(m_steps->value());
 }
 
@@ -278,7 +272,7 @@ int LaneView::currentFrame() const { return m_timeline->value(); }
 void LaneView::showFrame(int index) {
     if (index < 0 || index >= m_frames.size()) return;
     const LaneFrame& frame = m_frames[index];
-    m_canvas->setImages(frame.states, frame.predictions);
+    m_canvas->setImages(frame.states, frame.predictions, frame.pointCloud);
     m_filmstrip->setCurrentFrame(index);
     updateStepLabel();
 }

@@ -22,6 +22,7 @@
 #include <QProgressBar>
 #include <QPushButton>
 #include <QSaveFile>
+#include <QScopeGuard>
 #include <QSettings>
 #include <QSpinBox>
 #include <QSplitter>
@@ -30,6 +31,7 @@
 #include <QVBoxLayout>
 
 #include "core/Engine.h"
+#include "ui/AppSettings.h"
 #include "ui/DialogFolder.h"
 #include "ui/DifferenceView.h"
 #include "ui/EngineController.h"
@@ -46,6 +48,7 @@ namespace {
 constexpr int kMaxLanes = 4;
 constexpr int kDebounceMs = 150;
 constexpr int kRecentBundles = 8;
+constexpr int kSettingsMessageMs = 20000;
 
 // Names, sizes and modification times of a folder's files: changes when anything is re-exported.
 QString folderStamp(const QString& folder) {
@@ -85,6 +88,13 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), m_controller(new 
 }
 
 MainWindow::~MainWindow() { m_controller->cancelAll(); }
+
+QSize MainWindow::firstLaunchSize(const QSize& available) {
+    constexpr int kTitleBar = 40;
+    constexpr double kShare = 0.9;
+    const QSize room = available - QSize(0, kTitleBar);
+    return QSize(int(room.width() * kShare), int(room.height() * kShare));
+}
 
 void MainWindow::createWidgets() {
     m_panel = new SettingsPanel(this);
@@ -135,10 +145,9 @@ void MainWindow::createWidgets() {
     });
 
     m_hint = new QLabel(this);
+    m_hint->setObjectName("laneHint");
     m_hint->setWordWrap(true);
-    m_hint->setText(tr("All lanes start from the same noise. Drag a lane's Steps slider down to 2: the straight "
-                       "<b>linear</b> path still lands on clean images, the curved <b>vp</b> path does not. "
-                       "Scrub a lane's timeline to see every step."));
+    showHint(false);
     m_hint->setContentsMargins(6, 4, 6, 4);
     m_laneSplitter = new QSplitter(Qt::Horizontal, this);
     auto* central = new QWidget(this);
@@ -261,6 +270,17 @@ void MainWindow::createActions() {
     }
 }
 
+void MainWindow::showHint(bool points) {
+    m_hintForPoints = points;
+    // What a model's samples are decides what "landing" looks like: images, or points on the data.
+    m_hint->setText(points ? tr("All lanes start from the same noise. Drag a lane's Steps slider down to 2: the "
+                                "straight <b>linear</b> path still carries the points onto the data (grey), the "
+                                "curved <b>vp</b> path leaves them off it. Scrub a lane's timeline to see every step.")
+                           : tr("All lanes start from the same noise. Drag a lane's Steps slider down to 2: the "
+                                "straight <b>linear</b> path still lands on clean images, the curved <b>vp</b> path "
+                                "does not. Scrub a lane's timeline to see every step."));
+}
+
 void MainWindow::setLaneCount(int count) {
     count = std::clamp(count, 1, kMaxLanes);
     while (int(m_lanes.size()) > count) {
@@ -312,7 +332,9 @@ void MainWindow::runNow() {
     }
     for (int i = 0; i < int(m_lanes.size()); ++i) m_difference->setLaneFinal(i, {});
     m_runStartedMs = QDateTime::currentMSecsSinceEpoch();
+    m_progress->setFormat(tr("%v/%m steps"));
     m_progress->setValue(0);
+    m_rate->clear();
     for (LaneView* lane : m_lanes) {
         const RunSettings settings = lane->settings(shared);
         lane->beginRun(m_controller->submit(lane->index(), settings), settings);
@@ -356,6 +378,7 @@ void MainWindow::onFrame(int laneIndex, quint64 runId, const LaneFrame& frame) {
     LaneView* lane = this->lane(laneIndex);
     if (!lane || lane->runId() != runId) return;
     lane->addFrame(runId, frame);
+    if (frame.pointCloud != m_hintForPoints) showHint(frame.pointCloud);
     // Progress over all lanes: steps done over steps planned.
     int done = 0, planned = 0, nfe = 0;
     for (LaneView* l : m_lanes) {
@@ -385,13 +408,21 @@ void MainWindow::onFinished(int laneIndex, quint64 runId, const LaneResult& resu
     m_charts->setLane(laneIndex, tr("%1: %2 %3 %4").arg(laneIndex + 1).arg(settings.path, settings.solver).arg(settings.steps),
                       result.analysis, std::max(0, lane->canvas()->focusedSample()));
     m_device->setText(result.device);
+    m_device->show();
+    m_deviceKnown = true;
 }
 
 void MainWindow::onFailed(int laneIndex, quint64 runId, const QString& message, bool cancelled) {
     LaneView* lane = this->lane(laneIndex);
     if (!lane || lane->runId() != runId) return;
     lane->failRun(runId, message, cancelled);
-    if (!cancelled) statusBar()->showMessage(tr("Lane %1: %2").arg(laneIndex + 1).arg(message), 8000);
+    if (cancelled) return;
+    statusBar()->showMessage(tr("Lane %1: %2").arg(laneIndex + 1).arg(message), 8000);
+    // The failure stays in the status bar after the message times out, until the next run: the
+    // steps counted and "starting the engine" would say the run is still coming.
+    m_progress->setFormat(tr("lane %1 failed").arg(laneIndex + 1));
+    m_rate->setText(tr("<span style='color:#d33'>Lane %1 failed: %2</span>").arg(laneIndex + 1).arg(message.toHtmlEscaped()));
+    if (!m_deviceKnown) m_device->hide();
 }
 
 LaneSnapshot MainWindow::snapshot(int laneIndex) const {
@@ -628,55 +659,74 @@ void MainWindow::applyDefaults() {
 
 void MainWindow::resetToDefaults() {
     applyDefaults();
-    QSettings().remove("run");
+    AppSettings::open()->remove("run");
     runNow();
 }
 
 void MainWindow::readSettings() {
-    QSettings settings;
-    m_restoredGeometry = restoreGeometry(settings.value("window/geometry").toByteArray());
+    const auto settings = AppSettings::open();
+    QStringList problems;
+    // Said once, now, rather than losing the settings silently when the window closes.
+    if (const QString why = AppSettings::unwritableReason(); !why.isEmpty()) {
+        problems << tr("Settings will not be saved: %1.").arg(why);
+    }
+    const auto report = qScopeGuard([&] {
+        if (!problems.isEmpty()) statusBar()->showMessage(problems.join(QLatin1Char(' ')), kSettingsMessageMs);
+    });
+    m_restoredGeometry = restoreGeometry(settings->value("window/geometry").toByteArray());
     applyDefaults();
-    m_lastFolder = settings.value("files/lastFolder").toString();
-    m_recentBundles = settings.value("models/bundles").toStringList();
-    m_charts->setLogScale(settings.value("view/logScale", false).toBool());
+    m_lastFolder = settings->value("files/lastFolder").toString();
+    m_recentBundles = settings->value("models/bundles").toStringList();
+    m_charts->setLogScale(settings->value("view/logScale", false).toBool());
     for (const QString& spec : std::as_const(m_recentBundles)) {
         if (!spec.startsWith(QStringLiteral("bundle:"))) continue;
         m_panel->modelBox()->addItem(spec);
         m_train->addSourceModel(spec);
     }
-    if (!settings.contains("run/shared")) return;  // first launch: the defaults
+    if (!settings->contains("run/shared")) return;  // first launch: the defaults
     RunSettings shared;
     QString why;
-    const QJsonObject sharedJson = QJsonDocument::fromJson(settings.value("run/shared").toByteArray()).object();
+    const QJsonObject sharedJson = QJsonDocument::fromJson(settings->value("run/shared").toByteArray()).object();
     if (!RunSettings::fromJson(sharedJson, &shared, &why)) {
         qWarning("FlowScope: ignoring saved settings (%s); using defaults", qPrintable(why));
+        problems << tr("The saved settings were not used (%1); these are the defaults.").arg(why);
         return;
     }
     m_panel->setShared(shared);
-    const int lanes = std::clamp(settings.value("run/lanes", 2).toInt(), 1, kMaxLanes);
+    const int lanes = std::clamp(settings->value("run/lanes", 2).toInt(), 1, kMaxLanes);
     m_panel->setLaneCount(lanes);
     setLaneCount(lanes);
     for (int i = 0; i < lanes; ++i) {
         RunSettings lane;
-        const QJsonObject laneJson = QJsonDocument::fromJson(settings.value(QStringLiteral("run/lane%1").arg(i)).toByteArray()).object();
-        if (RunSettings::fromJson(laneJson, &lane, &why)) m_lanes[i]->setLaneSettings(lane);
+        const QJsonObject laneJson =
+            QJsonDocument::fromJson(settings->value(QStringLiteral("run/lane%1").arg(i)).toByteArray()).object();
+        if (RunSettings::fromJson(laneJson, &lane, &why)) {
+            m_lanes[i]->setLaneSettings(lane);
+        } else {
+            problems << tr("Lane %1's saved settings were not used (%2); it has the defaults.").arg(i + 1).arg(why);
+        }
     }
-    restoreState(settings.value("window/state").toByteArray());
+    restoreState(settings->value("window/state").toByteArray());
 }
 
 void MainWindow::writeSettings() const {
-    QSettings settings;
-    settings.setValue("window/geometry", saveGeometry());
-    settings.setValue("window/state", saveState());
-    settings.setValue("files/lastFolder", m_lastFolder);
-    settings.setValue("models/bundles", m_recentBundles);
-    settings.setValue("view/logScale", m_charts->logScale());
+    const auto settings = AppSettings::open();
+    settings->setValue("window/geometry", saveGeometry());
+    settings->setValue("window/state", saveState());
+    settings->setValue("files/lastFolder", m_lastFolder);
+    settings->setValue("models/bundles", m_recentBundles);
+    settings->setValue("view/logScale", m_charts->logScale());
     const RunSettings shared = m_panel->shared();
-    settings.setValue("run/shared", QJsonDocument(shared.toJson()).toJson(QJsonDocument::Compact));
-    settings.setValue("run/lanes", int(m_lanes.size()));
+    settings->setValue("run/shared", QJsonDocument(shared.toJson()).toJson(QJsonDocument::Compact));
+    settings->setValue("run/lanes", int(m_lanes.size()));
     for (int i = 0; i < int(m_lanes.size()); ++i) {
-        settings.setValue(QStringLiteral("run/lane%1").arg(i),
-                          QJsonDocument(m_lanes[i]->settings(shared).toJson()).toJson(QJsonDocument::Compact));
+        settings->setValue(QStringLiteral("run/lane%1").arg(i),
+                           QJsonDocument(m_lanes[i]->settings(shared).toJson()).toJson(QJsonDocument::Compact));
+    }
+    settings->sync();
+    // The window is closing: the status bar said so at startup if the folder was not writable.
+    if (settings->status() != QSettings::NoError) {
+        qWarning("FlowScope: the settings could not be saved to %s", qPrintable(settings->fileName()));
     }
 }
 

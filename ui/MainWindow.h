@@ -38,6 +38,9 @@ public:
 
     // False on first launch (no window geometry saved yet): the caller picks a size.
     bool restoredGeometry() const { return m_restoredGeometry; }
+    // The size for a first launch on a screen with `available` room: most of it, the lanes being
+    // what the user came for, with room left for the title bar and the desktop's panels.
+    static QSize firstLaunchSize(const QSize& available);
     // The folder file dialogs open in: the last one used, unless it is gone or a system folder
     // (/proc, /sys, /dev: Qt's dialog can block for good reading files such as /proc/kmsg).
     QString dialogFolder() const;
@@ -108,6 +111,8 @@ private:
     // For a bundle spec: true when its program files are trusted, asking the user if needed.
     bool ensureTrusted(const QString& spec);
     void applyDefaults();
+    // The hint above the lanes, for a model whose samples are 2-D points or images.
+    void showHint(bool points);
 
     EngineController* m_controller;
     SettingsPanel* m_panel = nullptr;
@@ -119,7 +124,9 @@ private:
     QVector<LaneView*> m_lanes;
     QTimer* m_debounce = nullptr;
     QLabel* m_hint = nullptr;
+    bool m_hintForPoints = false;
     QLabel* m_device = nullptr;
+    bool m_deviceKnown = false;  // a run has finished and named the device
     QLabel* m_rate = nullptr;
     QProgressBar* m_progress = nullptr;
     int m_focusedLane = 0;

@@ -1,5 +1,8 @@
 #include "ui/RunSettings.h"
 
+#include <cmath>
+#include <utility>
+
 #include <QImageReader>
 #include <QJsonDocument>
 #include <QObject>
@@ -49,13 +52,37 @@ bool RunSettings::fromJson(const QJsonObject& json, RunSettings* settings, QStri
     bool seedOk = false;
     const QJsonValue seed = json.value("seed");
     parsed.seed = seed.isString() ? seed.toString().toULongLong(&seedOk) : quint64(seed.toDouble(-1));
-    if (seed.isDouble()) seedOk = seed.toDouble(-1) >= 0;
-    if (parsed.steps < 1 || parsed.steps > 10000 || parsed.batch < 1 || parsed.batch > 4096 || !seedOk) {
-        *error = QStringLiteral("the settings have an invalid steps, batch or seed value");
+    if (seed.isDouble()) seedOk = seed.toDouble(-1) >= 0 && seed.toDouble() == std::floor(seed.toDouble());
+    if (parsed.steps < 1 || parsed.steps > core::kMaxSteps || parsed.batch < 1 || parsed.batch > core::kMaxBatch ||
+        !seedOk || parsed.seed > core::kMaxSeed) {
+        *error = QStringLiteral("the settings have an invalid steps, batch or seed value (steps 1-%1, batch 1-%2, "
+                                "seed 0-%3)")
+                     .arg(core::kMaxSteps)
+                     .arg(core::kMaxBatch)
+                     .arg(core::kMaxSeed);
         return false;
+    }
+    // Names the engine does not know are refused like numbers out of range: shown in a box, they
+    // would pass for settings that run, and be written back.
+    const std::pair<core::NameKind, const QString*> names[] = {{core::NameKind::Path, &parsed.path},
+                                                               {core::NameKind::Solver, &parsed.solver},
+                                                               {core::NameKind::Schedule, &parsed.schedule},
+                                                               {core::NameKind::Device, &parsed.device}};
+    for (const auto& [kind, name] : names) {
+        const std::string why = core::Engine::checkName(kind, name->toStdString());
+        if (!why.empty()) {
+            *error = QString::fromStdString(why);
+            return false;
+        }
     }
     *settings = parsed;
     return true;
+}
+
+QStringList engineNames(core::NameKind kind) {
+    QStringList names;
+    for (const std::string& name : core::Engine::names(kind)) names << QString::fromStdString(name);
+    return names;
 }
 
 QString RunSettings::parametersLine(int nfe) const {

@@ -3,6 +3,7 @@
 #include <QJsonObject>
 #include <QMetaType>
 #include <QString>
+#include <QStringList>
 
 #include "core/Engine.h"
 
@@ -35,6 +36,9 @@ struct RunSettings {
 
     bool operator==(const RunSettings&) const = default;
 };
+
+// The engine's names of `kind`, for the boxes that offer them.
+QStringList engineNames(core::NameKind kind);
 
 }  // namespace flowscope::ui
 

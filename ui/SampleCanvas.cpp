@@ -22,9 +22,10 @@ SampleCanvas::SampleCanvas(QWidget* parent) : QWidget(parent) {
     setToolTip(tr("Click a sample to focus it; click again to see the whole batch"));
 }
 
-void SampleCanvas::setImages(const QVector<QImage>& states, const QVector<QImage>& predictions) {
+void SampleCanvas::setImages(const QVector<QImage>& states, const QVector<QImage>& predictions, bool plots) {
     m_states = states;
     m_predictions = predictions;
+    m_plots = plots;
     if (m_focused >= m_states.size()) m_focused = -1;
     update();
 }
@@ -77,13 +78,19 @@ SampleCanvas::Layout SampleCanvas::layout() const {
             l.rows = rows;
         }
     }
-    if (best >= 1.0) {
+    if (m_plots) {
+        // A drawing has no pixels to keep square: it fills the lane, at any scale.
+        l.shrink = std::max(0.05, best) * (1 + m_zoomSteps);
+        l.smooth = true;
+        l.cell = std::max(1, int(std::floor(side * l.shrink)));
+    } else if (best >= 1.0) {
         // Whole-pixel zoom keeps pixels square and crisp; Ctrl+wheel zooms further.
         l.scale = int(std::floor(best)) + m_zoomSteps;
         l.cell = l.scale * side;
     } else {
         l.scale = 1;
         l.shrink = std::max(0.05, best);
+        l.smooth = true;
         l.cell = std::max(1, int(std::floor(side * l.shrink)));
     }
     const int gridW = l.columns * l.cell + (l.columns - 1) * kGap;
@@ -129,11 +136,11 @@ void SampleCanvas::paintEvent(QPaintEvent*) {
             const int index = samples[i];
             if (index >= images.size()) continue;
             const QImage& image = images[index];
-            const QSize drawn = l.shrink < 1.0 ? image.size() * l.shrink : image.size() * l.scale;
+            const QSize drawn = l.smooth ? image.size() * l.shrink : image.size() * l.scale;
             const QRect target(x0 + (i % l.columns) * (l.cell + kGap), l.origin.y() + (i / l.columns) * (l.cell + kGap),
                                std::max(1, drawn.width()), std::max(1, drawn.height()));
-            // Shrinking needs smoothing to stay legible; enlarging must not be smoothed.
-            painter.setRenderHint(QPainter::SmoothPixmapTransform, l.shrink < 1.0);
+            // Shrinking needs smoothing to stay legible; enlarging pixels must not be smoothed.
+            painter.setRenderHint(QPainter::SmoothPixmapTransform, l.smooth);
             painter.drawImage(target, image);
         }
         if (l.panels == 2) {

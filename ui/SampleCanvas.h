@@ -18,7 +18,9 @@ public:
 
     explicit SampleCanvas(QWidget* parent = nullptr);
 
-    void setImages(const QVector<QImage>& states, const QVector<QImage>& predictions);
+    // `plots`: the images are drawings (2-D scatter plots), not pixels: they are scaled smoothly
+    // to fill the canvas instead of by whole pixels.
+    void setImages(const QVector<QImage>& states, const QVector<QImage>& predictions, bool plots = false);
     // What the canvas says while it has no images (by default that the first step is coming).
     void setPlaceholder(const QString& text);
     void setView(View view);
@@ -51,7 +53,8 @@ private:
         int rows = 1;
         int cell = 1;  // pixels per cell side
         int scale = 1;         // whole-pixel zoom when enlarging
-        double shrink = 1.0;   // < 1 when even one pixel per pixel does not fit
+        double shrink = 1.0;   // the scale when `smooth`: shrinking images, or any plot
+        bool smooth = false;
         QPoint origin;
         int panels = 1;
         int panelWidth = 0;
@@ -62,6 +65,7 @@ private:
     QVector<QImage> m_states;
     QVector<QImage> m_predictions;
     QString m_placeholder;
+    bool m_plots = false;
     View m_view = View::State;
     int m_focused = -1;
     int m_zoomSteps = 0;

@@ -2,6 +2,7 @@
 
 #include <QComboBox>
 #include <QDir>
+#include <QDoubleSpinBox>
 #include <QFileDialog>
 #include <QFormLayout>
 #include <QHBoxLayout>
@@ -48,8 +49,11 @@ SettingsPanel::SettingsPanel(QWidget* parent) : QWidget(parent) {
     modelButtons->addWidget(folder);
     modelButtons->addWidget(bundle);
 
-    m_seed = new QSpinBox(this);
-    m_seed->setRange(0, std::numeric_limits<int>::max());
+    // A QSpinBox holds an int, which stops at 2^31 - 1; seeds run to 2^32 - 1, which a double
+    // holds exactly, so every seed the engine takes can be shown and edited.
+    m_seed = new QDoubleSpinBox(this);
+    m_seed->setDecimals(0);
+    m_seed->setRange(0, double(core::kMaxSeed));
     auto* randomSeed = new QPushButton(tr("New seed"), this);
     randomSeed->setToolTip(tr("A new random seed (R)"));
     connect(randomSeed, &QPushButton::clicked, this, &SettingsPanel::newRandomSeed);
@@ -58,10 +62,10 @@ SettingsPanel::SettingsPanel(QWidget* parent) : QWidget(parent) {
     seedRow->addWidget(randomSeed);
 
     m_batch = new QSpinBox(this);
-    m_batch->setRange(1, 64);
+    m_batch->setRange(1, core::kMaxBatch);
     m_batch->setValue(16);
     m_device = new QComboBox(this);
-    m_device->addItems({"auto", "cpu", "cuda"});
+    m_device->addItems(engineNames(core::NameKind::Device));
     m_view = new QComboBox(this);
     m_view->addItems({tr("State x_t"), tr("Prediction x̂0"), tr("Both")});
     m_lanes = new QSpinBox(this);
@@ -78,7 +82,7 @@ SettingsPanel::SettingsPanel(QWidget* parent) : QWidget(parent) {
     form->addRow(tr("Lanes"), m_lanes);
 
     connect(m_model, &QComboBox::currentTextChanged, this, &SettingsPanel::settingsChanged);
-    connect(m_seed, &QSpinBox::valueChanged, this, &SettingsPanel::settingsChanged);
+    connect(m_seed, &QDoubleSpinBox::valueChanged, this, &SettingsPanel::settingsChanged);
     connect(m_batch, &QSpinBox::valueChanged, this, &SettingsPanel::settingsChanged);
     connect(m_device, &QComboBox::currentTextChanged, this, &SettingsPanel::settingsChanged);
     connect(m_view, &QComboBox::currentIndexChanged, this, [this] { Q_EMIT viewChanged(view()); });
@@ -97,10 +101,11 @@ RunSettings SettingsPanel::shared() const {
 void SettingsPanel::setShared(const RunSettings& settings) {
     const QSignalBlocker b1(m_model), b2(m_seed), b3(m_batch), b4(m_device);
     m_model->setEditText(settings.model);
-    m_seed->setValue(int(std::min<quint64>(settings.seed, quint64(std::numeric_limits<int>::max()))));
-    m_batch->setValue(std::clamp(settings.batch, 1, 64));
-    const int device = m_device->findText(settings.device);
-    m_device->setCurrentIndex(device >= 0 ? device : 0);
+    // RunSettings::fromJson refuses what these boxes cannot show (seeds past 2^32 - 1, batches
+    // past the engine's limit, unknown devices), so nothing is clamped or replaced here.
+    m_seed->setValue(double(settings.seed));
+    m_batch->setValue(settings.batch);
+    m_device->setCurrentText(settings.device);
 }
 
 SampleCanvas::View SettingsPanel::view() const {

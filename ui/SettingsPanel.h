@@ -6,6 +6,7 @@
 #include "ui/SampleCanvas.h"
 
 class QComboBox;
+class QDoubleSpinBox;
 class QSpinBox;
 class QPushButton;
 
@@ -29,7 +30,7 @@ public:
     void addModel(const QString& spec);
 
     QComboBox* modelBox() const { return m_model; }
-    QSpinBox* seedBox() const { return m_seed; }
+    QDoubleSpinBox* seedBox() const { return m_seed; }
     QSpinBox* batchBox() const { return m_batch; }
 
 Q_SIGNALS:
@@ -40,7 +41,7 @@ Q_SIGNALS:
 
 private:
     QComboBox* m_model;
-    QSpinBox* m_seed;
+    QDoubleSpinBox* m_seed;
     QSpinBox* m_batch;
     QComboBox* m_device;
     QComboBox* m_view;

@@ -4,7 +4,6 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
-#include <thread>
 
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -15,6 +14,7 @@
 #include <QPointer>
 
 #include "ui/ThreadHandoff.h"
+#include "ui/WorkerThread.h"
 
 #include "core/ShippedModels.h"
 #include "core/media/ImageFolderLoader.h"
@@ -25,10 +25,13 @@ namespace {
 
 constexpr int kTrainingNice = 10;  // below the sampling worker: the lanes stay live while training
 constexpr double kProgressInterval = 0.1;
+// How long closing waits for a cancelled job to save its checkpoint (well under a second for the
+// networks FlowScope trains) before letting it go.
+constexpr std::chrono::milliseconds kStopWait{3000};
 
 // Preview samples as one image: a scatter plot over the data for 2-D models, a grid otherwise.
 QImage previewImage(const core::HostArray& samples, const core::HostArray& reference) {
-    if (samples.shape.size() == 2) return scatterImage(samples, reference, {}, {}, 4.5, 360);
+    if (samples.shape.size() == 2) return scatterImage(samples, reference, scatterBounds(reference), {}, {}, 0.0, 360);
     const QVector<QImage> images = imagesFromBatch(samples);
     if (images.isEmpty()) return {};
     const int columns = qMax(1, int(std::ceil(std::sqrt(double(images.size())))));
@@ -46,20 +49,7 @@ QImage previewImage(const core::HostArray& samples, const core::HostArray& refer
 }  // namespace
 
 struct TrainController::Worker {
-    explicit Worker(TrainController* owner) : controller(owner) {}
-
-    ~Worker() {
-        cancel.store(true);
-        if (thread.joinable()) thread.join();
-    }
-
-    void start(const core::TrainRequest& request) {
-        if (thread.joinable()) thread.join();  // the previous job has ended (running is false)
-        cancel.store(false);
-        pause.store(false);
-        running.store(true);
-        thread = std::thread([this, request] { run(request); });
-    }
+    explicit Worker(TrainController* owner) : controller(owner), relay(std::make_unique<handoff::Relay>()) {}
 
     void run(core::TrainRequest request) {
         setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), kTrainingNice);
@@ -118,12 +108,16 @@ struct TrainController::Worker {
     // Runs `emitter` on the controller's thread; dropped if the controller is gone by then.
     template <typename F>
     void post(F emitter) {
-        handoff::post(relay, controller, std::move(emitter));
+        std::lock_guard lock(relayMutex);
+        if (relay) handoff::post(*relay, controller, std::move(emitter));
     }
 
     TrainController* controller;
-    handoff::Relay relay;  // created on the controller's thread, with the worker
-    std::thread thread;
+    // Created and destroyed on the controller's thread; gone once the controller is (the
+    // worker may outlive it, see WorkerThread).
+    std::unique_ptr<handoff::Relay> relay;
+    std::mutex relayMutex;
+    WorkerThread thread;
     std::atomic<bool> cancel{false};
     std::atomic<bool> pause{false};
     std::atomic<bool> running{false};
@@ -131,16 +125,25 @@ struct TrainController::Worker {
     std::condition_variable ended;
 };
 
-TrainController::TrainController(QObject* parent) : QObject(parent), m_worker(std::make_unique<Worker>(this)) {
+TrainController::TrainController(QObject* parent) : QObject(parent), m_worker(std::make_shared<Worker>(this)) {
     qRegisterMetaType<TrainUpdate>();
     qRegisterMetaType<TrainFinish>();
 }
 
-TrainController::~TrainController() = default;
+TrainController::~TrainController() {
+    m_worker->cancel.store(true);
+    m_worker->thread.stop(kStopWait);
+    // Tasks still queued for the relay are dropped with it, and a worker let go posts nothing.
+    const std::lock_guard lock(m_worker->relayMutex);
+    m_worker->relay.reset();
+}
 
 bool TrainController::start(const core::TrainRequest& request) {
     if (m_worker->running.load()) return false;
-    m_worker->start(request);
+    m_worker->cancel.store(false);
+    m_worker->pause.store(false);
+    m_worker->running.store(true);
+    m_worker->thread.start([worker = m_worker, request] { worker->run(request); });
     return true;
 }
 

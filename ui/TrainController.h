@@ -44,7 +44,9 @@ class TrainController : public QObject {
 
 public:
     explicit TrainController(QObject* parent = nullptr);
-    ~TrainController() override;  // cancels a running job and waits for it (it saves its checkpoint)
+    // Cancels a running job and waits for it to save its checkpoint, for a few seconds at most:
+    // a job still running then is left to end on its own, so closing the window never waits.
+    ~TrainController() override;
 
     // False when a job is running already.
     bool start(const core::TrainRequest& request);
@@ -61,7 +63,7 @@ Q_SIGNALS:
 
 private:
     struct Worker;
-    std::unique_ptr<Worker> m_worker;
+    std::shared_ptr<Worker> m_worker;  // shared with its thread, which may outlive the controller
 };
 
 }  // namespace flowscope::ui

@@ -1,9 +1,13 @@
 // flowscope: the desktop application. All of it lives in ui/; this only starts it.
+#include <cstdio>
+#include <cstdlib>
+
 #include <QApplication>
 #include <QIcon>
 #include <QScreen>
 
 #include "ui/MainWindow.h"
+#include "ui/WorkerThread.h"
 
 int main(int argc, char** argv) {
     QApplication app(argc, argv);
@@ -13,12 +17,20 @@ int main(int argc, char** argv) {
     QApplication::setDesktopFileName("org.flowscope.FlowScope");
     QApplication::setWindowIcon(
         QIcon::fromTheme("org.flowscope.FlowScope", QIcon(":/org.flowscope.FlowScope.svg")));
-    flowscope::ui::MainWindow window;
-    if (!window.restoredGeometry()) {
-        // First launch: 1280 x 800, or less on a smaller screen (room left for the title bar).
-        const QSize screen = window.screen()->availableGeometry().size();
-        window.resize(QSize(1280, 800).boundedTo(screen - QSize(0, 40)));
+    int code = 0;
+    {
+        flowscope::ui::MainWindow window;
+        if (!window.restoredGeometry()) {
+            window.resize(flowscope::ui::MainWindow::firstLaunchSize(window.screen()->availableGeometry().size()));
+        }
+        window.show();
+        code = QApplication::exec();
     }
-    window.show();
-    return QApplication::exec();
+    // Closing let go of an engine job that did not stop in time (see WorkerThread): end now,
+    // without the static destructors that its thread may still be using.
+    if (flowscope::ui::WorkerThread::abandonedCount() > 0) {
+        std::fflush(nullptr);
+        std::_Exit(code);
+    }
+    return code;
 }

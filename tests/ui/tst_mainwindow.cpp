@@ -27,11 +27,19 @@
 #include <QMessageBox>
 #include <QPushButton>
 #include <QTimer>
+#include <QScopeGuard>
 #include <QWheelEvent>
 #include <QtTest/QtTest>
 
+#include <QAction>
+#include <QImageWriter>
+#include <QJsonDocument>
+#include <QJsonObject>
+#include <QStatusBar>
+
 #include "core/NpyFile.h"
 #include "core/Sha256.h"
+#include "ui/AppSettings.h"
 #include "ui/DialogFolder.h"
 #include "ui/DifferenceView.h"
 #include "ui/EngineController.h"
@@ -41,6 +49,7 @@
 #include "ui/SettingsPanel.h"
 #include "ui/SweepView.h"
 #include "ui/TrainPanel.h"
+#include "ui/WorkerThread.h"
 
 using namespace flowscope::ui;
 
@@ -94,6 +103,36 @@ void useModel(MainWindow& window, const QString& model, int batch) {
     window.settingsPanel()->modelBox()->setEditText(model);
 }
 
+// Settings as FlowScope stores them (JSON), with `changes` on top of valid ones.
+QByteArray settingsJson(const QJsonObject& changes) {
+    QJsonObject json = RunSettings().toJson();
+    json["model"] = "gmm:8gaussians";
+    json["batch"] = 4;
+    for (auto it = changes.begin(); it != changes.end(); ++it) json[it.key()] = it.value();
+    return QJsonDocument(json).toJson(QJsonDocument::Compact);
+}
+
+// A PNG with FlowScope's settings chunk holding `json`, as an export (or a hand edit) would.
+QString pngWithSettings(const QTemporaryDir& dir, const QString& name, const QByteArray& json) {
+    const QString path = dir.filePath(name);
+    QImage image(8, 8, QImage::Format_RGB32);
+    image.fill(Qt::gray);
+    QImageWriter writer(path, "png");
+    writer.setText("flowscope", QString::fromUtf8(json));
+    return writer.write(image) ? path : QString();
+}
+
+// The rectangle of a canvas's pixels that a plot covers (plots are light, the canvas dark).
+QRect plotArea(const QImage& canvas) {
+    QRect area;
+    for (int y = 0; y < canvas.height(); ++y) {
+        for (int x = 0; x < canvas.width(); ++x) {
+            if (qGray(canvas.pixel(x, y)) > 200) area |= QRect(x, y, 1, 1);
+        }
+    }
+    return area;
+}
+
 }  // namespace
 
 class TestMainWindow : public QObject {
@@ -127,6 +166,14 @@ private Q_SLOTS:
     void failingNetworkLeavesTheAppWorking();
     void trainPanelTrainsPausesAndOffersTheModel();
     void trainPanelCancelKeepsACheckpointAndResumes();
+    void unknownNamesAreRefusedWithAMessage();
+    void everySeedAndBatchTheEngineTakesSurvives();
+    void settingsShareTheTrustListsFolder();
+    void unwritableSettingsAreReportedOnce();
+    void failedRunShowsInTheStatusBar();
+    void pointModelsFillTheLaneOnFixedAxes();
+    void firstLaunchUsesMostOfTheScreen();
+    void quitDuringALongStepEndsPromptly();
 
 private:
     QTemporaryDir m_settingsDir;
@@ -134,13 +181,19 @@ private:
 
 void TestMainWindow::initTestCase() {
     QVERIFY(m_settingsDir.isValid());
+    // The settings file lives under XDG_CONFIG_HOME; Qt's default place (where earlier versions
+    // kept it) in the temporary folder too.
+    qputenv("XDG_CONFIG_HOME", QDir(m_settingsDir.path()).filePath("config").toUtf8());
     QSettings::setPath(QSettings::NativeFormat, QSettings::UserScope, m_settingsDir.path());
     QSettings::setPath(QSettings::IniFormat, QSettings::UserScope, m_settingsDir.path());
     QCoreApplication::setOrganizationName("FlowScopeTest");
     QCoreApplication::setApplicationName("FlowScopeTest");
 }
 
-void TestMainWindow::init() { QSettings().clear(); }
+void TestMainWindow::init() {
+    QSettings().clear();
+    AppSettings::open()->clear();
+}
 
 void TestMainWindow::firstLaunchShowsTwoLanes() {
     MainWindow window;
@@ -209,7 +262,7 @@ void TestMainWindow::fourLanesFitALaptopScreen() {
 void TestMainWindow::dialogsAvoidSystemFoldersAndScrollingEditsNothing() {
     // Qt's file dialog can block for good in /proc (it reads /proc/kmsg to learn its type): a
     // remembered system folder, or one that is gone, opens the home folder instead.
-    QSettings().setValue("files/lastFolder", "/proc/self");
+    AppSettings::open()->setValue("files/lastFolder", "/proc/self");
     MainWindow window;
     window.show();
     QCOMPARE(window.dialogFolder(), QDir::homePath());
@@ -318,7 +371,7 @@ void TestMainWindow::exportThenRestoreGivesIdenticalPixels() {
     QVERIFY(reader.text("parameters").contains("Steps: 5, Sampler: heun"));
     QVERIFY(reader.text("flowscope").contains("\"seed\":\"1234\""));
 
-    QSettings().clear();
+    AppSettings::open()->clear();
     MainWindow fresh;
     fresh.show();
     QString error;
@@ -693,7 +746,7 @@ void TestMainWindow::settingsPersistAndResetAndSurviveCorruption() {
         QVERIFY(settle(window));
     }
     // A damaged settings file: a warning, the defaults, no crash.
-    QSettings().setValue("run/shared", QByteArray("{not json"));
+    AppSettings::open()->setValue("run/shared", QByteArray("{not json"));
     QTest::ignoreMessage(QtWarningMsg, QRegularExpression("ignoring saved settings"));
     MainWindow window;
     QCOMPARE(window.settingsPanel()->modelBox()->currentText(), QString("fashion-mnist"));
@@ -829,6 +882,259 @@ void TestMainWindow::failingNetworkLeavesTheAppWorking() {
     useModel(window, "gmm:8gaussians", 8);
     QVERIFY(settle(window));
     QVERIFY2(window.lane(0)->hasResult(), qPrintable(window.lane(0)->metricsText()));
+}
+
+void TestMainWindow::unknownNamesAreRefusedWithAMessage() {
+    // Saved settings naming a solver the engine does not know: the lane keeps its default, the
+    // box does not offer the name, the user is told, and the name is not written back.
+    {
+        const auto settings = AppSettings::open();
+        settings->setValue("run/shared", settingsJson({}));
+        settings->setValue("run/lanes", 2);
+        settings->setValue("run/lane0", settingsJson({{"solver", "bogus"}}));
+        settings->setValue("run/lane1", settingsJson({{"path", "vp"}}));
+    }
+    {
+        MainWindow window;
+        window.show();
+        QCOMPARE(window.lane(0)->solverBox()->currentText(), QString("euler"));
+        QCOMPARE(window.lane(0)->solverBox()->findText("bogus"), -1);
+        QCOMPARE(window.lane(1)->pathBox()->currentText(), QString("vp"));
+        const QString message = window.statusBar()->currentMessage();
+        QVERIFY2(message.contains("Lane 1") && message.contains("unknown solver 'bogus'"), qPrintable(message));
+        window.cancelRuns();
+        QVERIFY(settle(window));
+        window.close();
+    }
+    QVERIFY(!AppSettings::open()->value("run/lane0").toByteArray().contains("bogus"));
+
+    // The same for a PNG's settings; a parametric schedule the engine takes is restored as it is.
+    QTemporaryDir dir;
+    MainWindow window;
+    window.show();
+    QString error;
+    QVERIFY(!window.restoreFromPng(pngWithSettings(dir, "path.png", settingsJson({{"path", "warp"}})), &error));
+    QVERIFY2(error.contains("unknown path 'warp'"), qPrintable(error));
+    QVERIFY(!window.restoreFromPng(pngWithSettings(dir, "shift.png", settingsJson({{"schedule", "shift:x"}})), &error));
+    QVERIFY2(error.contains("shift"), qPrintable(error));
+    QVERIFY(!window.restoreFromPng(pngWithSettings(dir, "device.png", settingsJson({{"device", "tpu"}})), &error));
+    QVERIFY2(error.contains("unknown device 'tpu'"), qPrintable(error));
+    QCOMPARE(window.lane(0)->pathBox()->findText("warp"), -1);
+    QVERIFY2(window.restoreFromPng(pngWithSettings(dir, "ok.png", settingsJson({{"schedule", "shift:2.5"}})), &error),
+             qPrintable(error));
+    QCOMPARE(window.lane(0)->scheduleBox()->currentText(), QString("shift:2.5"));
+    QVERIFY(settle(window));
+    QVERIFY2(window.lane(0)->hasResult(), qPrintable(window.lane(0)->statusText()));
+}
+
+void TestMainWindow::everySeedAndBatchTheEngineTakesSurvives() {
+    QTemporaryDir dir;
+    const QString exported = dir.filePath("seed.png");
+    {
+        MainWindow window;
+        window.show();
+        useModel(window, "gmm:8gaussians", 4);
+        window.settingsPanel()->seedBox()->setValue(4000000000.0);
+        QVERIFY(settle(window));
+        QCOMPARE(window.lane(0)->runSettings().seed, quint64(4000000000));
+        QString error;
+        QVERIFY2(window.exportLane(0, exported, &error), qPrintable(error));
+    }
+    QVERIFY(QImageReader(exported).text("flowscope").contains("\"seed\":\"4000000000\""));
+    MainWindow window;
+    window.show();
+    QString error;
+    QVERIFY2(window.restoreFromPng(exported, &error), qPrintable(error));
+    QCOMPARE(window.settingsPanel()->shared().seed, quint64(4000000000));
+    QVERIFY(settle(window));
+    QCOMPARE(window.lane(0)->runSettings().seed, quint64(4000000000));
+    // A seed past 32 bits cannot be shown, nor run: refused, and the seed shown stays.
+    QVERIFY(!window.restoreFromPng(pngWithSettings(dir, "big.png", settingsJson({{"seed", "4294967296"}})), &error));
+    QVERIFY2(error.contains("seed"), qPrintable(error));
+    QCOMPARE(window.settingsPanel()->shared().seed, quint64(4000000000));
+    // The window offers every batch the engine (and the CLI) takes, and no more.
+    QCOMPARE(window.settingsPanel()->batchBox()->maximum(), flowscope::core::kMaxBatch);
+    QVERIFY2(window.restoreFromPng(pngWithSettings(dir, "batch.png", settingsJson({{"batch", 256}})), &error),
+             qPrintable(error));
+    QCOMPARE(window.settingsPanel()->batchBox()->value(), 256);
+    QVERIFY(!window.restoreFromPng(
+        pngWithSettings(dir, "huge.png", settingsJson({{"batch", flowscope::core::kMaxBatch + 1}})), &error));
+    QCOMPARE(window.settingsPanel()->batchBox()->value(), 256);
+    window.cancelRuns();
+    QVERIFY(settle(window));
+}
+
+void TestMainWindow::settingsShareTheTrustListsFolder() {
+    // Beside the trusted-models list: $XDG_CONFIG_HOME/flowscope.
+    const QString config = qEnvironmentVariable("XDG_CONFIG_HOME");
+    QCOMPARE(AppSettings::folder(), QDir(config).filePath("flowscope"));
+    QVERIFY(AppSettings::filePath().startsWith(AppSettings::folder() + "/"));
+    // Settings an earlier version kept in Qt's default place are read once, into the new file.
+    QFile::remove(AppSettings::filePath());
+    {
+        QSettings earlier;
+        earlier.setValue("run/shared", settingsJson({{"seed", "31337"}}));
+        earlier.sync();
+    }
+    {
+        MainWindow window;
+        QCOMPARE(window.settingsPanel()->shared().seed, quint64(31337));
+        QCOMPARE(window.settingsPanel()->modelBox()->currentText(), QString("gmm:8gaussians"));
+        window.cancelRuns();
+        QVERIFY(settle(window));
+    }
+    QVERIFY(QFile::exists(AppSettings::filePath()));
+    QSettings(AppSettings::filePath(), QSettings::IniFormat).setValue("run/shared", settingsJson({{"seed", "5"}}));
+    MainWindow window;
+    QCOMPARE(window.settingsPanel()->shared().seed, quint64(5));
+    window.cancelRuns();
+    QVERIFY(settle(window));
+}
+
+void TestMainWindow::unwritableSettingsAreReportedOnce() {
+    // A settings folder that cannot be made (its parent is a file: read-only even for root).
+    QTemporaryDir dir;
+    QFile blocker(dir.filePath("file"));
+    QVERIFY(blocker.open(QIODevice::WriteOnly));
+    blocker.close();
+    const QByteArray saved = qgetenv("XDG_CONFIG_HOME");
+    qputenv("XDG_CONFIG_HOME", dir.filePath("file/config").toUtf8());
+    {
+        MainWindow window;
+        window.show();
+        const QString message = window.statusBar()->currentMessage();
+        QVERIFY2(message.contains("will not be saved") && message.contains(dir.filePath("file")), qPrintable(message));
+        window.cancelRuns();
+        QVERIFY(settle(window));
+        QTest::ignoreMessage(QtWarningMsg, QRegularExpression("could not be saved"));
+        window.close();
+    }
+    qputenv("XDG_CONFIG_HOME", saved);
+    // A writable folder: nothing to say.
+    MainWindow window;
+    QVERIFY(window.statusBar()->currentMessage().isEmpty());
+    window.cancelRuns();
+    QVERIFY(settle(window));
+}
+
+void TestMainWindow::failedRunShowsInTheStatusBar() {
+    MainWindow window;
+    window.show();
+    window.settingsPanel()->setLaneCount(1);
+    window.lane(0)->stepsBox()->setValue(100);
+    useModel(window, "gmm:no-such-mixture", 4);
+    QVERIFY(settle(window));
+    QVERIFY(!window.lane(0)->hasResult());
+    auto* progress = window.statusBar()->findChild<QProgressBar*>();
+    QVERIFY(progress);
+    QVERIFY2(progress->text().contains("failed"), qPrintable(progress->text()));
+    // What stays once the failure's message has timed out.
+    window.statusBar()->clearMessage();
+    QStringList shown;
+    for (QLabel* label : window.statusBar()->findChildren<QLabel*>()) {
+        if (label->isVisible()) shown << label->text();
+    }
+    const QString status = shown.join(" | ");
+    QVERIFY2(!status.contains("starting the engine"), qPrintable(status));
+    QVERIFY2(status.contains("Lane 1 failed") && status.contains("no-such-mixture"), qPrintable(status));
+    // The next run that succeeds counts steps again and names the device.
+    useModel(window, "gmm:8gaussians", 4);
+    QVERIFY(settle(window));
+    QVERIFY(window.lane(0)->hasResult());
+    QVERIFY2(progress->text().contains("100/100"), qPrintable(progress->text()));
+}
+
+void TestMainWindow::pointModelsFillTheLaneOnFixedAxes() {
+    MainWindow window;
+    window.resize(1600, 1000);
+    window.show();
+    auto* hint = window.findChild<QLabel*>("laneHint");
+    QVERIFY(hint);
+    QVERIFY(hint->text().contains("clean images"));
+    useModel(window, "gmm:8gaussians", 64);
+    QVERIFY(settle(window));
+    // The hint speaks of points for a 2-D model.
+    QVERIFY2(hint->text().contains("points") && !hint->text().contains("images"), qPrintable(hint->text()));
+    QSize plotSize;
+    for (int i = 0; i < window.laneCount(); ++i) {
+        LaneView* lane = window.lane(i);
+        // The plot fills the lane's canvas across its narrower side.
+        SampleCanvas* canvas = lane->canvas();
+        const QRect area = plotArea(canvas->grab().toImage());
+        const int room = std::min(canvas->width(), canvas->height());
+        QVERIFY2(std::max(area.width(), area.height()) >= room * 0.95,
+                 qPrintable(QString("%1 x %2 in %3 x %4").arg(area.width()).arg(area.height()).arg(canvas->width()).arg(canvas->height())));
+        // Every frame of every lane on the same axes.
+        for (const LaneFrame& frame : lane->frames()) {
+            if (plotSize.isEmpty()) plotSize = frame.states.front().size();
+            QCOMPARE(frame.states.front().size(), plotSize);
+        }
+        // The data (8 Gaussians at radius 2) spans most of the plot, and the noise at the start
+        // fits in it.
+        const auto spread = [](const QImage& image) {
+            QRect points;
+            for (int y = 0; y < image.height(); ++y) {
+                for (int x = 0; x < image.width(); ++x) {
+                    if (image.pixel(x, y) == QColor(220, 80, 40).rgb()) points |= QRect(x, y, 1, 1);
+                }
+            }
+            return points;
+        };
+        const QRect final = spread(lane->frames().back().predictions.front());
+        QVERIFY2(final.width() >= plotSize.width() * 0.6, qPrintable(QString::number(final.width())));
+        const QRect start = spread(lane->frames().front().states.front());
+        QVERIFY(QRect(QPoint(0, 0), plotSize).adjusted(1, 1, -1, -1).contains(start));
+    }
+    // Back to images: the hint speaks of images again.
+    useModel(window, "fashion-mnist:2000", 4);
+    QVERIFY(settle(window));
+    QVERIFY(hint->text().contains("clean images"));
+}
+
+void TestMainWindow::firstLaunchUsesMostOfTheScreen() {
+    const QSize large = MainWindow::firstLaunchSize(QSize(1680, 1050));
+    QVERIFY2(large.width() >= 1450 && large.height() >= 900,
+             qPrintable(QString("%1 x %2").arg(large.width()).arg(large.height())));
+    // A laptop's screen: the window fits it, title bar included, and can be that small.
+    const QSize laptop = MainWindow::firstLaunchSize(QSize(1280, 800));
+    QVERIFY(laptop.width() <= 1280 && laptop.height() <= 760);
+    MainWindow window;
+    window.resize(laptop);
+    window.show();
+    QTRY_COMPARE(window.size(), laptop);
+    window.cancelRuns();
+    QVERIFY(settle(window));
+}
+
+void TestMainWindow::quitDuringALongStepEndsPromptly() {
+    // A step that runs for seconds without looking at its cancel flag (the exact denoiser over
+    // 60,000 images at a large batch) must not hold the window's closing.
+    // Whatever happens here, the step let go ends before the next test (or the process's exit).
+    const auto drain = qScopeGuard([] {
+        if (!QTest::qWaitFor([] { return WorkerThread::abandonedCount() == 0; }, kRunTimeoutMs)) {
+            qWarning("a step let go is still running");
+        }
+    });
+    auto window = std::make_unique<MainWindow>();
+    window->show();
+    window->settingsPanel()->setLaneCount(1);
+    window->lane(0)->stepsBox()->setValue(2);
+    useModel(*window, "fashion-mnist", 2048);
+    window->runNow();
+    QTRY_VERIFY_WITH_TIMEOUT(!window->lane(0)->frames().isEmpty(), kRunTimeoutMs);
+    QAction* quit = nullptr;
+    for (QAction* action : window->findChildren<QAction*>()) {
+        if (action->text() == MainWindow::tr("&Quit")) quit = action;
+    }
+    QVERIFY(quit);
+    QElapsedTimer timer;
+    timer.start();
+    quit->trigger();
+    QVERIFY(!window->isVisible());
+    window.reset();
+    const qint64 closing = timer.elapsed();
+    QVERIFY2(closing < 2500, qPrintable(QString("%1 ms").arg(closing)));
+    QTRY_COMPARE_WITH_TIMEOUT(WorkerThread::abandonedCount(), 0, kRunTimeoutMs);
 }
 
 QTEST_MAIN(TestMainWindow)
