@@ -519,6 +519,20 @@ bool MainWindow::restoreFromPng(const QString& path, QString* error) {
     return true;
 }
 
+bool MainWindow::openPath(const QString& path, QString* error) {
+    const QFileInfo info(path);
+    if (!info.exists()) {
+        *error = tr("%1 does not exist: give a PNG FlowScope exported or a bundle folder").arg(path);
+        return false;
+    }
+    if (info.isDir()) {
+        if (openBundle(path)) return true;
+        *error = tr("%1 is not a bundle FlowScope can open").arg(path);
+        return false;
+    }
+    return restoreFromPng(path, error);
+}
+
 QString MainWindow::dialogFolder() const { return safeDialogFolder(m_lastFolder); }
 
 void MainWindow::rememberFolder(const QString& folder) {

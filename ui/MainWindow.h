@@ -77,6 +77,9 @@ public:
     // Reads the settings from a PNG that FlowScope exported, applies them to lane 1 and the shared
     // settings, and reruns. False and a reason when the file has no FlowScope settings.
     bool restoreFromPng(const QString& path, QString* error);
+    // What `flowscope PATH` opens: a folder as a bundle (openBundle), a file as a PNG FlowScope
+    // exported, whose settings it restores. False and a reason for anything else.
+    bool openPath(const QString& path, QString* error);
 
 public Q_SLOTS:
     void runNow();

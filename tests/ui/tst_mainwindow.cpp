@@ -174,6 +174,7 @@ private Q_SLOTS:
     void pointModelsFillTheLaneOnFixedAxes();
     void firstLaunchUsesMostOfTheScreen();
     void quitDuringALongStepEndsPromptly();
+    void openPathTakesAPngOrABundleFolder();
 
 private:
     QTemporaryDir m_settingsDir;
@@ -1217,6 +1218,39 @@ void TestMainWindow::trainPanelCancelKeepsACheckpointAndResumes() {
     QTRY_VERIFY_WITH_TIMEOUT(finished.count() == 3, 60000);
     QVERIFY2(panel->statusText().contains("failed") && panel->statusText().contains("points:moons"),
              qPrintable(panel->statusText()));
+}
+
+void TestMainWindow::openPathTakesAPngOrABundleFolder() {
+    // `flowscope PATH`: a folder is opened as the model (a network FlowScope trained needs no trust).
+    MainWindow window;
+    window.show();
+    QString error;
+    const QString bundle = QDir(QStringLiteral(FLOWSCOPE_SOURCE_DIR "/resources/models/moons-rectified")).absolutePath();
+    QVERIFY2(window.openPath(bundle, &error), qPrintable(error));
+    QCOMPARE(window.settingsPanel()->modelBox()->currentText(), "bundle:" + bundle);
+    // A PNG FlowScope exported: its run comes back, here with another seed and step count.
+    useModel(window, "gmm:8gaussians", 8);
+    window.settingsPanel()->seedBox()->setValue(4000000000.0);
+    window.lane(0)->stepsBox()->setValue(3);
+    QVERIFY(settle(window));
+    QTemporaryDir dir;
+    const QString png = dir.filePath("run.png");
+    QVERIFY2(window.exportLane(0, png, &error), qPrintable(error));
+    MainWindow fresh;
+    fresh.show();
+    QVERIFY2(fresh.openPath(png, &error), qPrintable(error));
+    QCOMPARE(fresh.settingsPanel()->modelBox()->currentText(), QString("gmm:8gaussians"));
+    QCOMPARE(fresh.settingsPanel()->seedBox()->value(), 4000000000.0);
+    QCOMPARE(fresh.lane(0)->stepsBox()->value(), 3);
+    QVERIFY(settle(fresh));
+    // Anything else is refused with the reason.
+    QVERIFY(!fresh.openPath(dir.filePath("missing.png"), &error));
+    QVERIFY2(error.contains("does not exist"), qPrintable(error));
+    QFile plain(dir.filePath("plain.txt"));
+    QVERIFY(plain.open(QIODevice::WriteOnly) && plain.write("not a picture") > 0);
+    plain.close();
+    QVERIFY(!fresh.openPath(dir.filePath("plain.txt"), &error));
+    QVERIFY(!error.isEmpty());
 }
 
 #include "tst_mainwindow.moc"
