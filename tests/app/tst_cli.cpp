@@ -455,7 +455,18 @@ void TestCli::interruptStopsAFolderLoad() {
     process.start(QStringLiteral(FLOWSCOPE_CLI_PATH),
                   {"sample", "--model", "folder:images", "--steps", "2", "--out", "o.png"});
     QVERIFY(process.waitForStarted(kTimeoutMs));
-    QTest::qWait(1500);
+    // Interrupt once the CLI catches SIGINT (before that, as for any program, Ctrl+C kills it; a
+    // sanitizer build takes seconds to get there), then let it get well into the folder.
+    const auto catchesInterrupt = [&] {
+        QFile status(QString("/proc/%1/status").arg(process.processId()));
+        if (!status.open(QIODevice::ReadOnly)) return false;
+        for (const QByteArray& line : status.readAll().split('\n')) {
+            if (line.startsWith("SigCgt:")) return ((line.mid(7).trimmed().toULongLong(nullptr, 16) >> (SIGINT - 1)) & 1) != 0;
+        }
+        return false;
+    };
+    QTRY_VERIFY_WITH_TIMEOUT(catchesInterrupt(), kTimeoutMs);
+    QTest::qWait(500);
     QVERIFY2(process.state() == QProcess::Running, "the folder loaded before the interrupt; use more images");
     QElapsedTimer sinceInterrupt;
     sinceInterrupt.start();
