@@ -54,7 +54,7 @@ log "build"
 start=$(date +%s)
 if ! cmake --build "$build" --target flowscope-bench tst_device -j "$(nproc)" >"$results/build.log" 2>&1; then
     grep -E "error|Error" -A3 "$results/build.log" | head -60
-    # The CUDA-only file (core/CudaGraph.cpp) is the part most exposed to LibTorch's API changes:
+    # The CUDA-only file (core/sampling/CudaGraph.cpp) is the part most exposed to LibTorch's API changes:
     # without it the rest (the engine on CUDA, frames, tests, benchmark) still builds and runs.
     echo "gpu.sh: the build failed (log: $results/build.log); again without CUDA graphs" >&2
     cmake "$build" -DFLOWSCOPE_CUDA_GRAPHS=OFF >/dev/null

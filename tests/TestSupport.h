@@ -6,7 +6,7 @@
 #include <QString>
 #include <torch/types.h>
 
-#include "core/Model.h"
+#include "core/sampling/Model.h"
 
 namespace flowscope::test {
 

@@ -9,7 +9,7 @@ class QSettings;
 namespace flowscope::ui {
 
 // Where the window keeps its settings: $XDG_CONFIG_HOME/flowscope/flowscope.conf (by default
-// ~/.config/flowscope/), the folder that holds the trusted-models list (core/TrustList.cpp), so
+// ~/.config/flowscope/), the folder that holds the trusted-models list (core/models/TrustList.cpp), so
 // all of FlowScope's configuration lives in one folder.
 class AppSettings {
 public:

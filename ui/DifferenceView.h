@@ -3,7 +3,7 @@
 #include <QImage>
 #include <QWidget>
 
-#include "core/Engine.h"
+#include "core/api/Engine.h"
 
 class QComboBox;
 class QLabel;

@@ -5,10 +5,11 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
-#include <deque>
 #include <map>
 #include <mutex>
 #include <optional>
+#include <utility>
+#include <variant>
 
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -20,8 +21,6 @@
 #include "ui/ThreadHandoff.h"
 #include "ui/WorkerThread.h"
 
-#include "core/Bundle.h"
-#include "core/ShippedModels.h"
 #include "core/media/ImageFolderLoader.h"
 
 namespace flowscope::ui {
@@ -38,7 +37,6 @@ constexpr int kPlotSize = 720;
 // How long closing waits for the running job to see its cancel flag before letting it go.
 constexpr std::chrono::milliseconds kStopWait{1000};
 
-// 2-D models are drawn as scatter plots rather than images.
 // 2-D models (mixtures, point clouds, and bundles whose samples are points) are drawn as scatter
 // plots over their data: `reference` names the data ("" when unknown).
 struct PointModel {
@@ -47,43 +45,47 @@ struct PointModel {
 };
 
 PointModel pointModel(const std::string& model) {
-    if (model.starts_with("gmm:") || model.starts_with("points:")) return {true, model};
-    try {
-        const std::string directory = core::bundleDirectoryOf(model);
-        if (directory.empty()) return {};
-        const core::BundleManifest manifest = core::readBundleManifest(directory);
-        if (manifest.sampleShape != std::vector<int64_t>{2}) return {};
-        return {true, core::trainingDatasetOf(directory)};
-    } catch (const std::exception&) {
-        return {};  // the run itself reports what is wrong with the bundle
-    }
+    // A spec that does not describe is reported by the run itself.
+    const core::ModelDescription description = core::Engine::describeModel(model);
+    return {description.ok && description.points, description.referenceData};
 }
 
 // float32 bytes of every state of a run, from its settings (the sample size from the model spec).
 qint64 estimatedTrajectoryBytes(const RunSettings& settings) {
-    qint64 values = 2;  // 2-D models
-    if (settings.model.startsWith("fashion-mnist")) {
-        const qint64 side = settings.resolution > 0 ? settings.resolution : 28;
-        values = side * side;
-    } else if (settings.model.startsWith("folder:")) {
-        const qint64 side = settings.resolution > 0 ? settings.resolution : 32;
-        values = 3 * side * side;
+    const core::ModelDescription description =
+        core::Engine::describeModel(settings.model.toStdString(), settings.resolution);
+    qint64 values = 1;
+    for (const int64_t size : description.sampleShape) values *= size;
+    // Adaptive solvers pick their own steps: a few hundred on the empirical denoiser.
+    bool adaptive = false;
+    try {
+        adaptive = core::Engine::solverIsAdaptive(settings.solver.toStdString());
+    } catch (const std::exception&) {
+        // the run reports the unknown solver
     }
-    // dopri5 picks its own steps: a few hundred on the empirical denoiser.
-    const qint64 steps = settings.solver == "dopri5" ? std::max(settings.steps, 400) : settings.steps;
+    const qint64 steps = adaptive ? std::max(settings.steps, 400) : settings.steps;
     return (steps + 1) * settings.batch * values * 4;
 }
+
 }  // namespace
 
 struct EngineController::Worker {
-    struct Job {
-        int lane = 0;
-        quint64 id = 0;
+    // The worker's jobs, a closed set: a lane's run, the measurement of a finished run against a
+    // reference solve, and a sweep (handed to the engine whole: it batches the cells per solver).
+    struct LaneRun {
         RunSettings settings;
-        bool reference = false;      // a reference solve for the run `id`
-        core::HostArray runFinal;    // that run's final samples
-        std::optional<core::SweepRequest> sweep;  // one cell of a sweep
-        bool lastCell = false;                    // the sweep's last cell: report it finished
+    };
+    struct Measurement {
+        RunSettings settings;        // of the run measured
+        core::HostArray runFinal;    // its final samples
+    };
+    struct Sweep {
+        core::SweepRequest request;
+    };
+    struct Job {
+        int lane = 0;  // kSweepLane for sweeps
+        quint64 id = 0;
+        std::variant<LaneRun, Measurement, Sweep> work;
         std::shared_ptr<std::atomic<bool>> cancel = std::make_shared<std::atomic<bool>>(false);
     };
 
@@ -102,15 +104,14 @@ struct EngineController::Worker {
             std::shared_ptr<Job> job;
             {
                 std::unique_lock lock(mutex);
-                wake.wait(lock, [this] { return stopping || !pending.empty() || !sweepCells.empty() || !references.empty(); });
+                wake.wait(lock, [this] { return stopping || hasQueuedJobs(); });
                 if (stopping) return;
-                // Lanes first, then sweep cells, then measurements against references.
+                // Lanes first, then the sweep, then measurements against references.
                 if (!pending.empty()) {
                     job = pending.begin()->second;
                     pending.erase(pending.begin());
-                } else if (!sweepCells.empty()) {
-                    job = sweepCells.front();
-                    sweepCells.pop_front();
+                } else if (sweep) {
+                    job = std::exchange(sweep, nullptr);
                 } else {
                     job = references.begin()->second;
                     references.erase(references.begin());
@@ -121,19 +122,26 @@ struct EngineController::Worker {
             {
                 std::lock_guard lock(mutex);
                 running.reset();
-                if (pending.empty() && references.empty() && sweepCells.empty()) idle.notify_all();
+                if (!hasQueuedJobs()) idle.notify_all();
             }
             notifyBusy();
         }
     }
 
-    void measure(core::Engine& engine, const Job& job) {
-        core::SampleRequest request = job.settings.toRequest();
-        request.solver = "dopri5";
+    // Called with the mutex held.
+    bool hasQueuedJobs() const { return !pending.empty() || sweep || !references.empty(); }
+
+    void run(core::Engine& engine, const Job& job) {
+        std::visit([&](const auto& work) { run(engine, job, work); }, job.work);
+    }
+
+    void run(core::Engine& engine, const Job& job, const Measurement& work) {
+        core::SampleRequest request = work.settings.toRequest();
+        request.solver = std::string(core::kAdaptiveSolver);
         request.rtol = request.atol = kReferenceTolerance;
         // Same settings but the solver: the same noise and start, so one solve serves every
         // solver tried on this lane's path, schedule and steps.
-        RunSettings key = job.settings;
+        RunSettings key = work.settings;
         key.solver.clear();
         auto cached = std::find_if(referenceCache.begin(), referenceCache.end(),
                                    [&](const auto& entry) { return entry.first == key; });
@@ -145,18 +153,18 @@ struct EngineController::Worker {
             cached = std::prev(referenceCache.end());
         }
         const core::HostArray& reference = cached->second;
-        if (reference.values.size() != job.runFinal.values.size()) return;
+        if (reference.values.size() != work.runFinal.values.size()) return;
         double sum = 0.0;
         for (size_t i = 0; i < reference.values.size(); ++i) {
-            const double d = double(reference.values[i]) - double(job.runFinal.values[i]);
+            const double d = double(reference.values[i]) - double(work.runFinal.values[i]);
             sum += d * d;
         }
         const double rmse = std::sqrt(sum / std::max<size_t>(1, reference.values.size()));
         post([lane = job.lane, id = job.id, rmse](EngineController* c) { Q_EMIT c->referenceReady(lane, id, rmse); });
     }
 
-    void runSweep(core::Engine& engine, const Job& job) {
-        const core::SweepRequest& request = *job.sweep;
+    void run(core::Engine& engine, const Job& job, const Sweep& work) {
+        const core::SweepRequest& request = work.request;
         const PointModel points = pointModel(request.model);
         const bool pointCloud = points.points;
         const core::HostArray reference = core::Engine::referenceSamples(points.reference, 600);
@@ -186,22 +194,13 @@ struct EngineController::Worker {
             post([id = job.id, message, cancelled](EngineController* c) { Q_EMIT c->sweepFailed(id, message, cancelled); });
             return;
         }
-        if (!job.lastCell) return;
         QStringList notes;
         for (const auto& note : result.notes) notes << QString::fromStdString(note);
         post([id = job.id, notes](EngineController* c) { Q_EMIT c->sweepFinished(id, notes); });
     }
 
-    void run(core::Engine& engine, const Job& job) {
-        if (job.reference) {
-            measure(engine, job);
-            return;
-        }
-        if (job.sweep) {
-            runSweep(engine, job);
-            return;
-        }
-        core::SampleRequest request = job.settings.toRequest();
+    void run(core::Engine& engine, const Job& job, const LaneRun& work) {
+        core::SampleRequest request = work.settings.toRequest();
         const PointModel points = pointModel(request.model);
         const bool pointCloud = points.points;
         core::HostArray reference;
@@ -216,20 +215,18 @@ struct EngineController::Worker {
         }
         // The whole trajectory (for the charts and the .npy export) only while it stays small:
         // a 128x128 folder model at batch 64 and 1000 steps would need 12 GB.
-        const bool record = estimatedTrajectoryBytes(job.settings) <= kTrajectoryBudgetBytes;
+        const bool record = estimatedTrajectoryBytes(work.settings) <= kTrajectoryBudgetBytes;
         request.analyze = record;
         request.recordTrajectory = record;
         request.recordPredictions = false;  // the frames already carry them as images
         // Latent bundles: the decoder shows x̂0 about ten times per run, the cheap preview between.
-        request.decodeEvery = std::max(1, job.settings.steps / 10);
+        request.decodeEvery = std::max(1, work.settings.steps / 10);
         const auto onFrame = [&](const core::StepFrame& step) {
             LaneFrame frame;
             frame.index = step.index;
             frame.plannedSteps = step.plannedSteps;
             frame.t = step.t;
-            frame.sigma = step.sigma;
             frame.nfe = step.nfe;
-            frame.velocityRms = step.velocityRms;
             frame.final = step.final;
             frame.pointCloud = pointCloud;
             if (pointCloud) {
@@ -266,6 +263,7 @@ struct EngineController::Worker {
                                          "or .npy export; use fewer steps or a smaller batch")
                                  .arg(kTrajectoryBudgetBytes >> 20);
         }
+        summary.sampleShape = result.sampleShape;
         summary.final = result.final;
         summary.finalImage = result.finalImage.shape.empty() ? result.final : result.finalImage;
         summary.analysis = std::move(result.analysis);
@@ -277,9 +275,7 @@ struct EngineController::Worker {
                 auto measurement = std::make_shared<Job>();
                 measurement->lane = job.lane;
                 measurement->id = job.id;
-                measurement->settings = job.settings;
-                measurement->reference = true;
-                measurement->runFinal = result.final;
+                measurement->work = Measurement{work.settings, result.final};
                 references[job.lane] = measurement;
             }
         }
@@ -300,11 +296,9 @@ struct EngineController::Worker {
     void reportDropped(const std::shared_ptr<Job>& job) {
         const int lane = job->lane;
         const quint64 id = job->id;
-        if (job->sweep) {
-            if (job->lastCell) {
-                post([id](EngineController* c) { Q_EMIT c->sweepFailed(id, QObject::tr("cancelled"), true); });
-            }
-        } else if (job->reference) {
+        if (std::holds_alternative<Sweep>(job->work)) {
+            post([id](EngineController* c) { Q_EMIT c->sweepFailed(id, QObject::tr("cancelled"), true); });
+        } else if (std::holds_alternative<Measurement>(job->work)) {
             post([lane, id](EngineController* c) { Q_EMIT c->referenceReady(lane, id, std::nan("")); });
         } else {
             post([lane, id](EngineController* c) { Q_EMIT c->runFailed(lane, id, QObject::tr("cancelled"), true); });
@@ -326,7 +320,7 @@ struct EngineController::Worker {
     std::condition_variable idle;
     std::map<int, std::shared_ptr<Job>> pending;  // by lane: at most one waiting run per lane
     std::map<int, std::shared_ptr<Job>> references;  // by lane: measurements, run when nothing is pending
-    std::deque<std::shared_ptr<Job>> sweepCells;     // the current sweep, one cell per job
+    std::shared_ptr<Job> sweep;                      // at most one waiting sweep: the newest
     std::shared_ptr<Job> running;
     std::vector<std::pair<RunSettings, core::HostArray>> referenceCache;  // oldest first; worker thread only
     quint64 nextId = 1;
@@ -347,7 +341,7 @@ EngineController::~EngineController() {
         m_worker->stopping = true;
         m_worker->pending.clear();
         m_worker->references.clear();
-        m_worker->sweepCells.clear();
+        m_worker->sweep.reset();
         if (m_worker->running) m_worker->running->cancel->store(true);
     }
     m_worker->wake.notify_all();
@@ -364,7 +358,7 @@ quint64 EngineController::submit(int lane, const RunSettings& settings) {
         auto job = std::make_shared<Worker::Job>();
         job->lane = lane;
         job->id = id = m_worker->nextId++;
-        job->settings = settings;
+        job->work = Worker::LaneRun{settings};
         // Replaces a waiting run of this lane, which ends as cancelled: every run ends once.
         if (auto waiting = m_worker->pending.find(lane); waiting != m_worker->pending.end()) {
             m_worker->reportDropped(waiting->second);
@@ -382,30 +376,15 @@ quint64 EngineController::submitSweep(const core::SweepRequest& request) {
     quint64 id = 0;
     {
         std::lock_guard lock(m_worker->mutex);
-        id = m_worker->nextId++;
-        m_worker->sweepCells.clear();
+        auto job = std::make_shared<Worker::Job>();
+        job->lane = kSweepLane;
+        job->id = id = m_worker->nextId++;
+        job->work = Worker::Sweep{request};
+        std::get<Worker::Sweep>(job->work).request.keepFinals = true;
+        // The newest sweep wins: a waiting one ends as cancelled, a running one is cancelled.
+        if (m_worker->sweep) m_worker->reportDropped(m_worker->sweep);
+        m_worker->sweep = job;
         if (m_worker->running && m_worker->running->lane == kSweepLane) m_worker->running->cancel->store(true);
-        // One job per cell, so that lane runs requested meanwhile go first; the engine keeps
-        // the reference solves the cells share.
-        for (const auto& path : request.paths) {
-            for (const auto& schedule : request.schedules) {
-                for (const auto& solver : request.solvers) {
-                    for (int steps : request.steps) {
-                        auto job = std::make_shared<Worker::Job>();
-                        job->lane = kSweepLane;
-                        job->id = id;
-                        job->sweep = request;
-                        job->sweep->paths = {path};
-                        job->sweep->schedules = {schedule};
-                        job->sweep->solvers = {solver};
-                        job->sweep->steps = {steps};
-                        job->sweep->keepFinals = true;
-                        m_worker->sweepCells.push_back(job);
-                    }
-                }
-            }
-        }
-        if (!m_worker->sweepCells.empty()) m_worker->sweepCells.back()->lastCell = true;
     }
     m_worker->wake.notify_all();
     Q_EMIT busyChanged(true);
@@ -420,9 +399,9 @@ void EngineController::cancel(int lane) {
             queue->erase(it);
         }
     }
-    if (lane == kSweepLane) {
-        if (!m_worker->sweepCells.empty()) m_worker->reportDropped(m_worker->sweepCells.back());
-        m_worker->sweepCells.clear();
+    if (lane == kSweepLane && m_worker->sweep) {
+        m_worker->reportDropped(m_worker->sweep);
+        m_worker->sweep.reset();
     }
     if (m_worker->running && m_worker->running->lane == lane) m_worker->running->cancel->store(true);
 }
@@ -433,24 +412,20 @@ void EngineController::cancelAll() {
         for (const auto& [lane, job] : *queue) m_worker->reportDropped(job);
         queue->clear();
     }
-    if (!m_worker->sweepCells.empty()) m_worker->reportDropped(m_worker->sweepCells.back());
-    m_worker->sweepCells.clear();
+    if (m_worker->sweep) m_worker->reportDropped(m_worker->sweep);
+    m_worker->sweep.reset();
     if (m_worker->running) m_worker->running->cancel->store(true);
 }
 
 bool EngineController::isBusy() const {
     std::lock_guard lock(m_worker->mutex);
-    return m_worker->running || !m_worker->pending.empty() || !m_worker->references.empty() ||
-           !m_worker->sweepCells.empty();
+    return m_worker->running || m_worker->hasQueuedJobs();
 }
 
 bool EngineController::waitForIdle(int timeoutMs) {
     std::unique_lock lock(m_worker->mutex);
     return m_worker->idle.wait_for(lock, std::chrono::milliseconds(timeoutMs),
-                                   [this] {
-                                       return !m_worker->running && m_worker->pending.empty() &&
-                                              m_worker->references.empty() && m_worker->sweepCells.empty();
-                                   });
+                                   [this] { return !m_worker->running && !m_worker->hasQueuedJobs(); });
 }
 
 

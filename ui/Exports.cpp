@@ -14,7 +14,7 @@
 #include <QSvgGenerator>
 #include <opencv2/core/mat.hpp>
 
-#include "core/NpyFile.h"
+#include "core/media/ImageWriter.h"
 #include "core/media/VideoExport.h"
 #include "ui/GeometryCharts.h"
 
@@ -104,6 +104,16 @@ bool savePng(const QImage& image, const QString& path, const QList<QPair<QString
         return false;
     }
     return saveBytes(bytes, path, error);
+}
+
+QImage finalPicture(const LaneSnapshot& lane) {
+    if (lane.result.finalImage.values.empty()) return {};
+    try {
+        return imageFromMat(media::runPicture(lane.settings.model.toStdString(), lane.result.finalImage,
+                                              lane.result.final, lane.result.trajectory));
+    } catch (const std::exception&) {
+        return {};  // savePng reports that there is nothing to export
+    }
 }
 
 QImage finalGrid(const LaneSnapshot& lane, int scale) {
@@ -208,7 +218,7 @@ bool saveTrajectory(const LaneSnapshot& lane, const QString& path, QString* erro
         return false;
     }
     try {
-        core::writeNpy(path.toStdString(), trajectory.shape, trajectory.values.data());
+        core::Engine::writeNpy(path.toStdString(), trajectory);
     } catch (const std::exception& e) {
         *error = QString::fromStdString(e.what());
         return false;

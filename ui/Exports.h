@@ -27,6 +27,9 @@ namespace exports {
 
 // A PNG with text chunks.
 bool savePng(const QImage& image, const QString& path, const QList<QPair<QString, QString>>& text, QString* error);
+// The picture of the lane's final samples that `flowscope-cli sample --out` writes for the same
+// run, pixel for pixel (core/media's runPicture).
+QImage finalPicture(const LaneSnapshot& lane);
 // Final images in a grid (the canvas's look, pixels enlarged `scale` times).
 QImage finalGrid(const LaneSnapshot& lane, int scale = 1);
 // Rows per sample (at most `samples`): the state x_t and/or the prediction x̂0, at up to

@@ -4,7 +4,7 @@
 #include <QVector>
 #include <QWidget>
 
-#include "core/Engine.h"
+#include "core/api/Engine.h"
 
 QT_BEGIN_NAMESPACE
 class QChart;

@@ -4,6 +4,9 @@
 #include <cmath>
 
 #include <QPainter>
+#include <opencv2/core/mat.hpp>
+
+#include "core/media/ImageWriter.h"
 
 namespace flowscope::ui {
 
@@ -22,15 +25,19 @@ QVector<QImage> imagesFromBatch(const core::HostArray& batch) {
             uchar* row = image.scanLine(y);
             for (int x = 0; x < width; ++x) {
                 for (int c = 0; c < std::min(channels, 3); ++c) {
-                    const float raw = base[(size_t(c) * height + y) * width + x];
-                    const float v = std::isnan(raw) ? -1.0f : std::clamp(raw, -1.0f, 1.0f);
-                    row[x * std::min(channels, 3) + c] = uchar(std::lround((v + 1.0f) * 127.5f));
+                    row[x * std::min(channels, 3) + c] = media::valueToByte(base[(size_t(c) * height + y) * width + x]);
                 }
             }
         }
         images.push_back(image);
     }
     return images;
+}
+
+QImage imageFromMat(const cv::Mat& picture) {
+    if (picture.empty() || picture.depth() != CV_8U || (picture.channels() != 1 && picture.channels() != 3)) return {};
+    const QImage::Format format = picture.channels() == 1 ? QImage::Format_Grayscale8 : QImage::Format_RGB888;
+    return QImage(picture.data, picture.cols, picture.rows, static_cast<qsizetype>(picture.step), format).copy();
 }
 
 QRectF scatterBounds(const core::HostArray& reference) {

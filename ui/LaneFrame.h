@@ -7,7 +7,11 @@
 #include <QStringList>
 #include <QVector>
 
-#include "core/Engine.h"
+#include "core/api/Engine.h"
+
+namespace cv {
+class Mat;
+}
 
 namespace flowscope::ui {
 
@@ -18,9 +22,7 @@ struct LaneFrame {
     int index = 0;
     int plannedSteps = 0;
     double t = 0.0;
-    double sigma = 1.0;
     int nfe = 0;
-    double velocityRms = 0.0;
     bool final = false;
     bool pointCloud = false;
     QVector<QImage> states;       // x_t per sample (or the one scatter plot)
@@ -36,6 +38,7 @@ struct LaneResult {
     double straightness = 0.0;
     QString device;
     QStringList notes;
+    std::vector<int64_t> sampleShape;  // [2] for points; [C, H, W] for images and latents
     core::HostArray final;  // the final samples, engine space, for .npy export and RMSE
     // What the final samples look like: `final` itself, or for latent bundles (and other value
     // ranges) the decoded images [B, 1 or 3, H, W] in [-1, 1].
@@ -53,8 +56,10 @@ struct SweepCell {
     QImage image;  // the first sample's final image (2-D models: the scatter plot)
 };
 
-// Engine arrays to images. Values are clamped to [-1, 1] and mapped with rounding.
+// Engine arrays to images, by core/media's one mapping of [-1, 1] to 8 bits.
 QVector<QImage> imagesFromBatch(const core::HostArray& batch);
+// A picture core/media drew (8-bit RGB or gray) as a QImage that owns a copy of its pixels.
+QImage imageFromMat(const cv::Mat& picture);
 // The square of the plane that plots of a 2-D model show: its data (`reference`, [N, 2]) and the
 // noise its runs start from, with a margin. It depends on the model only, so every lane and step
 // of a model is drawn on the same axes and frames compare.

@@ -158,8 +158,8 @@ void LaneView::beginRun(quint64 runId, const RunSettings& settings) {
     m_canvas->setPlaceholder({});
 }
 
-void LaneView::addFrame(quint64 runId, const LaneFrame& frame) {
-    if (runId != m_runId) return;  // a frame from a run that was replaced
+bool LaneView::addFrame(quint64 runId, const LaneFrame& frame) {
+    if (runId != m_runId) return false;  // a frame from a run that was replaced
     m_frames.push_back(frame);
     for (const auto* images : {&frame.states, &frame.predictions}) {
         for (const QImage& image : *images) m_frameBytes += image.sizeInBytes();
@@ -194,6 +194,7 @@ void LaneView::addFrame(quint64 runId, const LaneFrame& frame) {
     } else {
         updateStepLabel();
     }
+    return true;
 }
 
 void LaneView::finishRun(quint64 runId, const LaneResult& result) {

@@ -3,9 +3,9 @@
 #include <QVector>
 #include <QWidget>
 
+#include "ui/FilmstripBar.h"
 #include "ui/LaneFrame.h"
 #include "ui/RunSettings.h"
-#include "ui/FilmstripBar.h"
 #include "ui/SampleCanvas.h"
 
 class QComboBox;
@@ -36,7 +36,8 @@ public:
     // The settings of the run shown (not the widgets' current values, which may have changed).
     const RunSettings& runSettings() const { return m_runSettings; }
     quint64 runId() const { return m_runId; }
-    void addFrame(quint64 runId, const LaneFrame& frame);
+    // Shows a frame of the run `runId`; false (and nothing shown) for a run that was replaced.
+    bool addFrame(quint64 runId, const LaneFrame& frame);
     void finishRun(quint64 runId, const LaneResult& result);
     void failRun(quint64 runId, const QString& message, bool cancelled);
 

@@ -13,7 +13,6 @@
 #include <QFileInfo>
 #include <QImageReader>
 #include <QImageWriter>
-#include <QJsonDocument>
 #include <QLabel>
 #include <QMenuBar>
 #include <QMessageBox>
@@ -30,7 +29,7 @@
 #include <QTimer>
 #include <QVBoxLayout>
 
-#include "core/Engine.h"
+#include "core/api/Engine.h"
 #include "ui/AppSettings.h"
 #include "ui/DialogFolder.h"
 #include "ui/DifferenceView.h"
@@ -376,8 +375,7 @@ void MainWindow::cancelRuns() {
 
 void MainWindow::onFrame(int laneIndex, quint64 runId, const LaneFrame& frame) {
     LaneView* lane = this->lane(laneIndex);
-    if (!lane || lane->runId() != runId) return;
-    lane->addFrame(runId, frame);
+    if (!lane || !lane->addFrame(runId, frame)) return;
     if (frame.pointCloud != m_hintForPoints) showHint(frame.pointCloud);
     // Progress over all lanes: steps done over steps planned.
     int done = 0, planned = 0, nfe = 0;
@@ -444,9 +442,8 @@ bool MainWindow::exportLane(int laneIndex, const QString& path, QString* error) 
         return false;
     }
     const LaneSnapshot lane_ = snapshot(laneIndex);
-    const QString json = QString::fromUtf8(QJsonDocument(lane_.settings.toJson()).toJson(QJsonDocument::Compact));
-    return exports::savePng(exports::finalGrid(lane_), path,
-                            {{"parameters", lane_.settings.parametersLine(lane_.result.nfe)}, {"flowscope", json}}, error);
+    return exports::savePng(exports::finalPicture(lane_), path, lane_.settings.pngChunks(lane_.result.nfe, lane_.result.sampleShape),
+                            error);
 }
 
 bool MainWindow::exportFilmstrip(int laneIndex, const QString& path, QString* error) {
@@ -457,9 +454,8 @@ bool MainWindow::exportFilmstrip(int laneIndex, const QString& path, QString* er
     const LaneSnapshot lane = snapshot(laneIndex);
     const bool states = m_panel->view() != SampleCanvas::View::Prediction;
     const bool predictions = m_panel->view() != SampleCanvas::View::State;
-    const QString json = QString::fromUtf8(QJsonDocument(lane.settings.toJson()).toJson(QJsonDocument::Compact));
     return exports::savePng(exports::filmstrip(lane, states, predictions), path,
-                            {{"parameters", lane.settings.parametersLine(lane.result.nfe)}, {"flowscope", json}}, error);
+                            lane.settings.pngChunks(lane.result.nfe, lane.result.sampleShape), error);
 }
 
 bool MainWindow::exportComparison(const QString& path, QString* error) {
@@ -586,7 +582,7 @@ bool MainWindow::openBundle(const QString& folder) {
     }
     // Opening a bundle is the user asking again: forget earlier refusals.
     m_declined.clear();
-    const QString spec = QStringLiteral("bundle:") + directory;
+    const QString spec = modelSpec(core::SpecForm::Bundle, directory);
     if (!ensureTrusted(spec)) return false;
     m_recentBundles.removeAll(spec);
     m_recentBundles.prepend(spec);
@@ -598,8 +594,8 @@ bool MainWindow::openBundle(const QString& folder) {
 }
 
 bool MainWindow::ensureTrusted(const QString& spec) {
-    if (!spec.startsWith(QStringLiteral("bundle:"))) return true;
-    const QString folder = spec.mid(7);
+    QString folder;
+    if (!specHasForm(spec, core::SpecForm::Bundle, &folder)) return true;
     const QString stamp = folderStamp(folder);
     if (m_trustedStamps.value(folder) == stamp && !stamp.isEmpty()) return true;
     const core::BundleInfo info = core::Engine::inspectBundle(folder.toStdString());
@@ -693,15 +689,14 @@ void MainWindow::readSettings() {
     m_recentBundles = settings->value("models/bundles").toStringList();
     m_charts->setLogScale(settings->value("view/logScale", false).toBool());
     for (const QString& spec : std::as_const(m_recentBundles)) {
-        if (!spec.startsWith(QStringLiteral("bundle:"))) continue;
+        if (!specHasForm(spec, core::SpecForm::Bundle)) continue;
         m_panel->modelBox()->addItem(spec);
         m_train->addSourceModel(spec);
     }
     if (!settings->contains("run/shared")) return;  // first launch: the defaults
     RunSettings shared;
     QString why;
-    const QJsonObject sharedJson = QJsonDocument::fromJson(settings->value("run/shared").toByteArray()).object();
-    if (!RunSettings::fromJson(sharedJson, &shared, &why)) {
+    if (!RunSettings::fromJson(settings->value("run/shared").toByteArray(), &shared, &why)) {
         qWarning("FlowScope: ignoring saved settings (%s); using defaults", qPrintable(why));
         problems << tr("The saved settings were not used (%1); these are the defaults.").arg(why);
         return;
@@ -712,9 +707,7 @@ void MainWindow::readSettings() {
     setLaneCount(lanes);
     for (int i = 0; i < lanes; ++i) {
         RunSettings lane;
-        const QJsonObject laneJson =
-            QJsonDocument::fromJson(settings->value(QStringLiteral("run/lane%1").arg(i)).toByteArray()).object();
-        if (RunSettings::fromJson(laneJson, &lane, &why)) {
+        if (RunSettings::fromJson(settings->value(QStringLiteral("run/lane%1").arg(i)).toByteArray(), &lane, &why)) {
             m_lanes[i]->setLaneSettings(lane);
         } else {
             problems << tr("Lane %1's saved settings were not used (%2); it has the defaults.").arg(i + 1).arg(why);
@@ -731,11 +724,10 @@ void MainWindow::writeSettings() const {
     settings->setValue("models/bundles", m_recentBundles);
     settings->setValue("view/logScale", m_charts->logScale());
     const RunSettings shared = m_panel->shared();
-    settings->setValue("run/shared", QJsonDocument(shared.toJson()).toJson(QJsonDocument::Compact));
+    settings->setValue("run/shared", shared.toJson());
     settings->setValue("run/lanes", int(m_lanes.size()));
     for (int i = 0; i < int(m_lanes.size()); ++i) {
-        settings->setValue(QStringLiteral("run/lane%1").arg(i),
-                           QJsonDocument(m_lanes[i]->settings(shared).toJson()).toJson(QJsonDocument::Compact));
+        settings->setValue(QStringLiteral("run/lane%1").arg(i), m_lanes[i]->settings(shared).toJson());
     }
     settings->sync();
     // The window is closing: the status bar said so at startup if the folder was not writable.

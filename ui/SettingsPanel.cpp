@@ -12,24 +12,20 @@
 #include <QSignalBlocker>
 #include <QSpinBox>
 
-#include "core/ShippedModels.h"
+#include "core/api/Engine.h"
 
 namespace flowscope::ui {
 
 SettingsPanel::SettingsPanel(QWidget* parent) : QWidget(parent) {
     m_model = new QComboBox(this);
     m_model->setEditable(true);
-    m_model->addItems({"fashion-mnist", "fashion-mnist:1000", "fashion-mnist:bf16", "gmm:8gaussians", "gmm:rings", "gmm:checkerboard",
-                       "points:moons", "points:spiral", "points:checkerboard"});
-    // The networks FlowScope ships, trained by its own code, beside the exact denoisers.
-    for (const core::ShippedModel& shipped : core::shippedModels()) {
-        const QString folderName = QDir(QString::fromStdString(shipped.directory)).dirName();
-        m_model->addItem(QStringLiteral("shipped:") + folderName);
-        m_model->setItemData(m_model->count() - 1, QString::fromStdString(shipped.name), Qt::ToolTipRole);
+    // The exact denoisers, then the networks FlowScope ships, trained by its own code.
+    for (const core::ModelEntry& entry : core::Engine::modelMenu()) {
+        m_model->addItem(QString::fromStdString(entry.spec));
+        if (!entry.description.empty()) {
+            m_model->setItemData(m_model->count() - 1, QString::fromStdString(entry.description), Qt::ToolTipRole);
+        }
     }
-    m_model->setItemData(2, tr("The exact denoiser with the images kept in bfloat16: about half the memory "
-                               "traffic, faster steps on the CPU at small batches; slightly different results"),
-                         Qt::ToolTipRole);
     m_model->setToolTip(tr("fashion-mnist: the exact denoiser of the 60,000 training images; gmm:*: 2-D Gaussian "
                            "mixtures; points:*: 2-D point clouds; shipped:*: networks trained by FlowScope "
                            "(Train panel); folder:PATH: your own images; bundle:DIR: your own network "
@@ -38,7 +34,7 @@ SettingsPanel::SettingsPanel(QWidget* parent) : QWidget(parent) {
     folder->setToolTip(tr("Use the exact denoiser of a folder of your own images"));
     connect(folder, &QPushButton::clicked, this, [this] {
         const QString dir = QFileDialog::getExistingDirectory(this, tr("Folder of images"));
-        if (!dir.isEmpty()) m_model->setEditText(QStringLiteral("folder:") + dir);
+        if (!dir.isEmpty()) m_model->setEditText(modelSpec(core::SpecForm::Folder, dir));
     });
 
     auto* bundle = new QPushButton(tr("Open model..."), this);
@@ -90,7 +86,7 @@ SettingsPanel::SettingsPanel(QWidget* parent) : QWidget(parent) {
 }
 
 RunSettings SettingsPanel::shared() const {
-    RunSettings settings;
+    RunSettings settings = m_unshown;
     settings.model = m_model->currentText().trimmed();
     settings.seed = quint64(m_seed->value());
     settings.batch = m_batch->value();
@@ -100,6 +96,7 @@ RunSettings SettingsPanel::shared() const {
 
 void SettingsPanel::setShared(const RunSettings& settings) {
     const QSignalBlocker b1(m_model), b2(m_seed), b3(m_batch), b4(m_device);
+    m_unshown = settings;
     m_model->setEditText(settings.model);
     // RunSettings::fromJson refuses what these boxes cannot show (seeds past 2^32 - 1, batches
     // past the engine's limit, unknown devices), so nothing is clamped or replaced here.

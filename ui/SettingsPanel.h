@@ -46,6 +46,9 @@ private:
     QComboBox* m_device;
     QComboBox* m_view;
     QSpinBox* m_lanes;
+    // The shared settings no box shows (resolution, dtype, t_end, tolerances), as the last
+    // restored PNG or session gave them, so that they are run and exported unchanged.
+    RunSettings m_unshown;
 };
 
 }  // namespace flowscope::ui

@@ -17,12 +17,19 @@
 #include <QVBoxLayout>
 
 #include "ui/GeometryCharts.h"
+#include "ui/RunSettings.h"
 
 namespace flowscope::ui {
 namespace {
 
-const QStringList kPaths{"linear", "vp", "cosine", "ve"};
-const QStringList kSolvers{"euler", "heun", "midpoint", "rk4", "dpm++2m", "ddim", "dopri5", "ddpm", "euler-a"};
+// Whether a sweep row's solver picks its own steps (and so ignores the columns' step counts).
+bool choosesItsOwnSteps(const QString& solver) {
+    try {
+        return core::Engine::solverIsAdaptive(solver.toStdString());
+    } catch (const std::exception&) {
+        return false;
+    }
+}
 
 }  // namespace
 
@@ -89,7 +96,7 @@ QStringList SweepView::selectedItems() const {
 
 void SweepView::setSelectedItems(const QStringList& selected) {
     m_items->clear();
-    for (const QString& name : by() == By::Path ? kPaths : kSolvers) {
+    for (const QString& name : engineNames(by() == By::Path ? core::NameKind::Path : core::NameKind::Solver)) {
         auto* item = new QListWidgetItem(name, m_items);
         item->setFlags(item->flags() | Qt::ItemIsUserCheckable);
         item->setCheckState(selected.contains(name) ? Qt::Checked : Qt::Unchecked);
@@ -127,11 +134,11 @@ void SweepView::begin(quint64 sweepId, const QStringList& rows, const QVector<in
     }
     for (int r = 0; r < rows.size(); ++r) {
         auto* label = new QLabel(rows[r], m_gridHost);
-        if (rows[r] == QLatin1String("dopri5")) {
+        if (choosesItsOwnSteps(rows[r])) {
             // Its columns are one run: it ignores the step count.
-            label->setText(tr("dopri5\n(own steps)"));
-            label->setToolTip(tr("dopri5 chooses its own steps (tolerance 1e-5), so every column shows the same run; "
-                                 "its NFE is in each cell's tooltip."));
+            label->setText(tr("%1\n(own steps)").arg(rows[r]));
+            label->setToolTip(tr("%1 chooses its own steps (tolerance 1e-5), so every column shows the same run; "
+                                 "its NFE is in each cell's tooltip.").arg(rows[r]));
         }
         m_grid->addWidget(label, r + 1, 0);
     }

@@ -16,7 +16,6 @@
 #include "ui/ThreadHandoff.h"
 #include "ui/WorkerThread.h"
 
-#include "core/ShippedModels.h"
 #include "core/media/ImageFolderLoader.h"
 #include "ui/LaneFrame.h"
 
@@ -55,12 +54,9 @@ struct TrainController::Worker {
         setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), kTrainingNice);
         std::string dataset = request.dataset;
         if (request.mode != "train") {
-            try {
-                const std::string bundle = core::bundleDirectoryOf(request.source);
-                dataset = core::trainingDatasetOf(bundle.empty() ? request.source : bundle);
-            } catch (const std::exception&) {
-                dataset.clear();  // the job reports the bad source itself
-            }
+            // The source's training data, drawn beneath 2-D samples ("" when it does not describe:
+            // the job reports the bad source itself).
+            dataset = core::Engine::describeModel(request.source).referenceData;
         }
         core::HostArray reference = core::Engine::referenceSamples(dataset, 2000);
         auto lastReport = std::chrono::steady_clock::now() - std::chrono::seconds(1);

@@ -8,7 +8,7 @@
 
 #include <memory>
 
-#include "core/TrainingJob.h"
+#include "core/api/TrainingJob.h"
 
 namespace flowscope::ui {
 

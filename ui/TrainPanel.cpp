@@ -27,14 +27,15 @@
 #include <QValueAxis>
 #include <QVBoxLayout>
 
-#include "core/ShippedModels.h"
+#include "core/api/Engine.h"
 #include "ui/DialogFolder.h"
+#include "ui/RunSettings.h"
 
 namespace flowscope::ui {
 namespace {
 
 bool isPointData(const QString& dataset) {
-    return dataset.startsWith(QStringLiteral("points:")) || dataset.startsWith(QStringLiteral("gmm:"));
+    return specHasForm(dataset, core::SpecForm::Points) || specHasForm(dataset, core::SpecForm::Mixture);
 }
 
 QString duration(double seconds) {
@@ -55,8 +56,7 @@ TrainPanel::TrainPanel(QWidget* parent) : QWidget(parent), m_controller(new Trai
     m_dataset = new QComboBox(this);
     m_dataset->setObjectName("trainDataset");
     m_dataset->setEditable(true);
-    m_dataset->addItems({"points:moons", "gmm:8gaussians", "points:spiral", "points:checkerboard", "gmm:rings",
-                         "gmm:checkerboard", "fashion-mnist", "fashion-mnist:10000"});
+    for (const std::string& dataset : core::Engine::datasetMenu()) m_dataset->addItem(QString::fromStdString(dataset));
     m_dataset->setToolTip(tr("What to learn: 2-D points train in seconds, fashion-mnist images in minutes to hours "
                              "on a CPU; folder:PATH trains on your own images"));
     m_objective = new QComboBox(this);
@@ -68,8 +68,8 @@ TrainPanel::TrainPanel(QWidget* parent) : QWidget(parent), m_controller(new Trai
     m_source->setObjectName("trainSource");
     m_source->setEditable(true);
     m_source->setToolTip(tr("The rectified flow whose ODE pairs noise with samples: bundle:DIR or shipped:NAME"));
-    for (const core::ShippedModel& shipped : core::shippedModels()) {
-        if (shipped.path == "linear") addSourceModel(QStringLiteral("shipped:") + QDir(QString::fromStdString(shipped.directory)).dirName());
+    for (const core::ModelEntry& entry : core::Engine::modelMenu()) {
+        if (entry.shipped && entry.nativePath == "linear") addSourceModel(QString::fromStdString(entry.spec));
     }
     m_iterations = new QSpinBox(this);
     m_iterations->setObjectName("trainIterations");
@@ -344,7 +344,7 @@ void TrainPanel::onFinished(const TrainFinish& finish) {
     m_pause->setText(tr("Pause"));
     switch (finish.failure) {
         case core::Failure::None: {
-            const QString spec = QStringLiteral("bundle:") + finish.directory;
+            const QString spec = modelSpec(core::SpecForm::Bundle, finish.directory);
             m_status->setText(tr("Done: %1 iterations in %2, loss %3. Wrote %4 and added it to the model list.")
                                   .arg(finish.iterations - finish.resumedFrom)
                                   .arg(duration(finish.seconds))

@@ -7,7 +7,7 @@
 #include <torch/script.h>
 #include <torch/torch.h>
 
-#include "core/AtomicFile.h"
+#include "core/io/AtomicFile.h"
 
 namespace flowscope::bench {
 namespace {

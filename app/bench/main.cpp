@@ -28,11 +28,12 @@
 
 #include "app/bench/ConvNet.h"
 #include "app/bench/OperationCounter.h"
-#include "core/Datasets.h"
-#include "core/Device.h"
-#include "core/EmpiricalDenoiser.h"
-#include "core/Engine.h"
-#include "core/HostTensor.h"
+#include "core/api/Engine.h"
+#include "core/api/Names.h"
+#include "core/models/Datasets.h"
+#include "core/models/EmpiricalDenoiser.h"
+#include "core/sampling/Device.h"
+
 
 using namespace flowscope;
 
@@ -182,7 +183,7 @@ private:
 
     core::SampleRequest netRequest(const std::string& net, int steps, int batch) const {
         core::SampleRequest request;
-        request.model = "bundle:" + m_directory + "/" + net;
+        request.model = core::makeSpec(core::SpecForm::Bundle, m_directory + "/" + net);
         request.trustModel = true;
         request.steps = steps;
         request.batch = batch;
@@ -389,7 +390,7 @@ private:
         // a GPU).
         for (const std::string& model : {std::string("small net"), std::string("gmm:8gaussians")}) {
             core::SweepRequest request;
-            request.model = model == "small net" ? "bundle:" + m_directory + "/small" : model;
+            request.model = model == "small net" ? core::makeSpec(core::SpecForm::Bundle, m_directory + "/small") : model;
             request.trustModel = true;
             request.paths = {"linear", "vp"};
             request.solvers = {"euler", "dpm++2m", "euler-a"};
@@ -443,13 +444,13 @@ private:
         // matrix products gain from the larger batch.
         for (const std::string& model : {std::string("small net"), std::string("gmm:8gaussians"), std::string("fashion-mnist:2000")}) {
             core::SweepRequest adaptive;
-            adaptive.model = model == "small net" ? "bundle:" + m_directory + "/small" : model;
+            adaptive.model = model == "small net" ? core::makeSpec(core::SpecForm::Bundle, m_directory + "/small") : model;
             adaptive.trustModel = true;
             adaptive.batch = 4;
             adaptive.device = m_settings.device;
             adaptive.referenceTolerance = 1e-4;
             adaptive.paths = {"linear", "vp", "cosine"};
-            adaptive.solvers = {"dopri5"};
+            adaptive.solvers = {std::string(core::kAdaptiveSolver)};
             adaptive.steps = {8};
             if (model.starts_with("fashion-mnist") && !core::Engine::info().fashionMnistInstalled) {
                 m_notes.push_back("dopri5 sweep on fashion-mnist:2000 skipped: the dataset package is not installed");

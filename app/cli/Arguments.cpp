@@ -7,7 +7,7 @@
 
 #include <unistd.h>
 
-#include "core/AtomicFile.h"
+#include "core/io/AtomicFile.h"
 
 namespace flowscope::app {
 

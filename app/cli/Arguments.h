@@ -9,7 +9,7 @@
 #include <utility>
 #include <vector>
 
-#include "core/Engine.h"
+#include "core/api/Engine.h"
 
 namespace flowscope::app {
 

@@ -8,10 +8,10 @@
 #include <unistd.h>
 
 #include "app/cli/Arguments.h"
-#include "app/cli/Json.h"
-#include "core/AtomicFile.h"
-#include "core/Engine.h"
-#include "core/EvaluationJob.h"
+#include "core/api/Engine.h"
+#include "core/api/EvaluationJob.h"
+#include "core/io/AtomicFile.h"
+#include "core/io/JsonWriter.h"
 
 namespace flowscope::app {
 int runClassifier(const std::vector<std::string>& args, const std::atomic<bool>& cancel) {
@@ -43,7 +43,7 @@ int runClassifier(const std::vector<std::string>& args, const std::atomic<bool>&
         return exitCodeFor(outcome.failure);
     }
     if (json) {
-        JsonWriter writer;
+        core::JsonWriter writer;
         writer.beginObject();
         writer.field("classifier", *out);
         writer.field("epochs", request.epochs);
@@ -122,7 +122,7 @@ int runEvaluate(const std::vector<std::string>& args, const std::atomic<bool>& c
         core::writeFileAtomically(*csv, table.str());
     }
     if (json) {
-        JsonWriter writer;
+        core::JsonWriter writer;
         writer.beginObject();
         writer.field("model", *model);
         writer.field("path", outcome.path);

@@ -16,17 +16,20 @@
 
 #include "app/cli/Arguments.h"
 #include "app/cli/Evaluate.h"
-#include "app/cli/Json.h"
-#include "core/AtomicFile.h"
-#include "core/Engine.h"
-#include "core/Errors.h"
-#include "core/HostTensor.h"
-#include "core/NpyFile.h"
-#include "core/SafeTensors.h"
-#include "core/ShippedModels.h"
-#include "core/TrainingJob.h"
+#include "core/api/Engine.h"
+#include "core/api/Errors.h"
+#include "core/api/Names.h"
+#include "core/api/SettingsCodec.h"
+#include "core/api/TrainingJob.h"
+#include "core/engine/HostArrays.h"
+#include "core/io/AtomicFile.h"
+#include "core/io/JsonWriter.h"
+#include "core/io/NpyFile.h"
+#include "core/io/SafeTensors.h"
 #include "core/media/ImageFolder.h"
 #include "core/media/ImageWriter.h"
+#include "core/models/ModelSpec.h"
+#include "core/models/ShippedModels.h"
 
 namespace fs = std::filesystem;
 using namespace flowscope;
@@ -104,41 +107,6 @@ core::Engine::FolderLoader folderLoader() {
     };
 }
 
-// Every setting needed to reproduce a run, as fields of the current JSON object.
-void writeSettings(app::JsonWriter& json, const core::SampleRequest& request) {
-    json.field("model", request.model);
-    json.field("path", request.path);
-    json.field("solver", request.solver);
-    json.field("schedule", request.schedule);
-    json.field("steps", request.steps);
-    json.field("seed", static_cast<long long>(request.seed));
-    json.field("batch", request.batch);
-    json.field("resolution", request.resolution);
-    json.field("device", request.device);
-    json.field("dtype", request.dtype);
-    json.field("t_end", request.tEnd);
-    json.field("rtol", request.rtol);
-    json.field("atol", request.atol);
-}
-
-// The A1111-style one-line parameters and a JSON record of every setting, for PNG text chunks.
-std::vector<std::pair<std::string, std::string>> pngParameters(const core::SampleRequest& request,
-                                                               const core::SampleResult& result) {
-    std::ostringstream line;
-    line << "Steps: " << request.steps << ", Sampler: " << request.solver << ", Schedule type: " << request.schedule
-         << ", Seed: " << request.seed << ", Batch: " << request.batch << ", Model: " << request.model
-         << ", Path: " << request.path << ", NFE: " << result.nfe << ", Version: FlowScope "
-         << core::Engine::info().version;
-    if (result.sampleShape.size() == 3) {
-        line << ", Size: " << result.sampleShape[2] << "x" << result.sampleShape[1];
-    }
-    app::JsonWriter json;
-    json.beginObject();
-    writeSettings(json, request);
-    json.endObject();
-    return {{"parameters", line.str()}, {"flowscope", json.str()}};
-}
-
 // Columns: up to `count` frames spread evenly over the run, always including the first and last.
 std::vector<int64_t> chooseFrames(int64_t frames, int64_t count) {
     std::vector<int64_t> chosen;
@@ -213,7 +181,7 @@ int runInfo(const std::vector<std::string>& args) {
     const app::Arguments options(args, {}, {"json"});
     const core::EngineInfo info = core::Engine::info();
     if (options.has("json")) {
-        app::JsonWriter json;
+        core::JsonWriter json;
         json.beginObject();
         json.field("version", info.version);
         json.field("libtorch", info.libtorchVersion);
@@ -262,7 +230,7 @@ int runSample(const std::vector<std::string>& args) {
     request.steps = static_cast<int>(options.integer("steps", request.steps, 1, core::kMaxSteps));
     request.seed = options.seed(0);
     request.batch = static_cast<int>(options.integer("batch", request.batch, 1, core::kMaxBatch));
-    request.resolution = static_cast<int>(options.integer("resolution", 0, 0, 1024));
+    request.resolution = static_cast<int>(options.integer("resolution", 0, 0, core::kMaxResolution));
     request.device = options.text("device", request.device);
     request.dtype = options.text("dtype", request.dtype);
     request.tEnd = options.number("t-end", 1.0);
@@ -333,14 +301,9 @@ int runSample(const std::vector<std::string>& args) {
         if (g_cancel.load()) throw core::CancelledError();
     };
     if (out) {
-        cv::Mat picture;
-        if (image) {
-            picture = media::makeImageGrid(finalImage, 0, finalImage.shape[2] < 64 ? 4 : 1);
-        } else {
-            const core::HostArray reference = core::Engine::referenceSamples(request.model, 1000);
-            picture = media::renderScatter(result.final, &result.trajectory, reference.shape.empty() ? nullptr : &reference);
-        }
-        outputs.add(*out, media::encodePng(picture, pngParameters(request, result)));
+        const cv::Mat picture =
+            media::runPicture(request.model, image ? finalImage : core::HostArray{}, result.final, result.trajectory);
+        outputs.add(*out, media::encodePng(picture, core::settingsChunks(request, result.nfe, result.sampleShape)));
         written.push_back(*out);
     }
     std::vector<std::string> notes = result.notes;
@@ -350,23 +313,19 @@ int runSample(const std::vector<std::string>& args) {
                             std::to_string(request.batch) + " samples");
         }
         stopIfCancelled();
-        outputs.add(*strip, media::encodePng(filmstrip(result), pngParameters(request, result)));
+        outputs.add(*strip, media::encodePng(filmstrip(result), core::settingsChunks(request, result.nfe, result.sampleShape)));
         written.push_back(*strip);
     }
     // .npy by default; .safetensors with the run's settings and times in its metadata.
     auto saveArray = [&](const std::string& file, const std::string& name, const core::HostArray& array) {
         stopIfCancelled();
         if (app::lowerExtension(file) == ".safetensors") {
-            app::JsonWriter settings;
-            settings.beginObject();
-            writeSettings(settings, request);
-            settings.endObject();
-            app::JsonWriter times;
+            core::JsonWriter times;
             times.beginArray();
             for (double t : result.times) times.value(t);
             times.endArray();
             outputs.add(file, core::encodeSafeTensors({{name, core::fromHostArray(array)}},
-                                                      {{"flowscope", settings.str()},
+                                                      {{std::string(core::kSettingsChunk), core::settingsToJson(request)},
                                                        {"times", times.str()},
                                                        {"format", "flowscope"}}));
         } else {
@@ -381,9 +340,9 @@ int runSample(const std::vector<std::string>& args) {
     outputs.commit();
 
     if (options.has("json")) {
-        app::JsonWriter json;
+        core::JsonWriter json;
         json.beginObject();
-        writeSettings(json, request);
+        json.members(core::settingsToJson(request));
         json.field("steps_run", result.steps);
         json.field("sample_shape", result.sampleShape);
         if (!result.finalImage.shape.empty()) json.field("image_shape", result.finalImage.shape);
@@ -433,7 +392,7 @@ int runSweep(const std::vector<std::string>& args) {
     request.steps = options.integerList("steps", "1,2,4,8", 1, core::kMaxSteps);
     request.seed = options.seed(0);
     request.batch = static_cast<int>(options.integer("batch", request.batch, 1, core::kMaxBatch));
-    request.resolution = static_cast<int>(options.integer("resolution", 0, 0, 1024));
+    request.resolution = static_cast<int>(options.integer("resolution", 0, 0, core::kMaxResolution));
     request.device = options.text("device", request.device);
     request.tEnd = options.number("t-end", 1.0);
     request.referenceTolerance = options.number("reference-tol", request.referenceTolerance);
@@ -474,7 +433,7 @@ int runSweep(const std::vector<std::string>& args) {
     if (g_cancel.load()) throw core::CancelledError();
     core::writeFileAtomically(*csv, table.str());
     if (json) {
-        app::JsonWriter writer;
+        core::JsonWriter writer;
         writer.beginObject();
         writer.key("rows");
         writer.beginArray();
@@ -580,7 +539,7 @@ int runTrainingJob(const core::TrainRequest& request, bool json) {
     }
     const std::string& folder = outcome.directory;
     if (json) {
-        app::JsonWriter writer;
+        core::JsonWriter writer;
         writer.beginObject();
         writer.field("dataset", outcome.dataset);
         writer.field("objective", outcome.objective);
@@ -591,7 +550,7 @@ int runTrainingJob(const core::TrainRequest& request, bool json) {
         writer.field("seconds", outcome.seconds);
         writer.field("coupling_seconds", outcome.couplingSeconds);
         writer.field("parameters", static_cast<double>(outcome.parameters));
-        writer.field("bundle", "bundle:" + folder);
+        writer.field("bundle", core::makeSpec(core::SpecForm::Bundle, folder));
         writer.field("notes", outcome.notes);
         writer.endObject();
         std::cout << writer.str() << "\n";

@@ -9,7 +9,7 @@
 #include <QStatusBar>
 #include <QStringList>
 
-#include "core/Engine.h"
+#include "core/api/Engine.h"
 #include "ui/MainWindow.h"
 #include "ui/WorkerThread.h"
 

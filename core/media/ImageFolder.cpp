@@ -5,8 +5,8 @@
 
 #include <torch/torch.h>
 
-#include "core/Errors.h"
-#include "core/RegularFile.h"
+#include "core/api/Errors.h"
+#include "core/io/RegularFile.h"
 #include "core/media/ImageDecoder.h"
 
 namespace flowscope::media {

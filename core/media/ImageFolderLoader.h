@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "core/Engine.h"
+#include "core/api/Engine.h"
 
 namespace flowscope::media {
 

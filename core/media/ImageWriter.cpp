@@ -8,7 +8,7 @@
 #include <opencv2/imgproc.hpp>
 #include <zlib.h>
 
-#include "core/AtomicFile.h"
+#include "core/io/AtomicFile.h"
 
 namespace flowscope::media {
 namespace {
@@ -49,9 +49,7 @@ cv::Mat sampleToImage(const core::HostArray& batch, int64_t index) {
         for (int x = 0; x < width; ++x) {
             for (int c = 0; c < 3; ++c) {
                 const int source = channels == 1 ? 0 : std::min(c, channels - 1);
-                const float raw = base[(source * height + y) * width + x];
-                const float v = std::isnan(raw) ? -1.0f : std::clamp(raw, -1.0f, 1.0f);  // NaN shows as black
-                row[3 * x + c] = static_cast<uint8_t>(std::lround((v + 1.0f) * 127.5f));
+                row[3 * x + c] = valueToByte(base[(source * height + y) * width + x]);
             }
         }
     }

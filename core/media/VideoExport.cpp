@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "core/AtomicFile.h"
+#include "core/io/AtomicFile.h"
 
 namespace flowscope::media {
 namespace {

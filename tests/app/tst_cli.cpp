@@ -23,11 +23,11 @@
 
 #include <opencv2/imgcodecs.hpp>
 
-#include "tests/TestSupport.h"
-#include "core/NpyFile.h"
-#include "core/SafeTensors.h"
-#include "core/Sha256.h"
+#include "core/io/NpyFile.h"
+#include "core/io/SafeTensors.h"
+#include "core/io/Sha256.h"
 #include "core/media/ImageWriter.h"
+#include "tests/TestSupport.h"
 
 using flowscope::test::readBytes;
 using flowscope::test::writeBytes;

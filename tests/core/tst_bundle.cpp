@@ -8,15 +8,15 @@
 
 #include <torch/torch.h>
 
+#include "core/api/Engine.h"
+#include "core/api/Errors.h"
+#include "core/io/SafeTensors.h"
+#include "core/io/Sha256.h"
+#include "core/models/Bundle.h"
+#include "core/models/FlowNet.h"
+#include "core/models/TrustList.h"
+#include "core/sampling/ProbabilityPath.h"
 #include "tests/TestSupport.h"
-#include "core/Bundle.h"
-#include "core/Engine.h"
-#include "core/Errors.h"
-#include "core/FlowNet.h"
-#include "core/ProbabilityPath.h"
-#include "core/SafeTensors.h"
-#include "core/Sha256.h"
-#include "core/TrustList.h"
 
 using namespace flowscope::core;
 using flowscope::test::maxAbsDiff;

@@ -6,8 +6,9 @@
 #include <torch/torch.h>
 #include <zlib.h>
 
-#include "core/Datasets.h"
-#include "core/Errors.h"
+#include "core/api/Errors.h"
+#include "core/api/Names.h"
+#include "core/models/Datasets.h"
 
 using namespace flowscope::core;
 

@@ -7,8 +7,8 @@
 
 #include <torch/torch.h>
 
-#include "core/Datasets.h"
-#include "core/Engine.h"
+#include "core/api/Engine.h"
+#include "core/models/Datasets.h"
 
 using namespace flowscope::core;
 

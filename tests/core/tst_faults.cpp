@@ -14,18 +14,18 @@
 
 #include <torch/torch.h>
 
-#include "core/AtomicFile.h"
-#include "core/Engine.h"
-#include "core/Errors.h"
-#include "core/GaussianMixture.h"
-#include "core/NoiseSource.h"
-#include "core/NpyFile.h"
-#include "core/ProbabilityPath.h"
-#include "core/RegularFile.h"
-#include "core/SafeTensorsFile.h"
-#include "core/Sampler.h"
-#include "core/Schedule.h"
-#include "core/TrustList.h"
+#include "core/api/Engine.h"
+#include "core/api/Errors.h"
+#include "core/io/AtomicFile.h"
+#include "core/io/NpyFile.h"
+#include "core/io/RegularFile.h"
+#include "core/io/SafeTensorsFile.h"
+#include "core/models/GaussianMixture.h"
+#include "core/models/TrustList.h"
+#include "core/sampling/NoiseSource.h"
+#include "core/sampling/ProbabilityPath.h"
+#include "core/sampling/Sampler.h"
+#include "core/sampling/Schedule.h"
 #include "tests/TestSupport.h"
 
 using namespace flowscope::core;

@@ -7,12 +7,12 @@
 #include <QtTest/QtTest>
 #include <torch/torch.h>
 
-#include "core/EmpiricalDenoiser.h"
-#include "core/Errors.h"
-#include "core/GaussianMixture.h"
-#include "core/ModelSpec.h"
-#include "core/NetworkDenoiser.h"
-#include "core/Parameterization.h"
+#include "core/api/Errors.h"
+#include "core/models/EmpiricalDenoiser.h"
+#include "core/models/GaussianMixture.h"
+#include "core/models/ModelSpec.h"
+#include "core/models/NetworkDenoiser.h"
+#include "core/sampling/Parameterization.h"
 #include "tests/TestSupport.h"
 
 using namespace flowscope::core;

@@ -4,7 +4,7 @@
 #include <QtTest/QtTest>
 #include <torch/torch.h>
 
-#include "core/NoiseSource.h"
+#include "core/sampling/NoiseSource.h"
 
 using namespace flowscope::core;
 

@@ -3,8 +3,9 @@
 #include <QtTest/QtTest>
 #include <torch/torch.h>
 
-#include "core/Errors.h"
-#include "core/Parameterization.h"
+#include "core/api/Errors.h"
+#include "core/api/Names.h"
+#include "core/sampling/Parameterization.h"
 #include "tests/TestSupport.h"
 
 using namespace flowscope::core;

@@ -5,8 +5,8 @@
 
 #include <QtTest/QtTest>
 
-#include "core/Errors.h"
-#include "core/ProbabilityPath.h"
+#include "core/api/Errors.h"
+#include "core/sampling/ProbabilityPath.h"
 
 using namespace flowscope::core;
 

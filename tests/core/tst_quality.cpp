@@ -8,9 +8,9 @@
 
 #include <torch/torch.h>
 
-#include "core/Datasets.h"
-#include "core/Quality.h"
-#include "core/SafeTensors.h"
+#include "core/io/SafeTensors.h"
+#include "core/models/Datasets.h"
+#include "core/train/Quality.h"
 #include "tests/TestSupport.h"
 
 using namespace flowscope::core;

@@ -3,8 +3,8 @@
 #include <QtTest/QtTest>
 #include <torch/torch.h>
 
-#include "core/Json.h"
-#include "core/SafeTensors.h"
+#include "core/io/Json.h"
+#include "core/io/SafeTensors.h"
 
 using namespace flowscope::core;
 

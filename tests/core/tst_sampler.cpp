@@ -9,13 +9,14 @@
 #include <QtTest/QtTest>
 #include <torch/torch.h>
 
-#include "core/EmpiricalDenoiser.h"
-#include "core/Errors.h"
-#include "core/GaussianMixture.h"
-#include "core/BatchedCells.h"
-#include "core/Sampler.h"
-#include "core/Schedule.h"
-#include "core/StepRules.h"
+#include "core/api/Errors.h"
+#include "core/api/Names.h"
+#include "core/models/EmpiricalDenoiser.h"
+#include "core/models/GaussianMixture.h"
+#include "core/sampling/BatchedCells.h"
+#include "core/sampling/Sampler.h"
+#include "core/sampling/Schedule.h"
+#include "core/sampling/StepRules.h"
 #include "tests/TestSupport.h"
 
 using namespace flowscope::core;

@@ -4,9 +4,9 @@
 
 #include <QtTest/QtTest>
 
-#include "core/Errors.h"
-#include "core/ProbabilityPath.h"
-#include "core/Schedule.h"
+#include "core/api/Errors.h"
+#include "core/sampling/ProbabilityPath.h"
+#include "core/sampling/Schedule.h"
 
 using namespace flowscope::core;
 

@@ -16,18 +16,18 @@
 
 #include <torch/torch.h>
 
-#include "core/Bundle.h"
-#include "core/BundleModel.h"
-#include "core/TrustList.h"
-#include "core/Datasets.h"
-#include "core/EmpiricalDenoiser.h"
-#include "core/ProbabilityPath.h"
-#include "core/Engine.h"
-#include "core/Errors.h"
-#include "core/FlowNet.h"
-#include "core/SafeTensors.h"
-#include "core/Trainer.h"
-#include "core/TrainingJob.h"
+#include "core/api/Engine.h"
+#include "core/api/Errors.h"
+#include "core/api/TrainingJob.h"
+#include "core/io/SafeTensors.h"
+#include "core/models/Bundle.h"
+#include "core/models/BundleModel.h"
+#include "core/models/Datasets.h"
+#include "core/models/EmpiricalDenoiser.h"
+#include "core/models/FlowNet.h"
+#include "core/models/TrustList.h"
+#include "core/sampling/ProbabilityPath.h"
+#include "core/train/Trainer.h"
 #include "tests/TestSupport.h"
 
 using namespace flowscope::core;

@@ -19,11 +19,11 @@
 
 #include "app/bench/ConvNet.h"
 #include "app/bench/OperationCounter.h"
-#include "core/CudaGraph.h"
-#include "core/Device.h"
-#include "core/EmpiricalDenoiser.h"
-#include "core/Engine.h"
-#include "core/NoiseSource.h"
+#include "core/api/Engine.h"
+#include "core/models/EmpiricalDenoiser.h"
+#include "core/sampling/CudaGraph.h"
+#include "core/sampling/Device.h"
+#include "core/sampling/NoiseSource.h"
 
 using namespace flowscope;
 

@@ -2,7 +2,7 @@
 #include <cstdint>
 #include <string_view>
 
-#include "core/Bundle.h"
+#include "core/models/Bundle.h"
 #include "tests/fuzz/FuzzSupport.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

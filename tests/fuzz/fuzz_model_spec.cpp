@@ -3,7 +3,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "core/ModelSpec.h"
+#include "core/models/ModelSpec.h"
 #include "tests/fuzz/FuzzSupport.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

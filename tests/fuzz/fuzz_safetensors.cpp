@@ -3,7 +3,7 @@
 #include <cstdint>
 #include <string>
 
-#include "core/SafeTensorsFile.h"
+#include "core/io/SafeTensorsFile.h"
 #include "tests/fuzz/FuzzSupport.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

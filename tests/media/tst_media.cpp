@@ -21,13 +21,13 @@
 #include <torch/torch.h>
 #include <zlib.h>
 
-#include "tests/TestSupport.h"
-#include "core/AtomicFile.h"
-#include "core/Engine.h"
-#include "core/NpyFile.h"
+#include "core/api/Engine.h"
+#include "core/io/AtomicFile.h"
+#include "core/io/NpyFile.h"
 #include "core/media/ImageDecoder.h"
 #include "core/media/ImageFolder.h"
 #include "core/media/ImageWriter.h"
+#include "tests/TestSupport.h"
 
 using flowscope::test::readBytes;
 using flowscope::test::writeBytes;

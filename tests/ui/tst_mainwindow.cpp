@@ -35,10 +35,11 @@
 #include <QImageWriter>
 #include <QJsonDocument>
 #include <QJsonObject>
+#include <QProcess>
 #include <QStatusBar>
 
-#include "core/NpyFile.h"
-#include "core/Sha256.h"
+#include "core/io/NpyFile.h"
+#include "core/io/Sha256.h"
 #include "ui/AppSettings.h"
 #include "ui/DialogFolder.h"
 #include "ui/DifferenceView.h"
@@ -107,11 +108,30 @@ void useModel(MainWindow& window, const QString& model, int batch) {
 
 // Settings as FlowScope stores them (JSON), with `changes` on top of valid ones.
 QByteArray settingsJson(const QJsonObject& changes) {
-    QJsonObject json = RunSettings().toJson();
+    QJsonObject json = QJsonDocument::fromJson(RunSettings().toJson()).object();
     json["model"] = "gmm:8gaussians";
     json["batch"] = 4;
     for (auto it = changes.begin(); it != changes.end(); ++it) json[it.key()] = it.value();
     return QJsonDocument(json).toJson(QJsonDocument::Compact);
+}
+
+// Runs `flowscope-cli sample --out PATH` with the settings of a PNG's `flowscope` chunk; false
+// with the CLI's output when it fails.
+bool cliPictureOfSettings(const QString& json, const QString& path, QString* output) {
+    const QJsonObject settings = QJsonDocument::fromJson(json.toUtf8()).object();
+    QStringList arguments{"sample", "--out", path};
+    for (const char* key : {"model", "path", "solver", "schedule", "steps", "seed", "batch", "resolution", "device",
+                             "dtype", "t_end"}) {
+        const QJsonValue value = settings.value(key);
+        arguments << QStringLiteral("--") + QString::fromLatin1(key).replace('_', '-')
+                  << (value.isString() ? value.toString() : QString::number(value.toDouble(), 'g', 17));
+    }
+    QProcess cli;
+    cli.setProcessChannelMode(QProcess::MergedChannels);
+    cli.start(QStringLiteral(FLOWSCOPE_CLI_PATH), arguments);
+    const bool ok = cli.waitForFinished(kRunTimeoutMs) && cli.exitStatus() == QProcess::NormalExit && cli.exitCode() == 0;
+    *output = QString::fromUtf8(cli.readAll());
+    return ok;
 }
 
 // A PNG with FlowScope's settings chunk holding `json`, as an export (or a hand edit) would.
@@ -372,7 +392,16 @@ void TestMainWindow::exportThenRestoreGivesIdenticalPixels() {
     }
     QImageReader reader(first);
     QVERIFY(reader.text("parameters").contains("Steps: 5, Sampler: heun"));
-    QVERIFY(reader.text("flowscope").contains("\"seed\":\"1234\""));
+    QVERIFY(reader.text("flowscope").contains("\"seed\":1234,"));
+    // The CLI draws the same run with the same pixels and writes the same chunks: one settings
+    // codec and one picture pipeline (core/media) behind both.
+    const QString cli = dir.filePath("cli.png");
+    QString output;
+    QVERIFY2(cliPictureOfSettings(reader.text("flowscope"), cli, &output), qPrintable(output));
+    QImageReader cliReader(cli);
+    QCOMPARE(cliReader.text("flowscope"), reader.text("flowscope"));
+    QCOMPARE(cliReader.text("parameters"), reader.text("parameters"));
+    QCOMPARE(QImage(cli).convertToFormat(QImage::Format_RGB888), QImage(first).convertToFormat(QImage::Format_RGB888));
 
     AppSettings::open()->clear();
     MainWindow fresh;
@@ -943,7 +972,15 @@ void TestMainWindow::everySeedAndBatchTheEngineTakesSurvives() {
         QString error;
         QVERIFY2(window.exportLane(0, exported, &error), qPrintable(error));
     }
-    QVERIFY(QImageReader(exported).text("flowscope").contains("\"seed\":\"4000000000\""));
+    QVERIFY(QImageReader(exported).text("flowscope").contains("\"seed\":4000000000,"));
+    {
+        // 2-D models too: the CLI's scatter plot of the same run is the window's export.
+        const QString cli = dir.filePath("seed-cli.png");
+        QString output;
+        QVERIFY2(cliPictureOfSettings(QImageReader(exported).text("flowscope"), cli, &output), qPrintable(output));
+        QCOMPARE(QImageReader(cli).text("flowscope"), QImageReader(exported).text("flowscope"));
+        QCOMPARE(QImage(cli).convertToFormat(QImage::Format_RGB888), QImage(exported).convertToFormat(QImage::Format_RGB888));
+    }
     MainWindow window;
     window.show();
     QString error;

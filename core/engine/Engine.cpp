@@ -1,0 +1,303 @@
+#include "core/api/Engine.h"
+
+#include <chrono>
+#include <limits>
+#include <optional>
+
+#include <c10/util/Exception.h>
+
+#include "core/engine/EngineImpl.h"
+#include "core/engine/FrameStager.h"
+#include "core/engine/HostArrays.h"
+#include "core/engine/TrajectoryAnalysis.h"
+#include "core/sampling/DeviceTransfer.h"
+#include "core/sampling/Sampler.h"
+#include "core/sampling/Schedule.h"
+
+namespace flowscope::core {
+namespace {
+
+// A sample request's names resolved and its numbers checked, before the model loads.
+struct SampleSetup {
+    std::unique_ptr<ProbabilityPath> path;
+    std::unique_ptr<Solver> solver;
+    ScheduleSpec schedule;
+    torch::Device device = torch::kCPU;
+    torch::ScalarType dtype = torch::kFloat32;
+};
+
+SampleSetup checkSampleRequest(const SampleRequest& request) {
+    checkRanges(request.steps, request.batch, request.tEnd);
+    checkSeeds(request.seed, request.batch);
+    SampleSetup setup;
+    setup.path = makePath(request.path);
+    setup.solver = makeSolver(request.solver, {request.rtol, request.atol});
+    // Fixed-step solvers ignore the tolerances, but a negative one is a mistake all the same.
+    if (!(request.rtol > 0.0) || !(request.atol > 0.0)) {
+        throw InvalidRequestError("--rtol and --atol must be above 0 (got " + c10::str(request.rtol) + " and " +
+                                  c10::str(request.atol) + "); the defaults are 1e-5");
+    }
+    setup.schedule = parseSchedule(request.schedule);
+    setup.device = resolveDevice(request.device);
+    setup.dtype = resolveDtype(request.dtype, setup.device);
+    // rtol sets the precision floor (atol is absolute and may be far smaller).
+    if (setup.solver->isAdaptive()) checkTolerance(request.rtol, "--rtol", setup.dtype);
+    return setup;
+}
+
+// What the user should know about the grid the run takes, and a refusal in words when keeping
+// every state would not fit in memory.
+void checkGrid(const SampleRequest& request, const SampleSetup& setup, const std::vector<int64_t>& shape,
+               const std::vector<double>& grid, std::vector<std::string>& notes) {
+    if (static_cast<int>(grid.size()) - 1 != request.steps) {
+        notes.push_back("the first " + std::to_string(request.steps + 1 - static_cast<int>(grid.size())) +
+                        " times of the '" + request.schedule + "' grid lie beyond the noisiest point of the '" +
+                        request.path + "' path and were merged: " + std::to_string(grid.size() - 1) + " steps run");
+    }
+    if (setup.solver->isAdaptive()) {
+        notes.push_back(request.solver + " chooses its own steps (rtol " + c10::str(request.rtol) + ", atol " +
+                        c10::str(request.atol) + "); --steps only sets where the schedule starts");
+    }
+    if ((request.recordTrajectory || request.analyze) && !setup.solver->isAdaptive()) {
+        // Every state and prediction of the run is kept in the run's dtype, then copied for the
+        // caller in float32.
+        double values = 2.0 * double(grid.size()) * request.batch;
+        for (const int64_t size : shape) values *= double(size);
+        checkFitsInMemory(values * (double(c10::elementSize(setup.dtype)) + 4.0), 0.5,
+                          "keeping all " + std::to_string(grid.size()) + " states of " + std::to_string(request.batch) +
+                              " samples",
+                          "use fewer steps or a smaller batch, or keep only the final samples");
+    }
+}
+
+// The sampler's frames on their way to the caller: staged off the device (on a GPU, each one
+// handed over once the next step is queued behind it) and turned into StepFrames. Also keeps
+// every frame's velocity RMS for the run's analysis.
+class FramePipeline {
+public:
+    FramePipeline(const SampleRequest& request, Model& model, const Engine::FrameCallback& onFrame,
+                  const torch::TensorOptions& options)
+        : m_request(request),
+          m_model(model),
+          m_onFrame(onFrame),
+          m_options(options),
+          m_stager(options.device()),
+          m_field(request.velocityFieldResolution > 1 && model.sampleShape() == std::vector<int64_t>{2}) {}
+
+    void observe(const FrameView& view) {
+        Pending item;
+        StepFrame& frame = item.frame;
+        frame.index = view.index;
+        frame.plannedSteps = view.plannedSteps;
+        frame.t = view.t;
+        frame.nfe = view.nfe;
+        frame.final = view.final;
+        item.staged = m_stager.stage(frameTensors(view, frame));
+        if (!m_stager.deferred()) {
+            deliver(item);
+            return;
+        }
+        // GPU: hand over the previous frame now that this step's work is queued behind it.
+        if (m_pending) deliver(*m_pending);
+        m_pending = std::move(item);
+        if (view.final) {
+            deliver(*m_pending);
+            m_pending.reset();
+        }
+    }
+
+    const std::vector<double>& velocityRms() const { return m_velocityRms; }
+
+private:
+    struct Pending {
+        StepFrame frame;
+        FrameStager::Staged staged;
+    };
+
+    // Velocity RMS, state, prediction, then the two previews when the model has them.
+    std::vector<torch::Tensor> frameTensors(const FrameView& view, StepFrame& frame) {
+        std::vector<torch::Tensor> tensors{view.velocityRms};
+        if (!m_onFrame) return tensors;
+        const int size = m_request.previewSize;
+        tensors.push_back(fitForPreview(*view.state, size));
+        tensors.push_back(fitForPreview(*view.prediction, size));
+        if (m_model.hasPreview()) {
+            frame.decoded = m_model.hasDecoder() &&
+                            (view.final || (m_request.decodeEvery > 0 && view.index % m_request.decodeEvery == 0));
+            tensors.push_back(fitForPreview(m_model.preview(*view.state, view.final && frame.decoded), size));
+            tensors.push_back(fitForPreview(m_model.preview(*view.prediction, frame.decoded), size));
+        }
+        if (m_field && view.point.sigma > 0.0) {
+            frame.velocityField = velocityField(m_model, view.point, m_request.velocityFieldResolution,
+                                                m_request.fieldExtent, m_options);
+        }
+        return tensors;
+    }
+
+    void deliver(Pending& item) {
+        FrameStager::wait(item.staged);
+        auto& host = item.staged.host;
+        StepFrame& frame = item.frame;
+        frame.velocityRms = host[0].defined() ? host[0].item<double>() : 0.0;
+        m_velocityRms.push_back(frame.velocityRms);
+        if (!m_onFrame) return;
+        frame.state = toHostArray(host[1]);
+        frame.prediction = toHostArray(host[2]);
+        if (host.size() > 3) {
+            frame.statePreview = toHostArray(host[3]);
+            frame.predictionPreview = toHostArray(host[4]);
+        }
+        m_onFrame(frame);
+    }
+
+    const SampleRequest& m_request;
+    Model& m_model;
+    const Engine::FrameCallback& m_onFrame;
+    torch::TensorOptions m_options;
+    FrameStager m_stager;
+    bool m_field;
+    std::optional<Pending> m_pending;
+    std::vector<double> m_velocityRms;
+};
+
+// The sampler's outcome as the facade's result: host copies, measures and previews.
+void fillResult(SampleResult& result, SamplingOutcome& outcome, const SampleRequest& request, Model& model,
+                const std::vector<double>& velocityRms) {
+    result.cudaGraph = outcome.replayedGraph;
+    result.nfe = outcome.nfe;
+    result.steps = outcome.steps;
+    result.pathLengthRatio = outcome.pathLengthRatio;
+    result.straightness = outcome.straightness;
+    result.pathLengthRatios = toVector(outcome.pathLengthRatios);
+    result.straightnesses = toVector(outcome.straightnesses);
+    result.initial = toHostArray(outcome.initial);
+    result.final = toHostArray(outcome.final);
+    result.times = outcome.times;
+    if (request.analyze) result.analysis = analyzeTrajectory(outcome.trajectory, outcome.times, velocityRms);
+    if (request.recordTrajectory) {
+        result.trajectory = toHostArray(torch::stack(outcome.trajectory));
+        if (request.recordPredictions) result.predictions = toHostArray(torch::stack(outcome.predictions));
+    }
+    if (model.hasPreview()) {
+        result.finalImage = toHostArray(model.preview(outcome.final, true));
+        if (request.recordTrajectory) {
+            result.trajectoryImages = toHostArray(model.preview(torch::stack(outcome.trajectory).flatten(0, 1), false)
+                                                      .unflatten(0, {-1, request.batch}));
+            if (request.recordPredictions) {
+                result.predictionImages = toHostArray(model.preview(torch::stack(outcome.predictions).flatten(0, 1), false)
+                                                          .unflatten(0, {-1, request.batch}));
+            }
+        }
+    }
+}
+
+}  // namespace
+
+std::vector<double> toVector(const torch::Tensor& tensor) {
+    const torch::Tensor cpu = tensor.to(torch::kCPU, torch::kFloat64).contiguous();
+    return {cpu.data_ptr<double>(), cpu.data_ptr<double>() + cpu.numel()};
+}
+
+void checkRanges(int steps, int batch, double tEnd) {
+    if (steps < 1 || steps > kMaxSteps) {
+        throw InvalidRequestError("steps must be between 1 and " + std::to_string(kMaxSteps) + " (got " +
+                                  std::to_string(steps) + ")");
+    }
+    if (batch < 1 || batch > kMaxBatch) {
+        throw InvalidRequestError("batch must be between 1 and " + std::to_string(kMaxBatch) + " (got " +
+                                  std::to_string(batch) + ")");
+    }
+    // Below 0.001 a run barely leaves its noise: in float32 its state may not change at all, and
+    // its measures (ratios to the distance travelled) are then undefined.
+    if (!(tEnd >= kMinTEnd && tEnd <= 1.0)) {
+        throw InvalidRequestError("--t-end must be between 0.001 and 1 (got " + c10::str(tEnd) + ")");
+    }
+}
+
+void checkTolerance(double value, const std::string& option, torch::ScalarType dtype) {
+    const double epsilon = dtype == torch::kFloat64    ? std::numeric_limits<double>::epsilon()
+                           : dtype == torch::kBFloat16 ? 0.0078125
+                                                       : double(std::numeric_limits<float>::epsilon());
+    if (!(value >= epsilon)) {
+        const char* name = dtype == torch::kFloat64 ? "float64" : dtype == torch::kBFloat16 ? "bfloat16" : "float32";
+        throw InvalidRequestError(option + " " + c10::str(value) + " is below what " + name +
+                                  " can resolve; use " + option + " " + c10::str(epsilon) + " or more" +
+                                  (dtype == torch::kFloat64 ? std::string() : ", or --dtype float64"));
+    }
+}
+
+torch::Tensor startState(NoiseSource& noise, const ProbabilityPath& path, double t0,
+                         const torch::TensorOptions& options) {
+    return toDeviceAsync(noise.draw(), options) * path.sigma(t0);
+}
+
+void checkSeeds(uint64_t seed, int64_t count) {
+    const uint64_t last = seed + uint64_t(std::max<int64_t>(count, 1)) - 1;
+    if (last > kMaxSeed) {
+        throw InvalidRequestError("the seed " + std::to_string(seed) + " with " + std::to_string(count) +
+                                  " samples uses seeds up to " + std::to_string(last) +
+                                  ", past 4294967295 (the generator keeps 32 bits); use a smaller seed");
+    }
+}
+
+int64_t HostArray::count() const {
+    int64_t n = 1;
+    for (auto d : shape) n *= d;
+    return shape.empty() ? 0 : n;
+}
+
+Engine::Impl::Impl(FolderLoader loader)
+    : catalog([loader](const std::string& folder, int resolution, std::vector<std::string>& notes,
+                       const std::atomic<bool>* cancel) {
+          if (!loader) throw InvalidRequestError("this build cannot read image folders");
+          HostArray images = loader(folder, resolution, notes, cancel);
+          return torch::from_blob(images.values.data(), images.shape, torch::kFloat32).clone();
+      }) {}
+
+void Engine::Impl::releaseMemory() {
+    graphs.clear();
+    releaseCachedDeviceMemory();
+}
+
+Engine::Engine(FolderLoader folderLoader) : m_impl(std::make_unique<Impl>(std::move(folderLoader))) {
+    configureThreads();
+}
+
+Engine::~Engine() = default;
+
+SampleResult Engine::sample(const SampleRequest& request, const FrameCallback& onFrame,
+                            const std::atomic<bool>* cancel) {
+    return guarded<SampleResult>([&] {
+        c10::InferenceMode inference;
+        const auto started = std::chrono::steady_clock::now();
+        const SampleSetup setup = checkSampleRequest(request);
+        SampleResult result;
+        const auto model =
+            m_impl->catalog.load(request.model, request.resolution, result.notes, request.trustModel, cancel);
+        const auto shape = model->sampleShape();
+        const auto grid = makeTimeGrid(setup.schedule, *setup.path, request.steps, fluxTokenCount(shape), request.tEnd);
+        checkGrid(request, setup, shape, grid, result.notes);
+
+        const auto options = torch::TensorOptions().device(setup.device).dtype(setup.dtype);
+        NoiseSource noise(shape, request.seed, request.batch);
+        const torch::Tensor x0 = startState(noise, *setup.path, grid.front(), options);
+        SamplingOptions sampling;
+        sampling.recordTrajectory = request.recordTrajectory || request.analyze;
+        sampling.cancel = cancel;
+        sampling.graphs = &m_impl->graphs;
+        sampling.captureGraphs = request.cudaGraphs;
+        FramePipeline frames(request, *model, onFrame, options);
+        if (onFrame || request.analyze) sampling.onFrame = [&](const FrameView& view) { frames.observe(view); };
+        SamplingOutcome outcome = runSampler(*model, *setup.path, *setup.solver, grid, x0, &noise, sampling);
+
+        for (auto& note : outcome.notes) result.notes.push_back(std::move(note));
+        for (auto& note : model->takeNotes()) result.notes.push_back(std::move(note));
+        result.sampleShape = shape;
+        result.device = describeDevice(setup.device);
+        fillResult(result, outcome, request, *model, frames.velocityRms());
+        result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+        return result;
+    }, [this] { m_impl->releaseMemory(); });
+}
+
+}  // namespace flowscope::core

@@ -1,0 +1,152 @@
+// The settings codec (core/api/SettingsCodec.h): torch-free, so the window's code and the
+// settings fuzz target link it without the engine.
+#include "core/api/SettingsCodec.h"
+
+#include <algorithm>
+#include <sstream>
+
+#include "core/api/Errors.h"
+#include "core/api/Names.h"
+#include "core/io/Json.h"
+#include "core/io/JsonWriter.h"
+
+namespace flowscope::core {
+namespace {
+
+using Object = JsonValue::Object;
+
+// Why a settings object cannot be read; caught at the codec's edge and returned as text.
+struct SettingsError {
+    std::string message;
+};
+
+const JsonValue* find(const Object& object, const std::string& key) {
+    const auto it = object.find(key);
+    return it == object.end() ? nullptr : &it->second;
+}
+
+std::string text(const Object& object, const std::string& key, const std::string* fallback = nullptr) {
+    const JsonValue* value = find(object, key);
+    if (!value && fallback) return *fallback;
+    if (!value || !value->isString()) throw SettingsError{"the settings have no '" + key + "' (a string)"};
+    return value->string();
+}
+
+int64_t integer(const Object& object, const std::string& key, int64_t low, int64_t high, const int64_t* fallback = nullptr) {
+    const JsonValue* value = find(object, key);
+    if (!value && fallback) return *fallback;
+    uint64_t number = 0;
+    // Whole numbers as JSON numbers; a decimal string as well (how seeds were once stored).
+    const bool read = value && (value->isNumber()   ? value->toUnsigned(&number)
+                                : value->isString() ? JsonValue{JsonValue::Number{value->string()}}.toUnsigned(&number)
+                                                    : false);
+    if (!read || number < static_cast<uint64_t>(low) || number > static_cast<uint64_t>(high)) {
+        throw SettingsError{"the settings' '" + key + "' must be a whole number from " + std::to_string(low) + " to " +
+                            std::to_string(high)};
+    }
+    return static_cast<int64_t>(number);
+}
+
+// A number in [low, high] (or (0, high] when low is 0: tolerances and times are positive).
+double real(const Object& object, const std::string& key, double low, double high, double fallback) {
+    const JsonValue* value = find(object, key);
+    if (!value) return fallback;
+    double number = 0.0;
+    const bool inRange = value->isNumber() && value->toDouble(&number) && number <= high &&
+                         (low > 0.0 ? number >= low : number > 0.0);
+    if (!inRange) {
+        std::ostringstream range;
+        range << "the settings' '" << key << "' must be a number " << (low > 0.0 ? "from " : "above ") << low
+              << (low > 0.0 ? " to " : " and at most ") << high;
+        throw SettingsError{range.str()};
+    }
+    return number;
+}
+
+void checkName(NameKind kind, const std::string& name) {
+    const std::string why = Engine::checkName(kind, name);
+    if (!why.empty()) throw SettingsError{why};
+}
+
+SampleRequest parse(std::string_view text_, SampleRequest request) {
+    JsonValue document;
+    try {
+        document = parseJson(text_, 8);
+    } catch (const std::exception& error) {
+        throw SettingsError{std::string("the settings are not JSON: ") + error.what()};
+    }
+    if (!document.isObject()) throw SettingsError{"the settings are not a JSON object"};
+    const Object& object = document.object();
+    const SampleRequest defaults;
+    request.model = text(object, "model");
+    if (request.model.empty()) throw SettingsError{"the settings' 'model' is empty"};
+    request.path = text(object, "path");
+    request.solver = text(object, "solver");
+    request.schedule = text(object, "schedule");
+    request.steps = static_cast<int>(integer(object, "steps", 1, kMaxSteps));
+    request.seed = static_cast<uint64_t>(integer(object, "seed", 0, static_cast<int64_t>(kMaxSeed)));
+    request.batch = static_cast<int>(integer(object, "batch", 1, kMaxBatch));
+    const int64_t ownResolution = 0;
+    request.resolution = static_cast<int>(integer(object, "resolution", 0, kMaxResolution, &ownResolution));
+    request.device = text(object, "device", &defaults.device);
+    request.dtype = text(object, "dtype", &defaults.dtype);
+    request.tEnd = real(object, "t_end", kMinTEnd, 1.0, defaults.tEnd);
+    request.rtol = real(object, "rtol", 0.0, 1.0, defaults.rtol);
+    request.atol = real(object, "atol", 0.0, 1.0, defaults.atol);
+    checkName(NameKind::Path, request.path);
+    checkName(NameKind::Solver, request.solver);
+    checkName(NameKind::Schedule, request.schedule);
+    checkName(NameKind::Device, request.device);
+    if (std::find(dtypeNames().begin(), dtypeNames().end(), request.dtype) == dtypeNames().end()) {
+        throw SettingsError{UnknownNameError("dtype", request.dtype, dtypeNames()).what()};
+    }
+    return request;
+}
+
+}  // namespace
+
+std::string settingsToJson(const SampleRequest& request) {
+    JsonWriter json;
+    json.beginObject();
+    json.field("model", request.model);
+    json.field("path", request.path);
+    json.field("solver", request.solver);
+    json.field("schedule", request.schedule);
+    json.field("steps", request.steps);
+    json.field("seed", static_cast<long long>(request.seed));
+    json.field("batch", request.batch);
+    json.field("resolution", request.resolution);
+    json.field("device", request.device);
+    json.field("dtype", request.dtype);
+    json.field("t_end", request.tEnd);
+    json.field("rtol", request.rtol);
+    json.field("atol", request.atol);
+    json.endObject();
+    return json.str();
+}
+
+bool settingsFromJson(std::string_view text, SampleRequest* request, std::string* error) {
+    try {
+        *request = parse(text, *request);
+        return true;
+    } catch (const SettingsError& failure) {
+        *error = failure.message;
+        return false;
+    }
+}
+
+std::string parametersLine(const SampleRequest& request, int nfe, const std::vector<int64_t>& sampleShape) {
+    std::ostringstream line;
+    line << "Steps: " << request.steps << ", Sampler: " << request.solver << ", Schedule type: " << request.schedule
+         << ", Seed: " << request.seed << ", Batch: " << request.batch << ", Model: " << request.model
+         << ", Path: " << request.path << ", NFE: " << nfe << ", Version: FlowScope " << Engine::version();
+    if (sampleShape.size() == 3) line << ", Size: " << sampleShape[2] << "x" << sampleShape[1];
+    return line.str();
+}
+
+TextChunks settingsChunks(const SampleRequest& request, int nfe, const std::vector<int64_t>& sampleShape) {
+    return {{std::string(kParametersChunk), parametersLine(request, nfe, sampleShape)},
+            {std::string(kSettingsChunk), settingsToJson(request)}};
+}
+
+}  // namespace flowscope::core

@@ -1,0 +1,23 @@
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "core/io/SafeTensorsFile.h"
+
+namespace flowscope::core {
+
+// Serializes contiguous CPU copies of the tensors, in the order given (names must be unique).
+std::string encodeSafeTensors(const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                              const std::map<std::string, std::string>& metadata = {});
+// Writes atomically (temporary file, then rename).
+void writeSafeTensors(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                      const std::map<std::string, std::string>& metadata = {});
+
+}  // namespace flowscope::core

@@ -1,0 +1,83 @@
+#include "core/sampling/Device.h"
+
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include <unistd.h>
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
+
+#include "core/api/Errors.h"
+#include "core/api/Names.h"
+#include "core/io/RegularFile.h"
+
+namespace flowscope::core {
+
+bool cudaAvailable() { return torch::cuda::is_available(); }
+
+void configureThreads() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+        at::set_num_threads(static_cast<int>(cores));
+#if defined(__GLIBC__)
+        // LibTorch's CPU kernels allocate and free activations of a few MB on every call. glibc
+        // serves those from mmap or trims them off the heap, and the next call faults the pages
+        // in again (zeroed by the kernel): about 30% of a small conv net's forward pass here
+        // (bench/RESULTS.md). Keep such blocks on the heap instead, as the GPU's caching
+        // allocator does; blocks from 64 MB up (datasets) still come from mmap and go back.
+        mallopt(M_MMAP_THRESHOLD, 64 << 20);
+        mallopt(M_TRIM_THRESHOLD, 256 << 20);
+#endif
+    });
+}
+
+torch::Device resolveDevice(std::string_view name) {
+    if (name == "auto") return cudaAvailable() ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
+    if (name == "cpu") return torch::kCPU;
+    if (name == "cuda") {
+        if (!cudaAvailable()) {
+            throw InvalidRequestError(
+                "device 'cuda' requested, but this FlowScope build or machine has no CUDA GPU; "
+                "use --device cpu or auto");
+        }
+        return torch::Device(torch::kCUDA, 0);
+    }
+    throw UnknownNameError("device", name, {"auto", "cpu", "cuda"});
+}
+
+torch::ScalarType resolveDtype(std::string_view name, const torch::Device& device) {
+    if (name == "float32") return torch::kFloat32;
+    if (name == "float64") return torch::kFloat64;
+    if (name == "bfloat16") {
+        if (!device.is_cuda()) throw InvalidRequestError("dtype bfloat16 is offered on CUDA only; use float32 on the CPU");
+        return torch::kBFloat16;
+    }
+    throw UnknownNameError("dtype", name, dtypeNames());
+}
+
+std::string describeDevice(const torch::Device& device) {
+    if (device.is_cuda()) return "CUDA: GPU " + std::to_string(device.index());
+    return "CPU, " + std::to_string(at::get_num_threads()) + " threads";
+}
+
+double physicalMemoryBytes() {
+    const long pages = ::sysconf(_SC_PHYS_PAGES);
+    const long pageSize = ::sysconf(_SC_PAGESIZE);
+    return pages > 0 && pageSize > 0 ? double(pages) * double(pageSize) : 0.0;
+}
+
+void checkFitsInMemory(double bytes, double share, const std::string& what, const std::string& remedy) {
+    const double memory = physicalMemoryBytes();
+    if (memory <= 0.0 || bytes <= share * memory) return;
+    throw InvalidRequestError(what + " needs about " + describeBytes(bytes) + ", more than this machine's memory (" +
+                              describeBytes(memory) + ") can hold: " + remedy);
+}
+
+}  // namespace flowscope::core
