@@ -18,18 +18,14 @@
 #include "app/cli/Evaluate.h"
 #include "core/api/Engine.h"
 #include "core/api/Errors.h"
+#include "core/api/Files.h"
 #include "core/api/Names.h"
 #include "core/api/SettingsCodec.h"
 #include "core/api/TrainingJob.h"
-#include "core/engine/HostArrays.h"
 #include "core/io/AtomicFile.h"
 #include "core/io/JsonWriter.h"
-#include "core/io/NpyFile.h"
-#include "core/io/SafeTensors.h"
-#include "core/media/ImageFolder.h"
+#include "core/media/ImageFolderLoader.h"
 #include "core/media/ImageWriter.h"
-#include "core/models/ModelSpec.h"
-#include "core/models/ShippedModels.h"
 
 namespace fs = std::filesystem;
 using namespace flowscope;
@@ -177,6 +173,16 @@ void printProgress(const core::StepFrame& frame) {
     std::fflush(stderr);
 }
 
+// The NAMEs of the shipped:NAME models.
+std::vector<std::string> shippedModelNames() {
+    std::vector<std::string> names;
+    for (const core::ModelEntry& entry : core::Engine::modelMenu()) {
+        std::string name;
+        if (entry.shipped && core::specHasForm(entry.spec, core::SpecForm::Shipped, &name)) names.push_back(name);
+    }
+    return names;
+}
+
 int runInfo(const std::vector<std::string>& args) {
     const app::Arguments options(args, {}, {"json"});
     const core::EngineInfo info = core::Engine::info();
@@ -197,7 +203,7 @@ int runInfo(const std::vector<std::string>& args) {
         json.field("devices", info.devices);
         json.field("fashion_mnist_dir", info.fashionMnistDirectory);
         json.field("fashion_mnist_installed", info.fashionMnistInstalled);
-        json.field("shipped_models", core::shippedModelNames());
+        json.field("shipped_models", shippedModelNames());
         json.endObject();
         std::cout << json.str() << "\n";
         return kExitOk;
@@ -209,7 +215,7 @@ int runInfo(const std::vector<std::string>& args) {
               << "paths:      " << core::joinNames(info.paths, " ") << "\n"
               << "solvers:    " << core::joinNames(info.solvers, " ") << "\n"
               << "schedules:  " << core::joinNames(info.scheduleForms, " ") << "\n"
-              << "shipped:    " << core::joinNames(core::shippedModelNames(), " ") << "\n"
+              << "shipped:    " << core::joinNames(shippedModelNames(), " ") << "\n"
               << "fashion-mnist: " << info.fashionMnistDirectory
               << (info.fashionMnistInstalled ? "" : " (missing: install dataset-fashion-mnist)") << "\n";
     return kExitOk;
@@ -324,12 +330,12 @@ int runSample(const std::vector<std::string>& args) {
             times.beginArray();
             for (double t : result.times) times.value(t);
             times.endArray();
-            outputs.add(file, core::encodeSafeTensors({{name, core::fromHostArray(array)}},
-                                                      {{std::string(core::kSettingsChunk), core::settingsToJson(request)},
-                                                       {"times", times.str()},
-                                                       {"format", "flowscope"}}));
+            outputs.add(file, core::encodeSafeTensorsArray(name, array,
+                                                           {{std::string(core::kSettingsChunk), core::settingsToJson(request)},
+                                                            {"times", times.str()},
+                                                            {"format", "flowscope"}}));
         } else {
-            outputs.add(file, core::encodeNpy(array.shape, array.values.data()));
+            outputs.add(file, core::encodeNpyArray(array));
         }
         written.push_back(file);
     };
@@ -620,8 +626,7 @@ int runTrust(const std::vector<std::string>& args) {
     if (args.size() != 1 || args[0].starts_with("--")) {
         throw app::UsageError("trust takes one bundle folder: flowscope-cli trust DIR");
     }
-    std::string directory = args[0];
-    if (const std::string bundle = core::bundleDirectoryOf(directory); !bundle.empty()) directory = bundle;
+    const std::string directory = core::bundleFolder(args[0]);
     const core::BundleInfo info = core::Engine::inspectBundle(directory);
     if (!info.ok) {
         std::cerr << "flowscope-cli: " << info.error << "\n";
