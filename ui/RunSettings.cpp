@@ -1,7 +1,9 @@
 #include "ui/RunSettings.h"
 
+#include <QBuffer>
 #include <QImageReader>
 #include <QObject>
+#include <zlib.h>
 
 #include "core/api/SettingsCodec.h"
 
@@ -57,8 +59,79 @@ bool RunSettings::fromJson(const QByteArray& json, RunSettings* settings, QStrin
     return true;
 }
 
+namespace {
+
+// Settings chunks are a few hundred bytes; a PNG file FlowScope reads them from is at most this.
+constexpr qint64 kMaxPngBytes = qint64(256) << 20;
+constexpr uLong kMaxTextBytes = 1 << 20;
+
+uint32_t bigEndian(const QByteArray& bytes, qsizetype at) {
+    return (uint32_t(uchar(bytes[at])) << 24) | (uint32_t(uchar(bytes[at + 1])) << 16) |
+           (uint32_t(uchar(bytes[at + 2])) << 8) | uint32_t(uchar(bytes[at + 3]));
+}
+
+// Whether compressed data inflates to at most kMaxTextBytes (a small chunk may inflate to
+// gigabytes, which the PNG reader would allocate).
+bool inflatesSmall(const char* data, qsizetype size) {
+    z_stream stream{};
+    if (inflateInit(&stream) != Z_OK) return false;
+    stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data));
+    stream.avail_in = uInt(size);
+    char buffer[16384];
+    int status = Z_OK;
+    while (status == Z_OK && stream.total_out <= kMaxTextBytes) {
+        stream.next_out = reinterpret_cast<Bytef*>(buffer);
+        stream.avail_out = sizeof buffer;
+        status = inflate(&stream, Z_NO_FLUSH);
+    }
+    const bool small = stream.total_out <= kMaxTextBytes;
+    inflateEnd(&stream);
+    return small;
+}
+
+// False for a chunk before the image data that runs past the end of the file (the PNG reader
+// would allocate the length it declares, up to 4 GB), or a compressed text chunk (zTXt, or iTXt
+// with its compression flag) that would inflate past kMaxTextBytes.
+bool textChunksAreSmall(const QByteArray& bytes) {
+    for (qsizetype offset = 8; offset + 12 <= bytes.size();) {
+        const uint32_t length = bigEndian(bytes, offset);
+        if (length > uint64_t(bytes.size() - offset - 12)) return false;
+        const QByteArray type = bytes.mid(offset + 4, 4);
+        const char* body = bytes.constData() + offset + 8;
+        const qsizetype keyEnd = QByteArrayView(body, length).indexOf('\0');
+        if (type == "zTXt" && keyEnd >= 0 && keyEnd + 2 <= qsizetype(length)) {
+            if (!inflatesSmall(body + keyEnd + 2, length - keyEnd - 2)) return false;
+        } else if (type == "iTXt" && keyEnd >= 0 && keyEnd + 3 <= qsizetype(length) && body[keyEnd + 1] == 1) {
+            // After the flag and the method: a language tag and a translated keyword, each ended by 0.
+            const QByteArrayView rest(body + keyEnd + 3, length - keyEnd - 3);
+            const qsizetype language = rest.indexOf('\0');
+            const qsizetype keyword = language < 0 ? -1 : rest.sliced(language + 1).indexOf('\0');
+            if (keyword >= 0) {
+                const qsizetype start = language + 1 + keyword + 1;
+                if (!inflatesSmall(rest.data() + start, rest.size() - start)) return false;
+            }
+        }
+        if (type == "IEND") break;
+        offset += 12 + qsizetype(length);
+    }
+    return true;
+}
+
+}  // namespace
+
 bool RunSettings::fromPng(QIODevice* device, RunSettings* settings, QString* error) {
-    QImageReader reader(device, "png");
+    QByteArray bytes = device->read(kMaxPngBytes + 1);
+    if (bytes.size() > kMaxPngBytes) {
+        *error = QObject::tr("it is larger than the %1 MB FlowScope reads settings from").arg(kMaxPngBytes >> 20);
+        return false;
+    }
+    if (!textChunksAreSmall(bytes)) {
+        *error = QObject::tr("it is damaged or its text chunks are too large to be FlowScope settings");
+        return false;
+    }
+    QBuffer buffer(&bytes);
+    buffer.open(QIODevice::ReadOnly);
+    QImageReader reader(&buffer, "png");
     if (!reader.canRead()) {
         *error = QObject::tr("it is not an image FlowScope can read");
         return false;

@@ -3,8 +3,11 @@
 // restore the run, .npy and CSV contents, and failures that leave nothing behind.
 #include <cmath>
 
+#include <QBuffer>
+#include <QElapsedTimer>
 #include <QFile>
 #include <QImageReader>
+#include <QImageWriter>
 #include <QTemporaryDir>
 #include <QtTest/QtTest>
 
@@ -62,6 +65,7 @@ private Q_SLOTS:
     void finalPictureIsAGridOfTheMappedValues();
     void pngChunksRestoreTheRun();
     void failedPngWriteLeavesNothing();
+    void restoreRefusesAPngWhoseChunkRunsPastItsEnd();
     void trajectoryIsTheRecordedStates();
     void metricsHaveARowPerFrame();
 };
@@ -126,6 +130,33 @@ void TestExports::failedPngWriteLeavesNothing() {
     QVERIFY(!exports::savePng(QImage(), dir.filePath("empty.png"), {}, &error));
     QVERIFY2(error.contains("nothing to export"), qPrintable(error));
     QVERIFY(!QFile::exists(dir.filePath("empty.png")));
+}
+
+void TestExports::restoreRefusesAPngWhoseChunkRunsPastItsEnd() {
+    // A settings PNG whose next text chunk declares 2 GB in a file of a few hundred bytes: the PNG
+    // reader would allocate what it declares. Refused at once, in words.
+    const RunSettings settings = mixtureSettings();
+    QImage image(8, 8, QImage::Format_RGB888);
+    image.fill(Qt::gray);
+    QByteArray bytes;
+    {
+        QBuffer buffer(&bytes);
+        buffer.open(QIODevice::WriteOnly);
+        QImageWriter writer(&buffer, "png");
+        image.setText("flowscope", QString::fromUtf8(settings.toJson()));
+        QVERIFY(writer.write(image));
+    }
+    const QByteArray bomb = QByteArray::fromHex("77359400") + "tEXt" + "flowscope" + QByteArray(1, '\0') + "{}";
+    bytes.insert(8 + 25, bomb);  // after the signature and IHDR
+    QBuffer device(&bytes);
+    QVERIFY(device.open(QIODevice::ReadOnly));
+    RunSettings restored;
+    QString error;
+    QElapsedTimer timer;
+    timer.start();
+    QVERIFY(!RunSettings::fromPng(&device, &restored, &error));
+    QVERIFY2(error.contains("damaged"), qPrintable(error));
+    QVERIFY(timer.elapsed() < 5000);
 }
 
 void TestExports::trajectoryIsTheRecordedStates() {
