@@ -168,6 +168,9 @@ struct EngineController::Worker {
         const PointModel points = pointModel(request.model);
         const bool pointCloud = points.points;
         const core::HostArray reference = core::Engine::referenceSamples(points.reference, 600);
+        const core::HostArray classReference =
+            request.condition.empty() ? core::HostArray{}
+                                      : core::Engine::referenceSamples(points.reference, 300, request.condition);
         const QRectF bounds = scatterBounds(reference);
         const core::SweepResult result = engine.sweep(
             request,
@@ -179,8 +182,9 @@ struct EngineController::Worker {
                 cell.steps = row.steps;
                 cell.nfe = row.nfe;
                 cell.rmse = row.rmse;
+                cell.cfg = row.cfg;
                 if (pointCloud) {
-                    cell.image = scatterImage(row.final, reference, bounds, {}, {}, 0.0, 240);
+                    cell.image = scatterImage(row.final, reference, bounds, {}, {}, 0.0, 240, classReference);
                 } else {
                     const QVector<QImage> images = imagesFromBatch(row.final);
                     if (!images.isEmpty()) cell.image = images.front();
@@ -204,10 +208,14 @@ struct EngineController::Worker {
         const PointModel points = pointModel(request.model);
         const bool pointCloud = points.points;
         core::HostArray reference;
+        core::HostArray classReference;  // a conditional run's class, in colour
         QRectF bounds;
         QVector<core::HostArray> history;  // earlier particle positions, for the trails
         if (pointCloud) {
             reference = core::Engine::referenceSamples(points.reference, 600);
+            if (!request.condition.empty()) {
+                classReference = core::Engine::referenceSamples(points.reference, 300, request.condition);
+            }
             bounds = scatterBounds(reference);
             request.velocityFieldResolution = 15;
             // The field's grid is centred on the origin: wide enough to cover the whole plot.
@@ -231,8 +239,9 @@ struct EngineController::Worker {
             frame.pointCloud = pointCloud;
             if (pointCloud) {
                 frame.states = {scatterImage(step.state, reference, bounds, history, step.velocityField,
-                                             request.fieldExtent, kPlotSize)};
-                frame.predictions = {scatterImage(step.prediction, reference, bounds, {}, {}, 0.0, kPlotSize)};
+                                             request.fieldExtent, kPlotSize, classReference)};
+                frame.predictions = {
+                    scatterImage(step.prediction, reference, bounds, {}, {}, 0.0, kPlotSize, classReference)};
                 history.push_back(step.state);
             } else {
                 frame.states = imagesFromBatch(step.statePreview.shape.empty() ? step.state : step.statePreview);

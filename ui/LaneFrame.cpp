@@ -60,7 +60,7 @@ QRectF scatterBounds(const core::HostArray& reference) {
 
 QImage scatterImage(const core::HostArray& points, const core::HostArray& reference, const QRectF& bounds,
                     const QVector<core::HostArray>& history, const core::HostArray& field, double fieldExtent,
-                    int size) {
+                    int size, const core::HostArray& classReference) {
     QImage image(size, size, QImage::Format_RGB32);
     image.fill(QColor(250, 250, 250));
     QPainter painter(&image);
@@ -76,6 +76,10 @@ QImage scatterImage(const core::HostArray& points, const core::HostArray& refere
     painter.setBrush(QColor(200, 200, 200));
     for (size_t i = 0; i + 1 < reference.values.size(); i += 2) {
         painter.drawEllipse(toPixel(reference.values[i], reference.values[i + 1]), 1.6, 1.6);
+    }
+    painter.setBrush(QColor(110, 150, 235));
+    for (size_t i = 0; i + 1 < classReference.values.size(); i += 2) {
+        painter.drawEllipse(toPixel(classReference.values[i], classReference.values[i + 1]), 1.8, 1.8);
     }
     // Velocity arrows, scaled so the longest spans one grid cell.
     if (field.shape.size() == 3 && field.shape[0] > 1) {

@@ -53,6 +53,7 @@ struct SweepCell {
     int steps = 0;
     int nfe = 0;
     double rmse = 0.0;
+    double cfg = 1.0;  // the guidance scale
     QImage image;  // the first sample's final image (2-D models: the scatter plot)
 };
 
@@ -67,10 +68,12 @@ QRectF scatterBounds(const core::HostArray& reference);
 // 2-D particles [B, 2] as a `size` x `size` scatter plot of `bounds` (equal aspect): `reference`
 // (the target distribution) in grey beneath, each particle's trail through the earlier states
 // `history` as a polyline, and the velocity field `field` ([res, res, 2] over
-// [-fieldExtent, fieldExtent]^2, may be empty) as arrows.
+// [-fieldExtent, fieldExtent]^2, may be empty) as arrows. `classReference` (a conditional run's
+// class, [M, 2], may be empty) is drawn in colour over the grey, so guided particles are seen to
+// reach, or overshoot, their class.
 QImage scatterImage(const core::HostArray& points, const core::HostArray& reference, const QRectF& bounds,
                     const QVector<core::HostArray>& history = {}, const core::HostArray& field = {},
-                    double fieldExtent = 0.0, int size = 480);
+                    double fieldExtent = 0.0, int size = 480, const core::HostArray& classReference = {});
 
 }  // namespace flowscope::ui
 

@@ -56,6 +56,10 @@ LaneView::LaneView(int index, QWidget* parent) : QWidget(parent), m_index(index)
     m_stepsTitle = new QLabel(tr("Steps"), this);
     m_header = new QGridLayout;
 
+    m_guidance = new GuidanceBar(this);
+    m_guidance->setConditional(false);
+    connect(m_guidance, &GuidanceBar::changed, this, &LaneView::settingsChanged);
+
     m_canvas = new SampleCanvas(this);
     connect(m_canvas, &SampleCanvas::focusChanged, this, [this] { refreshFilmstrip(); });
 
@@ -85,6 +89,7 @@ LaneView::LaneView(int index, QWidget* parent) : QWidget(parent), m_index(index)
     layout->setContentsMargins(4, 4, 4, 4);
     arrangeHeader(false);
     layout->addLayout(m_header);
+    layout->addWidget(m_guidance);
     layout->addWidget(m_canvas, 1);
     layout->addLayout(timelineRow);
     layout->addWidget(m_filmstrip);
@@ -126,6 +131,8 @@ RunSettings LaneView::settings(const RunSettings& shared) const {
     settings.solver = m_solver->currentText();
     settings.schedule = m_schedule->currentText().trimmed();
     settings.steps = m_steps->value();
+    // Guidance steers towards a class: without one the run is unguided.
+    settings.guidance = shared.condition.isEmpty() ? core::GuidanceSettings{} : m_guidance->settings();
     return settings;
 }
 
@@ -138,6 +145,7 @@ void LaneView::setLaneSettings(const RunSettings& settings) {
     m_schedule->setCurrentText(settings.schedule);
     m_steps->setValue(settings.steps);
     m_stepsSlider->setValue(m_steps->value());
+    if (!settings.condition.isEmpty()) m_guidance->setSettings(settings.guidance);
 }
 
 void LaneView::beginRun(quint64 runId, const RunSettings& settings) {

@@ -4,6 +4,7 @@
 #include <QWidget>
 
 #include "ui/FilmstripBar.h"
+#include "ui/GuidanceBar.h"
 #include "ui/LaneFrame.h"
 #include "ui/RunSettings.h"
 #include "ui/SampleCanvas.h"
@@ -52,6 +53,9 @@ public:
     QComboBox* solverBox() const { return m_solver; }
     QComboBox* scheduleBox() const { return m_schedule; }
     QSlider* timeline() const { return m_timeline; }
+    GuidanceBar* guidanceBar() const { return m_guidance; }
+    // Whether the shared settings name a class: the lane's guidance applies only then.
+    void setConditional(bool conditional) { m_guidance->setConditional(conditional); }
     QString metricsText() const;
     // What the lane's status line shows now: progress, the metrics, or why the run failed.
     QString statusText() const;
@@ -89,6 +93,7 @@ private:
     QComboBox* m_schedule;
     QSpinBox* m_steps;
     QSlider* m_stepsSlider;
+    GuidanceBar* m_guidance;
     SampleCanvas* m_canvas;
     QSlider* m_timeline;
     QToolButton* m_play;

@@ -172,7 +172,11 @@ void MainWindow::createWidgets() {
     m_debounce->setSingleShot(true);
     m_debounce->setInterval(kDebounceMs);
     connect(m_debounce, &QTimer::timeout, this, &MainWindow::runNow);
-    connect(m_panel, &SettingsPanel::settingsChanged, this, &MainWindow::scheduleRun);
+    connect(m_panel, &SettingsPanel::settingsChanged, this, [this] {
+        const bool conditional = !m_panel->shared().condition.isEmpty();
+        for (LaneView* lane : m_lanes) lane->setConditional(conditional);
+        scheduleRun();
+    });
     connect(m_panel, &SettingsPanel::laneCountChanged, this, [this](int count) {
         setLaneCount(count);
         scheduleRun();
@@ -290,6 +294,7 @@ void MainWindow::setLaneCount(int count) {
     while (int(m_lanes.size()) < count) {
         auto* lane = new LaneView(int(m_lanes.size()), m_laneSplitter);
         lane->setLaneSettings(kDefaultLanes[m_lanes.size()]);
+        lane->setConditional(!m_panel->shared().condition.isEmpty());
         lane->setView(m_panel->view());
         connect(lane, &LaneView::settingsChanged, this, &MainWindow::scheduleRun);
         // Timelines align by t: scrubbing one lane shows the nearest t in the others.
@@ -335,6 +340,7 @@ void MainWindow::runNow() {
     m_progress->setValue(0);
     m_rate->clear();
     for (LaneView* lane : m_lanes) {
+        lane->setConditional(!shared.condition.isEmpty());
         const RunSettings settings = lane->settings(shared);
         lane->beginRun(m_controller->submit(lane->index(), settings), settings);
     }
@@ -344,7 +350,12 @@ void MainWindow::runSweep() {
     const RunSettings lane = m_lanes.front()->settings(m_panel->shared());
     const QStringList items = m_sweep->selectedItems();
     if (items.isEmpty()) {
-        statusBar()->showMessage(tr("Choose at least one path or solver to sweep"), 4000);
+        statusBar()->showMessage(tr("Choose at least one path, solver or scale to sweep"), 4000);
+        return;
+    }
+    const bool byGuidance = m_sweep->by() == SweepView::By::Guidance;
+    if (byGuidance && lane.condition.isEmpty()) {
+        statusBar()->showMessage(tr("Guidance steers towards a class: choose one under Condition first"), 6000);
         return;
     }
     core::SweepRequest request;
@@ -360,8 +371,19 @@ void MainWindow::runSweep() {
     std::vector<std::string> names;
     for (const QString& item : items) names.push_back(item.toStdString());
     const bool byPath = m_sweep->by() == SweepView::By::Path;
+    const bool bySolver = m_sweep->by() == SweepView::By::Solver;
     request.paths = byPath ? names : std::vector<std::string>{lane.path.toStdString()};
-    request.solvers = byPath ? std::vector<std::string>{lane.solver.toStdString()} : names;
+    request.solvers = bySolver ? names : std::vector<std::string>{lane.solver.toStdString()};
+    // The lane's class and guidance; by guidance, its method at each selected scale.
+    request.condition = lane.condition.toStdString();
+    request.guidance = lane.guidance;
+    if (byGuidance) {
+        if (request.guidance.method == core::GuidanceMethod::None) request.guidance.method = core::GuidanceMethod::Cfg;
+        request.guidance.cfgZeroSteps = 0;
+        request.cfgs = m_sweep->selectedScales();
+    } else if (request.guidance.method == core::GuidanceMethod::CfgZero) {
+        request.guidance.cfgZeroSteps = 0;  // a sweep's cells share one reference: no zeroed steps
+    }
     const QVector<int> steps = m_sweep->stepCounts();
     request.steps.assign(steps.begin(), steps.end());
     m_sweep->begin(m_controller->submitSweep(request), items, steps);

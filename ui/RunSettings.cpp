@@ -24,6 +24,8 @@ core::SampleRequest RunSettings::toRequest() const {
     request.tEnd = tEnd;
     request.rtol = rtol;
     request.atol = atol;
+    request.condition = condition.toStdString();
+    request.guidance = guidance;
     request.recordTrajectory = false;
     return request;
 }
@@ -43,6 +45,8 @@ RunSettings RunSettings::fromRequest(const core::SampleRequest& request) {
     settings.tEnd = request.tEnd;
     settings.rtol = request.rtol;
     settings.atol = request.atol;
+    settings.condition = QString::fromStdString(request.condition);
+    settings.guidance = request.guidance;
     return settings;
 }
 

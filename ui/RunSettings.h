@@ -33,6 +33,9 @@ struct RunSettings {
     double tEnd = defaults().tEnd;
     double rtol = defaults().rtol;
     double atol = defaults().atol;
+    // A conditional model's class ("" unconditional), shared by the lanes, and the lane's guidance.
+    QString condition{};
+    core::GuidanceSettings guidance{};
 
     static const core::SampleRequest& defaults() {
         static const core::SampleRequest request;

@@ -45,6 +45,12 @@ SettingsPanel::SettingsPanel(QWidget* parent) : QWidget(parent) {
     modelButtons->addWidget(folder);
     modelButtons->addWidget(bundle);
 
+    m_condition = new QComboBox(this);
+    m_condition->setObjectName("conditionBox");
+    m_condition->setToolTip(tr("Sample one class of a conditional model (each lane guides towards it), or "
+                               "the whole model (unconditional)"));
+    refreshClasses();
+
     // A QSpinBox holds an int, which stops at 2^31 - 1; seeds run to 2^32 - 1, which a double
     // holds exactly, so every seed the engine takes can be shown and edited.
     m_seed = new QDoubleSpinBox(this);
@@ -71,13 +77,18 @@ SettingsPanel::SettingsPanel(QWidget* parent) : QWidget(parent) {
     auto* form = new QFormLayout(this);
     form->addRow(tr("Model"), m_model);
     form->addRow(QString(), modelButtons);
+    form->addRow(tr("Condition"), m_condition);
     form->addRow(tr("Seed"), seedRow);
     form->addRow(tr("Batch"), m_batch);
     form->addRow(tr("Device"), m_device);
     form->addRow(tr("Show"), m_view);
     form->addRow(tr("Lanes"), m_lanes);
 
-    connect(m_model, &QComboBox::currentTextChanged, this, &SettingsPanel::settingsChanged);
+    connect(m_model, &QComboBox::currentTextChanged, this, [this] {
+        refreshClasses();
+        Q_EMIT settingsChanged();
+    });
+    connect(m_condition, &QComboBox::currentIndexChanged, this, &SettingsPanel::settingsChanged);
     connect(m_seed, &QDoubleSpinBox::valueChanged, this, &SettingsPanel::settingsChanged);
     connect(m_batch, &QSpinBox::valueChanged, this, &SettingsPanel::settingsChanged);
     connect(m_device, &QComboBox::currentTextChanged, this, &SettingsPanel::settingsChanged);
@@ -91,13 +102,44 @@ RunSettings SettingsPanel::shared() const {
     settings.seed = quint64(m_seed->value());
     settings.batch = m_batch->value();
     settings.device = m_device->currentText();
+    settings.condition = m_condition->currentData().toString();
     return settings;
 }
 
+void SettingsPanel::refreshClasses() {
+    const QString spec = m_model->currentText().trimmed();
+    if (spec == m_classesOf && m_condition->count() > 0) return;
+    m_classesOf = spec;
+    const QString chosen = m_condition->currentData().toString();
+    const QSignalBlocker block(m_condition);
+    m_condition->clear();
+    m_condition->addItem(tr("unconditional"), QString());
+    const core::ModelDescription description = core::Engine::describeModel(spec.toStdString());
+    for (const std::string& name : description.classes) {
+        m_condition->addItem(QString::fromStdString(name), QString::fromStdString(name));
+    }
+    m_condition->setEnabled(m_condition->count() > 1);
+    const int kept = m_condition->findData(chosen);
+    m_condition->setCurrentIndex(kept >= 0 ? kept : 0);
+}
+
+void SettingsPanel::selectCondition(const QString& condition) {
+    int index = m_condition->findData(condition);
+    if (index < 0) {
+        // A class the model does not list (a restored file's, say) is kept as it was given, so that
+        // the run refuses it in words rather than quietly running another one.
+        m_condition->addItem(condition, condition);
+        index = m_condition->count() - 1;
+    }
+    m_condition->setCurrentIndex(index);
+}
+
 void SettingsPanel::setShared(const RunSettings& settings) {
-    const QSignalBlocker b1(m_model), b2(m_seed), b3(m_batch), b4(m_device);
+    const QSignalBlocker b1(m_model), b2(m_seed), b3(m_batch), b4(m_device), b5(m_condition);
     m_unshown = settings;
     m_model->setEditText(settings.model);
+    refreshClasses();
+    selectCondition(settings.condition);
     // RunSettings::fromJson refuses what these boxes cannot show (seeds past 2^32 - 1, batches
     // past the engine's limit, unknown devices), so nothing is clamped or replaced here.
     m_seed->setValue(double(settings.seed));

@@ -32,6 +32,8 @@ public:
     QComboBox* modelBox() const { return m_model; }
     QDoubleSpinBox* seedBox() const { return m_seed; }
     QSpinBox* batchBox() const { return m_batch; }
+    // "unconditional", then the model's classes (core::Engine::describeModel).
+    QComboBox* conditionBox() const { return m_condition; }
 
 Q_SIGNALS:
     void settingsChanged();
@@ -40,7 +42,13 @@ Q_SIGNALS:
     void openModelRequested();
 
 private:
+    // Offers the classes of the model now in the box, keeping the chosen class where it has it.
+    void refreshClasses();
+    void selectCondition(const QString& condition);
+
     QComboBox* m_model;
+    QComboBox* m_condition;
+    QString m_classesOf;  // the model whose classes the condition box lists
     QDoubleSpinBox* m_seed;
     QSpinBox* m_batch;
     QComboBox* m_device;

@@ -1,5 +1,6 @@
 #include "ui/SweepView.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include <QChart>
@@ -35,7 +36,8 @@ bool choosesItsOwnSteps(const QString& solver) {
 
 SweepView::SweepView(QWidget* parent) : QWidget(parent) {
     m_by = new QComboBox(this);
-    m_by->addItems({tr("paths"), tr("solvers")});
+    m_by->addItems({tr("paths"), tr("solvers"), tr("guidance w")});
+    m_by->setItemData(2, tr("Guidance scales towards the class chosen under Condition"), Qt::ToolTipRole);
     m_items = new QListWidget(this);
     m_items->setMaximumWidth(140);
     m_maxSteps = new QComboBox(this);
@@ -76,15 +78,26 @@ SweepView::SweepView(QWidget* parent) : QWidget(parent) {
     layout->addWidget(m_chart, 2);
 
     connect(m_by, &QComboBox::currentIndexChanged, this, [this] {
-        setSelectedItems(by() == By::Path ? QStringList{"linear", "vp"} : QStringList{"euler", "heun", "dpm++2m"});
+        setSelectedItems(by() == By::Path     ? QStringList{"linear", "vp"}
+                         : by() == By::Solver ? QStringList{"euler", "heun", "dpm++2m"}
+                                              : QStringList{"0", "1", "3", "7.5"});
     });
     connect(m_run, &QPushButton::clicked, this, &SweepView::runRequested);
     setSelectedItems({"linear", "vp"});
 }
 
-SweepView::By SweepView::by() const { return m_by->currentIndex() == 1 ? By::Solver : By::Path; }
+SweepView::By SweepView::by() const { return static_cast<By>(std::clamp(m_by->currentIndex(), 0, 2)); }
 
-void SweepView::setBy(By by) { m_by->setCurrentIndex(by == By::Solver ? 1 : 0); }
+void SweepView::setBy(By by) { m_by->setCurrentIndex(static_cast<int>(by)); }
+
+// The guidance scales the list offers.
+const QStringList kScaleItems{"0", "1", "1.5", "2", "3", "5", "7.5", "10", "15"};
+
+std::vector<double> SweepView::selectedScales() const {
+    std::vector<double> scales;
+    for (const QString& item : selectedItems()) scales.push_back(item.toDouble());
+    return scales;
+}
 
 QStringList SweepView::selectedItems() const {
     QStringList items;
@@ -96,7 +109,9 @@ QStringList SweepView::selectedItems() const {
 
 void SweepView::setSelectedItems(const QStringList& selected) {
     m_items->clear();
-    for (const QString& name : engineNames(by() == By::Path ? core::NameKind::Path : core::NameKind::Solver)) {
+    const QStringList names = by() == By::Guidance ? kScaleItems
+                                                   : engineNames(by() == By::Path ? core::NameKind::Path : core::NameKind::Solver);
+    for (const QString& name : names) {
         auto* item = new QListWidgetItem(name, m_items);
         item->setFlags(item->flags() | Qt::ItemIsUserCheckable);
         item->setCheckState(selected.contains(name) ? Qt::Checked : Qt::Unchecked);
@@ -114,7 +129,14 @@ void SweepView::setMaxSteps(int steps) {
     if (index >= 0) m_maxSteps->setCurrentIndex(index);
 }
 
-QString SweepView::rowKey(const SweepCell& cell) const { return m_runningBy == By::Path ? cell.path : cell.solver; }
+QString SweepView::rowKey(const SweepCell& cell) const {
+    switch (m_runningBy) {
+        case By::Path: return cell.path;
+        case By::Solver: return cell.solver;
+        case By::Guidance: return QString::number(cell.cfg);
+    }
+    return cell.path;
+}
 
 void SweepView::begin(quint64 sweepId, const QStringList& rows, const QVector<int>& steps) {
     m_sweepId = sweepId;

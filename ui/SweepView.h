@@ -19,18 +19,21 @@ QT_END_NAMESPACE
 
 namespace flowscope::ui {
 
-// A sweep over steps (1, 2, 4, ... up to a maximum) by path or by solver: a grid of final images,
-// filled in as cells finish, beside the log-log chart of error against NFE.
+// A sweep over steps (1, 2, 4, ... up to a maximum) by path, by solver or by guidance scale (a
+// conditional run's w, each against the reference solve of its own guided ODE): a grid of final
+// images, filled in as cells finish, beside the log-log chart of error against NFE.
 class SweepView : public QWidget {
     Q_OBJECT
 
 public:
     explicit SweepView(QWidget* parent = nullptr);
 
-    enum class By { Path, Solver };
+    enum class By { Path, Solver, Guidance };
     By by() const;
     void setBy(By by);
     QStringList selectedItems() const;
+    // By::Guidance: the selected scales as numbers.
+    std::vector<double> selectedScales() const;
     void setSelectedItems(const QStringList& items);
     QVector<int> stepCounts() const;
     void setMaxSteps(int steps);

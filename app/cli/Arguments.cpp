@@ -7,6 +7,7 @@
 
 #include <unistd.h>
 
+#include "core/api/Errors.h"
 #include "core/io/AtomicFile.h"
 
 namespace flowscope::app {
@@ -177,6 +178,60 @@ double Arguments::number(const std::string& name, double fallback) const {
         throw UsageError("--" + name + " takes a number, not '" + text + "'");
     }
     return value;
+}
+
+std::vector<double> Arguments::numberList(const std::string& name) const {
+    std::vector<double> values;
+    if (!has(name)) return values;
+    for (const std::string& item : list(name, "")) {
+        double value = 0.0;
+        const auto [ptr, ec] = std::from_chars(item.data(), item.data() + item.size(), value);
+        if (item.empty() || ec != std::errc() || ptr != item.data() + item.size() || !std::isfinite(value)) {
+            throw UsageError("--" + name + " takes numbers separated by commas (1,2,4), not '" + item + "'");
+        }
+        values.push_back(value);
+    }
+    return values;
+}
+
+const std::set<std::string>& guidanceOptionNames() {
+    static const std::set<std::string> names{"class",   "guidance",     "cfg",      "cfg-interval",  "cfg-rescale",
+                                             "apg-eta", "apg-momentum", "apg-norm", "cfg-zero-steps"};
+    return names;
+}
+
+core::GuidanceSettings readGuidance(const Arguments& options, bool scaleList) {
+    core::GuidanceSettings settings;
+    try {
+        const std::string method = options.text("guidance", options.has("cfg") || options.has("cfg-rescale") ||
+                                                                    options.has("cfg-interval")
+                                                                ? "cfg"
+                                                                : "none");
+        settings.method = core::parseGuidanceMethod(method);
+        if (!scaleList) settings.scale = options.number("cfg", settings.scale);
+        if (options.has("cfg-interval")) {
+            const std::vector<double> ends = options.numberList("cfg-interval");
+            if (ends.size() != 2) {
+                throw UsageError("--cfg-interval takes LO,HI: two noise levels in [0, 1] (0 noise, 1 data), as 0.2,0.8");
+            }
+            settings.intervalLow = ends[0];
+            settings.intervalHigh = ends[1];
+        }
+        settings.rescale = options.number("cfg-rescale", settings.rescale);
+        settings.apgEta = options.number("apg-eta", settings.apgEta);
+        settings.apgMomentum = options.number("apg-momentum", settings.apgMomentum);
+        settings.apgNorm = options.number("apg-norm", settings.apgNorm);
+        settings.cfgZeroSteps = static_cast<int>(options.integer("cfg-zero-steps", 0, 0, core::kMaxSteps));
+        core::checkGuidance(settings);
+    } catch (const UsageError&) {
+        throw;
+    } catch (const std::invalid_argument& error) {
+        throw UsageError(error.what());
+    }
+    if (settings.method != core::GuidanceMethod::None && !options.has("class")) {
+        throw UsageError("--guidance steers towards a class: give --class NAME|INDEX (flowscope-cli info lists models)");
+    }
+    return settings;
 }
 
 std::vector<std::string> Arguments::list(const std::string& name, const std::string& fallback) const {

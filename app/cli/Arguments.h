@@ -57,9 +57,21 @@ public:
     std::vector<std::string> list(const std::string& name, const std::string& fallback) const;
     std::vector<int> integerList(const std::string& name, const std::string& fallback, int lo, int hi) const;
 
+    // A comma-separated list of numbers (--cfgs 1,2,4); empty when the option is absent.
+    std::vector<double> numberList(const std::string& name) const;
+
 private:
     std::map<std::string, std::string> m_values;
     std::set<std::string> m_flags;
 };
+
+// The options of a conditional, guided run (sample, sweep, evaluate): --class and the guidance
+// options of DESIGN.md section 6.
+const std::set<std::string>& guidanceOptionNames();
+// --guidance none|cfg|apg|cfg-zero (default cfg when --cfg is given, else none), --cfg W,
+// --cfg-interval LO,HI, --cfg-rescale PHI, --apg-eta E, --apg-momentum B, --apg-norm R,
+// --cfg-zero-steps K. Throws UsageError with the reason for a value out of range. `scaleList`:
+// --cfg is a list of scales the caller reads (evaluate), and the scale is left at 1.
+core::GuidanceSettings readGuidance(const Arguments& options, bool scaleList = false);
 
 }  // namespace flowscope::app

@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <iostream>
+#include <set>
 #include <sstream>
 #include <utility>
 
@@ -61,10 +62,10 @@ int runClassifier(const std::vector<std::string>& args, const std::atomic<bool>&
 }
 
 int runEvaluate(const std::vector<std::string>& args, const std::atomic<bool>& cancel) {
-    const Arguments options(args,
-                            {"model", "steps", "solver", "path", "schedule", "samples", "seed", "batch", "classifier",
-                             "tolerance", "csv"},
-                            {"adaptive", "trust-model", "json"});
+    std::set<std::string> valued{"model",   "steps", "solver",     "path",      "schedule", "samples",
+                                 "seed",    "batch", "classifier", "tolerance", "csv"};
+    valued.insert(guidanceOptionNames().begin(), guidanceOptionNames().end());
+    const Arguments options(args, valued, {"adaptive", "trust-model", "json"});
     const auto model = options.optionalText("model");
     if (!model) throw UsageError("evaluate needs --model SPEC (an image model of Fashion-MNIST's shape, e.g. bundle:DIR)");
     const auto csv = options.optionalText("csv");
@@ -84,6 +85,10 @@ int runEvaluate(const std::vector<std::string>& args, const std::atomic<bool>& c
     request.seed = options.seed(0);
     request.classifier = options.text("classifier", "");
     request.trustModel = options.has("trust-model");
+    request.condition = options.text("class", "");
+    request.guidance = readGuidance(options, /*scaleList=*/true);
+    request.cfgs = options.numberList("cfg");
+    const bool guided = !request.condition.empty();
     const bool json = options.has("json");
     const bool showProgress = ::isatty(STDERR_FILENO) && !json;
 
@@ -94,12 +99,16 @@ int runEvaluate(const std::vector<std::string>& args, const std::atomic<bool>& c
             if (showProgress) std::fprintf(stderr, "\r%*s\r", 60, "");
             if (json) return;
             if (!std::exchange(header, true)) {
-                std::printf("%-9s %6s %8s %10s %10s %8s %9s\n", "solver", "steps", "nfe", "frechet", "S", "length",
-                            "seconds");
+                std::printf("%-9s %6s %8s %10s %10s %8s %9s %9s", "solver", "steps", "nfe", "frechet", "S", "length",
+                            "seconds", "diversity");
+                if (guided) std::printf(" %6s %8s", "cfg", "accuracy");
+                std::printf("\n");
             }
-            std::printf("%-9s %6s %8.1f %10.3f %10.4f %8.4f %9.1f\n", row.solver.c_str(),
+            std::printf("%-9s %6s %8.1f %10.3f %10.4f %8.4f %9.1f %9.4f", row.solver.c_str(),
                         row.steps ? std::to_string(row.steps).c_str() : "adapt", row.nfe, row.frechet,
-                        row.straightness, row.pathLengthRatio, row.seconds);
+                        row.straightness, row.pathLengthRatio, row.seconds, row.diversity);
+            if (guided) std::printf(" %6g %7.1f%%", row.cfg, 100.0 * row.classAccuracy);
+            std::printf("\n");
             std::fflush(stdout);
         },
         [&](const std::string& solver, int steps, int done, int total) {
@@ -114,10 +123,13 @@ int runEvaluate(const std::vector<std::string>& args, const std::atomic<bool>& c
     if (csv) {
         std::ostringstream table;
         table.precision(9);
-        table << "solver,steps,nfe,frechet,straightness,path_length_ratio,seconds\n";
+        // Columns after the first seven are added at the end, so that readers of those keep working.
+        table << "solver,steps,nfe,frechet,straightness,path_length_ratio,seconds,diversity,cfg,class_accuracy\n";
         for (const auto& row : outcome.rows) {
             table << row.solver << "," << row.steps << "," << row.nfe << "," << row.frechet << "," << row.straightness
-                  << "," << row.pathLengthRatio << "," << row.seconds << "\n";
+                  << "," << row.pathLengthRatio << "," << row.seconds << "," << row.diversity << "," << row.cfg << ",";
+            if (guided) table << row.classAccuracy;
+            table << "\n";
         }
         core::writeFileAtomically(*csv, table.str());
     }
@@ -130,6 +142,10 @@ int runEvaluate(const std::vector<std::string>& args, const std::atomic<bool>& c
         writer.field("classifier", outcome.classifier);
         writer.field("classifier_test_accuracy", outcome.classifierAccuracy);
         writer.field("frechet_floor", outcome.frechetFloor);
+        if (guided) {
+            writer.field("class", request.condition);
+            writer.field("guidance", core::toString(request.guidance.method));
+        }
         writer.key("rows");
         writer.beginArray();
         for (const auto& row : outcome.rows) {
@@ -141,6 +157,11 @@ int runEvaluate(const std::vector<std::string>& args, const std::atomic<bool>& c
             writer.field("straightness", row.straightness);
             writer.field("path_length_ratio", row.pathLengthRatio);
             writer.field("seconds", row.seconds);
+            writer.field("diversity", row.diversity);
+            if (guided) {
+                writer.field("cfg", row.cfg);
+                writer.field("class_accuracy", row.classAccuracy);
+            }
             writer.endObject();
         }
         writer.endArray();
@@ -148,10 +169,13 @@ int runEvaluate(const std::vector<std::string>& args, const std::atomic<bool>& c
         writer.endObject();
         std::cout << writer.str() << "\n";
     } else {
-        std::printf("frechet: %d generated vs the 10,000 test images in the features of %s (%.1f%% test accuracy); "
+        std::printf("frechet: %d generated vs the %s test images in the features of %s (%.1f%% test accuracy); "
                     "%d training images score %.3f\n",
-                    request.samples, outcome.classifier.c_str(), 100.0 * outcome.classifierAccuracy,
-                    outcome.floorImages, outcome.frechetFloor);
+                    request.samples, guided ? ("1,000 '" + request.condition + "'").c_str() : "10,000",
+                    outcome.classifier.c_str(), 100.0 * outcome.classifierAccuracy, outcome.floorImages,
+                    outcome.frechetFloor);
+        std::printf("diversity: mean distance between samples' features (RMS per feature)%s\n",
+                    guided ? "; accuracy: the share the classifier names the class" : "");
         for (const auto& note : outcome.notes) std::printf("note: %s\n", note.c_str());
         if (csv) std::printf("wrote %s\n", csv->c_str());
     }

@@ -57,10 +57,16 @@ usage:
                        [--rtol X] [--atol X] [--out grid.png] [--filmstrip strip.png]
                        [--save-final final.npy] [--save-trajectory traj.npy|.safetensors]
                        [--save-decoded images.npy] [--decode-every K] [--trust-model]
-                       [--no-cuda-graph] [--json [--per-sample]]
+                       [--no-cuda-graph] [--json [--per-sample]] [guidance]
   flowscope-cli sweep  --model SPEC --paths P1,P2 --solvers S1,S2 --steps 1,2,4,8 [--schedule G]
                        [--seed K] [--batch B] [--resolution R] [--device D] [--t-end T]
                        [--reference-tol X] [--trust-model] [--no-cuda-graph] --csv out.csv [--json]
+                       [guidance] [--cfgs 1,2,4: one sweep per scale, a cfg column last in the CSV]
+  guidance:            --class NAME|INDEX  a conditional model's class (info and the model list
+                       name them); --guidance none|cfg|apg|cfg-zero (cfg when --cfg is given)
+                       --cfg W (1: the class's own model, 0: unconditional) --cfg-interval LO,HI
+                       (noise levels where it applies, 0 noise to 1 data) --cfg-rescale PHI
+                       --apg-eta E --apg-momentum B --apg-norm R --cfg-zero-steps K
   flowscope-cli trust DIR       add a bundle's TorchScript files to the trusted list
   flowscope-cli train  --dataset D --objective rectified|diffusion|v --iters N --out DIR
                        [--batch B] [--lr X] [--weight-decay X] [--ema X] [--seed K] [--width W]
@@ -81,8 +87,10 @@ usage:
   flowscope-cli evaluate --model SPEC [--steps 1,2,4,8] [--solver S] [--adaptive] [--tolerance X]
                        [--samples N] [--batch B] [--path P] [--schedule G] [--seed K]
                        [--classifier FILE] [--trust-model] [--csv out.csv] [--json]
+                       [--class C --cfg 1,1.5,2,3,5,8 and the other guidance options]
                        Frechet distance of N samples to the test images in the classifier's
-                       features (stands in for FID), straightness S and path length ratio
+                       features (stands in for FID), straightness S and path length ratio, the
+                       samples' diversity and, with --class, how often the classifier names it
   flowscope-cli --version | --help
 
 models:    gmm:8gaussians gmm:rings gmm:checkerboard fashion-mnist[:N] folder:PATH
@@ -221,11 +229,18 @@ int runInfo(const std::vector<std::string>& args) {
     return kExitOk;
 }
 
+// A command's valued options with the guidance options added.
+std::set<std::string> withGuidance(std::set<std::string> names) {
+    names.insert(app::guidanceOptionNames().begin(), app::guidanceOptionNames().end());
+    return names;
+}
+
 int runSample(const std::vector<std::string>& args) {
     const app::Arguments options(
         args,
-        {"model", "path", "solver", "schedule", "steps", "seed", "batch", "resolution", "device", "dtype", "t-end",
-         "rtol", "atol", "out", "filmstrip", "save-final", "save-trajectory", "save-decoded", "decode-every"},
+        withGuidance({"model", "path", "solver", "schedule", "steps", "seed", "batch", "resolution", "device", "dtype",
+                      "t-end", "rtol", "atol", "out", "filmstrip", "save-final", "save-trajectory", "save-decoded",
+                      "decode-every"}),
         {"json", "per-sample", "trust-model", "no-cuda-graph"});
     if (!options.has("model")) throw app::UsageError("sample needs --model SPEC (for example --model fashion-mnist)");
     core::SampleRequest request;
@@ -249,6 +264,8 @@ int runSample(const std::vector<std::string>& args) {
     request.trustModel = options.has("trust-model");
     request.cudaGraphs = !options.has("no-cuda-graph");
     request.decodeEvery = static_cast<int>(options.integer("decode-every", 0, 0, core::kMaxSteps));
+    request.condition = options.text("class", "");
+    request.guidance = app::readGuidance(options);
     const auto out = options.optionalText("out");
     const auto strip = options.optionalText("filmstrip");
     const auto saveFinal = options.optionalText("save-final");
@@ -354,6 +371,7 @@ int runSample(const std::vector<std::string>& args) {
         if (!result.finalImage.shape.empty()) json.field("image_shape", result.finalImage.shape);
         json.field("device_used", result.device);
         json.field("nfe", result.nfe);
+        json.field("forward_passes", result.forwardPasses);
         json.field("seconds", result.seconds);
         json.field("path_length_ratio", result.pathLengthRatio);
         json.field("straightness", result.straightness);
@@ -372,6 +390,10 @@ int runSample(const std::vector<std::string>& args) {
         std::printf("%s on %s, %s, %s schedule: %d steps, NFE %d, %.3f s on %s\n", request.model.c_str(),
                     request.path.c_str(), request.solver.c_str(), request.schedule.c_str(), result.steps, result.nfe,
                     result.seconds, result.device.c_str());
+        if (!request.condition.empty()) {
+            std::printf("class %s, guidance %s, scale %g: %d forward passes\n", request.condition.c_str(),
+                        core::toString(request.guidance.method).c_str(), request.guidance.scale, result.forwardPasses);
+        }
         std::printf("path length ratio %.4f (1 = straight), straightness %.4g\n", result.pathLengthRatio,
                     result.straightness);
         for (const auto& note : notes) std::printf("note: %s\n", note.c_str());
@@ -382,8 +404,8 @@ int runSample(const std::vector<std::string>& args) {
 
 int runSweep(const std::vector<std::string>& args) {
     const app::Arguments options(args,
-                                 {"model", "paths", "solvers", "schedule", "steps", "seed", "batch", "resolution",
-                                  "device", "t-end", "csv", "reference-tol"},
+                                 withGuidance({"model", "paths", "solvers", "schedule", "steps", "seed", "batch",
+                                               "resolution", "device", "t-end", "csv", "reference-tol", "cfgs"}),
                                  {"json", "trust-model", "no-cuda-graph"});
     if (!options.has("model")) throw app::UsageError("sweep needs --model SPEC");
     const auto csv = options.optionalText("csv");
@@ -407,6 +429,20 @@ int runSweep(const std::vector<std::string>& args) {
     }
     request.trustModel = options.has("trust-model");
     request.cudaGraphs = !options.has("no-cuda-graph");
+    request.condition = options.text("class", "");
+    request.guidance = app::readGuidance(options);
+    request.cfgs = options.numberList("cfgs");
+    if (!request.cfgs.empty() && options.has("cfg")) {
+        throw app::UsageError("--cfgs lists the scales a sweep runs; leave out --cfg");
+    }
+    if (!request.cfgs.empty() && request.guidance.method == core::GuidanceMethod::None) {
+        if (options.has("guidance")) throw app::UsageError("--cfgs sweeps a guidance scale: --guidance none has none");
+        request.guidance.method = core::GuidanceMethod::Cfg;
+    }
+    if (!request.cfgs.empty() && request.condition.empty()) {
+        throw app::UsageError("--cfgs sweeps the guidance towards a class: give --class NAME|INDEX");
+    }
+    const bool cfgColumn = !request.cfgs.empty();
 
     core::Engine engine(folderLoader());
     const bool json = options.has("json");
@@ -417,11 +453,13 @@ int runSweep(const std::vector<std::string>& args) {
         [&](const core::SweepRow& row) {
             if (json) return;
             if (!std::exchange(header, true)) {
-                std::printf("%-8s %-9s %-10s %6s %6s %12s %8s\n", "path", "solver", "schedule", "steps", "nfe", "rmse",
-                            "seconds");
+                std::printf("%-8s %-9s %-10s %6s %6s %12s %8s%s\n", "path", "solver", "schedule", "steps", "nfe", "rmse",
+                            "seconds", cfgColumn ? "    cfg" : "");
             }
-            std::printf("%-8s %-9s %-10s %6d %6d %12.4e %8.3f\n", row.path.c_str(), row.solver.c_str(),
+            std::printf("%-8s %-9s %-10s %6d %6d %12.4e %8.3f", row.path.c_str(), row.solver.c_str(),
                         row.schedule.c_str(), row.steps, row.nfe, row.rmse, row.seconds);
+            if (cfgColumn) std::printf(" %6g", row.cfg);
+            std::printf("\n");
             std::fflush(stdout);
         },
         &g_cancel);
@@ -430,11 +468,14 @@ int runSweep(const std::vector<std::string>& args) {
         return exitCodeFor(result.failure);
     }
     std::ostringstream table;
-    table << "path,solver,schedule,steps,nfe,rmse\n";
+    // --cfgs adds its column last: tools that read the first six keep working.
+    table << "path,solver,schedule,steps,nfe,rmse" << (cfgColumn ? ",cfg" : "") << "\n";
     table.precision(9);
     for (const auto& row : result.rows) {
         table << row.path << "," << row.solver << "," << row.schedule << "," << row.steps << "," << row.nfe << ","
-              << row.rmse << "\n";
+              << row.rmse;
+        if (cfgColumn) table << "," << row.cfg;
+        table << "\n";
     }
     if (g_cancel.load()) throw core::CancelledError();
     core::writeFileAtomically(*csv, table.str());
@@ -454,6 +495,7 @@ int runSweep(const std::vector<std::string>& args) {
             writer.field("seconds", row.seconds);
             writer.field("path_length_ratio", row.pathLengthRatio);
             writer.field("straightness", row.straightness);
+            if (!request.condition.empty()) writer.field("cfg", row.cfg);
             writer.endObject();
         }
         writer.endArray();

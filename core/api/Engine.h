@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "core/api/Guidance.h"
 #include "core/api/Names.h"
 
 namespace flowscope::core {
@@ -38,6 +39,9 @@ struct ModelDescription {
     std::string parameterization;      // what a network predicts ("" for exact models)
     // For 2-D models, the spec whose referenceSamples show the target ("" when unknown).
     std::string referenceData;
+    // A conditional model's class names, in index order (empty: unconditional). A request's
+    // condition names one of them or gives its index.
+    std::vector<std::string> classes;
 };
 
 // Sample k of a batch uses seed + k, and LibTorch's CPU generator keeps 32 bits of a seed.
@@ -85,6 +89,10 @@ struct SampleRequest {
     // On CUDA, fixed-step deterministic runs without frames are captured once as a CUDA graph
     // and replayed (same results, less launch overhead); false always runs the plain loop.
     bool cudaGraphs = true;
+    // A conditional model's class, by name or index ("" = unconditional: the mixture over all
+    // classes), and how the run is guided towards it (DESIGN.md section 6).
+    std::string condition;
+    GuidanceSettings guidance;
 };
 
 struct StepFrame {
@@ -124,7 +132,10 @@ struct SampleResult {
 
     std::vector<int64_t> sampleShape;
     std::string device;  // in words
-    int nfe = 0;
+    int nfe = 0;  // model evaluations per sample
+    // Calls into the model: nfe unless the run was guided, when a step's conditional and
+    // unconditional predictions come from one batched call (2B rows).
+    int forwardPasses = 0;
     int steps = 0;
     double seconds = 0.0;
     double pathLengthRatio = 0.0;
@@ -165,8 +176,13 @@ struct SweepRequest {
     bool cudaGraphs = true;                  // as SampleRequest::cudaGraphs
     // Cells of one solver run together as one batch, each row at its own time and with
     // its own noise (dopri5's cells each with their own steps), and so do the references a sweep
-    // lacks; false runs every cell and every reference alone.
+    // lacks; false runs every cell and every reference alone. Guided sweeps run cells alone.
     bool batchCells = true;
+    // As SampleRequest's. `cfgs` (non-empty) sweeps the guidance scale too: every cell once per
+    // scale, each against its own reference; guidance.scale is then ignored.
+    std::string condition;
+    GuidanceSettings guidance;
+    std::vector<double> cfgs;
 };
 
 struct SweepRow {
@@ -181,7 +197,8 @@ struct SweepRow {
     double seconds = 0.0;
     double pathLengthRatio = 0.0;
     double straightness = 0.0;
-    HostArray final;  // when SweepRequest::keepFinals
+    double cfg = 1.0;  // the guidance scale of the row
+    HostArray final;   // when SweepRequest::keepFinals
 };
 
 struct SweepResult {
@@ -269,7 +286,8 @@ public:
     static bool solverIsAdaptive(const std::string& solver);
     // For 2-D models, points that show the target distribution: the point cloud itself, or
     // `count` samples of the Gaussian mixture ([N, 2]). Empty for image models and unknown specs.
-    static HostArray referenceSamples(const std::string& spec, int count);
+    // With a condition (a class name or index of a mixture), the points of that class alone.
+    static HostArray referenceSamples(const std::string& spec, int count, const std::string& condition = "");
     // What `spec` is at `resolution` (0: its own), from the spec and a bundle's manifest only.
     static ModelDescription describeModel(const std::string& spec, int resolution = 0);
     // The models a menu offers, exact ones first, then the networks FlowScope ships (cheap: reads

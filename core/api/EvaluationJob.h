@@ -31,6 +31,12 @@ struct EvaluationRequest {
     uint64_t seed = 0;         // sample j has seed + j in every row
     std::string classifier;    // a file `trainClassifier` wrote; "" = the shipped one
     bool trustModel = false;
+    // A conditional model's class (name or index; "" = unconditional) and its guidance. With a
+    // class, rows also report how often the classifier names it, and the Frechet distance is to
+    // the test images of that class. `cfgs` (non-empty) repeats every row per guidance scale.
+    std::string condition;
+    GuidanceSettings guidance;
+    std::vector<double> cfgs;
 };
 
 struct EvaluationRow {
@@ -41,6 +47,12 @@ struct EvaluationRow {
     double straightness = 0.0;
     double pathLengthRatio = 0.0;
     double seconds = 0.0;
+    double cfg = 1.0;  // the row's guidance scale
+    // With a class: the share of samples the classifier assigns to it, in [0, 1].
+    double classAccuracy = 0.0;
+    // Mean pairwise distance between the samples' classifier features (RMS per feature): how
+    // varied the samples are.
+    double diversity = 0.0;
 };
 
 struct EvaluationOutcome {

@@ -1,5 +1,6 @@
 #include "core/api/Engine.h"
 
+#include <algorithm>
 #include <chrono>
 #include <limits>
 #include <optional>
@@ -11,6 +12,7 @@
 #include "core/engine/HostArrays.h"
 #include "core/engine/TrajectoryAnalysis.h"
 #include "core/sampling/DeviceTransfer.h"
+#include "core/sampling/Guidance.h"
 #include "core/sampling/Sampler.h"
 #include "core/sampling/Schedule.h"
 
@@ -38,6 +40,7 @@ SampleSetup checkSampleRequest(const SampleRequest& request) {
                                   c10::str(request.atol) + "); the defaults are 1e-5");
     }
     setup.schedule = parseSchedule(request.schedule);
+    checkGuidance(request.guidance);
     setup.device = resolveDevice(request.device);
     setup.dtype = resolveDtype(request.dtype, setup.device);
     // rtol sets the precision floor (atol is absolute and may be far smaller).
@@ -193,6 +196,44 @@ void fillResult(SampleResult& result, SamplingOutcome& outcome, const SampleRequ
 
 }  // namespace
 
+int64_t classIndexOf(const Model& model, const std::string& condition, const std::string& spec) {
+    if (condition.empty()) return Model::kNullClass;
+    const std::vector<std::string> names = model.classNames();
+    if (names.empty()) {
+        throw InvalidRequestError("'" + spec + "' is unconditional: it has no classes, so leave out --class (" +
+                                  "conditional models: gmm:*, fashion-mnist, folder: with sub-folders, bundles with classes)");
+    }
+    const auto found = std::find(names.begin(), names.end(), condition);
+    if (found != names.end()) return found - names.begin();
+    if (condition.find_first_not_of("0123456789") == std::string::npos && condition.size() <= 9) {
+        const int64_t index = std::stoll(condition);
+        if (index < static_cast<int64_t>(names.size())) return index;
+    }
+    std::string valid;
+    for (size_t k = 0; k < names.size(); ++k) valid += (k ? ", " : "") + std::to_string(k) + " '" + names[k] + "'";
+    throw InvalidRequestError("'" + spec + "' has no class '" + condition + "'; its classes are " + valid);
+}
+
+std::shared_ptr<Model> conditionedModel(const std::shared_ptr<Model>& model, const std::string& spec,
+                                        const std::string& condition, const GuidanceSettings& guidance,
+                                        const ProbabilityPath& path, bool adaptive) {
+    const int64_t classIndex = classIndexOf(*model, condition, spec);
+    if (classIndex == Model::kNullClass) {
+        if (guidance.guides()) {
+            throw InvalidRequestError("guidance steers towards a class: give --class (" +
+                                      (model->isConditional() ? "'" + spec + "' has " + joinNames(model->classNames())
+                                                              : "'" + spec + "' is unconditional") +
+                                      ")");
+        }
+        return model;
+    }
+    if (adaptive && guidance.method == GuidanceMethod::CfgZero && guidance.cfgZeroSteps > 0) {
+        throw InvalidRequestError("--cfg-zero-steps counts fixed steps, and an adaptive solver chooses its own: use a "
+                                  "fixed-step solver or --cfg-zero-steps 0");
+    }
+    return std::make_shared<GuidedModel>(model, classIndex, guidance, path);
+}
+
 std::vector<double> toVector(const torch::Tensor& tensor) {
     const torch::Tensor cpu = tensor.to(torch::kCPU, torch::kFloat64).contiguous();
     return {cpu.data_ptr<double>(), cpu.data_ptr<double>() + cpu.numel()};
@@ -272,8 +313,11 @@ SampleResult Engine::sample(const SampleRequest& request, const FrameCallback& o
         const auto started = std::chrono::steady_clock::now();
         const SampleSetup setup = checkSampleRequest(request);
         SampleResult result;
-        const auto model =
+        const auto loaded =
             m_impl->catalog.load(request.model, request.resolution, result.notes, request.trustModel, cancel);
+        const auto model = conditionedModel(loaded, request.model, request.condition, request.guidance, *setup.path,
+                                            setup.solver->isAdaptive());
+        const auto* guided = dynamic_cast<const GuidedModel*>(model.get());
         const auto shape = model->sampleShape();
         const auto grid = makeTimeGrid(setup.schedule, *setup.path, request.steps, fluxTokenCount(shape), request.tEnd);
         checkGrid(request, setup, shape, grid, result.notes);
@@ -285,7 +329,8 @@ SampleResult Engine::sample(const SampleRequest& request, const FrameCallback& o
         sampling.recordTrajectory = request.recordTrajectory || request.analyze;
         sampling.cancel = cancel;
         sampling.graphs = &m_impl->graphs;
-        sampling.captureGraphs = request.cudaGraphs;
+        // A guided model is made for this run: a graph captured for it would never be replayed.
+        sampling.captureGraphs = request.cudaGraphs && !guided;
         FramePipeline frames(request, *model, onFrame, options);
         if (onFrame || request.analyze) sampling.onFrame = [&](const FrameView& view) { frames.observe(view); };
         SamplingOutcome outcome = runSampler(*model, *setup.path, *setup.solver, grid, x0, &noise, sampling);
@@ -295,6 +340,7 @@ SampleResult Engine::sample(const SampleRequest& request, const FrameCallback& o
         result.sampleShape = shape;
         result.device = describeDevice(setup.device);
         fillResult(result, outcome, request, *model, frames.velocityRms());
+        result.forwardPasses = guided ? static_cast<int>(guided->forwardPasses()) : outcome.nfe;
         result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
         return result;
     }, [this] { m_impl->releaseMemory(); });

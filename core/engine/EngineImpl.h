@@ -38,6 +38,15 @@ void checkRanges(int steps, int batch, double tEnd);
 // The smallest tolerance a dtype can meet: its machine epsilon. Below it dopri5 shrinks its
 // steps without end, or its error estimate overflows (and the run would blame the model).
 void checkTolerance(double value, const std::string& option, torch::ScalarType dtype);
+// The class a request's condition names on `model` (a name or an index), or Model::kNullClass for
+// "" (unconditional). Refuses, with the valid names, a class the model does not have, and any
+// class on an unconditional model.
+int64_t classIndexOf(const Model& model, const std::string& condition, const std::string& spec);
+// The model a run evaluates: `model` itself, or for a condition `model` guided towards its class.
+// Refuses guidance without a class, and CFG-Zero*'s zeroed steps with an adaptive solver.
+std::shared_ptr<Model> conditionedModel(const std::shared_ptr<Model>& model, const std::string& spec,
+                                        const std::string& condition, const GuidanceSettings& guidance,
+                                        const ProbabilityPath& path, bool adaptive);
 // The state a run starts from: x_{t0} = sigma(t0) eps (DESIGN.md: the data term is negligible).
 torch::Tensor startState(NoiseSource& noise, const ProbabilityPath& path, double t0,
                          const torch::TensorOptions& options);

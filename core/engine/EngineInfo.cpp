@@ -65,7 +65,7 @@ bool Engine::trustProgram(const BundleInfo::Program& program, std::string* error
     }
 }
 
-HostArray Engine::referenceSamples(const std::string& spec, int count) {
+HostArray Engine::referenceSamples(const std::string& spec, int count, const std::string& condition) {
     c10::InferenceMode inference;
     try {
         std::string name;
@@ -73,7 +73,17 @@ HostArray Engine::referenceSamples(const std::string& spec, int count) {
         if (specHasForm(spec, SpecForm::Mixture, &name)) {
             const auto mixture = GaussianMixture::named(name);
             at::Generator generator = at::detail::createCPUGenerator(7);
-            const auto component = torch::multinomial(mixture->weights(), count, true, generator);
+            torch::Tensor weights = mixture->weights();
+            if (!condition.empty()) {
+                // The class's components only: the others get no weight.
+                const int64_t c = classIndexOf(*mixture, condition, spec);
+                const auto& classes = mixture->componentClasses();
+                weights = weights.clone();
+                for (size_t k = 0; k < classes.size(); ++k) {
+                    if (classes[k] != c) weights[static_cast<int64_t>(k)] = 0.0;
+                }
+            }
+            const auto component = torch::multinomial(weights, count, true, generator);
             const auto means = mixture->means().index_select(0, component);
             const auto stds = mixture->stds().index_select(0, component).unsqueeze(1);
             return toHostArray(means + stds * torch::randn(means.sizes(), generator, torch::kFloat64));

@@ -153,6 +153,7 @@ private:
         row.rmse = (outcome.final.to(torch::kFloat64) - cell.reference.to(torch::kFloat64)).pow(2).mean().sqrt().item<double>();
         row.pathLengthRatio = outcome.pathLengthRatio;
         row.straightness = outcome.straightness;
+        row.cfg = m_request.guidance.scale;
         if (m_request.keepFinals) row.final = toHostArray(outcome.final);
         row.seconds = seconds;
         cell.done = true;
@@ -247,6 +248,21 @@ void checkSweepRequest(const SweepRequest& request) {
     const torch::ScalarType referenceDtype = resolveDtype(request.referenceDtype, device);
     const auto referenceSolver = makeSolver(request.referenceSolver, {request.referenceTolerance, request.referenceTolerance});
     if (referenceSolver->isAdaptive()) checkTolerance(request.referenceTolerance, "--reference-tol", referenceDtype);
+    checkGuidance(request.guidance);
+    for (const double cfg : request.cfgs) {
+        GuidanceSettings settings = request.guidance;
+        settings.scale = cfg;
+        checkGuidance(settings);
+    }
+    if (request.guidance.method == GuidanceMethod::CfgZero && request.guidance.cfgZeroSteps > 0) {
+        throw InvalidRequestError("a sweep measures every step count against one reference solve, and CFG-Zero*'s "
+                                  "zeroed steps change the ODE with the step count: use --cfg-zero-steps 0 in sweeps");
+    }
+}
+
+// The sweep's guidance scales: --cfgs, or the one scale of the request.
+std::vector<double> sweepScales(const SweepRequest& request) {
+    return request.cfgs.empty() ? std::vector<double>{request.guidance.scale} : request.cfgs;
 }
 
 }  // namespace
@@ -258,7 +274,24 @@ SweepResult Engine::sweep(const SweepRequest& request, const RowCallback& onRow,
         SweepResult result;
         const auto model =
             m_impl->catalog.load(request.model, request.resolution, result.notes, request.trustModel, cancel);
-        SweepRun(request, *model, m_impl->graphs, cancel).run(result.rows, onRow);
+        if (request.condition.empty()) {
+            if (!request.cfgs.empty()) throw InvalidRequestError("--cfgs sweeps the guidance towards a class: give --class");
+            // Refuses guidance without a class.
+            conditionedModel(model, request.model, "", request.guidance, *makePath(request.paths.front()), false);
+            SweepRun(request, *model, m_impl->graphs, cancel).run(result.rows, onRow);
+        } else {
+            // Each scale is a sweep of its own, every cell run alone (a guided model guides one
+            // noise level per call) and against the reference solve of its own guided ODE.
+            const auto path = makePath(request.paths.front());
+            for (const double scale : sweepScales(request)) {
+                SweepRequest scaled = request;
+                scaled.guidance.scale = scale;
+                scaled.batchCells = false;
+                scaled.cudaGraphs = false;  // the guided model is made for this sweep
+                const auto guided = conditionedModel(model, request.model, request.condition, scaled.guidance, *path, false);
+                SweepRun(scaled, *guided, m_impl->graphs, cancel).run(result.rows, onRow);
+            }
+        }
         for (auto& note : model->takeNotes()) result.notes.push_back(std::move(note));
         return result;
     }, [this] { m_impl->releaseMemory(); });

@@ -7,6 +7,8 @@
 #include "core/api/Names.h"
 #include "core/io/NpyFile.h"
 #include "core/models/Bundle.h"
+#include "core/models/Datasets.h"
+#include "core/models/GaussianMixture.h"
 #include "core/models/ModelCatalog.h"
 #include "core/models/ModelSpec.h"
 #include "core/models/ShippedModels.h"
@@ -20,6 +22,8 @@ ModelDescription Engine::describeModel(const std::string& spec, int resolution) 
         description.exact = parsed.kind != ModelSpec::Kind::Bundle;
         switch (parsed.kind) {
             case ModelSpec::Kind::Mixture:
+                description.classes = GaussianMixture::named(parsed.name)->classNames();
+                [[fallthrough]];
             case ModelSpec::Kind::Points:
                 description.sampleShape = {2};
                 description.points = true;
@@ -28,6 +32,7 @@ ModelDescription Engine::describeModel(const std::string& spec, int resolution) 
             case ModelSpec::Kind::FashionMnist: {
                 const int side = resolution > 0 ? resolution : kFashionMnistSide;
                 description.sampleShape = {1, side, side};
+                description.classes = fashionMnistClassNames();
                 break;
             }
             case ModelSpec::Kind::Folder: {
@@ -37,6 +42,7 @@ ModelDescription Engine::describeModel(const std::string& spec, int resolution) 
                 }
                 const int side = resolution > 0 ? resolution : kDefaultFolderResolution;
                 description.sampleShape = {3, side, side};
+                description.classes = folderClasses(parsed.name);
                 break;
             }
             case ModelSpec::Kind::Bundle: {

@@ -3,6 +3,7 @@
 #include "core/api/SettingsCodec.h"
 
 #include <algorithm>
+#include <cmath>
 #include <sstream>
 
 #include "core/api/Errors.h"
@@ -68,6 +69,51 @@ void checkName(NameKind kind, const std::string& name) {
     if (!why.empty()) throw SettingsError{why};
 }
 
+// The "guidance" object settingsToJson writes (every field optional, as its default).
+GuidanceSettings parseGuidance(const JsonValue& value) {
+    if (!value.isObject()) throw SettingsError{"the settings' 'guidance' must be an object"};
+    const Object& object = value.object();
+    GuidanceSettings settings;
+    const std::string none = toString(GuidanceMethod::None);
+    const std::string method = text(object, "method", &none);
+    try {
+        settings.method = parseGuidanceMethod(method);
+    } catch (const std::exception& error) {
+        throw SettingsError{std::string("the settings' guidance: ") + error.what()};
+    }
+    const auto number = [&](const std::string& key, double fallback) {
+        const JsonValue* field = find(object, key);
+        double result = fallback;
+        if (field && !(field->isNumber() && field->toDouble(&result))) {
+            throw SettingsError{"the settings' guidance '" + key + "' must be a number"};
+        }
+        return result;
+    };
+    settings.scale = number("scale", settings.scale);
+    if (const JsonValue* interval = find(object, "interval")) {
+        const bool pair = interval->isArray() && interval->array().size() == 2 && interval->array()[0].isNumber() &&
+                          interval->array()[1].isNumber() && interval->array()[0].toDouble(&settings.intervalLow) &&
+                          interval->array()[1].toDouble(&settings.intervalHigh);
+        if (!pair) throw SettingsError{"the settings' guidance 'interval' must be [LO, HI]"};
+    }
+    settings.rescale = number("rescale", settings.rescale);
+    settings.apgEta = number("apg_eta", settings.apgEta);
+    settings.apgMomentum = number("apg_momentum", settings.apgMomentum);
+    settings.apgNorm = number("apg_norm", settings.apgNorm);
+    const double steps = number("cfg_zero_steps", 0.0);
+    if (!(steps >= 0.0 && steps <= kMaxSteps && steps == std::floor(steps))) {
+        throw SettingsError{"the settings' guidance 'cfg_zero_steps' must be a whole number from 0 to " +
+                            std::to_string(kMaxSteps)};
+    }
+    settings.cfgZeroSteps = static_cast<int>(steps);
+    try {
+        checkGuidance(settings);
+    } catch (const std::exception& error) {
+        throw SettingsError{std::string("the settings' guidance: ") + error.what()};
+    }
+    return settings;
+}
+
 SampleRequest parse(std::string_view text_, SampleRequest request) {
     JsonValue document;
     try {
@@ -93,6 +139,9 @@ SampleRequest parse(std::string_view text_, SampleRequest request) {
     request.tEnd = real(object, "t_end", kMinTEnd, 1.0, defaults.tEnd);
     request.rtol = real(object, "rtol", 0.0, 1.0, defaults.rtol);
     request.atol = real(object, "atol", 0.0, 1.0, defaults.atol);
+    request.condition = text(object, "condition", &defaults.condition);
+    request.guidance = defaults.guidance;
+    if (const JsonValue* guidance = find(object, "guidance")) request.guidance = parseGuidance(*guidance);
     checkName(NameKind::Path, request.path);
     checkName(NameKind::Solver, request.solver);
     checkName(NameKind::Schedule, request.schedule);
@@ -121,6 +170,29 @@ std::string settingsToJson(const SampleRequest& request) {
     json.field("t_end", request.tEnd);
     json.field("rtol", request.rtol);
     json.field("atol", request.atol);
+    // Only where set, so that unconditional runs keep the chunk earlier versions wrote.
+    if (!request.condition.empty()) json.field("condition", request.condition);
+    const GuidanceSettings& guidance = request.guidance;
+    if (guidance.method != GuidanceMethod::None) {
+        json.key("guidance");
+        json.beginObject();
+        json.field("method", toString(guidance.method));
+        json.field("scale", guidance.scale);
+        json.key("interval");
+        json.beginArray();
+        json.value(guidance.intervalLow);
+        json.value(guidance.intervalHigh);
+        json.endArray();
+        if (guidance.method == GuidanceMethod::Cfg) json.field("rescale", guidance.rescale);
+        if (guidance.method == GuidanceMethod::Apg) {
+            json.field("apg_eta", guidance.apgEta);
+            json.field("apg_momentum", guidance.apgMomentum);
+            // No threshold (infinity, which JSON cannot hold) is the field's absence.
+            if (std::isfinite(guidance.apgNorm)) json.field("apg_norm", guidance.apgNorm);
+        }
+        if (guidance.method == GuidanceMethod::CfgZero) json.field("cfg_zero_steps", guidance.cfgZeroSteps);
+        json.endObject();
+    }
     json.endObject();
     return json.str();
 }
@@ -137,9 +209,18 @@ bool settingsFromJson(std::string_view text, SampleRequest* request, std::string
 
 std::string parametersLine(const SampleRequest& request, int nfe, const std::vector<int64_t>& sampleShape) {
     std::ostringstream line;
-    line << "Steps: " << request.steps << ", Sampler: " << request.solver << ", Schedule type: " << request.schedule
-         << ", Seed: " << request.seed << ", Batch: " << request.batch << ", Model: " << request.model
-         << ", Path: " << request.path << ", NFE: " << nfe << ", Version: FlowScope " << Engine::version();
+    line << "Steps: " << request.steps << ", Sampler: " << request.solver << ", Schedule type: " << request.schedule;
+    // AUTOMATIC1111 writes the scale after the schedule; FlowScope only for a conditional run.
+    if (!request.condition.empty()) {
+        const double scale = request.guidance.method == GuidanceMethod::None ? 1.0 : request.guidance.scale;
+        line << ", CFG scale: " << scale;
+        if (request.guidance.method != GuidanceMethod::None && request.guidance.method != GuidanceMethod::Cfg) {
+            line << ", Guidance: " << toString(request.guidance.method);
+        }
+    }
+    line << ", Seed: " << request.seed << ", Batch: " << request.batch << ", Model: " << request.model;
+    if (!request.condition.empty()) line << ", Class: " << request.condition;
+    line << ", Path: " << request.path << ", NFE: " << nfe << ", Version: FlowScope " << Engine::version();
     if (sampleShape.size() == 3) line << ", Size: " << sampleShape[2] << "x" << sampleShape[1];
     return line.str();
 }

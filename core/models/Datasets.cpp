@@ -56,6 +56,12 @@ torch::Tensor loadFashionMnist(bool train, int64_t limit) {
     return bytesToEngine(images.unsqueeze(1));
 }
 
+const std::vector<std::string>& fashionMnistClassNames() {
+    static const std::vector<std::string> names{"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                                "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
+    return names;
+}
+
 torch::Tensor loadFashionMnistLabels(bool train, int64_t limit) {
     const char* name = train ? "train-labels-idx1-ubyte.gz" : "t10k-labels-idx1-ubyte.gz";
     torch::Tensor labels = readFashionMnistFile(name);

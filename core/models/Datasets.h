@@ -22,6 +22,8 @@ torch::Tensor readIdx(const std::string& path);
 // A missing package is reported with the package name to install.
 torch::Tensor loadFashionMnist(bool train = true, int64_t limit = 0);
 // Their class labels 0..9 as int64 [N], in the same order.
+// The ten class names, by label.
+const std::vector<std::string>& fashionMnistClassNames();
 torch::Tensor loadFashionMnistLabels(bool train = true, int64_t limit = 0);
 
 // 2-D point clouds for the empirical denoiser: `moons`, `spiral`, `checkerboard` ([N, 2]).

@@ -15,7 +15,8 @@ public:
     // means [K, D], stds [K], weights [K] (normalized here).
     GaussianMixture(std::string name, torch::Tensor means, torch::Tensor stds, torch::Tensor weights);
 
-    // `8gaussians`, `rings`, `checkerboard`; throws UnknownNameError otherwise.
+    // `8gaussians`, `rings`, `checkerboard`, each with classes (see classNames); throws
+    // UnknownNameError otherwise.
     static std::unique_ptr<GaussianMixture> named(std::string_view name);
     static const std::vector<std::string>& names();
 
@@ -25,6 +26,14 @@ public:
     torch::Tensor denoiseRows(const torch::Tensor& x, const std::vector<double>& alpha,
                               const std::vector<double>& sigma) override;
     void prepare(torch::Device device, torch::ScalarType dtype) override;
+
+    // Classes: groups of components. D_c is the posterior mean over class c's components alone
+    // (the mixture restricted to them), the null class the whole mixture. `componentClasses`
+    // gives each component's class index into `names`.
+    void setClasses(std::vector<std::string> names, std::vector<int64_t> componentClasses);
+    std::vector<std::string> classNames() const override { return m_classNames; }
+    void setRowClasses(std::vector<int64_t> classes) override;
+    const std::vector<int64_t>& componentClasses() const { return m_componentClasses; }
 
     const torch::Tensor& means() const { return m_means; }
     const torch::Tensor& stds() const { return m_stds; }
@@ -36,6 +45,12 @@ private:
     std::string m_name;
     torch::Tensor m_means, m_stds, m_weights;
     torch::Tensor m_runMeans, m_runVars, m_runLogWeights;
+    std::vector<std::string> m_classNames;
+    std::vector<int64_t> m_componentClasses;
+    // The rows' classes as log-weight offsets [B, K] (0 or -inf) on the run's device; undefined
+    // while every row is unconditional.
+    std::vector<int64_t> m_rowClasses;
+    torch::Tensor m_rowMask;
 };
 
 }  // namespace flowscope::core

@@ -1,5 +1,6 @@
 #include "core/models/ModelCatalog.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <sstream>
 
@@ -12,6 +13,7 @@
 #include "core/models/Datasets.h"
 #include "core/models/EmpiricalDenoiser.h"
 #include "core/models/GaussianMixture.h"
+#include "core/models/LabelledDenoiser.h"
 #include "core/sampling/Device.h"
 
 namespace flowscope::core {
@@ -40,6 +42,63 @@ std::string bundleStamp(const std::string& directory) {
 }
 
 }  // namespace
+
+std::vector<std::string> folderClasses(const std::string& folder) {
+    namespace fs = std::filesystem;
+    std::vector<std::string> classes;
+    std::error_code error;
+    for (fs::directory_iterator it(folder, error), end; !error && it != end; it.increment(error)) {
+        const std::string name = it->path().filename().string();
+        std::error_code ignored;
+        if (name.empty() || name.front() == '.' || !it->is_directory(ignored)) continue;
+        // A class needs at least one regular file (the loader says which of them are images).
+        bool hasFile = false;
+        for (fs::directory_iterator inner(it->path(), ignored), innerEnd; !ignored && inner != innerEnd;
+             inner.increment(ignored)) {
+            std::error_code kind;
+            if (inner->is_regular_file(kind)) {
+                hasFile = true;
+                break;
+            }
+        }
+        if (hasFile) classes.push_back(name);
+    }
+    std::sort(classes.begin(), classes.end());
+    return classes;
+}
+
+std::shared_ptr<Model> ModelCatalog::loadFolder(const std::string& spec, const std::string& folder, int size,
+                                                std::vector<std::string>& notes, const std::atomic<bool>* cancel) {
+    const std::vector<std::string> classes = folderClasses(folder);
+    if (classes.empty()) return std::make_shared<EmpiricalDenoiser>(spec, m_folderLoader(folder, size, notes, cancel));
+    // Sub-folders are classes: their images make the dataset, labelled by sub-folder. Notes of
+    // each load are kept without repeats (every class would say the same of its own sub-folders).
+    std::vector<torch::Tensor> parts;
+    std::vector<int64_t> labels;
+    std::vector<std::string> names;
+    for (const std::string& name : classes) {
+        std::vector<std::string> classNotes;
+        torch::Tensor images;
+        try {
+            images = m_folderLoader(folder + "/" + name, size, classNotes, cancel);
+        } catch (const CancelledError&) {
+            throw;
+        } catch (const std::exception& error) {
+            notes.push_back("sub-folder '" + name + "' is not a class: " + error.what());
+            continue;
+        }
+        for (auto& note : classNotes) notes.push_back("'" + name + "': " + note);
+        labels.insert(labels.end(), static_cast<size_t>(images.size(0)), static_cast<int64_t>(names.size()));
+        names.push_back(name);
+        parts.push_back(images);
+    }
+    if (parts.empty()) {
+        throw InvalidRequestError("no sub-folder of '" + folder + "' holds an image FlowScope reads (PNG, JPEG, WebP, BMP)");
+    }
+    notes.push_back("'" + folder + "': " + std::to_string(names.size()) + " classes (its sub-folders), " +
+                    std::to_string(labels.size()) + " images; files directly in it are not read");
+    return std::make_shared<LabelledDenoiser>(std::make_shared<EmpiricalDenoiser>(spec, torch::cat(parts)), labels, names);
+}
 
 ModelCatalog::ModelCatalog(FolderLoader folderLoader) : m_folderLoader(std::move(folderLoader)) {}
 
@@ -100,9 +159,13 @@ std::shared_ptr<Model> ModelCatalog::load(const std::string& spec, int resolutio
                                       " (" + std::to_string(images.size(0)) + " images)",
                                   "use a smaller --resolution, or fewer images (fashion-mnist:N)");
             }
-            model = std::make_shared<EmpiricalDenoiser>(spec, resizeImages(images, resolution),
-                                                        parsed.bfloat16 ? EmpiricalDenoiser::Storage::BFloat16
-                                                                        : EmpiricalDenoiser::Storage::Float32);
+            const auto all = std::make_shared<EmpiricalDenoiser>(
+                spec, resizeImages(images, resolution),
+                parsed.bfloat16 ? EmpiricalDenoiser::Storage::BFloat16 : EmpiricalDenoiser::Storage::Float32);
+            const torch::Tensor labels = loadFashionMnistLabels(true, images.size(0)).contiguous();
+            model = std::make_shared<LabelledDenoiser>(
+                all, std::vector<int64_t>(labels.data_ptr<int64_t>(), labels.data_ptr<int64_t>() + labels.numel()),
+                fashionMnistClassNames());
             break;
         }
         case ModelSpec::Kind::Folder: {
@@ -110,7 +173,7 @@ std::shared_ptr<Model> ModelCatalog::load(const std::string& spec, int resolutio
                 throw InvalidRequestError("'folder:' models need FlowScope built with OpenCV (FLOWSCOPE_WITH_OPENCV=ON)");
             }
             const int size = resolution > 0 ? resolution : kDefaultFolderResolution;
-            model = std::make_shared<EmpiricalDenoiser>(spec, m_folderLoader(parsed.name, size, notes, cancel));
+            model = loadFolder(spec, parsed.name, size, notes, cancel);
             break;
         }
         case ModelSpec::Kind::Bundle:

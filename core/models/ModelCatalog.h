@@ -18,11 +18,16 @@ namespace flowscope::core {
 //   gmm:8gaussians | gmm:rings | gmm:checkerboard    analytic Gaussian mixtures
 //   fashion-mnist[:N]                                 empirical denoiser, first N training images
 //   folder:PATH                                       empirical denoiser over the user's images
+//                                                     (its sub-folders, if any, are classes)
 //   points:moons | points:spiral | points:checkerboard  empirical denoiser over 2-D clouds
 //   bundle:DIR                                        the user's network (flowscope.json in DIR)
 // The side of `folder:` images when no resolution is asked for (Fashion-MNIST keeps its own 28).
 constexpr int kDefaultFolderResolution = 32;
 constexpr int kFashionMnistSide = 28;
+
+// The sub-folders of `folder` that hold files, sorted: a folder model's classes (empty: the folder
+// is one set of images). Cheap: lists names only.
+std::vector<std::string> folderClasses(const std::string& folder);
 
 class ModelCatalog {
 public:
@@ -43,6 +48,11 @@ public:
     static std::vector<std::string> specNames();
 
 private:
+    // folder:PATH: the images in PATH, or, where PATH has sub-folders with files, theirs as
+    // classes (a LabelledDenoiser).
+    std::shared_ptr<Model> loadFolder(const std::string& spec, const std::string& folder, int size,
+                                      std::vector<std::string>& notes, const std::atomic<bool>* cancel);
+
     FolderLoader m_folderLoader;
     std::map<std::string, std::shared_ptr<Model>> m_cache;
     // Bundles are reloaded when any of their files changes on disk.

@@ -23,6 +23,10 @@ torch::Tensor Model::denoiseRows(const torch::Tensor& x, const std::vector<doubl
     return out;
 }
 
+void Model::setRowClasses(std::vector<int64_t> classes) {
+    TORCH_CHECK(classes.empty(), "internal: model '", name(), "' is unconditional and was given classes");
+}
+
 std::pair<std::vector<double>, std::vector<double>> Model::levelsOf(const std::vector<PathPoint>& points) {
     std::pair<std::vector<double>, std::vector<double>> levels;
     for (const PathPoint& p : points) {

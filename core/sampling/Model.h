@@ -44,6 +44,17 @@ public:
     // Moves whatever the model holds to the device and dtype of the upcoming run. When it is there
     // already, the model must keep the very tensors it holds: a captured CUDA graph reads them.
     virtual void prepare(torch::Device device, torch::ScalarType dtype) = 0;
+    // Conditional models: the names of their classes, in index order (empty: unconditional).
+    virtual std::vector<std::string> classNames() const { return {}; }
+    bool isConditional() const { return !classNames().empty(); }
+    // The class of each row of the evaluations that follow (kNullClass: the unconditional model,
+    // the mixture over all classes or a network's null class); empty: every row unconditional.
+    // Conditional models only; the caller clears it after its call.
+    virtual void setRowClasses(std::vector<int64_t> classes);
+    static constexpr int64_t kNullClass = -1;
+    // The sampler's step index (0-based) for the evaluations that follow.
+    virtual void setStep(int /*step*/) {}
+
     // Things the user should know about the last run (clamped ranges, skipped files, ...).
     virtual std::vector<std::string> takeNotes() { return {}; }
 

@@ -101,6 +101,7 @@ SolverContext::Evaluation SolverContext::evaluate(const torch::Tensor& x, double
     if (!(p.sigma > 0.0)) {
         throw std::logic_error("internal: model evaluated at sigma = 0 (t = " + std::to_string(t) + ")");
     }
+    m_model.setStep(m_record.steps);
     Model::Prediction prediction = m_model.predict(x, p);
     torch::Tensor& data = prediction.data;
     ++m_record.nfe;

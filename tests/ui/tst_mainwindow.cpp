@@ -27,6 +27,7 @@
 #include <QMessageBox>
 #include <QPushButton>
 #include <QTimer>
+#include <QToolButton>
 #include <QScopeGuard>
 #include <QWheelEvent>
 #include <QtTest/QtTest>
@@ -198,6 +199,7 @@ private Q_SLOTS:
     void firstLaunchUsesMostOfTheScreen();
     void quitDuringALongStepEndsPromptly();
     void openPathTakesAPngOrABundleFolder();
+    void conditionAndGuidanceDriveARun();
 
 private:
     QTemporaryDir m_settingsDir;
@@ -1130,6 +1132,71 @@ void TestMainWindow::pointModelsFillTheLaneOnFixedAxes() {
     useModel(window, "fashion-mnist:2000", 4);
     QVERIFY(settle(window));
     QVERIFY(hint->text().contains("clean images"));
+}
+
+void TestMainWindow::conditionAndGuidanceDriveARun() {
+    MainWindow window;
+    window.resize(1600, 1000);
+    window.show();
+    useModel(window, "gmm:8gaussians", 64);
+    QVERIFY(settle(window));
+    QComboBox* condition = window.settingsPanel()->conditionBox();
+    // "unconditional", then the model's eight classes; guidance waits for a class.
+    QCOMPARE(condition->count(), 9);
+    QCOMPARE(condition->itemText(3), QString("north"));
+    QVERIFY(!window.lane(1)->guidanceBar()->isEnabled());
+    QVERIFY(window.lane(0)->runSettings().condition.isEmpty());
+    condition->setCurrentIndex(condition->findData("north"));
+    QVERIFY(settle(window));
+    QVERIFY(window.lane(1)->guidanceBar()->isEnabled());
+    QCOMPARE(window.lane(0)->runSettings().condition, QString("north"));
+    // Lane 2 guides with w = 5 from the same noise, by its slider.
+    window.lane(1)->guidanceBar()->scaleSlider()->setValue(50);
+    QVERIFY(settle(window));
+    const RunSettings guided = window.lane(1)->runSettings();
+    QVERIFY(guided.guidance.method == flowscope::core::GuidanceMethod::Cfg);
+    QCOMPARE(guided.guidance.scale, 5.0);
+    const auto meanY = [](const LaneResult& result) {
+        double sum = 0.0;
+        const size_t count = result.final.values.size() / 2;
+        for (size_t b = 0; b < count; ++b) sum += result.final.values[2 * b + 1];
+        return sum / double(count);
+    };
+    QVERIFY(window.lane(0)->hasResult() && window.lane(1)->hasResult());
+    const double plain = meanY(window.lane(0)->result()), pushed = meanY(window.lane(1)->result());
+    // w = 1 samples the north component (0, 2); w = 5 pushes the particles past it.
+    QVERIFY2(std::abs(plain - 2.0) < 0.3, qPrintable(QString::number(plain)));
+    QVERIFY2(pushed > plain + 0.1, qPrintable(QString("%1 vs %2").arg(pushed).arg(plain)));
+    // The class's own points are drawn in colour over the grey mixture.
+    const QImage plot = window.lane(1)->frames().back().states.front();
+    bool coloured = false;
+    for (int y = 0; y < plot.height() && !coloured; ++y) {
+        for (int x = 0; x < plot.width() && !coloured; ++x) coloured = plot.pixel(x, y) == QColor(110, 150, 235).rgb();
+    }
+    QVERIFY(coloured);
+    // The PNG chunks carry the class and the scale, and restore them.
+    const auto chunks = guided.pngChunks(window.lane(1)->result().nfe, {2});
+    QVERIFY2(chunks.front().second.contains("CFG scale: 5") && chunks.front().second.contains("Class: north"),
+             qPrintable(chunks.front().second));
+    RunSettings restored;
+    QString why;
+    QVERIFY2(RunSettings::fromJson(chunks.back().second.toUtf8(), &restored, &why), qPrintable(why));
+    QCOMPARE(restored, guided);
+    // The method's parameters on demand: APG's appear for apg only.
+    GuidanceBar* bar = window.lane(1)->guidanceBar();
+    bar->parametersButton()->click();
+    QVERIFY(bar->parametersPanel()->isVisible());
+    QVERIFY(!bar->apgEtaBox()->isVisible());
+    bar->methodBox()->setCurrentText("apg");
+    QVERIFY(bar->apgEtaBox()->isVisible() && !bar->rescaleBox()->isVisible());
+    QVERIFY(settle(window));
+    QVERIFY(window.lane(1)->runSettings().guidance.method == flowscope::core::GuidanceMethod::Apg);
+    QVERIFY2(window.lane(1)->hasResult(), qPrintable(window.lane(1)->statusText()));
+    // Back to unconditional: the bars rest and the runs are unguided.
+    condition->setCurrentIndex(0);
+    QVERIFY(settle(window));
+    QVERIFY(!bar->isEnabled());
+    QVERIFY(window.lane(1)->runSettings().guidance.method == flowscope::core::GuidanceMethod::None);
 }
 
 void TestMainWindow::firstLaunchUsesMostOfTheScreen() {
