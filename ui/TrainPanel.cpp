@@ -5,6 +5,7 @@
 #include <QAbstractSpinBox>
 #include <QChart>
 #include <QChartView>
+#include <QCheckBox>
 #include <QComboBox>
 #include <QCoreApplication>
 #include <QDir>
@@ -64,6 +65,10 @@ TrainPanel::TrainPanel(QWidget* parent) : QWidget(parent), m_controller(new Trai
     m_objective->addItem(tr("rectified flow (linear, velocity)"), "rectified");
     m_objective->addItem(tr("DDPM (vp, epsilon)"), "diffusion");
     m_objective->addItem(tr("v-prediction (cosine)"), "v");
+    m_conditional = new QCheckBox(tr("Conditional (classes, for guidance)"), this);
+    m_conditional->setObjectName("trainConditional");
+    m_conditional->setToolTip(tr("Learn the dataset's classes and a null class (labels dropped 10% of the time), "
+                                 "so that samples can be asked for by class and guided"));
     m_source = new QComboBox(this);
     m_source->setObjectName("trainSource");
     m_source->setEditable(true);
@@ -118,6 +123,7 @@ TrainPanel::TrainPanel(QWidget* parent) : QWidget(parent), m_controller(new Trai
     form->addRow(tr("Mode"), m_mode);
     form->addRow(tr("Dataset"), m_dataset);
     form->addRow(tr("Objective"), m_objective);
+    form->addRow(QString(), m_conditional);
     form->addRow(tr("Source"), m_source);
     form->addRow(tr("Iterations"), m_iterations);
     form->addRow(tr("Batch"), m_batch);
@@ -253,6 +259,7 @@ core::TrainRequest TrainPanel::request() const {
         const QString dataset = m_dataset->currentText().trimmed();
         request.dataset = dataset.toStdString();
         request.objective = m_objective->currentData().toString().toStdString();
+        request.conditional = m_conditional->isChecked();
         request.width = m_width->value();
         // A short average for the quick 2-D runs, a long one for images.
         request.emaDecay = isPointData(dataset) ? 0.99 : 0.999;
@@ -373,6 +380,7 @@ void TrainPanel::updateMode() {
     const bool train = m_mode->currentData().toString() == "train";
     m_dataset->setEnabled(train);
     m_objective->setEnabled(train);
+    m_conditional->setEnabled(train);
     m_width->setEnabled(train);
     m_source->setEnabled(!train);
 }
@@ -429,6 +437,7 @@ void TrainPanel::setRunning(bool running) {
     if (running) {
         m_dataset->setEnabled(false);
         m_objective->setEnabled(false);
+        m_conditional->setEnabled(false);
         m_width->setEnabled(false);
         m_source->setEnabled(false);
     } else {

@@ -4,6 +4,7 @@
 
 #include "ui/TrainController.h"
 
+class QCheckBox;
 class QComboBox;
 class QDoubleSpinBox;
 class QLabel;
@@ -64,6 +65,7 @@ private:
     QComboBox* m_mode;
     QComboBox* m_dataset;
     QComboBox* m_objective;
+    QCheckBox* m_conditional;
     QComboBox* m_source;
     QSpinBox* m_iterations;
     QSpinBox* m_batch;

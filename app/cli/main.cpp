@@ -71,17 +71,21 @@ usage:
   flowscope-cli train  --dataset D --objective rectified|diffusion|v --iters N --out DIR
                        [--batch B] [--lr X] [--weight-decay X] [--ema X] [--seed K] [--width W]
                        [--depth L] [--time-sampling uniform|logit-normal] [--resolution R]
-                       [--checkpoint-every N] [--name NAME] [--json]
-                       trains a network and writes it as a bundle (bundle:DIR); run the same
-                       command again to resume an interrupted run
-  flowscope-cli reflow  --model DIR --pairs N --out DIR2 [--steps K] [--iters N] [training options]
-  flowscope-cli distill --model DIR --out DIR3 [--pairs N] [--steps K] [--iters N] [training options]
+                       [--checkpoint-every N] [--name NAME] [--json] [--conditional
+                       [--label-dropout P]] trains a network and writes it as a bundle
+                       (bundle:DIR); run the same command again to resume an interrupted run;
+                       --conditional learns the dataset's classes and a null class (labels
+                       dropped with chance P, 0.1) for classifier-free guidance
+  flowscope-cli reflow  --model DIR --pairs N --out DIR2 [--steps K] [--iters N] [--cfg W] [training options]
+  flowscope-cli distill --model DIR --out DIR3 [--pairs N] [--steps K] [--iters N] [--cfg W] [training options]
                        couplings (noise, sample) from a rectified flow's ODE (K RK4 steps), then a
                        2-rectified flow (reflow) or a one-step map (distill) trained on them;
                        training options: --batch --lr --weight-decay --ema --seed --time-sampling
                        --checkpoint-every --name --json. Both default to --pairs 10000 --steps 32:
                        making the pairs costs 4 K network evaluations per pair (1.28 M), more than
-                       a short training, and is done once (kept in DIR2/couplings.safetensors)
+                       a short training, and is done once (kept in DIR2/couplings.safetensors);
+                       a conditional source keeps its classes (pair k of class k mod their count),
+                       guided with --cfg W (default 1), which the new network bakes in
   flowscope-cli classifier --out FILE [--epochs N] [--batch B] [--lr X] [--seed K] [--json]
                        trains the Fashion-MNIST feature classifier evaluate measures with
   flowscope-cli evaluate --model SPEC [--steps 1,2,4,8] [--solver S] [--adaptive] [--tolerance X]
@@ -598,6 +602,7 @@ int runTrainingJob(const core::TrainRequest& request, bool json) {
         writer.field("seconds", outcome.seconds);
         writer.field("coupling_seconds", outcome.couplingSeconds);
         writer.field("parameters", static_cast<double>(outcome.parameters));
+        writer.field("classes", outcome.classes);
         writer.field("bundle", core::makeSpec(core::SpecForm::Bundle, folder));
         writer.field("notes", outcome.notes);
         writer.endObject();
@@ -616,6 +621,10 @@ int runTrainingJob(const core::TrainRequest& request, bool json) {
                     outcome.couplings.empty() ? "" : (", " + outcome.couplings).c_str(),
                     static_cast<long long>(outcome.parameters), outcome.iterations - outcome.resumedFrom,
                     outcome.seconds - outcome.couplingSeconds, outcome.loss);
+        if (!outcome.classes.empty()) {
+            std::printf("conditional on %zu classes (%s): sample one with --class NAME|INDEX [--cfg W]\n",
+                        outcome.classes.size(), core::joinNames(outcome.classes).c_str());
+        }
         for (const auto& note : outcome.notes) std::printf("note: %s\n", note.c_str());
         std::printf("wrote %s: sample it with --model bundle:%s\n", folder.c_str(), folder.c_str());
     }
@@ -625,8 +634,9 @@ int runTrainingJob(const core::TrainRequest& request, bool json) {
 int runTrain(const std::vector<std::string>& args) {
     const app::Arguments options(args,
                                  {"dataset", "objective", "iters", "out", "batch", "lr", "ema", "seed", "width", "depth",
-                                  "time-sampling", "resolution", "checkpoint-every", "name", "weight-decay"},
-                                 {"json"});
+                                  "time-sampling", "resolution", "checkpoint-every", "name", "weight-decay",
+                                  "label-dropout"},
+                                 {"json", "conditional"});
     if (!options.has("dataset")) throw app::UsageError("train needs --dataset (for example --dataset points:moons)");
     const auto out = options.optionalText("out");
     if (!out) throw app::UsageError("train needs --out DIR, the bundle folder to write");
@@ -640,6 +650,14 @@ int runTrain(const std::vector<std::string>& args) {
     request.width = options.has("width") ? options.integer("width", 0, 1, 1024) : 0;
     request.depth = options.has("depth") ? options.integer("depth", 0, 1, 6) : 0;
     request.resolution = static_cast<int>(options.integer("resolution", 0, 0, 256));
+    request.conditional = options.has("conditional");
+    if (options.has("label-dropout") && !request.conditional) {
+        throw app::UsageError("--label-dropout trains a conditional network's null class: add --conditional");
+    }
+    request.labelDropout = options.number("label-dropout", request.labelDropout);
+    if (!(request.labelDropout >= 0.0 && request.labelDropout < 1.0)) {
+        throw app::UsageError("--label-dropout is the share of labels trained as the null class, in [0, 1) (0.1 is usual)");
+    }
     return runTrainingJob(request, options.has("json"));
 }
 
@@ -648,7 +666,7 @@ int runTrain(const std::vector<std::string>& args) {
 int runCouplingTraining(const std::vector<std::string>& args, const std::string& mode) {
     const app::Arguments options(args,
                                  {"model", "pairs", "steps", "iters", "out", "batch", "lr", "ema", "seed",
-                                  "time-sampling", "checkpoint-every", "name", "weight-decay"},
+                                  "time-sampling", "checkpoint-every", "name", "weight-decay", "cfg"},
                                  {"json"});
     const auto model = options.optionalText("model");
     const auto out = options.optionalText("out");
@@ -659,6 +677,7 @@ int runCouplingTraining(const std::vector<std::string>& args, const std::string&
     request.outDirectory = *out;
     request.pairs = options.integer("pairs", 10000, 1, 10'000'000);
     request.couplingSteps = static_cast<int>(options.integer("steps", 32, 1, 1000));
+    request.couplingCfg = options.number("cfg", 1.0);
     readTrainingOptions(options, request);
     return runTrainingJob(request, options.has("json"));
 }

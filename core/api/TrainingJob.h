@@ -24,11 +24,19 @@ struct TrainRequest {
     int64_t width = 0;  // 0: the architecture's default for the data
     int64_t depth = 0;
     int resolution = 0;
+    // A conditional network: a class embedding (the dataset's labels: fashion-mnist's ten,
+    // gmm:*'s classes, a folder's sub-folders) and a null class, trained by label dropout (each
+    // label replaced by the null class with this probability), for classifier-free guidance.
+    bool conditional = false;
+    double labelDropout = 0.1;
     // reflow and distill: the rectified flow FlowScope trained whose ODE makes the couplings
     // (bundle:DIR, shipped:NAME or DIR), how many (noise, sample) pairs, and its RK4 steps.
     std::string source;
     int64_t pairs = 10000;
     int couplingSteps = 32;
+    // A conditional source keeps its condition: pair k is made for class k mod the class count,
+    // guided with this cfg scale (1: the class's own model), which the new network bakes in.
+    double couplingCfg = 1.0;
     // Optimization; unset fields take the defaults (train) or the source's settings (reflow,
     // distill; there 2,000 iterations and EMA 0.999).
     std::optional<std::string> timeSampling;
@@ -75,6 +83,7 @@ struct TrainOutcome {
     // pairs x steps x 4 network evaluations, often more than a short training itself.
     double couplingSeconds = 0.0;
     int64_t parameters = 0;
+    std::vector<std::string> classes;  // a conditional network's class names
     std::vector<std::string> notes;
 };
 

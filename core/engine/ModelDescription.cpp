@@ -52,6 +52,7 @@ ModelDescription Engine::describeModel(const std::string& spec, int resolution) 
                 description.latent = manifest.isLatent();
                 description.nativePath = manifest.path;
                 description.parameterization = manifest.prediction;
+                description.classes = manifest.classes;
                 if (description.points) description.referenceData = trainingDatasetOf(parsed.name);
                 break;
             }

@@ -7,7 +7,9 @@ namespace flowscope::core {
 
 std::string Architecture::toJson() const {
     std::ostringstream json;
-    json << "{\"kind\": \"" << kind << "\", \"width\": " << width << ", \"depth\": " << depth << "}";
+    json << "{\"kind\": \"" << kind << "\", \"width\": " << width << ", \"depth\": " << depth;
+    if (classes > 0) json << ", \"classes\": " << classes;
+    json << "}";
     return json.str();
 }
 
@@ -24,6 +26,9 @@ void Architecture::check() const {
     if (width < 4 || width > 1024) throw std::invalid_argument("architecture \"width\" must be 4 to 1024");
     if (depth < 0 || depth > 6 || (kind == "unet" && depth < 1)) {
         throw std::invalid_argument("architecture \"depth\" must be 0 to 6 (unet: 1 to 6)");
+    }
+    if (classes < 0 || classes > kMaxClasses) {
+        throw std::invalid_argument("architecture \"classes\" must be 0 (unconditional) to " + std::to_string(kMaxClasses));
     }
 }
 
@@ -43,6 +48,14 @@ Architecture Architecture::fromJson(const JsonValue& json) {
             throw std::invalid_argument(std::string("architecture \"") + field + "\" must be a whole number");
         }
         (std::string(field) == "width" ? architecture.width : architecture.depth) = static_cast<int64_t>(value);
+    }
+    if (const auto classes = object.find("classes"); classes != object.end()) {
+        uint64_t value = 0;
+        if (!classes->second.toUnsigned(&value) || value > static_cast<uint64_t>(kMaxClasses)) {
+            throw std::invalid_argument("architecture \"classes\" must be a whole number from 0 to " +
+                                        std::to_string(kMaxClasses));
+        }
+        architecture.classes = static_cast<int64_t>(value);
     }
     return architecture;
 }

@@ -1,5 +1,7 @@
 #include "core/models/Bundle.h"
 
+#include <algorithm>
+
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -190,6 +192,20 @@ BundleManifest parseBundleManifest(std::string_view json, const std::string& dir
     if (manifest.sampleShape.size() != 3 && !manifest.decoder.empty()) {
         fields.fail("decoder", "needs a [C, H, W] sample_shape");
     }
+    if (const JsonValue* classes = fields.find("classes")) {
+        const std::string what = "the class names, in index order, e.g. [\"T-shirt/top\", \"Trouser\"]";
+        if (!classes->isArray() || classes->array().empty() ||
+            classes->array().size() > static_cast<size_t>(Architecture::kMaxClasses)) {
+            fields.fail("classes", "must be a list of 1 to " + std::to_string(Architecture::kMaxClasses) + " names: " + what);
+        }
+        for (const JsonValue& name : classes->array()) {
+            if (!name.isString() || name.string().empty()) fields.fail("classes", "must hold non-empty names: " + what);
+            if (std::find(manifest.classes.begin(), manifest.classes.end(), name.string()) != manifest.classes.end()) {
+                fields.fail("classes", "names '" + name.string() + "' twice: " + what);
+            }
+            manifest.classes.push_back(name.string());
+        }
+    }
     if (manifest.format == "flowscope-net") {
         const JsonValue& architecture = fields.required("architecture", "{\"kind\": \"mlp\" or \"unet\", \"width\": N, \"depth\": N}");
         try {
@@ -200,6 +216,10 @@ BundleManifest parseBundleManifest(std::string_view json, const std::string& dir
             fields.fail("architecture", std::string("is not usable: ") + error.what());
         }
         if (!manifest.conditioning.empty()) fields.fail("conditioning", "is only for torchscript networks");
+        if (manifest.architecture->classes != static_cast<int64_t>(manifest.classes.size())) {
+            fields.fail("classes", "lists " + std::to_string(manifest.classes.size()) + " names, and the architecture has " +
+                                       std::to_string(manifest.architecture->classes) + " classes");
+        }
     }
     return manifest;
 }

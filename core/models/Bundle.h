@@ -48,6 +48,9 @@ struct BundleManifest {
     std::string decoder;       // a TorchScript module mapping a latent sample to an image in [-1, 1]
     std::optional<LatentRgb> latentRgb;
     std::optional<Architecture> architecture;  // flowscope-net only
+    // A conditional network's class names, in index order: its forward takes each row's class
+    // after time ([B] int64, -1 the null class). Empty: unconditional.
+    std::vector<std::string> classes;
 
     std::string resolve(const std::string& relative) const;  // a file of the bundle, as a path
     bool isLatent() const { return !decoder.empty() || latentRgb.has_value(); }

@@ -127,10 +127,17 @@ public:
             m_rgbBias = torch::tensor(std::vector<double>(bias.begin(), bias.end()), torch::kFloat64).reshape({1, 3, 1, 1});
         }
         m_network = std::make_unique<NetworkDenoiser>(
-            m_manifest.name, [this](const torch::Tensor& x, const torch::Tensor& time) { return forward(x, time); },
+            m_manifest.name,
+            [this](const torch::Tensor& x, const torch::Tensor& time, const torch::Tensor& labels) {
+                return forward(x, time, labels);
+            },
             m_manifest.sampleShape, makePath(m_manifest.path), parseParameterization(m_manifest.prediction),
             parseTimeInput(m_manifest.timeInput), /*forwardMayWriteInput=*/!m_flowNet);
+        m_network->setClasses(m_manifest.classes);
     }
+
+    std::vector<std::string> classNames() const override { return m_manifest.classes; }
+    void setRowClasses(std::vector<int64_t> classes) override { m_network->setRowClasses(std::move(classes)); }
 
     std::string name() const override { return m_manifest.name; }
     std::vector<int64_t> sampleShape() const override { return m_manifest.sampleShape; }
@@ -196,12 +203,15 @@ public:
     }
 
 private:
-    torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& time) {
-        if (m_flowNet) return m_flowNet->forward(x.to(torch::kFloat32), time.to(torch::kFloat32)).to(x.options());
+    torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& time, const torch::Tensor& labels) {
+        if (m_flowNet) {
+            return m_flowNet->forward(x.to(torch::kFloat32), time.to(torch::kFloat32), labels).to(x.options());
+        }
         const torch::ScalarType dtype = m_dtype.value_or(x.scalar_type());
         // Conversions only where needed: each call costs a dispatch even when it changes nothing.
         const auto as = [](const torch::Tensor& t, torch::ScalarType type) { return t.scalar_type() == type ? t : t.to(type); };
         std::vector<c10::IValue> inputs{as(x, dtype), as(time, dtype)};
+        if (labels.defined()) inputs.emplace_back(labels);  // the class, after time
         std::unordered_map<std::string, c10::IValue> keywords;
         for (const auto& [name, tensor] : m_conditioning) {
             std::vector<int64_t> shape{x.size(0)};
@@ -303,15 +313,22 @@ private:
             throw BundleError("the network's forward in '" + m_manifest.resolve(m_manifest.file) +
                               "' must take (x, time); it takes " + std::to_string(arguments.size() - 1) + " arguments");
         }
+        // A conditional network's class comes third; the conditioning file's tensors after it.
+        const size_t first = m_manifest.classes.empty() ? 3 : 4;
+        if (!m_manifest.classes.empty() && arguments.size() < 4) {
+            throw BundleError("the manifest lists classes, so the network's forward in '" +
+                              m_manifest.resolve(m_manifest.file) + "' must take (x, time, class); it takes " +
+                              std::to_string(arguments.size() - 1) + " arguments");
+        }
         std::set<std::string> names;
-        for (size_t i = 3; i < arguments.size(); ++i) names.insert(arguments[i].name());
+        for (size_t i = first; i < arguments.size(); ++i) names.insert(arguments[i].name());
         return names;
     }
 
     // Every argument after (x, time) without a default must come from the conditioning file.
     void checkRequiredArguments() const {
         const auto& arguments = m_module.find_method("forward")->function().getSchema().arguments();
-        for (size_t i = 3; i < arguments.size(); ++i) {
+        for (size_t i = m_manifest.classes.empty() ? 3 : 4; i < arguments.size(); ++i) {
             const bool provided = std::any_of(m_conditioning.begin(), m_conditioning.end(),
                                               [&](const auto& entry) { return entry.first == arguments[i].name(); });
             if (!provided && !arguments[i].default_value()) {

@@ -22,6 +22,18 @@ torch::Tensor timeFeatures(const torch::Tensor& t) {
     return torch::cat({angles.sin(), angles.cos()}, 1);
 }
 
+// The class embedding's rows: the null class (-1) at 0, class c at c + 1. Undefined labels are
+// every row null; an unconditional network (no table) takes none.
+torch::Tensor classEmbedding(nn::Embedding& table, const torch::Tensor& labels, int64_t rows, const torch::Device& device) {
+    if (!table) {
+        TORCH_CHECK(!labels.defined(), "internal: an unconditional network was given class labels");
+        return {};
+    }
+    const torch::Tensor index = labels.defined() ? labels.to(device, torch::kInt64) + 1
+                                                 : torch::zeros({rows}, torch::TensorOptions().device(device).dtype(torch::kInt64));
+    return table(index);
+}
+
 int64_t groupsFor(int64_t channels) { return channels % 8 == 0 ? 8 : (channels % 4 == 0 ? 4 : 1); }
 
 class MlpNet final : public FlowNet {
@@ -35,10 +47,15 @@ public:
                                                nn::Linear(architecture.width, architecture.width)));
         }
         m_output = register_module("output", nn::Linear(architecture.width, dimension));
+        if (architecture.classes > 0) {
+            m_class = register_module("class", nn::Embedding(architecture.classes + 1, architecture.width));
+        }
     }
 
-    torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t) override {
-        torch::Tensor h = torch::silu(m_input(x) + m_time(timeFeatures(t)));
+    torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& labels) override {
+        torch::Tensor h = m_input(x) + m_time(timeFeatures(t));
+        if (m_class) h = h + classEmbedding(m_class, labels, x.size(0), x.device());
+        h = torch::silu(h);
         for (auto& layer : m_hidden) h = torch::silu(layer(h));
         return m_output(h);
     }
@@ -46,6 +63,7 @@ public:
 private:
     nn::Linear m_time{nullptr}, m_input{nullptr}, m_output{nullptr};
     std::vector<nn::Linear> m_hidden;
+    nn::Embedding m_class{nullptr};
 };
 
 // Group norm, SiLU, 3x3 convolution, twice, with the time embedding added in between.
@@ -101,11 +119,15 @@ public:
         }
         m_outNorm = register_module("out_norm", nn::GroupNorm(groupsFor(width), width));
         m_output = register_module("output", nn::Conv2d(nn::Conv2dOptions(width, channels, 3).padding(1)));
+        if (architecture.classes > 0) {
+            m_class = register_module("class", nn::Embedding(architecture.classes + 1, embedding));
+        }
     }
 
-    torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t) override {
+    torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& labels) override {
         namespace F = torch::nn::functional;
-        const torch::Tensor embedding = m_time2(torch::silu(m_time1(timeFeatures(t))));
+        torch::Tensor embedding = m_time2(torch::silu(m_time1(timeFeatures(t))));
+        if (m_class) embedding = embedding + classEmbedding(m_class, labels, x.size(0), x.device());
         torch::Tensor h = m_input(x);
         std::vector<torch::Tensor> skips;
         for (size_t level = 0; level < m_down.size(); ++level) {
@@ -131,6 +153,7 @@ private:
     std::vector<ResBlock> m_down, m_up;
     std::vector<nn::Conv2d> m_downsample, m_upsample;
     ResBlock m_middle{nullptr};
+    nn::Embedding m_class{nullptr};
 };
 
 }  // namespace
@@ -149,7 +172,7 @@ int64_t parameterCountOf(const Architecture& architecture) {
     if (architecture.kind == "mlp") {
         const int64_t dimension = architecture.sampleShape.at(0);
         return linear(kTimeFeatures, width) + linear(dimension, width) + architecture.depth * linear(width, width) +
-               linear(width, dimension);
+               linear(width, dimension) + (architecture.classes > 0 ? (architecture.classes + 1) * width : 0);
     }
     const int64_t embedding = 4 * width;
     const auto resBlock = [&](int64_t in, int64_t out) {
@@ -168,6 +191,7 @@ int64_t parameterCountOf(const Architecture& architecture) {
         count += conv(current, current / 2, 3) + resBlock(current, current / 2);
         current /= 2;
     }
+    if (architecture.classes > 0) count += (architecture.classes + 1) * embedding;
     return count + 2 * width + conv(width, channels, 3);
 }
 

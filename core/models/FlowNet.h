@@ -11,10 +11,13 @@
 namespace flowscope::core {
 
 // A network v(x, t) with a sinusoidal time embedding: an MLP for points, a compact UNet (residual
-// blocks, group norm, skip connections) for images. forward takes x [B, ...sampleShape] and t [B].
+// blocks, group norm, skip connections) for images. forward takes x [B, ...sampleShape] and t [B];
+// a conditional network (architecture().classes > 0) also the class of each row, labels [B]
+// int64 with -1 for the null class (undefined: every row null), whose embedding joins t's.
 class FlowNet : public torch::nn::Module {
 public:
-    virtual torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t) = 0;
+    virtual torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t,
+                                  const torch::Tensor& labels = {}) = 0;
     const Architecture& architecture() const { return m_architecture; }
     int64_t parameterCount() const;
 

@@ -40,6 +40,13 @@ NetworkDenoiser::NetworkDenoiser(std::string name, Forward forward, std::vector<
     m_lambdaHigh = m_nativePath->lambdaMax();
 }
 
+void NetworkDenoiser::setRowClasses(std::vector<int64_t> classes) {
+    const auto count = static_cast<int64_t>(m_classNames.size());
+    TORCH_CHECK(classes.empty() || count > 0, "internal: '", m_name, "' is unconditional and was given classes");
+    for (const int64_t c : classes) TORCH_CHECK(c == kNullClass || (c >= 0 && c < count), "internal: class out of range");
+    m_rowClasses = std::move(classes);
+}
+
 std::vector<std::string> NetworkDenoiser::takeNotes() {
     std::vector<std::string> notes(m_notes.begin(), m_notes.end());
     m_notes.clear();
@@ -77,7 +84,18 @@ NetworkDenoiser::NativeLevel NetworkDenoiser::nativeLevel(double alpha, double s
 
 torch::Tensor NetworkDenoiser::runForward(const torch::Tensor& xNative, const torch::Tensor& time,
                                           const torch::Tensor& x) {
-    const torch::Tensor output = m_forward(xNative, time);
+    torch::Tensor labels;
+    if (!m_classNames.empty()) {
+        // Every row its class, or the null class (-1) where none is set: the network's own
+        // unconditional model.
+        if (m_rowClasses.empty()) {
+            labels = torch::full({x.size(0)}, kNullClass, torch::TensorOptions().dtype(torch::kInt64).device(x.device()));
+        } else {
+            TORCH_CHECK(static_cast<int64_t>(m_rowClasses.size()) == x.size(0), "internal: one class per row");
+            labels = deviceIndex(m_rowClasses, x.device());
+        }
+    }
+    const torch::Tensor output = m_forward(xNative, time, labels);
     if (output.sizes() != x.sizes()) {
         throw InvalidRequestError("model '" + m_name + "' returned shape " + c10::str(output.sizes()) +
                                   " for input " + c10::str(x.sizes()));

@@ -29,8 +29,11 @@ TimeInput parseTimeInput(std::string_view name);
 // outside the native range are clamped to its end and reported in the run's notes.
 class NetworkDenoiser final : public Model {
 public:
-    // forward(x, time): x [B, ...sampleShape] on the run's device, time [B]; returns x's shape.
-    using Forward = std::function<torch::Tensor(const torch::Tensor& x, const torch::Tensor& time)>;
+    // forward(x, time, labels): x [B, ...sampleShape] on the run's device, time [B], and for a
+    // conditional network each row's class [B] (int64, -1 the null class; undefined otherwise);
+    // returns x's shape.
+    using Forward =
+        std::function<torch::Tensor(const torch::Tensor& x, const torch::Tensor& time, const torch::Tensor& labels)>;
 
     // forwardMayWriteInput: the network may change its input in place (a TorchScript program
     // could); it then always gets a tensor of its own, never the sampler's state.
@@ -49,6 +52,11 @@ public:
     std::vector<std::string> takeNotes() override;
 
     const ProbabilityPath& nativePath() const { return *m_nativePath; }
+
+    // A conditional network's classes (its manifest's); its unconditional model is the null class.
+    void setClasses(std::vector<std::string> names) { m_classNames = std::move(names); }
+    std::vector<std::string> classNames() const override { return m_classNames; }
+    void setRowClasses(std::vector<int64_t> classes) override;
 
 private:
     // Where a noise level lands on the native path: the point, x's scale and the time input.
@@ -82,6 +90,8 @@ private:
     double m_lambdaLow;
     double m_lambdaHigh;
     std::set<std::string> m_notes;
+    std::vector<std::string> m_classNames;
+    std::vector<int64_t> m_rowClasses;
 };
 
 }  // namespace flowscope::core

@@ -112,7 +112,8 @@ void GuidedModel::setStep(int step) {
 Model::Prediction GuidedModel::guided(const torch::Tensor& x, const PathPoint& point, bool advance) {
     const int64_t rows = x.size(0);
     const bool both = m_guidance.needsUnconditional(point, m_step);
-    std::vector<int64_t> classes(static_cast<size_t>(rows), m_class);
+    std::vector<int64_t> classes = m_rowClasses.empty() ? std::vector<int64_t>(static_cast<size_t>(rows), m_class) : m_rowClasses;
+    TORCH_CHECK(static_cast<int64_t>(classes.size()) == rows, "internal: one class per row");
     if (both) classes.resize(static_cast<size_t>(2 * rows), kNullClass);
     m_model->setRowClasses(std::move(classes));
     if (advance) ++m_forwardPasses;  // a look at the field is not part of the run

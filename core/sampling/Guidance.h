@@ -66,6 +66,9 @@ public:
     torch::Tensor preview(const torch::Tensor& x, bool decode) override { return m_model->preview(x, decode); }
     // A step index below the last one starts a new run (APG's momentum restarts).
     void setStep(int step) override;
+    // Each row's class for the runs that follow (reflow's couplings guide a batch of classes),
+    // instead of the one class given at construction; empty: that class again.
+    void setRowClasses(std::vector<int64_t> classes) override { m_rowClasses = std::move(classes); }
 
     // Calls into the model so far (a batched conditional and unconditional call counts once).
     int64_t forwardPasses() const { return m_forwardPasses; }
@@ -77,6 +80,7 @@ private:
     int64_t m_class;
     Guidance m_guidance;
     const ProbabilityPath& m_path;
+    std::vector<int64_t> m_rowClasses;
     int m_step = 0;
     int64_t m_forwardPasses = 0;
 };

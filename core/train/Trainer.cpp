@@ -16,7 +16,9 @@
 #include "core/models/Datasets.h"
 #include "core/models/GaussianMixture.h"
 #include "core/models/ModelSpec.h"
+#include "core/models/ModelCatalog.h"
 #include "core/models/NetworkDenoiser.h"
+#include "core/sampling/Guidance.h"
 #include "core/sampling/Parameterization.h"
 #include "core/sampling/ProbabilityPath.h"
 #include "core/sampling/Sampler.h"
@@ -76,7 +78,15 @@ std::string TrainSettings::toJson() const {
          << ", \"weight_decay\": " << numberText(weightDecay) << ", \"ema_decay\": " << numberText(emaDecay)
          << ", \"gradient_clip\": " << numberText(gradientClip) << ", \"seed\": " << seed << ", \"width\": " << width
          << ", \"depth\": " << depth << ", \"resolution\": " << resolution << ", \"couplings\": \"" << couplings
-         << "\", \"source\": \"" << jsonEscaped(source) << "\"}";
+         << "\", \"source\": \"" << jsonEscaped(source) << "\"";
+    // Only for conditional networks, so an unconditional checkpoint's settings read as before.
+    if (conditional()) {
+        json << ", \"classes\": [";
+        for (size_t i = 0; i < classes.size(); ++i) json << (i ? ", " : "") << "\"" << jsonEscaped(classes[i]) << "\"";
+        json << "], \"label_dropout\": " << numberText(labelDropout);
+        if (couplingCfg != 1.0) json << ", \"coupling_cfg\": " << numberText(couplingCfg);
+    }
+    json << "}";
     return json.str();
 }
 
@@ -116,22 +126,38 @@ TrainSettings TrainSettings::fromJson(const std::string& text) {
     settings.resolution = static_cast<int>(number("resolution"));
     settings.couplings = string("couplings");
     settings.source = string("source");
+    if (const auto classes = object.find("classes"); classes != object.end()) {
+        if (!classes->second.isArray()) throw std::invalid_argument("\"classes\" is not a list of names");
+        for (const JsonValue& name : classes->second.array()) {
+            if (!name.isString()) throw std::invalid_argument("\"classes\" is not a list of names");
+            settings.classes.push_back(name.string());
+        }
+        settings.labelDropout = number("label_dropout");
+        if (object.count("coupling_cfg")) settings.couplingCfg = number("coupling_cfg");
+    }
     return settings;
 }
 
 DataSampler datasetSampler(const std::string& dataset, int resolution, std::vector<int64_t>* sampleShape,
-                           const std::function<torch::Tensor(const std::string&, int)>& loadFolder) {
+                           const std::function<torch::Tensor(const std::string&, int)>& loadFolder,
+                           std::vector<std::string>* classes) {
     const ModelSpec spec = parseModelSpec(dataset);
     torch::Tensor points;
+    torch::Tensor labels;  // per item, for labelled data
+    std::vector<std::string> names;
     switch (spec.kind) {
         case ModelSpec::Kind::Mixture: {
             std::shared_ptr<GaussianMixture> mixture = GaussianMixture::named(spec.name);
             *sampleShape = mixture->sampleShape();
-            return [mixture](int64_t batch, at::Generator& generator) {
+            if (classes) *classes = mixture->classNames();
+            const torch::Tensor componentClasses = torch::tensor(mixture->componentClasses(), torch::kInt64);
+            return [mixture, componentClasses](int64_t batch, at::Generator& generator) {
                 const auto component = torch::multinomial(mixture->weights(), batch, true, generator);
                 const auto means = mixture->means().index_select(0, component);
                 const auto stds = mixture->stds().index_select(0, component).unsqueeze(1);
-                return (means + stds * torch::randn(means.sizes(), generator, torch::kFloat64)).to(torch::kFloat32);
+                return TrainingBatch{
+                    (means + stds * torch::randn(means.sizes(), generator, torch::kFloat64)).to(torch::kFloat32),
+                    componentClasses.index_select(0, component)};
             };
         }
         case ModelSpec::Kind::Points:
@@ -139,11 +165,27 @@ DataSampler datasetSampler(const std::string& dataset, int resolution, std::vect
             break;
         case ModelSpec::Kind::FashionMnist:
             points = loadFashionMnist(true, spec.limit);
+            labels = loadFashionMnistLabels(true, spec.limit);
+            names = fashionMnistClassNames();
             break;
-        case ModelSpec::Kind::Folder:
+        case ModelSpec::Kind::Folder: {
             if (!loadFolder) throw InvalidRequestError("training on 'folder:' needs FlowScope built with OpenCV");
-            points = loadFolder(spec.name, resolution > 0 ? resolution : 32);
+            const int side = resolution > 0 ? resolution : 32;
+            names = folderClasses(spec.name);
+            if (names.empty()) {
+                points = loadFolder(spec.name, side);
+                break;
+            }
+            // Sub-folders are classes, as for the folder model.
+            std::vector<torch::Tensor> parts, partLabels;
+            for (size_t c = 0; c < names.size(); ++c) {
+                parts.push_back(loadFolder(spec.name + "/" + names[c], side));
+                partLabels.push_back(torch::full({parts.back().size(0)}, static_cast<int64_t>(c), torch::kInt64));
+            }
+            points = torch::cat(parts);
+            labels = torch::cat(partLabels);
             break;
+        }
         case ModelSpec::Kind::Bundle:
             throw InvalidRequestError("a bundle is a model, not a dataset: train on fashion-mnist, folder:PATH, "
                                       "points:NAME or gmm:NAME");
@@ -155,9 +197,15 @@ DataSampler datasetSampler(const std::string& dataset, int resolution, std::vect
                                             .mode(torch::kArea));
     }
     *sampleShape = std::vector<int64_t>(points.sizes().begin() + 1, points.sizes().end());
-    return [points](int64_t batch, at::Generator& generator) {
-        return points.index_select(0, torch::randint(points.size(0), {batch}, generator, torch::kLong));
+    if (classes) *classes = names;
+    return [points, labels](int64_t batch, at::Generator& generator) {
+        const torch::Tensor index = torch::randint(points.size(0), {batch}, generator, torch::kLong);
+        return TrainingBatch{points.index_select(0, index), labels.defined() ? labels.index_select(0, index) : torch::Tensor()};
     };
+}
+
+torch::Tensor cyclingLabels(int64_t count, int64_t classes) {
+    return torch::arange(count, torch::kInt64).remainder(std::max<int64_t>(classes, 1));
 }
 
 Trainer::Trainer(TrainSettings settings, std::vector<int64_t> sampleShape, DataSampler data)
@@ -183,6 +231,10 @@ Trainer::Trainer(TrainSettings settings, std::vector<int64_t> sampleShape, DataS
     architecture.sampleShape = m_sampleShape;
     architecture.width = m_settings.width;
     architecture.depth = m_settings.depth;
+    architecture.classes = static_cast<int64_t>(m_settings.classes.size());
+    if (m_settings.conditional() && !(m_settings.labelDropout >= 0.0 && m_settings.labelDropout < 1.0)) {
+        throw InvalidRequestError("--label-dropout must be in [0, 1) (0.1 is usual): the share of labels trained as the null class");
+    }
     m_network = makeFlowNet(architecture, m_settings.seed);
     m_average = makeFlowNet(architecture, m_settings.seed);
     torch::NoGradGuard noGrad;
@@ -216,24 +268,40 @@ std::pair<torch::Tensor, torch::Tensor> Trainer::inputAndTarget(const torch::Ten
     return {x, alpha * noise - sigma * data};
 }
 
-double Trainer::loss(const torch::Tensor& data, const torch::Tensor& noise, const torch::Tensor& t, bool average) {
+double Trainer::loss(const torch::Tensor& data, const torch::Tensor& noise, const torch::Tensor& t, bool average,
+                     const torch::Tensor& labels) {
     torch::NoGradGuard noGrad;
     const auto [x, target] = inputAndTarget(data, noise, t);
     FlowNet& network = average ? *m_average : *m_network;
-    return (network.forward(x, t.to(torch::kFloat32)) - target).pow(2).mean().item<double>();
+    return (network.forward(x, t.to(torch::kFloat32), m_settings.conditional() ? labels : torch::Tensor()) - target)
+        .pow(2)
+        .mean()
+        .item<double>();
 }
 
 double Trainer::step() {
     const int64_t batch = m_settings.batch;
     torch::Tensor data;
     torch::Tensor noise;
+    torch::Tensor labels;
     if (m_couplingNoise.defined()) {
         const torch::Tensor index = torch::randint(m_couplingNoise.size(0), {batch}, m_generator, torch::kLong);
         data = m_couplingSamples.index_select(0, index);
         noise = m_couplingNoise.index_select(0, index);
+        if (m_couplingLabels.defined()) labels = m_couplingLabels.index_select(0, index);
     } else {
-        data = m_data(batch, m_generator);
+        TrainingBatch drawn = m_data(batch, m_generator);
+        data = std::move(drawn.data);
+        labels = std::move(drawn.labels);
         noise = torch::randn(data.sizes(), m_generator, torch::kFloat32);
+    }
+    if (m_settings.conditional()) {
+        if (!labels.defined()) throw InvalidRequestError("a conditional network needs labelled data (its classes)");
+        // Label dropout: these rows learn the null class, the unconditional model guidance needs.
+        const torch::Tensor dropped = torch::rand({batch}, m_generator, torch::kFloat64) < m_settings.labelDropout;
+        labels = torch::where(dropped, torch::full_like(labels, Model::kNullClass), labels);
+    } else {
+        labels = torch::Tensor();
     }
     torch::Tensor t = m_settings.timeSampling == "uniform"
                           ? torch::rand({batch}, m_generator, torch::kFloat64)
@@ -244,7 +312,7 @@ double Trainer::step() {
     const auto [x, target] = inputAndTarget(data, noise, t);
 
     m_network->zero_grad();
-    const torch::Tensor loss = (m_network->forward(x, t.to(torch::kFloat32)) - target).pow(2).mean();
+    const torch::Tensor loss = (m_network->forward(x, t.to(torch::kFloat32), labels) - target).pow(2).mean();
     loss.backward();
     if (m_settings.gradientClip > 0.0) torch::nn::utils::clip_grad_norm_(m_network->parameters(), m_settings.gradientClip);
 
@@ -271,7 +339,7 @@ double Trainer::step() {
     return loss.item<double>();
 }
 
-void Trainer::useCouplings(torch::Tensor noise, torch::Tensor samples) {
+void Trainer::useCouplings(torch::Tensor noise, torch::Tensor samples, torch::Tensor labels) {
     if (m_settings.objective != "rectified") {
         throw InvalidRequestError("reflow and distillation train rectified flows (--objective rectified)");
     }
@@ -279,8 +347,12 @@ void Trainer::useCouplings(torch::Tensor noise, torch::Tensor samples) {
         std::vector<int64_t>(noise.sizes().begin() + 1, noise.sizes().end()) != m_sampleShape) {
         throw InvalidRequestError("the couplings do not match the network's sample shape");
     }
+    if (m_settings.conditional() && (!labels.defined() || labels.size(0) != noise.size(0))) {
+        throw InvalidRequestError("a conditional network's couplings need one class per pair");
+    }
     m_couplingNoise = noise.to(torch::kFloat32).contiguous();
     m_couplingSamples = samples.to(torch::kFloat32).contiguous();
+    m_couplingLabels = m_settings.conditional() ? labels.to(torch::kInt64).contiguous() : torch::Tensor();
 }
 
 void Trainer::initializeFrom(FlowNet& network) {
@@ -296,28 +368,48 @@ void Trainer::initializeFrom(FlowNet& network) {
     }
 }
 
-std::pair<torch::Tensor, torch::Tensor> makeCouplings(Model& model, int64_t count, int steps, uint64_t seed,
-                                                      const std::function<void(int64_t done)>& onProgress,
-                                                      const std::atomic<bool>* cancel) {
+Couplings makeCouplings(const std::shared_ptr<Model>& model, int64_t count, int steps, uint64_t seed,
+                        const std::function<void(int64_t done)>& onProgress, const std::atomic<bool>* cancel,
+                        double cfg) {
     c10::InferenceMode inference;
     const auto path = makePath("linear");
     const auto solver = makeSolver("rk4");
     const auto grid = makeTimeGrid(parseSchedule("uniform"), *path, steps, 0, 1.0);
-    const auto shape = model.sampleShape();
+    const auto shape = model->sampleShape();
     std::vector<int64_t> full{count};
     full.insert(full.end(), shape.begin(), shape.end());
     at::Generator generator = at::detail::createCPUGenerator(seed);
-    const torch::Tensor noise = torch::randn(full, generator, torch::kFloat32);
+    Couplings couplings;
+    couplings.noise = torch::randn(full, generator, torch::kFloat32);
+    // A conditional source: pair k of class k mod the class count, guided with `cfg`.
+    std::shared_ptr<GuidedModel> guided;
+    if (model->isConditional()) {
+        GuidanceSettings guidance;
+        guidance.method = GuidanceMethod::Cfg;
+        guidance.scale = cfg;
+        guided = std::make_shared<GuidedModel>(model, 0, guidance, *path);
+        couplings.labels = cyclingLabels(count, static_cast<int64_t>(model->classNames().size()));
+    } else if (cfg != 1.0) {
+        throw InvalidRequestError("--cfg bakes guidance into a conditional source's couplings; '" + model->name() +
+                                  "' is unconditional");
+    }
     std::vector<torch::Tensor> samples;
     constexpr int64_t kChunk = 1024;
     SamplingOptions options;
     options.cancel = cancel;
     for (int64_t start = 0; start < count; start += kChunk) {
-        const torch::Tensor z = noise.narrow(0, start, std::min(kChunk, count - start));
-        samples.push_back(runSampler(model, *path, *solver, grid, z, nullptr, options).final.to(torch::kFloat32));
+        const torch::Tensor z = couplings.noise.narrow(0, start, std::min(kChunk, count - start));
+        Model* run = model.get();
+        if (guided) {
+            const torch::Tensor labels = couplings.labels.narrow(0, start, z.size(0));
+            guided->setRowClasses(std::vector<int64_t>(labels.data_ptr<int64_t>(), labels.data_ptr<int64_t>() + labels.numel()));
+            run = guided.get();
+        }
+        samples.push_back(runSampler(*run, *path, *solver, grid, z, nullptr, options).final.to(torch::kFloat32));
         if (onProgress) onProgress(start + z.size(0));
     }
-    return {noise, torch::cat(samples)};
+    couplings.samples = torch::cat(samples);
+    return couplings;
 }
 
 void Trainer::run(const std::function<void(const TrainStep&)>& onStep, const std::atomic<bool>* cancel) {
@@ -336,9 +428,18 @@ torch::Tensor Trainer::previewSamples(const torch::Tensor& noise, int steps) {
     const ObjectiveInfo objective = objectiveInfo(m_settings.objective);
     std::shared_ptr<FlowNet> average = m_average;
     NetworkDenoiser model(
-        "preview", [average](const torch::Tensor& x, const torch::Tensor& time) { return average->forward(x, time); },
+        "preview",
+        [average](const torch::Tensor& x, const torch::Tensor& time, const torch::Tensor& labels) {
+            return average->forward(x, time, labels);
+        },
         m_sampleShape, makePath(objective.path), parseParameterization(objective.prediction), TimeInput::T);
     c10::InferenceMode inference;
+    if (m_settings.conditional()) {
+        // Sample k of class k mod the class count: the preview shows every class.
+        model.setClasses(m_settings.classes);
+        const torch::Tensor labels = cyclingLabels(noise.size(0), static_cast<int64_t>(m_settings.classes.size()));
+        model.setRowClasses(std::vector<int64_t>(labels.data_ptr<int64_t>(), labels.data_ptr<int64_t>() + labels.numel()));
+    }
     const auto path = makePath(objective.path);
     const auto solver = makeSolver("euler");
     const int count = m_settings.couplings == "distill" ? 1 : std::max(steps, 1);
@@ -445,8 +546,15 @@ void Trainer::exportBundle(const std::string& directory, const std::string& name
              << "  \"file\": \"weights.safetensors\",\n  \"prediction\": \"" << objective.prediction << "\",\n"
              << "  \"path\": \"" << objective.path << "\",\n  \"time_input\": \"t\",\n"
              << "  \"sample_shape\": [" << shape.str() << "],\n  \"value_range\": [-1, 1],\n"
-             << "  \"architecture\": " << m_network->architecture().toJson() << ",\n"
-             << "  \"training\": {\"iterations\": " << m_iteration << ", \"settings\": " << m_settings.toJson()
+             << "  \"architecture\": " << m_network->architecture().toJson() << ",\n";
+    if (m_settings.conditional()) {
+        manifest << "  \"classes\": [";
+        for (size_t i = 0; i < m_settings.classes.size(); ++i) {
+            manifest << (i ? ", " : "") << "\"" << jsonEscaped(m_settings.classes[i]) << "\"";
+        }
+        manifest << "],\n";
+    }
+    manifest << "  \"training\": {\"iterations\": " << m_iteration << ", \"settings\": " << m_settings.toJson()
              << "}\n}\n";
     writeFileAtomically((std::filesystem::path(directory) / "flowscope.json").string(), manifest.str());
 }

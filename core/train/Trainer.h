@@ -37,6 +37,12 @@ struct TrainSettings {
     // Euler step carries the noise to its sample).
     std::string couplings;
     std::string source;  // the model the couplings came from
+    // A conditional network: the dataset's class names (empty: unconditional), and the chance
+    // that a label is replaced by the null class in a batch (so one network is both models).
+    std::vector<std::string> classes;
+    double labelDropout = 0.1;
+    double couplingCfg = 1.0;  // reflow and distill of a conditional source: the scale baked in
+    bool conditional() const { return !classes.empty(); }
 
     std::string toJson() const;
     static TrainSettings fromJson(const std::string& json);  // throws std::invalid_argument
@@ -45,8 +51,13 @@ struct TrainSettings {
 const std::vector<std::string>& objectiveNames();
 const std::vector<std::string>& timeSamplingNames();
 
-// Draws a batch of training data [B, ...sampleShape] from a generator.
-using DataSampler = std::function<torch::Tensor(int64_t batch, at::Generator& generator)>;
+// A batch of training data [B, ...sampleShape] and, for labelled data, each item's class [B] (int64).
+struct TrainingBatch {
+    torch::Tensor data;
+    torch::Tensor labels;  // undefined for unlabelled data
+};
+// Draws a batch from a generator.
+using DataSampler = std::function<TrainingBatch(int64_t batch, at::Generator& generator)>;
 
 struct TrainStep {
     int iteration = 0;  // completed iterations
@@ -70,19 +81,22 @@ public:
     // Runs until `settings().iterations` or the cancel flag; calls onStep after each iteration.
     void run(const std::function<void(const TrainStep&)>& onStep = {}, const std::atomic<bool>* cancel = nullptr);
     double step();  // one iteration; returns its loss
-    // Trains on fixed couplings (noise [N, ...], sample [N, ...]) from here on (reflow, distill).
-    void useCouplings(torch::Tensor noise, torch::Tensor samples);
+    // Trains on fixed couplings (noise [N, ...], sample [N, ...], and for a conditional network
+    // each pair's class [N]) from here on (reflow, distill).
+    void useCouplings(torch::Tensor noise, torch::Tensor samples, torch::Tensor labels = {});
     // Starts from another network's weights (and sets the average to them).
     void initializeFrom(FlowNet& network);
     // The objective's loss on given data, noise and times (no gradients), for the network or its
     // moving average.
-    double loss(const torch::Tensor& data, const torch::Tensor& noise, const torch::Tensor& t, bool average);
+    double loss(const torch::Tensor& data, const torch::Tensor& noise, const torch::Tensor& t, bool average,
+                const torch::Tensor& labels = {});
     // The regression target and the noisy input of the objective at t.
     std::pair<torch::Tensor, torch::Tensor> inputAndTarget(const torch::Tensor& data, const torch::Tensor& noise,
                                                            const torch::Tensor& t) const;
 
     // Samples of the moving average from the given noise [n, ...sampleShape]: `steps` Euler steps
-    // on the objective's own path (one step for a distilled map), as a user would see them.
+    // on the objective's own path (one step for a distilled map), as a user would see them. A
+    // conditional network's sample k is of class k mod the class count.
     torch::Tensor previewSamples(const torch::Tensor& noise, int steps);
 
     void saveCheckpoint(const std::string& path) const;
@@ -105,16 +119,29 @@ private:
     int m_iteration = 0;
     torch::Tensor m_couplingNoise;
     torch::Tensor m_couplingSamples;
+    torch::Tensor m_couplingLabels;
 };
 
-// Noise and the samples a model's ODE carries it to (linear path, `steps` RK4 steps), in batches:
-// the couplings reflow and distillation train on. Deterministic in `seed`.
-std::pair<torch::Tensor, torch::Tensor> makeCouplings(Model& model, int64_t count, int steps, uint64_t seed,
-                                                      const std::function<void(int64_t done)>& onProgress = {},
-                                                      const std::atomic<bool>* cancel = nullptr);
+// The classes k mod `classes` for k = 0..count-1 ([count] int64): how previews and couplings
+// spread their samples over a conditional network's classes.
+torch::Tensor cyclingLabels(int64_t count, int64_t classes);
 
-// The data of a dataset spec as a sampler, and the shape of one sample.
+// Noise and the samples a model's ODE carries it to (linear path, `steps` RK4 steps), in batches:
+// the couplings reflow and distillation train on. Deterministic in `seed`. A conditional model
+// keeps its condition: pair k is of class k mod its class count (`labels`), guided with cfg
+// scale `cfg` (1: the class's own model).
+struct Couplings {
+    torch::Tensor noise, samples;
+    torch::Tensor labels;  // conditional models only
+};
+Couplings makeCouplings(const std::shared_ptr<Model>& model, int64_t count, int steps, uint64_t seed,
+                        const std::function<void(int64_t done)>& onProgress = {},
+                        const std::atomic<bool>* cancel = nullptr, double cfg = 1.0);
+
+// The data of a dataset spec as a sampler, and the shape of one sample. `classes` (when given)
+// receives the dataset's class names (empty for unlabelled data); `loadFolder` reads one folder.
 DataSampler datasetSampler(const std::string& dataset, int resolution, std::vector<int64_t>* sampleShape,
-                           const std::function<torch::Tensor(const std::string&, int)>& loadFolder = {});
+                           const std::function<torch::Tensor(const std::string&, int)>& loadFolder = {},
+                           std::vector<std::string>* classes = nullptr);
 
 }  // namespace flowscope::core

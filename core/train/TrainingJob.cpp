@@ -141,19 +141,43 @@ public:
                                                                         : fs::path(directory).lexically_normal().string();
             settings.iterations = 2000;
             settings.emaDecay = 0.999;
+            settings.couplingCfg = m_request.couplingCfg;
+            if (!std::isfinite(m_request.couplingCfg) || m_request.couplingCfg < 0.0) {
+                throw InvalidRequestError("--cfg must be a finite scale of at least 0 (1: the class's own model)");
+            }
+            if (!settings.conditional() && m_request.couplingCfg != 1.0) {
+                throw InvalidRequestError("--cfg bakes guidance into the couplings of a conditional flow; '" +
+                                          m_request.source + "' is unconditional");
+            }
+            if (m_request.conditional) {
+                throw InvalidRequestError("--conditional is for train: " + m_request.mode +
+                                          " keeps its source's condition (a conditional source makes a conditional network)");
+            }
             if (m_request.pairs < 1) throw InvalidRequestError("reflow and distillation need at least one pair");
             if (m_request.couplingSteps < 1) throw InvalidRequestError("the couplings need at least one ODE step");
         }
         applyOverrides(m_request, settings);
 
         std::vector<int64_t> shape;
+        std::vector<std::string> classes;
         const DataSampler data = datasetSampler(settings.dataset, settings.resolution, &shape,
                                                 [this](const std::string& images, int resolution) {
                                                     if (!m_folderLoader) {
                                                         throw InvalidRequestError("this build reads no image folders");
                                                     }
                                                     return fromHostArray(m_folderLoader(images, resolution, m_outcome.notes, m_cancel));
-                                                });
+                                                },
+                                                &classes);
+        if (m_request.mode == "train" && m_request.conditional) {
+            if (classes.empty()) {
+                throw InvalidRequestError("'" + settings.dataset + "' has no labels, so a conditional network has no "
+                                          "classes to learn: train it on fashion-mnist, gmm:*, or a folder whose "
+                                          "sub-folders are the classes");
+            }
+            settings.classes = classes;
+            settings.labelDropout = m_request.labelDropout;
+        }
+        m_outcome.classes = settings.classes;
         Trainer trainer(settings, shape, data);
         if (source) {
             trainer.initializeFrom(*loadFlowNet(*source));
@@ -192,16 +216,17 @@ private:
     // The couplings are kept beside the checkpoint, so a resumed run trains on the same ones.
     void useCouplings(Trainer& trainer, const BundleManifest& source, const fs::path& folder, const TrainSettings& settings) {
         const std::string pairsFile = (folder / "couplings.safetensors").string();
-        torch::Tensor noise, samples;
+        Couplings couplings;
         if (fs::exists(pairsFile)) {
             const auto file = SafeTensorsFile::read(pairsFile);
-            noise = file.tensor("noise");
-            samples = file.tensor("samples");
+            couplings.noise = file.tensor("noise");
+            couplings.samples = file.tensor("samples");
+            if (file.contains("labels")) couplings.labels = file.tensor("labels");
         } else {
             const auto started = Clock::now();
             const auto model = loadBundleModel(source, false, TrustList());
-            std::tie(noise, samples) = makeCouplings(
-                *model, m_request.pairs, m_request.couplingSteps, settings.seed ^ 0x9e3779b97f4a7c15ull,
+            couplings = makeCouplings(
+                model, m_request.pairs, m_request.couplingSteps, settings.seed ^ 0x9e3779b97f4a7c15ull,
                 [&](int64_t done) {
                     waitWhilePaused();
                     TrainProgress progress;
@@ -211,12 +236,18 @@ private:
                     progress.seconds = elapsed();
                     report(progress);
                 },
-                m_cancel);
-            writeSafeTensors(pairsFile, {{"noise", noise}, {"samples", samples}},
-                             {{"source", settings.source}, {"steps", std::to_string(m_request.couplingSteps)}, {"solver", "rk4"}});
+                m_cancel, settings.couplingCfg);
+            std::vector<std::pair<std::string, torch::Tensor>> tensors{{"noise", couplings.noise},
+                                                                       {"samples", couplings.samples}};
+            if (couplings.labels.defined()) tensors.emplace_back("labels", couplings.labels);
+            writeSafeTensors(pairsFile, tensors,
+                             {{"source", settings.source},
+                              {"steps", std::to_string(m_request.couplingSteps)},
+                              {"solver", "rk4"},
+                              {"cfg", std::to_string(settings.couplingCfg)}});
             m_outcome.couplingSeconds = std::chrono::duration<double>(Clock::now() - started).count();
         }
-        trainer.useCouplings(noise, samples);
+        trainer.useCouplings(couplings.noise, couplings.samples, couplings.labels);
     }
 
     void train(Trainer& trainer, const fs::path& folder) {

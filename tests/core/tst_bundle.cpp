@@ -6,6 +6,7 @@
 
 #include <QtTest/QtTest>
 
+#include <torch/script.h>
 #include <torch/torch.h>
 
 #include "core/api/Engine.h"
@@ -121,6 +122,7 @@ private Q_SLOTS:
     void conditioningMustMatchForwardArguments();
     void parameterCountOfMatchesTheBuiltNetwork();
     void architectureThatIsNotTheWeightsIsRefusedBeforeBuilding();
+    void classesReachATorchScriptNetwork();
 
 private:
     QTemporaryDir m_config;
@@ -594,6 +596,59 @@ void TestBundle::architectureThatIsNotTheWeightsIsRefusedBeforeBuilding() {
     huge.depth = 6;
     QVERIFY(parameterCountOf(huge) > int64_t(1) << 36);
     QVERIFY_THROWS_EXCEPTION(InvalidRequestError, makeFlowNet(huge, 0));
+}
+
+void TestBundle::classesReachATorchScriptNetwork() {
+    // A TorchScript network of two classes: class c's data is N((c + 1) / 4, 0.4^2), the null
+    // class (-1) N(0, 0.4^2), each as its exact velocity on the linear path. The class input
+    // arrives third, after time.
+    QTemporaryDir dir;
+    const fs::path folder = fs::path(dir.path().toStdString()) / "classes";
+    fs::create_directories(folder);
+    torch::jit::Module module("Classed");
+    module.define(R"(
+def forward(self, x, time, label):
+    t = time.reshape([-1, 1, 1, 1])
+    m = (label.to(x.dtype) + 1.0).reshape([-1, 1, 1, 1]) * 0.25
+    s2 = 0.16
+    x0 = m + t * s2 * (x - t * m) / (t * t * s2 + (1.0 - t) * (1.0 - t))
+    return (x0 - x) / (1.0 - t)
+)");
+    module.save((folder / "model.pt").string());
+    writeBytes(QString::fromStdString((folder / "flowscope.json").string()),
+               R"({"name": "classed", "format": "torchscript", "file": "model.pt", "prediction": "velocity",
+                   "path": "linear", "time_input": "t", "sample_shape": [1, 2, 2], "value_range": [-1, 1],
+                   "classes": ["low", "high"]})");
+    QCOMPARE(Engine::describeModel("bundle:" + folder.string()).classes, (std::vector<std::string>{"low", "high"}));
+    Engine engine;
+    SampleRequest request;
+    request.model = "bundle:" + folder.string();
+    request.trustModel = true;
+    request.solver = "heun";
+    request.steps = 40;
+    request.batch = 3;
+    request.seed = 5;
+    request.device = "cpu";
+    const auto landsOn = [&](double mean) {
+        const SampleResult result = engine.sample(request);
+        if (!result.ok()) return QString::fromStdString(result.error);
+        const torch::Tensor start = fromHost(result.initial), end = fromHost(result.final);
+        const double error = (end - (mean + 0.4 * start)).abs().max().item<double>();
+        return error < 2e-3 ? QString() : QString("off by %1").arg(error);
+    };
+    QCOMPARE(landsOn(0.0), QString());  // no class: the null class
+    request.condition = "high";
+    QCOMPARE(landsOn(0.5), QString());
+    request.condition = "0";
+    QCOMPARE(landsOn(0.25), QString());
+    // A forward without the class argument is refused when the manifest lists classes.
+    torch::jit::Module plain("Plain");
+    plain.define("def forward(self, x, time):\n    return x * 0.0\n");
+    plain.save((folder / "model.pt").string());
+    request.condition.clear();
+    const SampleResult refused = engine.sample(request);
+    QVERIFY(!refused.ok());
+    QVERIFY2(refused.error.find("(x, time, class)") != std::string::npos, refused.error.c_str());
 }
 
 QTEST_GUILESS_MAIN(TestBundle)

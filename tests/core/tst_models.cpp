@@ -201,7 +201,7 @@ void TestModels::retimedNetworkEqualsExactDenoiser() {
     const auto kind = parseParameterization(prediction.toStdString());
     const auto input = parseTimeInput(timeInput.toStdString());
     // A "network" that is the exact mixture expressed in the native path's own terms.
-    auto forward = [&, nativeRef](const torch::Tensor& x, const torch::Tensor& time) {
+    auto forward = [&, nativeRef](const torch::Tensor& x, const torch::Tensor& time, const torch::Tensor&) {
         const double value = time[0].item<double>();
         double t = value;
         if (input == TimeInput::Timestep1000) t = 1.0 - value / 999.0;
@@ -256,7 +256,7 @@ void TestModels::velocityRowsAreTheNetworksOwnOnItsPath() {
     auto exact = GaussianMixture::named("8gaussians");
     auto linear = makePath("linear");
     const ProbabilityPath* native = linear.get();
-    auto forward = [&, native](const torch::Tensor& x, const torch::Tensor& time) {
+    auto forward = [&, native](const torch::Tensor& x, const torch::Tensor& time, const torch::Tensor&) {
         std::vector<torch::Tensor> rows;
         for (int64_t b = 0; b < x.size(0); ++b) {
             const PathPoint p = native->at(time[b].item<double>());
@@ -288,7 +288,7 @@ void TestModels::retimingClampsAndSaysSo() {
     auto exact = GaussianMixture::named("8gaussians");
     // An epsilon network on vp cannot be asked about pure noise (alpha = 0 on the linear path at t = 0).
     NetworkDenoiser network(
-        "net", [&](const torch::Tensor& x, const torch::Tensor&) { return torch::zeros_like(x); }, {2}, makePath("vp"),
+        "net", [&](const torch::Tensor& x, const torch::Tensor&, const torch::Tensor&) { return torch::zeros_like(x); }, {2}, makePath("vp"),
         Parameterization::Epsilon, TimeInput::T);
     const auto out = network.denoise(torch::randn({2, 2}, torch::kFloat64), 0.0, 1.0);
     QVERIFY(torch::isfinite(out).all().item<bool>());
@@ -301,7 +301,7 @@ void TestModels::retimingClampsAndSaysSo() {
 void TestModels::vPredictionNeedsVpNativePath() {
     QVERIFY_THROWS_EXCEPTION(
         InvalidRequestError,
-        NetworkDenoiser("net", [](const torch::Tensor& x, const torch::Tensor&) { return x; }, {2}, makePath("linear"),
+        NetworkDenoiser("net", [](const torch::Tensor& x, const torch::Tensor&, const torch::Tensor&) { return x; }, {2}, makePath("linear"),
                         Parameterization::V, TimeInput::T));
 }
 

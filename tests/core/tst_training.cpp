@@ -174,6 +174,7 @@ private Q_SLOTS:
     void damagedCheckpointMetadataIsNamed();
     void checkpointThatIsNoFileIsRefusedPromptly();
     void rerunContinuesOneLossLog();
+    void conditionalNetworkLearnsItsClasses();
 
 private:
     QTemporaryDir m_dir;
@@ -317,7 +318,7 @@ void TestTraining::reflowStraightensPaths() {
     const BundleManifest firstManifest = readBundleManifest(firstFolder.toStdString());
 
     const auto model = loadBundleModel(firstManifest, false, TrustList(m_dir.filePath("no-list").toStdString()));
-    const auto [noise, samples] = makeCouplings(*model, 3000, 16, 9);
+    const auto [noise, samples, labels] = makeCouplings(model, 3000, 16, 9);
     TrainSettings reflowSettings = first.settings();
     reflowSettings.couplings = "reflow";
     reflowSettings.iterations = 800;
@@ -560,6 +561,96 @@ void TestTraining::rerunContinuesOneLossLog() {
     QCOMPARE(lines.size(), 1 + 5);
     QCOMPARE(lines.count("iteration,loss"), 1);
     QVERIFY2(lines[2].startsWith("2,") && !lines[2].contains("nan"), qPrintable(lines[2]));
+}
+
+// The share of 2-D samples [B, 2] whose nearest 8gaussians component is `component`.
+double shareNear(const HostArray& samples, int component) {
+    int hits = 0;
+    const size_t count = samples.values.size() / 2;
+    for (size_t b = 0; b < count; ++b) {
+        int nearest = 0;
+        double best = 1e300;
+        for (int k = 0; k < 8; ++k) {
+            const double dx = samples.values[2 * b] - 2.0 * std::cos(k * M_PI / 4.0);
+            const double dy = samples.values[2 * b + 1] - 2.0 * std::sin(k * M_PI / 4.0);
+            if (dx * dx + dy * dy < best) {
+                best = dx * dx + dy * dy;
+                nearest = k;
+            }
+        }
+        hits += nearest == component;
+    }
+    return double(hits) / double(count);
+}
+
+void TestTraining::conditionalNetworkLearnsItsClasses() {
+    // A conditional rectified flow on 8gaussians (one class per component): sampling a class lands
+    // on its component far more often than chance (1/8), and the reflow of it keeps the classes.
+    const QString folder = m_dir.filePath("conditional");
+    TrainRequest request;
+    request.dataset = "gmm:8gaussians";
+    request.outDirectory = folder.toStdString();
+    request.conditional = true;
+    request.width = 128;
+    request.batch = 256;
+    request.iterations = 1500;
+    request.learningRate = 3e-3;
+    request.emaDecay = 0.99;
+    request.checkpointEvery = 100000;
+    const TrainOutcome trained = TrainingJob::run(request);
+    QVERIFY2(trained.ok(), trained.error.c_str());
+    QCOMPARE(trained.classes.size(), size_t{8});
+    const std::string spec = "bundle:" + folder.toStdString();
+    QCOMPARE(Engine::describeModel(spec).classes, trained.classes);
+    Engine engine;
+    SampleRequest sample;
+    sample.model = spec;
+    sample.solver = "heun";
+    sample.steps = 24;
+    sample.batch = 256;
+    sample.condition = "north";  // component 2
+    const SampleResult conditional = engine.sample(sample);
+    QVERIFY2(conditional.ok(), conditional.error.c_str());
+    const double share = shareNear(conditional.final, 2);
+    QVERIFY2(share > 0.7, qPrintable(QString::number(share)));
+    // The null class is the whole mixture: no component takes most of it.
+    sample.condition.clear();
+    const double unconditional = shareNear(engine.sample(sample).final, 2);
+    QVERIFY2(unconditional < 0.3, qPrintable(QString::number(unconditional)));
+    // Guidance sharpens the class further.
+    sample.condition = "west";  // component 4
+    const double plain = shareNear(engine.sample(sample).final, 4);
+    sample.guidance.method = GuidanceMethod::Cfg;
+    sample.guidance.scale = 3.0;
+    const SampleResult guided = engine.sample(sample);
+    QCOMPARE(guided.forwardPasses, guided.nfe);
+    QVERIFY2(shareNear(guided.final, 4) >= plain, qPrintable(QString("%1 vs %2").arg(shareNear(guided.final, 4)).arg(plain)));
+
+    // Reflow keeps the condition, with guidance baked into its couplings.
+    TrainRequest reflow;
+    reflow.mode = "reflow";
+    reflow.source = folder.toStdString();
+    reflow.outDirectory = m_dir.filePath("conditional-reflow").toStdString();
+    reflow.pairs = 2000;
+    reflow.couplingSteps = 16;
+    reflow.couplingCfg = 2.0;
+    reflow.iterations = 400;
+    reflow.checkpointEvery = 100000;
+    const TrainOutcome reflowed = TrainingJob::run(reflow);
+    QVERIFY2(reflowed.ok(), reflowed.error.c_str());
+    QCOMPARE(reflowed.classes, trained.classes);
+    sample.model = "bundle:" + reflow.outDirectory;
+    sample.guidance = {};
+    sample.condition = "south";  // component 6
+    const double reflowShare = shareNear(engine.sample(sample).final, 6);
+    QVERIFY2(reflowShare > 0.7, qPrintable(QString::number(reflowShare)));
+
+    // Unlabelled data has no classes to learn.
+    TrainRequest moons = moonJob(m_dir.filePath("conditional-moons"), 5);
+    moons.conditional = true;
+    const TrainOutcome refused = TrainingJob::run(moons);
+    QCOMPARE(refused.failure, Failure::InvalidRequest);
+    QVERIFY2(refused.error.find("no labels") != std::string::npos, refused.error.c_str());
 }
 
 QTEST_GUILESS_MAIN(TestTraining)
