@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <set>
 #include <sstream>
@@ -31,7 +32,10 @@
 #include "core/api/Engine.h"
 #include "core/api/Names.h"
 #include "core/models/Datasets.h"
+#include "core/io/SafeTensors.h"
+#include "core/models/Architecture.h"
 #include "core/models/EmpiricalDenoiser.h"
+#include "core/models/FlowNet.h"
 #include "core/sampling/Device.h"
 
 
@@ -57,7 +61,7 @@ struct Settings {
     int repeats = 15;
     int64_t images = 0;
     std::string device = "auto";
-    std::set<std::string> sections{"overhead", "empirical", "previews", "devices", "sweep"};
+    std::set<std::string> sections{"overhead", "empirical", "previews", "devices", "sweep", "guidance"};
     std::string modelDirectory;  // where the conv nets are written (for the Python baseline)
     int steps = 0;               // 0: 32 on CUDA, 8 on the CPU
 };
@@ -87,7 +91,7 @@ double medianMs(const std::function<void()>& body, int repeats, int warmup = 2) 
 void usage() {
     std::printf(
         "usage: flowscope-bench [--json] [--repeats N] [--images N] [--device auto|cpu|cuda] [--steps N]\n"
-        "                       [--sections overhead,empirical,previews,devices,sweep] [--model-dir DIR]\n"
+        "                       [--sections overhead,empirical,previews,devices,sweep,guidance] [--model-dir DIR]\n"
         "  --model-dir DIR   write the benchmark's conv nets there (bench/python_baseline.py reads them)\n");
 }
 
@@ -113,7 +117,8 @@ public:
     void run() {
         m_steps = m_settings.steps > 0 ? m_settings.steps : (g_device.is_cuda() ? 32 : 8);
         if (m_settings.sections.count("overhead") || m_settings.sections.count("previews") ||
-            m_settings.sections.count("devices") || m_settings.sections.count("sweep")) {
+            m_settings.sections.count("devices") || m_settings.sections.count("sweep") ||
+            m_settings.sections.count("guidance")) {
             writeNets();
         }
         if (m_settings.sections.count("overhead")) overhead();
@@ -121,6 +126,7 @@ public:
         if (m_settings.sections.count("previews")) previews();
         if (m_settings.sections.count("devices")) devices();
         if (m_settings.sections.count("sweep")) sweep();
+        if (m_settings.sections.count("guidance")) guidance();
     }
 
     void print() const {
@@ -384,6 +390,59 @@ private:
         }
     }
 
+    // A conditional UNet of the size FlowScope ships for Fashion-MNIST (width 16, ten classes),
+    // with its initial weights: a step costs the same whatever the weights.
+    std::string writeConditionalBundle() const {
+        const std::string folder = m_directory + "/conditional";
+        std::filesystem::create_directories(folder);
+        core::Architecture architecture;
+        architecture.kind = "unet";
+        architecture.sampleShape = {1, 28, 28};
+        architecture.width = 16;
+        architecture.depth = 2;
+        architecture.classes = 10;
+        const auto network = core::makeFlowNet(architecture, 1);
+        std::vector<std::pair<std::string, torch::Tensor>> tensors;
+        for (const auto& item : network->named_parameters()) tensors.emplace_back(item.key(), item.value().detach());
+        core::writeSafeTensors(folder + "/weights.safetensors", tensors, {{"format", "flowscope-net"}});
+        std::string classes;
+        for (int c = 0; c < 10; ++c) classes += std::string(c ? ", " : "") + "\"c" + std::to_string(c) + "\"";
+        std::ofstream(folder + "/flowscope.json")
+            << "{\"name\": \"conditional\", \"format\": \"flowscope-net\", \"file\": \"weights.safetensors\", "
+               "\"prediction\": \"velocity\", \"path\": \"linear\", \"time_input\": \"t\", \"sample_shape\": [1, 28, 28], "
+               "\"value_range\": [-1, 1], \"architecture\": " << architecture.toJson() << ", \"classes\": [" << classes << "]}\n";
+        return core::makeSpec(core::SpecForm::Bundle, folder);
+    }
+
+    void guidance() {
+        // Classifier-free guidance asks for the class and the null class at every step: batched,
+        // that is one forward pass of 2B rows, which should cost about what an unguided step at
+        // batch 2B costs (and much less than two passes of B rows on a launch-bound GPU).
+        const std::string model = writeConditionalBundle();
+        core::Engine engine;
+        constexpr int kBatch = 32;
+        const int steps = m_steps;
+        const auto perStep = [&](int batch, double scale) {
+            core::SampleRequest request;
+            request.model = model;
+            request.steps = steps;
+            request.batch = batch;
+            request.device = m_settings.device;
+            request.condition = "c3";
+            request.guidance.method = core::GuidanceMethod::Cfg;
+            request.guidance.scale = scale;
+            return medianMs([&] { checked(engine.sample(request)); }, std::max(3, m_settings.repeats / 3), 1) / steps;
+        };
+        const double plain = perStep(kBatch, 1.0);
+        const double plainDouble = perStep(2 * kBatch, 1.0);
+        const double guided = perStep(kBatch, 3.0);
+        add("guidance", "conditional UNet (width 16), one step at batch 32, unguided (w = 1)", plain);
+        add("guidance", "conditional UNet (width 16), one step at batch 64, unguided", plainDouble);
+        add("guidance", "conditional UNet (width 16), one step at batch 32, cfg w = 3 (one pass of 64 rows)", guided);
+        m_ratios.push_back({"guided step at batch 32 / unguided step at batch 64", guided / plainDouble, "at most 1.15"});
+        m_ratios.push_back({"guided step / unguided step, both at batch 32", guided / plain, "below 2"});
+    }
+
     void sweep() {
         // 6 cells (2 paths x 3 solvers) times 4 step counts: on the small net, and on the 8-Gaussian
         // mixture, whose evaluations are so cheap that per-call costs dominate (as launches do on
@@ -555,7 +614,7 @@ int main(int argc, char** argv) {
             std::stringstream list(argv[++i]);
             for (std::string name; std::getline(list, name, ',');) {
                 if (name != "overhead" && name != "empirical" && name != "previews" && name != "devices" &&
-                    name != "sweep") {
+                    name != "sweep" && name != "guidance") {
                     std::fprintf(stderr, "flowscope-bench: unknown section '%s'\n", name.c_str());
                     usage();
                     return 2;

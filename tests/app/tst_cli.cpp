@@ -110,6 +110,7 @@ private slots:
     void notesAndJsonSayWhatTheUserNeeds();
     void interruptStopsAFolderLoad();
     void sweepConverges();
+    void guidedSampleAndSweep();
     void tEnd();
     void safetensorsOutputs();
     void bundleNeedsTrust();
@@ -287,6 +288,21 @@ void TestCli::usageErrors_data() {
     QTest::newRow("decoding a network without latents")
         << QStringList{"sample", "--model", "shipped:moons-rectified", "--decode-every", "2"} << "--decode-every";
     QTest::newRow("decoding a model without latents") << (gmm + QStringList{"--decode-every", "2"}) << "--decode-every";
+    // Classes and guidance.
+    QTest::newRow("class of an unconditional model") << QStringList{"sample", "--model", "points:moons", "--class", "0"}
+                                                     << "unconditional";
+    QTest::newRow("unknown class") << (gmm + QStringList{"--class", "up"}) << "2 'north'";
+    QTest::newRow("class index past the classes") << (gmm + QStringList{"--class", "8"}) << "7 'south-east'";
+    QTest::newRow("negative scale") << (gmm + QStringList{"--class", "north", "--cfg", "-1"}) << "at least 0";
+    QTest::newRow("scale not a number") << (gmm + QStringList{"--class", "north", "--cfg", "nan"}) << "--cfg";
+    QTest::newRow("interval reversed") << (gmm + QStringList{"--class", "north", "--cfg", "3", "--cfg-interval", "0.8,0.2"})
+                                       << "LO <= HI";
+    QTest::newRow("interval outside [0, 1]")
+        << (gmm + QStringList{"--class", "north", "--cfg", "3", "--cfg-interval", "0,1.5"}) << "[0, 1]";
+    QTest::newRow("guidance without a class") << (gmm + QStringList{"--cfg", "3"}) << "--class";
+    QTest::newRow("unknown guidance") << (gmm + QStringList{"--class", "north", "--guidance", "pag"}) << "cfg-zero";
+    QTest::newRow("apg option for cfg") << (gmm + QStringList{"--class", "north", "--cfg", "3", "--apg-eta", "1"})
+                                        << "--guidance apg only";
 }
 
 void TestCli::usageErrors() {
@@ -478,6 +494,50 @@ void TestCli::interruptStopsAFolderLoad() {
     // Reading the whole folder takes several times this on any machine that runs the suite.
     QVERIFY2(ms < 2500, qPrintable(QString("the load went on for %1 ms after Ctrl+C").arg(ms)));
     QVERIFY(!QFileInfo::exists(QDir(folder).filePath("o.png")));
+}
+
+void TestCli::guidedSampleAndSweep() {
+    const QString folder = freshFolder("guided");
+    const CliRun run = runCli({"sample", "--model", "gmm:8gaussians", "--class", "north", "--cfg", "4", "--batch", "64",
+                               "--steps", "8", "--out", "north.png", "--json"},
+                              folder);
+    QVERIFY2(run.finished && run.exitCode == 0, describe(run));
+    const QJsonObject json = parseObject(run.out);
+    QCOMPARE(json["condition"].toString(), QString("north"));
+    QCOMPARE(json["guidance"].toObject()["method"].toString(), QString("cfg"));
+    QCOMPARE(json["guidance"].toObject()["scale"].toDouble(), 4.0);
+    // One batched call per evaluation.
+    QCOMPARE(json["forward_passes"].toInt(), json["nfe"].toInt());
+    QFile png(QDir(folder).filePath("north.png"));
+    QVERIFY(png.open(QIODevice::ReadOnly));
+    const QByteArray bytes = png.readAll();
+    std::map<std::string, std::string> text;
+    for (const auto& [key, value] : flowscope::media::readPngText(std::string(bytes.constData(), size_t(bytes.size())))) {
+        text[key] = value;
+    }
+    QVERIFY2(text["parameters"].find("CFG scale: 4") != std::string::npos, text["parameters"].c_str());
+    QVERIFY2(text["parameters"].find("Class: north") != std::string::npos, text["parameters"].c_str());
+    QVERIFY2(text["flowscope"].find("\"condition\":\"north\"") != std::string::npos, text["flowscope"].c_str());
+
+    // --cfgs: the cells once per scale, the cfg column last.
+    const CliRun sweep = runCli({"sweep", "--model", "gmm:rings", "--class", "outer", "--cfgs", "1,3", "--steps", "2,4",
+                                 "--csv", "g.csv"},
+                                folder);
+    QVERIFY2(sweep.finished && sweep.exitCode == 0, describe(sweep));
+    QFile csv(QDir(folder).filePath("g.csv"));
+    QVERIFY(csv.open(QIODevice::ReadOnly | QIODevice::Text));
+    const QStringList lines = QString::fromUtf8(csv.readAll()).split('\n', Qt::SkipEmptyParts);
+    QCOMPARE(lines.first(), QStringLiteral("path,solver,schedule,steps,nfe,rmse,cfg"));
+    QCOMPARE(lines.size(), 5);
+    QVERIFY2(lines[1].endsWith(",1") && lines[4].endsWith(",3"), qPrintable(lines.join(" | ")));
+    // Without --cfgs the table keeps its six columns.
+    const CliRun plain = runCli({"sweep", "--model", "gmm:rings", "--class", "outer", "--steps", "2", "--csv", "p.csv"}, folder);
+    QVERIFY2(plain.finished && plain.exitCode == 0, describe(plain));
+    QFile plainCsv(QDir(folder).filePath("p.csv"));
+    QVERIFY(plainCsv.open(QIODevice::ReadOnly | QIODevice::Text));
+    QVERIFY(plainCsv.readLine().trimmed() == "path,solver,schedule,steps,nfe,rmse");
+    const CliRun noClass = runCli({"sweep", "--model", "gmm:rings", "--cfgs", "1,3", "--csv", "n.csv"}, folder);
+    QVERIFY2(noClass.finished && noClass.exitCode == 2 && noClass.err.contains("--class"), describe(noClass));
 }
 
 void TestCli::sweepConverges() {
