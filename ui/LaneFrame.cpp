@@ -77,9 +77,9 @@ QImage scatterImage(const core::HostArray& points, const core::HostArray& refere
     for (size_t i = 0; i + 1 < reference.values.size(); i += 2) {
         painter.drawEllipse(toPixel(reference.values[i], reference.values[i + 1]), 1.6, 1.6);
     }
-    painter.setBrush(QColor(110, 150, 235));
+    painter.setBrush(QColor(150, 90, 210));
     for (size_t i = 0; i + 1 < classReference.values.size(); i += 2) {
-        painter.drawEllipse(toPixel(classReference.values[i], classReference.values[i + 1]), 1.8, 1.8);
+        painter.drawEllipse(toPixel(classReference.values[i], classReference.values[i + 1]), 2.0, 2.0);
     }
     // Velocity arrows, scaled so the longest spans one grid cell.
     if (field.shape.size() == 3 && field.shape[0] > 1) {

@@ -155,8 +155,8 @@ void SweepView::begin(quint64 sweepId, const QStringList& rows, const QVector<in
         m_grid->addWidget(header, 0, c + 1);
     }
     for (int r = 0; r < rows.size(); ++r) {
-        auto* label = new QLabel(rows[r], m_gridHost);
-        if (choosesItsOwnSteps(rows[r])) {
+        auto* label = new QLabel(m_runningBy == By::Guidance ? tr("w = %1").arg(rows[r]) : rows[r], m_gridHost);
+        if (m_runningBy == By::Solver && choosesItsOwnSteps(rows[r])) {
             // Its columns are one run: it ignores the step count.
             label->setText(tr("%1\n(own steps)").arg(rows[r]));
             label->setToolTip(tr("%1 chooses its own steps (tolerance 1e-5), so every column shows the same run; "
@@ -249,9 +249,10 @@ void SweepView::refreshChart() {
             yMax = std::max(yMax, cell.rmse);
             xMax = std::max(xMax, double(cell.nfe));
         }
-        series->setName(exact == 0 ? m_rows[r]
-                        : exact == row.size() ? tr("%1 (exact)").arg(m_rows[r])
-                                              : tr("%1 (%2 exact)").arg(m_rows[r]).arg(exact));
+        const QString name = m_runningBy == By::Guidance ? tr("w = %1").arg(m_rows[r]) : m_rows[r];
+        series->setName(exact == 0 ? name
+                        : exact == row.size() ? tr("%1 (exact)").arg(name)
+                                              : tr("%1 (%2 exact)").arg(name).arg(exact));
         chart->addSeries(series);
         series->attachAxis(x);
         series->attachAxis(y);

@@ -1171,7 +1171,7 @@ void TestMainWindow::conditionAndGuidanceDriveARun() {
     const QImage plot = window.lane(1)->frames().back().states.front();
     bool coloured = false;
     for (int y = 0; y < plot.height() && !coloured; ++y) {
-        for (int x = 0; x < plot.width() && !coloured; ++x) coloured = plot.pixel(x, y) == QColor(110, 150, 235).rgb();
+        for (int x = 0; x < plot.width() && !coloured; ++x) coloured = plot.pixel(x, y) == QColor(150, 90, 210).rgb();
     }
     QVERIFY(coloured);
     // The PNG chunks carry the class and the scale, and restore them.
@@ -1192,6 +1192,20 @@ void TestMainWindow::conditionAndGuidanceDriveARun() {
     QVERIFY(settle(window));
     QVERIFY(window.lane(1)->runSettings().guidance.method == flowscope::core::GuidanceMethod::Apg);
     QVERIFY2(window.lane(1)->hasResult(), qPrintable(window.lane(1)->statusText()));
+    // The Sweep tab sweeps the scale: w = 1 and w = 3 at 1, 2, 4 and 8 steps, each against its
+    // own guided reference.
+    SweepView* sweep = window.sweepView();
+    sweep->setBy(SweepView::By::Guidance);
+    sweep->setSelectedItems({"1", "3"});
+    QCOMPARE(sweep->selectedScales(), (std::vector<double>{1.0, 3.0}));
+    sweep->setMaxSteps(8);
+    window.runSweep();
+    QVERIFY(settle(window));
+    QCOMPARE(sweep->cellCount(), 8);
+    QCOMPARE(sweep->cells().front().cfg, 1.0);
+    QCOMPARE(sweep->cells().back().cfg, 3.0);
+    QCOMPARE(sweep->chartView()->chart()->series().size(), 2);
+    QCOMPARE(sweep->chartView()->chart()->series().back()->name(), QString("w = 3"));
     // Back to unconditional: the bars rest and the runs are unguided.
     condition->setCurrentIndex(0);
     QVERIFY(settle(window));
