@@ -175,6 +175,7 @@ private Q_SLOTS:
     void checkpointThatIsNoFileIsRefusedPromptly();
     void rerunContinuesOneLossLog();
     void conditionalNetworkLearnsItsClasses();
+    void shippedConditionalReflowBakesInGuidance();
 
 private:
     QTemporaryDir m_dir;
@@ -651,6 +652,40 @@ void TestTraining::conditionalNetworkLearnsItsClasses() {
     const TrainOutcome refused = TrainingJob::run(moons);
     QCOMPARE(refused.failure, Failure::InvalidRequest);
     QVERIFY2(refused.error.find("no labels") != std::string::npos, refused.error.c_str());
+}
+
+void TestTraining::shippedConditionalReflowBakesInGuidance() {
+    // resources/models/8gaussians-conditional-reflow was made from 8gaussians-conditional's ODE
+    // guided with w = 2: one Euler step of it, unguided, lands where 32 guided steps of its source
+    // do, on paths a hundred times straighter.
+    qputenv("FLOWSCOPE_TRUST_LIST", m_dir.filePath("no-list").toUtf8());
+    Engine engine;
+    SampleRequest request;
+    request.model = "bundle:" FLOWSCOPE_SOURCE_DIR "/resources/models/8gaussians-conditional";
+    request.batch = 1000;
+    request.steps = 32;
+    request.device = "cpu";
+    request.condition = "north";
+    request.guidance.method = GuidanceMethod::Cfg;
+    request.guidance.scale = 2.0;
+    const SampleResult guided = engine.sample(request);
+    QVERIFY2(guided.ok(), guided.error.c_str());
+    request.model = "bundle:" FLOWSCOPE_SOURCE_DIR "/resources/models/8gaussians-conditional-reflow";
+    request.guidance = {};
+    request.steps = 1;
+    const SampleResult baked = engine.sample(request);
+    QVERIFY2(baked.ok(), baked.error.c_str());
+    const auto meanY = [](const SampleResult& result) {
+        double sum = 0.0;
+        for (size_t i = 1; i < result.final.values.size(); i += 2) sum += result.final.values[i];
+        return sum / double(result.final.values.size() / 2);
+    };
+    QVERIFY2(std::abs(meanY(baked) - meanY(guided)) < 0.05, qPrintable(QString("%1 vs %2").arg(meanY(baked)).arg(meanY(guided))));
+    QCOMPARE(shareNear(baked.final, 2), 1.0);
+    request.steps = 32;
+    const SampleResult straight = engine.sample(request);
+    QVERIFY2(straight.straightness < 0.01 * guided.straightness,
+             qPrintable(QString("S %1 vs %2").arg(straight.straightness).arg(guided.straightness)));
 }
 
 QTEST_GUILESS_MAIN(TestTraining)
