@@ -65,6 +65,9 @@ private Q_SLOTS:
     void malformedTextIsRefusedWithAMessage();
     void parametersLineNamesTheRun();
     void chunksComeParametersFirst();
+    void conditionAndGuidanceRoundTrip();
+    void malformedGuidanceIsRefused_data();
+    void malformedGuidanceIsRefused();
 };
 
 void TestSettings::everyFieldRoundTrips() {
@@ -198,6 +201,72 @@ void TestSettings::chunksComeParametersFirst() {
     QCOMPARE(chunks[0].second, parametersLine(request, 12, {2}));
     QCOMPARE(chunks[1].first, std::string(kSettingsChunk));
     QCOMPARE(chunks[1].second, settingsToJson(request));
+}
+
+void TestSettings::conditionAndGuidanceRoundTrip() {
+    SampleRequest request = unusualRequest();
+    // Unconditional runs keep the text earlier versions wrote: no condition, no guidance.
+    QVERIFY(settingsToJson(request).find("guidance") == std::string::npos);
+    request.condition = "Ankle boot";
+    for (const GuidanceMethod method : {GuidanceMethod::Cfg, GuidanceMethod::Apg, GuidanceMethod::CfgZero}) {
+        request.guidance = {};
+        request.guidance.method = method;
+        request.guidance.scale = 7.5;
+        request.guidance.intervalLow = 0.25;
+        request.guidance.intervalHigh = 0.875;
+        if (method == GuidanceMethod::Cfg) request.guidance.rescale = 0.7;
+        if (method == GuidanceMethod::Apg) {
+            request.guidance.apgEta = 0.5;
+            request.guidance.apgMomentum = 0.25;
+            request.guidance.apgNorm = 15.0;
+        }
+        if (method == GuidanceMethod::CfgZero) request.guidance.cfgZeroSteps = 3;
+        SampleRequest read;
+        std::string error;
+        QVERIFY2(settingsFromJson(settingsToJson(request), &read, &error), error.c_str());
+        QCOMPARE(read.condition, request.condition);
+        QVERIFY(read.guidance == request.guidance);
+    }
+    // APG without a threshold (infinity) leaves the field out and reads back as none.
+    request.guidance = {};
+    request.guidance.method = GuidanceMethod::Apg;
+    request.guidance.scale = 3.0;
+    SampleRequest read;
+    std::string error;
+    QVERIFY(settingsToJson(request).find("apg_norm") == std::string::npos);
+    QVERIFY2(settingsFromJson(settingsToJson(request), &read, &error), error.c_str());
+    QVERIFY(std::isinf(read.guidance.apgNorm));
+    // The parameters line: the scale as AUTOMATIC1111 writes it, the method when not cfg, the class.
+    const std::string line = parametersLine(request, 8, {2});
+    QVERIFY2(line.find("Schedule type: shift:2.5, CFG scale: 3, Guidance: apg, Seed: ") != std::string::npos, line.c_str());
+    QVERIFY2(line.find("Class: Ankle boot, Path: ") != std::string::npos, line.c_str());
+}
+
+void TestSettings::malformedGuidanceIsRefused_data() {
+    QTest::addColumn<QString>("guidance");
+    QTest::addColumn<QString>("mentions");
+    QTest::newRow("not an object") << "3" << "'guidance' must be an object";
+    QTest::newRow("unknown method") << R"({"method":"pag"})" << "cfg-zero";
+    QTest::newRow("negative scale") << R"({"method":"cfg","scale":-1})" << "at least 0";
+    QTest::newRow("scale a string") << R"({"method":"cfg","scale":"7"})" << "'scale' must be a number";
+    QTest::newRow("reversed interval") << R"({"method":"cfg","scale":2,"interval":[0.9,0.1]})" << "LO <= HI";
+    QTest::newRow("interval of one end") << R"({"method":"cfg","interval":[0.5]})" << "[LO, HI]";
+    QTest::newRow("rescale past 1") << R"({"method":"cfg","rescale":2})" << "--cfg-rescale";
+    QTest::newRow("momentum 1") << R"({"method":"apg","apg_momentum":1})" << "--apg-momentum";
+    QTest::newRow("fractional zero steps") << R"({"method":"cfg-zero","cfg_zero_steps":1.5})" << "cfg_zero_steps";
+}
+
+void TestSettings::malformedGuidanceIsRefused() {
+    QFETCH(QString, guidance);
+    QFETCH(QString, mentions);
+    std::string text = withMember("model", "\"gmm:8gaussians\"");
+    text.insert(text.size() - 1, ",\"condition\":\"north\",\"guidance\":" + guidance.toStdString());
+    const SampleRequest before = unusualRequest();
+    SampleRequest request = before;
+    std::string error;
+    QVERIFY(!settingsFromJson(text, &request, &error));
+    QVERIFY2(QString::fromStdString(error).contains(mentions), error.c_str());
+    QVERIFY(sameSettings(request, before));
 }
 
 QTEST_APPLESS_MAIN(TestSettings)
