@@ -71,10 +71,12 @@ QVector<int> spread(int frames, int count) {
 }
 
 QString laneTitle(const LaneSnapshot& lane) {
-    return QObject::tr("Lane %1: %2, %3, %4, %5 steps")
-        .arg(lane.index + 1)
-        .arg(lane.settings.path, lane.settings.solver, lane.settings.schedule)
-        .arg(lane.settings.steps);
+    QString title = QObject::tr("Lane %1: %2, %3, %4, %5 steps")
+                        .arg(lane.index + 1)
+                        .arg(lane.settings.path, lane.settings.solver, lane.settings.schedule)
+                        .arg(lane.settings.steps);
+    if (!lane.settings.condition.isEmpty()) title += QStringLiteral(", ") + lane.settings.conditionLabel();
+    return title;
 }
 
 QString laneMeasures(const LaneSnapshot& lane) {

@@ -425,8 +425,9 @@ void MainWindow::onFinished(int laneIndex, quint64 runId, const LaneResult& resu
     lane->finishRun(runId, result);
     m_difference->setLaneFinal(laneIndex, result.finalImage);
     const RunSettings settings = lane->settings(m_panel->shared());
-    m_charts->setLane(laneIndex, tr("%1: %2 %3 %4").arg(laneIndex + 1).arg(settings.path, settings.solver).arg(settings.steps),
-                      result.analysis, std::max(0, lane->canvas()->focusedSample()));
+    QString label = tr("%1: %2 %3 %4").arg(laneIndex + 1).arg(settings.path, settings.solver).arg(settings.steps);
+    if (!settings.condition.isEmpty()) label += QStringLiteral(" (%1)").arg(settings.conditionLabel());
+    m_charts->setLane(laneIndex, label, result.analysis, std::max(0, lane->canvas()->focusedSample()));
     m_device->setText(result.device);
     m_device->show();
     m_deviceKnown = true;

@@ -50,6 +50,14 @@ RunSettings RunSettings::fromRequest(const core::SampleRequest& request) {
     return settings;
 }
 
+QString RunSettings::conditionLabel() const {
+    if (condition.isEmpty()) return {};
+    if (!guidance.guides()) return condition;
+    return QStringLiteral("%1, %2 w = %3")
+        .arg(condition, QString::fromStdString(core::toString(guidance.method)))
+        .arg(guidance.scale);
+}
+
 QByteArray RunSettings::toJson() const { return QByteArray::fromStdString(core::settingsToJson(toRequest())); }
 
 bool RunSettings::fromJson(const QByteArray& json, RunSettings* settings, QString* error) {

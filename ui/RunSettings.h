@@ -55,6 +55,10 @@ struct RunSettings {
     // settings JSON.
     QList<QPair<QString, QString>> pngChunks(int nfe, const std::vector<int64_t>& sampleShape) const;
 
+    // The run's class and guidance in a few words ("north, cfg w = 5"; "" when unconditional),
+    // for titles and legends.
+    QString conditionLabel() const;
+
     bool operator==(const RunSettings&) const = default;
 };
 

@@ -830,6 +830,13 @@ void TestMainWindow::screenshots() {
     useModel(window, "gmm:8gaussians", 64);
     QVERIFY(settle(window));
     QVERIFY(window.grab().save(folder + "/scatter-2d.png"));
+    // Guidance: both lanes on the linear path towards the class north, w = 1 beside w = 5.
+    QComboBox* condition = window.settingsPanel()->conditionBox();
+    condition->setCurrentIndex(condition->findData("north"));
+    window.lane(1)->pathBox()->setCurrentText("linear");
+    window.lane(1)->guidanceBar()->scaleSlider()->setValue(50);
+    QVERIFY(settle(window));
+    QVERIFY(window.grab().save(folder + "/guidance-2d.png"));
     qInfo("screenshots in %s", qPrintable(folder));
 }
 
