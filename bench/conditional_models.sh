@@ -11,14 +11,7 @@ cli=${FLOWSCOPE_CLI:-build/release/app/flowscope-cli}
 mkdir -p "$out"
 common=(--batch 64 --lr 2e-3 --ema 0.999 --checkpoint-every 500)
 points=(--batch 256 --lr 3e-3 --ema 0.99 --checkpoint-every 100000)
-stamp() { date -u +%FT%TZ; }
-run() {  # name, command...
-    local name=$1; shift
-    local start=$SECONDS
-    echo "$(stamp) $name: $*" >>"$out/log.txt"
-    "$@" >>"$out/$name.out" 2>&1
-    echo "$(stamp) $name: done in $((SECONDS - start)) s" >>"$out/log.txt"
-}
+source "$(dirname "$0")/run_logged.sh"
 run 8gaussians "$cli" train --dataset gmm:8gaussians --objective rectified --conditional --iters 3000 --width 128 \
     --out "$out/8gaussians-conditional" --name "8 gaussians by direction, conditional rectified flow" "${points[@]}"
 run 8gaussians-reflow "$cli" reflow --model "$out/8gaussians-conditional" --pairs 10000 --steps 32 --cfg 2 --iters 2000 \

@@ -8,14 +8,7 @@ out=${1:?usage: bench/fashion_models.sh OUTDIR}
 cli=${FLOWSCOPE_CLI:-build/release/app/flowscope-cli}
 mkdir -p "$out"
 common=(--batch 64 --lr 2e-3 --ema 0.999 --checkpoint-every 500)
-stamp() { date -u +%FT%TZ; }
-run() {  # name, command...
-    local name=$1; shift
-    local start=$SECONDS
-    echo "$(stamp) $name: $*" >>"$out/log.txt"
-    "$@" >>"$out/$name.out" 2>&1
-    echo "$(stamp) $name: done in $((SECONDS - start)) s" >>"$out/log.txt"
-}
+source "$(dirname "$0")/run_logged.sh"
 run rectified "$cli" train --dataset fashion-mnist --objective rectified --iters 5000 --out "$out/fashion-rectified" \
     --name "Fashion-MNIST, 1-rectified flow" --width 16 "${common[@]}"
 run reflow "$cli" reflow --model "$out/fashion-rectified" --pairs 8000 --steps 8 --iters 3000 --out "$out/fashion-reflow" \
