@@ -846,6 +846,13 @@ void TestCli::evaluateRefusesWhatItCannotMeasure() {
     QVERIFY2(run.finished && run.exitCode == 2 && run.err.contains("--model"), describe(run));
     run = runCli({"classifier", "--out", "missing/c.safetensors"}, folder);
     QVERIFY2(run.finished && run.exitCode == 2 && run.err.contains("does not exist"), describe(run));
+    // Classes the classifier cannot name, a class of no model, scales without a class.
+    run = runCli({"evaluate", "--model", "gmm:8gaussians", "--class", "north", "--samples", "200", "--steps", "1"}, folder);
+    QVERIFY2(run.finished && run.exitCode == 2 && run.err.contains("not Fashion-MNIST's"), describe(run));
+    run = runCli({"evaluate", "--model", "fashion-mnist:100", "--class", "Hat", "--samples", "200", "--steps", "1"}, folder);
+    QVERIFY2(run.finished && run.exitCode == 2 && run.err.contains("Ankle boot"), describe(run));
+    run = runCli({"evaluate", "--model", "fashion-mnist:100", "--cfg", "1,3", "--samples", "200", "--steps", "1"}, folder);
+    QVERIFY2(run.finished && run.exitCode == 2 && run.err.contains("--class"), describe(run));
     QCOMPARE(listFolder(folder), QStringList());
 }
 
