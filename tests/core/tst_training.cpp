@@ -25,8 +25,10 @@
 #include "core/models/Datasets.h"
 #include "core/models/EmpiricalDenoiser.h"
 #include "core/models/FlowNet.h"
+#include "core/models/ShippedModels.h"
 #include "core/models/TrustList.h"
 #include "core/sampling/ProbabilityPath.h"
+#include "core/train/Quality.h"
 #include "core/train/Trainer.h"
 #include "tests/TestSupport.h"
 
@@ -176,6 +178,7 @@ private Q_SLOTS:
     void rerunContinuesOneLossLog();
     void conditionalNetworkLearnsItsClasses();
     void shippedConditionalReflowBakesInGuidance();
+    void shippedFashionFlowSamplesTheAskedClass();
 
 private:
     QTemporaryDir m_dir;
@@ -686,6 +689,42 @@ void TestTraining::shippedConditionalReflowBakesInGuidance() {
     const SampleResult straight = engine.sample(request);
     QVERIFY2(straight.straightness < 0.01 * guided.straightness,
              qPrintable(QString("S %1 vs %2").arg(straight.straightness).arg(guided.straightness)));
+}
+
+void TestTraining::shippedFashionFlowSamplesTheAskedClass() {
+    // resources/models/fashion-conditional: for every class, the shipped classifier names the asked
+    // class for most of 20 samples (chance: a tenth), and guidance raises that share.
+    qputenv("FLOWSCOPE_TRUST_LIST", m_dir.filePath("no-list").toUtf8());
+    const std::string classifierPath = shippedClassifierPath();
+    QVERIFY(!classifierPath.empty());
+    const auto classifier = loadFeatureClassifier(classifierPath);
+    Engine engine;
+    SampleRequest request;
+    request.model = "bundle:" FLOWSCOPE_SOURCE_DIR "/resources/models/fashion-conditional";
+    request.batch = 20;
+    request.steps = 8;
+    request.device = "cpu";
+    const auto share = [&](double scale) {
+        int hits = 0;
+        for (int c = 0; c < 10; ++c) {
+            request.condition = std::to_string(c);
+            request.guidance = {};
+            if (scale != 1.0) {
+                request.guidance.method = GuidanceMethod::Cfg;
+                request.guidance.scale = scale;
+            }
+            const SampleResult result = engine.sample(request);
+            if (!result.ok()) qFatal("%s", result.error.c_str());
+            const torch::Tensor images = torch::tensor(result.final.values).reshape({20, 1, 28, 28}).clamp(-1.0, 1.0);
+            torch::NoGradGuard noGrad;
+            hits += (classifier->forward(images).argmax(1) == c).sum().item<int>();
+        }
+        return hits / 200.0;
+    };
+    const double plain = share(1.0);
+    QVERIFY2(plain > 0.7, qPrintable(QString::number(plain)));
+    const double guided = share(3.0);
+    QVERIFY2(guided >= plain, qPrintable(QString("%1 vs %2").arg(guided).arg(plain)));
 }
 
 QTEST_GUILESS_MAIN(TestTraining)
