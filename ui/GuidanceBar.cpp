@@ -41,8 +41,13 @@ GuidanceBar::GuidanceBar(QWidget* parent) : QWidget(parent) {
     m_scaleSlider->setRange(0, int(kMaxSliderScale * kSliderTicksPerUnit));
     m_scaleSlider->setValue(kSliderTicksPerUnit);
     m_scaleSlider->setToolTip(tr("Guidance scale w: 1 is the class's own model, 0 the unconditional one"));
+    // Four lanes side by side must fit a laptop's screen: the row has no label (the method's box
+    // says what it is), the slider may shrink, and the scale's box types without arrows.
+    m_scaleSlider->setMinimumWidth(24);
     m_scale = numberBox(this, 0.0, 100.0, 0.1, 2, m_scaleSlider->toolTip());
     m_scale->setValue(1.0);
+    m_scale->setButtonSymbols(QAbstractSpinBox::NoButtons);
+    m_scale->setPrefix(QStringLiteral("w "));
     m_more = new QToolButton(this);
     m_more->setText(QStringLiteral("…"));
     m_more->setCheckable(true);
@@ -76,7 +81,6 @@ GuidanceBar::GuidanceBar(QWidget* parent) : QWidget(parent) {
 
     auto* row = new QHBoxLayout;
     row->setContentsMargins(0, 0, 0, 0);
-    row->addWidget(new QLabel(tr("Guide"), this));
     row->addWidget(m_method);
     row->addWidget(m_scaleSlider, 1);
     row->addWidget(m_scale);
