@@ -1,4 +1,4 @@
-// flowscope-cli: the engine without a window. Subcommands `info`, `sample` and `sweep`; the
+// flowscope-cli: the engine without a window. Subcommands `info`, `sample`, `invert`, `sweep`, ...; the
 // names of commands, options and output columns are a contract other tooling relies on.
 #include <algorithm>
 #include <atomic>
@@ -16,6 +16,7 @@
 
 #include "app/cli/Arguments.h"
 #include "app/cli/Evaluate.h"
+#include "app/cli/Starts.h"
 #include "core/api/Engine.h"
 #include "core/api/Errors.h"
 #include "core/api/Files.h"
@@ -57,11 +58,22 @@ usage:
                        [--rtol X] [--atol X] [--out grid.png] [--filmstrip strip.png]
                        [--save-final final.npy] [--save-trajectory traj.npy|.safetensors]
                        [--save-decoded images.npy] [--decode-every K] [--trust-model]
-                       [--no-cuda-graph] [--json [--per-sample]] [guidance]
+                       [--no-cuda-graph] [--json [--per-sample]] [guidance] [start]
+  start:               --init-image F.png | --init F.npy  image to image: the data noised to
+                       t = 1 - --strength S (0.75; 0 keeps it, 1 is plain sampling) with the
+                       seed's noise, then solved to the end; --t-start T instead of --strength;
+                       --init-noise noise.npy replaces the seed's noise (invert's --save-noise);
+                       --start-grid cut (the rest of the schedule's grid, default) | new
+                       (--steps steps from the start)
+  flowscope-cli invert --model SPEC --image F.png|--init F.npy [--path P] [--solver S] [--schedule G]
+                       [--steps N] [--rtol X --atol X] [guidance] [--save-noise noise.npy]
+                       [--roundtrip out.png] [--json]  the ODE backwards from the data to its
+                       noise, then forwards again: round-trip RMSE, the noise's statistics, NFE
   flowscope-cli sweep  --model SPEC --paths P1,P2 --solvers S1,S2 --steps 1,2,4,8 [--schedule G]
                        [--seed K] [--batch B] [--resolution R] [--device D] [--t-end T]
                        [--reference-tol X] [--trust-model] [--no-cuda-graph] --csv out.csv [--json]
                        [guidance] [--cfgs 1,2,4: one sweep per scale, a cfg column last in the CSV]
+                       [--roundtrip --image F.png|--init F.npy: rmse of each cell's round trip]
   guidance:            --class NAME|INDEX  a conditional model's class (info and the model list
                        name them); --guidance none|cfg|apg|cfg-zero (cfg when --cfg is given)
                        --cfg W (1: the class's own model, 0: unconditional) --cfg-interval LO,HI
@@ -244,7 +256,7 @@ int runSample(const std::vector<std::string>& args) {
         args,
         withGuidance({"model", "path", "solver", "schedule", "steps", "seed", "batch", "resolution", "device", "dtype",
                       "t-end", "rtol", "atol", "out", "filmstrip", "save-final", "save-trajectory", "save-decoded",
-                      "decode-every"}),
+                      "decode-every", "init-image", "init", "strength", "t-start", "init-noise", "start-grid"}),
         {"json", "per-sample", "trust-model", "no-cuda-graph"});
     if (!options.has("model")) throw app::UsageError("sample needs --model SPEC (for example --model fashion-mnist)");
     core::SampleRequest request;
@@ -270,6 +282,7 @@ int runSample(const std::vector<std::string>& args) {
     request.decodeEvery = static_cast<int>(options.integer("decode-every", 0, 0, core::kMaxSteps));
     request.condition = options.text("class", "");
     request.guidance = app::readGuidance(options);
+    app::readStart(options, request, &g_cancel);
     const auto out = options.optionalText("out");
     const auto strip = options.optionalText("filmstrip");
     const auto saveFinal = options.optionalText("save-final");
@@ -409,8 +422,9 @@ int runSample(const std::vector<std::string>& args) {
 int runSweep(const std::vector<std::string>& args) {
     const app::Arguments options(args,
                                  withGuidance({"model", "paths", "solvers", "schedule", "steps", "seed", "batch",
-                                               "resolution", "device", "t-end", "csv", "reference-tol", "cfgs"}),
-                                 {"json", "trust-model", "no-cuda-graph"});
+                                               "resolution", "device", "t-end", "csv", "reference-tol", "cfgs",
+                                               "image", "init"}),
+                                 {"json", "trust-model", "no-cuda-graph", "roundtrip"});
     if (!options.has("model")) throw app::UsageError("sweep needs --model SPEC");
     const auto csv = options.optionalText("csv");
     if (!csv) throw app::UsageError("sweep needs --csv out.csv");
@@ -447,6 +461,15 @@ int runSweep(const std::vector<std::string>& args) {
         throw app::UsageError("--cfgs sweeps the guidance towards a class: give --class NAME|INDEX");
     }
     const bool cfgColumn = !request.cfgs.empty();
+    if (options.has("roundtrip")) {
+        if (!options.has("image") && !options.has("init")) {
+            throw app::UsageError("sweep --roundtrip inverts data and solves forwards again: give --image F.png or --init F.npy");
+        }
+        const core::ModelDescription model = core::Engine::describeModel(request.model, request.resolution);
+        request.roundtripImages = app::readStartImages(options, model, "image", &request.roundtripIsData, &g_cancel);
+    } else if (options.has("image") || options.has("init")) {
+        throw app::UsageError("--image and --init give a round-trip sweep its data: add --roundtrip");
+    }
 
     core::Engine engine(folderLoader());
     const bool json = options.has("json");
@@ -754,6 +777,7 @@ int main(int argc, char** argv) {
         if (command == "info") return runInfo(args);
         if (command == "sample") return runSample(args);
         if (command == "sweep") return runSweep(args);
+        if (command == "invert") return app::runInvert(args, g_cancel);
         if (command == "trust") return runTrust(args);
         if (command == "train") return runTrain(args);
         if (command == "reflow" || command == "distill") return runCouplingTraining(args, command);

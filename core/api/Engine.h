@@ -37,6 +37,9 @@ struct ModelDescription {
     bool exact = false;                // an analytic mixture or an empirical denoiser (no network)
     std::string nativePath;            // a network's path ("" for exact models: every path is native)
     std::string parameterization;      // what a network predicts ("" for exact models)
+    // Images can start a run (image to image, inversion): image models, and latent models with
+    // an encoder. Latent models without one take their latents (RunStart::imageIsData).
+    bool encodesImages = false;
     // For 2-D models, the spec whose referenceSamples show the target ("" when unknown).
     std::string referenceData;
     // A conditional model's class names, in index order (empty: unconditional). A request's
@@ -55,6 +58,50 @@ struct HostArray {
     std::vector<int64_t> shape;
     std::vector<float> values;
     int64_t count() const;
+};
+
+// Where a run starts (DESIGN.md section 3 for the default). Every start lies at a time t_start
+// in [0, tEnd); the run covers [t_start, tEnd] on one of two grids:
+//  - cut (the default): the schedule's own grid of `steps` steps over the whole run, the times at
+//    or before t_start dropped and t_start put first ("denoise the remaining part of the same
+//    schedule", what a fork and image-to-image at a strength ask for; a t_start on a grid time
+//    continues exactly that grid);
+//  - new (`newGrid`): `steps` steps of the schedule laid over [t_start, tEnd].
+struct RunStart {
+    enum class Kind {
+        Noise,  // the seed's noise (or `noise`) at t_start: x = sigma(t_start) eps
+        Image,  // image to image: `image` noised to t_start with the seed's noise (or `noise`),
+                // x = alpha x_image + sigma eps; t_start = 1 - strength
+        State,  // a given state at t_start, as it is (a fork; see Engine::forkStart)
+    };
+    Kind kind = Kind::Noise;
+    // t_start, on this request's path. Noise starts at 0 begin where the schedule's grid begins
+    // (the default run); Image starts at 1 return the image itself without a step.
+    double time = 0.0;
+    bool newGrid = false;
+    // The noise eps instead of the seed's: [B, ...sampleShape], or [...sampleShape] for every
+    // sample. The seed's generators still make their first draw (stochastic solvers continue
+    // from them).
+    HostArray noise;
+    // Image: [B or 1, C, H, W] images in [-1, 1] (a latent model's encoder turns them into its
+    // latents), or with `imageIsData` samples in the model's own space ([B or 1, ...sampleShape]:
+    // latents, points).
+    HostArray image;
+    bool imageIsData = false;
+    // State: x at t_start, [B, ...sampleShape]. A state of another path (`statePath`, "" = this
+    // request's) at its time `time` is moved to this path at the same signal-to-noise ratio:
+    // t' with lambda'(t') = lambda(time), x' = (sigma'/sigma) x (= (alpha'/alpha) x).
+    HostArray state;
+    std::string statePath;
+    // A fork's solver history, so that unchanged settings continue the parent bit for bit:
+    // DPM-Solver++(2M) takes its second-order step from the prediction at the previous time;
+    // dopri5 tries `stepSize` first (0: its own first step); stochastic solvers continue after
+    // the `noiseDraws` draws the parent's generators made (the initial noise counts as one).
+    // On a cut grid, guidance counts steps as the whole grid does (CFG-Zero*'s zeroed steps).
+    HostArray previousPrediction;
+    double previousTime = -1.0;
+    double stepSize = 0.0;
+    int noiseDraws = 0;
 };
 
 struct SampleRequest {
@@ -93,6 +140,7 @@ struct SampleRequest {
     // classes), and how the run is guided towards it (DESIGN.md section 6).
     std::string condition;
     GuidanceSettings guidance;
+    RunStart start;
 };
 
 struct StepFrame {
@@ -147,6 +195,11 @@ struct SampleResult {
     HostArray trajectory;                  // [steps + 1, B, ...] when recorded
     HostArray predictions;                 // [steps + 1, B, ...] when recorded
     std::vector<double> times;             // t_0 .. t_N
+    // Adaptive solvers: the step size tried next from each frame's state (RunStart::stepSize of
+    // a fork there). Empty for fixed-step solvers.
+    std::vector<double> stepSizes;
+    // Draws the samples' generators made (the initial noise, then one per stochastic step).
+    int noiseDraws = 0;
     std::vector<std::string> notes;        // things the user should know (clamps, skipped files)
     bool cudaGraph = false;                // the run was replayed from a CUDA graph
     TrajectoryAnalysis analysis;           // when requested
@@ -155,6 +208,48 @@ struct SampleResult {
     HostArray finalImage;                  // [B, 1 or 3, H, W] in [-1, 1]
     HostArray trajectoryImages;            // [steps + 1, B, 1 or 3, H, W]
     HostArray predictionImages;            // [steps + 1, B, 1 or 3, H, W]
+};
+
+// Inversion: the probability-flow ODE solved backwards, from data at t = 1 to the noise at the
+// grid's start that makes it, then (with `roundtrip`) forwards again from that noise. The grid is
+// the schedule's, reversed; its first step leaves sigma = 0 first-order (the model is asked at
+// the next time, as DDIM inversion does, never at sigma = 0). Deterministic solvers only.
+struct InvertRequest {
+    // model, path, solver, schedule, steps, device, dtype, tolerances, condition and guidance,
+    // trust, resolution and recordTrajectory as for sampling; seed, batch and start are ignored.
+    SampleRequest settings;
+    // [B, C, H, W] images in [-1, 1], or with imageIsData [B, ...sampleShape] model samples.
+    HostArray images;
+    bool imageIsData = false;
+    bool roundtrip = true;
+};
+
+struct InvertResult {
+    Failure failure = Failure::None;
+    std::string error;
+    bool ok() const { return failure == Failure::None; }
+
+    std::vector<int64_t> sampleShape;
+    std::string device;
+    HostArray data;       // what was inverted, in the model's space (latent models: the encoding)
+    HostArray noise;      // eps = x_{t0} / sigma(t0), [B, ...sampleShape]
+    HostArray roundtrip;  // the forward solve from that noise, [B, ...sampleShape]
+    HostArray roundtripImage;  // models with previews: the round trip as images
+    int nfe = 0;           // of the inversion, per sample
+    int roundtripNfe = 0;  // of the forward solve
+    int steps = 0;
+    std::vector<double> times;  // the inversion's, from 1 down to t0
+    // RMS per element of roundtrip - data (batch, and per sample).
+    double roundtripRmse = 0.0;
+    std::vector<double> roundtripRmses;
+    // The recovered noise's values against N(0, 1): mean, standard deviation, skewness, excess
+    // kurtosis, and the Kolmogorov-Smirnov distance to N(0, 1) with its p-value (a small p says
+    // the values are not Gaussian).
+    double noiseMean = 0.0, noiseStd = 0.0, noiseSkewness = 0.0, noiseKurtosis = 0.0;
+    double normalityDistance = 0.0, normalityP = 0.0;
+    HostArray trajectory;  // with settings.recordTrajectory: the inversion's states [N + 1, B, ...]
+    double seconds = 0.0;
+    std::vector<std::string> notes;
 };
 
 struct SweepRequest {
@@ -183,6 +278,11 @@ struct SweepRequest {
     std::string condition;
     GuidanceSettings guidance;
     std::vector<double> cfgs;
+    // Non-empty: every cell inverts these ([B, C, H, W] images in [-1, 1], or model samples with
+    // roundtripIsData) and solves forwards again; a row's rmse is the round trip's against them,
+    // its nfe the inversion's. seed, batch and the reference settings are then unused.
+    HostArray roundtripImages;
+    bool roundtripIsData = false;
 };
 
 struct SweepRow {
@@ -271,6 +371,17 @@ public:
                         const std::atomic<bool>* cancel = nullptr);
     SweepResult sweep(const SweepRequest& request, const RowCallback& onRow = {},
                       const std::atomic<bool>* cancel = nullptr);
+    // Frames are the inversion's (t falling from 1) and then, with roundtrip, the forward run's.
+    InvertResult invert(const InvertRequest& request, const FrameCallback& onFrame = {},
+                        const std::atomic<bool>* cancel = nullptr);
+
+    // The start of a run `child` that forks `parent` (whose result kept its trajectory and, for
+    // DPM-Solver++(2M), its predictions) at frame `step`: the parent's state there on the child's
+    // grid, cut at that time, with the solver history that lets unchanged settings continue the
+    // parent bit for bit. Throws std::invalid_argument when the step is not one the parent has
+    // or is its last.
+    static RunStart forkStart(const SampleRequest& parent, const SampleResult& parentResult, int step,
+                              const SampleRequest& child);
 
     static EngineInfo info();
     // The names of `kind` that info() lists, for menus, without probing devices (cheap on any
@@ -304,6 +415,8 @@ public:
     static bool trustProgram(const BundleInfo::Program& program, std::string* error);
 
 private:
+    SweepResult roundtripSweep(const SweepRequest& request, const RowCallback& onRow, const std::atomic<bool>* cancel);
+
     struct Impl;
     std::unique_ptr<Impl> m_impl;
 };

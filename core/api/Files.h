@@ -14,6 +14,9 @@ namespace flowscope::core {
 
 // NumPy .npy bytes (format 1.0, float32, C order).
 std::string encodeNpyArray(const HostArray& array);
+// A .npy file of float32 or float64 values in C order (read only as a regular file within the
+// memory limit). Throws std::runtime_error with the reason.
+HostArray readNpyArray(const std::string& path);
 // .safetensors bytes holding `array` as the one float32 tensor `name`, with string `metadata`.
 std::string encodeSafeTensorsArray(const std::string& name, const HostArray& array,
                                    const std::vector<std::pair<std::string, std::string>>& metadata);

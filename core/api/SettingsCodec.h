@@ -23,8 +23,9 @@ using TextChunks = std::vector<std::pair<std::string, std::string>>;
 
 // The settings of `request` that decide its samples, as one compact JSON object with keys in
 // this order: model, path, solver, schedule, steps, seed (a number), batch, resolution, device,
-// dtype, t_end, rtol, atol, then, only where set, condition (the class) and guidance (an object:
-// method, scale, interval [LO, HI], and the method's own parameters).
+// dtype, t_end, rtol, atol, then, only where set, condition (the class), guidance (an object:
+// method, scale, interval [LO, HI], and the method's own parameters) and start (kind noise, image
+// or state, t_start, grid cut or new; the start's arrays are not settings).
 std::string settingsToJson(const SampleRequest& request);
 
 // Reads an object settingsToJson wrote into `request`, whose other fields keep their values.
@@ -38,7 +39,7 @@ bool settingsFromJson(std::string_view text, SampleRequest* request, std::string
 // "Steps: 8, Sampler: euler, Schedule type: uniform, Seed: 0, Batch: 1, Model: ..., Path: ...,
 // NFE: 8, Version: FlowScope X" and, for images ([C, H, W] samples), ", Size: WxH". A conditional
 // run adds "CFG scale: W" after the schedule (and "Guidance: M" for methods other than cfg), and
-// "Class: C" after the model.
+// "Class: C" after the model; an image-to-image run ends with "Denoising strength: 1 - t_start".
 std::string parametersLine(const SampleRequest& request, int nfe, const std::vector<int64_t>& sampleShape);
 
 // Both chunks, parameters first, as PNGs carry them.

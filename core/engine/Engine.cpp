@@ -8,7 +8,7 @@
 #include <c10/util/Exception.h>
 
 #include "core/engine/EngineImpl.h"
-#include "core/engine/FrameStager.h"
+#include "core/engine/FramePipeline.h"
 #include "core/engine/HostArrays.h"
 #include "core/engine/TrajectoryAnalysis.h"
 #include "core/sampling/DeviceTransfer.h"
@@ -17,16 +17,6 @@
 #include "core/sampling/Schedule.h"
 
 namespace flowscope::core {
-namespace {
-
-// A sample request's names resolved and its numbers checked, before the model loads.
-struct SampleSetup {
-    std::unique_ptr<ProbabilityPath> path;
-    std::unique_ptr<Solver> solver;
-    ScheduleSpec schedule;
-    torch::Device device = torch::kCPU;
-    torch::ScalarType dtype = torch::kFloat32;
-};
 
 SampleSetup checkSampleRequest(const SampleRequest& request) {
     checkRanges(request.steps, request.batch, request.tEnd);
@@ -73,95 +63,7 @@ void checkGrid(const SampleRequest& request, const SampleSetup& setup, const std
     }
 }
 
-// The sampler's frames on their way to the caller: staged off the device (on a GPU, each one
-// handed over once the next step is queued behind it) and turned into StepFrames. Also keeps
-// every frame's velocity RMS for the run's analysis.
-class FramePipeline {
-public:
-    FramePipeline(const SampleRequest& request, Model& model, const Engine::FrameCallback& onFrame,
-                  const torch::TensorOptions& options)
-        : m_request(request),
-          m_model(model),
-          m_onFrame(onFrame),
-          m_options(options),
-          m_stager(options.device()),
-          m_field(request.velocityFieldResolution > 1 && model.sampleShape() == std::vector<int64_t>{2}) {}
-
-    void observe(const FrameView& view) {
-        Pending item;
-        StepFrame& frame = item.frame;
-        frame.index = view.index;
-        frame.plannedSteps = view.plannedSteps;
-        frame.t = view.t;
-        frame.nfe = view.nfe;
-        frame.final = view.final;
-        item.staged = m_stager.stage(frameTensors(view, frame));
-        if (!m_stager.deferred()) {
-            deliver(item);
-            return;
-        }
-        // GPU: hand over the previous frame now that this step's work is queued behind it.
-        if (m_pending) deliver(*m_pending);
-        m_pending = std::move(item);
-        if (view.final) {
-            deliver(*m_pending);
-            m_pending.reset();
-        }
-    }
-
-    const std::vector<double>& velocityRms() const { return m_velocityRms; }
-
-private:
-    struct Pending {
-        StepFrame frame;
-        FrameStager::Staged staged;
-    };
-
-    // Velocity RMS, state, prediction, then the two previews when the model has them.
-    std::vector<torch::Tensor> frameTensors(const FrameView& view, StepFrame& frame) {
-        std::vector<torch::Tensor> tensors{view.velocityRms};
-        if (!m_onFrame) return tensors;
-        const int size = m_request.previewSize;
-        tensors.push_back(fitForPreview(*view.state, size));
-        tensors.push_back(fitForPreview(*view.prediction, size));
-        if (m_model.hasPreview()) {
-            frame.decoded = m_model.hasDecoder() &&
-                            (view.final || (m_request.decodeEvery > 0 && view.index % m_request.decodeEvery == 0));
-            tensors.push_back(fitForPreview(m_model.preview(*view.state, view.final && frame.decoded), size));
-            tensors.push_back(fitForPreview(m_model.preview(*view.prediction, frame.decoded), size));
-        }
-        if (m_field && view.point.sigma > 0.0) {
-            frame.velocityField = velocityField(m_model, view.point, m_request.velocityFieldResolution,
-                                                m_request.fieldExtent, m_options);
-        }
-        return tensors;
-    }
-
-    void deliver(Pending& item) {
-        FrameStager::wait(item.staged);
-        auto& host = item.staged.host;
-        StepFrame& frame = item.frame;
-        frame.velocityRms = host[0].defined() ? host[0].item<double>() : 0.0;
-        m_velocityRms.push_back(frame.velocityRms);
-        if (!m_onFrame) return;
-        frame.state = toHostArray(host[1]);
-        frame.prediction = toHostArray(host[2]);
-        if (host.size() > 3) {
-            frame.statePreview = toHostArray(host[3]);
-            frame.predictionPreview = toHostArray(host[4]);
-        }
-        m_onFrame(frame);
-    }
-
-    const SampleRequest& m_request;
-    Model& m_model;
-    const Engine::FrameCallback& m_onFrame;
-    torch::TensorOptions m_options;
-    FrameStager m_stager;
-    bool m_field;
-    std::optional<Pending> m_pending;
-    std::vector<double> m_velocityRms;
-};
+namespace {
 
 // The sampler's outcome as the facade's result: host copies, measures and previews.
 void fillResult(SampleResult& result, SamplingOutcome& outcome, const SampleRequest& request, Model& model,
@@ -176,6 +78,7 @@ void fillResult(SampleResult& result, SamplingOutcome& outcome, const SampleRequ
     result.initial = toHostArray(outcome.initial);
     result.final = toHostArray(outcome.final);
     result.times = outcome.times;
+    result.stepSizes = outcome.stepSizes;
     if (request.analyze) result.analysis = analyzeTrajectory(outcome.trajectory, outcome.times, velocityRms);
     if (request.recordTrajectory) {
         result.trajectory = toHostArray(torch::stack(outcome.trajectory));
@@ -191,6 +94,27 @@ void fillResult(SampleResult& result, SamplingOutcome& outcome, const SampleRequ
                                                           .unflatten(0, {-1, request.batch}));
             }
         }
+    }
+}
+
+// An image start at t = 1 (strength 0): the result is the data itself, without a step.
+void fillWithData(SampleResult& result, const torch::Tensor& data, Model& model, const SampleRequest& request) {
+    result.initial = toHostArray(data);
+    result.final = result.initial;
+    result.times = {1.0};
+    result.pathLengthRatio = 1.0;
+    result.pathLengthRatios.assign(static_cast<size_t>(request.batch), 1.0);
+    result.straightnesses.assign(static_cast<size_t>(request.batch), 0.0);
+    result.noiseDraws = 1;
+    result.notes.push_back("the run starts at t = 1 (strength 0): the image is the result, and no step was taken");
+    if (request.recordTrajectory) {
+        result.trajectory = toHostArray(data.unsqueeze(0));
+        if (request.recordPredictions) result.predictions = result.trajectory;
+    }
+    if (model.hasPreview()) {
+        result.finalImage = toHostArray(model.preview(data, true));
+        if (request.recordTrajectory) result.trajectoryImages = toHostArray(model.preview(data, false).unsqueeze(0));
+        if (request.recordTrajectory && request.recordPredictions) result.predictionImages = result.trajectoryImages;
     }
 }
 
@@ -319,27 +243,36 @@ SampleResult Engine::sample(const SampleRequest& request, const FrameCallback& o
                                             setup.solver->isAdaptive());
         const auto* guided = dynamic_cast<const GuidedModel*>(model.get());
         const auto shape = model->sampleShape();
-        const auto grid = makeTimeGrid(setup.schedule, *setup.path, request.steps, fluxTokenCount(shape), request.tEnd);
-        checkGrid(request, setup, shape, grid, result.notes);
+        const auto fullGrid =
+            makeTimeGrid(setup.schedule, *setup.path, request.steps, fluxTokenCount(shape), request.tEnd);
+        checkGrid(request, setup, shape, fullGrid, result.notes);
 
         const auto options = torch::TensorOptions().device(setup.device).dtype(setup.dtype);
+        m_impl->graphs.prepare(*model, setup.device, setup.dtype);
         NoiseSource noise(shape, request.seed, request.batch);
-        const torch::Tensor x0 = startState(noise, *setup.path, grid.front(), options);
+        PreparedStart start = prepareStart(request, *model, *setup.path, fullGrid, noise, options);
+        result.sampleShape = shape;
+        result.device = describeDevice(setup.device);
+        if (start.data.defined()) {
+            fillWithData(result, start.data, *model, request);
+            return result;
+        }
         SamplingOptions sampling;
         sampling.recordTrajectory = request.recordTrajectory || request.analyze;
         sampling.cancel = cancel;
         sampling.graphs = &m_impl->graphs;
         // A guided model is made for this run: a graph captured for it would never be replayed.
         sampling.captureGraphs = request.cudaGraphs && !guided;
+        sampling.history = start.history;
         FramePipeline frames(request, *model, onFrame, options);
         if (onFrame || request.analyze) sampling.onFrame = [&](const FrameView& view) { frames.observe(view); };
-        SamplingOutcome outcome = runSampler(*model, *setup.path, *setup.solver, grid, x0, &noise, sampling);
+        SamplingOutcome outcome =
+            runSampler(*model, *setup.path, *setup.solver, std::move(start.grid), start.x0, &noise, sampling);
 
         for (auto& note : outcome.notes) result.notes.push_back(std::move(note));
         for (auto& note : model->takeNotes()) result.notes.push_back(std::move(note));
-        result.sampleShape = shape;
-        result.device = describeDevice(setup.device);
         fillResult(result, outcome, request, *model, frames.velocityRms());
+        result.noiseDraws = noise.draws();
         result.forwardPasses = guided ? static_cast<int>(guided->forwardPasses()) : outcome.nfe;
         result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
         return result;

@@ -20,6 +20,7 @@
 #include "core/sampling/NoiseSource.h"
 #include "core/sampling/ProbabilityPath.h"
 #include "core/sampling/Sampler.h"
+#include "core/sampling/Schedule.h"
 
 namespace flowscope::core {
 
@@ -32,6 +33,20 @@ struct Engine::Impl {
     ModelCatalog catalog;
     GraphCache graphs;
 };
+
+// A sample request's names resolved and its numbers checked, before the model loads.
+struct SampleSetup {
+    std::unique_ptr<ProbabilityPath> path;
+    std::unique_ptr<Solver> solver;
+    ScheduleSpec schedule;
+    torch::Device device = torch::kCPU;
+    torch::ScalarType dtype = torch::kFloat32;
+};
+SampleSetup checkSampleRequest(const SampleRequest& request);
+// What the user should know about the grid the run takes (notes), and a refusal in words when
+// keeping every state would not fit in memory.
+void checkGrid(const SampleRequest& request, const SampleSetup& setup, const std::vector<int64_t>& shape,
+               const std::vector<double>& grid, std::vector<std::string>& notes);
 
 // Steps and batch within the facade's limits, and t_end in [0.001, 1].
 void checkRanges(int steps, int batch, double tEnd);
@@ -51,6 +66,29 @@ std::shared_ptr<Model> conditionedModel(const std::shared_ptr<Model>& model, con
 torch::Tensor startState(NoiseSource& noise, const ProbabilityPath& path, double t0,
                          const torch::TensorOptions& options);
 std::vector<double> toVector(const torch::Tensor& tensor);
+
+// A request's array of samples as a batch [batch, ...sampleShape] (float32, host): given whole,
+// or as one sample ([...sampleShape] or [1, ...]) for every row. Refuses other shapes and
+// non-finite values in words that name `what`.
+torch::Tensor batchOfSamples(const HostArray& array, const std::vector<int64_t>& sampleShape, int64_t batch,
+                             const std::string& what);
+// Images [B or 1, C, H, W] in [-1, 1] as the model's samples (RunStart::image): as they are for
+// image models, through the encoder of latent ones; with `isData` the model's own samples.
+torch::Tensor samplesFromImages(Model& model, const HostArray& images, bool isData, int64_t batch,
+                                const torch::TensorOptions& options, const std::string& what);
+
+// A run's start (RunStart) made concrete: the times it takes, its first state, and what a fork
+// carries of its parent's solver.
+struct PreparedStart {
+    std::vector<double> grid;
+    torch::Tensor x0;       // the state at grid.front()
+    torch::Tensor data;     // an image start at t = 1 (strength 0): the data, and no step to take
+    SolverHistory history;
+};
+// `fullGrid` is the schedule's grid for the request's steps and t_end; the seed's first draw is
+// made here (and the generators moved past a fork's parent's draws).
+PreparedStart prepareStart(const SampleRequest& request, Model& model, const ProbabilityPath& path,
+                           const std::vector<double>& fullGrid, NoiseSource& noise, const torch::TensorOptions& options);
 
 template <typename Result>
 Result failureResult(Failure failure, std::string message) {

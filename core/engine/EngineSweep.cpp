@@ -267,7 +267,70 @@ std::vector<double> sweepScales(const SweepRequest& request) {
 
 }  // namespace
 
+// A round-trip sweep: every cell inverts the images and solves forwards again (Engine::invert);
+// its rmse is the round trip's.
+SweepResult Engine::roundtripSweep(const SweepRequest& request, const RowCallback& onRow, const std::atomic<bool>* cancel) {
+    SweepResult result;
+    for (const double scale : sweepScales(request)) {
+        for (const auto& path : request.paths) {
+            for (const auto& schedule : request.schedules) {
+                for (const auto& solver : request.solvers) {
+                    for (const int steps : request.steps) {
+                        InvertRequest invertRequest;
+                        SampleRequest& settings = invertRequest.settings;
+                        settings.model = request.model;
+                        settings.path = path;
+                        settings.solver = solver;
+                        settings.schedule = schedule;
+                        settings.steps = steps;
+                        settings.device = request.device;
+                        settings.resolution = request.resolution;
+                        settings.trustModel = request.trustModel;
+                        settings.cudaGraphs = request.cudaGraphs;
+                        settings.condition = request.condition;
+                        settings.guidance = request.guidance;
+                        settings.guidance.scale = scale;
+                        invertRequest.images = request.roundtripImages;
+                        invertRequest.imageIsData = request.roundtripIsData;
+                        const InvertResult inverted = invert(invertRequest, {}, cancel);
+                        if (!inverted.ok()) return failureResult<SweepResult>(inverted.failure, inverted.error);
+                        SweepRow row;
+                        row.path = path;
+                        row.solver = solver;
+                        row.schedule = schedule;
+                        row.steps = steps;
+                        row.nfe = inverted.nfe;
+                        row.rmse = inverted.roundtripRmse;
+                        row.seconds = inverted.seconds;
+                        row.cfg = scale;
+                        if (request.keepFinals) row.final = inverted.roundtrip;
+                        for (const auto& note : inverted.notes) {
+                            if (std::find(result.notes.begin(), result.notes.end(), note) == result.notes.end()) {
+                                result.notes.push_back(note);
+                            }
+                        }
+                        if (onRow) onRow(row);
+                        result.rows.push_back(std::move(row));
+                    }
+                }
+            }
+        }
+    }
+    return result;
+}
+
 SweepResult Engine::sweep(const SweepRequest& request, const RowCallback& onRow, const std::atomic<bool>* cancel) {
+    if (!request.roundtripImages.shape.empty()) {
+        const SweepResult checked = guarded<SweepResult>([&] {
+            checkSweepRequest(request);
+            if (!request.cfgs.empty() && request.condition.empty()) {
+                throw InvalidRequestError("--cfgs sweeps the guidance towards a class: give --class");
+            }
+            return SweepResult{};
+        }, [this] { m_impl->releaseMemory(); });
+        if (!checked.ok()) return checked;
+        return roundtripSweep(request, onRow, cancel);
+    }
     return guarded<SweepResult>([&] {
         c10::InferenceMode inference;
         checkSweepRequest(request);

@@ -12,6 +12,11 @@ namespace flowscope::core {
 
 std::string encodeNpyArray(const HostArray& array) { return encodeNpy(array.shape, array.values.data()); }
 
+HostArray readNpyArray(const std::string& path) {
+    NpyArray array = readNpy(path);
+    return {std::move(array.shape), std::move(array.data)};
+}
+
 std::string encodeSafeTensorsArray(const std::string& name, const HostArray& array,
                                    const std::vector<std::pair<std::string, std::string>>& metadata) {
     const std::map<std::string, std::string> fields(metadata.begin(), metadata.end());

@@ -33,6 +33,7 @@ ModelDescription Engine::describeModel(const std::string& spec, int resolution) 
                 const int side = resolution > 0 ? resolution : kFashionMnistSide;
                 description.sampleShape = {1, side, side};
                 description.classes = fashionMnistClassNames();
+                description.encodesImages = true;
                 break;
             }
             case ModelSpec::Kind::Folder: {
@@ -43,6 +44,7 @@ ModelDescription Engine::describeModel(const std::string& spec, int resolution) 
                 const int side = resolution > 0 ? resolution : kDefaultFolderResolution;
                 description.sampleShape = {3, side, side};
                 description.classes = folderClasses(parsed.name);
+                description.encodesImages = true;
                 break;
             }
             case ModelSpec::Kind::Bundle: {
@@ -53,6 +55,8 @@ ModelDescription Engine::describeModel(const std::string& spec, int resolution) 
                 description.nativePath = manifest.path;
                 description.parameterization = manifest.prediction;
                 description.classes = manifest.classes;
+                description.encodesImages =
+                    manifest.sampleShape.size() == 3 && (!description.latent || !manifest.encoder.empty());
                 if (description.points) description.referenceData = trainingDatasetOf(parsed.name);
                 break;
             }

@@ -114,6 +114,36 @@ GuidanceSettings parseGuidance(const JsonValue& value) {
     return settings;
 }
 
+constexpr std::string_view startKindName(RunStart::Kind kind) {
+    switch (kind) {
+        case RunStart::Kind::Noise: return "noise";
+        case RunStart::Kind::Image: return "image";
+        case RunStart::Kind::State: return "state";
+    }
+    return "noise";
+}
+
+// The "start" object settingsToJson writes: where the run began, without the arrays.
+RunStart parseStart(const JsonValue& value, double tEnd) {
+    if (!value.isObject()) throw SettingsError{"the settings' 'start' must be an object"};
+    const Object& object = value.object();
+    RunStart start;
+    const std::string kind = text(object, "kind");
+    if (kind == "image") {
+        start.kind = RunStart::Kind::Image;
+    } else if (kind == "state") {
+        start.kind = RunStart::Kind::State;
+    } else if (kind != "noise") {
+        throw SettingsError{"the settings' start 'kind' must be noise, image or state, not '" + kind + "'"};
+    }
+    start.time = real(object, "t_start", 0.0, tEnd, 0.0);
+    const std::string cut = "cut";
+    const std::string grid = text(object, "grid", &cut);
+    if (grid != "cut" && grid != "new") throw SettingsError{"the settings' start 'grid' must be cut or new, not '" + grid + "'"};
+    start.newGrid = grid == "new";
+    return start;
+}
+
 SampleRequest parse(std::string_view text_, SampleRequest request) {
     JsonValue document;
     try {
@@ -142,6 +172,8 @@ SampleRequest parse(std::string_view text_, SampleRequest request) {
     request.condition = text(object, "condition", &defaults.condition);
     request.guidance = defaults.guidance;
     if (const JsonValue* guidance = find(object, "guidance")) request.guidance = parseGuidance(*guidance);
+    request.start = {};
+    if (const JsonValue* start = find(object, "start")) request.start = parseStart(*start, request.tEnd);
     checkName(NameKind::Path, request.path);
     checkName(NameKind::Solver, request.solver);
     checkName(NameKind::Schedule, request.schedule);
@@ -193,6 +225,17 @@ std::string settingsToJson(const SampleRequest& request) {
         if (guidance.method == GuidanceMethod::CfgZero) json.field("cfg_zero_steps", guidance.cfgZeroSteps);
         json.endObject();
     }
+    // Only for runs that do not start from the seed's noise at the grid's start; the arrays a
+    // start holds (an image, a state, a noise) are files of their own, not settings.
+    const RunStart& start = request.start;
+    if (start.kind != RunStart::Kind::Noise || start.time != 0.0 || start.newGrid) {
+        json.key("start");
+        json.beginObject();
+        json.field("kind", std::string(startKindName(start.kind)));
+        json.field("t_start", start.time);
+        json.field("grid", std::string(start.newGrid ? "new" : "cut"));
+        json.endObject();
+    }
     json.endObject();
     return json.str();
 }
@@ -222,6 +265,8 @@ std::string parametersLine(const SampleRequest& request, int nfe, const std::vec
     if (!request.condition.empty()) line << ", Class: " << request.condition;
     line << ", Path: " << request.path << ", NFE: " << nfe << ", Version: FlowScope " << Engine::version();
     if (sampleShape.size() == 3) line << ", Size: " << sampleShape[2] << "x" << sampleShape[1];
+    // AUTOMATIC1111's name for how much of an image-to-image run is redone.
+    if (request.start.kind == RunStart::Kind::Image) line << ", Denoising strength: " << 1.0 - request.start.time;
     return line.str();
 }
 

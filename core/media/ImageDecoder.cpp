@@ -181,23 +181,32 @@ bool imageSizeIsAcceptable(const std::string& bytes) {
            size.width * size.height <= kMaxImagePixels;
 }
 
-cv::Mat decodeSquareImage(const std::string& bytes, int resolution) {
-    if (bytes.empty() || bytes.size() > kMaxFileBytes || resolution < 1 || !isSupportedImage(bytes) ||
-        !imageSizeIsAcceptable(bytes)) {
+cv::Mat decodeWholeImage(const std::string& bytes) {
+    if (bytes.empty() || bytes.size() > kMaxFileBytes || !isSupportedImage(bytes) || !imageSizeIsAcceptable(bytes)) {
         return {};
     }
-    cv::Mat image;
     try {
         const std::string decodable = bytes[0] == '\x89' ? withoutAncillaryChunks(bytes) : bytes;
         const cv::Mat buffer(1, static_cast<int>(decodable.size()), CV_8U, const_cast<char*>(decodable.data()));
-        image = cv::imdecode(buffer, cv::IMREAD_COLOR);
+        cv::Mat image = cv::imdecode(buffer, cv::IMREAD_COLOR);
         if (image.empty() || image.type() != CV_8UC3) return {};
+        cv::cvtColor(image, image, cv::COLOR_BGR2RGB);
+        return image;
+    } catch (const cv::Exception&) {
+        return {};
+    }
+}
+
+cv::Mat decodeSquareImage(const std::string& bytes, int resolution) {
+    if (resolution < 1) return {};
+    cv::Mat image = decodeWholeImage(bytes);
+    if (image.empty()) return {};
+    try {
         const int side = std::min(image.cols, image.rows);
         const cv::Rect crop((image.cols - side) / 2, (image.rows - side) / 2, side, side);
         cv::Mat resized;
         cv::resize(image(crop), resized, cv::Size(resolution, resolution), 0, 0,
                    side > resolution ? cv::INTER_AREA : cv::INTER_LINEAR);
-        cv::cvtColor(resized, resized, cv::COLOR_BGR2RGB);
         return resized;
     } catch (const cv::Exception&) {
         return {};

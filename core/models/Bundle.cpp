@@ -130,6 +130,7 @@ std::vector<std::string> BundleManifest::programFiles() const {
     std::vector<std::string> files;
     if (format == "torchscript") files.push_back(file);
     if (!decoder.empty()) files.push_back(decoder);
+    if (!encoder.empty()) files.push_back(encoder);
     return files;
 }
 
@@ -191,6 +192,11 @@ BundleManifest parseBundleManifest(std::string_view json, const std::string& dir
     }
     if (manifest.sampleShape.size() != 3 && !manifest.decoder.empty()) {
         fields.fail("decoder", "needs a [C, H, W] sample_shape");
+    }
+    manifest.encoder = fields.file("encoder", false);
+    if (!manifest.encoder.empty() && !manifest.isLatent()) {
+        fields.fail("encoder", "is for latent bundles (with a \"decoder\" or \"latent_rgb\"): images of an image "
+                               "bundle need no encoder");
     }
     if (const JsonValue* classes = fields.find("classes")) {
         const std::string what = "the class names, in index order, e.g. [\"T-shirt/top\", \"Trouser\"]";

@@ -46,6 +46,7 @@ struct BundleManifest {
     std::string sha256;        // of `file`, when declared
     std::string conditioning;  // a .safetensors file of named tensors passed after time
     std::string decoder;       // a TorchScript module mapping a latent sample to an image in [-1, 1]
+    std::string encoder;       // a TorchScript module mapping images in [-1, 1] to latents (their mean)
     std::optional<LatentRgb> latentRgb;
     std::optional<Architecture> architecture;  // flowscope-net only
     // A conditional network's class names, in index order: its forward takes each row's class
@@ -54,7 +55,7 @@ struct BundleManifest {
 
     std::string resolve(const std::string& relative) const;  // a file of the bundle, as a path
     bool isLatent() const { return !decoder.empty() || latentRgb.has_value(); }
-    // Files holding code that runs when loaded (the model and the decoder), relative names.
+    // Files holding code that runs when loaded (the model, decoder and encoder), relative names.
     std::vector<std::string> programFiles() const;
 };
 

@@ -119,6 +119,11 @@ public:
         } else if (m_manifest.isLatent() || isImage()) {
             m_displaySize = {m_manifest.sampleShape[1], m_manifest.sampleShape[2]};
         }
+        if (!m_manifest.encoder.empty()) {
+            m_encoder = loadProgram(m_manifest, m_manifest.encoder, "encoder", "", trustAll, trustList);
+            m_encoder->eval();
+            m_encoderDtype = moduleDtype(*m_encoder);
+        }
         if (m_manifest.latentRgb) {
             std::vector<double> factors;
             for (const auto& row : m_manifest.latentRgb->factors) factors.insert(factors.end(), row.begin(), row.end());
@@ -163,6 +168,7 @@ public:
                 m_module.to(device);
             }
             if (m_decoder) m_decoder->to(device);
+            if (m_encoder) m_encoder->to(device);
             for (auto& [name, tensor] : m_conditioning) tensor = tensor.to(device);
             m_device = device;
         }
@@ -184,6 +190,42 @@ public:
         return isImage() && (m_manifest.valueLow != -1.0 || m_manifest.valueHigh != 1.0);
     }
     bool hasDecoder() const override { return m_decoder.has_value(); }
+
+    bool encodesImages() const override {
+        return isImage() && (m_manifest.isLatent() ? m_encoder.has_value() : true);
+    }
+
+    torch::Tensor encode(const torch::Tensor& images) override {
+        if (!m_manifest.isLatent()) {
+            // Images in [-1, 1] onto the bundle's value range (the inverse of its preview).
+            return (images + 1.0) * ((m_manifest.valueHigh - m_manifest.valueLow) / 2.0) + m_manifest.valueLow;
+        }
+        if (!m_encoder) {
+            throw InvalidRequestError("'" + m_manifest.name + "' is a latent model without an \"encoder\" in its manifest: "
+                                      "give its latents instead (an .npy of shape [B, " + c10::str(m_manifest.sampleShape) +
+                                      "]), or add a TorchScript encoder to the bundle");
+        }
+        const torch::ScalarType dtype = m_encoderDtype.value_or(images.scalar_type());
+        c10::IValue output;
+        try {
+            output = m_encoder->forward({images.to(dtype)});
+        } catch (const c10::Error& error) {
+            throw std::runtime_error("the encoder of '" + m_manifest.name +
+                                     "' raised an error: " + essentialLine(error.what_without_backtrace()));
+        } catch (const std::runtime_error& error) {
+            throw std::runtime_error("the encoder of '" + m_manifest.name + "' raised an error: " +
+                                     essentialLine(error.what()));
+        }
+        const torch::Tensor latents = output.isTensor() ? output.toTensor() : torch::Tensor();
+        std::vector<int64_t> expected{images.size(0)};
+        expected.insert(expected.end(), m_manifest.sampleShape.begin(), m_manifest.sampleShape.end());
+        if (!latents.defined() || latents.sizes().vec() != expected) {
+            throw BundleError("the encoder of '" + m_manifest.name + "' must return latents " + c10::str(expected) +
+                              " for images " + c10::str(images.sizes()) + "; it returned " +
+                              (latents.defined() ? c10::str(latents.sizes()) : std::string("no tensor")));
+        }
+        return latents.to(images.device(), images.scalar_type());
+    }
 
     torch::Tensor preview(const torch::Tensor& x, bool decode) override {
         if (decode && m_decoder) return runDecoder(x);
@@ -347,6 +389,8 @@ private:
     std::optional<torch::jit::Module> m_decoder;
     std::optional<torch::ScalarType> m_dtype;
     std::optional<torch::ScalarType> m_decoderDtype;
+    std::optional<torch::jit::Module> m_encoder;
+    std::optional<torch::ScalarType> m_encoderDtype;
     std::vector<std::pair<std::string, torch::Tensor>> m_conditioning;
     torch::Tensor m_rgbFactors;
     torch::Tensor m_rgbBias;

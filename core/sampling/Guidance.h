@@ -64,6 +64,8 @@ public:
     bool hasPreview() const override { return m_model->hasPreview(); }
     bool hasDecoder() const override { return m_model->hasDecoder(); }
     torch::Tensor preview(const torch::Tensor& x, bool decode) override { return m_model->preview(x, decode); }
+    bool encodesImages() const override { return m_model->encodesImages(); }
+    torch::Tensor encode(const torch::Tensor& images) override { return m_model->encode(images); }
     // A step index below the last one starts a new run (APG's momentum restarts).
     void setStep(int step) override;
     // Each row's class for the runs that follow (reflow's couplings guide a batch of classes),

@@ -64,6 +64,11 @@ public:
     virtual bool hasPreview() const { return false; }
     virtual bool hasDecoder() const { return false; }
     virtual torch::Tensor preview(const torch::Tensor& x, bool /*decode*/) { return x; }
+    // Whether images [B, C, H, W] in [-1, 1] can become samples (image-to-image, inversion), and
+    // how: image models take them as they are, latent models through their encoder (its mean: no
+    // sampling noise), models of another value range map them onto it.
+    virtual bool encodesImages() const { return isImage() && !hasPreview(); }
+    virtual torch::Tensor encode(const torch::Tensor& images) { return images; }
 
     bool isImage() const { return sampleShape().size() == 3; }
 

@@ -12,12 +12,17 @@ NoiseSource::NoiseSource(std::vector<int64_t> sampleShape, uint64_t seed, int64_
 }
 
 torch::Tensor NoiseSource::draw() {
+    ++m_draws;
     std::vector<torch::Tensor> samples;
     samples.reserve(m_generators.size());
     for (auto& generator : m_generators) {
         samples.push_back(torch::randn(m_sampleShape, generator, torch::TensorOptions().dtype(torch::kFloat32)));
     }
     return torch::stack(samples);
+}
+
+void NoiseSource::skip(int count) {
+    for (int k = 0; k < count; ++k) draw();
 }
 
 }  // namespace flowscope::core

@@ -18,6 +18,11 @@ public:
     // The next draw for every sample: [batch, ...sampleShape], float32, CPU.
     torch::Tensor draw();
 
+    // Advances every generator past `count` draws (a fork continues its parent's generators).
+    void skip(int count);
+    // Draws made so far.
+    int draws() const { return m_draws; }
+
     uint64_t seed() const { return m_seed; }
     int64_t batch() const { return static_cast<int64_t>(m_generators.size()); }
 
@@ -25,6 +30,7 @@ private:
     std::vector<int64_t> m_sampleShape;
     uint64_t m_seed;
     std::vector<at::Generator> m_generators;
+    int m_draws = 0;
 };
 
 }  // namespace flowscope::core

@@ -32,6 +32,14 @@ struct FrameView {
 
 class GraphCache;
 
+// What a run that continues another (a fork) knows of the solver's state there (RunStart).
+struct SolverHistory {
+    torch::Tensor previousData;  // x̂0 at previousTime (DPM-Solver++(2M)); undefined: none
+    double previousTime = -1.0;
+    double stepSize = 0.0;       // dopri5's next step size (0: its own first step)
+    int stepOffset = 0;          // the step index of the run's first step (guidance counts steps)
+};
+
 struct SamplingOptions {
     bool recordTrajectory = false;
     const std::atomic<bool>* cancel = nullptr;  // checked before every step
@@ -45,6 +53,7 @@ struct SamplingOptions {
     // steps and at the end (true), so that the loop never waits for a GPU. Unset: deferred on
     // CUDA only.
     std::optional<bool> deferChecks;
+    SolverHistory history;
 };
 
 struct SamplingOutcome {
@@ -53,6 +62,7 @@ struct SamplingOutcome {
     std::vector<torch::Tensor> trajectory;  // x_0..x_N when recorded
     std::vector<torch::Tensor> predictions; // x̂0 per recorded state when recorded
     std::vector<double> times;              // t_0..t_N (always)
+    std::vector<double> stepSizes;          // adaptive solvers: the step tried next from each state
     int nfe = 0;
     int steps = 0;
     // Per sample [B] and their batch means (DESIGN.md section 5).
@@ -76,6 +86,7 @@ struct RunRecord {
     std::vector<torch::Tensor> trajectory;
     std::vector<torch::Tensor> predictions;
     std::vector<double> times;
+    std::vector<double> stepSizes;
     int nfe = 0;
     int steps = 0;
 

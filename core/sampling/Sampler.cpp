@@ -101,7 +101,7 @@ SolverContext::Evaluation SolverContext::evaluate(const torch::Tensor& x, double
     if (!(p.sigma > 0.0)) {
         throw std::logic_error("internal: model evaluated at sigma = 0 (t = " + std::to_string(t) + ")");
     }
-    m_model.setStep(m_record.steps);
+    m_model.setStep(m_record.steps + m_options.history.stepOffset);
     Model::Prediction prediction = m_model.predict(x, p);
     torch::Tensor& data = prediction.data;
     ++m_record.nfe;
@@ -211,6 +211,7 @@ SamplingOutcome summarizeRun(RunRecord record) {
     outcome.trajectory = std::move(record.trajectory);
     outcome.predictions = std::move(record.predictions);
     outcome.times = std::move(record.times);
+    outcome.stepSizes = std::move(record.stepSizes);
     outcome.nfe = record.nfe;
     outcome.steps = record.steps;
     return outcome;
@@ -278,8 +279,10 @@ SamplingOutcome runSampler(Model& model, const ProbabilityPath& path, Solver& so
     } else {
         model.prepare(x0.device(), x0.scalar_type());
     }
+    // A fork's history (a previous prediction, a step offset) is not part of a graph's key.
+    const bool freshStart = !options.history.previousData.defined() && options.history.stepOffset == 0;
     if (graphs && options.captureGraphs && x0.is_cuda() && CudaGraph::available() && !options.onFrame &&
-        !solver.isAdaptive() && !solver.isStochastic()) {
+        !solver.isAdaptive() && !solver.isStochastic() && freshStart) {
         auto& entries = *graphs->m_entries;
         const std::string key = graphKey(model, path, solver, grid, x0, options.recordTrajectory);
         if (entries.byKey.size() >= 64 && !entries.byKey.count(key)) entries.byKey.clear();

@@ -17,7 +17,8 @@ namespace flowscope::core {
 class SolverContext;
 
 // An ODE (or SDE) solver for dx/dt = v(x, t) along a probability path. No model evaluation at
-// sigma = 0: a step that ends there is taken first-order.
+// sigma = 0: a step that ends there is taken first-order. Deterministic solvers also run
+// backwards (a falling grid, inversion): a step that starts at sigma = 0 is then first-order too.
 class Solver {
 public:
     virtual ~Solver() = default;
@@ -65,6 +66,10 @@ public:
     // The run so far with x as its final state, without a frame (for graph capture).
     RunRecord takeRecord(const torch::Tensor& x);
     void setPlannedSteps(int steps) { m_plannedSteps = steps; }
+    // Where a forked run picks up its parent's solver state (default: a fresh start).
+    const SolverHistory& history() const { return m_options.history; }
+    // Adaptive solvers: the step size they will try next from the state of the last frame.
+    void noteStepSize(double h) { m_record.stepSizes.push_back(h); }
     // Being captured as a CUDA graph: nothing may wait for the GPU.
     void setCapturing() { m_capturing = true; }
 

@@ -27,6 +27,35 @@ torch::Tensor stepIntoZeroNoise(const SolverContext& context, double tNext, cons
     return context.path().alpha(tNext) * data;
 }
 
+bool startsAtZeroNoise(const SolverContext& context, double t) { return !(context.path().sigma(t) > 0.0); }
+
+// The first step of a backward run (inversion) out of sigma = 0, the reverse of
+// stepIntoZeroNoise and first-order like it: x = alpha x̂0 at sigma = 0 gives x̂0 = x / alpha, and
+// the noise direction is the model's at the next time, asked with x itself (DDIM inversion's
+// approximation: the one model call of the step lies at sigma > 0):
+//   x_next = alpha_next x̂0 + sigma_next epŝ(x, t_next),  epŝ = (x - alpha_next D(x, t_next)) / sigma_next.
+// The step's frame shows x̂0 = x / alpha and the chord's velocity.
+torch::Tensor stepOutOfZeroNoise(SolverContext& context, const torch::Tensor& x, double t, double tNext) {
+    const ProbabilityPath& path = context.path();
+    const double alpha = path.alpha(t);
+    if (!(alpha > 0.0)) throw std::logic_error("internal: a backward run starts where alpha = sigma = 0");
+    const Evaluation next = context.evaluate(x, tNext);
+    const double alphaNext = path.alpha(tNext);
+    torch::Tensor result = torch::add(x * (alphaNext / alpha + 1.0), next.data, -alphaNext);
+    context.beginStep(x, t, {x / alpha, (result - x) / (tNext - t)});
+    context.endStep(result, tNext);
+    return result;
+}
+
+// A backward run takes no noise: inverting a stochastic solver has no meaning.
+void refuseBackwards(const SolverContext& context, const std::string& name) {
+    const auto& grid = context.grid();
+    if (grid.size() > 1 && grid[1] < grid[0]) {
+        throw InvalidRequestError("'" + name + "' draws fresh noise at every step and cannot run backwards; invert "
+                                  "with a deterministic solver (euler, heun, midpoint, rk4, ddim, dpm++2m, dopri5)");
+    }
+}
+
 // Explicit Runge-Kutta methods on the velocity in t (core/sampling/StepRules.h). The step into
 // sigma = 0 uses stepIntoZeroNoise, so the model is never asked for a prediction at zero noise.
 class RungeKuttaSolver final : public Solver {
@@ -39,6 +68,10 @@ public:
         for (size_t i = 0; i + 1 < grid.size(); ++i) {
             const double t = grid[i];
             const double h = grid[i + 1] - t;
+            if (startsAtZeroNoise(context, t)) {
+                x = stepOutOfZeroNoise(context, x, t, grid[i + 1]);
+                continue;
+            }
             const Evaluation start = context.beginStep(x, t);
             if (endsAtZeroNoise(context, grid[i + 1])) {
                 x = stepIntoZeroNoise(context, grid[i + 1], start.data);
@@ -72,6 +105,10 @@ public:
     torch::Tensor integrate(SolverContext& context, torch::Tensor x) override {
         const auto& grid = context.grid();
         for (size_t i = 0; i + 1 < grid.size(); ++i) {
+            if (startsAtZeroNoise(context, grid[i])) {
+                x = stepOutOfZeroNoise(context, x, grid[i], grid[i + 1]);
+                continue;
+            }
             const Evaluation start = context.beginStep(x, grid[i]);
             x = exponentialStep(context.path(), x, grid[i], grid[i + 1], start.data);
             context.endStep(x, grid[i + 1]);
@@ -82,7 +119,9 @@ public:
 
 // DPM-Solver++(2M), as k-diffusion's sample_dpmpp_2m with a general alpha: second order from the
 // previous x̂0, first order on the first step and on the last (DESIGN.md), which is the step into
-// sigma = 0 unless the run stops early (--t-end).
+// sigma = 0 unless the run stops early (--t-end). A fork continues from its parent's previous
+// prediction (SolverHistory); a backward run is first-order on its step out of sigma = 0 and on
+// the one after it.
 class DpmPp2mSolver final : public Solver {
 public:
     std::string name() const override { return "dpm++2m"; }
@@ -91,7 +130,16 @@ public:
         const auto& grid = context.grid();
         torch::Tensor previousData;
         double previousH = 0.0;
+        const SolverHistory& history = context.history();
+        if (history.previousData.defined() && path.sigma(history.previousTime) > 0.0) {
+            previousData = history.previousData.to(x.options());
+            previousH = steps::exponentialStep(path, history.previousTime, grid.front()).h;
+        }
         for (size_t i = 0; i + 1 < grid.size(); ++i) {
+            if (startsAtZeroNoise(context, grid[i])) {
+                x = stepOutOfZeroNoise(context, x, grid[i], grid[i + 1]);
+                continue;
+            }
             const Evaluation start = context.beginStep(x, grid[i]);
             const steps::ExponentialStep step = steps::exponentialStep(path, grid[i], grid[i + 1]);
             torch::Tensor data = start.data;
@@ -117,6 +165,7 @@ public:
     std::string name() const override { return m_name; }
     bool isStochastic() const override { return true; }
     torch::Tensor integrate(SolverContext& context, torch::Tensor x) override {
+        refuseBackwards(context, m_name);
         const auto& grid = context.grid();
         for (size_t i = 0; i + 1 < grid.size(); ++i) {
             const double tNext = grid[i + 1];
@@ -151,9 +200,12 @@ public:
 
     torch::Tensor integrate(SolverContext& context, torch::Tensor x) override {
         const double tEnd = context.endTime();
+        if (tEnd < context.grid().front()) return integrateBackwards(context, std::move(x));
         const double tAdaptiveEnd = steps::dopri5::adaptiveEnd(tEnd);
         double t = context.grid().front();
-        double h = std::min(steps::dopri5::kFirstStep, tAdaptiveEnd - t);
+        const double firstStep = context.history().stepSize > 0.0 ? context.history().stepSize : steps::dopri5::kFirstStep;
+        double h = std::min(firstStep, tAdaptiveEnd - t);
+        if (t < tAdaptiveEnd - 1e-12) context.noteStepSize(h);
         Evaluation start;
         bool haveStart = false;
         int rejectedInARow = 0;
@@ -175,6 +227,7 @@ public:
                     start = std::move(attempt.end);
                     context.endStep(x, t);
                     h *= steps::dopri5::grownStep(error);
+                    context.noteStepSize(h);
                     rejectedInARow = 0;
                     break;
                 }
@@ -192,6 +245,50 @@ public:
     }
 
 private:
+    // From t_0 > t_end (inversion): the first-order step out of sigma = 0 when the run starts
+    // there, to 1 - kFinalGap (the mirror of the forward run's last step), then the adaptive
+    // steps down to t_end, each one frame.
+    torch::Tensor integrateBackwards(SolverContext& context, torch::Tensor x) {
+        const double tEnd = context.endTime();
+        double t = context.grid().front();
+        if (startsAtZeroNoise(context, t)) {
+            const double tNext = std::max(tEnd, t - steps::dopri5::kFinalGap);
+            x = stepOutOfZeroNoise(context, x, t, tNext);
+            t = tNext;
+        }
+        double h = -std::min(context.history().stepSize > 0.0 ? context.history().stepSize : steps::dopri5::kFirstStep,
+                             t - tEnd);
+        Evaluation start;
+        bool haveStart = false;
+        int rejectedInARow = 0;
+        while (t > tEnd + 1e-12) {
+            start = haveStart ? context.beginStep(x, t, start) : context.beginStep(x, t);
+            haveStart = true;
+            for (;;) {
+                h = std::max(h, tEnd - t);
+                const auto evaluateAt = [&](const torch::Tensor& state, double c, double d) {
+                    return context.evaluate(state, t + c * h / d);
+                };
+                auto attempt = steps::dopri5::attempt(x, h, start.velocity, evaluateAt);
+                const double error = std::sqrt(
+                    steps::dopri5::scaledSquaredError(attempt.error, x, attempt.x, m_settings.rtol, m_settings.atol).mean().item<double>());
+                steps::dopri5::checkErrorNorm(error, t);
+                if (error <= 1.0) {
+                    x = std::move(attempt.x);
+                    t = (t + h) - tEnd < 1e-12 ? tEnd : t + h;
+                    start = std::move(attempt.end);
+                    context.endStep(x, t);
+                    h *= steps::dopri5::grownStep(error);
+                    rejectedInARow = 0;
+                    break;
+                }
+                h *= steps::dopri5::shrunkStep(error);
+                if (++rejectedInARow > steps::dopri5::kMostRejectedInARow || -h < 1e-12) throw steps::dopri5::toleranceNotMet(t);
+            }
+        }
+        return x;
+    }
+
     SolverSettings m_settings;
 };
 

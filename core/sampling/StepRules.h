@@ -147,7 +147,11 @@ struct ExponentialStep {
 
 inline ExponentialStep exponentialStep(const ProbabilityPath& path, double t, double tNext) {
     const double h = path.lambda(tNext) - path.lambda(t);
-    return {path.sigma(tNext) / path.sigma(t), path.alpha(tNext) * std::expm1(-h), h};
+    const double ratio = path.sigma(tNext) / path.sigma(t);
+    // A backward step onto alpha = 0 (inversion reaching the linear path's t = 0): the weight's
+    // limit, alpha sigma_next / sigma, where 0 times an infinite expm1 would give NaN.
+    if (!(path.alpha(tNext) > 0.0)) return {ratio, path.alpha(t) * ratio, h};
+    return {ratio, path.alpha(tNext) * std::expm1(-h), h};
 }
 
 // ratio and weight: numbers, or columns of them.

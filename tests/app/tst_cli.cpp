@@ -111,6 +111,9 @@ private slots:
     void interruptStopsAFolderLoad();
     void sweepConverges();
     void guidedSampleAndSweep();
+    void imageToImageAndInversion();
+    void startRefusals_data();
+    void startRefusals();
     void tEnd();
     void safetensorsOutputs();
     void bundleNeedsTrust();
@@ -538,6 +541,103 @@ void TestCli::guidedSampleAndSweep() {
     QVERIFY(plainCsv.readLine().trimmed() == "path,solver,schedule,steps,nfe,rmse");
     const CliRun noClass = runCli({"sweep", "--model", "gmm:rings", "--cfgs", "1,3", "--csv", "n.csv"}, folder);
     QVERIFY2(noClass.finished && noClass.exitCode == 2 && noClass.err.contains("--class"), describe(noClass));
+}
+
+// Image to image from a picture file, inversion with its files and figures, a run from the
+// recovered noise, and a round-trip sweep whose error falls with the steps.
+void TestCli::imageToImageAndInversion() {
+    const QString folder = freshFolder("starts");
+    cv::Mat picture(28, 28, CV_8UC1);
+    for (int y = 0; y < 28; ++y) {
+        for (int x = 0; x < 28; ++x) picture.at<uint8_t>(y, x) = static_cast<uint8_t>((x * 9 + y * 3) % 256);
+    }
+    QVERIFY(cv::imwrite(QDir(folder).filePath("in.png").toStdString(), picture));
+    const CliRun kept = runCli({"sample", "--model", "fashion-mnist:300", "--init-image", "in.png", "--strength", "0",
+                                "--save-final", "kept.npy", "--json"},
+                               folder);
+    QVERIFY2(kept.finished && kept.exitCode == 0, describe(kept));
+    QCOMPARE(parseObject(kept.out)["nfe"].toInt(), 0);
+    const auto keptArray = flowscope::core::readNpy(QDir(folder).filePath("kept.npy").toStdString());
+    QCOMPARE(keptArray.shape, (std::vector<int64_t>{1, 1, 28, 28}));
+    for (int i = 0; i < 28 * 28; ++i) {
+        QCOMPARE(keptArray.data[size_t(i)], float(picture.at<uint8_t>(i / 28, i % 28)) / 127.5f - 1.0f);
+    }
+    const CliRun half = runCli({"sample", "--model", "fashion-mnist:300", "--init-image", "in.png", "--strength", "0.5",
+                                "--steps", "8", "--out", "half.png", "--json"},
+                               folder);
+    QVERIFY2(half.finished && half.exitCode == 0, describe(half));
+    const QJsonObject halfJson = parseObject(half.out);
+    QCOMPARE(halfJson["steps_run"].toInt(), 4);
+    QCOMPARE(halfJson["t_start"].toDouble(), 0.5);
+    QCOMPARE(halfJson["start"].toObject()["kind"].toString(), QString("image"));
+    const auto halfText = flowscope::media::readPngText(readBytes(QDir(folder).filePath("half.png")));
+    QVERIFY(std::any_of(halfText.begin(), halfText.end(), [](const auto& chunk) {
+        return chunk.first == "parameters" && chunk.second.find("Denoising strength: 0.5") != std::string::npos;
+    }));
+
+    const CliRun made = runCli({"sample", "--model", "gmm:8gaussians", "--batch", "4", "--seed", "2", "--solver", "rk4",
+                                "--steps", "32", "--save-final", "points.npy"},
+                               folder);
+    QVERIFY2(made.finished && made.exitCode == 0, describe(made));
+    const CliRun inverted = runCli({"invert", "--model", "gmm:8gaussians", "--init", "points.npy", "--solver", "heun",
+                                    "--steps", "16", "--save-noise", "noise.npy", "--roundtrip", "back.png", "--json"},
+                                   folder);
+    QVERIFY2(inverted.finished && inverted.exitCode == 0, describe(inverted));
+    const QJsonObject figures = parseObject(inverted.out);
+    for (const char* key : {"nfe", "roundtrip_rmse", "noise_mean", "noise_std", "noise_ks_p"}) {
+        QVERIFY2(figures.contains(key), key);
+    }
+    QCOMPARE(figures["nfe"].toInt(), 31);
+    QVERIFY(figures["roundtrip_rmse"].toDouble() > 0.0 && figures["roundtrip_rmse"].toDouble() < 0.05);
+    QVERIFY(QFileInfo(QDir(folder).filePath("back.png")).size() > 0);
+    const auto noise = flowscope::core::readNpy(QDir(folder).filePath("noise.npy").toStdString());
+    QCOMPARE(noise.shape, (std::vector<int64_t>{4, 2}));
+    const CliRun again = runCli({"sample", "--model", "gmm:8gaussians", "--batch", "4", "--solver", "heun", "--steps", "16",
+                                 "--init-noise", "noise.npy", "--save-final", "again.npy"},
+                                folder);
+    QVERIFY2(again.finished && again.exitCode == 0, describe(again));
+    const auto points = flowscope::core::readNpy(QDir(folder).filePath("points.npy").toStdString());
+    const auto back = flowscope::core::readNpy(QDir(folder).filePath("again.npy").toStdString());
+    double worst = 0.0;
+    for (size_t i = 0; i < points.data.size(); ++i) worst = std::max(worst, double(std::abs(points.data[i] - back.data[i])));
+    QVERIFY2(worst < 0.1, qPrintable(QString::number(worst)));
+
+    const CliRun sweep = runCli({"sweep", "--model", "gmm:8gaussians", "--roundtrip", "--init", "points.npy", "--solvers",
+                                 "euler,heun", "--steps", "4,16", "--csv", "round.csv"},
+                                folder);
+    QVERIFY2(sweep.finished && sweep.exitCode == 0, describe(sweep));
+    QFile csv(QDir(folder).filePath("round.csv"));
+    QVERIFY(csv.open(QIODevice::ReadOnly | QIODevice::Text));
+    const QStringList lines = QString::fromUtf8(csv.readAll()).split('\n', Qt::SkipEmptyParts);
+    QCOMPARE(lines.first(), QStringLiteral("path,solver,schedule,steps,nfe,rmse"));
+    QCOMPARE(lines.size(), 5);
+    for (const int row : {1, 3}) QVERIFY2(lines[row].split(',')[5].toDouble() > lines[row + 1].split(',')[5].toDouble(), qPrintable(lines.join(" | ")));
+}
+
+void TestCli::startRefusals_data() {
+    QTest::addColumn<QStringList>("args");
+    QTest::addColumn<QString>("reason");
+    QTest::newRow("t-start past the end") << QStringList{"sample", "--model", "gmm:8gaussians", "--t-start", "1.2"} << "--t-start";
+    QTest::newRow("t-start below 0") << QStringList{"sample", "--model", "gmm:8gaussians", "--t-start", "-0.1"} << "--t-start";
+    QTest::newRow("t-start at t-end") << QStringList{"sample", "--model", "gmm:8gaussians", "--t-end", "0.5", "--t-start", "0.5"} << "--t-start";
+    QTest::newRow("strength without image") << QStringList{"sample", "--model", "gmm:8gaussians", "--strength", "0.5"} << "--init-image";
+    QTest::newRow("image of another size") << QStringList{"sample", "--model", "fashion-mnist:300", "--init-image", "big.png"} << "32x32";
+    QTest::newRow("noise of another shape") << QStringList{"sample", "--model", "fashion-mnist:300", "--init-noise", "wrong.npy"} << "[1, 28, 28]";
+    QTest::newRow("stochastic inversion") << QStringList{"invert", "--model", "gmm:8gaussians", "--init", "wrong.npy", "--solver", "ddpm"} << "deterministic";
+    QTest::newRow("inversion without data") << QStringList{"invert", "--model", "gmm:8gaussians"} << "--image";
+    QTest::newRow("round trip without data") << QStringList{"sweep", "--model", "gmm:8gaussians", "--roundtrip", "--csv", "r.csv"} << "--image";
+}
+
+// Bad starts exit 2 and say why, before any file is written.
+void TestCli::startRefusals() {
+    QFETCH(QStringList, args);
+    QFETCH(QString, reason);
+    const QString folder = freshFolder("refusals");
+    QVERIFY(cv::imwrite(QDir(folder).filePath("big.png").toStdString(), cv::Mat(32, 32, CV_8UC1, cv::Scalar(7))));
+    const std::vector<float> values(6, 0.5f);
+    flowscope::core::writeNpy(QDir(folder).filePath("wrong.npy").toStdString(), {3, 2}, values.data());
+    const CliRun run = runCli(args, folder);
+    QVERIFY2(run.finished && run.exitCode == 2 && run.err.contains(reason.toUtf8()), describe(run));
 }
 
 void TestCli::sweepConverges() {
