@@ -15,6 +15,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <QDir>
 #include <QMetaObject>
 #include <QPointer>
 
@@ -74,18 +75,23 @@ struct EngineController::Worker {
     // reference solve, and a sweep (handed to the engine whole: it batches the cells per solver).
     struct LaneRun {
         RunSettings settings;
+        core::RunStart start;
     };
     struct Measurement {
         RunSettings settings;        // of the run measured
+        core::RunStart start;        // and where it started
         core::HostArray runFinal;    // its final samples
     };
     struct Sweep {
         core::SweepRequest request;
     };
+    struct Inversion {
+        core::InvertRequest request;
+    };
     struct Job {
-        int lane = 0;  // kSweepLane for sweeps
+        int lane = 0;  // kSweepLane for sweeps, kInversionLane for inversions
         quint64 id = 0;
-        std::variant<LaneRun, Measurement, Sweep> work;
+        std::variant<LaneRun, Measurement, Sweep, Inversion> work;
         std::shared_ptr<std::atomic<bool>> cancel = std::make_shared<std::atomic<bool>>(false);
     };
 
@@ -95,6 +101,7 @@ struct EngineController::Worker {
         // Below the UI thread's priority, so the window stays responsive while both cores
         // compute; LibTorch's worker threads, created from this thread, inherit it.
         setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), kWorkerNice);
+        lowerLibraryThreads();
         // The engine lives and dies on this thread, with everything it loads.
         core::Engine engine([](const std::string& folder, int resolution, std::vector<std::string>& notes,
                                    const std::atomic<bool>* cancel) {
@@ -128,6 +135,21 @@ struct EngineController::Worker {
         }
     }
 
+    // OpenBLAS starts its threads when it loads, from the main thread, so they run at the UI's
+    // priority; between matrix products they spin (sched_yield) for a while, and at the UI's
+    // priority they would take a core from this worker's niced threads (on 2 cores a network
+    // ran many times slower in the window than on the command line). Every thread but the UI's
+    // gets the worker's priority.
+    static void lowerLibraryThreads() {
+        const pid_t process = ::getpid();
+        QDir tasks(QStringLiteral("/proc/self/task"));
+        for (const QString& entry : tasks.entryList(QDir::Dirs | QDir::NoDotAndDotDot)) {
+            bool ok = false;
+            const pid_t thread = entry.toInt(&ok);
+            if (ok && thread != process) setpriority(PRIO_PROCESS, static_cast<id_t>(thread), kWorkerNice);
+        }
+    }
+
     // Called with the mutex held.
     bool hasQueuedJobs() const { return !pending.empty() || sweep || !references.empty(); }
 
@@ -139,28 +161,90 @@ struct EngineController::Worker {
         core::SampleRequest request = work.settings.toRequest();
         request.solver = std::string(core::kAdaptiveSolver);
         request.rtol = request.atol = kReferenceTolerance;
+        request.start = work.start;
+        // dopri5 starts afresh from the same state: a fork's solver history is the run's own.
+        request.start.previousPrediction = {};
+        request.start.stepSize = 0.0;
         // Same settings but the solver: the same noise and start, so one solve serves every
-        // solver tried on this lane's path, schedule and steps.
+        // solver tried on this lane's path, schedule and steps. Runs from another start (an
+        // image, a fork) are not cached: their start is not part of the key.
+        const bool plainStart = work.start.kind == core::RunStart::Kind::Noise && work.start.time == 0.0 &&
+                                work.start.noise.values.empty();
         RunSettings key = work.settings;
         key.solver.clear();
         auto cached = std::find_if(referenceCache.begin(), referenceCache.end(),
-                                   [&](const auto& entry) { return entry.first == key; });
+                                   [&](const auto& entry) { return plainStart && entry.first == key; });
         if (cached == referenceCache.end()) {
             const core::SampleResult result = engine.sample(request, {}, job.cancel.get());
             if (!result.ok()) return;
+            if (!plainStart) {
+                report(job, rmsBetween(result.final, work.runFinal));
+                return;
+            }
             if (referenceCache.size() >= kReferenceCacheSize) referenceCache.erase(referenceCache.begin());
             referenceCache.emplace_back(key, result.final);
             cached = std::prev(referenceCache.end());
         }
-        const core::HostArray& reference = cached->second;
-        if (reference.values.size() != work.runFinal.values.size()) return;
+        report(job, rmsBetween(cached->second, work.runFinal));
+    }
+
+    // RMS per element of a - b; NaN when their sizes differ.
+    static double rmsBetween(const core::HostArray& a, const core::HostArray& b) {
+        if (a.values.size() != b.values.size()) return std::nan("");
         double sum = 0.0;
-        for (size_t i = 0; i < reference.values.size(); ++i) {
-            const double d = double(reference.values[i]) - double(work.runFinal.values[i]);
+        for (size_t i = 0; i < a.values.size(); ++i) {
+            const double d = double(a.values[i]) - double(b.values[i]);
             sum += d * d;
         }
-        const double rmse = std::sqrt(sum / std::max<size_t>(1, reference.values.size()));
+        return std::sqrt(sum / std::max<size_t>(1, a.values.size()));
+    }
+
+    void report(const Job& job, double rmse) {
+        if (std::isnan(rmse)) return;
         post([lane = job.lane, id = job.id, rmse](EngineController* c) { Q_EMIT c->referenceReady(lane, id, rmse); });
+    }
+
+    void run(core::Engine& engine, const Job& job, const Inversion& work) {
+        const core::InvertResult result = engine.invert(work.request, {}, job.cancel.get());
+        if (!result.ok()) {
+            const QString message = QString::fromStdString(result.error);
+            const bool cancelled = result.failure == core::Failure::Cancelled;
+            post([id = job.id, message, cancelled](EngineController* c) { Q_EMIT c->inversionFailed(id, message, cancelled); });
+            return;
+        }
+        InversionView view;
+        const PointModel points = pointModel(work.request.settings.model);
+        if (points.points) {
+            const core::HostArray reference = core::Engine::referenceSamples(points.reference, 600);
+            const QRectF bounds = scatterBounds(reference);
+            view.data = scatterImage(result.data, reference, bounds, {}, {}, 0.0, 360);
+            view.noise = scatterImage(result.noise, reference, bounds, {}, {}, 0.0, 360);
+            view.roundtrip = scatterImage(result.roundtrip, reference, bounds, {}, {}, 0.0, 360);
+        } else if (result.sampleShape.size() == 3) {
+            auto first = [](const core::HostArray& batch) {
+                const QVector<QImage> images = imagesFromBatch(batch);
+                return images.isEmpty() ? QImage() : images.front();
+            };
+            view.data = first(work.request.imageIsData ? result.data : work.request.images);
+            // The noise spans about [-3, 3]: shown at a third of its size in the image range.
+            core::HostArray noise = result.noise;
+            for (float& value : noise.values) value /= 3.0f;
+            view.noise = first(noise);
+            view.roundtrip = first(result.roundtripImage.shape.empty() ? result.roundtrip : result.roundtripImage);
+        }
+        view.dataArray = result.data;
+        view.roundtripArray = result.roundtrip;
+        view.nfe = result.nfe;
+        view.roundtripNfe = result.roundtripNfe;
+        view.roundtripRmse = result.roundtripRmse;
+        view.noiseMean = result.noiseMean;
+        view.noiseStd = result.noiseStd;
+        view.noiseSkewness = result.noiseSkewness;
+        view.noiseKurtosis = result.noiseKurtosis;
+        view.normalityDistance = result.normalityDistance;
+        view.normalityP = result.normalityP;
+        for (const auto& note : result.notes) view.notes << QString::fromStdString(note);
+        post([id = job.id, view](EngineController* c) { Q_EMIT c->inversionReady(id, view); });
     }
 
     void run(core::Engine& engine, const Job& job, const Sweep& work) {
@@ -226,7 +310,9 @@ struct EngineController::Worker {
         const bool record = estimatedTrajectoryBytes(work.settings) <= kTrajectoryBudgetBytes;
         request.analyze = record;
         request.recordTrajectory = record;
-        request.recordPredictions = false;  // the frames already carry them as images
+        request.start = work.start;
+        // The frames carry the predictions as images; DPM-Solver++(2M)'s fork needs the last one.
+        request.recordPredictions = request.solver == "dpm++2m";
         // Latent bundles: the decoder shows x̂0 about ten times per run, the cheap preview between.
         request.decodeEvery = std::max(1, work.settings.steps / 10);
         const auto onFrame = [&](const core::StepFrame& step) {
@@ -277,6 +363,10 @@ struct EngineController::Worker {
         summary.finalImage = result.finalImage.shape.empty() ? result.final : result.finalImage;
         summary.analysis = std::move(result.analysis);
         summary.trajectory = std::move(result.trajectory);
+        summary.predictions = std::move(result.predictions);
+        summary.times = result.times;
+        summary.stepSizes = result.stepSizes;
+        summary.noiseDraws = result.noiseDraws;
         {
             // Measure it against a reference later, unless a newer run for the lane is waiting.
             std::lock_guard lock(mutex);
@@ -284,7 +374,7 @@ struct EngineController::Worker {
                 auto measurement = std::make_shared<Job>();
                 measurement->lane = job.lane;
                 measurement->id = job.id;
-                measurement->work = Measurement{work.settings, result.final};
+                measurement->work = Measurement{work.settings, work.start, result.final};
                 references[job.lane] = measurement;
             }
         }
@@ -307,6 +397,8 @@ struct EngineController::Worker {
         const quint64 id = job->id;
         if (std::holds_alternative<Sweep>(job->work)) {
             post([id](EngineController* c) { Q_EMIT c->sweepFailed(id, QObject::tr("cancelled"), true); });
+        } else if (std::holds_alternative<Inversion>(job->work)) {
+            post([id](EngineController* c) { Q_EMIT c->inversionFailed(id, QObject::tr("cancelled"), true); });
         } else if (std::holds_alternative<Measurement>(job->work)) {
             post([lane, id](EngineController* c) { Q_EMIT c->referenceReady(lane, id, std::nan("")); });
         } else {
@@ -340,6 +432,7 @@ EngineController::EngineController(QObject* parent) : QObject(parent) {
     qRegisterMetaType<LaneFrame>();
     qRegisterMetaType<LaneResult>();
     qRegisterMetaType<SweepCell>();
+    qRegisterMetaType<InversionView>();
     m_worker = std::make_shared<Worker>(this);
     m_worker->thread.start([worker = m_worker] { worker->loop(); });
 }
@@ -360,14 +453,33 @@ EngineController::~EngineController() {
     m_worker->relay.reset();
 }
 
-quint64 EngineController::submit(int lane, const RunSettings& settings) {
+quint64 EngineController::submitInversion(const core::InvertRequest& request) {
+    quint64 id = 0;
+    {
+        std::lock_guard lock(m_worker->mutex);
+        auto job = std::make_shared<Worker::Job>();
+        job->lane = kInversionLane;
+        job->id = id = m_worker->nextId++;
+        job->work = Worker::Inversion{request};
+        if (auto waiting = m_worker->pending.find(kInversionLane); waiting != m_worker->pending.end()) {
+            m_worker->reportDropped(waiting->second);
+        }
+        m_worker->pending[kInversionLane] = job;
+        if (m_worker->running && m_worker->running->lane == kInversionLane) m_worker->running->cancel->store(true);
+    }
+    m_worker->wake.notify_all();
+    Q_EMIT busyChanged(true);
+    return id;
+}
+
+quint64 EngineController::submit(int lane, const RunSettings& settings, const core::RunStart& start) {
     quint64 id = 0;
     {
         std::lock_guard lock(m_worker->mutex);
         auto job = std::make_shared<Worker::Job>();
         job->lane = lane;
         job->id = id = m_worker->nextId++;
-        job->work = Worker::LaneRun{settings};
+        job->work = Worker::LaneRun{settings, start};
         // Replaces a waiting run of this lane, which ends as cancelled: every run ends once.
         if (auto waiting = m_worker->pending.find(lane); waiting != m_worker->pending.end()) {
             m_worker->reportDropped(waiting->second);

@@ -26,8 +26,11 @@ public:
     // (one long step) is left to end on its own, so closing the window never waits for it.
     ~EngineController() override;
 
-    // Queues a run for `lane` and returns its id (ids increase across all lanes).
-    quint64 submit(int lane, const RunSettings& settings);
+    // Queues a run for `lane` and returns its id (ids increase across all lanes). `start` is where
+    // it starts (image to image, a fork; default: the seed's noise).
+    quint64 submit(int lane, const RunSettings& settings, const core::RunStart& start = {});
+    // Queues an inversion (at most one: a new one replaces it), run before the sweep.
+    quint64 submitInversion(const core::InvertRequest& request);
     // Queues a sweep (at most one; a new one replaces it), run after the lanes' runs.
     quint64 submitSweep(const core::SweepRequest& request);
     void cancel(int lane);
@@ -37,8 +40,9 @@ public:
     // Waits until no run is queued or running (for tests and shutdown); false on timeout.
     bool waitForIdle(int timeoutMs);
 
-    // The pseudo-lane sweeps are queued under (after every real lane).
+    // The pseudo-lanes sweeps and inversions are queued under (after every real lane).
     static constexpr int kSweepLane = 1000;
+    static constexpr int kInversionLane = 999;
 
 Q_SIGNALS:
     void frameReady(int lane, quint64 runId, const flowscope::ui::LaneFrame& frame);
@@ -51,6 +55,8 @@ Q_SIGNALS:
     void sweepCellReady(quint64 sweepId, const flowscope::ui::SweepCell& cell);
     void sweepFinished(quint64 sweepId, const QStringList& notes);
     void sweepFailed(quint64 sweepId, const QString& message, bool cancelled);
+    void inversionReady(quint64 id, const flowscope::ui::InversionView& view);
+    void inversionFailed(quint64 id, const QString& message, bool cancelled);
 
 private:
     struct Worker;

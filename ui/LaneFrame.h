@@ -45,6 +45,25 @@ struct LaneResult {
     core::HostArray finalImage;
     core::TrajectoryAnalysis analysis;
     core::HostArray trajectory;  // [steps + 1, B, ...], for .npy export
+    // What a fork of this run needs (core::Engine::forkStart): the times, dopri5's step sizes,
+    // the generators' draws, and for DPM-Solver++(2M) the predictions [steps + 1, B, ...].
+    std::vector<double> times;
+    std::vector<double> stepSizes;
+    int noiseDraws = 0;
+    core::HostArray predictions;
+};
+
+// What an inversion of one sample shows: the data, the noise it came from and the round trip
+// (images, or for 2-D models scatter plots), with the figures core::InvertResult reports.
+struct InversionView {
+    QImage data, noise, roundtrip;
+    core::HostArray dataArray, roundtripArray;  // the data and the round trip as the models see them
+    int nfe = 0;
+    int roundtripNfe = 0;
+    double roundtripRmse = 0.0;
+    double noiseMean = 0.0, noiseStd = 0.0, noiseSkewness = 0.0, noiseKurtosis = 0.0;
+    double normalityDistance = 0.0, normalityP = 0.0;
+    QStringList notes;
 };
 
 // One finished cell of a sweep.
@@ -80,3 +99,4 @@ QImage scatterImage(const core::HostArray& points, const core::HostArray& refere
 Q_DECLARE_METATYPE(flowscope::ui::LaneFrame)
 Q_DECLARE_METATYPE(flowscope::ui::LaneResult)
 Q_DECLARE_METATYPE(flowscope::ui::SweepCell)
+Q_DECLARE_METATYPE(flowscope::ui::InversionView)

@@ -5,7 +5,13 @@
 #include <initializer_list>
 
 #include <QComboBox>
+#include <QContextMenuEvent>
+#include <QDragEnterEvent>
+#include <QDropEvent>
+#include <QFileInfo>
 #include <QGridLayout>
+#include <QMenu>
+#include <QMimeData>
 #include <QLabel>
 #include <QResizeEvent>
 #include <QSignalBlocker>
@@ -60,6 +66,14 @@ LaneView::LaneView(int index, QWidget* parent) : QWidget(parent), m_index(index)
     m_guidance->setConditional(false);
     connect(m_guidance, &GuidanceBar::changed, this, &LaneView::settingsChanged);
 
+    m_startBar = new StartBar(this);
+    connect(m_startBar, &StartBar::strengthChanged, this, &LaneView::settingsChanged);
+    connect(m_startBar, &StartBar::clearRequested, this, [this] {
+        clearStart();
+        Q_EMIT settingsChanged();
+    });
+    setAcceptDrops(true);
+
     m_canvas = new SampleCanvas(this);
     connect(m_canvas, &SampleCanvas::focusChanged, this, [this] { refreshFilmstrip(); });
 
@@ -90,6 +104,7 @@ LaneView::LaneView(int index, QWidget* parent) : QWidget(parent), m_index(index)
     arrangeHeader(false);
     layout->addLayout(m_header);
     layout->addWidget(m_guidance);
+    layout->addWidget(m_startBar);
     layout->addWidget(m_canvas, 1);
     layout->addLayout(timelineRow);
     layout->addWidget(m_filmstrip);
@@ -134,6 +149,95 @@ RunSettings LaneView::settings(const RunSettings& shared) const {
     // Guidance steers towards a class: without one the run is unguided.
     settings.guidance = shared.condition.isEmpty() ? core::GuidanceSettings{} : m_guidance->settings();
     return settings;
+}
+
+void LaneView::setStartImage(const QString& name, const core::HostArray& pixels) {
+    m_fork.reset();
+    m_startImage = pixels;
+    const QVector<QImage> images = imagesFromBatch(pixels);
+    m_startBar->showImage(name, images.isEmpty() ? QImage() : images.front());
+}
+
+void LaneView::setFork(std::shared_ptr<const ForkSource> fork) {
+    m_startImage = {};
+    m_fork = std::move(fork);
+    m_startBar->showFork(tr("fork of lane %1 at step %2 (t = %3)")
+                             .arg(m_fork->parentLane + 1)
+                             .arg(m_fork->step)
+                             .arg(m_fork->t, 0, 'f', 3));
+}
+
+void LaneView::clearStart() {
+    m_startImage = {};
+    m_fork.reset();
+    m_startBar->showNoise();
+}
+
+core::RunStart LaneView::start(const RunSettings& settings, QString* dropped) {
+    core::RunStart start;
+    if (hasStartImage()) {
+        start.kind = core::RunStart::Kind::Image;
+        start.image = m_startImage;
+        start.time = 1.0 - m_startBar->strength();
+        return start;
+    }
+    if (!m_fork) return start;
+    const core::SampleRequest child = settings.toRequest();
+    const core::SampleRequest& parent = m_fork->parent;
+    if (child.model != parent.model || child.seed != parent.seed || child.batch != parent.batch ||
+        child.resolution != parent.resolution || child.condition != parent.condition) {
+        *dropped = tr("Lane %1 no longer forks lane %2: the model, seed, batch or class changed; it starts from the "
+                      "seed's noise")
+                       .arg(m_index + 1)
+                       .arg(m_fork->parentLane + 1);
+        clearStart();
+        return start;
+    }
+    try {
+        return core::Engine::forkStart(parent, m_fork->parentRun, m_fork->step, child);
+    } catch (const std::invalid_argument& error) {
+        *dropped = QString::fromStdString(error.what());
+        clearStart();
+        return start;
+    }
+}
+
+int LaneView::currentStepIndex() const {
+    const int frame = currentFrame();
+    return frame >= 0 && frame < m_frames.size() ? m_frames[frame].index : -1;
+}
+
+void LaneView::contextMenuEvent(QContextMenuEvent* event) {
+    QMenu menu(this);
+    const int frame = currentFrame();
+    const bool canFork = m_hasResult && !m_result.trajectory.shape.empty() && frame >= 0 && frame < m_frames.size() &&
+                         !m_frames[frame].final;
+    QAction* fork = menu.addAction(tr("Fork from this step"), this, [this] { Q_EMIT forkRequested(currentStepIndex()); });
+    fork->setEnabled(canFork);
+    fork->setToolTip(tr("A new lane continues this run from the step shown, with settings of its own"));
+    menu.addAction(tr("Start from an image..."), this, &LaneView::startImageRequested);
+    QAction* invert = menu.addAction(tr("Invert the focused sample"), this, &LaneView::invertRequested);
+    invert->setEnabled(m_hasResult);
+    QAction* clear = menu.addAction(tr("Start from the seed's noise"), this, [this] {
+        clearStart();
+        Q_EMIT settingsChanged();
+    });
+    clear->setEnabled(hasStartImage() || m_fork);
+    menu.exec(event->globalPos());
+}
+
+void LaneView::dragEnterEvent(QDragEnterEvent* event) {
+    const auto urls = event->mimeData()->urls();
+    if (urls.size() == 1 && urls.front().isLocalFile() && QFileInfo(urls.front().toLocalFile()).isFile()) {
+        event->acceptProposedAction();
+    }
+}
+
+void LaneView::dropEvent(QDropEvent* event) {
+    const auto urls = event->mimeData()->urls();
+    if (urls.isEmpty()) return;
+    event->acceptProposedAction();
+    Q_EMIT imageDropped(urls.front().toLocalFile());
 }
 
 void LaneView::setLaneSettings(const RunSettings& settings) {

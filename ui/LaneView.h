@@ -1,5 +1,7 @@
 #pragma once
 
+#include <memory>
+
 #include <QVector>
 #include <QWidget>
 
@@ -8,6 +10,7 @@
 #include "ui/LaneFrame.h"
 #include "ui/RunSettings.h"
 #include "ui/SampleCanvas.h"
+#include "ui/StartBar.h"
 
 class QComboBox;
 class QGridLayout;
@@ -18,6 +21,16 @@ class QTimer;
 class QToolButton;
 
 namespace flowscope::ui {
+
+// Where a forked lane comes from: a snapshot of its parent's run (settings and record), so the
+// fork survives the parent's next run and can be retried with the child's changed settings.
+struct ForkSource {
+    int parentLane = 0;
+    int step = 0;  // the engine's step index of the parent's state (LaneFrame::index)
+    double t = 0.0;
+    core::SampleRequest parent;
+    core::SampleResult parentRun;  // times, trajectory, predictions, stepSizes, noiseDraws
+};
 
 // One lane: its own path, solver, schedule and steps; a canvas with the lane's current frame; a
 // timeline over every frame of the latest run (scrub, play, step); and the run's measures.
@@ -70,6 +83,20 @@ public:
     // on a laptop's screen): the title then has a line of its own and the step label is shorter.
     bool isCompact() const { return m_compact; }
     FilmstripBar* filmstrip() const { return m_filmstrip; }
+    // Where the lane's runs start: the seed's noise, an image (image to image, at the start
+    // bar's strength) or a fork of another lane's run.
+    void setStartImage(const QString& name, const core::HostArray& pixels);
+    void setFork(std::shared_ptr<const ForkSource> fork);
+    void clearStart();
+    bool hasStartImage() const { return !m_startImage.values.empty(); }
+    const ForkSource* fork() const { return m_fork.get(); }
+    StartBar* startBar() const { return m_startBar; }
+    // The start of a run with these settings. A fork whose parent ran another model, seed, batch
+    // or resolution no longer applies: it is dropped, and `*dropped` says so.
+    core::RunStart start(const RunSettings& settings, QString* dropped);
+    // The engine's step index of the frame shown (what a fork from here starts at).
+    int currentStepIndex() const;
+
     // RMSE of the final samples against a dopri5 reference solve from the same noise; NaN when
     // the measurement was cancelled.
     void setReferenceError(quint64 runId, double rmse);
@@ -79,9 +106,18 @@ Q_SIGNALS:
     void settingsChanged();
     // The user moved this lane's timeline (not a programmatic change).
     void scrubbed(double t);
+    // From the lane's context menu (or a dropped file): fork at the shown step, pick or use a
+    // start image, invert the focused sample.
+    void forkRequested(int step);
+    void startImageRequested();
+    void imageDropped(const QString& path);
+    void invertRequested();
 
 protected:
     void resizeEvent(QResizeEvent* event) override;
+    void contextMenuEvent(QContextMenuEvent* event) override;
+    void dragEnterEvent(QDragEnterEvent* event) override;
+    void dropEvent(QDropEvent* event) override;
 
 private:
     void updateStepLabel();
@@ -94,6 +130,9 @@ private:
     QSpinBox* m_steps;
     QSlider* m_stepsSlider;
     GuidanceBar* m_guidance;
+    StartBar* m_startBar;
+    core::HostArray m_startImage;
+    std::shared_ptr<const ForkSource> m_fork;
     SampleCanvas* m_canvas;
     QSlider* m_timeline;
     QToolButton* m_play;

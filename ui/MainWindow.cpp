@@ -239,6 +239,8 @@ void MainWindow::createActions() {
     run->addSeparator();
     QAction* reset = run->addAction(tr("Reset to &defaults"), this, &MainWindow::resetToDefaults);
     Q_UNUSED(reset);
+    run->addSeparator();
+    createStartActions(run);
 
     QMenu* view = menuBar()->addMenu(tr("&View"));
     QAction* play = view->addAction(tr("&Play / pause"), this, [this] {
@@ -297,6 +299,7 @@ void MainWindow::setLaneCount(int count) {
         lane->setConditional(!m_panel->shared().condition.isEmpty());
         lane->setView(m_panel->view());
         connect(lane, &LaneView::settingsChanged, this, &MainWindow::scheduleRun);
+        connectStarts(lane);
         // Timelines align by t: scrubbing one lane shows the nearest t in the others.
         connect(lane, &LaneView::scrubbed, this, [this, lane](double t) {
             for (LaneView* other : m_lanes) {
@@ -342,7 +345,10 @@ void MainWindow::runNow() {
     for (LaneView* lane : m_lanes) {
         lane->setConditional(!shared.condition.isEmpty());
         const RunSettings settings = lane->settings(shared);
-        lane->beginRun(m_controller->submit(lane->index(), settings), settings);
+        QString dropped;
+        const core::RunStart start = lane->start(settings, &dropped);
+        if (!dropped.isEmpty()) statusBar()->showMessage(dropped, 8000);
+        lane->beginRun(m_controller->submit(lane->index(), settings, start), settings);
     }
 }
 

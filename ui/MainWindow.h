@@ -21,6 +21,7 @@ namespace flowscope::ui {
 class DifferenceView;
 class EngineController;
 class GeometryCharts;
+class InvertDialog;
 class LaneView;
 class SettingsPanel;
 class SweepView;
@@ -77,6 +78,19 @@ public:
     // Reads the settings from a PNG that FlowScope exported, applies them to lane 1 and the shared
     // settings, and reruns. False and a reason when the file has no FlowScope settings.
     bool restoreFromPng(const QString& path, QString* error);
+    // Where runs start (ui/MainWindowStarts.cpp). A new lane (up to four) continues lane
+    // `lane`'s run from its step `step` with the same settings, which the user then changes;
+    // false and a reason when the lane has no finished run with its states, the step is its
+    // last, or four lanes are open.
+    bool forkLane(int lane, int step, QString* error);
+    // Image to image: lane `lane` starts from the picture in `file` (its size must be the
+    // model's); false and a reason otherwise.
+    bool setStartImage(int lane, const QString& file, QString* error);
+    // Inverts the focused sample of lane `lane` with its settings, in the inversion window, with
+    // a round-trip sweep of the lanes' solvers; false and a reason when it has no finished run.
+    bool invertLane(int lane, QString* error);
+    InvertDialog* invertDialog() const { return m_invert; }
+
     // What `flowscope PATH` opens: a folder as a bundle (openBundle), a file as a PNG FlowScope
     // exported, whose settings it restores. False and a reason for anything else.
     bool openPath(const QString& path, QString* error);
@@ -100,6 +114,10 @@ private:
     void rememberFolder(const QString& folder);
     void writeSettings() const;
     void setLaneCount(int count);
+    // The lane's context menu and dropped files (ui/MainWindowStarts.cpp).
+    void connectStarts(LaneView* lane);
+    void createStartActions(class QMenu* menu);
+    void chooseStartImage(int lane);
     void focusLane(int index);
     void onFrame(int lane, quint64 runId, const LaneFrame& frame);
     void onFinished(int lane, quint64 runId, const LaneResult& result);
@@ -122,6 +140,7 @@ private:
     GeometryCharts* m_charts = nullptr;
     DifferenceView* m_difference = nullptr;
     SweepView* m_sweep = nullptr;
+    InvertDialog* m_invert = nullptr;
     TrainPanel* m_train = nullptr;
     QSplitter* m_laneSplitter = nullptr;
     QVector<LaneView*> m_lanes;

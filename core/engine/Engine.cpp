@@ -255,6 +255,15 @@ SampleResult Engine::sample(const SampleRequest& request, const FrameCallback& o
         result.device = describeDevice(setup.device);
         if (start.data.defined()) {
             fillWithData(result, start.data, *model, request);
+            if (onFrame) {
+                StepFrame frame;
+                frame.t = 1.0;
+                frame.final = true;
+                frame.state = result.final;
+                frame.prediction = result.final;
+                if (model->hasPreview()) frame.statePreview = frame.predictionPreview = result.finalImage;
+                onFrame(frame);
+            }
             return result;
         }
         SamplingOptions sampling;

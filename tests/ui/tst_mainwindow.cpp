@@ -46,6 +46,7 @@
 #include "ui/DifferenceView.h"
 #include "ui/EngineController.h"
 #include "ui/GeometryCharts.h"
+#include "ui/InvertDialog.h"
 #include "ui/LaneView.h"
 #include "ui/MainWindow.h"
 #include "ui/SettingsPanel.h"
@@ -67,7 +68,9 @@ bool settle(MainWindow& window) {
     QElapsedTimer timer;
     timer.start();
     while (timer.elapsed() < kRunTimeoutMs) {
-        QCoreApplication::processEvents(QEventLoop::AllEvents, 20);
+        // Waits between looks instead of spinning: a spinning UI thread takes a core from the
+        // engine's niced worker threads, and OpenMP's parallel regions then wait on the starved one.
+        QTest::qWait(20);
         if (!window.isWorking()) {
             QCoreApplication::processEvents();
             QTest::qWait(50);
@@ -186,6 +189,7 @@ private Q_SLOTS:
     void settingsPersistAndResetAndSurviveCorruption();
     void cancelLeavesNoLaneWaiting();
     void screenshots();
+    void forkImageToImageAndInversionThroughTheWindow();
     void bundleAsksTrustOnceAndShowsLatents();
     void failingNetworkLeavesTheAppWorking();
     void trainPanelTrainsPausesAndOffersTheModel();
@@ -1264,6 +1268,98 @@ void TestMainWindow::quitDuringALongStepEndsPromptly() {
     const qint64 closing = timer.elapsed();
     QVERIFY2(closing < 2500, qPrintable(QString("%1 ms").arg(closing)));
     QTRY_COMPARE_WITH_TIMEOUT(WorkerThread::abandonedCount(), 0, kRunTimeoutMs);
+}
+
+// A fork from the Run menu at the step the timeline shows, image to image from a picture file,
+// and the inversion window, driven through the window's own actions and widgets.
+void TestMainWindow::forkImageToImageAndInversionThroughTheWindow() {
+    MainWindow window;
+    window.resize(1600, 1000);
+    window.show();
+    useModel(window, "gmm:8gaussians", 16);
+    QVERIFY(settle(window));
+    QCOMPARE(window.laneCount(), 2);
+    LaneView* parent = window.lane(0);
+    QVERIFY(parent->hasResult());
+    parent->timeline()->setValue(3);
+
+    QAction* fork = nullptr;
+    for (QAction* action : window.findChildren<QAction*>()) {
+        if (action->text() == MainWindow::tr("&Fork focused lane at this step")) fork = action;
+    }
+    QVERIFY(fork);
+    fork->trigger();
+    QVERIFY(settle(window));
+    QCOMPARE(window.laneCount(), 3);
+    LaneView* child = window.lane(2);
+    QVERIFY2(child->hasResult(), qPrintable(child->statusText()));
+    QVERIFY(child->startBar()->isVisible());
+    QVERIFY2(child->startBar()->text().contains("fork of lane 1 at step 3"), qPrintable(child->startBar()->text()));
+    // The parent's settings from its step 3 on: its own remaining steps, to the last bit.
+    QCOMPARE(child->frames().front().t, parent->frames()[3].t);
+    QCOMPARE(child->result().final.values, parent->result().final.values);
+    // Another solver from the same state: the same start, another end.
+    child->solverBox()->setCurrentText("heun");
+    QVERIFY(settle(window));
+    QVERIFY(child->startBar()->isVisible());
+    QCOMPARE(child->frames().front().t, parent->frames()[3].t);
+    QVERIFY(child->result().final.values != parent->result().final.values);
+
+    // Image to image: a new model drops the fork; a picture of the model's size starts lane 1.
+    useModel(window, "fashion-mnist:300", 2);
+    QVERIFY(settle(window));
+    QVERIFY(!child->startBar()->isVisible());
+    QTemporaryDir dir;
+    QImage picture(28, 28, QImage::Format_Grayscale8);
+    for (int y = 0; y < 28; ++y) {
+        for (int x = 0; x < 28; ++x) picture.setPixel(x, y, qRgb((x * 9) % 256, (x * 9) % 256, (x * 9) % 256));
+    }
+    const QString file = dir.filePath("start.png");
+    QVERIFY(picture.save(file));
+    QString error;
+    QImage wrong(32, 32, QImage::Format_Grayscale8);
+    wrong.fill(Qt::gray);
+    QVERIFY(wrong.save(dir.filePath("wrong.png")));
+    QVERIFY(!window.setStartImage(0, dir.filePath("wrong.png"), &error));
+    QVERIFY2(error.contains("32x32") && error.contains("28x28"), qPrintable(error));
+    QVERIFY2(window.setStartImage(0, file, &error), qPrintable(error));
+    parent->startBar()->strengthSlider()->setValue(0);  // strength 0: the picture itself
+    QVERIFY(settle(window));
+    QVERIFY2(parent->hasResult(), qPrintable(parent->statusText()));
+    QCOMPARE(parent->result().nfe, 0);
+    for (int i = 0; i < 28 * 28; ++i) {
+        QCOMPARE(parent->result().final.values[size_t(i)], float((i % 28) * 9 % 256) / 127.5f - 1.0f);
+    }
+    parent->startBar()->strengthSlider()->setValue(50);
+    QVERIFY(settle(window));
+    QCOMPARE(parent->frames().front().t, 0.5);
+    QCOMPARE(parent->result().steps, parent->stepsBox()->value() / 2);
+
+    // Inversion of a network's sample (the ideal denoiser's samples are its training images, whose
+    // round trips close exactly): the window shows the figures and the round-trip chart.
+    parent->clearStart();
+    window.settingsPanel()->setLaneCount(2);
+    window.lane(1)->solverBox()->setCurrentText("heun");
+    useModel(window, "shipped:fashion-rectified", 1);
+    QVERIFY(settle(window));
+    QVERIFY2(window.invertLane(1, &error), qPrintable(error));
+    InvertDialog* inversion = window.invertDialog();
+    QVERIFY(inversion->isVisible());
+    QTRY_VERIFY_WITH_TIMEOUT(inversion->hasInversion(), kRunTimeoutMs);
+    QVERIFY(settle(window));
+    QVERIFY2(inversion->figuresText().contains("Round trip: RMSE"), qPrintable(inversion->figuresText()));
+    QVERIFY(!inversion->curves().isEmpty());
+    for (auto it = inversion->curves().cbegin(); it != inversion->curves().cend(); ++it) {
+        QString points;
+        for (const QPointF& point : it.value()) points += QString(" (%1, %2)").arg(point.x()).arg(point.y());
+        QVERIFY2(it.value().size() == 6, qPrintable(it.key() + points));
+        // More steps close the round trip better.
+        QVERIFY2(it.value().back().y() < it.value().front().y(), qPrintable(it.key() + points));
+    }
+    const QString folder = QDir(QCoreApplication::applicationDirPath()).filePath("screenshots");
+    QDir().mkpath(folder);
+    QVERIFY(window.grab().save(folder + "/starts.png"));
+    QVERIFY(inversion->grab().save(folder + "/inversion.png"));
 }
 
 QTEST_MAIN(TestMainWindow)
