@@ -23,7 +23,7 @@ for (path, solver), values in cells.items():
     print("| %s | %s | %s |" % (path, solver, " | ".join("%.2e" % values[s] for s in steps)))
 PY
 }
-"$cli" sample --model gmm:8gaussians --solver dopri5 --rtol 1e-8 --atol 1e-8 --batch 256 --seed 1 \
+"$cli" sample --model gmm:8gaussians --solver dopri5 --rtol 1e-8 --atol 1e-8 --dtype float64 --batch 256 --seed 1 \
     --save-final "$out/points.npy" >/dev/null
 "$cli" sweep --model gmm:8gaussians --roundtrip --init "$out/points.npy" --paths linear,vp,cosine \
     --solvers euler,heun,dpm++2m --steps 4,8,16,32 --csv "$out/mixture.csv" >/dev/null

@@ -110,6 +110,7 @@ private Q_SLOTS:
     void everyParameterizationLandsOnTheClosedForm();
     void conditioningIsPassedAfterTime();
     void latentBundlePreviewsAndDecodes();
+    void encoderStartsALatentRunFromAnImage();
     void untrustedProgramIsRefused();
     void trustedListAllowsLoading();
     void inspectHashesWithoutLoading();
@@ -384,6 +385,61 @@ void TestBundle::latentBundlePreviewsAndDecodes() {
     QCOMPARE(result.predictionImages.shape, (std::vector<int64_t>{7, 3, 3, 6, 6}));
     const torch::Tensor trajectory = fromHost(result.trajectory);
     QVERIFY(maxAbsDiff(fromHost(result.trajectoryImages)[2], rgb(trajectory[2])) < 1e-5);
+}
+
+// A latent bundle with an "encoder" starts image to image from pictures: the run's first state
+// is alpha E(image) + sigma eps with E the encoder (here: 2x2 average pooling, then a fixed 1x1
+// mix of the three colours into four latent channels) and eps the seed's noise.
+void TestBundle::encoderStartsALatentRunFromAnImage() {
+    QTemporaryDir dir;
+    SampleRequest request;
+    const QString folder = copyBundle(dir, "latent", &request);
+    {
+        torch::jit::Module encoder("Encoder");
+        encoder.register_buffer("mix", torch::tensor({0.5, -0.25, 0.125, 1.0, 0.25, 0.5, -0.5, 0.0, -0.125, 0.25, 0.75, -1.0})
+                                           .reshape({3, 4}));
+        encoder.define(R"(
+def forward(self, images):
+    pooled = torch.avg_pool2d(images, [2, 2])
+    return torch.einsum("bchw,cl->blhw", [pooled, self.mix])
+)");
+        encoder.save((folder + "/encoder.pt").toStdString());
+    }
+    QFile manifest(folder + "/flowscope.json");
+    QVERIFY(manifest.open(QIODevice::ReadOnly));
+    QByteArray json = manifest.readAll();
+    manifest.close();
+    json.replace("\"decoder\": \"decoder.pt\"", "\"decoder\": \"decoder.pt\", \"encoder\": \"encoder.pt\"");
+    QVERIFY(manifest.open(QIODevice::WriteOnly | QIODevice::Truncate));
+    manifest.write(json);
+    manifest.close();
+    QVERIFY(Engine::describeModel(request.model).encodesImages);
+    const BundleInfo info = Engine::inspectBundle(folder.toStdString());
+    QCOMPARE(info.programs.size(), size_t(3));
+
+    Engine engine;
+    SampleRequest plain = request;
+    const SampleResult noise = engine.sample(plain);
+    QVERIFY2(noise.ok(), noise.error.c_str());
+    torch::manual_seed(3);
+    const torch::Tensor image = torch::rand({1, 3, 6, 6}) * 2.0 - 1.0;
+    request.start.kind = RunStart::Kind::Image;
+    request.start.time = 0.4;
+    request.start.image.shape = {1, 3, 6, 6};
+    request.start.image.values.assign(image.data_ptr<float>(), image.data_ptr<float>() + image.numel());
+    const SampleResult run = engine.sample(request);
+    QVERIFY2(run.ok(), run.error.c_str());
+    const torch::Tensor mix = torch::tensor({0.5, -0.25, 0.125, 1.0, 0.25, 0.5, -0.5, 0.0, -0.125, 0.25, 0.75, -1.0}).reshape({3, 4});
+    const torch::Tensor latent = torch::einsum("bchw,cl->blhw", {torch::avg_pool2d(image, 2), mix});
+    // The linear path's t0 = 0: a plain run's first state is the seed's noise itself.
+    const torch::Tensor expected = 0.4 * latent + 0.6 * fromHost(noise.initial);
+    QVERIFY(maxAbsDiff(fromHost(run.initial), expected) < 1e-5);
+    QCOMPARE(run.times.front(), 0.4);
+    // Pictures of the wrong size reach the encoder, whose failure names it.
+    request.start.image = {{1, 3, 5, 5}, std::vector<float>(75, 0.f)};
+    const SampleResult wrong = engine.sample(request);
+    QVERIFY(!wrong.ok());
+    QVERIFY2(wrong.error.find("encoder") != std::string::npos, wrong.error.c_str());
 }
 
 void TestBundle::untrustedProgramIsRefused() {

@@ -68,6 +68,7 @@ private Q_SLOTS:
     void conditionAndGuidanceRoundTrip();
     void malformedGuidanceIsRefused_data();
     void malformedGuidanceIsRefused();
+    void startRoundTripsWithoutItsArrays();
 };
 
 void TestSettings::everyFieldRoundTrips() {
@@ -267,6 +268,33 @@ void TestSettings::malformedGuidanceIsRefused() {
     QVERIFY(!settingsFromJson(text, &request, &error));
     QVERIFY2(QString::fromStdString(error).contains(mentions), error.c_str());
     QVERIFY(sameSettings(request, before));
+}
+
+// A run that starts from an image or a state keeps where (kind, t_start, grid) in its settings;
+// the arrays are files of their own. Runs from the seed's noise write no "start" at all.
+void TestSettings::startRoundTripsWithoutItsArrays() {
+    SampleRequest plain;
+    QVERIFY(settingsToJson(plain).find("\"start\"") == std::string::npos);
+    SampleRequest request;
+    request.start.kind = RunStart::Kind::Image;
+    request.start.time = 0.25;
+    request.start.newGrid = true;
+    request.start.image = {{1, 1, 28, 28}, std::vector<float>(28 * 28, 0.f)};
+    const std::string json = settingsToJson(request);
+    QVERIFY2(json.find("\"start\":{\"kind\":\"image\",\"t_start\":0.25,\"grid\":\"new\"}") != std::string::npos, json.c_str());
+    SampleRequest read;
+    std::string error;
+    QVERIFY2(settingsFromJson(json, &read, &error), error.c_str());
+    QVERIFY(read.start.kind == RunStart::Kind::Image);
+    QCOMPARE(read.start.time, 0.25);
+    QVERIFY(read.start.newGrid);
+    QVERIFY(read.start.image.values.empty());
+    QVERIFY2(parametersLine(request, 6, {1, 28, 28}).find("Denoising strength: 0.75") != std::string::npos,
+             parametersLine(request, 6, {1, 28, 28}).c_str());
+    std::string bad = json;
+    bad.replace(bad.find("\"image\""), 7, "\"photo\"");
+    QVERIFY(!settingsFromJson(bad, &read, &error));
+    QVERIFY2(error.find("noise, image or state") != std::string::npos, error.c_str());
 }
 
 QTEST_APPLESS_MAIN(TestSettings)
