@@ -12,6 +12,7 @@
 #include <QGridLayout>
 #include <QMenu>
 #include <QMimeData>
+#include <QPainter>
 #include <QLabel>
 #include <QResizeEvent>
 #include <QSignalBlocker>
@@ -91,6 +92,7 @@ LaneView::LaneView(int index, QWidget* parent) : QWidget(parent), m_index(index)
 
     m_filmstrip = new FilmstripBar(this);
     connect(m_filmstrip, &FilmstripBar::frameClicked, this, [this](int frame) {
+        if (frame < 0) return;  // a fork's parent's step, shown for context
         m_timeline->setValue(frame);
         if (frame < m_frames.size()) Q_EMIT scrubbed(m_frames[frame].t);
     });
@@ -161,6 +163,7 @@ void LaneView::setStartImage(const QString& name, const core::HostArray& pixels)
 void LaneView::setFork(std::shared_ptr<const ForkSource> fork) {
     m_startImage = {};
     m_fork = std::move(fork);
+    refreshFilmstrip();
     m_startBar->showFork(tr("fork of lane %1 at step %2 (t = %3)")
                              .arg(m_fork->parentLane + 1)
                              .arg(m_fork->step)
@@ -218,6 +221,7 @@ void LaneView::contextMenuEvent(QContextMenuEvent* event) {
     menu.addAction(tr("Start from an image..."), this, &LaneView::startImageRequested);
     QAction* invert = menu.addAction(tr("Invert the focused sample"), this, &LaneView::invertRequested);
     invert->setEnabled(m_hasResult);
+    menu.addAction(tr("Invert an image..."), this, &LaneView::invertImageRequested);
     QAction* clear = menu.addAction(tr("Start from the seed's noise"), this, [this] {
         clearStart();
         Q_EMIT settingsChanged();
@@ -332,9 +336,21 @@ void LaneView::refreshFilmstrip() {
     // the focused one) as x_t.
     QVector<QImage> thumbnails;
     QVector<int> indices;
-    const int count = int(m_frames.size());
-    const int shown = std::min(count, 12);
     const int sample = std::max(0, m_canvas->focusedSample());
+    // A fork's parent before the fork, greyed: the steps this lane did not take itself.
+    if (m_fork) {
+        for (const LaneFrame& frame : m_fork->history) {
+            if (frame.states.isEmpty()) continue;
+            QImage greyed = frame.states.value(sample, frame.states.front()).convertToFormat(QImage::Format_ARGB32);
+            QPainter painter(&greyed);
+            painter.fillRect(greyed.rect(), QColor(150, 150, 150, 170));
+            painter.end();
+            thumbnails << greyed;
+            indices << -1;
+        }
+    }
+    const int count = int(m_frames.size());
+    const int shown = std::min(count, 12 - int(thumbnails.size()));
     for (int i = 0; i < shown; ++i) {
         const int frame = shown > 1 ? int(qint64(i) * (count - 1) / (shown - 1)) : 0;
         const auto& states = m_frames[frame].states;

@@ -30,6 +30,8 @@ struct ForkSource {
     double t = 0.0;
     core::SampleRequest parent;
     core::SampleResult parentRun;  // times, trajectory, predictions, stepSizes, noiseDraws
+    // A few of the parent's frames before the fork, shown greyed at the head of the filmstrip.
+    QVector<LaneFrame> history;
 };
 
 // One lane: its own path, solver, schedule and steps; a canvas with the lane's current frame; a
@@ -112,6 +114,7 @@ Q_SIGNALS:
     void startImageRequested();
     void imageDropped(const QString& path);
     void invertRequested();
+    void invertImageRequested();
 
 protected:
     void resizeEvent(QResizeEvent* event) override;

@@ -89,6 +89,8 @@ public:
     // Inverts the focused sample of lane `lane` with its settings, in the inversion window, with
     // a round-trip sweep of the lanes' solvers; false and a reason when it has no finished run.
     bool invertLane(int lane, QString* error);
+    // The same for a picture file (of the model's size), with lane `lane`'s settings.
+    bool invertImage(int lane, const QString& file, QString* error);
     InvertDialog* invertDialog() const { return m_invert; }
 
     // What `flowscope PATH` opens: a folder as a bundle (openBundle), a file as a PNG FlowScope
@@ -118,6 +120,10 @@ private:
     void connectStarts(LaneView* lane);
     void createStartActions(class QMenu* menu);
     void chooseStartImage(int lane);
+    // A picture file as the model's images [1, C, H, W] (its size must be the model's).
+    bool readModelImage(const QString& file, core::HostArray* pixels, QString* error) const;
+    bool invertData(int lane, const RunSettings& settings, const core::HostArray& images, bool isData,
+                    const QString& title, QString* error);
     void focusLane(int index);
     void onFrame(int lane, quint64 runId, const LaneFrame& frame);
     void onFinished(int lane, quint64 runId, const LaneResult& result);

@@ -51,6 +51,15 @@ void MainWindow::connectStarts(LaneView* lane) {
         QString error;
         if (!invertLane(lane->index(), &error)) statusBar()->showMessage(error, 8000);
     });
+    connect(lane, &LaneView::invertImageRequested, this, [this, lane] {
+        const QString file = QFileDialog::getOpenFileName(
+            this, tr("Invert an image with lane %1's settings").arg(lane->index() + 1), dialogFolder(),
+            tr("Images (*.png *.jpg *.jpeg *.bmp *.webp *.tif *.tiff *.pgm *.ppm)"));
+        if (file.isEmpty()) return;
+        rememberFolder(QFileInfo(file).absolutePath());
+        QString error;
+        if (!invertImage(lane->index(), file, &error)) QMessageBox::warning(this, tr("Cannot invert this image"), error);
+    });
 }
 
 void MainWindow::createStartActions(QMenu* menu) {
@@ -102,6 +111,15 @@ bool MainWindow::forkLane(int laneIndex, int step, QString* error) {
     source->parentRun.predictions = result.predictions;
     source->parentRun.stepSizes = result.stepSizes;
     source->parentRun.noiseDraws = result.noiseDraws;
+    // Up to four of the parent's frames before the fork, evenly spread, for the child's filmstrip.
+    QVector<LaneFrame> before;
+    for (const LaneFrame& frame : parent->frames()) {
+        if (frame.index < step) before << frame;
+    }
+    const int kept = std::min(4, int(before.size()));
+    for (int i = 0; i < kept; ++i) {
+        source->history << before[kept > 1 ? int(qint64(i) * (before.size() - 1) / (kept - 1)) : 0];
+    }
     const int child = laneCount();
     m_panel->setLaneCount(child + 1);
     setLaneCount(child + 1);
@@ -124,9 +142,7 @@ void MainWindow::chooseStartImage(int laneIndex) {
     if (!setStartImage(laneIndex, file, &error)) QMessageBox::warning(this, tr("Cannot start from this image"), error);
 }
 
-bool MainWindow::setStartImage(int laneIndex, const QString& file, QString* error) {
-    LaneView* target = lane(laneIndex);
-    if (!target) return false;
+bool MainWindow::readModelImage(const QString& file, core::HostArray* pixels, QString* error) const {
     const RunSettings shared = m_panel->shared();
     const core::ModelDescription model = core::Engine::describeModel(shared.model.toStdString(), shared.resolution);
     if (!model.ok) {
@@ -139,25 +155,39 @@ bool MainWindow::setStartImage(int laneIndex, const QString& file, QString* erro
         return false;
     }
     const int channels = model.latent ? 3 : int(model.sampleShape.at(0));
-    core::HostArray pixels;
     try {
-        pixels = media::readImageFile(file.toStdString(), channels);
+        *pixels = media::readImageFile(file.toStdString(), channels);
     } catch (const std::exception& failure) {
         *error = QString::fromStdString(failure.what());
         return false;
     }
-    if (!model.latent && (pixels.shape[2] != model.sampleShape[1] || pixels.shape[3] != model.sampleShape[2])) {
+    if (!model.latent && (pixels->shape[2] != model.sampleShape[1] || pixels->shape[3] != model.sampleShape[2])) {
         *error = tr("The image is %1x%2 pixels, but %3 makes %4x%5 images: resize it, or set the resolution to match")
-                     .arg(pixels.shape[3])
-                     .arg(pixels.shape[2])
+                     .arg(pixels->shape[3])
+                     .arg(pixels->shape[2])
                      .arg(shared.model)
                      .arg(model.sampleShape[2])
                      .arg(model.sampleShape[1]);
         return false;
     }
+    return true;
+}
+
+bool MainWindow::setStartImage(int laneIndex, const QString& file, QString* error) {
+    LaneView* target = lane(laneIndex);
+    core::HostArray pixels;
+    if (!target || !readModelImage(file, &pixels, error)) return false;
     target->setStartImage(QFileInfo(file).fileName(), pixels);
     scheduleRun();
     return true;
+}
+
+bool MainWindow::invertImage(int laneIndex, const QString& file, QString* error) {
+    LaneView* source = lane(laneIndex);
+    core::HostArray pixels;
+    if (!source || !readModelImage(file, &pixels, error)) return false;
+    return invertData(laneIndex, source->settings(m_panel->shared()), pixels, false,
+                      tr("Inversion of %1 with lane %2's settings").arg(QFileInfo(file).fileName()).arg(laneIndex + 1), error);
 }
 
 bool MainWindow::invertLane(int laneIndex, QString* error) {
@@ -167,17 +197,28 @@ bool MainWindow::invertLane(int laneIndex, QString* error) {
         return false;
     }
     const RunSettings settings = source->runSettings();
+    const int sample = std::max(0, source->canvas()->focusedSample());
+    return invertData(laneIndex, settings, sampleOf(source->result().final, sample), true,
+                      tr("Inversion of lane %1, sample %2 (%3, %4, %5 steps)")
+                          .arg(laneIndex + 1)
+                          .arg(sample + 1)
+                          .arg(settings.path, settings.solver)
+                          .arg(settings.steps),
+                      error);
+}
+
+bool MainWindow::invertData(int laneIndex, const RunSettings& settings, const core::HostArray& images, bool isData,
+                            const QString& title, QString* error) {
     if (settings.solver == "ddpm" || settings.solver == "euler-a") {
         *error = tr("%1 draws fresh noise at every step and cannot run backwards: choose a deterministic solver for "
                     "lane %2").arg(settings.solver).arg(laneIndex + 1);
         return false;
     }
-    const int sample = std::max(0, source->canvas()->focusedSample());
     core::InvertRequest request;
     request.settings = settings.toRequest();
     request.settings.tEnd = 1.0;
-    request.images = sampleOf(source->result().final, sample);
-    request.imageIsData = true;
+    request.images = images;
+    request.imageIsData = isData;
 
     core::SweepRequest sweep;
     sweep.model = request.settings.model;
@@ -196,16 +237,11 @@ bool MainWindow::invertLane(int laneIndex, QString* error) {
     for (const QString& solver : solvers) sweep.solvers.push_back(solver.toStdString());
     sweep.steps = kRoundtripSteps;
     sweep.roundtripImages = request.images;
-    sweep.roundtripIsData = true;
+    sweep.roundtripIsData = isData;
 
     const quint64 inversion = m_controller->submitInversion(request);
     const quint64 sweepId = m_controller->submitSweep(sweep);
-    m_invert->begin(tr("Inversion of lane %1, sample %2 (%3, %4, %5 steps)")
-                        .arg(laneIndex + 1)
-                        .arg(sample + 1)
-                        .arg(settings.path, settings.solver)
-                        .arg(settings.steps),
-                    inversion, sweepId, solvers);
+    m_invert->begin(title, inversion, sweepId, solvers);
     m_invert->show();
     m_invert->raise();
     return true;

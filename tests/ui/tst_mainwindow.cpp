@@ -1298,6 +1298,9 @@ void TestMainWindow::forkImageToImageAndInversionThroughTheWindow() {
     // The parent's settings from its step 3 on: its own remaining steps, to the last bit.
     QCOMPARE(child->frames().front().t, parent->frames()[3].t);
     QCOMPARE(child->result().final.values, parent->result().final.values);
+    // Its filmstrip begins with three of the parent's steps before the fork, greyed, then its own six.
+    QCOMPARE(child->frames().size(), 6);
+    QCOMPARE(child->filmstrip()->thumbnailCount(), 9);
     // Another solver from the same state: the same start, another end.
     child->solverBox()->setCurrentText("heun");
     QVERIFY(settle(window));
@@ -1334,13 +1337,18 @@ void TestMainWindow::forkImageToImageAndInversionThroughTheWindow() {
     QVERIFY(settle(window));
     QCOMPARE(parent->frames().front().t, 0.5);
     QCOMPARE(parent->result().steps, parent->stepsBox()->value() / 2);
+    // A picture file inverts too, with a lane's settings.
+    QVERIFY2(window.invertImage(0, file, &error), qPrintable(error));
+    QTRY_VERIFY_WITH_TIMEOUT(window.invertDialog()->hasInversion(), kRunTimeoutMs);
+    QVERIFY(window.invertDialog()->windowTitle().contains("start.png"));
+    QVERIFY(settle(window));
 
-    // Inversion of a network's sample (the ideal denoiser's samples are its training images, whose
-    // round trips close exactly): the window shows the figures and the round-trip chart.
+    // Inversion of a sample of the exact mixture (the ideal image denoiser's samples are its
+    // training images, whose round trips close exactly): the figures and the round-trip chart.
     parent->clearStart();
     window.settingsPanel()->setLaneCount(2);
     window.lane(1)->solverBox()->setCurrentText("heun");
-    useModel(window, "shipped:fashion-rectified", 1);
+    useModel(window, "gmm:8gaussians", 4);
     QVERIFY(settle(window));
     QVERIFY2(window.invertLane(1, &error), qPrintable(error));
     InvertDialog* inversion = window.invertDialog();
