@@ -164,8 +164,10 @@ void MainWindow::createWidgets() {
     m_progress->setMaximumWidth(220);
     m_progress->setTextVisible(true);
     m_progress->setFormat(tr("%v/%m steps"));
-    statusBar()->addWidget(m_device);
+    // The device on the right, where each finished run shows it again: on the left it was drawn
+    // over the messages (a dropped fork, a refused file) shown there meanwhile.
     statusBar()->addWidget(m_rate);
+    statusBar()->addPermanentWidget(m_device);
     statusBar()->addPermanentWidget(m_progress);
 
     m_debounce = new QTimer(this);

@@ -1307,6 +1307,9 @@ void TestMainWindow::forkImageToImageAndInversionThroughTheWindow() {
     QVERIFY(child->startBar()->isVisible());
     QCOMPARE(child->frames().front().t, parent->frames()[3].t);
     QVERIFY(child->result().final.values != parent->result().final.values);
+    const QString folder = QDir(QCoreApplication::applicationDirPath()).filePath("screenshots");
+    QDir().mkpath(folder);
+    QVERIFY(window.grab().save(folder + "/fork.png"));
 
     // Image to image: a new model drops the fork; a picture of the model's size starts lane 1.
     useModel(window, "fashion-mnist:300", 2);
@@ -1337,6 +1340,7 @@ void TestMainWindow::forkImageToImageAndInversionThroughTheWindow() {
     QVERIFY(settle(window));
     QCOMPARE(parent->frames().front().t, 0.5);
     QCOMPARE(parent->result().steps, parent->stepsBox()->value() / 2);
+    QVERIFY(window.grab().save(folder + "/image-to-image.png"));
     // A picture file inverts too, with a lane's settings.
     QVERIFY2(window.invertImage(0, file, &error), qPrintable(error));
     QTRY_VERIFY_WITH_TIMEOUT(window.invertDialog()->hasInversion(), kRunTimeoutMs);
@@ -1364,9 +1368,6 @@ void TestMainWindow::forkImageToImageAndInversionThroughTheWindow() {
         // More steps close the round trip better.
         QVERIFY2(it.value().back().y() < it.value().front().y(), qPrintable(it.key() + points));
     }
-    const QString folder = QDir(QCoreApplication::applicationDirPath()).filePath("screenshots");
-    QDir().mkpath(folder);
-    QVERIFY(window.grab().save(folder + "/starts.png"));
     QVERIFY(inversion->grab().save(folder + "/inversion.png"));
 }
 
