@@ -453,34 +453,16 @@ EngineController::~EngineController() {
     m_worker->relay.reset();
 }
 
-quint64 EngineController::submitInversion(const core::InvertRequest& request) {
-    quint64 id = 0;
-    {
-        std::lock_guard lock(m_worker->mutex);
-        auto job = std::make_shared<Worker::Job>();
-        job->lane = kInversionLane;
-        job->id = id = m_worker->nextId++;
-        job->work = Worker::Inversion{request};
-        if (auto waiting = m_worker->pending.find(kInversionLane); waiting != m_worker->pending.end()) {
-            m_worker->reportDropped(waiting->second);
-        }
-        m_worker->pending[kInversionLane] = job;
-        if (m_worker->running && m_worker->running->lane == kInversionLane) m_worker->running->cancel->store(true);
-    }
-    m_worker->wake.notify_all();
-    Q_EMIT busyChanged(true);
-    return id;
-}
-
-quint64 EngineController::submit(int lane, const RunSettings& settings, const core::RunStart& start) {
+template <typename Work>
+quint64 EngineController::enqueue(int lane, Work work) {
     quint64 id = 0;
     {
         std::lock_guard lock(m_worker->mutex);
         auto job = std::make_shared<Worker::Job>();
         job->lane = lane;
         job->id = id = m_worker->nextId++;
-        job->work = Worker::LaneRun{settings, start};
-        // Replaces a waiting run of this lane, which ends as cancelled: every run ends once.
+        job->work = std::move(work);
+        // Replaces a waiting job of this lane, which ends as cancelled: every job ends once.
         if (auto waiting = m_worker->pending.find(lane); waiting != m_worker->pending.end()) {
             m_worker->reportDropped(waiting->second);
         }
@@ -491,6 +473,14 @@ quint64 EngineController::submit(int lane, const RunSettings& settings, const co
     m_worker->wake.notify_all();
     Q_EMIT busyChanged(true);
     return id;
+}
+
+quint64 EngineController::submitInversion(const core::InvertRequest& request) {
+    return enqueue(kInversionLane, Worker::Inversion{request});
+}
+
+quint64 EngineController::submit(int lane, const RunSettings& settings, const core::RunStart& start) {
+    return enqueue(lane, Worker::LaneRun{settings, start});
 }
 
 quint64 EngineController::submitSweep(const core::SweepRequest& request) {

@@ -59,6 +59,10 @@ Q_SIGNALS:
     void inversionFailed(quint64 id, const QString& message, bool cancelled);
 
 private:
+    // Queues a lane's (or the inversion's) job, replacing the one waiting there.
+    template <typename Work>
+    quint64 enqueue(int lane, Work work);
+
     struct Worker;
     std::shared_ptr<Worker> m_worker;  // shared with its thread, which may outlive the controller
 };

@@ -35,6 +35,9 @@ core::HostArray sampleOf(const core::HostArray& batch, int64_t index) {
     return one;
 }
 
+// Ancestral samplers draw fresh noise at every step: they cannot run backwards.
+bool drawsNoise(const QString& solver) { return solver == "ddpm" || solver == "euler-a"; }
+
 }  // namespace
 
 void MainWindow::connectStarts(LaneView* lane) {
@@ -209,7 +212,7 @@ bool MainWindow::invertLane(int laneIndex, QString* error) {
 
 bool MainWindow::invertData(int laneIndex, const RunSettings& settings, const core::HostArray& images, bool isData,
                             const QString& title, QString* error) {
-    if (settings.solver == "ddpm" || settings.solver == "euler-a") {
+    if (drawsNoise(settings.solver)) {
         *error = tr("%1 draws fresh noise at every step and cannot run backwards: choose a deterministic solver for "
                     "lane %2").arg(settings.solver).arg(laneIndex + 1);
         return false;
@@ -231,7 +234,7 @@ bool MainWindow::invertData(int laneIndex, const RunSettings& settings, const co
     QStringList solvers;
     for (LaneView* other : m_lanes) {
         const QString solver = other->runSettings().solver;
-        if (!solvers.contains(solver) && solver != "ddpm" && solver != "euler-a") solvers << solver;
+        if (!solvers.contains(solver) && !drawsNoise(solver)) solvers << solver;
     }
     sweep.solvers.clear();
     for (const QString& solver : solvers) sweep.solvers.push_back(solver.toStdString());

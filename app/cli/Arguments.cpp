@@ -9,6 +9,7 @@
 
 #include "core/api/Errors.h"
 #include "core/io/AtomicFile.h"
+#include "core/media/ImageFolderLoader.h"
 
 namespace flowscope::app {
 
@@ -77,6 +78,11 @@ void checkDistinct(const std::vector<std::pair<std::string, std::optional<std::s
             }
         }
     }
+}
+
+core::Engine::FolderLoader imageFolderLoader() {
+    return [](const std::string& folder, int resolution, std::vector<std::string>& notes,
+              const std::atomic<bool>* cancel) { return media::loadImageFolderToHost(folder, resolution, notes, cancel); };
 }
 
 int exitCodeFor(core::Failure failure) {

@@ -24,6 +24,9 @@ public:
     using std::invalid_argument::invalid_argument;
 };
 
+// The engine's loader of folder:PATH models (core/media), which every command's engine takes.
+core::Engine::FolderLoader imageFolderLoader();
+
 // The exit status for an engine failure (0, 1, 2 or 130).
 int exitCodeFor(core::Failure failure);
 // Refuses early an output file a command could never write (missing or unwritable folder, a

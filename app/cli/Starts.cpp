@@ -31,11 +31,6 @@ std::string sizeText(int64_t width, int64_t height) { return std::to_string(widt
 // Image-to-image's default strength, as AUTOMATIC1111's img2img tab and diffusers use.
 constexpr double kDefaultStrength = 0.75;
 
-core::Engine::FolderLoader folderLoader() {
-    return [](const std::string& folder, int resolution, std::vector<std::string>& notes,
-              const std::atomic<bool>* cancel) { return media::loadImageFolderToHost(folder, resolution, notes, cancel); };
-}
-
 }  // namespace
 
 const std::set<std::string>& startOptionNames() {
@@ -155,7 +150,7 @@ int runInvert(const std::vector<std::string>& args, const std::atomic<bool>& can
     const core::ModelDescription model = core::Engine::describeModel(settings.model, settings.resolution);
     request.images = readStartImages(options, model, "image", &request.imageIsData, &cancel);
 
-    core::Engine engine(folderLoader());
+    core::Engine engine(imageFolderLoader());
     const core::InvertResult result = engine.invert(request, {}, &cancel);
     if (!result.ok()) {
         std::cerr << "flowscope-cli: " << result.error << "\n";

@@ -25,7 +25,6 @@
 #include "core/api/TrainingJob.h"
 #include "core/io/AtomicFile.h"
 #include "core/io/JsonWriter.h"
-#include "core/media/ImageFolderLoader.h"
 #include "core/media/ImageWriter.h"
 
 namespace fs = std::filesystem;
@@ -119,13 +118,6 @@ defaults:  --path linear --solver euler --schedule uniform --steps 8 --seed 0 --
 A bundle's TorchScript file is a program: loading it runs its code. FlowScope loads one only with
 --trust-model or when its SHA-256 is in the trusted list (see `flowscope-cli trust`).
 )";
-
-core::Engine::FolderLoader folderLoader() {
-    return [](const std::string& folder, int resolution, std::vector<std::string>& notes,
-              const std::atomic<bool>* cancel) {
-        return media::loadImageFolderToHost(folder, resolution, notes, cancel);
-    };
-}
 
 // Columns: up to `count` frames spread evenly over the run, always including the first and last.
 std::vector<int64_t> chooseFrames(int64_t frames, int64_t count) {
@@ -316,7 +308,7 @@ int runSample(const std::vector<std::string>& args) {
                         {"save-decoded", saveDecoded}});
     request.recordTrajectory = strip || saveTrajectory || out;
 
-    core::Engine engine(folderLoader());
+    core::Engine engine(app::imageFolderLoader());
     const bool showProgress = ::isatty(STDERR_FILENO) && !options.has("json");
     const core::SampleResult result =
         engine.sample(request, showProgress ? core::Engine::FrameCallback(printProgress) : core::Engine::FrameCallback{},
@@ -471,7 +463,7 @@ int runSweep(const std::vector<std::string>& args) {
         throw app::UsageError("--image and --init give a round-trip sweep its data: add --roundtrip");
     }
 
-    core::Engine engine(folderLoader());
+    core::Engine engine(app::imageFolderLoader());
     const bool json = options.has("json");
     // The header comes with the first row: a sweep refused before it runs prints no table.
     bool header = false;
@@ -520,8 +512,11 @@ int runSweep(const std::vector<std::string>& args) {
             writer.field("nfe", row.nfe);
             writer.field("rmse", row.rmse);
             writer.field("seconds", row.seconds);
-            writer.field("path_length_ratio", row.pathLengthRatio);
-            writer.field("straightness", row.straightness);
+            // A round trip's rows measure the round trip; the run's path has no single geometry.
+            if (!options.has("roundtrip")) {
+                writer.field("path_length_ratio", row.pathLengthRatio);
+                writer.field("straightness", row.straightness);
+            }
             if (!request.condition.empty()) writer.field("cfg", row.cfg);
             writer.endObject();
         }
@@ -603,7 +598,7 @@ int runTrainingJob(const core::TrainRequest& request, bool json) {
                 std::fflush(stderr);
             }
         },
-        &g_cancel, nullptr, folderLoader());
+        &g_cancel, nullptr, app::imageFolderLoader());
     if (showProgress && announced) std::fprintf(stderr, "\n");
     if (!outcome.ok()) {
         std::cerr << "flowscope-cli: " << outcome.error << "\n";

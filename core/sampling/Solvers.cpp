@@ -200,41 +200,24 @@ public:
 
     torch::Tensor integrate(SolverContext& context, torch::Tensor x) override {
         const double tEnd = context.endTime();
-        if (tEnd < context.grid().front()) return integrateBackwards(context, std::move(x));
-        const double tAdaptiveEnd = steps::dopri5::adaptiveEnd(tEnd);
         double t = context.grid().front();
         const double firstStep = context.history().stepSize > 0.0 ? context.history().stepSize : steps::dopri5::kFirstStep;
-        double h = std::min(firstStep, tAdaptiveEnd - t);
-        if (t < tAdaptiveEnd - 1e-12) context.noteStepSize(h);
         Evaluation start;
         bool haveStart = false;
-        int rejectedInARow = 0;
-        while (t < tAdaptiveEnd - 1e-12) {
-            start = haveStart ? context.beginStep(x, t, start) : context.beginStep(x, t);
-            haveStart = true;
-            for (;;) {
-                h = std::min(h, tAdaptiveEnd - t);
-                const auto evaluateAt = [&](const torch::Tensor& state, double c, double d) {
-                    return context.evaluate(state, t + c * h / d);
-                };
-                auto attempt = steps::dopri5::attempt(x, h, start.velocity, evaluateAt);
-                const double error = std::sqrt(
-                    steps::dopri5::scaledSquaredError(attempt.error, x, attempt.x, m_settings.rtol, m_settings.atol).mean().item<double>());
-                steps::dopri5::checkErrorNorm(error, t);
-                if (error <= 1.0) {
-                    x = std::move(attempt.x);
-                    t = steps::dopri5::timeAfter(t, h, tAdaptiveEnd);
-                    start = std::move(attempt.end);
-                    context.endStep(x, t);
-                    h *= steps::dopri5::grownStep(error);
-                    context.noteStepSize(h);
-                    rejectedInARow = 0;
-                    break;
-                }
-                h *= steps::dopri5::shrunkStep(error);
-                if (++rejectedInARow > steps::dopri5::kMostRejectedInARow || h < 1e-12) throw steps::dopri5::toleranceNotMet(t);
+        if (tEnd < t) {
+            // Backwards (inversion): the first-order step out of sigma = 0 when the run starts
+            // there, to 1 - kFinalGap (the mirror of a forward run's last step), then adaptive.
+            if (startsAtZeroNoise(context, t)) {
+                const double tNext = std::max(tEnd, t - steps::dopri5::kFinalGap);
+                x = stepOutOfZeroNoise(context, x, t, tNext);
+                t = tNext;
             }
+            return adaptiveSteps(context, std::move(x), t, tEnd, -std::min(firstStep, t - tEnd), start, haveStart);
         }
+        const double tAdaptiveEnd = steps::dopri5::adaptiveEnd(tEnd);
+        const double h = std::min(firstStep, tAdaptiveEnd - t);
+        if (t < tAdaptiveEnd - 1e-12) context.noteStepSize(h);
+        x = adaptiveSteps(context, std::move(x), t, tAdaptiveEnd, h, start, haveStart);
         if (tEnd > t) {
             const Evaluation last = haveStart ? context.beginStep(x, t, start) : context.beginStep(x, t);
             x = endsAtZeroNoise(context, tEnd) ? stepIntoZeroNoise(context, tEnd, last.data)
@@ -245,27 +228,18 @@ public:
     }
 
 private:
-    // From t_0 > t_end (inversion): the first-order step out of sigma = 0 when the run starts
-    // there, to 1 - kFinalGap (the mirror of the forward run's last step), then the adaptive
-    // steps down to t_end, each one frame.
-    torch::Tensor integrateBackwards(SolverContext& context, torch::Tensor x) {
-        const double tEnd = context.endTime();
-        double t = context.grid().front();
-        if (startsAtZeroNoise(context, t)) {
-            const double tNext = std::max(tEnd, t - steps::dopri5::kFinalGap);
-            x = stepOutOfZeroNoise(context, x, t, tNext);
-            t = tNext;
-        }
-        double h = -std::min(context.history().stepSize > 0.0 ? context.history().stepSize : steps::dopri5::kFirstStep,
-                             t - tEnd);
-        Evaluation start;
-        bool haveStart = false;
+    // Accepted steps from t to `end`, forwards or backwards (h carries the direction), each one
+    // frame; t ends at `end`. `start` is the evaluation at (x, t) once known (first same as last).
+    torch::Tensor adaptiveSteps(SolverContext& context, torch::Tensor x, double& t, double end, double h,
+                                Evaluation& start, bool& haveStart) {
+        const bool forwards = h > 0.0;
+        const auto before = [&](double time) { return forwards ? time < end - 1e-12 : time > end + 1e-12; };
         int rejectedInARow = 0;
-        while (t > tEnd + 1e-12) {
+        while (before(t)) {
             start = haveStart ? context.beginStep(x, t, start) : context.beginStep(x, t);
             haveStart = true;
             for (;;) {
-                h = std::max(h, tEnd - t);
+                h = forwards ? std::min(h, end - t) : std::max(h, end - t);
                 const auto evaluateAt = [&](const torch::Tensor& state, double c, double d) {
                     return context.evaluate(state, t + c * h / d);
                 };
@@ -275,15 +249,18 @@ private:
                 steps::dopri5::checkErrorNorm(error, t);
                 if (error <= 1.0) {
                     x = std::move(attempt.x);
-                    t = (t + h) - tEnd < 1e-12 ? tEnd : t + h;
+                    t = forwards ? steps::dopri5::timeAfter(t, h, end) : ((t + h) - end < 1e-12 ? end : t + h);
                     start = std::move(attempt.end);
                     context.endStep(x, t);
                     h *= steps::dopri5::grownStep(error);
+                    context.noteStepSize(std::abs(h));
                     rejectedInARow = 0;
                     break;
                 }
                 h *= steps::dopri5::shrunkStep(error);
-                if (++rejectedInARow > steps::dopri5::kMostRejectedInARow || -h < 1e-12) throw steps::dopri5::toleranceNotMet(t);
+                if (++rejectedInARow > steps::dopri5::kMostRejectedInARow || std::abs(h) < 1e-12) {
+                    throw steps::dopri5::toleranceNotMet(t);
+                }
             }
         }
         return x;
