@@ -193,6 +193,7 @@ void MainWindow::createActions() {
     QMenu* file = menuBar()->addMenu(tr("&File"));
     QAction* openModel = file->addAction(tr("Open &model..."), this, &MainWindow::openModelWithDialog);
     openModel->setShortcut(QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_O));
+    file->addAction(tr("Open checkpoint &file..."), this, &MainWindow::openCheckpointFileWithDialog);
     QAction* open = file->addAction(tr("&Open exported PNG..."), this, &MainWindow::openWithDialog);
     open->setShortcut(QKeySequence::Open);
     QMenu* exportMenu = file->addMenu(tr("&Export"));
@@ -597,11 +598,35 @@ void MainWindow::openWithDialog() {
 }
 
 void MainWindow::openModelWithDialog() {
-    const QString folder =
-        QFileDialog::getExistingDirectory(this, tr("Open a model bundle (a folder with flowscope.json)"), dialogFolder());
+    const QString folder = QFileDialog::getExistingDirectory(
+        this, tr("Open a model: a bundle (a folder with flowscope.json) or a FLUX.1 model folder"), dialogFolder());
     if (folder.isEmpty()) return;
     rememberFolder(folder);
-    openBundle(folder);
+    if (QFileInfo::exists(QDir(folder).filePath(QStringLiteral("flowscope.json")))) {
+        openBundle(folder);
+    } else {
+        openCheckpoint(folder);
+    }
+}
+
+void MainWindow::openCheckpointFileWithDialog() {
+    const QString file = QFileDialog::getOpenFileName(this, tr("Open a FLUX.1 checkpoint file"), dialogFolder(),
+                                                      tr("Safetensors (*.safetensors)"));
+    if (file.isEmpty()) return;
+    rememberFolder(QFileInfo(file).absolutePath());
+    openCheckpoint(file);
+}
+
+bool MainWindow::openCheckpoint(const QString& path) {
+    const QString spec = modelSpec(core::SpecForm::Checkpoint, QFileInfo(path).absoluteFilePath());
+    const core::ModelDescription description = core::Engine::describeModel(spec.toStdString());
+    if (!description.ok) {
+        QMessageBox::warning(this, tr("Cannot open model"), QString::fromStdString(description.error));
+        return false;
+    }
+    m_panel->addModel(spec);
+    statusBar()->showMessage(tr("Model: %1 (type a prompt, then Ctrl+Enter)").arg(QString::fromStdString(description.family)), 6000);
+    return true;
 }
 
 bool MainWindow::openBundle(const QString& folder) {

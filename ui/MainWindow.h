@@ -50,6 +50,9 @@ public:
     // files (asked once per file, remembered in the trusted list the CLI reads too). False, with
     // the reason shown, when it cannot be used or the user declines.
     bool openBundle(const QString& folder);
+    // A FLUX.1 model folder or .safetensors file as checkpoint:PATH; false (and a message) when it
+    // is not one.
+    bool openCheckpoint(const QString& path);
 
     EngineController* controller() const { return m_controller; }
     SettingsPanel* settingsPanel() const { return m_panel; }
@@ -135,6 +138,7 @@ private:
     struct LaneSnapshot snapshot(int lane) const;
     void openWithDialog();
     void openModelWithDialog();
+    void openCheckpointFileWithDialog();
     // For a bundle spec: true when its program files are trusted, asking the user if needed.
     bool ensureTrusted(const QString& spec);
     void applyDefaults();

@@ -26,6 +26,7 @@ core::SampleRequest RunSettings::toRequest() const {
     request.atol = atol;
     request.condition = condition.toStdString();
     request.guidance = guidance;
+    request.text = text;
     request.recordTrajectory = false;
     return request;
 }
@@ -47,6 +48,7 @@ RunSettings RunSettings::fromRequest(const core::SampleRequest& request) {
     settings.atol = request.atol;
     settings.condition = QString::fromStdString(request.condition);
     settings.guidance = request.guidance;
+    settings.text = request.text;
     return settings;
 }
 

@@ -36,6 +36,8 @@ struct RunSettings {
     // A conditional model's class ("" unconditional), shared by the lanes, and the lane's guidance.
     QString condition{};
     core::GuidanceSettings guidance{};
+    // A text-to-image checkpoint's prompt, image size and distilled guidance, shared by the lanes.
+    core::TextSettings text{};
 
     static const core::SampleRequest& defaults() {
         static const core::SampleRequest request;

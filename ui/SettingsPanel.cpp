@@ -49,6 +49,8 @@ SettingsPanel::SettingsPanel(QWidget* parent) : QWidget(parent) {
     m_condition->setObjectName("conditionBox");
     m_condition->setToolTip(tr("Sample one class of a conditional model (each lane guides towards it), or "
                                "the whole model (unconditional)"));
+    m_prompt = new PromptBox(this);
+
     refreshClasses();
 
     // A QSpinBox holds an int, which stops at 2^31 - 1; seeds run to 2^32 - 1, which a double
@@ -78,6 +80,7 @@ SettingsPanel::SettingsPanel(QWidget* parent) : QWidget(parent) {
     form->addRow(tr("Model"), m_model);
     form->addRow(QString(), modelButtons);
     form->addRow(tr("Condition"), m_condition);
+    form->addRow(m_prompt);
     form->addRow(tr("Seed"), seedRow);
     form->addRow(tr("Batch"), m_batch);
     form->addRow(tr("Device"), m_device);
@@ -89,6 +92,7 @@ SettingsPanel::SettingsPanel(QWidget* parent) : QWidget(parent) {
         Q_EMIT settingsChanged();
     });
     connect(m_condition, &QComboBox::currentIndexChanged, this, &SettingsPanel::settingsChanged);
+    connect(m_prompt, &PromptBox::changed, this, &SettingsPanel::settingsChanged);
     connect(m_seed, &QDoubleSpinBox::valueChanged, this, &SettingsPanel::settingsChanged);
     connect(m_batch, &QSpinBox::valueChanged, this, &SettingsPanel::settingsChanged);
     connect(m_device, &QComboBox::currentTextChanged, this, &SettingsPanel::settingsChanged);
@@ -103,6 +107,7 @@ RunSettings SettingsPanel::shared() const {
     settings.batch = m_batch->value();
     settings.device = m_device->currentText();
     settings.condition = m_condition->currentData().toString();
+    if (!m_prompt->isHidden()) settings.text = m_prompt->text();
     return settings;
 }
 
@@ -115,6 +120,8 @@ void SettingsPanel::refreshClasses() {
     m_condition->clear();
     m_condition->addItem(tr("unconditional"), QString());
     const core::ModelDescription description = core::Engine::describeModel(spec.toStdString());
+    m_prompt->setVisible(description.takesText);
+    if (description.takesText) m_prompt->setModel(spec, description.family.find("[dev]") != std::string::npos);
     for (const std::string& name : description.classes) {
         m_condition->addItem(QString::fromStdString(name), QString::fromStdString(name));
     }
@@ -145,6 +152,7 @@ void SettingsPanel::setShared(const RunSettings& settings) {
     m_seed->setValue(double(settings.seed));
     m_batch->setValue(settings.batch);
     m_device->setCurrentText(settings.device);
+    m_prompt->setText(settings.text);
 }
 
 SampleCanvas::View SettingsPanel::view() const {

@@ -2,6 +2,7 @@
 
 #include <QWidget>
 
+#include "ui/PromptBox.h"
 #include "ui/RunSettings.h"
 #include "ui/SampleCanvas.h"
 
@@ -34,6 +35,8 @@ public:
     QSpinBox* batchBox() const { return m_batch; }
     // "unconditional", then the model's classes (core::Engine::describeModel).
     QComboBox* conditionBox() const { return m_condition; }
+    // The prompt, size and guidance of a text-to-image checkpoint (hidden for other models).
+    PromptBox* promptBox() const { return m_prompt; }
 
 Q_SIGNALS:
     void settingsChanged();
@@ -48,6 +51,7 @@ private:
 
     QComboBox* m_model;
     QComboBox* m_condition;
+    PromptBox* m_prompt;
     QString m_classesOf;  // the model whose classes the condition box lists
     QDoubleSpinBox* m_seed;
     QSpinBox* m_batch;

@@ -28,6 +28,7 @@
 #include <torch/version.h>
 
 #include "app/bench/ConvNet.h"
+#include "app/bench/FluxBench.h"
 #include "app/bench/OperationCounter.h"
 #include "core/api/Engine.h"
 #include "core/api/Names.h"
@@ -91,7 +92,8 @@ double medianMs(const std::function<void()>& body, int repeats, int warmup = 2) 
 void usage() {
     std::printf(
         "usage: flowscope-bench [--json] [--repeats N] [--images N] [--device auto|cpu|cuda] [--steps N]\n"
-        "                       [--sections overhead,empirical,previews,devices,sweep,guidance] [--model-dir DIR]\n"
+        "                       [--sections overhead,empirical,previews,devices,sweep,guidance,flux] [--model-dir DIR]\n"
+        "  flux (not run by default): a FLUX.1-shaped transformer with random weights, its text encoders and decoder\n"
         "  --model-dir DIR   write the benchmark's conv nets there (bench/python_baseline.py reads them)\n");
 }
 
@@ -127,6 +129,7 @@ public:
         if (m_settings.sections.count("devices")) devices();
         if (m_settings.sections.count("sweep")) sweep();
         if (m_settings.sections.count("guidance")) guidance();
+        if (m_settings.sections.count("flux")) flux();
     }
 
     void print() const {
@@ -414,6 +417,20 @@ private:
         return core::makeSpec(core::SpecForm::Bundle, folder);
     }
 
+    void flux() {
+        if (m_directory.empty()) writeNets();
+        const auto times = bench::benchFlux(m_directory, g_device, std::max(3, m_settings.repeats / 3),
+                                            [](const std::function<void()>& body, int repeats) { return medianMs(body, repeats, 1); });
+        add("flux", times.shape + ": one Euler step through the engine's sampler", times.engineStepMs);
+        add("flux", times.shape + ": the transformer's forward pass alone", times.forwardMs);
+        add("flux", "CLIP-L text encoder (77 tokens)", times.clipMs);
+        add("flux", "T5 encoder at the transformer's width (256 tokens)", times.t5Ms);
+        add("flux", "autoencoder decode (FLUX.1's published decoder shape) of one " + std::to_string(times.side) + "x" +
+                        std::to_string(times.side) + " image", times.decodeMs);
+        m_ratios.push_back({"FLUX.1 step through the engine / transformer forward alone", times.engineStepMs / times.forwardMs,
+                            "at most 1.03"});
+    }
+
     void guidance() {
         // Classifier-free guidance asks for the class and the null class at every step: batched,
         // that is one forward pass of 2B rows, which should cost about what an unguided step at
@@ -614,7 +631,7 @@ int main(int argc, char** argv) {
             std::stringstream list(argv[++i]);
             for (std::string name; std::getline(list, name, ',');) {
                 if (name != "overhead" && name != "empirical" && name != "previews" && name != "devices" &&
-                    name != "sweep" && name != "guidance") {
+                    name != "sweep" && name != "guidance" && name != "flux") {
                     std::fprintf(stderr, "flowscope-bench: unknown section '%s'\n", name.c_str());
                     usage();
                     return 2;

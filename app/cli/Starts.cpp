@@ -6,6 +6,7 @@
 
 #include <unistd.h>
 
+#include "app/cli/Checkpoints.h"
 #include "core/api/Errors.h"
 #include "core/api/Files.h"
 #include "core/api/SettingsCodec.h"
@@ -119,6 +120,7 @@ int runInvert(const std::vector<std::string>& args, const std::atomic<bool>& can
     std::set<std::string> valued{"model", "path", "solver", "schedule", "steps", "resolution", "device", "dtype", "rtol",
                                  "atol", "image", "init", "save-noise", "roundtrip"};
     valued.insert(guidanceOptionNames().begin(), guidanceOptionNames().end());
+    valued.insert(textOptionNames().begin(), textOptionNames().end());
     const Arguments options(args, valued, {"json", "trust-model", "no-cuda-graph"});
     if (!options.has("model")) throw UsageError("invert needs --model SPEC");
     if (!options.has("image") && !options.has("init")) {
@@ -140,6 +142,8 @@ int runInvert(const std::vector<std::string>& args, const std::atomic<bool>& can
     settings.cudaGraphs = !options.has("no-cuda-graph");
     settings.condition = options.text("class", "");
     settings.guidance = readGuidance(options);
+    settings.text = readText(options);
+    applyCheckpointDefaults(options, settings.model, &settings.schedule, &settings.steps);
     const auto saveNoise = options.optionalText("save-noise");
     const auto roundtrip = options.optionalText("roundtrip");
     checkWritable(saveNoise, "save-noise");

@@ -15,6 +15,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include "app/cli/Arguments.h"
+#include "app/cli/Checkpoints.h"
 #include "app/cli/Evaluate.h"
 #include "app/cli/Starts.h"
 #include "core/api/Engine.h"
@@ -78,6 +79,16 @@ usage:
                        --cfg W (1: the class's own model, 0: unconditional) --cfg-interval LO,HI
                        (noise levels where it applies, 0 noise to 1 data) --cfg-rescale PHI
                        --apg-eta E --apg-momentum B --apg-norm R --cfg-zero-steps K
+  text:                checkpoint:PATH models (FLUX.1): --prompt TEXT --width W --height H (multiples
+                       of 16, 1024; --resolution R for R x R) --flux-guidance G ([dev], 3.5)
+                       --clip-l FILE --t5 FILE --ae FILE --tokenizers DIR (the parts beside a
+                       transformer file); without --schedule/--steps the family's own
+  flowscope-cli info --model checkpoint:PATH [--json]   family, parts found, parameters, dtypes
+  flowscope-cli tokenize --tokenizers DIR --prompt TEXT [--t5-length N] [--json]
+  flowscope-cli encode-prompt --model checkpoint:PATH --prompt TEXT --out cond.safetensors [--json]
+  flowscope-cli forward --model checkpoint:PATH --x x.npy --sigma S --cond cond.safetensors
+                       [--flux-guidance G] --out out.npy   the transformer's raw output (eps - x0)
+  flowscope-cli decode --model checkpoint:PATH --latents z.npy --save-decoded img.npy [--out img.png]
   flowscope-cli trust DIR       add a bundle's TorchScript files to the trusted list
   flowscope-cli train  --dataset D --objective rectified|diffusion|v --iters N --out DIR
                        [--batch B] [--lr X] [--weight-decay X] [--ema X] [--seed K] [--width W]
@@ -109,7 +120,7 @@ usage:
   flowscope-cli --version | --help
 
 models:    gmm:8gaussians gmm:rings gmm:checkerboard fashion-mnist[:N] folder:PATH
-           points:moons points:spiral points:checkerboard bundle:DIR shipped:NAME
+           points:moons points:spiral points:checkerboard bundle:DIR shipped:NAME checkpoint:PATH
 paths:     linear vp cosine ve
 solvers:   euler heun midpoint rk4 dpm++2m ddim dopri5 ddpm euler-a
 schedules: uniform karras shift:S flux[:L] logsnr
@@ -200,7 +211,10 @@ std::vector<std::string> shippedModelNames() {
 }
 
 int runInfo(const std::vector<std::string>& args) {
-    const app::Arguments options(args, {}, {"json"});
+    std::set<std::string> valued{"model"};
+    valued.insert(app::textOptionNames().begin(), app::textOptionNames().end());
+    const app::Arguments options(args, valued, {"json"});
+    if (options.has("model")) return app::runCheckpointInfo(options);
     const core::EngineInfo info = core::Engine::info();
     if (options.has("json")) {
         core::JsonWriter json;
@@ -237,9 +251,10 @@ int runInfo(const std::vector<std::string>& args) {
     return kExitOk;
 }
 
-// A command's valued options with the guidance options added.
+// A command's valued options with the guidance and text (prompt, size, parts) options added.
 std::set<std::string> withGuidance(std::set<std::string> names) {
     names.insert(app::guidanceOptionNames().begin(), app::guidanceOptionNames().end());
+    names.insert(app::textOptionNames().begin(), app::textOptionNames().end());
     return names;
 }
 
@@ -274,6 +289,8 @@ int runSample(const std::vector<std::string>& args) {
     request.decodeEvery = static_cast<int>(options.integer("decode-every", 0, 0, core::kMaxSteps));
     request.condition = options.text("class", "");
     request.guidance = app::readGuidance(options);
+    request.text = app::readText(options);
+    app::applyCheckpointDefaults(options, request.model, &request.schedule, &request.steps);
     app::readStart(options, request, &g_cancel);
     const auto out = options.optionalText("out");
     const auto strip = options.optionalText("filmstrip");
@@ -440,6 +457,12 @@ int runSweep(const std::vector<std::string>& args) {
     request.trustModel = options.has("trust-model");
     request.cudaGraphs = !options.has("no-cuda-graph");
     request.condition = options.text("class", "");
+    request.text = app::readText(options);
+    {
+        std::string schedule = request.schedules.front();
+        app::applyCheckpointDefaults(options, request.model, &schedule, nullptr);
+        if (!options.has("schedule")) request.schedules = {schedule};
+    }
     request.guidance = app::readGuidance(options);
     request.cfgs = options.numberList("cfgs");
     if (!request.cfgs.empty() && options.has("cfg")) {
@@ -778,8 +801,13 @@ int main(int argc, char** argv) {
         if (command == "reflow" || command == "distill") return runCouplingTraining(args, command);
         if (command == "classifier") return app::runClassifier(args, g_cancel);
         if (command == "evaluate") return app::runEvaluate(args, g_cancel);
+        if (command == "tokenize") return app::runTokenize(args);
+        if (command == "encode-prompt") return app::runEncodePrompt(args, g_cancel);
+        if (command == "forward") return app::runForward(args, g_cancel);
+        if (command == "decode") return app::runDecode(args, g_cancel);
         std::cerr << "flowscope-cli: unknown command '" << command
-                  << "'; valid: info, sample, sweep, trust, train, reflow, distill, classifier, evaluate\n\n"
+                  << "'; valid: info, sample, sweep, invert, trust, train, reflow, distill, classifier, evaluate, "
+                     "tokenize, encode-prompt, forward, decode\n\n"
                   << kUsage;
         return kExitUsage;
     } catch (const app::UsageError& error) {

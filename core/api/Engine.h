@@ -13,6 +13,7 @@
 
 #include "core/api/Guidance.h"
 #include "core/api/Names.h"
+#include "core/api/TextSettings.h"
 
 namespace flowscope::core {
 
@@ -45,6 +46,9 @@ struct ModelDescription {
     // A conditional model's class names, in index order (empty: unconditional). A request's
     // condition names one of them or gives its index.
     std::vector<std::string> classes;
+    // Text-to-image checkpoints: the family ("FLUX.1 [dev]"), and that a prompt conditions them.
+    std::string family;
+    bool takesText = false;
 };
 
 // Sample k of a batch uses seed + k, and LibTorch's CPU generator keeps 32 bits of a seed.
@@ -141,6 +145,8 @@ struct SampleRequest {
     std::string condition;
     GuidanceSettings guidance;
     RunStart start;
+    // Text-to-image checkpoints: the prompt, the image size and the parts named beside the file.
+    TextSettings text;
 };
 
 struct StepFrame {
@@ -283,6 +289,7 @@ struct SweepRequest {
     // its nfe the inversion's. seed, batch and the reference settings are then unused.
     HostArray roundtripImages;
     bool roundtripIsData = false;
+    TextSettings text;  // as SampleRequest's
 };
 
 struct SweepRow {

@@ -46,6 +46,7 @@ std::string_view specPrefix(SpecForm form) {
         case SpecForm::Folder: return "folder:";
         case SpecForm::Bundle: return "bundle:";
         case SpecForm::Shipped: return "shipped:";
+        case SpecForm::Checkpoint: return "checkpoint:";
     }
     return {};
 }

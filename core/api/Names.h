@@ -21,7 +21,7 @@ const std::vector<std::string>& dtypeNames();             // float32 float64 bfl
 
 // The forms of a model spec, each by its prefix: fashion-mnist[:N][:bf16], gmm:NAME, points:NAME,
 // folder:PATH, bundle:DIR, shipped:NAME (core/models/ModelSpec.h parses them whole).
-enum class SpecForm { FashionMnist, Mixture, Points, Folder, Bundle, Shipped };
+enum class SpecForm { FashionMnist, Mixture, Points, Folder, Bundle, Shipped, Checkpoint };
 // "fashion-mnist", "gmm:", "points:", "folder:", "bundle:" or "shipped:".
 std::string_view specPrefix(SpecForm form);
 // The spec of `name` in `form` (for fashion-mnist, `name` holds its options: "" or "1000:bf16").

@@ -120,6 +120,27 @@ void fillWithData(SampleResult& result, const torch::Tensor& data, Model& model,
 
 }  // namespace
 
+std::shared_ptr<Model> loadModel(ModelCatalog& catalog, const std::string& spec, int resolution, const TextSettings& text,
+                                 std::vector<std::string>& notes, bool trustModel, const std::atomic<bool>* cancel) {
+    const bool checkpoint = specHasForm(spec, SpecForm::Checkpoint);
+    auto model = catalog.load(spec, checkpoint ? 0 : resolution, notes, trustModel, cancel, text);
+    if (!model->takesText()) {
+        if (!text.prompt.empty()) {
+            throw InvalidRequestError("'" + spec + "' takes no prompt: prompts condition text-to-image checkpoints "
+                                      "(checkpoint:PATH); a class model takes --class");
+        }
+        if (text.width > 0 || text.height > 0) {
+            throw InvalidRequestError("--width and --height apply to checkpoint:PATH models; '" + spec +
+                                      "' takes --resolution");
+        }
+        return model;
+    }
+    TextSettings settings = text;
+    if (settings.width == 0 && settings.height == 0 && resolution > 0) settings.width = settings.height = resolution;
+    model->setText(settings, cancel);
+    return model;
+}
+
 int64_t classIndexOf(const Model& model, const std::string& condition, const std::string& spec) {
     if (condition.empty()) return Model::kNullClass;
     const std::vector<std::string> names = model.classNames();
@@ -237,8 +258,8 @@ SampleResult Engine::sample(const SampleRequest& request, const FrameCallback& o
         const auto started = std::chrono::steady_clock::now();
         const SampleSetup setup = checkSampleRequest(request);
         SampleResult result;
-        const auto loaded =
-            m_impl->catalog.load(request.model, request.resolution, result.notes, request.trustModel, cancel);
+        const auto loaded = loadModel(m_impl->catalog, request.model, request.resolution, request.text, result.notes,
+                                      request.trustModel, cancel);
         const auto model = conditionedModel(loaded, request.model, request.condition, request.guidance, *setup.path,
                                             setup.solver->isAdaptive());
         const auto* guided = dynamic_cast<const GuidedModel*>(model.get());

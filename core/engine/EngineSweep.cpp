@@ -286,6 +286,7 @@ SweepResult Engine::roundtripSweep(const SweepRequest& request, const RowCallbac
                         settings.device = request.device;
                         settings.resolution = request.resolution;
                         settings.trustModel = request.trustModel;
+                        settings.text = request.text;
                         settings.cudaGraphs = request.cudaGraphs;
                         settings.condition = request.condition;
                         settings.guidance = request.guidance;
@@ -335,8 +336,8 @@ SweepResult Engine::sweep(const SweepRequest& request, const RowCallback& onRow,
         c10::InferenceMode inference;
         checkSweepRequest(request);
         SweepResult result;
-        const auto model =
-            m_impl->catalog.load(request.model, request.resolution, result.notes, request.trustModel, cancel);
+        const auto model = loadModel(m_impl->catalog, request.model, request.resolution, request.text, result.notes,
+                                     request.trustModel, cancel);
         if (request.condition.empty()) {
             if (!request.cfgs.empty()) throw InvalidRequestError("--cfgs sweeps the guidance towards a class: give --class");
             // Refuses guidance without a class.

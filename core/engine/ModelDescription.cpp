@@ -7,6 +7,8 @@
 #include "core/api/Names.h"
 #include "core/io/NpyFile.h"
 #include "core/models/Bundle.h"
+#include "core/models/Checkpoint.h"
+#include "core/models/flux/FluxModel.h"
 #include "core/models/Datasets.h"
 #include "core/models/GaussianMixture.h"
 #include "core/models/ModelCatalog.h"
@@ -19,7 +21,7 @@ ModelDescription Engine::describeModel(const std::string& spec, int resolution) 
     ModelDescription description;
     try {
         const ModelSpec parsed = parseModelSpec(spec);
-        description.exact = parsed.kind != ModelSpec::Kind::Bundle;
+        description.exact = parsed.kind != ModelSpec::Kind::Bundle && parsed.kind != ModelSpec::Kind::Checkpoint;
         switch (parsed.kind) {
             case ModelSpec::Kind::Mixture:
                 description.classes = GaussianMixture::named(parsed.name)->classNames();
@@ -45,6 +47,19 @@ ModelDescription Engine::describeModel(const std::string& spec, int resolution) 
                 description.sampleShape = {3, side, side};
                 description.classes = folderClasses(parsed.name);
                 description.encodesImages = true;
+                break;
+            }
+            case ModelSpec::Kind::Checkpoint: {
+                // The headers only: the family and which parts are there.
+                const CheckpointLayout layout = findCheckpoint(parsed.name, {});
+                const int side = resolution > 0 ? resolution : flux::kDefaultSide;
+                description.sampleShape = {16, side / 8, side / 8};
+                description.latent = true;
+                description.nativePath = "linear";
+                description.parameterization = "velocity";
+                description.family = layout.familyName();
+                description.takesText = true;
+                description.encodesImages = layout.autoencoder.found();
                 break;
             }
             case ModelSpec::Kind::Bundle: {

@@ -123,6 +123,28 @@ constexpr std::string_view startKindName(RunStart::Kind kind) {
     return "noise";
 }
 
+// The "text" object settingsToJson writes: a checkpoint's prompt, size and the parts named
+// beside its file.
+TextSettings parseText(const JsonValue& value) {
+    if (!value.isObject()) throw SettingsError{"the settings' 'text' must be an object"};
+    const Object& object = value.object();
+    const TextSettings defaults;
+    TextSettings settings;
+    settings.prompt = text(object, "prompt", &defaults.prompt);
+    const int64_t none = 0;
+    settings.width = static_cast<int>(integer(object, "width", 0, 4096, &none));
+    settings.height = static_cast<int>(integer(object, "height", 0, 4096, &none));
+    if (settings.width % 16 != 0 || settings.height % 16 != 0) {
+        throw SettingsError{"the settings' text 'width' and 'height' must be multiples of 16"};
+    }
+    settings.fluxGuidance = real(object, "flux_guidance", 0.0, 100.0, defaults.fluxGuidance);
+    settings.clipL = text(object, "clip_l", &defaults.clipL);
+    settings.t5 = text(object, "t5", &defaults.t5);
+    settings.autoencoder = text(object, "ae", &defaults.autoencoder);
+    settings.tokenizers = text(object, "tokenizers", &defaults.tokenizers);
+    return settings;
+}
+
 // The "start" object settingsToJson writes: where the run began, without the arrays.
 RunStart parseStart(const JsonValue& value, double tEnd) {
     if (!value.isObject()) throw SettingsError{"the settings' 'start' must be an object"};
@@ -174,6 +196,8 @@ SampleRequest parse(std::string_view text_, SampleRequest request) {
     if (const JsonValue* guidance = find(object, "guidance")) request.guidance = parseGuidance(*guidance);
     request.start = {};
     if (const JsonValue* start = find(object, "start")) request.start = parseStart(*start, request.tEnd);
+    request.text = {};
+    if (const JsonValue* textObject = find(object, "text")) request.text = parseText(*textObject);
     checkName(NameKind::Path, request.path);
     checkName(NameKind::Solver, request.solver);
     checkName(NameKind::Schedule, request.schedule);
@@ -236,6 +260,22 @@ std::string settingsToJson(const SampleRequest& request) {
         json.field("grid", std::string(start.newGrid ? "new" : "cut"));
         json.endObject();
     }
+    // Only for text-to-image checkpoints (or where anything of it is set).
+    const TextSettings& textSettings = request.text;
+    if (!(textSettings == TextSettings{}) || specHasForm(request.model, SpecForm::Checkpoint)) {
+        json.key("text");
+        json.beginObject();
+        json.field("prompt", textSettings.prompt);
+        json.field("width", textSettings.width);
+        json.field("height", textSettings.height);
+        json.field("flux_guidance", textSettings.fluxGuidance);
+        for (const auto& [name, value] : {std::pair{"clip_l", &textSettings.clipL}, std::pair{"t5", &textSettings.t5},
+                                          std::pair{"ae", &textSettings.autoencoder},
+                                          std::pair{"tokenizers", &textSettings.tokenizers}}) {
+            if (!value->empty()) json.field(name, *value);
+        }
+        json.endObject();
+    }
     json.endObject();
     return json.str();
 }
@@ -252,6 +292,9 @@ bool settingsFromJson(std::string_view text, SampleRequest* request, std::string
 
 std::string parametersLine(const SampleRequest& request, int nfe, const std::vector<int64_t>& sampleShape) {
     std::ostringstream line;
+    const bool checkpoint = specHasForm(request.model, SpecForm::Checkpoint);
+    // AUTOMATIC1111's parameters begin with the prompt, on a line of its own.
+    if (checkpoint) line << request.text.prompt << "\n";
     line << "Steps: " << request.steps << ", Sampler: " << request.solver << ", Schedule type: " << request.schedule;
     // AUTOMATIC1111 writes the scale after the schedule; FlowScope only for a conditional run.
     if (!request.condition.empty()) {
@@ -264,7 +307,13 @@ std::string parametersLine(const SampleRequest& request, int nfe, const std::vec
     line << ", Seed: " << request.seed << ", Batch: " << request.batch << ", Model: " << request.model;
     if (!request.condition.empty()) line << ", Class: " << request.condition;
     line << ", Path: " << request.path << ", NFE: " << nfe << ", Version: FlowScope " << Engine::version();
-    if (sampleShape.size() == 3) line << ", Size: " << sampleShape[2] << "x" << sampleShape[1];
+    if (checkpoint && sampleShape.size() == 3) {
+        // The image's size: 8 pixels a latent pixel.
+        line << ", Size: " << 8 * sampleShape[2] << "x" << 8 * sampleShape[1];
+        if (request.text.fluxGuidance != TextSettings{}.fluxGuidance) line << ", Distilled CFG Scale: " << request.text.fluxGuidance;
+    } else if (sampleShape.size() == 3) {
+        line << ", Size: " << sampleShape[2] << "x" << sampleShape[1];
+    }
     // AUTOMATIC1111's name for how much of an image-to-image run is redone.
     if (request.start.kind == RunStart::Kind::Image) line << ", Denoising strength: " << 1.0 - request.start.time;
     return line.str();

@@ -1,7 +1,10 @@
 #include "core/io/SafeTensors.h"
 
 #include <algorithm>
+#include <array>
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <tuple>
 #include <fstream>
 #include <iterator>
@@ -43,12 +46,42 @@ const DtypeInfo* dtypeByType(torch::ScalarType type) {
     return nullptr;
 }
 
+// Float8 values as float32: E4M3FN (bias 7, no infinities, S.1111.111 is NaN, max 448) by a
+// table of all 256 bytes; E5M2 is the top byte of an IEEE half.
+torch::Tensor float8ToFloat32(std::string_view bytes, const std::vector<int64_t>& shape, bool e4m3) {
+    static const std::array<float, 256> e4m3Table = [] {
+        std::array<float, 256> table{};
+        for (int byte = 0; byte < 256; ++byte) {
+            const int exponent = (byte >> 3) & 15;
+            const int mantissa = byte & 7;
+            float value = exponent == 0 ? std::ldexp(float(mantissa) / 8.0f, -6)
+                                        : std::ldexp(1.0f + float(mantissa) / 8.0f, exponent - 7);
+            if (exponent == 15 && mantissa == 7) value = std::numeric_limits<float>::quiet_NaN();
+            table[size_t(byte)] = (byte & 128) ? -value : value;
+        }
+        return table;
+    }();
+    torch::Tensor out = torch::empty(shape, torch::kFloat32);
+    float* values = out.data_ptr<float>();
+    const auto* raw = reinterpret_cast<const uint8_t*>(bytes.data());
+    if (e4m3) {
+        for (size_t i = 0; i < bytes.size(); ++i) values[i] = e4m3Table[raw[i]];
+        return out;
+    }
+    torch::Tensor half = torch::empty(shape, torch::kFloat16);
+    auto* bits = static_cast<uint16_t*>(half.data_ptr());
+    for (size_t i = 0; i < bytes.size(); ++i) bits[i] = uint16_t(raw[i]) << 8;
+    return half.to(torch::kFloat32);
+}
 
 }  // namespace
 
 torch::Tensor SafeTensorsFile::tensor(const std::string& name) const {
     for (const Entry& entry : m_entries) {
         if (entry.name != name) continue;
+        if (entry.dtype == "F8_E4M3" || entry.dtype == "F8_E5M2") {
+            return float8ToFloat32(data(entry), entry.shape, entry.dtype == "F8_E4M3");
+        }
         torch::Tensor out = torch::empty(entry.shape, torch::TensorOptions().dtype(dtypeByName(entry.dtype)->type));
         const std::string_view bytes = data(entry);
         if (!bytes.empty()) std::memcpy(out.data_ptr(), bytes.data(), bytes.size());

@@ -1,7 +1,15 @@
 #include "core/io/SafeTensorsFile.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <fstream>
+#include <limits>
 #include <iterator>
 #include <tuple>
 
@@ -16,8 +24,9 @@ bool multiplyChecked(uint64_t a, uint64_t b, uint64_t* out) { return !__builtin_
 }  // namespace
 
 uint64_t safeTensorsDtypeSize(const std::string& dtype) {
-    static const std::map<std::string, uint64_t> sizes{{"F64", 8}, {"F32", 4}, {"F16", 2}, {"BF16", 2}, {"I64", 8},
-                                                       {"I32", 4}, {"I16", 2}, {"I8", 1},  {"U8", 1},   {"BOOL", 1}};
+    static const std::map<std::string, uint64_t> sizes{{"F64", 8}, {"F32", 4}, {"F16", 2}, {"BF16", 2}, {"F8_E4M3", 1},
+                                                       {"F8_E5M2", 1}, {"I64", 8},  {"I32", 4}, {"I16", 2},  {"I8", 1},
+                                                       {"U8", 1},  {"BOOL", 1}};
     const auto it = sizes.find(dtype);
     return it == sizes.end() ? 0 : it->second;
 }
@@ -25,7 +34,7 @@ uint64_t safeTensorsDtypeSize(const std::string& dtype) {
 namespace {
 
 // The JSON header of a file's bytes, and its length.
-JsonValue::Object parseHeader(const std::string& bytes, uint64_t* headerLength) {
+JsonValue::Object parseHeader(std::string_view bytes, uint64_t* headerLength) {
     if (bytes.size() < 8) throw SafeTensorsError("safetensors: the file is shorter than its 8-byte header length");
     uint64_t length = 0;
     for (int i = 7; i >= 0; --i) length = (length << 8) | uint8_t(bytes[i]);
@@ -132,21 +141,64 @@ void checkTiling(std::vector<SafeTensorsFile::Entry>& entries, uint64_t dataLeng
 
 SafeTensorsFile SafeTensorsFile::parse(std::string bytes) {
     SafeTensorsFile file;
+    file.m_bytes = std::move(bytes);
+    file.parseBytes();
+    return file;
+}
+
+void SafeTensorsFile::parseBytes() {
     uint64_t headerLength = 0;
-    for (const auto& [name, value] : parseHeader(bytes, &headerLength)) {
+    const std::string_view view = bytes();
+    for (const auto& [name, value] : parseHeader(view, &headerLength)) {
         if (name != "__metadata__") {
-            file.m_entries.push_back(parseEntry(name, value));
+            m_entries.push_back(parseEntry(name, value));
             continue;
         }
         if (!value.isObject()) throw SafeTensorsError("safetensors: __metadata__ is not an object");
         for (const auto& [key, text] : value.object()) {
             if (!text.isString()) throw SafeTensorsError("safetensors: __metadata__ value '" + key + "' is not a string");
-            file.m_metadata[key] = text.string();
+            m_metadata[key] = text.string();
         }
     }
-    checkTiling(file.m_entries, bytes.size() - 8 - headerLength);
-    file.m_dataStart = 8 + headerLength;
-    file.m_bytes = std::move(bytes);
+    checkTiling(m_entries, view.size() - 8 - headerLength);
+    m_dataStart = 8 + headerLength;
+}
+
+struct SafeTensorsFile::Mapping {
+    void* address = nullptr;
+    size_t size = 0;
+    ~Mapping() {
+        if (address) ::munmap(address, size);
+    }
+};
+
+SafeTensorsFile SafeTensorsFile::map(const std::string& path) {
+    uint64_t size = 0;
+    try {
+        size = checkRegularFile(path, std::numeric_limits<uint64_t>::max(), "the safetensors file");
+    } catch (const FileReadError& failure) {
+        throw SafeTensorsError(failure.what());
+    }
+    if (size < 8) throw SafeTensorsError("'" + path + "': safetensors: the file is shorter than its 8-byte header length");
+    const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) throw SafeTensorsError("'" + path + "': cannot open the file: " + std::strerror(errno));
+    struct stat status {};
+    if (::fstat(fd, &status) != 0 || !S_ISREG(status.st_mode) || uint64_t(status.st_size) != size) {
+        ::close(fd);
+        throw SafeTensorsError("'" + path + "': the file changed while it was opened; try again");
+    }
+    void* address = ::mmap(nullptr, size_t(size), PROT_READ, MAP_PRIVATE, fd, 0);
+    ::close(fd);
+    if (address == MAP_FAILED) throw SafeTensorsError("'" + path + "': cannot map the file: " + std::strerror(errno));
+    SafeTensorsFile file;
+    file.m_mapping = std::make_shared<Mapping>();
+    file.m_mapping->address = address;
+    file.m_mapping->size = size_t(size);
+    try {
+        file.parseBytes();
+    } catch (const SafeTensorsError& error) {
+        throw SafeTensorsError("'" + path + "': " + error.what());
+    }
     return file;
 }
 
@@ -164,12 +216,20 @@ SafeTensorsFile SafeTensorsFile::read(const std::string& path) {
     }
 }
 
-bool SafeTensorsFile::contains(const std::string& name) const {
-    return std::any_of(m_entries.begin(), m_entries.end(), [&](const Entry& e) { return e.name == name; });
+std::string_view SafeTensorsFile::bytes() const {
+    if (m_mapping) return std::string_view(static_cast<const char*>(m_mapping->address), m_mapping->size);
+    return m_bytes;
+}
+
+bool SafeTensorsFile::contains(const std::string& name) const { return find(name) != nullptr; }
+
+const SafeTensorsFile::Entry* SafeTensorsFile::find(const std::string& name) const {
+    const auto it = std::find_if(m_entries.begin(), m_entries.end(), [&](const Entry& e) { return e.name == name; });
+    return it == m_entries.end() ? nullptr : &*it;
 }
 
 std::string_view SafeTensorsFile::data(const Entry& entry) const {
-    return std::string_view(m_bytes).substr(m_dataStart + entry.begin, entry.end - entry.begin);
+    return bytes().substr(m_dataStart + entry.begin, entry.end - entry.begin);
 }
 
 }  // namespace flowscope::core

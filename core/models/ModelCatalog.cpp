@@ -8,12 +8,15 @@
 
 #include "core/api/Engine.h"
 #include "core/api/Errors.h"
+#include "core/api/Names.h"
 #include "core/models/Bundle.h"
 #include "core/models/BundleModel.h"
+#include "core/models/Checkpoint.h"
 #include "core/models/Datasets.h"
 #include "core/models/EmpiricalDenoiser.h"
 #include "core/models/GaussianMixture.h"
 #include "core/models/LabelledDenoiser.h"
+#include "core/models/flux/FluxModel.h"
 #include "core/sampling/Device.h"
 
 namespace flowscope::core {
@@ -105,7 +108,7 @@ ModelCatalog::ModelCatalog(FolderLoader folderLoader) : m_folderLoader(std::move
 std::vector<std::string> ModelCatalog::specNames() { return modelSpecNames(); }
 
 std::shared_ptr<Model> ModelCatalog::load(const std::string& spec, int resolution, std::vector<std::string>& notes,
-                                          bool trustModel, const std::atomic<bool>* cancel) {
+                                          bool trustModel, const std::atomic<bool>* cancel, const TextSettings& text) {
     if (resolution < 0 || resolution > kMaxResolution) {
         throw InvalidRequestError("--resolution must be between 1 and " + std::to_string(kMaxResolution) +
                                   " (or 0 for the dataset's own)");
@@ -127,6 +130,18 @@ std::shared_ptr<Model> ModelCatalog::load(const std::string& spec, int resolutio
                                       "': its sample shape is fixed by its manifest; leave it at 0");
         }
         return cached->second;
+    }
+    if (parsed.kind == ModelSpec::Kind::Checkpoint) {
+        // One checkpoint at a time: its parts are gigabytes. The files are found (and their
+        // headers read) again on every load, so that a changed folder is seen.
+        const std::string key = spec + "\n" + checkpointPartsKey(text);
+        if (auto it = m_cache.find(key); it != m_cache.end()) return it->second;
+        for (auto it = m_cache.begin(); it != m_cache.end();) {
+            it = it->first.rfind(specPrefix(SpecForm::Checkpoint), 0) == 0 ? m_cache.erase(it) : std::next(it);
+        }
+        auto model = std::make_shared<flux::FluxModel>(findCheckpoint(parsed.name, text));
+        m_cache[key] = model;
+        return model;
     }
     const std::string key = spec + "@" + std::to_string(resolution);
     if (auto it = m_cache.find(key); it != m_cache.end()) return it->second;
@@ -177,6 +192,7 @@ std::shared_ptr<Model> ModelCatalog::load(const std::string& spec, int resolutio
             break;
         }
         case ModelSpec::Kind::Bundle:
+        case ModelSpec::Kind::Checkpoint:
             break;  // returned above
     }
     m_cache[key] = model;

@@ -21,6 +21,7 @@ namespace flowscope::core {
 //                                                     (its sub-folders, if any, are classes)
 //   points:moons | points:spiral | points:checkerboard  empirical denoiser over 2-D clouds
 //   bundle:DIR                                        the user's network (flowscope.json in DIR)
+//   checkpoint:PATH                                   a FLUX.1 model folder or .safetensors file
 // The side of `folder:` images when no resolution is asked for (Fashion-MNIST keeps its own 28).
 constexpr int kDefaultFolderResolution = 32;
 constexpr int kFashionMnistSide = 28;
@@ -42,8 +43,10 @@ public:
     // resolution 0 keeps the dataset's own (28 for Fashion-MNIST, 32 for folders). `trustModel`
     // allows loading a bundle's TorchScript files that are not in the user's trusted list.
     // `cancel` stops a long load (an image folder) with CancelledError.
+    // `text` names the parts beside a checkpoint's transformer file (TextSettings).
     std::shared_ptr<Model> load(const std::string& spec, int resolution, std::vector<std::string>& notes,
-                                bool trustModel = false, const std::atomic<bool>* cancel = nullptr);
+                                bool trustModel = false, const std::atomic<bool>* cancel = nullptr,
+                                const TextSettings& text = {});
 
     static std::vector<std::string> specNames();
 

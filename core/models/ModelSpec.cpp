@@ -65,6 +65,13 @@ ModelSpec parseModelSpec(const std::string& spec) {
         parsed.kind = ModelSpec::Kind::Bundle;
         parsed.name = rest;
         if (parsed.name.empty()) throw InvalidRequestError("give a folder after 'bundle:', e.g. bundle:~/models/my-flow");
+    } else if (specHasForm(spec, SpecForm::Checkpoint, &rest)) {
+        parsed.kind = ModelSpec::Kind::Checkpoint;
+        parsed.name = rest;
+        if (parsed.name.empty()) {
+            throw InvalidRequestError("give a model folder or .safetensors file after 'checkpoint:', e.g. "
+                                      "checkpoint:~/models/FLUX.1-schnell");
+        }
     } else if (specHasForm(spec, SpecForm::Shipped, &rest)) {
         // A network FlowScope ships: the bundle folder of that name among the shipped models.
         const std::string name = rest;

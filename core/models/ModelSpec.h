@@ -8,9 +8,9 @@ namespace flowscope::core {
 
 // A model spec taken apart, without loading anything (names checked, numbers parsed).
 struct ModelSpec {
-    enum class Kind { Mixture, Points, FashionMnist, Folder, Bundle };
+    enum class Kind { Mixture, Points, FashionMnist, Folder, Bundle, Checkpoint };
     Kind kind = Kind::Mixture;
-    std::string name;   // mixture or point-cloud name, folder or bundle path
+    std::string name;   // mixture or point-cloud name, folder, bundle or checkpoint path
     int64_t limit = 0;      // fashion-mnist:N, 0 = all
     bool bfloat16 = false;  // fashion-mnist[:N]:bf16, the dataset kept in bfloat16
 };

@@ -8,6 +8,7 @@
 
 #include <torch/types.h>
 
+#include "core/api/TextSettings.h"
 #include "core/sampling/ProbabilityPath.h"
 
 namespace flowscope::core {
@@ -54,6 +55,12 @@ public:
     static constexpr int64_t kNullClass = -1;
     // The sampler's step index (0-based) for the evaluations that follow.
     virtual void setStep(int /*step*/) {}
+
+    // Text-to-image models (FLUX.1 checkpoints): the prompt and image size of the runs that
+    // follow, set before sampleShape() is asked. The prompt is encoded here (and cached); `cancel`
+    // stops a long load with CancelledError.
+    virtual bool takesText() const { return false; }
+    virtual void setText(const TextSettings& /*text*/, const std::atomic<bool>* /*cancel*/) {}
 
     // Things the user should know about the last run (clamped ranges, skipped files, ...).
     virtual std::vector<std::string> takeNotes() { return {}; }

@@ -67,7 +67,8 @@ DataSampler datasetSampler(const std::string& dataset, int resolution, std::vect
             break;
         }
         case ModelSpec::Kind::Bundle:
-            throw InvalidRequestError("a bundle is a model, not a dataset: train on fashion-mnist, folder:PATH, "
+        case ModelSpec::Kind::Checkpoint:
+            throw InvalidRequestError("a bundle or checkpoint is a model, not a dataset: train on fashion-mnist, folder:PATH, "
                                       "points:NAME or gmm:NAME");
     }
     if (points.dim() == 4 && resolution > 0 && points.size(2) != resolution) {

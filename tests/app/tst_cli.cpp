@@ -124,6 +124,8 @@ private slots:
     void trainRefusesACheckpointThatIsNoFile();
     void evaluateScoresMemorizedImagesNearTheFloor();
     void evaluateRefusesWhatItCannotMeasure();
+    void checkpointSubStepsMatchTheReference();
+    void checkpointRefusals();
 
 private:
     QTemporaryDir m_dir;
@@ -958,3 +960,118 @@ void TestCli::evaluateRefusesWhatItCannotMeasure() {
 
 QTEST_GUILESS_MAIN(TestCli)
 #include "tst_cli.moc"
+
+namespace {
+
+const std::string kFlux = FLOWSCOPE_SOURCE_DIR "/resources/fixtures/flux/";
+
+// A reference tensor of make_flux.py's, as float32.
+torch::Tensor fluxReference(const std::string& name) {
+    static const flowscope::core::SafeTensorsFile file = flowscope::core::SafeTensorsFile::read(kFlux + "reference.safetensors");
+    return file.tensor(name).to(torch::kFloat32).contiguous();
+}
+
+void writeTensorNpy(const QString& path, const torch::Tensor& tensor) {
+    const torch::Tensor values = tensor.to(torch::kFloat32).contiguous();
+    flowscope::core::writeNpy(path.toStdString(), values.sizes().vec(), values.data_ptr<float>());
+}
+
+torch::Tensor readTensorNpy(const QString& path) {
+    const auto array = flowscope::core::readNpy(path.toStdString());
+    return torch::tensor(array.data).reshape(array.shape);
+}
+
+// The largest difference relative to the reference's largest magnitude (float32 against the
+// script's float64: see tst_flux for the bound).
+double relativeTo(const torch::Tensor& got, const torch::Tensor& expected) {
+    return (got - expected).abs().max().item<double>() / expected.abs().max().item<double>();
+}
+
+}  // namespace
+
+// Each sub-step of a FLUX.1 checkpoint through the CLI's contract names, against the independent
+// implementation in resources/fixtures/make_flux.py.
+void TestCli::checkpointSubStepsMatchTheReference() {
+    const QString folder = freshFolder("flux");
+    const QString model = QString::fromStdString("checkpoint:" + kFlux + "schnell");
+    const CliRun info = runCli({"info", "--model", model, "--json"}, folder);
+    QVERIFY2(info.finished && info.exitCode == 0, describe(info));
+    const QJsonObject infoJson = parseObject(info.out);
+    QCOMPARE(infoJson["family"].toString(), QString("FLUX.1 [schnell]"));
+    for (const char* part : {"transformer", "autoencoder", "clip_l", "t5"}) {
+        QVERIFY2(infoJson["parts"].toObject()[part].toObject()["found"].toBool(), part);
+    }
+    QCOMPARE(infoJson["transformer"].toObject()["double_blocks"].toInt(), 1);
+    QCOMPARE(infoJson["default_steps"].toInt(), 4);
+
+    const CliRun tokens = runCli({"tokenize", "--tokenizers", QString::fromStdString(kFlux + "schnell"), "--prompt",
+                                  "a photo of a cat", "--json"},
+                                 folder);
+    QVERIFY2(tokens.finished && tokens.exitCode == 0, describe(tokens));
+    QFile expectedTokens(QString::fromStdString(kFlux + "tokens.json"));
+    QVERIFY(expectedTokens.open(QIODevice::ReadOnly));
+    const QJsonObject first = QJsonDocument::fromJson(expectedTokens.readAll()).array().first().toObject();
+    QCOMPARE(first["prompt"].toString(), QString("a photo of a cat"));
+    const QJsonObject tokensJson = parseObject(tokens.out);
+    QCOMPARE(tokensJson["clip_l"].toObject()["ids"].toArray(), first["clip_l"].toObject()["ids"].toArray());
+    QCOMPARE(tokensJson["t5"].toObject()["ids"].toArray(), first["t5"].toObject()["ids"].toArray());
+
+    const CliRun encoded = runCli({"encode-prompt", "--model", model, "--prompt", "a photo of a cat", "--out", "cond.safetensors"},
+                                  folder);
+    QVERIFY2(encoded.finished && encoded.exitCode == 0, describe(encoded));
+    const auto cond = flowscope::core::SafeTensorsFile::read(QDir(folder).filePath("cond.safetensors").toStdString());
+    QVERIFY(relativeTo(cond.tensor("txt"), fluxReference("prompt_txt")) < 1e-4);
+    QVERIFY(relativeTo(cond.tensor("vec"), fluxReference("prompt_vec")) < 1e-4);
+    QCOMPARE(cond.tensor("clip_l_ids").sizes().vec(), (std::vector<int64_t>{1, 77}));
+    QCOMPARE(cond.tensor("t5_ids").sizes().vec(), (std::vector<int64_t>{1, 256}));
+
+    // forward: the reference's first sample at its sigma, with the reference's conditioning.
+    flowscope::core::writeSafeTensors(QDir(folder).filePath("ref-cond.safetensors").toStdString(),
+                                      {{"txt", fluxReference("txt")}, {"vec", fluxReference("vec")}});
+    writeTensorNpy(QDir(folder).filePath("x.npy"), fluxReference("x").narrow(0, 0, 1));
+    const double sigma = fluxReference("sigma")[0].item<double>();
+    const CliRun forward = runCli({"forward", "--model", model, "--x", "x.npy", "--sigma", QString::number(sigma, 'g', 17),
+                                   "--cond", "ref-cond.safetensors", "--out", "out.npy"},
+                                  folder);
+    QVERIFY2(forward.finished && forward.exitCode == 0, describe(forward));
+    QVERIFY(relativeTo(readTensorNpy(QDir(folder).filePath("out.npy")), fluxReference("schnell_out").narrow(0, 0, 1)) < 1e-4);
+
+    writeTensorNpy(QDir(folder).filePath("z.npy"), fluxReference("ae_latents"));
+    const CliRun decoded = runCli({"decode", "--model", model, "--latents", "z.npy", "--save-decoded", "img.npy", "--out", "img.png"},
+                                  folder);
+    QVERIFY2(decoded.finished && decoded.exitCode == 0, describe(decoded));
+    QVERIFY(relativeTo(readTensorNpy(QDir(folder).filePath("img.npy")), fluxReference("ae_decoded")) < 1e-4);
+    QVERIFY(QFile::exists(QDir(folder).filePath("img.png")));
+
+    // sample: the family's schedule and steps, the prompt first in the PNG's parameters.
+    const CliRun sampled = runCli({"sample", "--model", model, "--prompt", "a photo of a cat", "--width", "48", "--height", "32",
+                                   "--out", "grid.png", "--json"},
+                                  folder);
+    QVERIFY2(sampled.finished && sampled.exitCode == 0, describe(sampled));
+    QCOMPARE(parseObject(sampled.out)["nfe"].toInt(), 4);
+    const auto chunks = flowscope::media::readPngText(readBytes(QDir(folder).filePath("grid.png")));
+    const auto parameters = std::find_if(chunks.begin(), chunks.end(), [](const auto& chunk) { return chunk.first == "parameters"; });
+    QVERIFY(parameters != chunks.end());
+    QVERIFY2(parameters->second.rfind("a photo of a cat\nSteps: 4", 0) == 0, parameters->second.c_str());
+    QVERIFY(parameters->second.find("Size: 48x32") != std::string::npos);
+    const cv::Mat grid = cv::imread(QDir(folder).filePath("grid.png").toStdString());
+    QCOMPARE(grid.cols, 48);
+    QCOMPARE(grid.rows, 32);
+}
+
+void TestCli::checkpointRefusals() {
+    const QString folder = freshFolder("flux-refusals");
+    const QString model = QString::fromStdString("checkpoint:" + kFlux + "schnell");
+    const auto refused = [&](const QStringList& arguments, const QString& says) {
+        const CliRun run = runCli(arguments, folder);
+        QVERIFY2(run.finished && run.exitCode == 2 && run.err.contains(says.toUtf8()), describe(run));
+    };
+    refused({"sample", "--model", "gmm:8gaussians", "--prompt", "a cat"}, "checkpoint:PATH");
+    refused({"sample", "--model", model, "--prompt", "a cat", "--width", "40", "--height", "32"}, "multiple of 16");
+    refused({"info", "--model", "checkpoint:" + folder + "/missing"}, "neither a model folder");
+    refused({"forward", "--model", model, "--x", "x.npy", "--sigma", "0", "--cond", "c.safetensors", "--out", "o.npy"}, "");
+    refused({"encode-prompt", "--model", QString::fromStdString("checkpoint:" + kFlux + "dev-bf16.safetensors"), "--prompt", "x",
+             "--out", "c.safetensors"},
+            "--clip-l");
+    QVERIFY(!QFile::exists(QDir(folder).filePath("c.safetensors")));
+}

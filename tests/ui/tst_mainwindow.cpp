@@ -22,6 +22,7 @@
 #include <QSpinBox>
 #include <QStyleOptionComboBox>
 #include <QStandardPaths>
+#include <QPlainTextEdit>
 #include <QTemporaryDir>
 #include <QApplication>
 #include <QMessageBox>
@@ -204,6 +205,7 @@ private Q_SLOTS:
     void quitDuringALongStepEndsPromptly();
     void openPathTakesAPngOrABundleFolder();
     void conditionAndGuidanceDriveARun();
+    void promptBoxRunsAFluxCheckpoint();
 
 private:
     QTemporaryDir m_settingsDir;
@@ -1487,3 +1489,45 @@ void TestMainWindow::openPathTakesAPngOrABundleFolder() {
 }
 
 #include "tst_mainwindow.moc"
+
+// A FLUX.1 model folder (the small fixture with the published layout) through the real widgets:
+// opening it shows the prompt box, typed text is counted per tokenizer, a long prompt is marked
+// as cut, and a run with the typed prompt and size decodes the autoencoder's image into the lane.
+void TestMainWindow::promptBoxRunsAFluxCheckpoint() {
+    MainWindow window;
+    window.show();
+    useModel(window, "gmm:8gaussians", 1);
+    QVERIFY(settle(window));
+    PromptBox* prompt = window.settingsPanel()->promptBox();
+    QVERIFY(prompt->isHidden());
+    const QString folder = QStringLiteral(FLOWSCOPE_SOURCE_DIR "/resources/fixtures/flux/schnell");
+    QVERIFY(window.openCheckpoint(folder));
+    QVERIFY(!prompt->isHidden());
+    QVERIFY(prompt->guidanceBox()->isHidden());  // [schnell] has no guidance input
+    window.settingsPanel()->batchBox()->setValue(1);
+    prompt->widthBox()->setValue(48);
+    prompt->heightBox()->setValue(32);
+    prompt->promptEdit()->setFocus();
+    QTest::keyClicks(prompt->promptEdit(), "a photo of a cat");
+    prompt->recount();
+    QVERIFY2(prompt->countsLabel()->text().contains("CLIP-L 5/75"), qPrintable(prompt->countsLabel()->text()));
+    QVERIFY(prompt->countsLabel()->text().contains("T5"));
+    window.lane(0)->stepsBox()->setValue(2);
+    QVERIFY(settle(window));
+    QVERIFY2(window.lane(0)->hasResult(), qPrintable(window.lane(0)->metricsText()));
+    QCOMPARE(window.lane(0)->canvas()->states().front().size(), QSize(48, 32));
+    QVERIFY(window.lane(0)->frames().back().final);
+    const RunSettings& settings = window.lane(0)->runSettings();
+    QCOMPARE(settings.text.prompt, std::string("a photo of a cat"));
+    QCOMPARE(settings.text.width, 48);
+    // A prompt past CLIP's 75 tokens: the count turns red and the words past the limit are struck.
+    QString longPrompt;
+    for (int i = 0; i < 40; ++i) longPrompt += QStringLiteral("a photo of a cat ");
+    prompt->promptEdit()->setPlainText(longPrompt);
+    prompt->recount();
+    QVERIFY2(prompt->countsLabel()->text().contains("(cut)"), qPrintable(prompt->countsLabel()->text()));
+    QCOMPARE(prompt->promptEdit()->extraSelections().size(), 1);
+    QVERIFY(prompt->promptEdit()->extraSelections().front().format.fontStrikeOut());
+    QVERIFY(settle(window));
+    window.close();
+}

@@ -1,0 +1,103 @@
+#include "core/models/NetworkParts.h"
+
+#include <cmath>
+#include <limits>
+
+#include <torch/torch.h>
+#include <torch/version.h>
+
+namespace flowscope::core::layers {
+
+Linear Linear::load(const Weights& weights, const std::string& key, int64_t in, int64_t out, bool withBias) {
+    Linear layer;
+    layer.weight = weights.get(key + ".weight", {out, in});
+    if (withBias) layer.bias = weights.get(key + ".bias", {layer.weight.size(0)});
+    return layer;
+}
+
+torch::Tensor Linear::operator()(const torch::Tensor& x) const { return torch::linear(x, weight, bias); }
+
+LayerNorm LayerNorm::load(const Weights& weights, const std::string& key, int64_t width, double eps) {
+    LayerNorm norm = plain(width, eps);
+    norm.weight = weights.get(key + ".weight", {width});
+    norm.bias = weights.optional(key + ".bias", {width});
+    return norm;
+}
+
+LayerNorm LayerNorm::plain(int64_t width, double eps) {
+    LayerNorm norm;
+    norm.width = width;
+    norm.eps = eps;
+    return norm;
+}
+
+torch::Tensor LayerNorm::operator()(const torch::Tensor& x) const {
+    return torch::layer_norm(x, {width}, weight, bias, eps);
+}
+
+torch::Tensor rmsNorm(const torch::Tensor& x, const torch::Tensor& scale, double eps) {
+    const torch::Tensor wide = x.to(torch::kFloat32);
+    const torch::Tensor normed = (wide * torch::rsqrt(wide.square().mean(-1, true) + eps)).to(x.scalar_type());
+    return normed * scale;
+}
+
+Conv2d Conv2d::load(const Weights& weights, const std::string& key, int64_t in, int64_t out, int64_t kernel,
+                    int64_t stride, int64_t padding) {
+    Conv2d conv;
+    conv.weight = weights.get(key + ".weight", {out, in, kernel, kernel});
+    conv.bias = weights.optional(key + ".bias", {out});
+    conv.stride = stride;
+    conv.padding = padding < 0 ? kernel / 2 : padding;
+    return conv;
+}
+
+torch::Tensor Conv2d::operator()(const torch::Tensor& x) const {
+    return torch::conv2d(x, weight, bias, {stride, stride}, {padding, padding});
+}
+
+GroupNorm GroupNorm::load(const Weights& weights, const std::string& key, int64_t channels, int64_t groups, double eps) {
+    if (channels % groups != 0) {
+        throw CheckpointError("'" + weights.prefix() + key + "' normalizes " + std::to_string(channels) +
+                              " channels, which " + std::to_string(groups) + " groups do not divide");
+    }
+    GroupNorm norm;
+    norm.weight = weights.get(key + ".weight", {channels});
+    norm.bias = weights.get(key + ".bias", {channels});
+    norm.groups = groups;
+    norm.eps = eps;
+    return norm;
+}
+
+torch::Tensor GroupNorm::operator()(const torch::Tensor& x) const {
+    return torch::group_norm(x, groups, weight, bias, eps);
+}
+
+torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, double scale,
+                        const torch::Tensor& bias, bool causal) {
+#if TORCH_VERSION_MAJOR >= 2
+    // The fused kernels (flash, memory-efficient) where LibTorch has them; they scale by
+    // 1/sqrt(D), so q carries the rest of `scale`.
+    const double adjust = scale * std::sqrt(double(q.size(-1)));
+    const torch::Tensor query = adjust == 1.0 ? q : q * adjust;
+    if (!bias.defined()) return at::scaled_dot_product_attention(query, k, v, {}, 0.0, causal);
+    torch::Tensor mask = bias.to(q.scalar_type());
+    if (causal) {
+        const int64_t lq = q.size(-2), lk = k.size(-2);
+        mask = mask + torch::full({lq, lk}, -std::numeric_limits<float>::infinity(), q.options()).triu(1);
+    }
+    return at::scaled_dot_product_attention(query, k, v, mask, 0.0, false);
+#else
+    torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1)) * scale;
+    if (bias.defined()) scores = scores + bias.to(scores.scalar_type());
+    if (causal) {
+        const int64_t lq = q.size(-2), lk = k.size(-2);
+        const torch::Tensor mask = torch::ones({lq, lk}, torch::TensorOptions().dtype(torch::kBool).device(q.device())).triu(1);
+        scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
+    }
+    return torch::matmul(torch::softmax(scores, -1, torch::kFloat32).to(v.scalar_type()), v);
+#endif
+}
+
+torch::Tensor geluTanh(const torch::Tensor& x) { return torch::gelu(x, "tanh"); }
+
+}  // namespace flowscope::core::layers

@@ -1,0 +1,62 @@
+#pragma once
+
+// The layers the real networks share (FLUX.1, SD3's MMDiT, CLIP, T5, the autoencoder), as plain
+// tensors loaded from a checkpoint's weights and applied with LibTorch's functional operations.
+
+#include <string>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "core/models/Weights.h"
+
+namespace flowscope::core::layers {
+
+// y = x W^T + b; `key` names the layer (key.weight, key.bias). in/out -1: as stored.
+struct Linear {
+    torch::Tensor weight, bias;
+    static Linear load(const Weights& weights, const std::string& key, int64_t in = -1, int64_t out = -1,
+                       bool withBias = true);
+    torch::Tensor operator()(const torch::Tensor& x) const;
+    int64_t in() const { return weight.size(1); }
+    int64_t out() const { return weight.size(0); }
+};
+
+// LayerNorm with an optional affine (key.weight, key.bias).
+struct LayerNorm {
+    torch::Tensor weight, bias;
+    int64_t width = 0;
+    double eps = 1e-5;
+    static LayerNorm load(const Weights& weights, const std::string& key, int64_t width, double eps);
+    static LayerNorm plain(int64_t width, double eps);  // no affine
+    torch::Tensor operator()(const torch::Tensor& x) const;
+};
+
+// x / rms(x) * scale, the mean of squares taken in float32 (FLUX.1's QK norm, T5's layer norm).
+torch::Tensor rmsNorm(const torch::Tensor& x, const torch::Tensor& scale, double eps);
+
+struct Conv2d {
+    torch::Tensor weight, bias;
+    int64_t stride = 1, padding = 0;
+    static Conv2d load(const Weights& weights, const std::string& key, int64_t in, int64_t out, int64_t kernel,
+                       int64_t stride = 1, int64_t padding = -1);
+    torch::Tensor operator()(const torch::Tensor& x) const;
+};
+
+struct GroupNorm {
+    torch::Tensor weight, bias;
+    int64_t groups = 32;
+    double eps = 1e-6;
+    static GroupNorm load(const Weights& weights, const std::string& key, int64_t channels, int64_t groups, double eps);
+    torch::Tensor operator()(const torch::Tensor& x) const;
+};
+
+// softmax(q k^T * scale + bias) v for q, k, v [B, H, L, D]; bias (broadcast to [B, H, Lq, Lk]) may
+// be undefined; `causal` masks the keys after each query.
+torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, double scale,
+                        const torch::Tensor& bias = {}, bool causal = false);
+
+// GELU with the tanh approximation (FLUX.1's MLPs, T5's gated GELU).
+torch::Tensor geluTanh(const torch::Tensor& x);
+
+}  // namespace flowscope::core::layers

@@ -1,0 +1,99 @@
+#pragma once
+
+// Named weights read from safetensors files the user downloaded (FLUX.1, SD3, CLIP, T5 and their
+// autoencoders), memory-mapped so that a checkpoint of many gigabytes is read only where a part is
+// loaded. Networks take their sizes from the tensors' shapes and their tensors through a view with
+// the prefix of their part (a ComfyUI all-in-one file keeps every part under its own prefix).
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "core/api/Errors.h"
+#include "core/io/SafeTensorsFile.h"
+
+namespace flowscope::core {
+
+// A checkpoint that lacks a part or a tensor, has one of another shape, or is not a checkpoint
+// FlowScope knows. The message names the key or file it concerns and what was found.
+class CheckpointError : public InvalidRequestError {
+public:
+    using InvalidRequestError::InvalidRequestError;
+};
+
+// The tensors of one or more safetensors files (the shards of one part, or one file holding
+// several parts), each name once.
+class WeightFiles {
+public:
+    // Maps the files; a name in two of them is refused. A `*.safetensors.index.json` among the
+    // paths stands for the shards its weight_map names (next to it).
+    static std::shared_ptr<const WeightFiles> open(const std::vector<std::string>& paths);
+
+    struct Tensor {
+        const SafeTensorsFile* file = nullptr;
+        const SafeTensorsFile::Entry* entry = nullptr;
+    };
+    const Tensor* find(const std::string& name) const;
+    bool hasPrefix(const std::string& prefix) const;
+    // Every name, sorted.
+    std::vector<std::string> names() const;
+    const std::vector<std::string>& paths() const { return m_paths; }
+    uint64_t bytes() const;
+
+    // The tensor converted to `dtype` (float8 is widened first) and moved to `device`. `cancel`
+    // stops between tensors, never inside one.
+    torch::Tensor load(const std::string& name, torch::ScalarType dtype, torch::Device device) const;
+
+private:
+    std::vector<std::string> m_paths;
+    std::vector<std::unique_ptr<SafeTensorsFile>> m_files;
+    std::map<std::string, Tensor> m_index;
+};
+
+// A part's tensors: the files, a prefix, and the dtype and device its network computes in.
+class Weights {
+public:
+    Weights() = default;
+    Weights(std::shared_ptr<const WeightFiles> files, std::string prefix, torch::ScalarType dtype, torch::Device device,
+            const std::atomic<bool>* cancel = nullptr);
+
+    Weights sub(const std::string& prefix) const;  // the view of prefix + `prefix`
+    const std::string& prefix() const { return m_prefix; }
+    torch::ScalarType dtype() const { return m_dtype; }
+    torch::Device device() const { return m_device; }
+
+    bool has(const std::string& key) const;
+    // Throws CheckpointError naming the full key when it is missing.
+    std::vector<int64_t> shape(const std::string& key) const;
+    int64_t size(const std::string& key, int dim) const;
+    // The tensor, checked against `expected` (empty: any shape; -1: any size in that dimension).
+    torch::Tensor get(const std::string& key, const std::vector<int64_t>& expected = {}) const;
+    // Like get, or an undefined tensor when the key is absent.
+    torch::Tensor optional(const std::string& key, const std::vector<int64_t>& expected = {}) const;
+    // The number of consecutive blocks `key`0., `key`1., ... present ("double_blocks." -> depth).
+    int count(const std::string& key) const;
+    // The names under this prefix (without it), sorted.
+    std::vector<std::string> names() const;
+    // The parameter count and the stored dtypes of the tensors under this prefix.
+    int64_t parameters() const;
+    std::vector<std::string> storedDtypes() const;
+    // Throws CancelledError when the load was cancelled (checked before each tensor).
+    void checkCancelled() const;
+
+private:
+    std::shared_ptr<const WeightFiles> m_files;
+    std::string m_prefix;
+    torch::ScalarType m_dtype = torch::kFloat32;
+    torch::Device m_device = torch::kCPU;
+    const std::atomic<bool>* m_cancel = nullptr;
+};
+
+// "[3072, 64]": shapes in messages.
+std::string describeShape(const std::vector<int64_t>& shape);
+
+}  // namespace flowscope::core

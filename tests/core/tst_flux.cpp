@@ -1,0 +1,246 @@
+// FLUX.1 from checkpoint files: the C++ networks against the independent float64 implementation
+// in resources/fixtures/make_flux.py (on its small random checkpoints with the published key
+// names), every layout loading the same network, refusals that name the key, and the model
+// sampling through the engine.
+#include <filesystem>
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <QTemporaryDir>
+#include <QtTest/QtTest>
+#include <torch/torch.h>
+
+#include "tests/TestSupport.h"
+#include "core/api/Checkpoints.h"
+#include "core/api/Engine.h"
+#include "core/io/SafeTensors.h"
+#include "core/models/Checkpoint.h"
+#include "core/models/flux/FluxModel.h"
+
+using namespace flowscope;
+using namespace flowscope::core;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string fixture(const std::string& name) { return std::string(FLOWSCOPE_SOURCE_DIR) + "/resources/fixtures/flux/" + name; }
+
+const SafeTensorsFile& reference() {
+    static const SafeTensorsFile file = SafeTensorsFile::read(fixture("reference.safetensors"));
+    return file;
+}
+
+torch::Tensor ref(const std::string& name) { return reference().tensor(name).to(torch::kFloat64); }
+
+// The largest difference relative to the reference's largest magnitude. The C++ computes in
+// float32: each output is a chain of a few dozen matrix products over widths of at most 256,
+// whose rounding (2^-24 relative per operation, growing with the square root of the width and
+// the depth) stays below 1e-5 of the values; 1e-4 leaves a margin and still catches any wrong
+// equation (those show as errors of order 1).
+double relativeError(const torch::Tensor& got, const torch::Tensor& expected) {
+    return test::maxAbsDiff(got.to(torch::kFloat64), expected) / expected.abs().max().item<double>();
+}
+
+std::unique_ptr<flux::FluxModel> open(const std::string& path, const TextSettings& text = {}) {
+    auto model = std::make_unique<flux::FluxModel>(findCheckpoint(path, text));
+    model->prepare(torch::kCPU, torch::kFloat32);
+    return model;
+}
+
+std::string messageOf(const std::function<void()>& action) {
+    try {
+        action();
+    } catch (const std::exception& error) {
+        return error.what();
+    }
+    return "";
+}
+
+}  // namespace
+
+class TestFlux : public QObject {
+    Q_OBJECT
+
+private slots:
+    void initTestCase() {
+        QVERIFY2(fs::exists(fixture("reference.safetensors")), "run resources/fixtures/make_flux.py");
+    }
+
+    void transformerMatchesTheReference() {
+        c10::InferenceMode inference;
+        const auto model = open(fixture("schnell"));
+        const torch::Tensor out = model->forwardRaw(ref("x").to(torch::kFloat32), ref("sigma").to(torch::kFloat32),
+                                                    ref("txt").to(torch::kFloat32), ref("vec").to(torch::kFloat32), 3.5, nullptr);
+        QCOMPARE(out.sizes().vec(), ref("schnell_out").sizes().vec());
+        QVERIFY2(relativeError(out, ref("schnell_out")) < 1e-4, qPrintable(QString::number(relativeError(out, ref("schnell_out")))));
+    }
+
+    // [dev] with its guidance input, stored in bfloat16 and in float8 (E4M3, converted here).
+    void devInBfloat16AndFloat8MatchTheReference() {
+        c10::InferenceMode inference;
+        for (const auto& [file, output] : {std::pair{"dev-bf16.safetensors", "dev_bf16_out"}, std::pair{"dev-fp8.safetensors", "dev_fp8_out"}}) {
+            const auto model = open(fixture(file));
+            QCOMPARE(model->layout().family, CheckpointLayout::Family::Flux1Dev);
+            const torch::Tensor out = model->forwardRaw(ref("x").to(torch::kFloat32), ref("sigma").to(torch::kFloat32),
+                                                        ref("txt").to(torch::kFloat32), ref("vec").to(torch::kFloat32), 3.5, nullptr);
+            const double error = relativeError(out, ref(output));
+            QVERIFY2(error < 1e-4, qPrintable(QString("%1: %2").arg(file).arg(error)));
+        }
+    }
+
+    void textEncodersMatchTheReference() {
+        c10::InferenceMode inference;
+        const CheckpointLayout layout = findCheckpoint(fixture("schnell"), {});
+        const ClipTextModel clip(Weights(layout.clipL.files, layout.clipL.prefix, torch::kFloat32, torch::kCPU));
+        const ClipTokenizer tokenizer = ClipTokenizer::load(layout.clipVocab, layout.clipMerges);
+        const auto out = clip.forward(ref("clip_ids").to(torch::kInt64), tokenizer.endId());
+        QVERIFY(relativeError(out.hidden, ref("clip_hidden")) < 1e-4);
+        QVERIFY(relativeError(out.pooled, ref("clip_pooled")) < 1e-4);
+        const T5Encoder t5(Weights(layout.t5.files, layout.t5.prefix, torch::kFloat32, torch::kCPU));
+        const torch::Tensor hidden = t5.forward(ref("t5_ids").to(torch::kInt64));
+        QVERIFY2(relativeError(hidden, ref("t5_hidden")) < 1e-4, qPrintable(QString::number(relativeError(hidden, ref("t5_hidden")))));
+    }
+
+    // T5's relative-position buckets, by hand: exact below 8 either way (keys after the query
+    // in the upper 16), then logarithmic: 8 + floor(log(d/8)/log(16) * 8), capped at 15.
+    void t5BucketsFollowTheirDefinition() {
+        QCOMPARE(T5Encoder::bucket(0), int64_t(0));
+        QCOMPARE(T5Encoder::bucket(-3), int64_t(3));
+        QCOMPARE(T5Encoder::bucket(3), int64_t(19));
+        QCOMPARE(T5Encoder::bucket(-8), int64_t(8));
+        QCOMPARE(T5Encoder::bucket(-16), int64_t(10));   // log(2)/log(16) * 8 = 2
+        QCOMPARE(T5Encoder::bucket(-127), int64_t(15));  // 8 + floor(7.98)
+        QCOMPARE(T5Encoder::bucket(-1000), int64_t(15));
+        QCOMPARE(T5Encoder::bucket(1000), int64_t(31));
+    }
+
+    void autoencoderMatchesTheReference() {
+        c10::InferenceMode inference;
+        const auto model = open(fixture("schnell"));
+        const torch::Tensor decoded = model->decodeLatents(ref("ae_latents").to(torch::kFloat32), nullptr);
+        QCOMPARE(decoded.sizes().vec(), ref("ae_decoded").sizes().vec());
+        QVERIFY2(relativeError(decoded, ref("ae_decoded")) < 1e-4, qPrintable(QString::number(relativeError(decoded, ref("ae_decoded")))));
+        const torch::Tensor encoded = model->encode(ref("ae_images").to(torch::kFloat32));
+        QVERIFY2(relativeError(encoded, ref("ae_encoded")) < 1e-4, qPrintable(QString::number(relativeError(encoded, ref("ae_encoded")))));
+    }
+
+    void promptEncodesEndToEnd() {
+        c10::InferenceMode inference;
+        const auto model = open(fixture("schnell"));
+        const auto encoded = model->encodePrompt("a photo of a cat", nullptr);
+        QCOMPARE(encoded.t5Ids.size(1), int64_t(256));
+        QVERIFY(relativeError(encoded.txt, ref("prompt_txt")) < 1e-4);
+        QVERIFY(relativeError(encoded.vec, ref("prompt_vec")) < 1e-4);
+    }
+
+    // The folder, the all-in-one file and the separate encoder files hold the same networks (the
+    // all-in-one and the ComfyUI encoder files in float16: equal to the folder's weights rounded).
+    void everyLayoutLoadsTheSameWeights() {
+        const CheckpointLayout folder = findCheckpoint(fixture("schnell"), {});
+        const CheckpointLayout allInOne = findCheckpoint(fixture("all-in-one.safetensors"), {});
+        TextSettings separate;
+        separate.clipL = fixture("clip_l.safetensors");
+        separate.t5 = fixture("t5xxl.safetensors");
+        separate.autoencoder = fixture("schnell/ae.safetensors");
+        separate.tokenizers = fixture("schnell");
+        const CheckpointLayout single = findCheckpoint(fixture("schnell/flux1-schnell.safetensors"), separate);
+        auto compare = [](const CheckpointPart& a, const CheckpointPart& b) {
+            const Weights wa(a.files, a.prefix, torch::kFloat32, torch::kCPU), wb(b.files, b.prefix, torch::kFloat32, torch::kCPU);
+            QCOMPARE(wa.names(), wb.names());
+            for (const std::string& name : wa.names()) {
+                const torch::Tensor x = wa.get(name), y = wb.get(name);
+                const torch::Tensor rounded = x.to(torch::kFloat16).to(torch::kFloat32);
+                QVERIFY2(torch::equal(y, x) || torch::equal(y, rounded) ||
+                             torch::equal(y, x.to(torch::kBFloat16).to(torch::kFloat32)),
+                         name.c_str());
+            }
+        };
+        for (const CheckpointLayout* other : {&allInOne, &single}) {
+            QVERIFY(other->autoencoder.found() && other->clipL.found() && other->t5.found());
+            compare(folder.transformer, other->transformer);
+            compare(folder.autoencoder, other->autoencoder);
+            compare(folder.clipL, other->clipL);
+            compare(folder.t5, other->t5);
+        }
+        QCOMPARE(folder.t5.files->paths().size(), size_t(2));  // the sharded T5, through its index
+        QVERIFY(!single.clipVocab.empty() && !single.t5Model.empty());
+    }
+
+    void brokenCheckpointsAreRefusedNamingTheKey() {
+        QTemporaryDir dir;
+        const SafeTensorsFile source = SafeTensorsFile::read(fixture("schnell/flux1-schnell.safetensors"));
+        std::vector<std::pair<std::string, torch::Tensor>> tensors;
+        for (const auto& entry : source.entries()) tensors.emplace_back(entry.name, source.tensor(entry.name));
+        // A missing tensor.
+        auto missing = tensors;
+        missing.erase(std::find_if(missing.begin(), missing.end(), [](const auto& t) { return t.first == "single_blocks.0.linear2.weight"; }));
+        const std::string missingPath = (dir.path() + "/missing.safetensors").toStdString();
+        writeSafeTensors(missingPath, missing);
+        QVERIFY(messageOf([&] { open(missingPath)->forwardRaw(ref("x").to(torch::kFloat32), ref("sigma").to(torch::kFloat32),
+                                                               ref("txt").to(torch::kFloat32), ref("vec").to(torch::kFloat32), 0, nullptr); })
+                    .find("single_blocks.0.linear2.weight") != std::string::npos);
+        // A misshapen one.
+        auto misshapen = tensors;
+        for (auto& [name, tensor] : misshapen) {
+            if (name == "double_blocks.0.txt_attn.proj.weight") tensor = tensor.narrow(0, 0, tensor.size(0) - 1).contiguous();
+        }
+        const std::string misshapenPath = (dir.path() + "/misshapen.safetensors").toStdString();
+        writeSafeTensors(misshapenPath, misshapen);
+        const std::string shapeMessage = messageOf([&] {
+            open(misshapenPath)->forwardRaw(ref("x").to(torch::kFloat32), ref("sigma").to(torch::kFloat32), ref("txt").to(torch::kFloat32),
+                                            ref("vec").to(torch::kFloat32), 0, nullptr);
+        });
+        QVERIFY2(shapeMessage.find("double_blocks.0.txt_attn.proj.weight") != std::string::npos, shapeMessage.c_str());
+        // A truncated file, and a file of another family.
+        const std::string bytes = test::readBytes(QString::fromStdString(fixture("schnell/flux1-schnell.safetensors")));
+        const QString truncated = dir.path() + "/truncated.safetensors";
+        test::writeBytes(truncated, bytes.substr(0, bytes.size() - 100));
+        QVERIFY(!messageOf([&] { findCheckpoint(truncated.toStdString(), {}); }).empty());
+        const std::string other = (dir.path() + "/other.safetensors").toStdString();
+        writeSafeTensors(other, {{"conv.weight", torch::zeros({2, 2})}});
+        const std::string otherMessage = messageOf([&] { findCheckpoint(other, {}); });
+        QVERIFY2(otherMessage.find("conv.weight") != std::string::npos && otherMessage.find("double_blocks") != std::string::npos,
+                 otherMessage.c_str());
+        // A transformer alone cannot encode a prompt: the message says what to give.
+        const std::string lacking = messageOf([&] { open(fixture("dev-bf16.safetensors"))->encodePrompt("x", nullptr); });
+        QVERIFY2(lacking.find("--") != std::string::npos, lacking.c_str());
+    }
+
+    // One Euler step on the linear path from sigma = 1 ends at x - raw(x, sigma = 1): the engine
+    // takes the network's eps - x0 output with the sign and time input DESIGN.md section 7 gives.
+    void samplesThroughTheEngine() {
+        Engine engine;
+        SampleRequest request;
+        request.model = "checkpoint:" + fixture("schnell");
+        request.text.prompt = "a photo of a cat";
+        request.text.width = 48;
+        request.text.height = 32;
+        request.steps = 1;
+        request.seed = 3;
+        const SampleResult result = engine.sample(request);
+        QVERIFY2(result.ok(), result.error.c_str());
+        QCOMPARE(result.sampleShape, (std::vector<int64_t>{16, 4, 6}));
+        c10::InferenceMode inference;
+        const auto model = open(fixture("schnell"));
+        const auto encoded = model->encodePrompt("a photo of a cat", nullptr);
+        const torch::Tensor noise = torch::randn({1, 16, 4, 6}, at::detail::createCPUGenerator(3));
+        const torch::Tensor raw = model->forwardRaw(noise, torch::ones({1}), encoded.txt, encoded.vec, 3.5, nullptr);
+        const torch::Tensor expected = noise - raw;
+        const torch::Tensor got = torch::tensor(result.final.values).reshape({1, 16, 4, 6});
+        QVERIFY2(test::maxAbsDiff(got, expected) < 1e-4, qPrintable(QString::number(test::maxAbsDiff(got, expected))));
+        QVERIFY(!result.finalImage.shape.empty());  // decoded by the autoencoder
+        QCOMPARE(result.finalImage.shape, (std::vector<int64_t>{1, 3, 32, 48}));
+    }
+
+    void promptsAreRefusedByOtherModels() {
+        Engine engine;
+        SampleRequest request;
+        request.model = "gmm:8gaussians";
+        request.text.prompt = "a cat";
+        const SampleResult result = engine.sample(request);
+        QVERIFY(!result.ok());
+        QVERIFY(result.error.find("prompt") != std::string::npos);
+    }
+};
+
+QTEST_GUILESS_MAIN(TestFlux)
+#include "tst_flux.moc"

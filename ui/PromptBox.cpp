@@ -1,0 +1,149 @@
+#include "ui/PromptBox.h"
+
+#include <QDoubleSpinBox>
+#include <QFileInfo>
+#include <QFormLayout>
+#include <QHBoxLayout>
+#include <QLabel>
+#include <QPlainTextEdit>
+#include <QSignalBlocker>
+#include <QSpinBox>
+#include <QTextBlock>
+
+#include "core/api/Checkpoints.h"
+#include "core/api/Names.h"
+#include "ui/RunSettings.h"
+
+namespace flowscope::ui {
+namespace {
+
+QSpinBox* sideBox(QWidget* parent, const QString& name) {
+    auto* box = new QSpinBox(parent);
+    box->setObjectName(name);
+    box->setRange(16, 4096);
+    box->setSingleStep(16);
+    box->setValue(1024);
+    box->setSuffix(QObject::tr(" px"));
+    box->setToolTip(QObject::tr("Multiples of 16: FLUX.1 packs 2x2 patches of its 1/8-size latents"));
+    return box;
+}
+
+}  // namespace
+
+PromptBox::PromptBox(QWidget* parent) : QWidget(parent) {
+    m_prompt = new QPlainTextEdit(this);
+    m_prompt->setObjectName("promptEdit");
+    m_prompt->setPlaceholderText(tr("Prompt (Ctrl+Enter runs)"));
+    m_prompt->setTabChangesFocus(true);
+    m_prompt->setFixedHeight(m_prompt->fontMetrics().lineSpacing() * 4 + 12);
+    m_counts = new QLabel(this);
+    m_counts->setObjectName("promptTokenCounts");
+    m_counts->setToolTip(tr("Tokens of the prompt against each text encoder's limit; the words past a limit "
+                            "are greyed and struck through: the model never sees them"));
+    m_width = sideBox(this, "widthBox");
+    m_height = sideBox(this, "heightBox");
+    m_guidance = new QDoubleSpinBox(this);
+    m_guidance->setObjectName("fluxGuidanceBox");
+    m_guidance->setRange(0.0, 30.0);
+    m_guidance->setSingleStep(0.5);
+    m_guidance->setValue(core::TextSettings{}.fluxGuidance);
+    m_guidance->setToolTip(tr("FLUX.1 [dev]'s distilled guidance: an input of the network, not classifier-free guidance "
+                              "(one network call a step)"));
+    m_guidanceLabel = new QLabel(tr("Guidance"), this);
+
+    auto* size = new QHBoxLayout;
+    size->addWidget(m_width);
+    size->addWidget(new QLabel(QStringLiteral("x"), this));
+    size->addWidget(m_height);
+    auto* form = new QFormLayout(this);
+    form->setContentsMargins(0, 0, 0, 0);
+    form->addRow(m_prompt);
+    form->addRow(m_counts);
+    form->addRow(tr("Size"), size);
+    form->addRow(m_guidanceLabel, m_guidance);
+
+    m_recount.setSingleShot(true);
+    m_recount.setInterval(250);
+    connect(&m_recount, &QTimer::timeout, this, &PromptBox::recount);
+    connect(m_prompt, &QPlainTextEdit::textChanged, this, [this] {
+        m_recount.start();
+        Q_EMIT changed();
+    });
+    for (QSpinBox* box : {m_width, m_height}) connect(box, &QSpinBox::valueChanged, this, &PromptBox::changed);
+    connect(m_guidance, &QDoubleSpinBox::valueChanged, this, &PromptBox::changed);
+    setModel({}, false);
+}
+
+void PromptBox::setModel(const QString& spec, bool dev) {
+    QString path;
+    specHasForm(spec, core::SpecForm::Checkpoint, &path);
+    const QFileInfo info(path);
+    m_tokenizers = path.isEmpty() ? QString() : info.isDir() ? info.absoluteFilePath() : info.absolutePath();
+    m_guidance->setVisible(dev);
+    m_guidanceLabel->setVisible(dev);
+    recount();
+}
+
+core::TextSettings PromptBox::text() const {
+    core::TextSettings text = m_parts;
+    text.prompt = m_prompt->toPlainText().toStdString();
+    text.width = m_width->value();
+    text.height = m_height->value();
+    text.fluxGuidance = m_guidance->value();
+    return text;
+}
+
+void PromptBox::setText(const core::TextSettings& text) {
+    const QSignalBlocker b1(m_prompt), b2(m_width), b3(m_height), b4(m_guidance);
+    m_parts = text;
+    m_parts.prompt.clear();
+    m_prompt->setPlainText(QString::fromStdString(text.prompt));
+    m_width->setValue(text.width > 0 ? text.width : 1024);
+    m_height->setValue(text.height > 0 ? text.height : 1024);
+    m_guidance->setValue(text.fluxGuidance);
+    recount();
+}
+
+void PromptBox::recount() {
+    m_recount.stop();
+    QList<QTextEdit::ExtraSelection> marks;
+    const QString directory = m_parts.tokenizers.empty() ? m_tokenizers : QString::fromStdString(m_parts.tokenizers);
+    if (directory.isEmpty()) {
+        m_counts->clear();
+        m_prompt->setExtraSelections(marks);
+        return;
+    }
+    const std::string prompt = m_prompt->toPlainText().toStdString();
+    QStringList counts;
+    size_t cutByte = std::string::npos;
+    bool cut = false;
+    try {
+        for (const core::PromptTokens& tokens : core::tokenizePrompt(directory.toStdString(), prompt, 256)) {
+            const QString name = tokens.tokenizer == "clip_l" ? tr("CLIP-L") : tokens.tokenizer == "t5" ? tr("T5") : QString::fromStdString(tokens.tokenizer);
+            counts << tr("%1 %2/%3").arg(name).arg(tokens.promptTokens).arg(tokens.limit);
+            if (tokens.cut) {
+                cut = true;
+                cutByte = std::min(cutByte, tokens.cutByte);
+            }
+        }
+        m_counts->setText(counts.join(QStringLiteral("  ·  ")) + (cut ? tr("  (cut)") : QString()));
+        m_counts->setStyleSheet(cut ? QStringLiteral("color: #b3261e") : QString());
+    } catch (const std::exception& error) {
+        m_counts->setText(tr("Tokenizers: %1").arg(QString::fromStdString(error.what())));
+        m_counts->setStyleSheet(QStringLiteral("color: #b3261e"));
+    }
+    if (cut && cutByte < prompt.size()) {
+        // The cut's byte offset as a character position in the editor's text.
+        const int position = QString::fromUtf8(prompt.data(), qsizetype(cutByte)).size();
+        QTextEdit::ExtraSelection mark;
+        mark.cursor = QTextCursor(m_prompt->document());
+        mark.cursor.setPosition(position);
+        mark.cursor.movePosition(QTextCursor::End, QTextCursor::KeepAnchor);
+        mark.format.setForeground(QColor(140, 140, 140));
+        mark.format.setFontStrikeOut(true);
+        marks << mark;
+    }
+    m_prompt->setExtraSelections(marks);
+}
+
+}  // namespace flowscope::ui

@@ -1,0 +1,55 @@
+#pragma once
+
+#include <QString>
+#include <QTimer>
+#include <QWidget>
+
+#include "core/api/TextSettings.h"
+
+class QDoubleSpinBox;
+class QLabel;
+class QPlainTextEdit;
+class QSpinBox;
+
+namespace flowscope::ui {
+
+// The prompt of a text-to-image checkpoint (FLUX.1), shown when the model takes text: a multi-line
+// prompt (Ctrl+Enter runs, through the window's Run action), each tokenizer's count against its
+// limit as AUTOMATIC1111 shows it ("CLIP-L 12/75"), the words past a limit greyed and struck
+// through, the image's width and height, and [dev]'s distilled guidance.
+class PromptBox : public QWidget {
+    Q_OBJECT
+
+public:
+    explicit PromptBox(QWidget* parent = nullptr);
+
+    // The checkpoint spec whose tokenizers count the prompt; `dev` shows the guidance box.
+    void setModel(const QString& spec, bool dev);
+    core::TextSettings text() const;
+    // Restores prompt, size and guidance; the parts named beside a file are kept as given.
+    void setText(const core::TextSettings& text);
+
+    QPlainTextEdit* promptEdit() const { return m_prompt; }
+    QLabel* countsLabel() const { return m_counts; }
+    QSpinBox* widthBox() const { return m_width; }
+    QSpinBox* heightBox() const { return m_height; }
+    QDoubleSpinBox* guidanceBox() const { return m_guidance; }
+    // Counts the prompt now (otherwise a moment after the last key).
+    void recount();
+
+Q_SIGNALS:
+    void changed();
+
+private:
+    QPlainTextEdit* m_prompt;
+    QLabel* m_counts;
+    QSpinBox* m_width;
+    QSpinBox* m_height;
+    QDoubleSpinBox* m_guidance;
+    QLabel* m_guidanceLabel;
+    QTimer m_recount;
+    QString m_tokenizers;  // the folder whose tokenizers count ("" when unknown)
+    core::TextSettings m_parts;
+};
+
+}  // namespace flowscope::ui
