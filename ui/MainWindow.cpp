@@ -6,6 +6,7 @@
 #include <QComboBox>
 #include <QDateTime>
 #include <QDir>
+#include <QPointer>
 #include <QDockWidget>
 #include <QDragEnterEvent>
 #include <QDropEvent>
@@ -29,6 +30,7 @@
 #include <QTimer>
 #include <QVBoxLayout>
 
+#include "core/api/Checkpoints.h"
 #include "core/api/Engine.h"
 #include "ui/AppSettings.h"
 #include "ui/DialogFolder.h"
@@ -69,6 +71,21 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), m_controller(new 
     setAcceptDrops(true);
     createWidgets();
     createActions();
+    // A checkpoint's parts take a while to read: the status bar says how far (from the worker,
+    // queued to this thread).
+    const QPointer<MainWindow> self(this);
+    core::setCheckpointLoadObserver([self](const std::string& part, uint64_t done, uint64_t total) {
+        QMetaObject::invokeMethod(
+            qApp,
+            [self, part = QString::fromStdString(part), done, total] {
+                if (!self) return;
+                self->statusBar()->showMessage(
+                    done >= total ? tr("Loaded %1 (%2 GB)").arg(part).arg(double(total) / 1e9, 0, 'f', 2)
+                                  : tr("Loading %1: %2 of %3 GB").arg(part).arg(double(done) / 1e9, 0, 'f', 2).arg(double(total) / 1e9, 0, 'f', 2),
+                    done >= total ? 4000 : 0);
+            },
+            Qt::QueuedConnection);
+    });
     connect(m_controller, &EngineController::frameReady, this, &MainWindow::onFrame);
     connect(m_controller, &EngineController::runFinished, this, &MainWindow::onFinished);
     connect(m_controller, &EngineController::runFailed, this, &MainWindow::onFailed);
@@ -86,7 +103,10 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), m_controller(new 
     scheduleRun();
 }
 
-MainWindow::~MainWindow() { m_controller->cancelAll(); }
+MainWindow::~MainWindow() {
+    m_controller->cancelAll();
+    core::setCheckpointLoadObserver({});
+}
 
 QSize MainWindow::firstLaunchSize(const QSize& available) {
     constexpr int kTitleBar = 40;
@@ -550,12 +570,22 @@ bool MainWindow::restoreFromPng(const QString& path, QString* error) {
 bool MainWindow::openPath(const QString& path, QString* error) {
     const QFileInfo info(path);
     if (!info.exists()) {
-        *error = tr("%1 does not exist: give a PNG FlowScope exported or a bundle folder").arg(path);
+        *error = tr("%1 does not exist: give a PNG FlowScope exported, a bundle folder or a FLUX.1 checkpoint").arg(path);
         return false;
     }
-    if (info.isDir()) {
+    const bool bundle = info.isDir() && QFileInfo::exists(QDir(path).filePath(QStringLiteral("flowscope.json")));
+    if (info.isDir() && bundle) {
         if (openBundle(path)) return true;
         *error = tr("%1 is not a bundle FlowScope can open").arg(path);
+        return false;
+    }
+    if (info.isDir() || info.suffix().compare(QStringLiteral("safetensors"), Qt::CaseInsensitive) == 0) {
+        // A FLUX.1 model folder or checkpoint file.
+        const core::ModelDescription description =
+            core::Engine::describeModel(modelSpec(core::SpecForm::Checkpoint, info.absoluteFilePath()).toStdString());
+        if (description.ok) return openCheckpoint(path);
+        *error = tr("%1 is neither a bundle (no flowscope.json) nor a checkpoint FlowScope can open: %2")
+                     .arg(path, QString::fromStdString(description.error));
         return false;
     }
     return restoreFromPng(path, error);

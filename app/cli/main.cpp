@@ -18,6 +18,7 @@
 #include "app/cli/Checkpoints.h"
 #include "app/cli/Evaluate.h"
 #include "app/cli/Starts.h"
+#include "core/api/Checkpoints.h"
 #include "core/api/Engine.h"
 #include "core/api/Errors.h"
 #include "core/api/Files.h"
@@ -790,6 +791,14 @@ int main(int argc, char** argv) {
         std::find(args.begin(), args.end(), "-h") != args.end()) {
         std::cout << commandUsage(command);
         return kExitOk;
+    }
+    // A checkpoint's parts take a while to read: say how far, on a terminal.
+    if (::isatty(STDERR_FILENO)) {
+        core::setCheckpointLoadObserver([](const std::string& part, uint64_t done, uint64_t total) {
+            std::fprintf(stderr, "\rloading %s: %.2f of %.2f GB%s", part.c_str(), double(done) / 1e9, double(total) / 1e9,
+                         done >= total ? "\n" : "   ");
+            std::fflush(stderr);
+        });
     }
     try {
         if (command == "info") return runInfo(args);

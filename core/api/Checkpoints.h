@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -65,6 +66,11 @@ EncodePromptResult encodePromptToFile(const std::string& path, const TextSetting
 HostArray checkpointForward(const std::string& path, const TextSettings& text, const HostArray& x, double sigma,
                             const std::string& condPath, double guidance, const std::string& device = "auto",
                             const std::atomic<bool>* cancel = nullptr);
+
+// Where loads of a checkpoint's parts report their progress (bytes read of all, per part): the
+// CLI prints it, the window shows it. Called on the loading thread; empty: none.
+using CheckpointLoadObserver = std::function<void(const std::string& part, uint64_t done, uint64_t total)>;
+void setCheckpointLoadObserver(CheckpointLoadObserver observer);
 
 // decode: latents in model space [B, 16, h, w] -> images [B, 3, 8h, 8w] in about [-1, 1].
 HostArray decodeCheckpointLatents(const std::string& path, const TextSettings& text, const HostArray& z,

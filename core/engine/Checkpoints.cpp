@@ -35,6 +35,10 @@ std::unique_ptr<flux::FluxModel> openModel(const std::string& path, const TextSe
 
 }  // namespace
 
+std::vector<PromptTokens> tokenizeIn(const std::string& directory, const std::string& prompt, int t5Length);
+
+void setCheckpointLoadObserver(CheckpointLoadObserver observer) { setLoadObserver(std::move(observer)); }
+
 CheckpointInfo inspectCheckpoint(const std::string& path, const TextSettings& named) {
     const CheckpointLayout layout = findCheckpoint(path, named);
     CheckpointInfo info;
@@ -74,6 +78,14 @@ CheckpointInfo inspectCheckpoint(const std::string& path, const TextSettings& na
 }
 
 std::vector<PromptTokens> tokenizePrompt(const std::string& directory, const std::string& prompt, int t5Length) {
+    try {
+        return tokenizeIn(directory, prompt, t5Length);
+    } catch (const TokenizerError& error) {
+        throw CheckpointError(error.what());  // a tokenizer file that cannot be used: a refused request
+    }
+}
+
+std::vector<PromptTokens> tokenizeIn(const std::string& directory, const std::string& prompt, int t5Length) {
     CheckpointLayout layout;
     layout.path = directory;
     findTokenizers(directory, layout);

@@ -121,7 +121,8 @@ void fillWithData(SampleResult& result, const torch::Tensor& data, Model& model,
 }  // namespace
 
 std::shared_ptr<Model> loadModel(ModelCatalog& catalog, const std::string& spec, int resolution, const TextSettings& text,
-                                 std::vector<std::string>& notes, bool trustModel, const std::atomic<bool>* cancel) {
+                                 const std::string& device, std::vector<std::string>& notes, bool trustModel,
+                                 const std::atomic<bool>* cancel) {
     const bool checkpoint = specHasForm(spec, SpecForm::Checkpoint);
     auto model = catalog.load(spec, checkpoint ? 0 : resolution, notes, trustModel, cancel, text);
     if (!model->takesText()) {
@@ -137,6 +138,7 @@ std::shared_ptr<Model> loadModel(ModelCatalog& catalog, const std::string& spec,
     }
     TextSettings settings = text;
     if (settings.width == 0 && settings.height == 0 && resolution > 0) settings.width = settings.height = resolution;
+    model->prepare(resolveDevice(device), torch::kFloat32);
     model->setText(settings, cancel);
     return model;
 }
@@ -258,8 +260,8 @@ SampleResult Engine::sample(const SampleRequest& request, const FrameCallback& o
         const auto started = std::chrono::steady_clock::now();
         const SampleSetup setup = checkSampleRequest(request);
         SampleResult result;
-        const auto loaded = loadModel(m_impl->catalog, request.model, request.resolution, request.text, result.notes,
-                                      request.trustModel, cancel);
+        const auto loaded = loadModel(m_impl->catalog, request.model, request.resolution, request.text, request.device,
+                                      result.notes, request.trustModel, cancel);
         const auto model = conditionedModel(loaded, request.model, request.condition, request.guidance, *setup.path,
                                             setup.solver->isAdaptive());
         const auto* guided = dynamic_cast<const GuidedModel*>(model.get());

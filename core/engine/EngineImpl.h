@@ -56,8 +56,10 @@ void checkTolerance(double value, const std::string& option, torch::ScalarType d
 // The model of a request, with its text settings applied: a text-to-image checkpoint gets the
 // prompt (encoded here) and image size (`resolution` R stands for R x R where no width and height
 // are given); other models refuse a prompt.
+// The text encoders run on the request's `device` (named as requests name it).
 std::shared_ptr<Model> loadModel(ModelCatalog& catalog, const std::string& spec, int resolution, const TextSettings& text,
-                                 std::vector<std::string>& notes, bool trustModel, const std::atomic<bool>* cancel);
+                                 const std::string& device, std::vector<std::string>& notes, bool trustModel,
+                                 const std::atomic<bool>* cancel);
 // The class a request's condition names on `model` (a name or an index), or Model::kNullClass for
 // "" (unconditional). Refuses, with the valid names, a class the model does not have, and any
 // class on an unconditional model.

@@ -52,8 +52,8 @@ InvertResult Engine::invert(const InvertRequest& request, const FrameCallback& o
         const SampleSetup setup = checkSampleRequest(settings);
         checkInvertRequest(request, setup);
         InvertResult result;
-        const auto loaded = loadModel(m_impl->catalog, settings.model, settings.resolution, settings.text, result.notes,
-                                      settings.trustModel, cancel);
+        const auto loaded = loadModel(m_impl->catalog, settings.model, settings.resolution, settings.text, settings.device,
+                                      result.notes, settings.trustModel, cancel);
         const auto model = conditionedModel(loaded, settings.model, settings.condition, settings.guidance, *setup.path,
                                             setup.solver->isAdaptive());
         const auto* guided = dynamic_cast<const GuidedModel*>(model.get());

@@ -336,8 +336,8 @@ SweepResult Engine::sweep(const SweepRequest& request, const RowCallback& onRow,
         c10::InferenceMode inference;
         checkSweepRequest(request);
         SweepResult result;
-        const auto model = loadModel(m_impl->catalog, request.model, request.resolution, request.text, result.notes,
-                                     request.trustModel, cancel);
+        const auto model = loadModel(m_impl->catalog, request.model, request.resolution, request.text, request.device,
+                                     result.notes, request.trustModel, cancel);
         if (request.condition.empty()) {
             if (!request.cfgs.empty()) throw InvalidRequestError("--cfgs sweeps the guidance towards a class: give --class");
             // Refuses guidance without a class.

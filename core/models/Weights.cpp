@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <mutex>
 #include <set>
 
 #include <torch/torch.h>
@@ -48,6 +49,43 @@ std::vector<std::string> shardsOf(const std::string& indexPath) {
 }
 
 }  // namespace
+
+namespace {
+
+std::mutex g_observerMutex;
+LoadObserver g_observer;
+thread_local ScopedLoad* t_currentLoad = nullptr;
+
+void notify(const std::string& part, uint64_t done, uint64_t total) {
+    LoadObserver observer;
+    {
+        const std::lock_guard<std::mutex> lock(g_observerMutex);
+        observer = g_observer;
+    }
+    if (observer) observer(part, done, total);
+}
+
+}  // namespace
+
+void setLoadObserver(LoadObserver observer) {
+    const std::lock_guard<std::mutex> lock(g_observerMutex);
+    g_observer = std::move(observer);
+}
+
+ScopedLoad::ScopedLoad(std::string part, uint64_t totalBytes)
+    : m_part(std::move(part)), m_total(totalBytes), m_outer(t_currentLoad) {
+    t_currentLoad = this;
+    notify(m_part, 0, m_total);
+}
+
+ScopedLoad::~ScopedLoad() { t_currentLoad = m_outer; }
+
+void ScopedLoad::add(uint64_t bytes) {
+    ScopedLoad* load = t_currentLoad;
+    if (!load) return;
+    load->m_done += bytes;
+    notify(load->m_part, std::min(load->m_done, load->m_total), load->m_total);
+}
 
 std::string describeShape(const std::vector<int64_t>& shape) {
     std::string text = "[";
@@ -163,7 +201,10 @@ torch::Tensor Weights::get(const std::string& key, const std::vector<int64_t>& e
                               text + "] was expected from the rest of the checkpoint");
     }
     checkCancelled();
-    return m_files->load(m_prefix + key, m_dtype, m_device);
+    torch::Tensor tensor = m_files->load(m_prefix + key, m_dtype, m_device);
+    const auto* stored = m_files->find(m_prefix + key);
+    ScopedLoad::add(stored->entry->end - stored->entry->begin);
+    return tensor;
 }
 
 torch::Tensor Weights::optional(const std::string& key, const std::vector<int64_t>& expected) const {
@@ -191,6 +232,15 @@ int64_t Weights::parameters() const {
         int64_t count = 1;
         for (int64_t size : shape(name)) count *= size;
         total += count;
+    }
+    return total;
+}
+
+uint64_t Weights::storedBytes() const {
+    uint64_t total = 0;
+    for (const std::string& name : names()) {
+        const auto* stored = m_files->find(m_prefix + name);
+        total += stored->entry->end - stored->entry->begin;
     }
     return total;
 }

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -81,6 +82,7 @@ public:
     std::vector<std::string> names() const;
     // The parameter count and the stored dtypes of the tensors under this prefix.
     int64_t parameters() const;
+    uint64_t storedBytes() const;  // of the tensors under this prefix, as stored
     std::vector<std::string> storedDtypes() const;
     // Throws CancelledError when the load was cancelled (checked before each tensor).
     void checkCancelled() const;
@@ -91,6 +93,26 @@ private:
     torch::ScalarType m_dtype = torch::kFloat32;
     torch::Device m_device = torch::kCPU;
     const std::atomic<bool>* m_cancel = nullptr;
+};
+
+// Progress of a part's load, reported to the observer the front end set (the CLI prints it, the
+// window shows it): the part in words and its bytes read so far of all. Loads on this thread
+// inside a ScopedLoad report after each tensor.
+using LoadObserver = std::function<void(const std::string& part, uint64_t done, uint64_t total)>;
+void setLoadObserver(LoadObserver observer);
+class ScopedLoad {
+public:
+    ScopedLoad(std::string part, uint64_t totalBytes);
+    ~ScopedLoad();
+    ScopedLoad(const ScopedLoad&) = delete;
+    ScopedLoad& operator=(const ScopedLoad&) = delete;
+    static void add(uint64_t bytes);  // from Weights::get
+
+private:
+    std::string m_part;
+    uint64_t m_total = 0;
+    uint64_t m_done = 0;
+    ScopedLoad* m_outer = nullptr;
 };
 
 // "[3072, 64]": shapes in messages.

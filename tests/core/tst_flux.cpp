@@ -65,6 +65,28 @@ private slots:
         QVERIFY2(fs::exists(fixture("reference.safetensors")), "run resources/fixtures/make_flux.py");
     }
 
+    // E4M3FN by hand: sign, 4 exponent bits (bias 7), 3 mantissa bits; exponent 0 is subnormal
+    // (m/8 2^-6), S.1111.111 is NaN, no infinities; E5M2 is an IEEE half's top byte.
+    void float8IsDecodedExactly() {
+        const std::string header = R"({"a":{"dtype":"F8_E4M3","shape":[8],"data_offsets":[0,8]},)"
+                                   R"("b":{"dtype":"F8_E5M2","shape":[3],"data_offsets":[8,11]}})";
+        std::string bytes(8, '\0');
+        for (int i = 0; i < 8; ++i) bytes[size_t(i)] = char((header.size() >> (8 * i)) & 0xFF);
+        bytes += header;
+        for (int byte : {0x38, 0xB8, 0x7E, 0x01, 0x08, 0x3C, 0x7F, 0x00}) bytes += char(byte);
+        for (int byte : {0x3C, 0xC0, 0x7C}) bytes += char(byte);
+        const SafeTensorsFile file = SafeTensorsFile::parse(bytes);
+        const torch::Tensor a = file.tensor("a");
+        const std::vector<float> expected{1.0f, -1.0f, 448.0f, std::ldexp(1.0f, -9), std::ldexp(1.0f, -6), 1.5f};
+        for (size_t i = 0; i < expected.size(); ++i) QCOMPARE(a[int64_t(i)].item<float>(), expected[i]);
+        QVERIFY(std::isnan(a[6].item<float>()));
+        QCOMPARE(a[7].item<float>(), 0.0f);
+        const torch::Tensor b = file.tensor("b");
+        QCOMPARE(b[0].item<float>(), 1.0f);
+        QCOMPARE(b[1].item<float>(), -2.0f);
+        QVERIFY(std::isinf(b[2].item<float>()));
+    }
+
     void transformerMatchesTheReference() {
         c10::InferenceMode inference;
         const auto model = open(fixture("schnell"));

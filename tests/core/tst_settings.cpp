@@ -69,7 +69,35 @@ private Q_SLOTS:
     void malformedGuidanceIsRefused_data();
     void malformedGuidanceIsRefused();
     void startRoundTripsWithoutItsArrays();
+    void promptRoundTripsAndLeadsTheParameters();
 };
+
+// A checkpoint's prompt, size, distilled guidance and named parts come back whole; the
+// AUTOMATIC1111 parameters begin with the prompt on a line of its own and give the image's size.
+void TestSettings::promptRoundTripsAndLeadsTheParameters() {
+    SampleRequest request;
+    request.model = "checkpoint:/models/FLUX.1-dev";
+    request.text.prompt = "a \"quoted\" fox,\nin snow";
+    request.text.width = 1024;
+    request.text.height = 768;
+    request.text.fluxGuidance = 4.5;
+    request.text.t5 = "/models/t5xxl_fp16.safetensors";
+    SampleRequest read;
+    std::string error;
+    QVERIFY2(settingsFromJson(settingsToJson(request), &read, &error), error.c_str());
+    QVERIFY(read.text == request.text);
+    const std::string line = parametersLine(request, 28, {16, 96, 128});
+    QVERIFY2(line.rfind("a \"quoted\" fox,\nin snow\nSteps: 8", 0) == 0, line.c_str());
+    QVERIFY(line.find("Size: 1024x768") != std::string::npos);
+    QVERIFY(line.find("Distilled CFG Scale: 4.5") != std::string::npos);
+    // A width that is no multiple of 16 is refused by name.
+    std::string json = settingsToJson(request);
+    json.replace(json.find("\"width\":1024"), 12, "\"width\":1000");
+    QVERIFY(!settingsFromJson(json, &read, &error));
+    QVERIFY2(error.find("multiples of 16") != std::string::npos, error.c_str());
+    // Other models' settings carry no text object.
+    QVERIFY(settingsToJson(SampleRequest{}).find("\"text\"") == std::string::npos);
+}
 
 void TestSettings::everyFieldRoundTrips() {
     const SampleRequest original = unusualRequest();

@@ -96,8 +96,9 @@ void FluxModel::ensureTransformer(const std::atomic<bool>* cancel) {
     const double tokens = double(m_height / 16) * double(m_width / 16) + t5Length();
     const double activations = 4.0 * (double(config.heads) * tokens * tokens + 16.0 * tokens * double(config.hidden + config.mlpHidden));
     const torch::ScalarType dtype = weightDtype(m_layout.transformer, name() + "'s transformer", activations);
-    m_transformer = std::make_unique<FluxTransformer>(
-        Weights(m_layout.transformer.files, m_layout.transformer.prefix, dtype, m_device, cancel));
+    const Weights weights(m_layout.transformer.files, m_layout.transformer.prefix, dtype, m_device, cancel);
+    const ScopedLoad load("the transformer", weights.storedBytes());
+    m_transformer = std::make_unique<FluxTransformer>(weights);
 }
 
 void FluxModel::ensureAutoEncoder(bool withEncoder, const std::atomic<bool>* cancel) {
@@ -106,8 +107,9 @@ void FluxModel::ensureAutoEncoder(bool withEncoder, const std::atomic<bool>* can
     // The decoder's widest activations: 128 channels at full size, a few at once.
     const double activations = 4.0 * 128.0 * 6.0 * double(m_width) * double(m_height);
     const torch::ScalarType dtype = m_device.is_cuda() ? torch::kBFloat16 : weightDtype(part, "the autoencoder", activations);
-    m_autoencoder = std::make_unique<AutoEncoder>(Weights(part.files, part.prefix, dtype, m_device, cancel), kLatentShift,
-                                                  kLatentScale, withEncoder);
+    const Weights weights(part.files, part.prefix, dtype, m_device, cancel);
+    const ScopedLoad load("the autoencoder", weights.storedBytes());
+    m_autoencoder = std::make_unique<AutoEncoder>(weights, kLatentShift, kLatentScale, withEncoder);
 }
 
 torch::Tensor FluxModel::velocity(const torch::Tensor& x, const torch::Tensor& time) {
@@ -157,11 +159,17 @@ FluxModel::EncodedPrompt FluxModel::encodePrompt(const std::string& prompt, cons
     const CheckpointPart& clipPart = m_layout.require(m_layout.clipL, "the CLIP-L text encoder");
     const CheckpointPart& t5Part = m_layout.require(m_layout.t5, "the T5 text encoder");
     m_layout.requireTokenizers();
-    const ClipTokenizer clipTokenizer = ClipTokenizer::load(m_layout.clipVocab, m_layout.clipMerges);
-    const T5Tokenizer t5Tokenizer = T5Tokenizer::load(m_layout.t5Model);
     EncodedPrompt encoded;
-    encoded.clip = clipTokenizer.encode(prompt, 77);
-    encoded.t5 = t5Tokenizer.encode(prompt, t5Length());
+    int64_t clipEnd = 0;
+    try {
+        const ClipTokenizer clipTokenizer = ClipTokenizer::load(m_layout.clipVocab, m_layout.clipMerges);
+        const T5Tokenizer t5Tokenizer = T5Tokenizer::load(m_layout.t5Model);
+        encoded.clip = clipTokenizer.encode(prompt, 77);
+        encoded.t5 = t5Tokenizer.encode(prompt, t5Length());
+        clipEnd = clipTokenizer.endId();
+    } catch (const TokenizerError& error) {
+        throw CheckpointError(error.what());  // a tokenizer file or prompt that cannot be used
+    }
     encoded.clipIds = torch::tensor(encoded.clip.ids, torch::kInt64).reshape({1, -1});
     encoded.t5Ids = torch::tensor(encoded.t5.ids, torch::kInt64).reshape({1, -1});
     // The encoders run where the transformer runs and are released right after: the transformer
@@ -175,12 +183,16 @@ FluxModel::EncodedPrompt FluxModel::encodePrompt(const std::string& prompt, cons
     }
     {
         const torch::ScalarType dtype = weightDtype(clipPart, "the CLIP-L text encoder", activations);
-        const ClipTextModel clip(Weights(clipPart.files, clipPart.prefix, dtype, m_device, cancel));
-        encoded.vec = clip.forward(encoded.clipIds.to(m_device), clipTokenizer.endId()).pooled.to(torch::kCPU, torch::kFloat32);
+        const Weights weights(clipPart.files, clipPart.prefix, dtype, m_device, cancel);
+        const ScopedLoad load("CLIP-L", weights.storedBytes());
+        const ClipTextModel clip(weights);
+        encoded.vec = clip.forward(encoded.clipIds.to(m_device), clipEnd).pooled.to(torch::kCPU, torch::kFloat32);
     }
     {
         const torch::ScalarType dtype = weightDtype(t5Part, "the T5 text encoder", activations);
-        const T5Encoder t5(Weights(t5Part.files, t5Part.prefix, dtype, m_device, cancel));
+        const Weights weights(t5Part.files, t5Part.prefix, dtype, m_device, cancel);
+        const ScopedLoad load("T5", weights.storedBytes());
+        const T5Encoder t5(weights);
         encoded.txt = t5.forward(encoded.t5Ids.to(m_device)).to(torch::kCPU, torch::kFloat32);
     }
     if (m_prompts.size() >= 16) m_prompts.erase(m_prompts.begin());

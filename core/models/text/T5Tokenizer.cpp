@@ -4,20 +4,14 @@
 #include <climits>
 
 #include "core/io/RegularFile.h"
+#include "core/models/text/SentencePieceModel.h"
 #include "core/models/text/Unicode.h"
-
-#if FLOWSCOPE_HAVE_SENTENCEPIECE
-#include <sentencepiece_processor.h>
-#endif
 
 namespace flowscope::core {
 
-#if FLOWSCOPE_HAVE_SENTENCEPIECE
-
 struct T5Tokenizer::Impl {
-    // SentencePiece's authors say Encode may run on several threads at once
-    // (google/sentencepiece#207, #657): concurrent callers need no lock.
-    sentencepiece::SentencePieceProcessor processor;
+    // Read-only once loaded: concurrent callers need no lock.
+    SentencePieceModel model;
     int64_t endId = 0;
     int64_t padId = 0;
 };
@@ -27,23 +21,18 @@ bool T5Tokenizer::available() {
 }
 
 T5Tokenizer T5Tokenizer::fromBytes(std::string_view model, const std::string& name) {
-    auto impl = std::make_unique<Impl>();
-    const sentencepiece::util::Status status = impl->processor.LoadFromSerializedProto(model);
-    if (!status.ok()) {
-        throw TokenizerError("the T5 tokenizer model '" + name + "' is not a SentencePiece model (" +
-                             status.ToString() + "): is it T5's spiece.model?");
-    }
-    impl->endId = impl->processor.eos_id();
-    impl->padId = impl->processor.pad_id();
-    if (impl->endId < 0) {
+    SentencePieceModel parsed = SentencePieceModel::parse(model, name, "the T5 tokenizer model");
+    if (parsed.endId() < 0) {
         throw TokenizerError("the T5 tokenizer model '" + name +
                              "' has no end piece (</s>), which T5 prompts end with");
     }
-    if (impl->padId < 0) {
+    if (parsed.padId() < 0) {
         throw TokenizerError("the T5 tokenizer model '" + name +
                              "' has no padding piece (<pad>), which T5 prompts are padded with");
     }
-    return T5Tokenizer(std::move(impl));
+    const int64_t endId = parsed.endId();
+    const int64_t padId = parsed.padId();
+    return T5Tokenizer(std::make_unique<Impl>(Impl{std::move(parsed), endId, padId}));
 }
 
 TokenizedPrompt T5Tokenizer::encode(std::string_view prompt, int length) const {
@@ -52,12 +41,10 @@ TokenizedPrompt T5Tokenizer::encode(std::string_view prompt, int length) const {
     }
     // Refuses what is not UTF-8, which SentencePiece would alter silently.
     const std::vector<CodePoint> characters = decodeUtf8(prompt);
-    sentencepiece::ImmutableSentencePieceText pieces;
-    const sentencepiece::util::Status status = m_impl->processor.Encode(prompt, pieces.mutable_proto());
-    if (!status.ok()) throw TokenizerError("SentencePiece could not encode the prompt: " + status.ToString());
+    const std::vector<SentencePieceModel::EncodedPiece> pieces = m_impl->model.encode(prompt);
 
     TokenizedPrompt out;
-    const size_t count = pieces.pieces_size();
+    const size_t count = pieces.size();
     const size_t kept = std::min(count, size_t(length - 1));
     out.promptTokens = int(std::min(count, size_t(INT_MAX)));
     out.keptTokens = int(kept);
@@ -65,14 +52,14 @@ TokenizedPrompt T5Tokenizer::encode(std::string_view prompt, int length) const {
     if (out.cut) {
         // A piece that begins a word begins at the white space before it; the word is what a
         // reader sees cut off.
-        const size_t begin = pieces.pieces(int(kept)).begin();
+        const size_t begin = pieces[kept].begin;
         auto c = std::find_if(characters.begin(), characters.end(),
                               [&](const CodePoint& character) { return character.offset >= begin; });
         while (c != characters.end() && isUnicodeSpace(c->value)) ++c;
         out.cutByte = c == characters.end() ? prompt.size() : c->offset;
     }
     out.ids.reserve(size_t(length));
-    for (size_t k = 0; k < kept; ++k) out.ids.push_back(pieces.pieces(int(k)).id());
+    for (size_t k = 0; k < kept; ++k) out.ids.push_back(pieces[k].id);
     out.ids.push_back(m_impl->endId);
     out.ids.resize(size_t(length), m_impl->padId);
     return out;
@@ -84,34 +71,6 @@ int64_t T5Tokenizer::endId() const {
 int64_t T5Tokenizer::padId() const {
     return m_impl->padId;
 }
-
-#else
-
-// Without the library no model loads, so no T5Tokenizer exists and its members are never reached.
-struct T5Tokenizer::Impl {};
-
-bool T5Tokenizer::available() {
-    return false;
-}
-
-T5Tokenizer T5Tokenizer::fromBytes(std::string_view, const std::string& name) {
-    throw TokenizerError(
-        "cannot read the T5 tokenizer model '" + name +
-        "': this FlowScope was built without SentencePiece (install libsentencepiece-dev and "
-        "rebuild)");
-}
-
-TokenizedPrompt T5Tokenizer::encode(std::string_view, int) const {
-    return {};
-}
-int64_t T5Tokenizer::endId() const {
-    return 0;
-}
-int64_t T5Tokenizer::padId() const {
-    return 0;
-}
-
-#endif
 
 T5Tokenizer T5Tokenizer::load(const std::string& modelPath) {
     std::string model;

@@ -1,9 +1,9 @@
 #pragma once
 
 // T5's tokenizer: the SentencePiece (unigram) model `spiece.model` that T5 v1.1 ships with FLUX.1
-// and Stable Diffusion 3, run by the SentencePiece library. No LibTorch, no Qt. `encode` may be
-// called from several threads at once. A build without SentencePiece compiles this class, but
-// loading a model then throws a TokenizerError that says so.
+// and Stable Diffusion 3, read and run by FlowScope's own code (SentencePieceModel.h), which
+// encodes as SentencePiece 0.1.97 does. No LibTorch, no Qt, no SentencePiece library. `encode`
+// may be called from several threads at once.
 
 #include <cstdint>
 #include <memory>
@@ -19,13 +19,13 @@ public:
     // The most FlowScope reads of a model file (T5's is 0.8 MB).
     static constexpr uint64_t kMaxFileBytes = 64u << 20;
 
-    // Whether this build has SentencePiece, without which no model loads.
+    // Always true: every build reads SentencePiece models (kept for callers that still ask).
     static bool available();
 
     // Reads the model (a regular file of at most kMaxFileBytes). Throws TokenizerError naming
     // the file and what is wrong: missing or unreadable, not a regular file, too large, not a
-    // SentencePiece model, a model without an end piece (</s>) or a padding piece (<pad>), or a
-    // build without SentencePiece.
+    // SentencePiece model (malformed, or not one SentencePiece would load), not a unigram model,
+    // a model without an end piece (</s>) or a padding piece (<pad>).
     static T5Tokenizer load(const std::string& modelPath);
     // The same from the file's contents; `name` stands for the file in messages.
     static T5Tokenizer fromBytes(std::string_view model, const std::string& name = "spiece.model");
@@ -34,10 +34,11 @@ public:
     T5Tokenizer& operator=(T5Tokenizer&&) noexcept;
     ~T5Tokenizer();
 
-    // The ids of the prompt's pieces as SentencePiece encodes them (its own normalization: NFKC,
-    // white space collapsed), then the end id, padded with the padding id to `length`. A prompt
-    // of more than length - 1 pieces is cut so that the end id still fits. Throws TokenizerError
-    // if `length` < 1 or the prompt is not UTF-8.
+    // The ids of the prompt's pieces as SentencePiece encodes them (the model's own normalization:
+    // NFKC for T5's, white space collapsed), then the end id, padded with the padding id to
+    // `length`. A prompt of more than length - 1 pieces is cut so that the end id still fits.
+    // Throws TokenizerError if `length` < 1 or the prompt is not UTF-8 (or, for a broken model
+    // only, if its character map points outside itself).
     TokenizedPrompt encode(std::string_view prompt, int length) const;
 
     int64_t endId() const;
