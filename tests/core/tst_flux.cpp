@@ -253,6 +253,35 @@ private slots:
         QCOMPARE(result.finalImage.shape, (std::vector<int64_t>{1, 3, 32, 48}));
     }
 
+    // Image to image goes through the autoencoder's encoder: at strength 0 the run returns the
+    // encoder's latents themselves (the reference's), and a strength of 0.5 runs half the grid.
+    void imagesStartRunsThroughTheEncoder() {
+        Engine engine;
+        SampleRequest request;
+        request.model = "checkpoint:" + fixture("schnell");
+        request.text.prompt = "a photo of a cat";
+        request.text.width = 48;
+        request.text.height = 32;
+        request.steps = 4;
+        request.start.kind = RunStart::Kind::Image;
+        const torch::Tensor images = ref("ae_images").to(torch::kFloat32).contiguous();
+        request.start.image.shape = images.sizes().vec();
+        request.start.image.values.assign(images.data_ptr<float>(), images.data_ptr<float>() + images.numel());
+        request.start.time = 1.0;
+        const SampleResult kept = engine.sample(request);
+        QVERIFY2(kept.ok(), kept.error.c_str());
+        const torch::Tensor latents = torch::tensor(kept.final.values).reshape({1, 16, 4, 6});
+        QVERIFY(relativeError(latents, ref("ae_encoded")) < 1e-4);
+        request.start.time = 0.5;
+        const SampleResult half = engine.sample(request);
+        QVERIFY2(half.ok(), half.error.c_str());
+        QCOMPARE(half.nfe, 2);
+        // An image of another size than the run's is refused in words.
+        request.text.width = 64;
+        const SampleResult refused = engine.sample(request);
+        QVERIFY(!refused.ok());
+    }
+
     void promptsAreRefusedByOtherModels() {
         Engine engine;
         SampleRequest request;

@@ -1504,8 +1504,8 @@ void TestMainWindow::promptBoxRunsAFluxCheckpoint() {
     prompt->widthBox()->setValue(48);
     prompt->heightBox()->setValue(32);
     window.lane(0)->stepsBox()->setValue(2);
-    const QString folder = QStringLiteral(FLOWSCOPE_SOURCE_DIR "/resources/fixtures/flux/schnell");
-    QVERIFY(window.openCheckpoint(folder));
+    const QString checkpoint = QStringLiteral(FLOWSCOPE_SOURCE_DIR "/resources/fixtures/flux/schnell");
+    QVERIFY(window.openCheckpoint(checkpoint));
     QVERIFY(!prompt->isHidden());
     QVERIFY(prompt->guidanceBox()->isHidden());  // [schnell] has no guidance input
     prompt->promptEdit()->setFocus();
@@ -1519,6 +1519,9 @@ void TestMainWindow::promptBoxRunsAFluxCheckpoint() {
     QVERIFY(window.lane(0)->frames().back().final);
     const RunSettings& settings = window.lane(0)->runSettings();
     QCOMPARE(settings.text.prompt, std::string("a cat"));
+    const QString folder = QDir(QCoreApplication::applicationDirPath()).filePath("screenshots");
+    QDir().mkpath(folder);
+    QVERIFY(window.grab().save(folder + "/flux-prompt.png"));
     QCOMPARE(settings.text.width, 48);
     // A prompt past CLIP's 75 tokens: the count turns red and the words past the limit are struck.
     QString longPrompt;
