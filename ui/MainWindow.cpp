@@ -6,6 +6,7 @@
 #include <QComboBox>
 #include <QDateTime>
 #include <QDir>
+#include <QLocale>
 #include <QPointer>
 #include <QDockWidget>
 #include <QDragEnterEvent>
@@ -79,9 +80,10 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent), m_controller(new 
             qApp,
             [self, part = QString::fromStdString(part), done, total] {
                 if (!self) return;
+                const QString size = QLocale().formattedDataSize(qint64(total));
                 self->statusBar()->showMessage(
-                    done >= total ? tr("Loaded %1 (%2 GB)").arg(part).arg(double(total) / 1e9, 0, 'f', 2)
-                                  : tr("Loading %1: %2 of %3 GB").arg(part).arg(double(done) / 1e9, 0, 'f', 2).arg(double(total) / 1e9, 0, 'f', 2),
+                    done >= total ? tr("Loaded %1 (%2)").arg(part, size)
+                                  : tr("Loading %1: %2 of %3").arg(part, QLocale().formattedDataSize(qint64(done)), size),
                     done >= total ? 4000 : 0);
             },
             Qt::QueuedConnection);

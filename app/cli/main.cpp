@@ -795,8 +795,10 @@ int main(int argc, char** argv) {
     // A checkpoint's parts take a while to read: say how far, on a terminal.
     if (::isatty(STDERR_FILENO)) {
         core::setCheckpointLoadObserver([](const std::string& part, uint64_t done, uint64_t total) {
-            std::fprintf(stderr, "\rloading %s: %.2f of %.2f GB%s", part.c_str(), double(done) / 1e9, double(total) / 1e9,
-                         done >= total ? "\n" : "   ");
+            const bool gigabytes = total >= 1000000000;
+            const double unit = gigabytes ? 1e9 : 1e6;
+            std::fprintf(stderr, "\rloading %s: %.2f of %.2f %s%s", part.c_str(), double(done) / unit, double(total) / unit,
+                         gigabytes ? "GB" : "MB", done >= total ? "\n" : "   ");
             std::fflush(stderr);
         });
     }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <exception>
 #include <mutex>
 #include <set>
 
@@ -78,7 +79,12 @@ ScopedLoad::ScopedLoad(std::string part, uint64_t totalBytes)
     notify(m_part, 0, m_total);
 }
 
-ScopedLoad::~ScopedLoad() { t_currentLoad = m_outer; }
+ScopedLoad::~ScopedLoad() {
+    t_currentLoad = m_outer;
+    // A part may not read every tensor under its prefix (the decoder without the encoder): its
+    // load is complete when it ends without an exception.
+    if (std::uncaught_exceptions() == 0 && m_done < m_total) notify(m_part, m_total, m_total);
+}
 
 void ScopedLoad::add(uint64_t bytes) {
     ScopedLoad* load = t_currentLoad;
