@@ -179,7 +179,7 @@ FluxTimes benchFlux(const std::string& directory, torch::Device device, int repe
     core::flux::FluxModel model(layout);
     model.prepare(device, torch::kFloat32);
     const int64_t latent = times.side / 8;
-    const torch::Tensor txt = torch::randn({1, gpu ? 256 : 256, shape.context});
+    const torch::Tensor txt = torch::randn({1, 256, shape.context});
     const torch::Tensor vec = torch::randn({1, shape.pooled});
     const torch::Tensor x = torch::randn({1, 16, latent, latent}).to(device);
     const torch::Tensor sigma = torch::full({1}, 0.5, torch::TensorOptions().device(device));

@@ -33,9 +33,10 @@ std::unique_ptr<flux::FluxModel> openModel(const std::string& path, const TextSe
     return model;
 }
 
-}  // namespace
-
+// Every tokenizer under `directory` (tokenizePrompt without its error translation).
 std::vector<PromptTokens> tokenizeIn(const std::string& directory, const std::string& prompt, int t5Length);
+
+}  // namespace
 
 void setCheckpointLoadObserver(CheckpointLoadObserver observer) { setLoadObserver(std::move(observer)); }
 
@@ -85,6 +86,8 @@ std::vector<PromptTokens> tokenizePrompt(const std::string& directory, const std
     }
 }
 
+namespace {
+
 std::vector<PromptTokens> tokenizeIn(const std::string& directory, const std::string& prompt, int t5Length) {
     CheckpointLayout layout;
     layout.path = directory;
@@ -102,6 +105,8 @@ std::vector<PromptTokens> tokenizeIn(const std::string& directory, const std::st
     }
     return out;
 }
+
+}  // namespace
 
 EncodePromptResult encodePromptToFile(const std::string& path, const TextSettings& text, const std::string& outPath,
                                       const std::string& device, const std::atomic<bool>* cancel) {

@@ -46,6 +46,16 @@ std::unique_ptr<flux::FluxModel> open(const std::string& path, const TextSetting
     return model;
 }
 
+// The fixture's [schnell] folder with a prompt, at 48 x 32 pixels (6 x 4 latents).
+SampleRequest smallSchnellRequest() {
+    SampleRequest request;
+    request.model = "checkpoint:" + fixture("schnell");
+    request.text.prompt = "a photo of a cat";
+    request.text.width = 48;
+    request.text.height = 32;
+    return request;
+}
+
 std::string messageOf(const std::function<void()>& action) {
     try {
         action();
@@ -231,11 +241,7 @@ private slots:
     // takes the network's eps - x0 output with the sign and time input DESIGN.md section 7 gives.
     void samplesThroughTheEngine() {
         Engine engine;
-        SampleRequest request;
-        request.model = "checkpoint:" + fixture("schnell");
-        request.text.prompt = "a photo of a cat";
-        request.text.width = 48;
-        request.text.height = 32;
+        SampleRequest request = smallSchnellRequest();
         request.steps = 1;
         request.seed = 3;
         const SampleResult result = engine.sample(request);
@@ -257,11 +263,7 @@ private slots:
     // encoder's latents themselves (the reference's), and a strength of 0.5 runs half the grid.
     void imagesStartRunsThroughTheEncoder() {
         Engine engine;
-        SampleRequest request;
-        request.model = "checkpoint:" + fixture("schnell");
-        request.text.prompt = "a photo of a cat";
-        request.text.width = 48;
-        request.text.height = 32;
+        SampleRequest request = smallSchnellRequest();
         request.steps = 4;
         request.start.kind = RunStart::Kind::Image;
         const torch::Tensor images = ref("ae_images").to(torch::kFloat32).contiguous();
