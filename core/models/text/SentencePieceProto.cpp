@@ -1,5 +1,7 @@
 #include "core/models/text/SentencePieceProto.h"
 
+#include <cstring>
+
 #include "core/models/text/TokenizedPrompt.h"
 
 namespace flowscope::core {
