@@ -148,8 +148,8 @@ RunSettings LaneView::settings(const RunSettings& shared) const {
     settings.solver = m_solver->currentText();
     settings.schedule = m_schedule->currentText().trimmed();
     settings.steps = m_steps->value();
-    // Guidance steers towards a class: without one the run is unguided.
-    settings.guidance = shared.condition.isEmpty() ? core::GuidanceSettings{} : m_guidance->settings();
+    // Guidance steers towards a class or an SD3 prompt: without one the run is unguided.
+    settings.guidance = m_conditional ? m_guidance->settings() : core::GuidanceSettings{};
     return settings;
 }
 
@@ -253,7 +253,7 @@ void LaneView::setLaneSettings(const RunSettings& settings) {
     m_schedule->setCurrentText(settings.schedule);
     m_steps->setValue(settings.steps);
     m_stepsSlider->setValue(m_steps->value());
-    if (!settings.condition.isEmpty()) m_guidance->setSettings(settings.guidance);
+    if (!settings.condition.isEmpty() || settings.guidance.guides()) m_guidance->setSettings(settings.guidance);
 }
 
 void LaneView::beginRun(quint64 runId, const RunSettings& settings) {

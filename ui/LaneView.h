@@ -69,8 +69,12 @@ public:
     QComboBox* scheduleBox() const { return m_schedule; }
     QSlider* timeline() const { return m_timeline; }
     GuidanceBar* guidanceBar() const { return m_guidance; }
-    // Whether the shared settings name a class: the lane's guidance applies only then.
-    void setConditional(bool conditional) { m_guidance->setConditional(conditional); }
+    // Whether the shared settings name a class, or the model guides towards its prompt (SD3):
+    // the lane's guidance applies only then.
+    void setConditional(bool conditional) {
+        m_conditional = conditional;
+        m_guidance->setConditional(conditional);
+    }
     QString metricsText() const;
     // What the lane's status line shows now: progress, the metrics, or why the run failed.
     QString statusText() const;
@@ -133,6 +137,7 @@ private:
     QSpinBox* m_steps;
     QSlider* m_stepsSlider;
     GuidanceBar* m_guidance;
+    bool m_conditional = false;
     StartBar* m_startBar;
     core::HostArray m_startImage;
     std::shared_ptr<const ForkSource> m_fork;

@@ -197,7 +197,7 @@ void MainWindow::createWidgets() {
     m_debounce->setInterval(kDebounceMs);
     connect(m_debounce, &QTimer::timeout, this, &MainWindow::runNow);
     connect(m_panel, &SettingsPanel::settingsChanged, this, [this] {
-        const bool conditional = !m_panel->shared().condition.isEmpty();
+        const bool conditional = guidable(m_panel->shared());
         for (LaneView* lane : m_lanes) lane->setConditional(conditional);
         scheduleRun();
     });
@@ -321,7 +321,7 @@ void MainWindow::setLaneCount(int count) {
     while (int(m_lanes.size()) < count) {
         auto* lane = new LaneView(int(m_lanes.size()), m_laneSplitter);
         lane->setLaneSettings(kDefaultLanes[m_lanes.size()]);
-        lane->setConditional(!m_panel->shared().condition.isEmpty());
+        lane->setConditional(guidable(m_panel->shared()));
         lane->setView(m_panel->view());
         connect(lane, &LaneView::settingsChanged, this, &MainWindow::scheduleRun);
         connectStarts(lane);
@@ -368,7 +368,7 @@ void MainWindow::runNow() {
     m_progress->setValue(0);
     m_rate->clear();
     for (LaneView* lane : m_lanes) {
-        lane->setConditional(!shared.condition.isEmpty());
+        lane->setConditional(guidable(shared));
         const RunSettings settings = lane->settings(shared);
         QString dropped;
         const core::RunStart start = lane->start(settings, &dropped);
@@ -657,9 +657,24 @@ bool MainWindow::openCheckpoint(const QString& path) {
         return false;
     }
     m_panel->addModel(spec);
+    // What the family's model card runs: its schedule and steps, and SD3's guidance scale.
+    for (LaneView* lane : m_lanes) {
+        RunSettings settings = lane->settings(m_panel->shared());
+        settings.schedule = QString::fromStdString(description.defaultSchedule);
+        settings.steps = description.defaultSteps;
+        settings.guidance = {};
+        if (description.defaultCfg != 1.0) {
+            settings.guidance.method = core::GuidanceMethod::Cfg;
+            settings.guidance.scale = description.defaultCfg;
+        }
+        lane->setLaneSettings(settings);
+        lane->setConditional(guidable(m_panel->shared()));
+    }
     statusBar()->showMessage(tr("Model: %1 (type a prompt, then Ctrl+Enter)").arg(QString::fromStdString(description.family)), 6000);
     return true;
 }
+
+bool MainWindow::guidable(const RunSettings& shared) const { return !shared.condition.isEmpty() || m_panel->promptGuided(); }
 
 bool MainWindow::openBundle(const QString& folder) {
     const QString directory = QDir(folder).absolutePath();

@@ -50,8 +50,8 @@ public:
     // files (asked once per file, remembered in the trusted list the CLI reads too). False, with
     // the reason shown, when it cannot be used or the user declines.
     bool openBundle(const QString& folder);
-    // A FLUX.1 model folder or .safetensors file as checkpoint:PATH; false (and a message) when it
-    // is not one.
+    // A FLUX.1 or Stable Diffusion 3 model folder or .safetensors file as checkpoint:PATH, with
+    // the lanes set to what the family's card runs; false (and a message) when it is not one.
     bool openCheckpoint(const QString& path);
 
     EngineController* controller() const { return m_controller; }
@@ -112,6 +112,8 @@ protected:
     void dropEvent(QDropEvent* event) override;
 
 private:
+    // Whether the lanes' guidance applies: a class is chosen, or the model guides towards its prompt.
+    bool guidable(const RunSettings& shared) const;
     void createWidgets();
     void createActions();
     void readSettings();

@@ -24,7 +24,7 @@ QSpinBox* sideBox(QWidget* parent, const QString& name) {
     box->setSingleStep(16);
     box->setValue(1024);
     box->setSuffix(QObject::tr(" px"));
-    box->setToolTip(QObject::tr("Multiples of 16: FLUX.1 packs 2x2 patches of its 1/8-size latents"));
+    box->setToolTip(QObject::tr("Multiples of 16: FLUX.1 and SD3 take 2x2 patches of their 1/8-size latents"));
     return box;
 }
 
@@ -36,6 +36,12 @@ PromptBox::PromptBox(QWidget* parent) : QWidget(parent) {
     m_prompt->setPlaceholderText(tr("Prompt (Ctrl+Enter runs)"));
     m_prompt->setTabChangesFocus(true);
     m_prompt->setFixedHeight(m_prompt->fontMetrics().lineSpacing() * 4 + 12);
+    m_negative = new QPlainTextEdit(this);
+    m_negative->setObjectName("negativePromptEdit");
+    m_negative->setPlaceholderText(tr("Negative prompt"));
+    m_negative->setToolTip(tr("What classifier-free guidance steers away from: the unconditional half of each step"));
+    m_negative->setTabChangesFocus(true);
+    m_negative->setFixedHeight(m_negative->fontMetrics().lineSpacing() * 2 + 12);
     m_counts = new QLabel(this);
     m_counts->setObjectName("promptTokenCounts");
     m_counts->setToolTip(tr("Tokens of the prompt against each text encoder's limit; the words past a limit "
@@ -59,6 +65,7 @@ PromptBox::PromptBox(QWidget* parent) : QWidget(parent) {
     form->setContentsMargins(0, 0, 0, 0);
     form->addRow(m_prompt);
     form->addRow(m_counts);
+    form->addRow(m_negative);
     form->addRow(tr("Size"), size);
     form->addRow(m_guidanceLabel, m_guidance);
 
@@ -69,24 +76,27 @@ PromptBox::PromptBox(QWidget* parent) : QWidget(parent) {
         m_recount.start();
         Q_EMIT changed();
     });
+    connect(m_negative, &QPlainTextEdit::textChanged, this, &PromptBox::changed);
     for (QSpinBox* box : {m_width, m_height}) connect(box, &QSpinBox::valueChanged, this, &PromptBox::changed);
     connect(m_guidance, &QDoubleSpinBox::valueChanged, this, &PromptBox::changed);
-    setModel({}, false);
+    setModel({}, false, false);
 }
 
-void PromptBox::setModel(const QString& spec, bool dev) {
+void PromptBox::setModel(const QString& spec, bool dev, bool negative) {
     QString path;
     specHasForm(spec, core::SpecForm::Checkpoint, &path);
     const QFileInfo info(path);
     m_tokenizers = path.isEmpty() ? QString() : info.isDir() ? info.absoluteFilePath() : info.absolutePath();
     m_guidance->setVisible(dev);
     m_guidanceLabel->setVisible(dev);
+    m_negative->setVisible(negative);
     recount();
 }
 
 core::TextSettings PromptBox::text() const {
     core::TextSettings text = m_parts;
     text.prompt = m_prompt->toPlainText().toStdString();
+    if (!m_negative->isHidden()) text.negativePrompt = m_negative->toPlainText().toStdString();
     text.width = m_width->value();
     text.height = m_height->value();
     text.fluxGuidance = m_guidance->value();
@@ -94,10 +104,12 @@ core::TextSettings PromptBox::text() const {
 }
 
 void PromptBox::setText(const core::TextSettings& text) {
-    const QSignalBlocker b1(m_prompt), b2(m_width), b3(m_height), b4(m_guidance);
+    const QSignalBlocker b1(m_prompt), b2(m_width), b3(m_height), b4(m_guidance), b5(m_negative);
     m_parts = text;
     m_parts.prompt.clear();
+    m_parts.negativePrompt.clear();
     m_prompt->setPlainText(QString::fromStdString(text.prompt));
+    m_negative->setPlainText(QString::fromStdString(text.negativePrompt));
     m_width->setValue(text.width > 0 ? text.width : 1024);
     m_height->setValue(text.height > 0 ? text.height : 1024);
     m_guidance->setValue(text.fluxGuidance);
@@ -119,7 +131,10 @@ void PromptBox::recount() {
     bool cut = false;
     try {
         for (const core::PromptTokens& tokens : core::tokenizePrompt(directory.toStdString(), prompt, 256)) {
-            const QString name = tokens.tokenizer == "clip_l" ? tr("CLIP-L") : tokens.tokenizer == "t5" ? tr("T5") : QString::fromStdString(tokens.tokenizer);
+            const QString name = tokens.tokenizer == "clip_l"   ? tr("CLIP-L")
+                                 : tokens.tokenizer == "clip_g" ? tr("CLIP-G")
+                                 : tokens.tokenizer == "t5"     ? tr("T5")
+                                                                : QString::fromStdString(tokens.tokenizer);
             counts << tr("%1 %2/%3").arg(name).arg(tokens.promptTokens).arg(tokens.limit);
             if (tokens.cut) {
                 cut = true;

@@ -13,23 +13,26 @@ class QSpinBox;
 
 namespace flowscope::ui {
 
-// The prompt of a text-to-image checkpoint (FLUX.1), shown when the model takes text: a multi-line
-// prompt (Ctrl+Enter runs, through the window's Run action), each tokenizer's count against its
-// limit as AUTOMATIC1111 shows it ("CLIP-L 12/75"), the words past a limit greyed and struck
-// through, the image's width and height, and [dev]'s distilled guidance.
+// The prompt of a text-to-image checkpoint (FLUX.1, SD3), shown when the model takes text: a
+// multi-line prompt (Ctrl+Enter runs, through the window's Run action), each tokenizer's count
+// against its limit as AUTOMATIC1111 shows it ("CLIP-L 12/75"), the words past a limit greyed and
+// struck through, SD3's negative prompt, the image's width and height, and FLUX.1 [dev]'s
+// distilled guidance.
 class PromptBox : public QWidget {
     Q_OBJECT
 
 public:
     explicit PromptBox(QWidget* parent = nullptr);
 
-    // The checkpoint spec whose tokenizers count the prompt; `dev` shows the guidance box.
-    void setModel(const QString& spec, bool dev);
+    // The checkpoint spec whose tokenizers count the prompt; `dev` shows the guidance box,
+    // `negative` the negative prompt.
+    void setModel(const QString& spec, bool dev, bool negative = false);
     core::TextSettings text() const;
     // Restores prompt, size and guidance; the parts named beside a file are kept as given.
     void setText(const core::TextSettings& text);
 
     QPlainTextEdit* promptEdit() const { return m_prompt; }
+    QPlainTextEdit* negativeEdit() const { return m_negative; }
     QLabel* countsLabel() const { return m_counts; }
     QSpinBox* widthBox() const { return m_width; }
     QSpinBox* heightBox() const { return m_height; }
@@ -42,6 +45,7 @@ Q_SIGNALS:
 
 private:
     QPlainTextEdit* m_prompt;
+    QPlainTextEdit* m_negative;
     QLabel* m_counts;
     QSpinBox* m_width;
     QSpinBox* m_height;

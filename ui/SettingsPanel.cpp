@@ -118,10 +118,14 @@ void SettingsPanel::refreshClasses() {
     const QString chosen = m_condition->currentData().toString();
     const QSignalBlocker block(m_condition);
     m_condition->clear();
-    m_condition->addItem(tr("unconditional"), QString());
     const core::ModelDescription description = core::Engine::describeModel(spec.toStdString());
+    // Text-to-image checkpoints are conditioned on their prompt, not on a class.
+    m_condition->addItem(description.takesText ? tr("the prompt") : tr("unconditional"), QString());
     m_prompt->setVisible(description.takesText);
-    if (description.takesText) m_prompt->setModel(spec, description.family.find("[dev]") != std::string::npos);
+    m_promptGuided = description.negativePrompt;
+    if (description.takesText) {
+        m_prompt->setModel(spec, description.family.find("[dev]") != std::string::npos, description.negativePrompt);
+    }
     for (const std::string& name : description.classes) {
         m_condition->addItem(QString::fromStdString(name), QString::fromStdString(name));
     }

@@ -35,6 +35,8 @@ public:
     QSpinBox* batchBox() const { return m_batch; }
     // "unconditional", then the model's classes (core::Engine::describeModel).
     QComboBox* conditionBox() const { return m_condition; }
+    // Whether the model guides towards its prompt, against a negative prompt (SD3).
+    bool promptGuided() const { return m_promptGuided; }
     // The prompt, size and guidance of a text-to-image checkpoint (hidden for other models).
     PromptBox* promptBox() const { return m_prompt; }
 
@@ -61,6 +63,7 @@ private:
     // The shared settings no box shows (resolution, dtype, t_end, tolerances), as the last
     // restored PNG or session gave them, so that they are run and exported unchanged.
     RunSettings m_unshown;
+    bool m_promptGuided = false;
 };
 
 }  // namespace flowscope::ui

@@ -197,7 +197,7 @@ FluxTimes benchFlux(const std::string& directory, torch::Device device, int repe
     }, std::max(1, repeats / 3)) / kSteps;
 
     const core::Weights clipWeights(layout.clipL.files, layout.clipL.prefix, gpu ? torch::kBFloat16 : torch::kFloat32, device);
-    const core::ClipTextModel clip(clipWeights);
+    const core::ClipTextModel clip(clipWeights, core::ClipTextModel::Activation::QuickGelu);
     const torch::Tensor clipIds = torch::randint(0, 49406, {1, 77}, torch::kInt64).to(device);
     times.clipMs = timer([&] { clip.forward(clipIds, 49407); }, repeats);
     const core::T5Encoder t5(core::Weights(layout.t5.files, layout.t5.prefix, gpu ? torch::kBFloat16 : torch::kFloat32, device));

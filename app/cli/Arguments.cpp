@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "core/api/Errors.h"
+#include "core/api/Names.h"
 #include "core/io/AtomicFile.h"
 #include "core/media/ImageFolderLoader.h"
 
@@ -234,7 +235,9 @@ core::GuidanceSettings readGuidance(const Arguments& options, bool scaleList) {
     } catch (const std::invalid_argument& error) {
         throw UsageError(error.what());
     }
-    if (settings.method != core::GuidanceMethod::None && !options.has("class")) {
+    // Text-to-image checkpoints guide towards their prompt (SD3) or refuse guidance (FLUX.1).
+    if (settings.method != core::GuidanceMethod::None && !options.has("class") &&
+        !core::specHasForm(options.text("model", ""), core::SpecForm::Checkpoint)) {
         throw UsageError("--guidance steers towards a class: give --class NAME|INDEX (flowscope-cli info lists models)");
     }
     return settings;

@@ -1,5 +1,6 @@
 #include "app/cli/Checkpoints.h"
 
+#include <algorithm>
 #include <cmath>
 #include <iostream>
 
@@ -18,7 +19,7 @@ std::string checkpointPath(const Arguments& options, const std::string& command)
     const std::string model = options.text("model", "");
     std::string path;
     if (!core::specHasForm(model, core::SpecForm::Checkpoint, &path) || path.empty()) {
-        throw UsageError(command + " needs --model checkpoint:PATH (a FLUX.1 model folder or .safetensors file)");
+        throw UsageError(command + " needs --model checkpoint:PATH (a FLUX.1 or Stable Diffusion 3 model folder or .safetensors file)");
     }
     return path;
 }
@@ -55,19 +56,21 @@ std::string dtypeList(const std::vector<std::string>& dtypes) { return core::joi
 }  // namespace
 
 const std::set<std::string>& textOptionNames() {
-    static const std::set<std::string> names{"prompt", "width", "height", "flux-guidance", "clip-l", "t5", "ae", "tokenizers"};
+    static const std::set<std::string> names{"prompt", "negative-prompt", "width", "height", "flux-guidance",
+                                             "clip-l",  "clip-g",          "t5",    "ae",     "tokenizers"};
     return names;
 }
 
 core::TextSettings readText(const Arguments& options) {
     core::TextSettings text;
     text.prompt = options.text("prompt", "");
+    text.negativePrompt = options.text("negative-prompt", "");
     text.width = static_cast<int>(options.integer("width", 0, 16, 4096));
     text.height = static_cast<int>(options.integer("height", 0, 16, 4096));
     for (const auto& [name, value] : {std::pair{"width", text.width}, std::pair{"height", text.height}}) {
         if (value % 16 != 0) {
-            throw UsageError(std::string("--") + name + " must be a multiple of 16 (FLUX.1 packs 2x2 patches of its 1/8-size "
-                             "latents); try " + std::to_string((value + 8) / 16 * 16));
+            throw UsageError(std::string("--") + name + " must be a multiple of 16 (the networks take 2x2 patches of their "
+                             "1/8-size latents); try " + std::to_string((value + 8) / 16 * 16));
         }
     }
     if (options.has("width") != options.has("height") && options.has("resolution")) {
@@ -78,16 +81,18 @@ core::TextSettings readText(const Arguments& options) {
         throw UsageError("--flux-guidance must be a finite number of at least 0 (FLUX.1 [dev]'s default is 3.5)");
     }
     text.clipL = options.text("clip-l", "");
+    text.clipG = options.text("clip-g", "");
     text.t5 = options.text("t5", "");
     text.autoencoder = options.text("ae", "");
     text.tokenizers = options.text("tokenizers", "");
     return text;
 }
 
-void applyCheckpointDefaults(const Arguments& options, const std::string& model, std::string* schedule, int* steps) {
+void applyCheckpointDefaults(const Arguments& options, const std::string& model, std::string* schedule, int* steps,
+                             core::GuidanceSettings* guidance) {
     std::string path;
     if (!core::specHasForm(model, core::SpecForm::Checkpoint, &path)) {
-        for (const char* name : {"prompt", "flux-guidance", "clip-l", "t5", "ae", "tokenizers"}) {
+        for (const char* name : {"prompt", "negative-prompt", "flux-guidance", "clip-l", "clip-g", "t5", "ae", "tokenizers"}) {
             if (options.has(name)) {
                 throw UsageError(std::string("--") + name + " applies to text-to-image checkpoints (--model checkpoint:PATH)");
             }
@@ -97,6 +102,14 @@ void applyCheckpointDefaults(const Arguments& options, const std::string& model,
     const core::CheckpointInfo info = core::inspectCheckpoint(path, readText(options));
     if (schedule && !options.has("schedule")) *schedule = info.defaultSchedule;
     if (steps && !options.has("steps")) *steps = info.defaultSteps;
+    // SD3's card guides with classifier-free guidance; a command line that names any guidance
+    // option decides for itself.
+    const bool named = std::any_of(guidanceOptionNames().begin(), guidanceOptionNames().end(),
+                                   [&](const std::string& name) { return name != "class" && options.has(name); });
+    if (guidance && !named && !options.has("cfgs") && info.defaultCfg != 1.0) {
+        guidance->method = core::GuidanceMethod::Cfg;
+        guidance->scale = info.defaultCfg;
+    }
 }
 
 int runCheckpointInfo(const Arguments& options) {
@@ -122,6 +135,7 @@ int runCheckpointInfo(const Arguments& options) {
         }
         json.endObject();
         json.field("clip_tokenizer", info.clipTokenizer);
+        if (info.sd3) json.field("clip_g_tokenizer", info.clipGTokenizer);
         json.field("t5_tokenizer", info.t5Tokenizer);
         json.key("transformer");
         json.beginObject();
@@ -131,12 +145,23 @@ int runCheckpointInfo(const Arguments& options) {
         json.field("mlp_hidden", static_cast<long long>(info.mlpHidden));
         json.field("context_width", static_cast<long long>(info.contextWidth));
         json.field("pooled_width", static_cast<long long>(info.pooledWidth));
-        json.field("double_blocks", info.doubleBlocks);
-        json.field("single_blocks", info.singleBlocks);
-        json.field("guidance_input", info.guidanceInput);
+        json.field("qk_norm", info.qkNorm);
+        if (info.sd3) {
+            json.field("joint_blocks", info.jointBlocks);
+            json.field("patch", static_cast<long long>(info.patch));
+            json.field("position_grid", static_cast<long long>(info.positionGrid));
+            json.field("max_side", static_cast<long long>(info.maxSide));
+            json.field("self_attention_blocks", std::vector<int64_t>(info.selfAttentionBlocks.begin(), info.selfAttentionBlocks.end()));
+        } else {
+            json.field("double_blocks", info.doubleBlocks);
+            json.field("single_blocks", info.singleBlocks);
+            json.field("guidance_input", info.guidanceInput);
+        }
         json.endObject();
         json.field("default_schedule", info.defaultSchedule);
         json.field("default_steps", info.defaultSteps);
+        json.field("default_cfg", info.defaultCfg);
+        json.field("negative_prompt", info.sd3);
         json.field("t5_tokens", info.t5Tokens);
         json.endObject();
         std::cout << json.str() << "\n";
@@ -146,18 +171,31 @@ int runCheckpointInfo(const Arguments& options) {
     for (const auto& part : info.parts) {
         std::cout << "  " << part.name << ": ";
         if (!part.found) {
-            std::cout << "not found\n";
+            std::cout << (part.name == "t5" && info.sd3 ? "not found (optional: its part of the context is zeros)" : "not found")
+                      << "\n";
             continue;
         }
         std::cout << part.parameters << " parameters, " << dtypeList(part.dtypes) << ", from " << part.origin << "\n";
     }
-    std::cout << "  tokenizers: " << (info.clipTokenizer.empty() ? "no CLIP" : "CLIP " + info.clipTokenizer) << ", "
-              << (info.t5Tokenizer.empty() ? "no T5" : "T5 " + info.t5Tokenizer) << "\n"
-              << "  transformer: width " << info.hidden << ", " << info.heads << " heads of " << info.headDim << ", "
-              << info.doubleBlocks << " double and " << info.singleBlocks << " single blocks"
-              << (info.guidanceInput ? ", guidance input" : "") << "\n"
-              << "  defaults: --schedule " << info.defaultSchedule << " --steps " << info.defaultSteps << ", T5 "
-              << info.t5Tokens << " tokens\n";
+    std::cout << "  tokenizers: " << (info.clipTokenizer.empty() ? "no CLIP" : "CLIP " + info.clipTokenizer) << ", ";
+    if (info.sd3) std::cout << (info.clipGTokenizer.empty() ? "CLIP-G from CLIP's" : "CLIP-G " + info.clipGTokenizer) << ", ";
+    std::cout << (info.t5Tokenizer.empty() ? "no T5" : "T5 " + info.t5Tokenizer) << "\n";
+    if (info.sd3) {
+        std::cout << "  MMDiT: width " << info.hidden << ", " << info.heads << " heads of " << info.headDim << ", "
+                  << info.jointBlocks << " joint blocks, patch " << info.patch << ", positions " << info.positionGrid << "x"
+                  << info.positionGrid << " (up to " << info.maxSide << " pixels a side)" << (info.qkNorm ? ", QK norm" : "");
+        if (!info.selfAttentionBlocks.empty()) {
+            std::cout << ", MMDiT-X attention in blocks " << info.selfAttentionBlocks.front() << "-" << info.selfAttentionBlocks.back();
+        }
+        std::cout << "\n";
+    } else {
+        std::cout << "  transformer: width " << info.hidden << ", " << info.heads << " heads of " << info.headDim << ", "
+                  << info.doubleBlocks << " double and " << info.singleBlocks << " single blocks"
+                  << (info.guidanceInput ? ", guidance input" : "") << "\n";
+    }
+    std::cout << "  defaults: --schedule " << info.defaultSchedule << " --steps " << info.defaultSteps;
+    if (info.defaultCfg != 1.0) std::cout << " --cfg " << info.defaultCfg;
+    std::cout << ", T5 " << info.t5Tokens << " tokens\n";
     return kExitOk;
 }
 
@@ -194,8 +232,7 @@ int runEncodePrompt(const std::vector<std::string>& args, const std::atomic<bool
         core::JsonWriter json;
         json.beginObject();
         json.field("out", *out);
-        json.field("txt_shape", result.txtShape);
-        json.field("vec_shape", result.vecShape);
+        for (const auto& [name, shape] : result.shapes) json.field(name + "_shape", shape);
         json.key("tokens");
         json.beginObject();
         for (const auto& entry : result.tokens) writeTokens(json, entry);
@@ -224,7 +261,7 @@ int runForward(const std::vector<std::string>& args, const std::atomic<bool>& ca
     checkExtension(out, "out", {".npy"});
     const double sigma = options.number("sigma", 1.0);
     if (!(sigma > 0.0 && sigma <= 1.0)) {
-        throw UsageError("--sigma must lie in (0, 1]: 1 is pure noise, and FLUX.1 is not evaluated at sigma = 0");
+        throw UsageError("--sigma must lie in (0, 1]: 1 is pure noise, and the networks are not evaluated at sigma = 0");
     }
     const core::HostArray x = core::readNpyArray(options.text("x", ""));
     const double guidance = options.number("flux-guidance", 3.5);

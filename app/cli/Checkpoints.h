@@ -1,7 +1,8 @@
 #pragma once
 
 // Text-to-image checkpoints from the command line: the prompt and part options every command
-// takes (--prompt --width --height --resolution --flux-guidance --clip-l --t5 --ae --tokenizers),
+// takes (--prompt --negative-prompt --width --height --resolution --flux-guidance --clip-l --clip-g
+// --t5 --ae --tokenizers),
 // `info --model checkpoint:PATH`, and the sub-steps `tokenize`, `encode-prompt`, `forward` and
 // `decode`.
 
@@ -15,13 +16,15 @@
 
 namespace flowscope::app {
 
-// --prompt --width --height --flux-guidance --clip-l --t5 --ae --tokenizers.
+// --prompt --negative-prompt --width --height --flux-guidance --clip-l --clip-g --t5 --ae --tokenizers.
 const std::set<std::string>& textOptionNames();
 // Reads them; --width/--height must be multiples of 16 (1024 by default for checkpoints).
 core::TextSettings readText(const Arguments& options);
-// The family's schedule and steps (FLUX.1 [dev]: flux, 28; [schnell]: shift:1, 4) where the
-// command line gives none, for checkpoint:PATH models.
-void applyCheckpointDefaults(const Arguments& options, const std::string& model, std::string* schedule, int* steps);
+// The family's schedule, steps and guidance (FLUX.1 [dev]: flux, 28; [schnell]: shift:1, 4; SD3:
+// shift:3, 28 or 40 steps, --cfg 5 or 4.5; Turbo 4 steps unguided) where the command line gives
+// none, for checkpoint:PATH models.
+void applyCheckpointDefaults(const Arguments& options, const std::string& model, std::string* schedule, int* steps,
+                             core::GuidanceSettings* guidance = nullptr);
 
 int runCheckpointInfo(const Arguments& options);
 int runTokenize(const std::vector<std::string>& args);

@@ -143,7 +143,7 @@ int runInvert(const std::vector<std::string>& args, const std::atomic<bool>& can
     settings.condition = options.text("class", "");
     settings.guidance = readGuidance(options);
     settings.text = readText(options);
-    applyCheckpointDefaults(options, settings.model, &settings.schedule, &settings.steps);
+    applyCheckpointDefaults(options, settings.model, &settings.schedule, &settings.steps, &settings.guidance);
     const auto saveNoise = options.optionalText("save-noise");
     const auto roundtrip = options.optionalText("roundtrip");
     checkWritable(saveNoise, "save-noise");

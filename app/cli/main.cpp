@@ -80,10 +80,11 @@ usage:
                        --cfg W (1: the class's own model, 0: unconditional) --cfg-interval LO,HI
                        (noise levels where it applies, 0 noise to 1 data) --cfg-rescale PHI
                        --apg-eta E --apg-momentum B --apg-norm R --cfg-zero-steps K
-  text:                checkpoint:PATH models (FLUX.1): --prompt TEXT --width W --height H (multiples
-                       of 16, 1024; --resolution R for R x R) --flux-guidance G ([dev], 3.5)
-                       --clip-l FILE --t5 FILE --ae FILE --tokenizers DIR (the parts beside a
-                       transformer file); without --schedule/--steps the family's own
+  text:                checkpoint:PATH models (FLUX.1, SD3): --prompt TEXT --negative-prompt TEXT
+                       (SD3) --width W --height H (multiples of 16, 1024; --resolution R for R x R)
+                       --flux-guidance G ([dev], 3.5) --clip-l FILE --clip-g FILE --t5 FILE --ae FILE
+                       --tokenizers DIR (the parts beside a transformer file); without --schedule,
+                       --steps and guidance options the family's own (SD3: --cfg 5, 3.5 Large 4.5)
   flowscope-cli info --model checkpoint:PATH [--json]   family, parts found, parameters, dtypes
   flowscope-cli tokenize --tokenizers DIR --prompt TEXT [--t5-length N] [--json]
   flowscope-cli encode-prompt --model checkpoint:PATH --prompt TEXT --out cond.safetensors [--json]
@@ -291,7 +292,7 @@ int runSample(const std::vector<std::string>& args) {
     request.condition = options.text("class", "");
     request.guidance = app::readGuidance(options);
     request.text = app::readText(options);
-    app::applyCheckpointDefaults(options, request.model, &request.schedule, &request.steps);
+    app::applyCheckpointDefaults(options, request.model, &request.schedule, &request.steps, &request.guidance);
     app::readStart(options, request, &g_cancel);
     const auto out = options.optionalText("out");
     const auto strip = options.optionalText("filmstrip");
@@ -459,12 +460,12 @@ int runSweep(const std::vector<std::string>& args) {
     request.cudaGraphs = !options.has("no-cuda-graph");
     request.condition = options.text("class", "");
     request.text = app::readText(options);
+    request.guidance = app::readGuidance(options);
     {
         std::string schedule = request.schedules.front();
-        app::applyCheckpointDefaults(options, request.model, &schedule, nullptr);
+        app::applyCheckpointDefaults(options, request.model, &schedule, nullptr, &request.guidance);
         if (!options.has("schedule")) request.schedules = {schedule};
     }
-    request.guidance = app::readGuidance(options);
     request.cfgs = options.numberList("cfgs");
     if (!request.cfgs.empty() && options.has("cfg")) {
         throw app::UsageError("--cfgs lists the scales a sweep runs; leave out --cfg");
@@ -473,7 +474,7 @@ int runSweep(const std::vector<std::string>& args) {
         if (options.has("guidance")) throw app::UsageError("--cfgs sweeps a guidance scale: --guidance none has none");
         request.guidance.method = core::GuidanceMethod::Cfg;
     }
-    if (!request.cfgs.empty() && request.condition.empty()) {
+    if (!request.cfgs.empty() && request.condition.empty() && !core::specHasForm(request.model, core::SpecForm::Checkpoint)) {
         throw app::UsageError("--cfgs sweeps the guidance towards a class: give --class NAME|INDEX");
     }
     const bool cfgColumn = !request.cfgs.empty();

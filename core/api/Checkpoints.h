@@ -1,6 +1,6 @@
 #pragma once
 
-// The sub-steps of a text-to-image checkpoint (FLUX.1), one at a time, for `flowscope-cli info`,
+// The sub-steps of a text-to-image checkpoint (FLUX.1, SD3), one at a time, for `flowscope-cli info`,
 // `tokenize`, `encode-prompt`, `forward` and `decode`, and for the window's prompt box. Each loads
 // only the parts it needs. Plain types: front ends include this without LibTorch.
 
@@ -16,9 +16,10 @@
 namespace flowscope::core {
 
 struct CheckpointInfo {
-    std::string family;  // "FLUX.1 [schnell]"
+    std::string family;  // "FLUX.1 [schnell]", "Stable Diffusion 3.5 Medium"
+    bool sd3 = false;
     struct Part {
-        std::string name;    // transformer, autoencoder, clip_l, t5
+        std::string name;    // transformer, autoencoder, clip_l, clip_g (SD3), t5
         bool found = false;
         std::string origin;  // where it was found, in words
         std::vector<std::string> files;
@@ -26,20 +27,25 @@ struct CheckpointInfo {
         std::vector<std::string> dtypes;  // as stored
     };
     std::vector<Part> parts;
-    std::string clipTokenizer, t5Tokenizer;  // folders/files ("" when not found)
+    std::string clipTokenizer, clipGTokenizer, t5Tokenizer;  // folders/files ("" when not found)
     // The transformer's sizes, read from its shapes.
     int64_t hidden = 0, heads = 0, headDim = 0, mlpHidden = 0, contextWidth = 0, pooledWidth = 0;
-    int doubleBlocks = 0, singleBlocks = 0;
-    bool guidanceInput = false;
-    std::string defaultSchedule;  // "flux" for [dev], "shift:1" for [schnell]
-    int defaultSteps = 0;         // 28 for [dev], 4 for [schnell]
-    int t5Tokens = 0;             // 512 for [dev], 256 for [schnell]
+    int doubleBlocks = 0, singleBlocks = 0;  // FLUX.1
+    bool guidanceInput = false;              // FLUX.1 [dev]
+    int jointBlocks = 0;                     // SD3's MMDiT
+    int64_t patch = 0, positionGrid = 0, maxSide = 0;
+    bool qkNorm = false;
+    std::vector<int> selfAttentionBlocks;    // MMDiT-X (3.5 Medium)
+    std::string defaultSchedule;  // "flux" for [dev], "shift:1" for [schnell], "shift:3" for SD3
+    int defaultSteps = 0;         // 28 for [dev], 4 for [schnell], 28 or 40 for SD3, 4 for Turbo
+    double defaultCfg = 1.0;      // SD3's classifier-free guidance scale (1: none)
+    int t5Tokens = 0;             // 512 for [dev], 256 for [schnell] and SD3
 };
 // Throws CheckpointError (an InvalidRequestError) with what is wrong.
 CheckpointInfo inspectCheckpoint(const std::string& path, const TextSettings& named = {});
 
 struct PromptTokens {
-    std::string tokenizer;  // "clip_l", "t5"
+    std::string tokenizer;  // "clip_l", "clip_g", "t5"
     std::vector<int64_t> ids;  // with the start, end and padding tokens
     bool cut = false;
     int promptTokens = 0;  // the prompt's own tokens before the cut
@@ -47,22 +53,26 @@ struct PromptTokens {
     int limit = 0;         // how many of the prompt's tokens fit
     size_t cutByte = std::string::npos;  // where in the prompt the first dropped token begins
 };
-// Every tokenizer found under `directory` (a model folder, a folder holding tokenizer/ and/or
-// tokenizer_2/, or the tokenizer files themselves). T5 pads to `t5Length`.
+// Every tokenizer found under `directory` (a model folder, a folder holding tokenizer/,
+// tokenizer_2/ and/or tokenizer_3/, or the tokenizer files themselves). T5 pads to `t5Length`;
+// SD3's CLIP-G (tokenizer_2/ with vocab.json) pads with "!".
 std::vector<PromptTokens> tokenizePrompt(const std::string& directory, const std::string& prompt, int t5Length = 256);
 
 // encode-prompt: the prompt through the tokenizers and text encoders, written (atomically) as a
-// safetensors file holding txt [1, L, D_t5], vec [1, D_clip], clip_l_ids [1, 77] and t5_ids [1, L].
+// safetensors file holding, for FLUX.1, txt [1, L, D_t5], vec [1, D_clip], clip_l_ids [1, 77] and
+// t5_ids [1, L]; for SD3, context [1, 77 + 256, D_t5], pooled [1, 2048], clip_l_ids, clip_g_ids and
+// t5_ids (where the checkpoint has T5).
 struct EncodePromptResult {
     std::vector<PromptTokens> tokens;
-    std::vector<int64_t> txtShape, vecShape;
+    std::vector<std::pair<std::string, std::vector<int64_t>>> shapes;  // of the conditioning tensors
     double seconds = 0.0;
 };
 EncodePromptResult encodePromptToFile(const std::string& path, const TextSettings& text, const std::string& outPath,
                                       const std::string& device = "auto", const std::atomic<bool>* cancel = nullptr);
 
-// forward: the transformer's raw output for latents x [B, 16, h, w] at noise level sigma, with the
-// conditioning of an encode-prompt file (batch 1 applies to every sample).
+// forward: the transformer's raw output for latents x [B, 16, h, w] at noise level sigma (SD3's
+// MMDiT sees 1000 sigma), with the conditioning of an encode-prompt file (batch 1 applies to every
+// sample). `guidance` is FLUX.1 [dev]'s.
 HostArray checkpointForward(const std::string& path, const TextSettings& text, const HostArray& x, double sigma,
                             const std::string& condPath, double guidance, const std::string& device = "auto",
                             const std::atomic<bool>* cancel = nullptr);

@@ -49,6 +49,12 @@ struct ModelDescription {
     // Text-to-image checkpoints: the family ("FLUX.1 [dev]"), and that a prompt conditions them.
     std::string family;
     bool takesText = false;
+    // SD3: a negative prompt conditions the unconditional half of classifier-free guidance. What
+    // the family's model card runs: --schedule, --steps and --cfg (1: unguided).
+    bool negativePrompt = false;
+    std::string defaultSchedule;
+    int defaultSteps = 0;
+    double defaultCfg = 1.0;
 };
 
 // Sample k of a batch uses seed + k, and LibTorch's CPU generator keeps 32 bits of a seed.

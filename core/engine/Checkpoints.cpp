@@ -8,7 +8,11 @@
 #include "core/engine/HostArrays.h"
 #include "core/io/SafeTensors.h"
 #include "core/models/Checkpoint.h"
+#include "core/models/CheckpointModel.h"
 #include "core/models/flux/FluxModel.h"
+#include "core/models/mmdit/Sd3Model.h"
+#include "core/models/text/ClipTokenizer.h"
+#include "core/models/text/T5Tokenizer.h"
 #include "core/sampling/Device.h"
 
 namespace flowscope::core {
@@ -27,8 +31,8 @@ PromptTokens tokensOf(const std::string& name, const TokenizedPrompt& tokens, in
 }
 
 // The checkpoint's model on the request's device, found with the parts named beside it.
-std::unique_ptr<flux::FluxModel> openModel(const std::string& path, const TextSettings& text, const std::string& device) {
-    auto model = std::make_unique<flux::FluxModel>(findCheckpoint(path, text));
+std::unique_ptr<CheckpointModel> openModel(const std::string& path, const TextSettings& text, const std::string& device) {
+    auto model = makeCheckpointModel(findCheckpoint(path, text));
     model->prepare(resolveDevice(device), torch::kFloat32);
     return model;
 }
@@ -44,8 +48,11 @@ CheckpointInfo inspectCheckpoint(const std::string& path, const TextSettings& na
     const CheckpointLayout layout = findCheckpoint(path, named);
     CheckpointInfo info;
     info.family = layout.familyName();
-    const std::pair<const char*, const CheckpointPart*> parts[] = {
-        {"transformer", &layout.transformer}, {"autoencoder", &layout.autoencoder}, {"clip_l", &layout.clipL}, {"t5", &layout.t5}};
+    info.sd3 = layout.isSd3();
+    std::vector<std::pair<const char*, const CheckpointPart*>> parts = {
+        {"transformer", &layout.transformer}, {"autoencoder", &layout.autoencoder}, {"clip_l", &layout.clipL}};
+    if (info.sd3) parts.emplace_back("clip_g", &layout.clipG);
+    parts.emplace_back("t5", &layout.t5);
     for (const auto& [name, part] : parts) {
         CheckpointInfo::Part entry;
         entry.name = name;
@@ -60,21 +67,41 @@ CheckpointInfo inspectCheckpoint(const std::string& path, const TextSettings& na
         info.parts.push_back(std::move(entry));
     }
     info.clipTokenizer = layout.clipVocab.empty() ? "" : layout.clipVocab.substr(0, layout.clipVocab.rfind('/'));
+    info.clipGTokenizer = layout.clipGVocab.empty() ? "" : layout.clipGVocab.substr(0, layout.clipGVocab.rfind('/'));
     info.t5Tokenizer = layout.t5Model;
-    const auto config = flux::FluxConfig::infer(Weights(layout.transformer.files, layout.transformer.prefix, torch::kFloat32, torch::kCPU));
-    info.hidden = config.hidden;
-    info.heads = config.heads;
-    info.headDim = config.headDim;
-    info.mlpHidden = config.mlpHidden;
-    info.contextWidth = config.contextIn;
-    info.pooledWidth = config.vectorIn;
-    info.doubleBlocks = config.doubleBlocks;
-    info.singleBlocks = config.singleBlocks;
-    info.guidanceInput = config.guidance;
-    const bool dev = layout.family == CheckpointLayout::Family::Flux1Dev;
-    info.defaultSchedule = dev ? "flux" : "shift:1";
-    info.defaultSteps = dev ? 28 : 4;
-    info.t5Tokens = dev ? 512 : 256;
+    const Weights transformer(layout.transformer.files, layout.transformer.prefix, torch::kFloat32, torch::kCPU);
+    if (info.sd3) {
+        const auto config = sd3::MmditConfig::infer(transformer);
+        info.hidden = config.hidden;
+        info.heads = config.heads;
+        info.headDim = sd3::MmditConfig::kHeadDim;
+        info.mlpHidden = config.mlpHidden;
+        info.contextWidth = config.contextIn;
+        info.pooledWidth = config.pooledIn;
+        info.jointBlocks = config.depth;
+        info.patch = config.patch;
+        info.positionGrid = config.positionGrid;
+        info.maxSide = config.maxSide();
+        info.qkNorm = config.qkNorm;
+        info.selfAttentionBlocks = config.selfAttentionBlocks;
+    } else {
+        const auto config = flux::FluxConfig::infer(transformer);
+        info.hidden = config.hidden;
+        info.heads = config.heads;
+        info.headDim = config.headDim;
+        info.mlpHidden = config.mlpHidden;
+        info.contextWidth = config.contextIn;
+        info.pooledWidth = config.vectorIn;
+        info.doubleBlocks = config.doubleBlocks;
+        info.singleBlocks = config.singleBlocks;
+        info.guidanceInput = config.guidance;
+        info.qkNorm = true;
+    }
+    const CheckpointLayout::Defaults defaults = layout.defaults();
+    info.defaultSchedule = defaults.schedule;
+    info.defaultSteps = defaults.steps;
+    info.defaultCfg = defaults.cfg;
+    info.t5Tokens = defaults.t5Tokens;
     return info;
 }
 
@@ -96,12 +123,16 @@ std::vector<PromptTokens> tokenizeIn(const std::string& directory, const std::st
     if (!layout.clipVocab.empty()) {
         out.push_back(tokensOf("clip_l", ClipTokenizer::load(layout.clipVocab, layout.clipMerges).encode(prompt, 77), 75));
     }
+    if (!layout.clipGVocab.empty()) {
+        const ClipTokenizer clipG = ClipTokenizer::load(layout.clipGVocab, layout.clipGMerges);
+        out.push_back(tokensOf("clip_g", clipG.encode(prompt, 77, clipG.exclamationId()), 75));
+    }
     if (!layout.t5Model.empty()) {
         out.push_back(tokensOf("t5", T5Tokenizer::load(layout.t5Model).encode(prompt, t5Length), t5Length - 1));
     }
     if (out.empty()) {
         throw CheckpointError("'" + directory + "' holds no tokenizer: expected tokenizer/vocab.json with tokenizer/merges.txt "
-                              "(CLIP) and/or tokenizer_2/spiece.model (T5)");
+                              "(CLIP), tokenizer_2/ (FLUX.1's T5 or SD3's CLIP-G) and/or tokenizer_3/spiece.model (SD3's T5)");
     }
     return out;
 }
@@ -113,16 +144,15 @@ EncodePromptResult encodePromptToFile(const std::string& path, const TextSetting
     c10::InferenceMode inference;
     const auto started = std::chrono::steady_clock::now();
     const auto model = openModel(path, text, device);
-    const auto encoded = model->encodePrompt(text.prompt, cancel);
-    writeSafeTensors(outPath, {{"txt", encoded.txt.contiguous()},
-                               {"vec", encoded.vec.contiguous()},
-                               {"clip_l_ids", encoded.clipIds},
-                               {"t5_ids", encoded.t5Ids}},
-                     {{"prompt", text.prompt}, {"family", model->name()}});
+    const CheckpointModel::PromptFile file = model->encodePromptFile(text.prompt, cancel);
+    writeSafeTensors(outPath, file.tensors, {{"prompt", text.prompt}, {"family", model->name()}});
     EncodePromptResult result;
-    result.tokens = {tokensOf("clip_l", encoded.clip, 75), tokensOf("t5", encoded.t5, model->t5Length() - 1)};
-    result.txtShape = encoded.txt.sizes().vec();
-    result.vecShape = encoded.vec.sizes().vec();
+    for (const auto& entry : file.tokens) result.tokens.push_back(tokensOf(entry.tokenizer, entry.tokens, entry.limit));
+    for (const std::string& name : model->conditioningNames()) {
+        for (const auto& [tensorName, tensor] : file.tensors) {
+            if (tensorName == name) result.shapes.emplace_back(name, tensor.sizes().vec());
+        }
+    }
     result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     return result;
 }
@@ -132,7 +162,7 @@ HostArray checkpointForward(const std::string& path, const TextSettings& text, c
                             const std::atomic<bool>* cancel) {
     c10::InferenceMode inference;
     if (!(sigma > 0.0 && sigma <= 1.0)) {
-        throw InvalidRequestError("--sigma must lie in (0, 1]: FLUX.1 is not evaluated at sigma = 0 (DESIGN.md section 7)");
+        throw InvalidRequestError("--sigma must lie in (0, 1]: the networks are not evaluated at sigma = 0 (DESIGN.md section 7)");
     }
     if (x.shape.size() != 4) throw InvalidRequestError("--x must hold latents [B, 16, h, w]; it is " + describeShape(x.shape));
     SafeTensorsFile cond;
@@ -141,16 +171,16 @@ HostArray checkpointForward(const std::string& path, const TextSettings& text, c
     } catch (const SafeTensorsError& error) {
         throw InvalidRequestError(std::string("--cond: ") + error.what());
     }
-    for (const char* name : {"txt", "vec"}) {
+    const auto model = openModel(path, text, device);
+    for (const std::string& name : model->conditioningNames()) {
         if (!cond.contains(name)) {
-            throw InvalidRequestError("--cond '" + condPath + "' has no tensor '" + name + "'; write it with encode-prompt");
+            throw InvalidRequestError("--cond '" + condPath + "' has no tensor '" + name + "'; write it with encode-prompt for " +
+                                      model->name());
         }
     }
-    const auto model = openModel(path, text, device);
     const torch::Tensor latents = fromHostArray(x);
     const torch::Tensor sigmas = torch::full({latents.size(0)}, sigma, torch::kFloat32);
-    return toHostArray(model->forwardRaw(latents, sigmas, cond.tensor("txt").to(torch::kFloat32),
-                                         cond.tensor("vec").to(torch::kFloat32), guidance, cancel));
+    return toHostArray(model->forwardFromFile(latents, sigmas, cond, guidance, cancel));
 }
 
 HostArray decodeCheckpointLatents(const std::string& path, const TextSettings& text, const HostArray& z, const std::string& device,

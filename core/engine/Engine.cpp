@@ -143,6 +143,8 @@ std::shared_ptr<Model> loadModel(ModelCatalog& catalog, const std::string& spec,
     return model;
 }
 
+bool promptConditioned(const Model& model) { return model.takesText() && model.isConditional(); }
+
 int64_t classIndexOf(const Model& model, const std::string& condition, const std::string& spec) {
     if (condition.empty()) return Model::kNullClass;
     const std::vector<std::string> names = model.classNames();
@@ -164,8 +166,14 @@ int64_t classIndexOf(const Model& model, const std::string& condition, const std
 std::shared_ptr<Model> conditionedModel(const std::shared_ptr<Model>& model, const std::string& spec,
                                         const std::string& condition, const GuidanceSettings& guidance,
                                         const ProbabilityPath& path, bool adaptive) {
-    const int64_t classIndex = classIndexOf(*model, condition, spec);
+    int64_t classIndex = classIndexOf(*model, condition, spec);
+    // SD3 is conditioned on its prompt, and its null class is the negative prompt.
+    if (classIndex == Model::kNullClass && promptConditioned(*model)) classIndex = 0;
     if (classIndex == Model::kNullClass) {
+        if (guidance.guides() && model->takesText()) {
+            throw InvalidRequestError(model->name() + " has no classifier-free guidance: it is guidance-distilled (FLUX.1 " +
+                                      "[dev] takes --flux-guidance instead); leave out --cfg and --guidance");
+        }
         if (guidance.guides()) {
             throw InvalidRequestError("guidance steers towards a class: give --class (" +
                                       (model->isConditional() ? "'" + spec + "' has " + joinNames(model->classNames())

@@ -64,6 +64,8 @@ std::shared_ptr<Model> loadModel(ModelCatalog& catalog, const std::string& spec,
 // "" (unconditional). Refuses, with the valid names, a class the model does not have, and any
 // class on an unconditional model.
 int64_t classIndexOf(const Model& model, const std::string& condition, const std::string& spec);
+// A text-to-image model whose prompt is its class (SD3: the null class is the negative prompt).
+bool promptConditioned(const Model& model);
 // The model a run evaluates: `model` itself, or for a condition `model` guided towards its class.
 // Refuses guidance without a class, and CFG-Zero*'s zeroed steps with an adaptive solver.
 std::shared_ptr<Model> conditionedModel(const std::shared_ptr<Model>& model, const std::string& spec,

@@ -338,7 +338,7 @@ SweepResult Engine::sweep(const SweepRequest& request, const RowCallback& onRow,
         SweepResult result;
         const auto model = loadModel(m_impl->catalog, request.model, request.resolution, request.text, request.device,
                                      result.notes, request.trustModel, cancel);
-        if (request.condition.empty()) {
+        if (request.condition.empty() && !promptConditioned(*model)) {
             if (!request.cfgs.empty()) throw InvalidRequestError("--cfgs sweeps the guidance towards a class: give --class");
             // Refuses guidance without a class.
             conditionedModel(model, request.model, "", request.guidance, *makePath(request.paths.front()), false);

@@ -8,7 +8,7 @@
 #include "core/io/NpyFile.h"
 #include "core/models/Bundle.h"
 #include "core/models/Checkpoint.h"
-#include "core/models/flux/FluxModel.h"
+#include "core/models/CheckpointModel.h"
 #include "core/models/Datasets.h"
 #include "core/models/GaussianMixture.h"
 #include "core/models/ModelCatalog.h"
@@ -52,13 +52,18 @@ ModelDescription Engine::describeModel(const std::string& spec, int resolution) 
             case ModelSpec::Kind::Checkpoint: {
                 // The headers only: the family and which parts are there.
                 const CheckpointLayout layout = findCheckpoint(parsed.name, {});
-                const int side = resolution > 0 ? resolution : flux::kDefaultSide;
+                const int side = resolution > 0 ? resolution : CheckpointModel::kDefaultSide;
                 description.sampleShape = {16, side / 8, side / 8};
                 description.latent = true;
                 description.nativePath = "linear";
                 description.parameterization = "velocity";
                 description.family = layout.familyName();
                 description.takesText = true;
+                description.negativePrompt = layout.isSd3();
+                const CheckpointLayout::Defaults defaults = layout.defaults();
+                description.defaultSchedule = defaults.schedule;
+                description.defaultSteps = defaults.steps;
+                description.defaultCfg = defaults.cfg;
                 description.encodesImages = layout.autoencoder.found();
                 break;
             }

@@ -131,6 +131,7 @@ TextSettings parseText(const JsonValue& value) {
     const TextSettings defaults;
     TextSettings settings;
     settings.prompt = text(object, "prompt", &defaults.prompt);
+    settings.negativePrompt = text(object, "negative_prompt", &defaults.negativePrompt);
     const int64_t none = 0;
     settings.width = static_cast<int>(integer(object, "width", 0, 4096, &none));
     settings.height = static_cast<int>(integer(object, "height", 0, 4096, &none));
@@ -139,6 +140,7 @@ TextSettings parseText(const JsonValue& value) {
     }
     settings.fluxGuidance = real(object, "flux_guidance", 0.0, 100.0, defaults.fluxGuidance);
     settings.clipL = text(object, "clip_l", &defaults.clipL);
+    settings.clipG = text(object, "clip_g", &defaults.clipG);
     settings.t5 = text(object, "t5", &defaults.t5);
     settings.autoencoder = text(object, "ae", &defaults.autoencoder);
     settings.tokenizers = text(object, "tokenizers", &defaults.tokenizers);
@@ -266,10 +268,12 @@ std::string settingsToJson(const SampleRequest& request) {
         json.key("text");
         json.beginObject();
         json.field("prompt", textSettings.prompt);
+        if (!textSettings.negativePrompt.empty()) json.field("negative_prompt", textSettings.negativePrompt);
         json.field("width", textSettings.width);
         json.field("height", textSettings.height);
         json.field("flux_guidance", textSettings.fluxGuidance);
-        for (const auto& [name, value] : {std::pair{"clip_l", &textSettings.clipL}, std::pair{"t5", &textSettings.t5},
+        for (const auto& [name, value] : {std::pair{"clip_l", &textSettings.clipL}, std::pair{"clip_g", &textSettings.clipG},
+                                          std::pair{"t5", &textSettings.t5},
                                           std::pair{"ae", &textSettings.autoencoder},
                                           std::pair{"tokenizers", &textSettings.tokenizers}}) {
             if (!value->empty()) json.field(name, *value);
@@ -295,9 +299,11 @@ std::string parametersLine(const SampleRequest& request, int nfe, const std::vec
     const bool checkpoint = specHasForm(request.model, SpecForm::Checkpoint);
     // AUTOMATIC1111's parameters begin with the prompt, on a line of its own.
     if (checkpoint) line << request.text.prompt << "\n";
+    if (checkpoint && !request.text.negativePrompt.empty()) line << "Negative prompt: " << request.text.negativePrompt << "\n";
     line << "Steps: " << request.steps << ", Sampler: " << request.solver << ", Schedule type: " << request.schedule;
-    // AUTOMATIC1111 writes the scale after the schedule; FlowScope only for a conditional run.
-    if (!request.condition.empty()) {
+    // AUTOMATIC1111 writes the scale after the schedule; FlowScope only for a conditional run
+    // (a class, or a checkpoint guided towards its prompt).
+    if (!request.condition.empty() || (checkpoint && request.guidance.method != GuidanceMethod::None)) {
         const double scale = request.guidance.method == GuidanceMethod::None ? 1.0 : request.guidance.scale;
         line << ", CFG scale: " << scale;
         if (request.guidance.method != GuidanceMethod::None && request.guidance.method != GuidanceMethod::Cfg) {

@@ -16,7 +16,7 @@
 #include "core/models/EmpiricalDenoiser.h"
 #include "core/models/GaussianMixture.h"
 #include "core/models/LabelledDenoiser.h"
-#include "core/models/flux/FluxModel.h"
+#include "core/models/CheckpointModel.h"
 #include "core/sampling/Device.h"
 
 namespace flowscope::core {
@@ -139,7 +139,7 @@ std::shared_ptr<Model> ModelCatalog::load(const std::string& spec, int resolutio
         for (auto it = m_cache.begin(); it != m_cache.end();) {
             it = it->first.rfind(specPrefix(SpecForm::Checkpoint), 0) == 0 ? m_cache.erase(it) : std::next(it);
         }
-        auto model = std::make_shared<flux::FluxModel>(findCheckpoint(parsed.name, text));
+        std::shared_ptr<Model> model = makeCheckpointModel(findCheckpoint(parsed.name, text));
         m_cache[key] = model;
         return model;
     }

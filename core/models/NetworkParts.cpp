@@ -100,4 +100,21 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
 
 torch::Tensor geluTanh(const torch::Tensor& x) { return torch::gelu(x, "tanh"); }
 
+std::vector<torch::Tensor> modulation(const Linear& layer, const torch::Tensor& c, int64_t chunks) {
+    return layer(torch::silu(c)).unsqueeze(1).chunk(chunks, -1);
+}
+
+torch::Tensor modulate(const torch::Tensor& x, const torch::Tensor& shift, const torch::Tensor& scale) {
+    return (1 + scale) * torch::layer_norm(x, {x.size(-1)}, {}, {}, 1e-6) + shift;
+}
+
+torch::Tensor timestepEmbedding(const torch::Tensor& t, int64_t dim, double factor) {
+    const int64_t half = dim / 2;
+    const torch::Tensor freqs =
+        torch::exp(-std::log(10000.0) * torch::arange(half, torch::TensorOptions().dtype(torch::kFloat32).device(t.device())) /
+                   double(half));
+    const torch::Tensor args = (t.to(torch::kFloat32) * factor).unsqueeze(1) * freqs.unsqueeze(0);
+    return torch::cat({torch::cos(args), torch::sin(args)}, -1);
+}
+
 }  // namespace flowscope::core::layers

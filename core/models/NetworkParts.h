@@ -56,6 +56,15 @@ struct GroupNorm {
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, double scale,
                         const torch::Tensor& bias = {}, bool causal = false);
 
+// The adaptive norm's parameters: the chunks of silu(c) W^T + b, each [B, 1, width] (FLUX.1's and
+// SD3's modulation from the time and pooled-text vector c [B, width]).
+std::vector<torch::Tensor> modulation(const Linear& layer, const torch::Tensor& c, int64_t chunks);
+// (1 + scale) LN(x) + shift, LN without affine and eps 1e-6.
+torch::Tensor modulate(const torch::Tensor& x, const torch::Tensor& shift, const torch::Tensor& scale);
+
+// The sinusoidal embedding of FLUX.1 and SD3: t scaled by `factor`, cos then sin, [B, dim], float32.
+torch::Tensor timestepEmbedding(const torch::Tensor& t, int64_t dim, double factor);
+
 // GELU with the tanh approximation (FLUX.1's MLPs, T5's gated GELU).
 torch::Tensor geluTanh(const torch::Tensor& x);
 

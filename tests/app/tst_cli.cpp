@@ -126,6 +126,7 @@ private slots:
     void evaluateRefusesWhatItCannotMeasure();
     void checkpointSubStepsMatchTheReference();
     void checkpointRefusals();
+    void sd3SubStepsAndAGuidedSample();
 
 private:
     QTemporaryDir m_dir;
@@ -966,6 +967,13 @@ namespace {
 const std::string kFlux = FLOWSCOPE_SOURCE_DIR "/resources/fixtures/flux/";
 
 // A reference tensor of make_flux.py's, as float32.
+const std::string kSd3 = FLOWSCOPE_SOURCE_DIR "/resources/fixtures/sd3/";
+
+torch::Tensor sd3Reference(const std::string& name) {
+    static const flowscope::core::SafeTensorsFile file = flowscope::core::SafeTensorsFile::read(kSd3 + "reference.safetensors");
+    return file.tensor(name).to(torch::kFloat32).contiguous();
+}
+
 torch::Tensor fluxReference(const std::string& name) {
     static const flowscope::core::SafeTensorsFile file = flowscope::core::SafeTensorsFile::read(kFlux + "reference.safetensors");
     return file.tensor(name).to(torch::kFloat32).contiguous();
@@ -1074,4 +1082,78 @@ void TestCli::checkpointRefusals() {
              "--out", "c.safetensors"},
             "--clip-l");
     QVERIFY(!QFile::exists(QDir(folder).filePath("c.safetensors")));
+}
+
+// SD3.5 Medium's folder: info, tokenize (CLIP-G pads with "!"), encode-prompt's context and pooled
+// vector, forward at 1000 sigma and a sample guided away from a negative prompt.
+void TestCli::sd3SubStepsAndAGuidedSample() {
+    const QString folder = freshFolder("sd3");
+    const QString model = QString::fromStdString("checkpoint:" + kSd3 + "sd3.5_medium");
+    const CliRun info = runCli({"info", "--model", model, "--json"}, folder);
+    QVERIFY2(info.finished && info.exitCode == 0, describe(info));
+    const QJsonObject infoJson = parseObject(info.out);
+    QCOMPARE(infoJson["family"].toString(), QString("Stable Diffusion 3.5 Medium"));
+    for (const char* part : {"transformer", "autoencoder", "clip_l", "clip_g", "t5"}) {
+        QVERIFY2(infoJson["parts"].toObject()[part].toObject()["found"].toBool(), part);
+    }
+    QCOMPARE(infoJson["transformer"].toObject()["joint_blocks"].toInt(), 2);
+    QCOMPARE(infoJson["default_cfg"].toDouble(), 5.0);
+    QCOMPARE(infoJson["default_schedule"].toString(), QString("shift:3"));
+
+    const CliRun tokens = runCli({"tokenize", "--tokenizers", QString::fromStdString(kSd3 + "sd3.5_medium"), "--prompt",
+                                  "a photo of a cat", "--json"},
+                                 folder);
+    QVERIFY2(tokens.finished && tokens.exitCode == 0, describe(tokens));
+    QFile expectedTokens(QString::fromStdString(kSd3 + "tokens.json"));
+    QVERIFY(expectedTokens.open(QIODevice::ReadOnly));
+    const QJsonArray entries = QJsonDocument::fromJson(expectedTokens.readAll()).array();
+    const auto entry = std::find_if(entries.begin(), entries.end(),
+                                    [](const QJsonValue& e) { return e.toObject()["prompt"].toString() == "a photo of a cat"; });
+    QVERIFY(entry != entries.end());
+    const QJsonObject tokensJson = parseObject(tokens.out);
+    for (const char* name : {"clip_l", "clip_g", "t5"}) {
+        QCOMPARE(tokensJson[name].toObject()["ids"].toArray(), entry->toObject()[name].toObject()["ids"].toArray());
+    }
+
+    const CliRun encoded = runCli({"encode-prompt", "--model", model, "--prompt", "a photo of a cat", "--out", "cond.safetensors",
+                                   "--json"},
+                                  folder);
+    QVERIFY2(encoded.finished && encoded.exitCode == 0, describe(encoded));
+    QCOMPARE(parseObject(encoded.out)["context_shape"].toArray().size(), 3);
+    const auto cond = flowscope::core::SafeTensorsFile::read(QDir(folder).filePath("cond.safetensors").toStdString());
+    QVERIFY(relativeTo(cond.tensor("context"), sd3Reference("prompt_context")) < 1e-4);
+    QVERIFY(relativeTo(cond.tensor("pooled"), sd3Reference("prompt_pooled")) < 1e-4);
+    for (const char* ids : {"clip_l_ids", "clip_g_ids", "t5_ids"}) QVERIFY2(cond.contains(ids), ids);
+
+    flowscope::core::writeSafeTensors(QDir(folder).filePath("ref-cond.safetensors").toStdString(),
+                                      {{"context", sd3Reference("context")}, {"pooled", sd3Reference("pooled")}});
+    writeTensorNpy(QDir(folder).filePath("x.npy"), sd3Reference("x").narrow(0, 0, 1));
+    const double sigma = sd3Reference("sigma")[0].item<double>();
+    const CliRun forward = runCli({"forward", "--model", model, "--x", "x.npy", "--sigma", QString::number(sigma, 'g', 17),
+                                   "--cond", "ref-cond.safetensors", "--out", "out.npy"},
+                                  folder);
+    QVERIFY2(forward.finished && forward.exitCode == 0, describe(forward));
+    QVERIFY(relativeTo(readTensorNpy(QDir(folder).filePath("out.npy")), sd3Reference("sd35_medium_out").narrow(0, 0, 1)) < 1e-4);
+    // A FLUX.1 conditioning file does not fit: the message names the tensor.
+    const CliRun wrong = runCli({"forward", "--model", model, "--x", "x.npy", "--sigma", "0.5", "--cond",
+                                 QString::fromStdString(kFlux + "reference.safetensors"), "--out", "o.npy"},
+                                folder);
+    QVERIFY2(wrong.finished && wrong.exitCode == 2 && wrong.err.contains("'context'"), describe(wrong));
+
+    // sample: the card's schedule and guidance (--cfg 5), the negative prompt on its own line.
+    const CliRun sampled = runCli({"sample", "--model", model, "--prompt", "a photo of a cat", "--negative-prompt", "blurry",
+                                   "--width", "64", "--height", "64", "--steps", "2", "--out", "grid.png", "--json"},
+                                  folder);
+    QVERIFY2(sampled.finished && sampled.exitCode == 0, describe(sampled));
+    QCOMPARE(parseObject(sampled.out)["nfe"].toInt(), 2);
+    const auto chunks = flowscope::media::readPngText(readBytes(QDir(folder).filePath("grid.png")));
+    const auto parameters = std::find_if(chunks.begin(), chunks.end(), [](const auto& chunk) { return chunk.first == "parameters"; });
+    QVERIFY(parameters != chunks.end());
+    QVERIFY2(parameters->second.rfind("a photo of a cat\nNegative prompt: blurry\nSteps: 2", 0) == 0, parameters->second.c_str());
+    QVERIFY2(parameters->second.find("Schedule type: shift:3, CFG scale: 5") != std::string::npos, parameters->second.c_str());
+    // The same network re-timed onto the curved vp path runs too.
+    const CliRun curved = runCli({"sample", "--model", model, "--prompt", "a photo of a cat", "--width", "64", "--height", "64",
+                                  "--steps", "2", "--path", "vp", "--cfg", "3", "--json"},
+                                 folder);
+    QVERIFY2(curved.finished && curved.exitCode == 0, describe(curved));
 }

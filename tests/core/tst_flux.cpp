@@ -15,6 +15,8 @@
 #include "core/io/SafeTensors.h"
 #include "core/models/Checkpoint.h"
 #include "core/models/flux/FluxModel.h"
+#include "core/models/text/ClipTokenizer.h"
+#include "core/models/text/TextEncoders.h"
 
 using namespace flowscope;
 using namespace flowscope::core;
@@ -122,7 +124,8 @@ private slots:
     void textEncodersMatchTheReference() {
         c10::InferenceMode inference;
         const CheckpointLayout layout = findCheckpoint(fixture("schnell"), {});
-        const ClipTextModel clip(Weights(layout.clipL.files, layout.clipL.prefix, torch::kFloat32, torch::kCPU));
+        const ClipTextModel clip(Weights(layout.clipL.files, layout.clipL.prefix, torch::kFloat32, torch::kCPU),
+                                 ClipTextModel::Activation::QuickGelu);
         const ClipTokenizer tokenizer = ClipTokenizer::load(layout.clipVocab, layout.clipMerges);
         const auto out = clip.forward(ref("clip_ids").to(torch::kInt64), tokenizer.endId());
         QVERIFY(relativeError(out.hidden, ref("clip_hidden")) < 1e-4);

@@ -97,6 +97,20 @@ void TestSettings::promptRoundTripsAndLeadsTheParameters() {
     QVERIFY2(error.find("multiples of 16") != std::string::npos, error.c_str());
     // Other models' settings carry no text object.
     QVERIFY(settingsToJson(SampleRequest{}).find("\"text\"") == std::string::npos);
+    // SD3: the negative prompt on the line after the prompt, the guidance scale after the
+    // schedule, as AUTOMATIC1111 writes them; CLIP-G named beside the file comes back.
+    SampleRequest sd3;
+    sd3.model = "checkpoint:/models/sd3.5_large.safetensors";
+    sd3.text.prompt = "a fox";
+    sd3.text.negativePrompt = "blurry, \"low\" quality";
+    sd3.text.clipG = "/models/clip_g.safetensors";
+    sd3.guidance.method = GuidanceMethod::Cfg;
+    sd3.guidance.scale = 4.5;
+    QVERIFY2(settingsFromJson(settingsToJson(sd3), &read, &error), error.c_str());
+    QVERIFY(read.text == sd3.text);
+    const std::string guided = parametersLine(sd3, 28, {16, 128, 128});
+    QVERIFY2(guided.rfind("a fox\nNegative prompt: blurry, \"low\" quality\nSteps: 8", 0) == 0, guided.c_str());
+    QVERIFY2(guided.find("CFG scale: 4.5") != std::string::npos, guided.c_str());
 }
 
 void TestSettings::everyFieldRoundTrips() {

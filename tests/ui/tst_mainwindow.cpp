@@ -206,6 +206,7 @@ private Q_SLOTS:
     void openPathTakesAPngOrABundleFolder();
     void conditionAndGuidanceDriveARun();
     void promptBoxRunsAFluxCheckpoint();
+    void negativePromptGuidesAnSd3Checkpoint();
 
 private:
     QTemporaryDir m_settingsDir;
@@ -1531,6 +1532,51 @@ void TestMainWindow::promptBoxRunsAFluxCheckpoint() {
     QVERIFY2(prompt->countsLabel()->text().contains("(cut)"), qPrintable(prompt->countsLabel()->text()));
     QCOMPARE(prompt->promptEdit()->extraSelections().size(), 1);
     QVERIFY(prompt->promptEdit()->extraSelections().front().format.fontStrikeOut());
+    QVERIFY(settle(window));
+    window.close();
+}
+
+// SD3: opening the folder sets the lanes to its card (shift:3, 40 steps, cfg 5), the negative prompt
+// shows, and the typed prompts reach the run with the lane's guidance.
+void TestMainWindow::negativePromptGuidesAnSd3Checkpoint() {
+    MainWindow window;
+    window.show();
+    useModel(window, "gmm:8gaussians", 1);
+    QVERIFY(settle(window));
+    PromptBox* prompt = window.settingsPanel()->promptBox();
+    prompt->widthBox()->setValue(64);
+    prompt->heightBox()->setValue(64);
+    QVERIFY(window.openCheckpoint(QStringLiteral(FLOWSCOPE_SOURCE_DIR "/resources/fixtures/sd3/sd3.5_medium")));
+    QVERIFY(!prompt->negativeEdit()->isHidden());
+    QVERIFY(prompt->guidanceBox()->isHidden());
+    LaneView* lane = window.lane(0);
+    QCOMPARE(lane->stepsBox()->value(), 40);
+    QCOMPARE(lane->scheduleBox()->currentText(), QString("shift:3"));
+    QVERIFY(lane->guidanceBar()->isEnabled());
+    QVERIFY(lane->guidanceBar()->settings().method == flowscope::core::GuidanceMethod::Cfg);
+    QCOMPARE(lane->guidanceBar()->settings().scale, 5.0);
+    for (int i = 0; i < window.laneCount(); ++i) window.lane(i)->stepsBox()->setValue(3);
+    prompt->promptEdit()->setFocus();
+    QTest::keyClicks(prompt->promptEdit(), "a cat");
+    QTest::keyClicks(prompt->negativeEdit(), "blurry");
+    prompt->recount();
+    QVERIFY2(prompt->countsLabel()->text().contains("CLIP-G 2/75"), qPrintable(prompt->countsLabel()->text()));
+    QVERIFY(settle(window));
+    QVERIFY2(lane->hasResult(), qPrintable(lane->metricsText()));
+    QCOMPARE(lane->canvas()->states().front().size(), QSize(64, 64));
+    const RunSettings& settings = lane->runSettings();
+    QCOMPARE(settings.text.prompt, std::string("a cat"));
+    QCOMPARE(settings.text.negativePrompt, std::string("blurry"));
+    QVERIFY(settings.guidance.method == flowscope::core::GuidanceMethod::Cfg);
+    QCOMPARE(settings.guidance.scale, 5.0);
+    QCOMPARE(lane->result().nfe, 3);
+    const QString folder = QDir(QCoreApplication::applicationDirPath()).filePath("screenshots");
+    QDir().mkpath(folder);
+    QVERIFY(window.grab().save(folder + "/sd3-prompt.png"));
+    // FLUX.1 has no negative prompt: the box hides again.
+    QVERIFY(window.openCheckpoint(QStringLiteral(FLOWSCOPE_SOURCE_DIR "/resources/fixtures/flux/schnell")));
+    QVERIFY(prompt->negativeEdit()->isHidden());
+    QVERIFY(!window.lane(0)->guidanceBar()->isEnabled());
     QVERIFY(settle(window));
     window.close();
 }

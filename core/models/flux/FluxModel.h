@@ -14,48 +14,25 @@
 
 #include <torch/types.h>
 
-#include "core/models/Checkpoint.h"
-#include "core/models/NetworkDenoiser.h"
-#include "core/models/autoencoder/AutoEncoder.h"
+#include "core/models/CheckpointModel.h"
 #include "core/models/flux/FluxTransformer.h"
-#include "core/models/text/TextEncoders.h"
-#include "core/models/text/ClipTokenizer.h"
-#include "core/models/text/T5Tokenizer.h"
-#include "core/sampling/Model.h"
 
 namespace flowscope::core::flux {
 
-// FLUX.1's autoencoder scaling and its latent-to-RGB factors (DESIGN.md section 7).
+// FLUX.1's autoencoder scaling (DESIGN.md section 7).
 constexpr double kLatentShift = 0.1159;
 constexpr double kLatentScale = 0.3611;
-constexpr int kDefaultSide = 1024;
+constexpr int kDefaultSide = CheckpointModel::kDefaultSide;
 
-class FluxModel final : public Model {
+class FluxModel final : public CheckpointModel {
 public:
     explicit FluxModel(CheckpointLayout layout);
     ~FluxModel() override;
 
-    const CheckpointLayout& layout() const { return m_layout; }
     // T5's token count: 256 for [schnell], 512 for [dev] (the official pipelines').
     int t5Length() const;
 
-    std::string name() const override { return m_layout.familyName(); }
-    std::vector<int64_t> sampleShape() const override;
-    torch::Tensor denoise(const torch::Tensor& x, double alpha, double sigma) override;
-    Prediction predict(const torch::Tensor& x, const PathPoint& p) override;
-    Prediction predictRows(const torch::Tensor& x, const std::vector<PathPoint>& points) override;
-    torch::Tensor denoiseRows(const torch::Tensor& x, const std::vector<double>& alpha, const std::vector<double>& sigma) override;
-    void prepare(torch::Device device, torch::ScalarType dtype) override;
-    std::vector<std::string> takeNotes() override;
-
-    bool takesText() const override { return true; }
     void setText(const TextSettings& text, const std::atomic<bool>* cancel) override;
-
-    bool hasPreview() const override { return true; }
-    bool hasDecoder() const override { return m_layout.autoencoder.found(); }
-    torch::Tensor preview(const torch::Tensor& x, bool decode) override;
-    bool encodesImages() const override { return m_layout.autoencoder.found(); }
-    torch::Tensor encode(const torch::Tensor& images) override;
 
     // The sub-steps the CLI exposes.
     struct EncodedPrompt {
@@ -72,32 +49,26 @@ public:
     // Conditions the runs that follow on given text features (txt [1, L, D_t5], vec [1, D_clip]),
     // as an encode-prompt file holds them, and sets the image size.
     void setConditioning(const torch::Tensor& txt, const torch::Tensor& vec, int width, int height);
-    // Latents in model space [B, 16, h, w] -> images [B, 3, 8h, 8w] in about [-1, 1].
-    torch::Tensor decodeLatents(const torch::Tensor& z, const std::atomic<bool>* cancel);
 
-    // The projection the lane previews use, [B, 3, h, w] (not upsampled).
-    static torch::Tensor latentToRgb(const torch::Tensor& z);
+    PromptFile encodePromptFile(const std::string& prompt, const std::atomic<bool>* cancel) override;
+    std::vector<std::string> conditioningNames() const override { return {"txt", "vec"}; }
+    torch::Tensor forwardFromFile(const torch::Tensor& x, const torch::Tensor& sigma, const SafeTensorsFile& cond,
+                                  double guidance, const std::atomic<bool>* cancel) override;
+
+    // FLUX.1's latent-to-RGB factors and scaling.
+    static LatentFormat latentFormat();
 
 private:
+    torch::Tensor rawOutput(const torch::Tensor& x, const torch::Tensor& sigma, const torch::Tensor& labels) override;
+    void releaseParts() override { m_transformer.reset(); }
+    bool partsLoaded() const override { return m_transformer != nullptr; }
     void ensureTransformer(const std::atomic<bool>* cancel);
-    void ensureAutoEncoder(bool withEncoder, const std::atomic<bool>* cancel);
-    torch::ScalarType weightDtype(const CheckpointPart& part, const std::string& what, double activationBytes);
-    torch::Tensor velocity(const torch::Tensor& x, const torch::Tensor& time);
-    void rebuildNetwork();
 
-    CheckpointLayout m_layout;
-    torch::Device m_device = torch::kCPU;
-    int m_width = kDefaultSide;
-    int m_height = kDefaultSide;
     double m_guidance = 3.5;
     std::string m_prompt;
     torch::Tensor m_txt, m_vec;  // the current prompt's, on the CPU
     std::map<std::string, EncodedPrompt> m_prompts;
     std::unique_ptr<FluxTransformer> m_transformer;
-    std::unique_ptr<AutoEncoder> m_autoencoder;
-    std::unique_ptr<NetworkDenoiser> m_network;
-    std::vector<std::string> m_notes;
-    const std::atomic<bool>* m_cancel = nullptr;
 };
 
 }  // namespace flowscope::core::flux

@@ -15,15 +15,8 @@ std::array<int64_t, 3> ropeAxes(int64_t headDim) {
     return {first, rest, headDim - first - rest};
 }
 
-// The modulation's chunks of (silu(vec) W^T + b), each [B, 1, hidden].
-std::vector<torch::Tensor> modulation(const layers::Linear& layer, const torch::Tensor& vec, int64_t chunks) {
-    return layer(torch::silu(vec)).unsqueeze(1).chunk(chunks, -1);
-}
-
-// (1 + scale) LN(x) + shift, LN without affine and eps 1e-6.
-torch::Tensor modulate(const torch::Tensor& x, const torch::Tensor& shift, const torch::Tensor& scale) {
-    return (1 + scale) * torch::layer_norm(x, {x.size(-1)}, {}, {}, 1e-6) + shift;
-}
+using layers::modulate;
+using layers::modulation;
 
 }  // namespace
 
@@ -106,15 +99,6 @@ FluxTransformer::FluxTransformer(const Weights& w) : m_config(FluxConfig::infer(
     }
     m_finalModulation = layers::Linear::load(w, "final_layer.adaLN_modulation.1", c.hidden, 2 * c.hidden);
     m_finalLinear = layers::Linear::load(w, "final_layer.linear", c.hidden, c.outChannels);
-}
-
-torch::Tensor FluxTransformer::timestepEmbedding(const torch::Tensor& t, int64_t dim, double factor) {
-    const int64_t half = dim / 2;
-    const torch::Tensor freqs =
-        torch::exp(-std::log(10000.0) * torch::arange(half, torch::TensorOptions().dtype(torch::kFloat32).device(t.device())) /
-                   double(half));
-    const torch::Tensor args = (t.to(torch::kFloat32) * factor).unsqueeze(1) * freqs.unsqueeze(0);
-    return torch::cat({torch::cos(args), torch::sin(args)}, -1);
 }
 
 std::pair<torch::Tensor, torch::Tensor> ropeTables(const torch::Tensor& ids, const std::array<int64_t, 3>& axes, double theta) {
@@ -209,10 +193,10 @@ torch::Tensor FluxTransformer::forward(const torch::Tensor& imgTokens, const tor
     // Conditioning with a batch of one applies to every sample.
     const torch::Tensor vector = vectorIn.size(0) == batch ? vectorIn : vectorIn.expand({batch, -1});
     const torch::Tensor txtTokens = txtIn.size(0) == batch ? txtIn : txtIn.expand({batch, -1, -1});
-    torch::Tensor vec = m_timeIn(timestepEmbedding(timesteps, 256, 1000.0).to(dtype));
+    torch::Tensor vec = m_timeIn(layers::timestepEmbedding(timesteps, 256, 1000.0).to(dtype));
     if (c.guidance) {
         if (!guidance.defined()) throw std::invalid_argument("FLUX.1 [dev] needs its guidance value");
-        vec = vec + m_guidanceIn(timestepEmbedding(guidance, 256, 1000.0).to(dtype));
+        vec = vec + m_guidanceIn(layers::timestepEmbedding(guidance, 256, 1000.0).to(dtype));
     }
     vec = vec + m_vectorIn(vector.to(dtype));
     torch::Tensor txt = m_txtIn(txtTokens.to(dtype));

@@ -56,8 +56,6 @@ public:
     // The ids of the tokens of a latent of H x W: (0, row, column) per 2x2 patch, [1, N, 3].
     static torch::Tensor imageIds(int64_t height, int64_t width, torch::Device device);
 
-    // The sinusoidal embedding of FLUX.1 and SD3: t scaled by `factor`, cos then sin, [B, dim].
-    static torch::Tensor timestepEmbedding(const torch::Tensor& t, int64_t dim, double factor);
 
 private:
     struct Mlp {

@@ -349,7 +349,11 @@ int64_t ClipTokenizer::endId() const {
     return m_impl->endId;
 }
 
-TokenizedPrompt ClipTokenizer::encode(std::string_view prompt, int length) const {
+int64_t ClipTokenizer::exclamationId() const {
+    return m_impl->symbolIds[size_t(m_impl->byteSymbol[size_t('!')])];
+}
+
+TokenizedPrompt ClipTokenizer::encode(std::string_view prompt, int length, int64_t padId) const {
     if (length < 2) {
         throw TokenizerError("a CLIP prompt needs at least 2 ids (start and end), not " +
                              std::to_string(length));
@@ -395,7 +399,8 @@ TokenizedPrompt ClipTokenizer::encode(std::string_view prompt, int length) const
     out.ids.reserve(size_t(length));
     out.ids.push_back(m_impl->startId);
     for (size_t k = 0; k < kept; ++k) out.ids.push_back(tokens[k].id);
-    out.ids.resize(size_t(length), m_impl->endId);
+    out.ids.push_back(m_impl->endId);
+    out.ids.resize(size_t(length), padId < 0 ? m_impl->endId : padId);
     return out;
 }
 

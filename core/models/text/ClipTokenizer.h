@@ -38,8 +38,8 @@ public:
     ClipTokenizer& operator=(ClipTokenizer&&) noexcept;
     ~ClipTokenizer();
 
-    // [start] + up to length - 2 of the prompt's tokens + [end], padded with the end token to
-    // `length` ids. The prompt is cleaned as CLIP does (white-space runs become one space, the ends
+    // [start] + up to length - 2 of the prompt's tokens + [end], padded to `length` ids with the
+    // end token (padId < 0, CLIP-L's rule) or padId (SD3's CLIP-G pads with "!"). The prompt is cleaned as CLIP does (white-space runs become one space, the ends
     // are stripped, letters are lower-cased), then split into words by CLIP's pattern and each word
     // encoded by byte-level BPE. Throws TokenizerError if `length` < 2 or the prompt is not UTF-8.
     // Where it differs from Hugging Face's CLIPTokenizer: no Unicode normalization (it composes
@@ -47,10 +47,12 @@ public:
     // decomposed "e" + U+0301 stays a letter and a separate mark; letters, digits and case are
     // Unicode 14's; "<|endoftext|>" typed in a prompt is that token only where CLIP's pattern finds
     // it, not inside a run of punctuation such as "<<|endoftext|>".
-    TokenizedPrompt encode(std::string_view prompt, int length = kContextLength) const;
+    TokenizedPrompt encode(std::string_view prompt, int length = kContextLength, int64_t padId = -1) const;
 
     int64_t startId() const;
     int64_t endId() const;
+    // The id of the one-character token "!" (0 in CLIP's vocabulary): CLIP-G's padding.
+    int64_t exclamationId() const;
 
 private:
     struct Impl;

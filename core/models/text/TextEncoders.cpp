@@ -11,7 +11,7 @@ constexpr int64_t kClipHeadWidth = 64;
 
 }  // namespace
 
-ClipTextModel::ClipTextModel(const Weights& root) {
+ClipTextModel::ClipTextModel(const Weights& root, Activation activation) : m_quickGelu(activation == Activation::QuickGelu) {
     const Weights w = root.sub("text_model.");
     m_tokenEmbedding = w.get("embeddings.token_embedding.weight");
     if (m_tokenEmbedding.dim() != 2) throw CheckpointError("the tensor '" + w.prefix() + "embeddings.token_embedding.weight' is not a matrix");
@@ -24,8 +24,6 @@ ClipTextModel::ClipTextModel(const Weights& root) {
     m_positionEmbedding = w.get("embeddings.position_embedding.weight", {-1, m_width});
     const int count = w.count("encoder.layers.");
     if (count == 0) throw CheckpointError("the CLIP text model under '" + root.prefix() + "' has no encoder.layers");
-    // The published configurations: ViT-L/14 (12 layers) uses quick_gelu, OpenCLIP bigG gelu.
-    m_quickGelu = m_width != 1280;
     for (int i = 0; i < count; ++i) {
         const Weights lw = w.sub("encoder.layers." + std::to_string(i) + ".");
         Layer layer;

@@ -17,8 +17,11 @@ namespace flowscope::core {
 
 class ClipTextModel {
 public:
+    // The MLP's activation, as the published configurations have it (the weights do not say):
+    // quick_gelu for ViT-L/14 (CLIP-L), the exact GELU for OpenCLIP's bigG (CLIP-G).
+    enum class Activation { QuickGelu, Gelu };
     // `weights` views the part's prefix, where `text_model.` begins.
-    explicit ClipTextModel(const Weights& weights);
+    ClipTextModel(const Weights& weights, Activation activation);
     struct Output {
         torch::Tensor hidden;        // [B, 77, width], after the final layer norm
         torch::Tensor penultimate;   // [B, 77, width], the second-to-last layer's output (SD3)
@@ -29,8 +32,6 @@ public:
     Output forward(const torch::Tensor& ids, int64_t endId, bool project = false) const;
     int64_t width() const { return m_width; }
     bool hasProjection() const { return m_projection.defined(); }
-    // quick_gelu (CLIP-L) or gelu (bigG): from the layer count, as the published configs are.
-    bool quickGelu() const { return m_quickGelu; }
 
 private:
     struct Layer {
