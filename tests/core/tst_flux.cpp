@@ -10,6 +10,7 @@
 #include <torch/torch.h>
 
 #include "tests/TestSupport.h"
+#include "tests/core/CheckpointFixtures.h"
 #include "core/api/Checkpoints.h"
 #include "core/api/Engine.h"
 #include "core/io/SafeTensors.h"
@@ -38,9 +39,8 @@ torch::Tensor ref(const std::string& name) { return reference().tensor(name).to(
 // whose rounding (2^-24 relative per operation, growing with the square root of the width and
 // the depth) stays below 1e-5 of the values; 1e-4 leaves a margin and still catches any wrong
 // equation (those show as errors of order 1).
-double relativeError(const torch::Tensor& got, const torch::Tensor& expected) {
-    return test::maxAbsDiff(got.to(torch::kFloat64), expected) / expected.abs().max().item<double>();
-}
+using test::relativeError;
+using test::messageOf;
 
 std::unique_ptr<flux::FluxModel> open(const std::string& path, const TextSettings& text = {}) {
     auto model = std::make_unique<flux::FluxModel>(findCheckpoint(path, text));
@@ -56,15 +56,6 @@ SampleRequest smallSchnellRequest() {
     request.text.width = 48;
     request.text.height = 32;
     return request;
-}
-
-std::string messageOf(const std::function<void()>& action) {
-    try {
-        action();
-    } catch (const std::exception& error) {
-        return error.what();
-    }
-    return "";
 }
 
 }  // namespace

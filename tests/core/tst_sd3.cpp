@@ -11,6 +11,7 @@
 #include <torch/torch.h>
 
 #include "tests/TestSupport.h"
+#include "tests/core/CheckpointFixtures.h"
 #include "core/api/Checkpoints.h"
 #include "core/api/Engine.h"
 #include "core/io/SafeTensors.h"
@@ -34,16 +35,12 @@ const SafeTensorsFile& reference() {
 torch::Tensor ref(const std::string& name) { return reference().tensor(name).to(torch::kFloat64); }
 torch::Tensor ref32(const std::string& name) { return reference().tensor(name).to(torch::kFloat32); }
 
-// The largest difference relative to the reference's largest magnitude: float32 against float64
-// through a few dozen products over widths of at most 384 stays below 1e-5; a wrong equation
-// shows as an error of order 1.
-double relativeError(const torch::Tensor& got, const torch::Tensor& expected) {
-    return test::maxAbsDiff(got.to(torch::kFloat64), expected) / expected.abs().max().item<double>();
-}
-
+// Relative to the reference's largest magnitude: float32 against float64 through a few dozen
+// products over widths of at most 384 stays below 1e-5; a wrong equation shows as an error of
+// order 1.
 #define QVERIFY_CLOSE(got, expected)                                                              \
     do {                                                                                          \
-        const double error_ = relativeError((got), (expected));                                   \
+        const double error_ = test::relativeError((got), (expected));                                   \
         QVERIFY2(error_ < 1e-4, qPrintable(QString("%1: %2").arg(#expected).arg(error_)));        \
     } while (false)
 
@@ -69,15 +66,6 @@ SampleRequest smallRequest() {
     request.text.width = 64;
     request.text.height = 64;
     return request;
-}
-
-std::string messageOf(const std::function<void()>& action) {
-    try {
-        action();
-    } catch (const std::exception& error) {
-        return error.what();
-    }
-    return "";
 }
 
 }  // namespace
@@ -248,7 +236,7 @@ private slots:
         QVERIFY(!wide.ok());
         QVERIFY2(wide.error.find("up to 128") != std::string::npos, wide.error.c_str());
         // The 3.0 file alone lacks its CLIPs: the message says how to give them.
-        const std::string lacking = messageOf([&] { open(fixture("sd3_medium.safetensors"))->encodePrompt("x", nullptr); });
+        const std::string lacking = test::messageOf([&] { open(fixture("sd3_medium.safetensors"))->encodePrompt("x", nullptr); });
         QVERIFY2(lacking.find("--clip-l") != std::string::npos, lacking.c_str());
         // A position table that is not a square grid names its key.
         QTemporaryDir dir;
@@ -262,7 +250,7 @@ private slots:
         }
         const std::string broken = dir.filePath("broken.safetensors").toStdString();
         writeSafeTensors(broken, tensors);
-        const std::string misshapen = messageOf([&] { open(broken); });
+        const std::string misshapen = test::messageOf([&] { open(broken); });
         QVERIFY2(misshapen.find("pos_embed") != std::string::npos, misshapen.c_str());
         // FLUX.1 has no classifier-free guidance.
         SampleRequest flux;
