@@ -185,7 +185,9 @@ int runCheckpointInfo(const Arguments& options) {
                   << info.jointBlocks << " joint blocks, patch " << info.patch << ", positions " << info.positionGrid << "x"
                   << info.positionGrid << " (up to " << info.maxSide << " pixels a side)" << (info.qkNorm ? ", QK norm" : "");
         if (!info.selfAttentionBlocks.empty()) {
-            std::cout << ", MMDiT-X attention in blocks " << info.selfAttentionBlocks.front() << "-" << info.selfAttentionBlocks.back();
+            const int first = info.selfAttentionBlocks.front(), last = info.selfAttentionBlocks.back();
+            std::cout << ", MMDiT-X attention in block" << (first == last ? " " + std::to_string(first)
+                                                                         : "s " + std::to_string(first) + "-" + std::to_string(last));
         }
         std::cout << "\n";
     } else {
