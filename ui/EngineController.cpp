@@ -22,6 +22,7 @@
 #include "ui/ThreadHandoff.h"
 #include "ui/WorkerThread.h"
 
+#include "core/api/Names.h"
 #include "core/media/ImageFolderLoader.h"
 
 namespace flowscope::ui {
@@ -369,8 +370,11 @@ struct EngineController::Worker {
         summary.noiseDraws = result.noiseDraws;
         {
             // Measure it against a reference later, unless a newer run for the lane is waiting.
+            // Not for text-to-image checkpoints: their dopri5 solve costs hundreds of network
+            // evaluations of billions of parameters (the Sweep tab measures it when asked).
             std::lock_guard lock(mutex);
-            if (!pending.count(job.lane) && !job.cancel->load()) {
+            const bool checkpoint = core::specHasForm(work.settings.model.toStdString(), core::SpecForm::Checkpoint);
+            if (!pending.count(job.lane) && !job.cancel->load() && !checkpoint) {
                 auto measurement = std::make_shared<Job>();
                 measurement->lane = job.lane;
                 measurement->id = job.id;
