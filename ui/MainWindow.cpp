@@ -385,7 +385,7 @@ void MainWindow::runSweep() {
         return;
     }
     const bool byGuidance = m_sweep->by() == SweepView::By::Guidance;
-    if (byGuidance && lane.condition.isEmpty()) {
+    if (byGuidance && !guidable(lane)) {
         statusBar()->showMessage(tr("Guidance steers towards a class: choose one under Condition first"), 6000);
         return;
     }
@@ -395,6 +395,7 @@ void MainWindow::runSweep() {
     // A few samples are enough to measure the error; the grid shows the first.
     request.batch = std::min(lane.batch, 4);
     request.resolution = lane.resolution;
+    request.text = lane.text;  // a checkpoint's prompt and size
     request.device = lane.device.toStdString();
     request.schedules = {lane.schedule.toStdString()};
     request.referenceTolerance = 1e-5;
@@ -668,6 +669,8 @@ bool MainWindow::openCheckpoint(const QString& path) {
             settings.guidance.scale = description.defaultCfg;
         }
         lane->setLaneSettings(settings);
+        // Also an unguided card (Turbo): the bar shows what the lane will run.
+        lane->guidanceBar()->setSettings(settings.guidance);
         lane->setConditional(guidable(m_panel->shared()));
     }
     statusBar()->showMessage(tr("Model: %1 (type a prompt, then Ctrl+Enter)").arg(QString::fromStdString(description.family)), 6000);

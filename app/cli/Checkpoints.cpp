@@ -1,6 +1,5 @@
 #include "app/cli/Checkpoints.h"
 
-#include <algorithm>
 #include <cmath>
 #include <iostream>
 
@@ -102,13 +101,11 @@ void applyCheckpointDefaults(const Arguments& options, const std::string& model,
     const core::CheckpointInfo info = core::inspectCheckpoint(path, readText(options));
     if (schedule && !options.has("schedule")) *schedule = info.defaultSchedule;
     if (steps && !options.has("steps")) *steps = info.defaultSteps;
-    // SD3's card guides with classifier-free guidance; a command line that names any guidance
-    // option decides for itself.
-    const bool named = std::any_of(guidanceOptionNames().begin(), guidanceOptionNames().end(),
-                                   [&](const std::string& name) { return name != "class" && options.has(name); });
-    if (guidance && !named && !options.has("cfgs") && info.defaultCfg != 1.0) {
-        guidance->method = core::GuidanceMethod::Cfg;
-        guidance->scale = info.defaultCfg;
+    // SD3's card guides with classifier-free guidance at its scale, unless the command line names
+    // a scale (--cfg, --cfgs) or a method; the other guidance options keep the card's scale.
+    if (guidance && info.defaultCfg != 1.0 && !options.has("cfg") && !options.has("cfgs")) {
+        if (!options.has("guidance")) guidance->method = core::GuidanceMethod::Cfg;
+        if (guidance->method != core::GuidanceMethod::None) guidance->scale = info.defaultCfg;
     }
 }
 

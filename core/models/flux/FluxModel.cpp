@@ -49,7 +49,12 @@ void FluxModel::ensureTransformer(const std::atomic<bool>* cancel) {
 
 torch::Tensor FluxModel::rawOutput(const torch::Tensor& x, const torch::Tensor& sigma, const torch::Tensor&) {
     ensureTransformer(m_cancel);
-    if (!m_txt.defined()) setText(TextSettings{}, m_cancel);
+    if (!m_txt.defined()) {
+        // Not setText: it may resize, which rebuilds the network this call runs inside.
+        const EncodedPrompt empty = encodePrompt("", m_cancel);
+        m_txt = empty.txt;
+        m_vec = empty.vec;
+    }
     return forwardRaw(x, sigma, m_txt, m_vec, m_guidance, m_cancel);
 }
 

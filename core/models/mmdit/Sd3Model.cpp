@@ -38,8 +38,10 @@ Sd3Model::Sd3Model(CheckpointLayout layout)
 Sd3Model::~Sd3Model() = default;
 
 void Sd3Model::setRowClasses(std::vector<int64_t> classes) {
-    m_rowClassesSet = !classes.empty();
+    // The flag follows the network's classes only once they are set (the check may throw).
+    const bool set = !classes.empty();
     CheckpointModel::setRowClasses(std::move(classes));
+    m_rowClassesSet = set;
 }
 
 void Sd3Model::ensureTransformer(const std::atomic<bool>* cancel) {
@@ -79,7 +81,8 @@ torch::Tensor Sd3Model::forwardRaw(const torch::Tensor& x, const torch::Tensor& 
 }
 
 torch::Tensor Sd3Model::rawOutput(const torch::Tensor& x, const torch::Tensor& sigma, const torch::Tensor& labels) {
-    if (!m_context.defined()) setText(TextSettings{}, m_cancel);
+    // Not setText: it may resize, which rebuilds the network this call runs inside.
+    if (!m_context.defined()) condition(TextSettings{}, m_cancel);
     // Rows of the null class take the negative prompt (the unconditional half of guidance); rows
     // of an unguided run, where no classes were set, the prompt.
     if (!m_rowClassesSet || !labels.defined()) return forwardRaw(x, sigma, m_context, m_pooled, m_cancel);
@@ -98,6 +101,8 @@ std::pair<torch::Tensor, torch::Tensor> Sd3Model::runClip(const CheckpointPart& 
     std::pair<torch::Tensor, torch::Tensor> out;
     const double activations = 64.0 * double(kClipLength) * 1280.0 * 4.0;
     const auto activation = &part == &m_layout.clipG ? ClipTextModel::Activation::Gelu : ClipTextModel::Activation::QuickGelu;
+    // Both pooled outputs projected, as the diffusers pipeline takes them (Stability's own script
+    // leaves CLIP-L's unprojected; the two agree where CLIP-L's projection is the identity).
     runPart(part, "the " + label + " text encoder", label, activations, cancel, [&](const Weights& weights) {
         const ClipTextModel clip(weights, activation);
         if (!clip.hasProjection()) {
@@ -182,6 +187,10 @@ void Sd3Model::setText(const TextSettings& text, const std::atomic<bool>* cancel
     }
     setSize(width, height);
     m_cancel = cancel;
+    condition(text, cancel);
+}
+
+void Sd3Model::condition(const TextSettings& text, const std::atomic<bool>* cancel) {
     const EncodedPrompt positive = encodePrompt(text.prompt, cancel);
     const EncodedPrompt negative = encodePrompt(text.negativePrompt, cancel);
     if (!positive.withT5) {

@@ -61,6 +61,8 @@ private:
     void releaseParts() override { m_transformer.reset(); }
     bool partsLoaded() const override { return m_transformer != nullptr; }
     void ensureTransformer(const std::atomic<bool>* cancel);
+    // Encodes the prompt and negative prompt the runs that follow are conditioned on.
+    void condition(const TextSettings& text, const std::atomic<bool>* cancel);
     // The CLIP text model of `part` on `ids`: its penultimate hidden states and projected pooled output.
     std::pair<torch::Tensor, torch::Tensor> runClip(const CheckpointPart& part, const std::string& label, const torch::Tensor& ids,
                                                     int64_t endId, const std::atomic<bool>* cancel);
