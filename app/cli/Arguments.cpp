@@ -235,12 +235,30 @@ core::GuidanceSettings readGuidance(const Arguments& options, bool scaleList) {
     } catch (const std::invalid_argument& error) {
         throw UsageError(error.what());
     }
-    // Text-to-image checkpoints guide towards their prompt (SD3) or refuse guidance (FLUX.1).
+    // Text-to-image checkpoints guide towards their prompt (SD3) or refuse guidance (FLUX.1), and
+    // bundles may be conditioned by tensors (the engine knows which are).
+    const std::string model = options.text("model", "");
     if (settings.method != core::GuidanceMethod::None && !options.has("class") &&
-        !core::specHasForm(options.text("model", ""), core::SpecForm::Checkpoint)) {
+        !core::specHasForm(model, core::SpecForm::Checkpoint) && !core::specHasForm(model, core::SpecForm::Bundle)) {
         throw UsageError("--guidance steers towards a class: give --class NAME|INDEX (flowscope-cli info lists models)");
     }
     return settings;
+}
+
+const std::set<std::string>& conditioningOptionNames() {
+    static const std::set<std::string> names{"cond", "uncond"};
+    return names;
+}
+
+void readConditioningFiles(const Arguments& options, core::TextSettings* text) {
+    text->conditioning = options.text("cond", "");
+    text->unconditioning = options.text("uncond", "");
+    if (options.has("cond") && text->conditioning.empty()) {
+        throw UsageError("--cond takes a .safetensors file of the network's conditioning tensors");
+    }
+    if (options.has("uncond") && text->unconditioning.empty()) {
+        throw UsageError("--uncond takes a .safetensors file of the unconditional branch's tensors");
+    }
 }
 
 std::vector<std::string> Arguments::list(const std::string& name, const std::string& fallback) const {

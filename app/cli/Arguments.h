@@ -76,5 +76,9 @@ const std::set<std::string>& guidanceOptionNames();
 // --cfg-zero-steps K. Throws UsageError with the reason for a value out of range. `scaleList`:
 // --cfg is a list of scales the caller reads (evaluate), and the scale is left at 1.
 core::GuidanceSettings readGuidance(const Arguments& options, bool scaleList = false);
+// --cond FILE and --uncond FILE (sample, sweep, invert): the conditioning tensors of a TorchScript
+// bundle's network for the run, and for the unconditional half of guidance.
+const std::set<std::string>& conditioningOptionNames();
+void readConditioningFiles(const Arguments& options, core::TextSettings* text);
 
 }  // namespace flowscope::app

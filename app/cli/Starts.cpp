@@ -121,6 +121,7 @@ int runInvert(const std::vector<std::string>& args, const std::atomic<bool>& can
                                  "atol", "image", "init", "save-noise", "roundtrip"};
     valued.insert(guidanceOptionNames().begin(), guidanceOptionNames().end());
     valued.insert(textOptionNames().begin(), textOptionNames().end());
+    valued.insert(conditioningOptionNames().begin(), conditioningOptionNames().end());
     const Arguments options(args, valued, {"json", "trust-model", "no-cuda-graph"});
     if (!options.has("model")) throw UsageError("invert needs --model SPEC");
     if (!options.has("image") && !options.has("init")) {
@@ -143,6 +144,7 @@ int runInvert(const std::vector<std::string>& args, const std::atomic<bool>& can
     settings.condition = options.text("class", "");
     settings.guidance = readGuidance(options);
     settings.text = readText(options);
+    readConditioningFiles(options, &settings.text);
     applyCheckpointDefaults(options, settings.model, &settings.schedule, &settings.steps, &settings.guidance);
     const auto saveNoise = options.optionalText("save-noise");
     const auto roundtrip = options.optionalText("roundtrip");

@@ -80,6 +80,8 @@ usage:
                        --cfg W (1: the class's own model, 0: unconditional) --cfg-interval LO,HI
                        (noise levels where it applies, 0 noise to 1 data) --cfg-rescale PHI
                        --apg-eta E --apg-momentum B --apg-norm R --cfg-zero-steps K
+                       --cond F.safetensors (a bundle's conditioning tensors, instead of its
+                       manifest's) --uncond F.safetensors (the unconditional branch's; zeros)
   text:                checkpoint:PATH models (FLUX.1, SD3): --prompt TEXT --negative-prompt TEXT
                        (SD3) --width W --height H (multiples of 16, 1024; --resolution R for R x R)
                        --flux-guidance G ([dev], 3.5) --clip-l FILE --clip-g FILE --t5 FILE --ae FILE
@@ -257,6 +259,7 @@ int runInfo(const std::vector<std::string>& args) {
 std::set<std::string> withGuidance(std::set<std::string> names) {
     names.insert(app::guidanceOptionNames().begin(), app::guidanceOptionNames().end());
     names.insert(app::textOptionNames().begin(), app::textOptionNames().end());
+    names.insert(app::conditioningOptionNames().begin(), app::conditioningOptionNames().end());
     return names;
 }
 
@@ -292,6 +295,7 @@ int runSample(const std::vector<std::string>& args) {
     request.condition = options.text("class", "");
     request.guidance = app::readGuidance(options);
     request.text = app::readText(options);
+    app::readConditioningFiles(options, &request.text);
     app::applyCheckpointDefaults(options, request.model, &request.schedule, &request.steps, &request.guidance);
     app::readStart(options, request, &g_cancel);
     const auto out = options.optionalText("out");
@@ -460,6 +464,7 @@ int runSweep(const std::vector<std::string>& args) {
     request.cudaGraphs = !options.has("no-cuda-graph");
     request.condition = options.text("class", "");
     request.text = app::readText(options);
+    app::readConditioningFiles(options, &request.text);
     request.guidance = app::readGuidance(options);
     {
         std::string schedule = request.schedules.front();
@@ -474,7 +479,8 @@ int runSweep(const std::vector<std::string>& args) {
         if (options.has("guidance")) throw app::UsageError("--cfgs sweeps a guidance scale: --guidance none has none");
         request.guidance.method = core::GuidanceMethod::Cfg;
     }
-    if (!request.cfgs.empty() && request.condition.empty() && !core::specHasForm(request.model, core::SpecForm::Checkpoint)) {
+    if (!request.cfgs.empty() && request.condition.empty() && !core::specHasForm(request.model, core::SpecForm::Checkpoint) &&
+        !core::specHasForm(request.model, core::SpecForm::Bundle)) {
         throw app::UsageError("--cfgs sweeps the guidance towards a class: give --class NAME|INDEX");
     }
     const bool cfgColumn = !request.cfgs.empty();

@@ -55,6 +55,10 @@ struct ModelDescription {
     std::string defaultSchedule;
     int defaultSteps = 0;
     double defaultCfg = 1.0;
+    // TorchScript bundles whose manifest names a "conditioning" file: a run may give their network
+    // other tensors (TextSettings's conditioning and unconditioning files). Without classes such a
+    // bundle is conditioned by them, and guidance needs no class.
+    bool takesConditioning = false;
 };
 
 // Sample k of a batch uses seed + k, and LibTorch's CPU generator keeps 32 bits of a seed.

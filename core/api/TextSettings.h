@@ -4,8 +4,9 @@
 
 namespace flowscope::core {
 
-// What a text-to-image checkpoint (FLUX.1, SD3; `checkpoint:PATH` models) takes besides the
-// sampling settings. Other models refuse a prompt and ignore the rest.
+// What a run is conditioned on besides a class: a text-to-image checkpoint's prompt and parts
+// (FLUX.1, SD3; `checkpoint:PATH` models), or the conditioning tensors of a bundle's network.
+// Other models refuse a prompt and conditioning files, and ignore the rest.
 struct TextSettings {
     std::string prompt;
     // SD3's negative prompt: the unconditional half of classifier-free guidance ("" by default).
@@ -23,6 +24,12 @@ struct TextSettings {
     std::string t5;
     std::string autoencoder;
     std::string tokenizers;
+    // TorchScript bundles whose network takes conditioning tensors after time: a .safetensors file
+    // of them for this run (--cond; empty: the manifest's "conditioning"), and one for the
+    // unconditional half of guidance (--uncond; empty: zeros of the same shapes, or for a bundle
+    // with classes the conditional tensors, its class being the condition).
+    std::string conditioning;
+    std::string unconditioning;
 
     bool operator==(const TextSettings&) const = default;
 };

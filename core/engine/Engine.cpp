@@ -134,16 +134,17 @@ std::shared_ptr<Model> loadModel(ModelCatalog& catalog, const std::string& spec,
             throw InvalidRequestError("--width and --height apply to checkpoint:PATH models; '" + spec +
                                       "' takes --resolution");
         }
+        // Every run, so that one without files goes back to the manifest's tensors.
+        model->setConditioningFiles(text.conditioning, text.unconditioning);
         return model;
     }
+    model->setConditioningFiles(text.conditioning, text.unconditioning);  // refuses any
     TextSettings settings = text;
     if (settings.width == 0 && settings.height == 0 && resolution > 0) settings.width = settings.height = resolution;
     model->prepare(resolveDevice(device), torch::kFloat32);
     model->setText(settings, cancel);
     return model;
 }
-
-bool promptConditioned(const Model& model) { return model.takesText() && model.isConditional(); }
 
 int64_t classIndexOf(const Model& model, const std::string& condition, const std::string& spec) {
     if (condition.empty()) return Model::kNullClass;
@@ -167,8 +168,9 @@ std::shared_ptr<Model> conditionedModel(const std::shared_ptr<Model>& model, con
                                         const std::string& condition, const GuidanceSettings& guidance,
                                         const ProbabilityPath& path, bool adaptive) {
     int64_t classIndex = classIndexOf(*model, condition, spec);
-    // SD3 is conditioned on its prompt, and its null class is the negative prompt.
-    if (classIndex == Model::kNullClass && promptConditioned(*model)) classIndex = 0;
+    // SD3 is conditioned on its prompt (its null class is the negative prompt), a bundle on its
+    // conditioning tensors (the null class: --uncond's, or zeros).
+    if (classIndex == Model::kNullClass && model->conditionedByInput()) classIndex = 0;
     if (classIndex == Model::kNullClass) {
         if (guidance.guides() && model->takesText()) {
             throw InvalidRequestError(model->name() + " has no classifier-free guidance: it is guidance-distilled (FLUX.1 " +

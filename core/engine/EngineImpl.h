@@ -55,7 +55,7 @@ void checkRanges(int steps, int batch, double tEnd);
 void checkTolerance(double value, const std::string& option, torch::ScalarType dtype);
 // The model of a request, with its text settings applied: a text-to-image checkpoint gets the
 // prompt (encoded here) and image size (`resolution` R stands for R x R where no width and height
-// are given); other models refuse a prompt.
+// are given); a bundle its conditioning files; other models refuse a prompt and such files.
 // The text encoders run on the request's `device` (named as requests name it).
 std::shared_ptr<Model> loadModel(ModelCatalog& catalog, const std::string& spec, int resolution, const TextSettings& text,
                                  const std::string& device, std::vector<std::string>& notes, bool trustModel,
@@ -64,10 +64,9 @@ std::shared_ptr<Model> loadModel(ModelCatalog& catalog, const std::string& spec,
 // "" (unconditional). Refuses, with the valid names, a class the model does not have, and any
 // class on an unconditional model.
 int64_t classIndexOf(const Model& model, const std::string& condition, const std::string& spec);
-// A text-to-image model whose prompt is its class (SD3: the null class is the negative prompt).
-bool promptConditioned(const Model& model);
-// The model a run evaluates: `model` itself, or for a condition `model` guided towards its class.
-// Refuses guidance without a class, and CFG-Zero*'s zeroed steps with an adaptive solver.
+// The model a run evaluates: `model` itself, or for a condition `model` guided towards its class
+// (a model conditioned by an input of the run always is: Model::conditionedByInput). Refuses
+// guidance without a class, and CFG-Zero*'s zeroed steps with an adaptive solver.
 std::shared_ptr<Model> conditionedModel(const std::shared_ptr<Model>& model, const std::string& spec,
                                         const std::string& condition, const GuidanceSettings& guidance,
                                         const ProbabilityPath& path, bool adaptive);

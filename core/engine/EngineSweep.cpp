@@ -322,11 +322,10 @@ SweepResult Engine::roundtripSweep(const SweepRequest& request, const RowCallbac
 
 SweepResult Engine::sweep(const SweepRequest& request, const RowCallback& onRow, const std::atomic<bool>* cancel) {
     if (!request.roundtripImages.shape.empty()) {
+        // Each cell's inversion refuses guidance without a condition (models conditioned by an input
+        // of the run, SD3's prompt and a bundle's tensors, need no --class).
         const SweepResult checked = guarded<SweepResult>([&] {
             checkSweepRequest(request);
-            if (!request.cfgs.empty() && request.condition.empty()) {
-                throw InvalidRequestError("--cfgs sweeps the guidance towards a class: give --class");
-            }
             return SweepResult{};
         }, [this] { m_impl->releaseMemory(); });
         if (!checked.ok()) return checked;
@@ -338,7 +337,7 @@ SweepResult Engine::sweep(const SweepRequest& request, const RowCallback& onRow,
         SweepResult result;
         const auto model = loadModel(m_impl->catalog, request.model, request.resolution, request.text, request.device,
                                      result.notes, request.trustModel, cancel);
-        if (request.condition.empty() && !promptConditioned(*model)) {
+        if (request.condition.empty() && !model->conditionedByInput()) {
             if (!request.cfgs.empty()) throw InvalidRequestError("--cfgs sweeps the guidance towards a class: give --class");
             // Refuses guidance without a class.
             conditionedModel(model, request.model, "", request.guidance, *makePath(request.paths.front()), false);

@@ -75,6 +75,7 @@ ModelDescription Engine::describeModel(const std::string& spec, int resolution) 
                 description.nativePath = manifest.path;
                 description.parameterization = manifest.prediction;
                 description.classes = manifest.classes;
+                description.takesConditioning = manifest.format == "torchscript" && !manifest.conditioning.empty();
                 description.encodesImages =
                     manifest.sampleShape.size() == 3 && (!description.latent || !manifest.encoder.empty());
                 if (description.points) description.referenceData = trainingDatasetOf(parsed.name);

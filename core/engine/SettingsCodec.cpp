@@ -124,7 +124,7 @@ constexpr std::string_view startKindName(RunStart::Kind kind) {
 }
 
 // The "text" object settingsToJson writes: a checkpoint's prompt, size and the parts named
-// beside its file.
+// beside its file, or a bundle's conditioning files.
 TextSettings parseText(const JsonValue& value) {
     if (!value.isObject()) throw SettingsError{"the settings' 'text' must be an object"};
     const Object& object = value.object();
@@ -144,6 +144,8 @@ TextSettings parseText(const JsonValue& value) {
     settings.t5 = text(object, "t5", &defaults.t5);
     settings.autoencoder = text(object, "ae", &defaults.autoencoder);
     settings.tokenizers = text(object, "tokenizers", &defaults.tokenizers);
+    settings.conditioning = text(object, "cond", &defaults.conditioning);
+    settings.unconditioning = text(object, "uncond", &defaults.unconditioning);
     return settings;
 }
 
@@ -275,7 +277,9 @@ std::string settingsToJson(const SampleRequest& request) {
         for (const auto& [name, value] : {std::pair{"clip_l", &textSettings.clipL}, std::pair{"clip_g", &textSettings.clipG},
                                           std::pair{"t5", &textSettings.t5},
                                           std::pair{"ae", &textSettings.autoencoder},
-                                          std::pair{"tokenizers", &textSettings.tokenizers}}) {
+                                          std::pair{"tokenizers", &textSettings.tokenizers},
+                                          std::pair{"cond", &textSettings.conditioning},
+                                          std::pair{"uncond", &textSettings.unconditioning}}) {
             if (!value->empty()) json.field(name, *value);
         }
         json.endObject();

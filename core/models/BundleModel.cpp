@@ -14,6 +14,7 @@
 #include "core/io/RegularFile.h"
 #include "core/io/SafeTensors.h"
 #include "core/io/Sha256.h"
+#include "core/models/BundleConditioning.h"
 #include "core/models/FlowNet.h"
 #include "core/models/NetworkDenoiser.h"
 
@@ -138,11 +139,30 @@ public:
             },
             m_manifest.sampleShape, makePath(m_manifest.path), parseParameterization(m_manifest.prediction),
             parseTimeInput(m_manifest.timeInput), /*forwardMayWriteInput=*/!m_flowNet);
-        m_network->setClasses(m_manifest.classes);
+        m_network->setClasses(classNames());
     }
 
-    std::vector<std::string> classNames() const override { return m_manifest.classes; }
-    void setRowClasses(std::vector<int64_t> classes) override { m_network->setRowClasses(std::move(classes)); }
+    // A network with conditioning tensors and no classes is conditioned by them: its one class.
+    std::vector<std::string> classNames() const override {
+        if (m_manifest.classes.empty() && !m_conditioning.empty()) return {"conditioning"};
+        return m_manifest.classes;
+    }
+    bool conditionedByInput() const override { return m_manifest.classes.empty() && !m_conditioning.empty(); }
+    void setRowClasses(std::vector<int64_t> classes) override {
+        m_nullRows.clear();
+        for (const int64_t c : classes) m_nullRows.push_back(c == kNullClass);
+        m_network->setRowClasses(std::move(classes));
+    }
+    void setConditioningFiles(const std::string& conditioning, const std::string& unconditioning) override {
+        if (m_flowNet) {
+            if (conditioning.empty() && unconditioning.empty()) return;
+            throw InvalidRequestError("'" + m_manifest.name + "' is a network FlowScope trained: it takes no conditioning "
+                                      "tensors (--cond, --uncond)" +
+                                      (m_manifest.classes.empty() ? std::string() : "; its condition is a class (--class)"));
+        }
+        m_conditioning.setFiles(conditioning, unconditioning);
+        m_network->setClasses(classNames());
+    }
 
     std::string name() const override { return m_manifest.name; }
     std::vector<int64_t> sampleShape() const override { return m_manifest.sampleShape; }
@@ -169,7 +189,7 @@ public:
             }
             if (m_decoder) m_decoder->to(device);
             if (m_encoder) m_encoder->to(device);
-            for (auto& [name, tensor] : m_conditioning) tensor = tensor.to(device);
+            m_conditioning.to(device);
             m_device = device;
         }
         if (m_dtype && *m_dtype != dtype) {
@@ -253,13 +273,13 @@ private:
         // Conversions only where needed: each call costs a dispatch even when it changes nothing.
         const auto as = [](const torch::Tensor& t, torch::ScalarType type) { return t.scalar_type() == type ? t : t.to(type); };
         std::vector<c10::IValue> inputs{as(x, dtype), as(time, dtype)};
-        if (labels.defined()) inputs.emplace_back(labels);  // the class, after time
+        // The class, after time (a network conditioned by tensors alone takes none).
+        if (labels.defined() && !m_manifest.classes.empty()) inputs.emplace_back(labels);
         std::unordered_map<std::string, c10::IValue> keywords;
-        for (const auto& [name, tensor] : m_conditioning) {
-            std::vector<int64_t> shape{x.size(0)};
-            shape.insert(shape.end(), tensor.sizes().begin(), tensor.sizes().end());
-            const torch::Tensor value = tensor.is_floating_point() ? tensor.to(dtype) : tensor;
-            keywords.emplace(name, value.unsqueeze(0).expand(shape));
+        // Rows of the null class get the unconditional tensors: --uncond's, or zeros where the
+        // tensors are the condition (no classes).
+        for (auto& [name, value] : m_conditioning.batch(x.size(0), m_nullRows, m_manifest.classes.empty(), dtype)) {
+            keywords.emplace(name, std::move(value));
         }
         c10::IValue output;
         try {
@@ -319,68 +339,29 @@ private:
         m_dtype = torch::kFloat32;
     }
 
+    // The arguments forward takes after (x, time[, class]), from the TorchScript schema, and the
+    // conditioning tensors for them.
     void loadConditioning() {
-        const std::set<std::string> arguments = forwardArguments();
-        if (m_manifest.conditioning.empty()) {
-            checkRequiredArguments();
-            return;
-        }
-        const std::string path = m_manifest.resolve(m_manifest.conditioning);
-        readBundleFile(m_manifest, m_manifest.conditioning, "conditioning");  // a clear message if missing
-        SafeTensorsFile file;
-        try {
-            file = SafeTensorsFile::read(path);
-        } catch (const std::exception& error) {
-            throw BundleError("the conditioning file " + path + " cannot be used: " + error.what());
-        }
-        for (const auto& entry : file.entries()) {
-            if (!arguments.count(entry.name)) {
-                std::vector<std::string> names(arguments.begin(), arguments.end());
-                throw BundleError("the conditioning tensor '" + entry.name + "' in " + path +
-                                  " has no argument of that name in the network's forward (it takes: x, time" +
-                                  (names.empty() ? std::string() : ", " + joinNames(names)) + ")");
-            }
-            m_conditioning.emplace_back(entry.name, file.tensor(entry.name));
-        }
-        checkRequiredArguments();
-    }
-
-    // The names forward takes after (x, time), from the TorchScript schema.
-    std::set<std::string> forwardArguments() const {
+        const std::string file = m_manifest.resolve(m_manifest.file);
         const auto method = m_module.find_method("forward");
-        if (!method) throw BundleError("the module in '" + m_manifest.resolve(m_manifest.file) + "' has no forward method");
+        if (!method) throw BundleError("the module in '" + file + "' has no forward method");
         const auto& arguments = method->function().getSchema().arguments();
         // arguments[0] is self.
         if (arguments.size() < 3) {
-            throw BundleError("the network's forward in '" + m_manifest.resolve(m_manifest.file) +
-                              "' must take (x, time); it takes " + std::to_string(arguments.size() - 1) + " arguments");
-        }
-        // A conditional network's class comes third; the conditioning file's tensors after it.
-        const size_t first = m_manifest.classes.empty() ? 3 : 4;
-        if (!m_manifest.classes.empty() && arguments.size() < 4) {
-            throw BundleError("the manifest lists classes, so the network's forward in '" +
-                              m_manifest.resolve(m_manifest.file) + "' must take (x, time, class); it takes " +
+            throw BundleError("the network's forward in '" + file + "' must take (x, time); it takes " +
                               std::to_string(arguments.size() - 1) + " arguments");
         }
-        std::set<std::string> names;
-        for (size_t i = first; i < arguments.size(); ++i) names.insert(arguments[i].name());
-        return names;
-    }
-
-    // Every argument after (x, time) without a default must come from the conditioning file.
-    void checkRequiredArguments() const {
-        const auto& arguments = m_module.find_method("forward")->function().getSchema().arguments();
-        for (size_t i = m_manifest.classes.empty() ? 3 : 4; i < arguments.size(); ++i) {
-            const bool provided = std::any_of(m_conditioning.begin(), m_conditioning.end(),
-                                              [&](const auto& entry) { return entry.first == arguments[i].name(); });
-            if (!provided && !arguments[i].default_value()) {
-                throw BundleError("the network's forward in '" + m_manifest.resolve(m_manifest.file) +
-                                  "' needs the argument '" + arguments[i].name() + "' after (x, time), and " +
-                                  (m_manifest.conditioning.empty()
-                                       ? std::string("the manifest names no \"conditioning\" file to supply it")
-                                       : "the conditioning file has no tensor of that name"));
-            }
+        // A conditional network's class comes third; the conditioning tensors after it.
+        if (!m_manifest.classes.empty() && arguments.size() < 4) {
+            throw BundleError("the manifest lists classes, so the network's forward in '" + file +
+                              "' must take (x, time, class); it takes " + std::to_string(arguments.size() - 1) +
+                              " arguments");
         }
+        std::vector<BundleConditioning::Argument> named;
+        for (size_t i = m_manifest.classes.empty() ? 3 : 4; i < arguments.size(); ++i) {
+            named.push_back({arguments[i].name(), arguments[i].default_value().has_value()});
+        }
+        m_conditioning = BundleConditioning(m_manifest, std::move(named), file);
     }
 
     BundleManifest m_manifest;
@@ -391,7 +372,8 @@ private:
     std::optional<torch::ScalarType> m_decoderDtype;
     std::optional<torch::jit::Module> m_encoder;
     std::optional<torch::ScalarType> m_encoderDtype;
-    std::vector<std::pair<std::string, torch::Tensor>> m_conditioning;
+    BundleConditioning m_conditioning;
+    std::vector<bool> m_nullRows;  // per row of the next evaluations: the null class (empty: none)
     torch::Tensor m_rgbFactors;
     torch::Tensor m_rgbBias;
     std::vector<int64_t> m_displaySize;

@@ -56,6 +56,7 @@ public:
     std::string name() const override { return m_model->name(); }
     std::vector<int64_t> sampleShape() const override { return m_model->sampleShape(); }
     std::vector<std::string> classNames() const override { return m_model->classNames(); }
+    bool conditionedByInput() const override { return m_model->conditionedByInput(); }
     torch::Tensor denoise(const torch::Tensor& x, double alpha, double sigma) override;
     Prediction predict(const torch::Tensor& x, const PathPoint& p) override;
     Prediction predictRows(const torch::Tensor& x, const std::vector<PathPoint>& points) override;

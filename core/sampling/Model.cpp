@@ -1,10 +1,12 @@
 #include "core/sampling/Model.h"
-#include "core/sampling/DeviceTransfer.h"
 
 #include <map>
 #include <utility>
 
 #include <torch/torch.h>
+
+#include "core/api/Errors.h"
+#include "core/sampling/DeviceTransfer.h"
 
 namespace flowscope::core {
 
@@ -21,6 +23,12 @@ torch::Tensor Model::denoiseRows(const torch::Tensor& x, const std::vector<doubl
         out.index_copy_(0, index, denoise(x.index_select(0, index), level.first, level.second));
     }
     return out;
+}
+
+void Model::setConditioningFiles(const std::string& conditioning, const std::string& unconditioning) {
+    if (conditioning.empty() && unconditioning.empty()) return;
+    throw InvalidRequestError("--cond and --uncond give the conditioning tensors of a TorchScript bundle's network; '" +
+                              name() + "' takes none (a class model takes --class, a checkpoint --prompt)");
 }
 
 void Model::setRowClasses(std::vector<int64_t> classes) {

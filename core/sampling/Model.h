@@ -61,6 +61,15 @@ public:
     // stops a long load with CancelledError.
     virtual bool takesText() const { return false; }
     virtual void setText(const TextSettings& /*text*/, const std::atomic<bool>* /*cancel*/) {}
+    // Bundles whose network takes conditioning tensors: the files of the runs that follow
+    // (TextSettings's conditioning and unconditioning; empty: the manifest's, and zeros). The
+    // default refuses any file, in words.
+    virtual void setConditioningFiles(const std::string& conditioning, const std::string& unconditioning);
+    // Models conditioned on an input of the run rather than on a chosen class: SD3 on its prompt,
+    // a bundle on its conditioning tensors. Their one class stands for that input and is the
+    // condition of every run; the null class is its unconditional counterpart (the negative
+    // prompt, the --uncond tensors).
+    virtual bool conditionedByInput() const { return takesText() && isConditional(); }
 
     // Things the user should know about the last run (clamped ranges, skipped files, ...).
     virtual std::vector<std::string> takeNotes() { return {}; }

@@ -544,6 +544,34 @@ void TestCli::guidedSampleAndSweep() {
     QVERIFY(plainCsv.readLine().trimmed() == "path,solver,schedule,steps,nfe,rmse");
     const CliRun noClass = runCli({"sweep", "--model", "gmm:rings", "--cfgs", "1,3", "--csv", "n.csv"}, folder);
     QVERIFY2(noClass.finished && noClass.exitCode == 2 && noClass.err.contains("--class"), describe(noClass));
+
+    // A bundle conditioned by tensors: --cond and --uncond for the run, guided without a class.
+    // One Euler step from pure noise lands on m_u + w (m_c - m_u) for its Gaussians.
+    const torch::Tensor conditional = torch::linspace(-0.5, 0.5, 36).reshape({1, 6, 6});
+    const torch::Tensor unconditional = torch::full({1, 6, 6}, 0.25);
+    flowscope::core::writeSafeTensors(QDir(folder).filePath("c.safetensors").toStdString(),
+                                      {{"mean", conditional}, {"std", torch::full({1}, 0.4)}});
+    flowscope::core::writeSafeTensors(QDir(folder).filePath("u.safetensors").toStdString(),
+                                      {{"mean", unconditional}, {"std", torch::full({1}, 0.4)}});
+    const QString bundle = "bundle:" FLOWSCOPE_SOURCE_DIR "/resources/fixtures/bundles/gauss-conditioned";
+    const CliRun tensors = runCli({"sample", "--model", bundle, "--trust-model", "--cond", "c.safetensors", "--uncond",
+                                   "u.safetensors", "--cfg", "3", "--steps", "1", "--batch", "2", "--save-final",
+                                   "f.npy", "--out", "b.png", "--json"},
+                                  folder);
+    QVERIFY2(tensors.finished && tensors.exitCode == 0, describe(tensors));
+    QCOMPARE(parseObject(tensors.out)["forward_passes"].toInt(), 1);
+    const auto final = flowscope::core::readNpy(QDir(folder).filePath("f.npy").toStdString());
+    const torch::Tensor expected = unconditional + 3.0 * (conditional - unconditional);
+    for (size_t i = 0; i < final.data.size(); ++i) QVERIFY(std::abs(final.data[i] - expected.view(-1)[i % 36].item<float>()) < 1e-5);
+    QFile bundlePng(QDir(folder).filePath("b.png"));
+    QVERIFY(bundlePng.open(QIODevice::ReadOnly));
+    const QByteArray pngBytes = bundlePng.readAll();
+    const auto chunks = flowscope::media::readPngText(std::string(pngBytes.constData(), size_t(pngBytes.size())));
+    QVERIFY(std::any_of(chunks.begin(), chunks.end(), [](const auto& chunk) {
+        return chunk.first == "flowscope" && chunk.second.find("\"uncond\":\"u.safetensors\"") != std::string::npos;
+    }));
+    const CliRun notABundle = runCli({"sample", "--model", "gmm:8gaussians", "--cond", "c.safetensors"}, folder);
+    QVERIFY2(notABundle.finished && notABundle.exitCode == 2 && notABundle.err.contains("takes none"), describe(notABundle));
 }
 
 // Image to image from a picture file, inversion with its files and figures, a run from the

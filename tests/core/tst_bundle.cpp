@@ -121,6 +121,7 @@ private Q_SLOTS:
     void float64OutputIsConverted();
     void changedBundleIsReloaded();
     void conditioningMustMatchForwardArguments();
+    void conditioningFilesPerRunAndGuidedByThem();
     void parameterCountOfMatchesTheBuiltNetwork();
     void architectureThatIsNotTheWeightsIsRefusedBeforeBuilding();
     void classesReachATorchScriptNetwork();
@@ -608,6 +609,104 @@ void TestBundle::conditioningMustMatchForwardArguments() {
     result = engine.sample(request);
     QVERIFY2(QString::fromStdString(result.error).contains("'prompt'"), result.error.c_str());
     QVERIFY2(QString::fromStdString(result.error).contains("x, time, mean, std"), result.error.c_str());
+}
+
+void TestBundle::conditioningFilesPerRunAndGuidedByThem() {
+    // Per run, --cond replaces the manifest's tensors and --uncond gives the null rows theirs
+    // (zeros without it): the network's forward takes `mean` and `std` of a Gaussian.
+    QTemporaryDir dir;
+    const torch::Tensor mean = gaussianMean({1, 6, 6}).to(torch::kFloat32);
+    const torch::Tensor other = (0.3 * torch::cos(torch::arange(36, torch::kFloat32))).reshape({1, 6, 6});
+    const std::string cond = dir.filePath("cond.safetensors").toStdString();
+    const std::string uncond = dir.filePath("uncond.safetensors").toStdString();
+    writeSafeTensors(cond, {{"mean", mean}, {"std", torch::full({1}, 0.4)}});
+    writeSafeTensors(uncond, {{"mean", other}, {"std", torch::full({1}, 0.3)}});
+    Engine engine;
+    SampleRequest request = bundleRequest("gauss-conditioned");
+    request.solver = "dopri5";
+    request.rtol = request.atol = 1e-8;
+    request.dtype = "float64";
+    request.text.conditioning = cond;
+    SampleResult result = engine.sample(request);
+    QVERIFY2(result.ok(), result.error.c_str());
+    const auto path = makePath("linear");
+    auto landsOn = [&](const SampleResult& run, const torch::Tensor& m, double std) {
+        const torch::Tensor expected =
+            exactEnd(fromHost(run.initial), m.to(torch::kFloat64), std, path->at(run.times.front()), path->at(1.0));
+        return maxAbsDiff(fromHost(run.final), expected) < 1e-3;
+    };
+    QVERIFY(landsOn(result, mean, 0.4));
+    // The next run without files is the manifest's again (mean -m, std 0.25).
+    request.text.conditioning.clear();
+    result = engine.sample(request);
+    QVERIFY2(result.ok(), result.error.c_str());
+    QVERIFY(landsOn(result, -mean, 0.25));
+
+    // One Euler step from t = 0 lands on the guided x̂0 of pure noise, which for Gaussians is
+    // D = m_u + w (m_c - m_u) whatever the noise; both halves go in one batch of 2B rows.
+    request.solver = "euler";
+    request.steps = 1;
+    request.text.conditioning = cond;
+    request.text.unconditioning = uncond;
+    request.guidance.method = GuidanceMethod::Cfg;
+    request.guidance.scale = 3.0;
+    result = engine.sample(request);
+    QVERIFY2(result.ok(), result.error.c_str());
+    const torch::Tensor guided = (other + 3.0 * (mean - other)).to(torch::kFloat64).unsqueeze(0).expand({3, 1, 6, 6});
+    QVERIFY2(maxAbsDiff(fromHost(result.final), guided) < 1e-5, std::to_string(maxAbsDiff(fromHost(result.final), guided)).c_str());
+    // Without --uncond the unconditional tensors are zeros: D = w m_c.
+    request.text.unconditioning.clear();
+    result = engine.sample(request);
+    QVERIFY2(result.ok(), result.error.c_str());
+    QVERIFY(maxAbsDiff(fromHost(result.final), (3.0 * mean).to(torch::kFloat64).unsqueeze(0).expand({3, 1, 6, 6})) < 1e-5);
+    // w = 1 is the conditional model and w = 0 the unconditional one, at any step count.
+    request.steps = 4;
+    request.solver = "heun";
+    request.text.unconditioning = uncond;
+    request.guidance.scale = 1.0;
+    const SampleResult one = engine.sample(request);
+    request.guidance.scale = 0.0;
+    const SampleResult zero = engine.sample(request);
+    request.guidance = {};
+    const SampleResult conditional = engine.sample(request);
+    request.text.conditioning = uncond;
+    request.text.unconditioning.clear();
+    const SampleResult unconditional = engine.sample(request);
+    for (const auto* run : {&one, &zero, &conditional, &unconditional}) QVERIFY2(run->ok(), run->error.c_str());
+    QVERIFY(maxAbsDiff(fromHost(one.final), fromHost(conditional.final)) < 1e-12);
+    QVERIFY(maxAbsDiff(fromHost(zero.final), fromHost(unconditional.final)) < 1e-12);
+
+    // Files that do not fit are refused in words, and the run's tensors stay as they were.
+    const auto refused = [&](const std::string& condFile, const std::string& uncondFile, const QString& expected) {
+        SampleRequest bad = bundleRequest("gauss-conditioned");
+        bad.text.conditioning = condFile;
+        bad.text.unconditioning = uncondFile;
+        const SampleResult failed = engine.sample(bad);
+        if (failed.ok() || !QString::fromStdString(failed.error).contains(expected)) {
+            qWarning("expected '%s', got '%s'", qPrintable(expected), failed.error.c_str());
+            return false;
+        }
+        return true;
+    };
+    const std::string wrongShape = dir.filePath("wrong.safetensors").toStdString();
+    writeSafeTensors(wrongShape, {{"mean", torch::zeros({1, 3, 3})}, {"std", torch::ones({1})}});
+    const std::string unknown = dir.filePath("unknown.safetensors").toStdString();
+    writeSafeTensors(unknown, {{"mean", mean}, {"std", torch::ones({1})}, {"prompt", torch::ones({2})}});
+    const std::string partial = dir.filePath("partial.safetensors").toStdString();
+    writeSafeTensors(partial, {{"mean", mean}});
+    QVERIFY(refused(cond, wrongShape, "has shape [1, 3, 3], the conditional one [1, 6, 6]"));
+    QVERIFY(refused(unknown, "", "x, time, mean, std"));
+    QVERIFY(refused(partial, "", "needs the argument 'std'"));
+    QVERIFY(refused(cond, partial, "has no tensor 'std'"));
+    QVERIFY(refused(dir.filePath("missing.safetensors").toStdString(), "", "is not a file"));
+    SampleRequest mixture;
+    mixture.model = "gmm:8gaussians";
+    mixture.text.conditioning = cond;
+    const SampleResult notBundle = engine.sample(mixture);
+    QVERIFY2(QString::fromStdString(notBundle.error).contains("takes none"), notBundle.error.c_str());
+    // After the refusals the manifest's tensors are back.
+    result = engine.sample(bundleRequest("gauss-conditioned"));
+    QVERIFY2(result.ok(), result.error.c_str());
 }
 
 void TestBundle::parameterCountOfMatchesTheBuiltNetwork() {

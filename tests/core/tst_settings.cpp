@@ -111,6 +111,13 @@ void TestSettings::promptRoundTripsAndLeadsTheParameters() {
     const std::string guided = parametersLine(sd3, 28, {16, 128, 128});
     QVERIFY2(guided.rfind("a fox\nNegative prompt: blurry, \"low\" quality\nSteps: 8", 0) == 0, guided.c_str());
     QVERIFY2(guided.find("CFG scale: 4.5") != std::string::npos, guided.c_str());
+    // A bundle's conditioning files for the run come back too.
+    SampleRequest bundle;
+    bundle.model = "bundle:/models/text-flow";
+    bundle.text.conditioning = "/prompts/fox.safetensors";
+    bundle.text.unconditioning = "/prompts/empty.safetensors";
+    QVERIFY2(settingsFromJson(settingsToJson(bundle), &read, &error), error.c_str());
+    QVERIFY(read.text == bundle.text);
 }
 
 void TestSettings::everyFieldRoundTrips() {
