@@ -7,13 +7,14 @@
 #include <QBuffer>
 #include <QChartView>
 #include <QFileInfo>
-#include <QImageWriter>
 #include <QJsonDocument>
 #include <QPainter>
 #include <QSaveFile>
 #include <QSvgGenerator>
 #include <opencv2/core/mat.hpp>
+#include <opencv2/imgproc.hpp>
 
+#include "core/api/Files.h"
 #include "core/media/ImageWriter.h"
 #include "core/media/VideoExport.h"
 #include "ui/GeometryCharts.h"
@@ -38,21 +39,31 @@ bool saveBytes(const QByteArray& bytes, const QString& path, QString* error) {
     return true;
 }
 
+// An image as an 8-bit RGB (or grey, or RGBA) matrix, its pixels copied, `scale` times larger
+// by nearest neighbours.
+cv::Mat matFromImage(const QImage& image, int scale = 1) {
+    const bool grey = image.format() == QImage::Format_Grayscale8;
+    const bool alpha = image.hasAlphaChannel();
+    const QImage pixels = image.convertToFormat(grey ? QImage::Format_Grayscale8
+                                                : alpha ? QImage::Format_RGBA8888
+                                                        : QImage::Format_RGB888);
+    cv::Mat mat = cv::Mat(pixels.height(), pixels.width(), grey ? CV_8UC1 : alpha ? CV_8UC4 : CV_8UC3,
+                          const_cast<uchar*>(pixels.constBits()), static_cast<size_t>(pixels.bytesPerLine()))
+                      .clone();
+    if (scale > 1) cv::resize(mat, mat, cv::Size(), scale, scale, cv::INTER_NEAREST);
+    return mat;
+}
+
+// The images square-ish in a grid, tiled by core/media as the CLI's pictures are.
 QImage grid(const QVector<QImage>& images, int scale) {
     if (images.isEmpty()) return {};
     const int columns = int(std::ceil(std::sqrt(double(images.size()))));
-    const int rows = (int(images.size()) + columns - 1) / columns;
-    const QSize cell = images.front().size() * scale;
-    QImage out(columns * cell.width() + (columns + 1) * kGap, rows * cell.height() + (rows + 1) * kGap,
-               QImage::Format_RGB888);
-    out.fill(kBackground);
-    QPainter painter(&out);
+    std::vector<std::vector<cv::Mat>> rows;
     for (int i = 0; i < images.size(); ++i) {
-        painter.drawImage(QRect(kGap + (i % columns) * (cell.width() + kGap), kGap + (i / columns) * (cell.height() + kGap),
-                                cell.width(), cell.height()),
-                          images[i]);
+        if (i % columns == 0) rows.emplace_back();
+        rows.back().push_back(matFromImage(images[i].convertToFormat(QImage::Format_RGB888), scale));
     }
-    return out;
+    return imageFromMat(media::tileImages(rows, kGap));
 }
 
 // The label pen and font shared by the labelled exports.
@@ -95,17 +106,18 @@ bool savePng(const QImage& image, const QString& path, const QList<QPair<QString
         *error = QObject::tr("there is nothing to export yet");
         return false;
     }
-    QImage copy = image;
-    for (const auto& [key, value] : text) copy.setText(key, value);
-    QByteArray bytes;
-    QBuffer buffer(&bytes);
-    buffer.open(QIODevice::WriteOnly);
-    QImageWriter writer(&buffer, "png");
-    if (!writer.write(copy)) {
-        *error = QObject::tr("cannot encode %1: %2").arg(path, writer.errorString());
+    // The CLI's PNG writer (core/media): the same chunks, in the same order, as its files carry.
+    const cv::Mat mat = matFromImage(image);
+    std::vector<std::pair<std::string, std::string>> chunks;
+    for (const auto& [key, value] : text) chunks.emplace_back(key.toStdString(), value.toStdString());
+    std::string bytes;
+    try {
+        bytes = media::encodePng(mat, chunks);
+    } catch (const std::exception& failure) {
+        *error = QObject::tr("cannot encode %1: %2").arg(path, QString::fromStdString(failure.what()));
         return false;
     }
-    return saveBytes(bytes, path, error);
+    return saveBytes(QByteArray(bytes.data(), qsizetype(bytes.size())), path, error);
 }
 
 QImage finalPicture(const LaneSnapshot& lane) {
@@ -132,26 +144,32 @@ QImage filmstrip(const LaneSnapshot& lane, bool states, bool predictions, int sa
     const QSize image = lane.frames.front().states.front().size();
     const int scale = image.width() < 64 ? 3 : 1;
     const QSize cell = image * scale;
-    const int rowsPerSample = int(states) + int(predictions);
-    const int header = 18;
-    QImage out(chosen.size() * (cell.width() + kGap) + kGap,
-               header + sampleCount * rowsPerSample * (cell.height() + kGap) + kGap, QImage::Format_RGB888);
-    out.fill(kBackground);
-    QPainter painter(&out);
-    useLabelStyle(painter);
-    for (int c = 0; c < chosen.size(); ++c) {
-        const LaneFrame& frame = lane.frames[chosen[c]];
-        const int x = kGap + c * (cell.width() + kGap);
-        painter.drawText(QRect(x, 0, cell.width(), header), Qt::AlignCenter, QStringLiteral("t=%1").arg(frame.t, 0, 'f', 2));
-        int row = 0;
-        for (int s = 0; s < sampleCount; ++s) {
-            for (const QVector<QImage>* images : {states ? &frame.states : nullptr, predictions ? &frame.predictions : nullptr}) {
-                if (!images) continue;
-                const int y = header + kGap + row * (cell.height() + kGap);
-                if (s < images->size()) painter.drawImage(QRect(QPoint(x, y), cell), (*images)[s]);
-                ++row;
+    // The cells tiled by core/media (per sample, x_t above x̂0, one column per chosen frame), below
+    // a band where each column's time is written.
+    std::vector<std::vector<cv::Mat>> rows;
+    for (int s = 0; s < sampleCount; ++s) {
+        for (const bool prediction : {false, true}) {
+            if (prediction ? !predictions : !states) continue;
+            rows.emplace_back();
+            for (const int index : chosen) {
+                const QVector<QImage>& images = prediction ? lane.frames[index].predictions : lane.frames[index].states;
+                rows.back().push_back(s < images.size()
+                                          ? matFromImage(images[s].convertToFormat(QImage::Format_RGB888), scale)
+                                          : cv::Mat(cell.height(), cell.width(), CV_8UC3, cv::Scalar(24, 24, 28)));
             }
         }
+    }
+    const QImage body = imageFromMat(media::tileImages(rows, kGap));
+    const int header = 18;
+    QImage out(body.width(), header + body.height(), QImage::Format_RGB888);
+    out.fill(kBackground);
+    QPainter painter(&out);
+    painter.drawImage(QPoint(0, header), body);
+    useLabelStyle(painter);
+    for (int c = 0; c < chosen.size(); ++c) {
+        const int x = kGap + c * (cell.width() + kGap);
+        painter.drawText(QRect(x, 0, cell.width(), header), Qt::AlignCenter,
+                         QStringLiteral("t=%1").arg(lane.frames[chosen[c]].t, 0, 'f', 2));
     }
     return out;
 }
@@ -220,7 +238,7 @@ bool saveTrajectory(const LaneSnapshot& lane, const QString& path, QString* erro
         return false;
     }
     try {
-        core::Engine::writeNpy(path.toStdString(), trajectory);
+        core::writeNpyArray(path.toStdString(), trajectory);
     } catch (const std::exception& e) {
         *error = QString::fromStdString(e.what());
         return false;

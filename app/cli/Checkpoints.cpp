@@ -267,7 +267,7 @@ int runForward(const std::vector<std::string>& args, const std::atomic<bool>& ca
     const core::HostArray result = core::checkpointForward(path, readText(options), x, sigma,
                                                            options.text("cond", ""), guidance,
                                                            options.text("device", "auto"), &cancel);
-    core::Engine::writeNpy(*out, result);
+    core::writeNpyArray(*out, result);
     return kExitOk;
 }
 
@@ -285,7 +285,7 @@ int runDecode(const std::vector<std::string>& args, const std::atomic<bool>& can
     checkDistinct({{"save-decoded", saveDecoded}, {"out", out}});
     const core::HostArray z = core::readNpyArray(options.text("latents", ""));
     const core::HostArray images = core::decodeCheckpointLatents(path, readText(options), z, options.text("device", "auto"), &cancel);
-    if (saveDecoded) core::Engine::writeNpy(*saveDecoded, images);
+    if (saveDecoded) core::writeNpyArray(*saveDecoded, images);
     if (out) media::writePng(*out, media::makeImageGrid(images));
     return kExitOk;
 }

@@ -423,9 +423,6 @@ public:
     static std::vector<ModelEntry> modelMenu();
     // The data sets a training menu offers: 2-D ones first (they train in seconds), then images.
     static std::vector<std::string> datasetMenu();
-    // Writes `array` as a NumPy .npy file (float32, C order), atomically. Throws std::runtime_error
-    // with the reason on failure; the file is then left as it was.
-    static void writeNpy(const std::string& path, const HostArray& array);
     // Reads DIR/flowscope.json and hashes the program files it names; never runs them.
     static BundleInfo inspectBundle(const std::string& directory);
     // Adds a file's hash to the user's trusted list (TrustList); false with `error` set on failure.

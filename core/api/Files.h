@@ -14,6 +14,9 @@ namespace flowscope::core {
 
 // NumPy .npy bytes (format 1.0, float32, C order).
 std::string encodeNpyArray(const HostArray& array);
+// Writes `array` as such a file, atomically. Throws std::runtime_error with the reason on failure;
+// the file is then left as it was.
+void writeNpyArray(const std::string& path, const HostArray& array);
 // A .npy file of float32 or float64 values in C order (read only as a regular file within the
 // memory limit). Throws std::runtime_error with the reason.
 HostArray readNpyArray(const std::string& path);

@@ -12,6 +12,8 @@ namespace flowscope::core {
 
 std::string encodeNpyArray(const HostArray& array) { return encodeNpy(array.shape, array.values.data()); }
 
+void writeNpyArray(const std::string& path, const HostArray& array) { writeNpy(path, array.shape, array.values.data()); }
+
 HostArray readNpyArray(const std::string& path) {
     NpyArray array = readNpy(path);
     return {std::move(array.shape), std::move(array.data)};

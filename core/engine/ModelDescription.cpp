@@ -115,8 +115,4 @@ std::vector<std::string> Engine::datasetMenu() {
             makeSpec(SpecForm::FashionMnist, ""),       makeSpec(SpecForm::FashionMnist, "10000")};
 }
 
-void Engine::writeNpy(const std::string& path, const HostArray& array) {
-    core::writeNpy(path, array.shape, array.values.data());
-}
-
 }  // namespace flowscope::core

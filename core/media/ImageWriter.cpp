@@ -22,9 +22,15 @@ void appendBigEndian(std::string& bytes, uint32_t value) {
     for (int shift = 24; shift >= 0; shift -= 8) bytes += static_cast<char>((value >> shift) & 0xff);
 }
 
+// tEXt holds Latin-1, so text beyond ASCII (a prompt in another script, a path with accents)
+// goes into an uncompressed iTXt chunk, which holds UTF-8; readers such as AUTOMATIC1111's and
+// Qt's take either.
 std::string textChunk(const std::string& key, const std::string& value) {
-    std::string body = "tEXt" + key;
+    const bool ascii = std::all_of(value.begin(), value.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+    std::string body = (ascii ? "tEXt" : "iTXt") + key;
     body += '\0';
+    // iTXt: not compressed, method 0, no language tag, no translated keyword.
+    if (!ascii) body += std::string(4, '\0');
     body += value;
     std::string chunk;
     appendBigEndian(chunk, static_cast<uint32_t>(body.size() - 4));
@@ -132,6 +138,8 @@ std::string encodePng(const cv::Mat& image, const std::vector<std::pair<std::str
     cv::Mat bgr;
     if (image.channels() == 3) {
         cv::cvtColor(image, bgr, cv::COLOR_RGB2BGR);
+    } else if (image.channels() == 4) {
+        cv::cvtColor(image, bgr, cv::COLOR_RGBA2BGRA);
     } else {
         bgr = image;
     }
@@ -164,6 +172,18 @@ std::vector<std::pair<std::string, std::string>> readPngText(const std::string& 
             const std::string body = bytes.substr(offset + 8, length);
             const auto split = body.find('\0');
             if (split != std::string::npos) text.emplace_back(body.substr(0, split), body.substr(split + 1));
+        }
+        if (type == "iTXt") {  // uncompressed ones only: key, flag 0, method, language, translated key
+            const std::string body = bytes.substr(offset + 8, length);
+            const auto keyEnd = body.find('\0');
+            if (keyEnd != std::string::npos && keyEnd + 3 <= body.size() && body[keyEnd + 1] == '\0') {
+                const auto languageEnd = body.find('\0', keyEnd + 3);
+                const auto translatedEnd =
+                    languageEnd == std::string::npos ? std::string::npos : body.find('\0', languageEnd + 1);
+                if (translatedEnd != std::string::npos) {
+                    text.emplace_back(body.substr(0, keyEnd), body.substr(translatedEnd + 1));
+                }
+            }
         }
         if (type == "IEND") break;
         offset += 12 + length;

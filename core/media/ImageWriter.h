@@ -44,12 +44,13 @@ inline constexpr int kScatterReferencePoints = 1000;
 cv::Mat runPicture(const std::string& model, const core::HostArray& finalImage, const core::HostArray& finalPoints,
                    const core::HostArray& trajectory);
 
-// PNG bytes with tEXt chunks (key, value) inserted after the header.
+// PNG bytes of an 8-bit grey, RGB or RGBA image with text chunks (key, value) inserted after the
+// header: tEXt, or uncompressed iTXt (UTF-8) for values beyond ASCII.
 std::string encodePng(const cv::Mat& rgb, const std::vector<std::pair<std::string, std::string>>& text = {});
 // Writes a PNG atomically (temporary file, then rename); throws std::runtime_error with the reason.
 void writePng(const std::string& path, const cv::Mat& rgb,
               const std::vector<std::pair<std::string, std::string>>& text = {});
-// The tEXt chunks of a PNG file's bytes.
+// The text chunks of a PNG file's bytes: tEXt and uncompressed iTXt.
 std::vector<std::pair<std::string, std::string>> readPngText(const std::string& bytes);
 
 }  // namespace flowscope::media

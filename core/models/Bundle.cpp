@@ -109,6 +109,50 @@ LatentRgb parseLatentRgb(const Fields& fields, const JsonValue& value, int64_t c
     return rgb;
 }
 
+void parseSampleShape(const Fields& fields, BundleManifest& manifest) {
+    const std::string shapeWhat = "[C, H, W] for images or [D] for points, e.g. [1, 28, 28]";
+    const JsonValue& shape = fields.required("sample_shape", shapeWhat);
+    if (!shape.isArray() || (shape.array().size() != 1 && shape.array().size() != 3)) {
+        fields.fail("sample_shape", "must be " + shapeWhat);
+    }
+    int64_t elements = 1;
+    for (const auto& dimension : shape.array()) {
+        uint64_t size = 0;
+        if (!dimension.toUnsigned(&size) || size < 1 || size > static_cast<uint64_t>(kMaxDimension)) {
+            fields.fail("sample_shape", "must hold whole numbers from 1 to " + std::to_string(kMaxDimension) + ": " + shapeWhat);
+        }
+        manifest.sampleShape.push_back(static_cast<int64_t>(size));
+        elements *= static_cast<int64_t>(size);
+        if (elements > kMaxSampleElements) fields.fail("sample_shape", "describes a sample too large to sample");
+    }
+}
+
+void parseValueRange(const Fields& fields, BundleManifest& manifest) {
+    const std::string rangeWhat = "[low, high] of the data the network was trained on, e.g. [-1, 1]";
+    const JsonValue& range = fields.required("value_range", rangeWhat);
+    if (!range.isArray() || range.array().size() != 2) fields.fail("value_range", "must be " + rangeWhat);
+    manifest.valueLow = fields.number(range.array()[0], "value_range", rangeWhat);
+    manifest.valueHigh = fields.number(range.array()[1], "value_range", rangeWhat);
+    if (!(manifest.valueLow < manifest.valueHigh)) fields.fail("value_range", "needs low < high: " + rangeWhat);
+}
+
+void parseClasses(const Fields& fields, BundleManifest& manifest) {
+    const JsonValue* classes = fields.find("classes");
+    if (!classes) return;
+    const std::string what = "the class names, in index order, e.g. [\"T-shirt/top\", \"Trouser\"]";
+    if (!classes->isArray() || classes->array().empty() ||
+        classes->array().size() > static_cast<size_t>(Architecture::kMaxClasses)) {
+        fields.fail("classes", "must be a list of 1 to " + std::to_string(Architecture::kMaxClasses) + " names: " + what);
+    }
+    for (const JsonValue& name : classes->array()) {
+        if (!name.isString() || name.string().empty()) fields.fail("classes", "must hold non-empty names: " + what);
+        if (std::find(manifest.classes.begin(), manifest.classes.end(), name.string()) != manifest.classes.end()) {
+            fields.fail("classes", "names '" + name.string() + "' twice: " + what);
+        }
+        manifest.classes.push_back(name.string());
+    }
+}
+
 }  // namespace
 
 const std::vector<std::string>& bundleFormats() {
@@ -157,28 +201,8 @@ BundleManifest parseBundleManifest(std::string_view json, const std::string& dir
         fields.fail("prediction", "is 'v', which needs a variance-preserving path: set \"path\" to vp or cosine");
     }
 
-    const std::string shapeWhat = "[C, H, W] for images or [D] for points, e.g. [1, 28, 28]";
-    const JsonValue& shape = fields.required("sample_shape", shapeWhat);
-    if (!shape.isArray() || (shape.array().size() != 1 && shape.array().size() != 3)) {
-        fields.fail("sample_shape", "must be " + shapeWhat);
-    }
-    int64_t elements = 1;
-    for (const auto& dimension : shape.array()) {
-        uint64_t size = 0;
-        if (!dimension.toUnsigned(&size) || size < 1 || size > static_cast<uint64_t>(kMaxDimension)) {
-            fields.fail("sample_shape", "must hold whole numbers from 1 to " + std::to_string(kMaxDimension) + ": " + shapeWhat);
-        }
-        manifest.sampleShape.push_back(static_cast<int64_t>(size));
-        elements *= static_cast<int64_t>(size);
-        if (elements > kMaxSampleElements) fields.fail("sample_shape", "describes a sample too large to sample");
-    }
-
-    const std::string rangeWhat = "[low, high] of the data the network was trained on, e.g. [-1, 1]";
-    const JsonValue& range = fields.required("value_range", rangeWhat);
-    if (!range.isArray() || range.array().size() != 2) fields.fail("value_range", "must be " + rangeWhat);
-    manifest.valueLow = fields.number(range.array()[0], "value_range", rangeWhat);
-    manifest.valueHigh = fields.number(range.array()[1], "value_range", rangeWhat);
-    if (!(manifest.valueLow < manifest.valueHigh)) fields.fail("value_range", "needs low < high: " + rangeWhat);
+    parseSampleShape(fields, manifest);
+    parseValueRange(fields, manifest);
 
     manifest.sha256 = fields.optionalString("sha256", "64 lowercase hex digits of the model file's SHA-256");
     if (!manifest.sha256.empty() && !isSha256Hex(manifest.sha256)) {
@@ -198,20 +222,7 @@ BundleManifest parseBundleManifest(std::string_view json, const std::string& dir
         fields.fail("encoder", "is for latent bundles (with a \"decoder\" or \"latent_rgb\"): images of an image "
                                "bundle need no encoder");
     }
-    if (const JsonValue* classes = fields.find("classes")) {
-        const std::string what = "the class names, in index order, e.g. [\"T-shirt/top\", \"Trouser\"]";
-        if (!classes->isArray() || classes->array().empty() ||
-            classes->array().size() > static_cast<size_t>(Architecture::kMaxClasses)) {
-            fields.fail("classes", "must be a list of 1 to " + std::to_string(Architecture::kMaxClasses) + " names: " + what);
-        }
-        for (const JsonValue& name : classes->array()) {
-            if (!name.isString() || name.string().empty()) fields.fail("classes", "must hold non-empty names: " + what);
-            if (std::find(manifest.classes.begin(), manifest.classes.end(), name.string()) != manifest.classes.end()) {
-                fields.fail("classes", "names '" + name.string() + "' twice: " + what);
-            }
-            manifest.classes.push_back(name.string());
-        }
-    }
+    parseClasses(fields, manifest);
     if (manifest.format == "flowscope-net") {
         const JsonValue& architecture = fields.required("architecture", "{\"kind\": \"mlp\" or \"unet\", \"width\": N, \"depth\": N}");
         try {

@@ -117,44 +117,10 @@ public:
         TrainSettings settings;
         std::optional<BundleManifest> source;
         if (m_request.mode == "train") {
-            if (m_request.dataset.empty()) throw InvalidRequestError("say what to train on: a dataset such as points:moons");
-            settings.dataset = m_request.dataset;
-            settings.objective = m_request.objective;
-            settings.iterations = 2000;
-            settings.batch = 128;
-            settings.learningRate = 1e-3;
-            settings.width = m_request.width;
-            settings.depth = m_request.depth;
-            settings.resolution = m_request.resolution;
+            settings = trainSettings();
         } else {
-            if (m_request.source.empty()) {
-                throw InvalidRequestError(m_request.mode + " needs the rectified flow to start from (a bundle FlowScope trained)");
-            }
-            const std::string bundle = bundleDirectoryOf(m_request.source);
-            const std::string directory = bundle.empty() ? m_request.source : bundle;
-            source = readBundleManifest(directory);
-            m_sourceName = source->name;
-            settings = sourceSettings(*source, m_request.source, m_request.mode);
-            settings.couplings = m_request.mode;
-            // As given (a shipped name or the folder, not this machine's absolute path): bundles get shared.
-            settings.source = specHasForm(m_request.source, SpecForm::Shipped) ? m_request.source
-                                                                        : fs::path(directory).lexically_normal().string();
-            settings.iterations = 2000;
-            settings.emaDecay = 0.999;
-            settings.couplingCfg = m_request.couplingCfg;
-            if (!std::isfinite(m_request.couplingCfg) || m_request.couplingCfg < 0.0) {
-                throw InvalidRequestError("--cfg must be a finite scale of at least 0 (1: the class's own model)");
-            }
-            if (!settings.conditional() && m_request.couplingCfg != 1.0) {
-                throw InvalidRequestError("--cfg bakes guidance into the couplings of a conditional flow; '" +
-                                          m_request.source + "' is unconditional");
-            }
-            if (m_request.conditional) {
-                throw InvalidRequestError("--conditional is for train: " + m_request.mode +
-                                          " keeps its source's condition (a conditional source makes a conditional network)");
-            }
-            if (m_request.pairs < 1) throw InvalidRequestError("reflow and distillation need at least one pair");
-            if (m_request.couplingSteps < 1) throw InvalidRequestError("the couplings need at least one ODE step");
+            source = readBundleManifest(sourceDirectory());
+            settings = couplingSettings(*source);
         }
         applyOverrides(m_request, settings);
 
@@ -190,6 +156,57 @@ public:
     TrainOutcome& outcome() { return m_outcome; }
 
 private:
+    // A new network's settings, before the request's overrides.
+    TrainSettings trainSettings() const {
+        TrainSettings settings;
+        if (m_request.dataset.empty()) throw InvalidRequestError("say what to train on: a dataset such as points:moons");
+        settings.dataset = m_request.dataset;
+        settings.objective = m_request.objective;
+        settings.iterations = 2000;
+        settings.batch = 128;
+        settings.learningRate = 1e-3;
+        settings.width = m_request.width;
+        settings.depth = m_request.depth;
+        settings.resolution = m_request.resolution;
+        return settings;
+    }
+
+    // The folder of the bundle a reflow or distillation starts from.
+    std::string sourceDirectory() const {
+        if (m_request.source.empty()) {
+            throw InvalidRequestError(m_request.mode + " needs the rectified flow to start from (a bundle FlowScope trained)");
+        }
+        const std::string bundle = bundleDirectoryOf(m_request.source);
+        return bundle.empty() ? m_request.source : bundle;
+    }
+
+    // A reflow's or distillation's settings: its source's, for couplings, before the overrides.
+    TrainSettings couplingSettings(const BundleManifest& source) {
+        m_sourceName = source.name;
+        TrainSettings settings = sourceSettings(source, m_request.source, m_request.mode);
+        settings.couplings = m_request.mode;
+        // As given (a shipped name or the folder, not this machine's absolute path): bundles get shared.
+        settings.source = specHasForm(m_request.source, SpecForm::Shipped) ? m_request.source
+                                                                    : fs::path(source.directory).lexically_normal().string();
+        settings.iterations = 2000;
+        settings.emaDecay = 0.999;
+        settings.couplingCfg = m_request.couplingCfg;
+        if (!std::isfinite(m_request.couplingCfg) || m_request.couplingCfg < 0.0) {
+            throw InvalidRequestError("--cfg must be a finite scale of at least 0 (1: the class's own model)");
+        }
+        if (!settings.conditional() && m_request.couplingCfg != 1.0) {
+            throw InvalidRequestError("--cfg bakes guidance into the couplings of a conditional flow; '" +
+                                      m_request.source + "' is unconditional");
+        }
+        if (m_request.conditional) {
+            throw InvalidRequestError("--conditional is for train: " + m_request.mode +
+                                      " keeps its source's condition (a conditional source makes a conditional network)");
+        }
+        if (m_request.pairs < 1) throw InvalidRequestError("reflow and distillation need at least one pair");
+        if (m_request.couplingSteps < 1) throw InvalidRequestError("the couplings need at least one ODE step");
+        return settings;
+    }
+
     fs::path outputFolder() {
         if (m_request.outDirectory.empty()) throw InvalidRequestError("say where to write the trained model (an output folder)");
         const fs::path folder(m_request.outDirectory);

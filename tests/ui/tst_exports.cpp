@@ -114,6 +114,18 @@ void TestExports::pngChunksRestoreTheRun() {
     RunSettings restored;
     QVERIFY2(RunSettings::fromPng(&file, &restored, &error), qPrintable(error));
     QCOMPARE(restored, settings);
+    // Text beyond ASCII (in UTF-8 iTXt chunks, which tEXt's Latin-1 cannot hold) comes back whole.
+    RunSettings unicode = settings;
+    unicode.text.conditioning = "/prompts/caf\u00e9 \u72d0.safetensors";
+    const QString unicodePath = dir.filePath("unicode.png");
+    QVERIFY2(exports::savePng(exports::finalPicture(lane), unicodePath,
+                              unicode.pngChunks(lane.result.nfe, lane.result.sampleShape), &error),
+             qPrintable(error));
+    QVERIFY(QImageReader(unicodePath).text("flowscope").contains(QString::fromUtf8("caf\u00e9 \u72d0")));
+    QFile unicodeFile(unicodePath);
+    QVERIFY(unicodeFile.open(QIODevice::ReadOnly));
+    QVERIFY2(RunSettings::fromPng(&unicodeFile, &restored, &error), qPrintable(error));
+    QCOMPARE(restored, unicode);
 }
 
 void TestExports::failedPngWriteLeavesNothing() {
