@@ -385,6 +385,10 @@ struct EngineController::Worker {
         post([lane = job.lane, id = job.id, summary = std::move(summary)](EngineController* c) {
             Q_EMIT c->runFinished(lane, id, summary);
         });
+        // A checkpoint lane's error is not measured: its metrics say so instead of "measuring".
+        if (core::specHasForm(work.settings.model.toStdString(), core::SpecForm::Checkpoint)) {
+            post([lane = job.lane, id = job.id](EngineController* c) { Q_EMIT c->referenceReady(lane, id, std::nan("")); });
+        }
     }
 
     // Runs `emitter` on the controller's thread; dropped if the controller is gone by then.

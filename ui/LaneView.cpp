@@ -67,6 +67,21 @@ LaneView::LaneView(int index, QWidget* parent) : QWidget(parent), m_index(index)
     m_guidance->setConditional(false);
     connect(m_guidance, &GuidanceBar::changed, this, &LaneView::settingsChanged);
 
+    m_modelRow = new QWidget(this);
+    m_model = new QComboBox(m_modelRow);
+    m_model->setObjectName("laneModelBox");
+    m_model->setToolTip(tr("Run another open checkpoint in this lane, from the same prompt, seed and noise"));
+    m_model->addItem(tr("the Settings' model"), QString());
+    auto* modelLayout = new QHBoxLayout(m_modelRow);
+    modelLayout->setContentsMargins(0, 0, 0, 0);
+    modelLayout->addWidget(new QLabel(tr("Model"), m_modelRow));
+    modelLayout->addWidget(m_model, 1);
+    m_modelRow->setVisible(false);
+    connect(m_model, &QComboBox::currentIndexChanged, this, [this] {
+        Q_EMIT ownModelChanged(ownModel());
+        Q_EMIT settingsChanged();
+    });
+
     m_startBar = new StartBar(this);
     connect(m_startBar, &StartBar::strengthChanged, this, &LaneView::settingsChanged);
     connect(m_startBar, &StartBar::clearRequested, this, [this] {
@@ -105,6 +120,7 @@ LaneView::LaneView(int index, QWidget* parent) : QWidget(parent), m_index(index)
     layout->setContentsMargins(4, 4, 4, 4);
     arrangeHeader(false);
     layout->addLayout(m_header);
+    layout->addWidget(m_modelRow);
     layout->addWidget(m_guidance);
     layout->addWidget(m_startBar);
     layout->addWidget(m_canvas, 1);
@@ -142,8 +158,36 @@ LaneView::LaneView(int index, QWidget* parent) : QWidget(parent), m_index(index)
     connect(m_schedule, &QComboBox::currentTextChanged, this, &LaneView::settingsChanged);
 }
 
+void LaneView::setModelChoices(const QStringList& specs) {
+    const QString chosen = ownModel();
+    const QSignalBlocker block(m_model);
+    while (m_model->count() > 1) m_model->removeItem(1);
+    for (const QString& spec : specs) {
+        // The folder's or file's name; the whole spec in the tooltip.
+        const QString name = QFileInfo(spec.section(':', 1)).fileName();
+        m_model->addItem(name.isEmpty() ? spec : name, spec);
+        m_model->setItemData(m_model->count() - 1, spec, Qt::ToolTipRole);
+    }
+    const int kept = m_model->findData(chosen);
+    m_model->setCurrentIndex(kept > 0 ? kept : 0);
+    m_modelRow->setVisible(!specs.isEmpty());
+    if (kept <= 0 && !chosen.isEmpty()) Q_EMIT ownModelChanged(QString());  // its model was closed
+}
+
+QString LaneView::ownModel() const { return m_model->currentData().toString(); }
+
+void LaneView::setOwnModel(const QString& spec) {
+    const QSignalBlocker block(m_model);  // as the user's choice would, but without its card
+    const int index = m_model->findData(spec);
+    m_model->setCurrentIndex(index > 0 ? index : 0);
+}
+
 RunSettings LaneView::settings(const RunSettings& shared) const {
     RunSettings settings = shared;
+    if (!ownModel().isEmpty()) {
+        settings.model = ownModel();
+        settings.condition.clear();  // the Settings' class is the Settings' model's
+    }
     settings.path = m_path->currentText();
     settings.solver = m_solver->currentText();
     settings.schedule = m_schedule->currentText().trimmed();

@@ -69,6 +69,14 @@ public:
     QComboBox* scheduleBox() const { return m_schedule; }
     QSlider* timeline() const { return m_timeline; }
     GuidanceBar* guidanceBar() const { return m_guidance; }
+    // Text-to-image checkpoints: the lane may run another checkpoint the window has open (a FLUX.1
+    // lane beside SD3 lanes), with the shared prompt, size, seed and batch, so from the same noise.
+    // `specs` are the other checkpoints offered (none hides the choice); "" follows the Settings.
+    void setModelChoices(const QStringList& specs);
+    QString ownModel() const;
+    // Chooses the lane's model (one of the choices, or "") without emitting anything.
+    void setOwnModel(const QString& spec);
+    QComboBox* modelBox() const { return m_model; }
     // Whether the shared settings name a class, or the model guides towards its prompt (SD3):
     // the lane's guidance applies only then.
     void setConditional(bool conditional) {
@@ -110,6 +118,8 @@ public:
 
 Q_SIGNALS:
     void settingsChanged();
+    // The user chose another model for the lane ("" for the Settings' own).
+    void ownModelChanged(const QString& spec);
     // The user moved this lane's timeline (not a programmatic change).
     void scrubbed(double t);
     // From the lane's context menu (or a dropped file): fork at the shown step, pick or use a
@@ -137,6 +147,8 @@ private:
     QSpinBox* m_steps;
     QSlider* m_stepsSlider;
     GuidanceBar* m_guidance;
+    QWidget* m_modelRow;
+    QComboBox* m_model;
     bool m_conditional = false;
     StartBar* m_startBar;
     core::HostArray m_startImage;

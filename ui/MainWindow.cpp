@@ -157,6 +157,7 @@ void MainWindow::createWidgets() {
     // The lanes are the main view: the docks start low.
     resizeDocks({chartsDock}, {250}, Qt::Vertical);
     connect(m_sweep, &SweepView::runRequested, this, &MainWindow::runSweep);
+    connect(m_sweep, &SweepView::measureRequested, this, &MainWindow::measureGuidance);
     connect(m_train, &TrainPanel::modelTrained, this, [this](const QString& spec) {
         m_recentBundles.removeAll(spec);
         m_recentBundles.prepend(spec);
@@ -197,10 +198,13 @@ void MainWindow::createWidgets() {
     m_debounce->setInterval(kDebounceMs);
     connect(m_debounce, &QTimer::timeout, this, &MainWindow::runNow);
     connect(m_panel, &SettingsPanel::settingsChanged, this, [this] {
-        const bool conditional = guidable(m_panel->shared());
-        for (LaneView* lane : m_lanes) lane->setConditional(conditional);
+        const RunSettings shared = m_panel->shared();
+        for (LaneView* lane : m_lanes) lane->setConditional(guidable(lane->settings(shared)));
+        refreshLaneModels();
+        updateMeasurable();
         scheduleRun();
     });
+    updateMeasurable();
     connect(m_panel, &SettingsPanel::laneCountChanged, this, [this](int count) {
         setLaneCount(count);
         scheduleRun();
@@ -321,9 +325,15 @@ void MainWindow::setLaneCount(int count) {
     while (int(m_lanes.size()) < count) {
         auto* lane = new LaneView(int(m_lanes.size()), m_laneSplitter);
         lane->setLaneSettings(kDefaultLanes[m_lanes.size()]);
-        lane->setConditional(guidable(m_panel->shared()));
         lane->setView(m_panel->view());
         connect(lane, &LaneView::settingsChanged, this, &MainWindow::scheduleRun);
+        connect(lane, &LaneView::ownModelChanged, this, [this, lane](const QString& spec) {
+            // The lane's own checkpoint runs as its card says; back on the Settings' model, as that one's.
+            const QString model = spec.isEmpty() ? m_panel->shared().model : spec;
+            const core::ModelDescription description = core::Engine::describeModel(model.toStdString());
+            if (description.ok && description.takesText) applyCard(lane, description);
+            lane->setConditional(guidable(lane->settings(m_panel->shared())));
+        });
         connectStarts(lane);
         // Timelines align by t: scrubbing one lane shows the nearest t in the others.
         connect(lane, &LaneView::scrubbed, this, [this, lane](double t) {
@@ -333,7 +343,9 @@ void MainWindow::setLaneCount(int count) {
         });
         m_laneSplitter->addWidget(lane);
         m_lanes.push_back(lane);
+        lane->setConditional(guidable(lane->settings(m_panel->shared())));
     }
+    refreshLaneModels();
     if (m_focusedLane >= count) m_focusedLane = 0;
     if (m_charts) m_charts->removeLanesFrom(count);
     if (m_difference) m_difference->setLaneCount(count);
@@ -368,7 +380,7 @@ void MainWindow::runNow() {
     m_progress->setValue(0);
     m_rate->clear();
     for (LaneView* lane : m_lanes) {
-        lane->setConditional(guidable(shared));
+        lane->setConditional(guidable(lane->settings(shared)));
         const RunSettings settings = lane->settings(shared);
         QString dropped;
         const core::RunStart start = lane->start(settings, &dropped);
@@ -419,6 +431,47 @@ void MainWindow::runSweep() {
     const QVector<int> steps = m_sweep->stepCounts();
     request.steps.assign(steps.begin(), steps.end());
     m_sweep->begin(m_controller->submitSweep(request), items, steps);
+}
+
+// The evaluate figures need a class of a model of Fashion-MNIST's shape (the shipped classifier's).
+QString MainWindow::whyNotMeasurable() const {
+    const RunSettings shared = m_panel->shared();
+    const core::ModelDescription model = core::Engine::describeModel(shared.model.toStdString(), shared.resolution);
+    if (!model.ok || model.sampleShape != std::vector<int64_t>{1, 28, 28}) {
+        return tr("The figures need an image model of Fashion-MNIST's shape (1 x 28 x 28): the shipped classifier "
+                  "scores its samples");
+    }
+    if (shared.condition.isEmpty()) return tr("Choose a class under Condition: the figures measure guidance towards it");
+    return {};
+}
+
+void MainWindow::updateMeasurable() {
+    const QString why = whyNotMeasurable();
+    m_sweep->setMeasurable(why.isEmpty(), why);
+}
+
+void MainWindow::measureGuidance() {
+    const QString why = whyNotMeasurable();
+    const std::vector<double> scales = m_sweep->selectedScales();
+    if (!why.isEmpty() || scales.empty()) {
+        statusBar()->showMessage(why.isEmpty() ? tr("Choose at least one scale to measure") : why, 6000);
+        return;
+    }
+    const RunSettings lane = m_lanes.front()->settings(m_panel->shared());
+    core::EvaluationRequest request;
+    request.model = lane.model.toStdString();
+    request.path = lane.path.toStdString();
+    request.solver = lane.solver.toStdString();
+    request.schedule = lane.schedule.toStdString();
+    request.steps = {m_sweep->measureSteps()};
+    request.samples = m_sweep->measureSamples();
+    request.batch = std::min(request.samples, 250);
+    request.seed = lane.seed;
+    request.condition = lane.condition.toStdString();
+    request.guidance = lane.guidance;
+    if (request.guidance.method == core::GuidanceMethod::None) request.guidance.method = core::GuidanceMethod::Cfg;
+    request.cfgs = scales;
+    if (!m_sweep->measure(request)) statusBar()->showMessage(tr("A measurement is running already"), 4000);
 }
 
 void MainWindow::cancelRuns() {
@@ -564,6 +617,7 @@ bool MainWindow::restoreFromPng(const QString& path, QString* error) {
         return false;
     }
     m_panel->setShared(settings);
+    m_lanes.front()->setOwnModel(QString());  // the file's model is the Settings' now
     m_lanes.front()->setLaneSettings(settings);
     runNow();
     statusBar()->showMessage(tr("Restored the settings of %1").arg(QFileInfo(path).fileName()), 4000);
@@ -658,26 +712,54 @@ bool MainWindow::openCheckpoint(const QString& path) {
         return false;
     }
     m_panel->addModel(spec);
-    // What the family's model card runs: its schedule and steps, and SD3's guidance scale.
+    // What the family's model card runs, in every lane that follows the Settings' model.
     for (LaneView* lane : m_lanes) {
-        RunSettings settings = lane->settings(m_panel->shared());
-        settings.schedule = QString::fromStdString(description.defaultSchedule);
-        settings.steps = description.defaultSteps;
-        settings.guidance = {};
-        if (description.defaultCfg != 1.0) {
-            settings.guidance.method = core::GuidanceMethod::Cfg;
-            settings.guidance.scale = description.defaultCfg;
-        }
-        lane->setLaneSettings(settings);
-        // Also an unguided card (Turbo): the bar shows what the lane will run.
-        lane->guidanceBar()->setSettings(settings.guidance);
-        lane->setConditional(guidable(m_panel->shared()));
+        if (lane->ownModel().isEmpty()) applyCard(lane, description);
     }
+    refreshLaneModels();
     statusBar()->showMessage(tr("Model: %1 (type a prompt, then Ctrl+Enter)").arg(QString::fromStdString(description.family)), 6000);
     return true;
 }
 
-bool MainWindow::guidable(const RunSettings& shared) const { return !shared.condition.isEmpty() || m_panel->promptGuided(); }
+// A checkpoint's card: its schedule, steps and SD3's guidance scale.
+void MainWindow::applyCard(LaneView* lane, const core::ModelDescription& description) {
+    RunSettings settings = lane->settings(m_panel->shared());
+    settings.schedule = QString::fromStdString(description.defaultSchedule);
+    settings.steps = description.defaultSteps;
+    settings.guidance = {};
+    if (description.defaultCfg != 1.0) {
+        settings.guidance.method = core::GuidanceMethod::Cfg;
+        settings.guidance.scale = description.defaultCfg;
+    }
+    lane->setLaneSettings(settings);
+    // Also an unguided card (Turbo): the bar shows what the lane will run.
+    lane->guidanceBar()->setSettings(settings.guidance);
+    lane->setConditional(guidable(lane->settings(m_panel->shared())));
+}
+
+// Lanes may run another open checkpoint while the Settings' model is one.
+void MainWindow::refreshLaneModels() {
+    const QString current = m_panel->shared().model;
+    QStringList others;
+    if (core::specHasForm(current.toStdString(), core::SpecForm::Checkpoint)) {
+        const QComboBox* models = m_panel->modelBox();
+        for (int i = 0; i < models->count(); ++i) {
+            const QString spec = models->itemText(i);
+            if (spec != current && core::specHasForm(spec.toStdString(), core::SpecForm::Checkpoint)) others << spec;
+        }
+    }
+    for (LaneView* lane : m_lanes) lane->setModelChoices(others);
+}
+
+bool MainWindow::guidable(const RunSettings& settings) const {
+    if (settings.model == m_panel->shared().model) return !settings.condition.isEmpty() || m_panel->inputGuided();
+    // A lane's own checkpoint: guided towards the prompt where it has a negative prompt (SD3).
+    auto known = m_promptGuided.find(settings.model);
+    if (known == m_promptGuided.end()) {
+        known = m_promptGuided.insert(settings.model, core::Engine::describeModel(settings.model.toStdString()).negativePrompt);
+    }
+    return known.value();
+}
 
 bool MainWindow::openBundle(const QString& folder) {
     const QString directory = QDir(folder).absolutePath();

@@ -62,6 +62,8 @@ public:
     TrainPanel* trainPanel() const { return m_train; }
     // Starts a sweep of the Sweep panel's choices with lane 1's other settings.
     void runSweep();
+    // The Sweep panel's evaluate figures against its selected scales, with lane 1's settings.
+    void measureGuidance();
     LaneView* lane(int index) const { return m_lanes.value(index); }
     int laneCount() const { return int(m_lanes.size()); }
     int focusedLane() const { return m_focusedLane; }
@@ -113,7 +115,14 @@ protected:
 
 private:
     // Whether the lanes' guidance applies: a class is chosen, or the model guides towards its prompt.
-    bool guidable(const RunSettings& shared) const;
+    // Whether a lane with these settings is guided: towards the Settings' class or an input of the
+    // run (SD3's prompt, a bundle's tensors), or, for a lane's own checkpoint, towards the prompt.
+    bool guidable(const RunSettings& settings) const;
+    void applyCard(LaneView* lane, const core::ModelDescription& description);
+    void refreshLaneModels();
+    // Why the Sweep panel cannot measure guidance for the model and class chosen ("" when it can).
+    QString whyNotMeasurable() const;
+    void updateMeasurable();
     void createWidgets();
     void createActions();
     void readSettings();
@@ -152,6 +161,7 @@ private:
     GeometryCharts* m_charts = nullptr;
     DifferenceView* m_difference = nullptr;
     SweepView* m_sweep = nullptr;
+    mutable QHash<QString, bool> m_promptGuided;  // per checkpoint a lane runs on its own
     InvertDialog* m_invert = nullptr;
     TrainPanel* m_train = nullptr;
     QSplitter* m_laneSplitter = nullptr;

@@ -4,13 +4,16 @@
 #include <QDir>
 #include <QDoubleSpinBox>
 #include <QFileDialog>
+#include <QFileInfo>
 #include <QFormLayout>
 #include <QHBoxLayout>
 #include <QLabel>
+#include <QLineEdit>
 #include <QPushButton>
 #include <QRandomGenerator>
 #include <QSignalBlocker>
 #include <QSpinBox>
+#include <QToolButton>
 
 #include "core/api/Engine.h"
 
@@ -50,6 +53,7 @@ SettingsPanel::SettingsPanel(QWidget* parent) : QWidget(parent) {
     m_condition->setToolTip(tr("Sample one class of a conditional model (each lane guides towards it), or "
                                "the whole model (unconditional)"));
     m_prompt = new PromptBox(this);
+    m_conditioningRows = makeConditioningRows();
 
     refreshClasses();
 
@@ -81,6 +85,7 @@ SettingsPanel::SettingsPanel(QWidget* parent) : QWidget(parent) {
     form->addRow(QString(), modelButtons);
     form->addRow(tr("Condition"), m_condition);
     form->addRow(m_prompt);
+    form->addRow(m_conditioningRows);
     form->addRow(tr("Seed"), seedRow);
     form->addRow(tr("Batch"), m_batch);
     form->addRow(tr("Device"), m_device);
@@ -108,7 +113,52 @@ RunSettings SettingsPanel::shared() const {
     settings.device = m_device->currentText();
     settings.condition = m_condition->currentData().toString();
     if (!m_prompt->isHidden()) settings.text = m_prompt->text();
+    if (!m_conditioningRows->isHidden()) {
+        settings.text.conditioning = m_conditioning->text().trimmed().toStdString();
+        settings.text.unconditioning = m_unconditioning->text().trimmed().toStdString();
+    } else {
+        settings.text.conditioning.clear();  // a restored bundle's files are not another model's
+        settings.text.unconditioning.clear();
+    }
     return settings;
+}
+
+QWidget* SettingsPanel::makeConditioningRows() {
+    auto* rows = new QWidget(this);
+    auto* form = new QFormLayout(rows);
+    form->setContentsMargins(0, 0, 0, 0);
+    const auto row = [&](const QString& label, const QString& placeholder, const QString& tip, const QString& name) {
+        auto* edit = new QLineEdit(rows);
+        edit->setObjectName(name);
+        edit->setPlaceholderText(placeholder);
+        edit->setToolTip(tip);
+        auto* browse = new QToolButton(rows);
+        browse->setText(QStringLiteral("…"));
+        browse->setToolTip(tr("Choose a .safetensors file"));
+        connect(browse, &QToolButton::clicked, this, [this, edit, label] {
+            const QString file = QFileDialog::getOpenFileName(this, label, QFileInfo(edit->text()).path(),
+                                                              tr("Tensors (*.safetensors)"));
+            if (!file.isEmpty()) edit->setText(file);
+        });
+        connect(edit, &QLineEdit::editingFinished, this, &SettingsPanel::settingsChanged);
+        connect(edit, &QLineEdit::textChanged, this, [this, edit] {
+            if (!edit->hasFocus()) Q_EMIT settingsChanged();  // chosen in the dialog or restored
+        });
+        auto* line = new QHBoxLayout;
+        line->addWidget(edit, 1);
+        line->addWidget(browse);
+        form->addRow(label, line);
+        return edit;
+    };
+    m_conditioning = row(tr("Tensors"), tr("the model's own"),
+                         tr("A .safetensors file of the conditioning tensors the network takes (as --cond): a "
+                            "prompt's embeddings, say. Empty: those named in the bundle's manifest"),
+                         "conditioningEdit");
+    m_unconditioning = row(tr("Unconditional"), tr("zeros"),
+                           tr("The tensors of guidance's unconditional half (as --uncond), with the same names and "
+                              "shapes. Empty: zeros"),
+                           "unconditioningEdit");
+    return rows;
 }
 
 void SettingsPanel::refreshClasses() {
@@ -119,10 +169,16 @@ void SettingsPanel::refreshClasses() {
     const QSignalBlocker block(m_condition);
     m_condition->clear();
     const core::ModelDescription description = core::Engine::describeModel(spec.toStdString());
-    // Text-to-image checkpoints are conditioned on their prompt, not on a class.
-    m_condition->addItem(description.takesText ? tr("the prompt") : tr("unconditional"), QString());
+    // Text-to-image checkpoints are conditioned on their prompt, and bundles with conditioning
+    // tensors but no classes on those tensors, not on a class.
+    const bool byTensors = description.takesConditioning && description.classes.empty();
+    m_condition->addItem(description.takesText ? tr("the prompt")
+                         : byTensors           ? tr("the conditioning tensors")
+                                               : tr("unconditional"),
+                         QString());
     m_prompt->setVisible(description.takesText);
-    m_promptGuided = description.negativePrompt;
+    m_conditioningRows->setVisible(description.takesConditioning);
+    m_inputGuided = description.negativePrompt || byTensors;
     if (description.takesText) {
         m_prompt->setModel(spec, description.family.find("[dev]") != std::string::npos, description.negativePrompt);
     }
@@ -157,6 +213,9 @@ void SettingsPanel::setShared(const RunSettings& settings) {
     m_batch->setValue(settings.batch);
     m_device->setCurrentText(settings.device);
     m_prompt->setText(settings.text);
+    const QSignalBlocker b6(m_conditioning), b7(m_unconditioning);
+    m_conditioning->setText(QString::fromStdString(settings.text.conditioning));
+    m_unconditioning->setText(QString::fromStdString(settings.text.unconditioning));
 }
 
 SampleCanvas::View SettingsPanel::view() const {

@@ -15,9 +15,12 @@
 #include <QPushButton>
 #include <QScrollArea>
 #include <QScatterSeries>
+#include <QSpinBox>
 #include <QVBoxLayout>
 
+#include "ui/EvaluationController.h"
 #include "ui/GeometryCharts.h"
+#include "ui/GuidanceFigures.h"
 #include "ui/RunSettings.h"
 
 namespace flowscope::ui {
@@ -72,19 +75,109 @@ SweepView::SweepView(QWidget* parent) : QWidget(parent) {
     m_chart->setRenderHint(QPainter::Antialiasing);
     m_chart->setMinimumWidth(320);
 
+    m_measurePanel = makeMeasurePanel();
+    auto* charts = new QVBoxLayout;
+    charts->addWidget(m_chart, 1);
+    charts->addWidget(m_measurePanel, 1);
+
     auto* layout = new QHBoxLayout(this);
     layout->addLayout(controls);
     layout->addWidget(scroll, 3);
-    layout->addWidget(m_chart, 2);
+    layout->addLayout(charts, 2);
 
     connect(m_by, &QComboBox::currentIndexChanged, this, [this] {
         setSelectedItems(by() == By::Path     ? QStringList{"linear", "vp"}
                          : by() == By::Solver ? QStringList{"euler", "heun", "dpm++2m"}
                                               : QStringList{"0", "1", "3", "7.5"});
+        m_measurePanel->setVisible(by() == By::Guidance);
     });
     connect(m_run, &QPushButton::clicked, this, &SweepView::runRequested);
     setSelectedItems({"linear", "vp"});
 }
+
+QWidget* SweepView::makeMeasurePanel() {
+    auto* panel = new QWidget(this);
+    m_measureSamples = new QSpinBox(panel);
+    m_measureSamples->setObjectName("measureSamplesBox");
+    m_measureSamples->setRange(core::kMinEvaluationSamples, 10000);
+    m_measureSamples->setValue(500);
+    m_measureSamples->setToolTip(tr("Samples per scale; the Frechet distance compares 128 features, so it needs more "
+                                    "than 128 (flowscope-cli evaluate uses 10,000)"));
+    m_measureSteps = new QSpinBox(panel);
+    m_measureSteps->setObjectName("measureStepsBox");
+    m_measureSteps->setRange(1, core::kMaxSteps);
+    m_measureSteps->setValue(16);
+    m_measure = new QPushButton(tr("Measure w"), panel);
+    m_measure->setObjectName("measureButton");
+    m_measure->setToolTip(tr("The shipped classifier's figures for each selected scale, towards the class under "
+                             "Condition, with lane 1's path, solver, schedule and guidance method"));
+    m_measureStatus = new QLabel(panel);
+    m_measureStatus->setWordWrap(true);
+    m_figures = new GuidanceFigures(panel);
+    m_evaluation = new EvaluationController(this);
+
+    auto* row = new QHBoxLayout;
+    row->addWidget(new QLabel(tr("Samples"), panel));
+    row->addWidget(m_measureSamples);
+    row->addWidget(new QLabel(tr("steps"), panel));
+    row->addWidget(m_measureSteps);
+    row->addWidget(m_measure);
+    auto* column = new QVBoxLayout(panel);
+    column->setContentsMargins(0, 0, 0, 0);
+    column->addLayout(row);
+    column->addWidget(m_measureStatus);
+    column->addWidget(m_figures, 1);
+    panel->setVisible(false);
+
+    connect(m_measure, &QPushButton::clicked, this, [this] {
+        if (isMeasuring()) {
+            cancelMeasuring();
+        } else {
+            Q_EMIT measureRequested();
+        }
+    });
+    connect(m_evaluation, &EvaluationController::rowReady, this, [this](const core::EvaluationRow& measured) {
+        m_figures->addRow(measured);
+    });
+    connect(m_evaluation, &EvaluationController::progressed, this, [this](int done, int total) {
+        m_measureStatus->setText(tr("measuring: %1 of %2 samples...").arg(done).arg(total));
+    });
+    connect(m_evaluation, &EvaluationController::finished, this, [this](const EvaluationFinish& finish) {
+        m_measure->setText(tr("Measure w"));
+        if (finish.failure != core::Failure::None) {
+            m_measureStatus->setText(finish.failure == core::Failure::Cancelled ? tr("measuring cancelled")
+                                                                                 : tr("cannot measure: %1").arg(finish.error));
+            return;
+        }
+        m_figures->setFloor(finish.frechetFloor);
+        m_measureStatus->setText(tr("done: %1 scales. Real images' own Frechet distance (the floor): %2.%3")
+                                     .arg(m_figures->rows().size())
+                                     .arg(finish.frechetFloor, 0, 'g', 3)
+                                     .arg(finish.notes.isEmpty() ? QString() : QStringLiteral("\n") + finish.notes.join('\n')));
+    });
+    return panel;
+}
+
+void SweepView::setMeasurable(bool available, const QString& why) {
+    m_measure->setEnabled(available || isMeasuring());
+    if (!isMeasuring()) m_measureStatus->setText(available ? QString() : why);
+}
+
+int SweepView::measureSamples() const { return m_measureSamples->value(); }
+
+int SweepView::measureSteps() const { return m_measureSteps->value(); }
+
+bool SweepView::measure(const core::EvaluationRequest& request) {
+    if (!m_evaluation->start(request)) return false;
+    m_figures->clear();
+    m_measure->setText(tr("Cancel"));
+    m_measureStatus->setText(tr("measuring: loading the model and the classifier..."));
+    return true;
+}
+
+void SweepView::cancelMeasuring() { m_evaluation->cancel(); }
+
+bool SweepView::isMeasuring() const { return m_evaluation->isRunning(); }
 
 SweepView::By SweepView::by() const { return static_cast<By>(std::clamp(m_by->currentIndex(), 0, 2)); }
 

@@ -35,7 +35,9 @@
 
 #include <QAction>
 #include <QImageWriter>
+#include <QJsonArray>
 #include <QJsonDocument>
+#include <QtEndian>
 #include <QJsonObject>
 #include <QProcess>
 #include <QStatusBar>
@@ -47,6 +49,7 @@
 #include "ui/DifferenceView.h"
 #include "ui/EngineController.h"
 #include "ui/GeometryCharts.h"
+#include "ui/GuidanceFigures.h"
 #include "ui/InvertDialog.h"
 #include "ui/LaneView.h"
 #include "ui/MainWindow.h"
@@ -207,6 +210,9 @@ private Q_SLOTS:
     void conditionAndGuidanceDriveARun();
     void promptBoxRunsAFluxCheckpoint();
     void negativePromptGuidesAnSd3Checkpoint();
+    void laneRunsAnotherCheckpoint();
+    void conditioningFilesGuideABundle();
+    void sweepMeasuresGuidanceAgainstW();
 
 private:
     QTemporaryDir m_settingsDir;
@@ -1538,6 +1544,184 @@ void TestMainWindow::promptBoxRunsAFluxCheckpoint() {
 
 // SD3: opening the folder sets the lanes to its card (shift:3, 40 steps, cfg 5), the negative prompt
 // shows, and the typed prompts reach the run with the lane's guidance.
+namespace {
+
+// A safetensors file of float32 tensors, written out by hand: {name, shape, values}.
+struct NamedValues {
+    std::string name;
+    std::vector<int64_t> shape;
+    std::vector<float> values;
+};
+bool writeTensors(const QString& path, const std::vector<NamedValues>& tensors) {
+    QJsonObject header;
+    QByteArray data;
+    for (const NamedValues& tensor : tensors) {
+        QJsonArray shape;
+        for (const int64_t size : tensor.shape) shape.append(qint64(size));
+        const qint64 begin = data.size();
+        data.append(reinterpret_cast<const char*>(tensor.values.data()), qsizetype(tensor.values.size() * sizeof(float)));
+        header[QString::fromStdString(tensor.name)] =
+            QJsonObject{{"dtype", "F32"}, {"shape", shape}, {"data_offsets", QJsonArray{begin, qint64(data.size())}}};
+    }
+    QByteArray json = QJsonDocument(header).toJson(QJsonDocument::Compact);
+    while (json.size() % 8 != 0) json.append(' ');
+    QByteArray bytes(8, '\0');
+    qToLittleEndian<quint64>(quint64(json.size()), bytes.data());
+    QFile file(path);
+    return file.open(QIODevice::WriteOnly) && file.write(bytes + json + data) == bytes.size() + json.size() + data.size();
+}
+
+}  // namespace
+
+// A bundle conditioned by tensors: the window offers its two files, is guided towards them
+// without a class, and one Euler step from pure noise lands on m_u + w (m_c - m_u).
+void TestMainWindow::conditioningFilesGuideABundle() {
+    QTemporaryDir dir;
+    qputenv("FLOWSCOPE_TRUST_LIST", dir.filePath("trusted-models").toUtf8());
+    QVERIFY(writeTensors(dir.filePath("cond.safetensors"), {{"mean", {1, 6, 6}, std::vector<float>(36, 0.2f)},
+                                                            {"std", {1}, {0.4f}}}));
+    QVERIFY(writeTensors(dir.filePath("uncond.safetensors"), {{"mean", {1, 6, 6}, std::vector<float>(36, -0.1f)},
+                                                              {"std", {1}, {0.3f}}}));
+    MainWindow window;
+    window.show();
+    useModel(window, "gmm:8gaussians", 2);
+    QVERIFY(settle(window));
+    SettingsPanel* panel = window.settingsPanel();
+    QVERIFY(!panel->conditioningEdit()->isVisible());
+    {
+        TrustAnswer trust("trustButton");
+        QVERIFY(window.openBundle(kBundles + "gauss-conditioned"));
+    }
+    QVERIFY(settle(window));
+    QVERIFY(panel->conditioningEdit()->isVisible());
+    QCOMPARE(panel->conditionBox()->itemText(0), QString("the conditioning tensors"));
+    LaneView* lane = window.lane(0);
+    QVERIFY(lane->guidanceBar()->isEnabled());
+    lane->solverBox()->setCurrentText("euler");
+    lane->stepsBox()->setValue(1);
+    lane->guidanceBar()->methodBox()->setCurrentText("cfg");
+    lane->guidanceBar()->scaleBox()->setValue(3.0);
+    panel->conditioningEdit()->setText(dir.filePath("cond.safetensors"));
+    panel->unconditioningEdit()->setText(dir.filePath("uncond.safetensors"));
+    QVERIFY(settle(window));
+    QVERIFY2(lane->hasResult(), qPrintable(lane->metricsText()));
+    QCOMPARE(lane->runSettings().text.unconditioning, dir.filePath("uncond.safetensors").toStdString());
+    for (const float value : lane->result().final.values) QVERIFY2(std::abs(value - 0.8f) < 1e-5f, qPrintable(QString::number(value)));
+    QVERIFY(panel->grab().save(QDir(QCoreApplication::applicationDirPath()).filePath("screenshots/conditioning-rows.png")));
+    // A file that does not fit is refused in the lane, in words.
+    panel->unconditioningEdit()->setText(dir.filePath("missing.safetensors"));
+    QVERIFY(settle(window));
+    QVERIFY2(lane->statusText().contains("is not a file"), qPrintable(lane->statusText()));
+    // Other models hide the rows and run without the files.
+    useModel(window, "gmm:8gaussians", 2);
+    QVERIFY(settle(window));
+    QVERIFY(!panel->conditioningEdit()->isVisible());
+    QVERIFY2(window.lane(0)->hasResult(), qPrintable(window.lane(0)->metricsText()));
+    window.close();
+}
+
+// The Sweep tab's evaluate figures against w: the shipped classifier's accuracy, the Frechet
+// distance with its floor, diversity and straightness, a point per selected scale.
+void TestMainWindow::sweepMeasuresGuidanceAgainstW() {
+    MainWindow window;
+    window.show();
+    useModel(window, "gmm:8gaussians", 2);
+    QVERIFY(settle(window));
+    SweepView* sweep = window.sweepView();
+    sweep->setBy(SweepView::By::Guidance);
+    // 2-D models have no classifier: the button rests and says why.
+    QVERIFY(!sweep->measureButton()->isEnabled());
+    QVERIFY2(sweep->measureStatus()->text().contains("Fashion-MNIST"), qPrintable(sweep->measureStatus()->text()));
+    useModel(window, "fashion-mnist:2000", 2);
+    QVERIFY(!sweep->measureButton()->isEnabled());
+    window.settingsPanel()->conditionBox()->setCurrentText("Trouser");
+    QVERIFY(settle(window));
+    QVERIFY(sweep->measureButton()->isEnabled());
+    sweep->setSelectedItems({"1", "3"});
+    auto* samples = sweep->findChild<QSpinBox*>("measureSamplesBox");
+    auto* steps = sweep->findChild<QSpinBox*>("measureStepsBox");
+    QVERIFY(samples && steps);
+    samples->setValue(samples->minimum());
+    steps->setValue(4);
+    sweep->measureButton()->click();
+    QVERIFY(sweep->isMeasuring());
+    QTRY_VERIFY_WITH_TIMEOUT(!sweep->isMeasuring() && sweep->measureStatus()->text().startsWith("done"), kRunTimeoutMs);
+    const auto& rows = sweep->figures()->rows();
+    QCOMPARE(rows.size(), size_t(2));
+    QCOMPARE(rows.front().cfg, 1.0);
+    QCOMPARE(rows.back().cfg, 3.0);
+    for (const auto& row : rows) {
+        QVERIFY(row.classAccuracy >= 0.0 && row.classAccuracy <= 1.0);
+        QVERIFY(row.frechet > 0.0 && row.diversity > 0.0);
+    }
+    // The exact denoiser of one class draws that class: the classifier names it most of the time.
+    QVERIFY2(rows.front().classAccuracy > 0.5, qPrintable(QString::number(rows.front().classAccuracy)));
+    for (int figure = 0; figure < 4; ++figure) {
+        const auto series = sweep->figures()->chart(figure)->chart()->series();
+        QVERIFY(!series.isEmpty());
+        QCOMPARE(static_cast<QLineSeries*>(series.front())->count(), 2);
+    }
+    // The Frechet chart also draws the real images' floor.
+    QCOMPARE(sweep->figures()->chart(1)->chart()->series().size(), 2);
+    const QString folder = QDir(QCoreApplication::applicationDirPath()).filePath("screenshots");
+    QDir().mkpath(folder);
+    sweep->resize(1400, 700);
+    QVERIFY(sweep->grab().save(folder + "/sweep-measure.png"));
+}
+
+// A FLUX.1 lane beside SD3 lanes: the same prompt, seed and noise, each lane as its card says.
+void TestMainWindow::laneRunsAnotherCheckpoint() {
+    MainWindow window;
+    window.show();
+    useModel(window, "gmm:8gaussians", 1);
+    QVERIFY(settle(window));
+    PromptBox* prompt = window.settingsPanel()->promptBox();
+    prompt->widthBox()->setValue(64);
+    prompt->heightBox()->setValue(64);
+    const QString fluxPath = QStringLiteral(FLOWSCOPE_SOURCE_DIR "/resources/fixtures/flux/schnell");
+    const QString sd3Path = QStringLiteral(FLOWSCOPE_SOURCE_DIR "/resources/fixtures/sd3/sd3.5_medium");
+    QVERIFY(window.openCheckpoint(fluxPath));
+    QVERIFY(window.openCheckpoint(sd3Path));
+    window.settingsPanel()->setLaneCount(3);
+    QVERIFY(settle(window));
+    LaneView* flux = window.lane(2);
+    QVERIFY(flux->modelBox()->isVisible());
+    const QString fluxSpec = "checkpoint:" + QFileInfo(fluxPath).absoluteFilePath();
+    const int choice = flux->modelBox()->findData(fluxSpec);
+    QVERIFY2(choice > 0, qPrintable(fluxSpec));
+    flux->modelBox()->setCurrentIndex(choice);
+    // The lane takes [schnell]'s card, unguided; the SD3 lanes keep theirs.
+    QCOMPARE(flux->scheduleBox()->currentText(), QString("shift:1"));
+    QCOMPARE(flux->stepsBox()->value(), 4);
+    QVERIFY(!flux->guidanceBar()->isEnabled());
+    QVERIFY(window.lane(0)->guidanceBar()->isEnabled());
+    for (int i = 0; i < window.laneCount(); ++i) window.lane(i)->stepsBox()->setValue(2);
+    QTest::keyClicks(prompt->promptEdit(), "a cat");
+    QVERIFY(settle(window));
+    for (int i = 0; i < window.laneCount(); ++i) {
+        QVERIFY2(window.lane(i)->hasResult(), qPrintable(window.lane(i)->statusText()));
+    }
+    QCOMPARE(flux->runSettings().model, fluxSpec);
+    QCOMPARE(flux->runSettings().text.prompt, std::string("a cat"));
+    QCOMPARE(window.lane(0)->runSettings().model, "checkpoint:" + QFileInfo(sd3Path).absoluteFilePath());
+    const QString folder = QDir(QCoreApplication::applicationDirPath()).filePath("screenshots");
+    QDir().mkpath(folder);
+    QVERIFY(window.grab().save(folder + "/lane-models.png"));
+    // Both families' latents are 16 x H/8 x W/8 drawn from the same seed: the same start.
+    const auto& a = window.lane(0)->result().trajectory;
+    const auto& b = flux->result().trajectory;
+    QVERIFY(!a.values.empty() && !b.values.empty());
+    const size_t first = a.values.size() / size_t(a.shape.front());
+    QVERIFY(std::equal(a.values.begin(), a.values.begin() + qsizetype(first), b.values.begin()));
+    // A model that is no checkpoint takes every lane back.
+    useModel(window, "gmm:8gaussians", 1);
+    QVERIFY(settle(window));
+    QVERIFY(!flux->modelBox()->isVisible());
+    QVERIFY(flux->ownModel().isEmpty());
+    QCOMPARE(flux->runSettings().model, QString("gmm:8gaussians"));
+    window.close();
+}
+
 void TestMainWindow::negativePromptGuidesAnSd3Checkpoint() {
     MainWindow window;
     window.show();
