@@ -46,6 +46,11 @@ PromptBox::PromptBox(QWidget* parent) : QWidget(parent) {
     m_counts->setObjectName("promptTokenCounts");
     m_counts->setToolTip(tr("Tokens of the prompt against each text encoder's limit; the words past a limit "
                             "are greyed and struck through: the model never sees them"));
+    m_memory = new QLabel(this);
+    m_memory->setObjectName("memoryEstimate");
+    m_memory->setWordWrap(true);
+    m_memory->setToolTip(tr("What the model's parts need on the CPU, as the engine loads them: float32, or bfloat16 "
+                            "where float32 would not fit; the text encoders one at a time before the transformer"));
     m_width = sideBox(this, "widthBox");
     m_height = sideBox(this, "heightBox");
     m_guidance = new QDoubleSpinBox(this);
@@ -68,6 +73,7 @@ PromptBox::PromptBox(QWidget* parent) : QWidget(parent) {
     form->addRow(m_negative);
     form->addRow(tr("Size"), size);
     form->addRow(m_guidanceLabel, m_guidance);
+    form->addRow(m_memory);
 
     m_recount.setSingleShot(true);
     m_recount.setInterval(250);
@@ -90,7 +96,24 @@ void PromptBox::setModel(const QString& spec, bool dev, bool negative) {
     m_guidance->setVisible(dev);
     m_guidanceLabel->setVisible(dev);
     m_negative->setVisible(negative);
+    estimateMemory(path);
     recount();
+}
+
+void PromptBox::estimateMemory(const QString& path) {
+    m_memory->clear();
+    m_memory->setVisible(!path.isEmpty());
+    if (path.isEmpty()) return;
+    try {
+        const core::CheckpointMemory memory =
+            core::estimateCheckpointMemory(core::inspectCheckpoint(path.toStdString(), m_parts));
+        m_memory->setText(QString::fromStdString(memory.summary));
+        // A model that will not fit says so in the warning colour, before anything loads.
+        m_memory->setStyleSheet(memory.fits ? QString() : QStringLiteral("color: #c0392b;"));
+    } catch (const std::exception& error) {
+        m_memory->setText(QString::fromStdString(error.what()));
+        m_memory->setStyleSheet(QStringLiteral("color: #c0392b;"));
+    }
 }
 
 core::TextSettings PromptBox::text() const {

@@ -34,6 +34,8 @@ public:
     QPlainTextEdit* promptEdit() const { return m_prompt; }
     QPlainTextEdit* negativeEdit() const { return m_negative; }
     QLabel* countsLabel() const { return m_counts; }
+    // What the checkpoint needs in memory (core::estimateCheckpointMemory), in words.
+    QLabel* memoryLabel() const { return m_memory; }
     QSpinBox* widthBox() const { return m_width; }
     QSpinBox* heightBox() const { return m_height; }
     QDoubleSpinBox* guidanceBox() const { return m_guidance; }
@@ -44,9 +46,12 @@ Q_SIGNALS:
     void changed();
 
 private:
+    void estimateMemory(const QString& path);
+
     QPlainTextEdit* m_prompt;
     QPlainTextEdit* m_negative;
     QLabel* m_counts;
+    QLabel* m_memory;
     QSpinBox* m_width;
     QSpinBox* m_height;
     QDoubleSpinBox* m_guidance;

@@ -52,6 +52,105 @@ void printTokens(const core::PromptTokens& tokens, const std::string& prompt) {
 
 std::string dtypeList(const std::vector<std::string>& dtypes) { return core::joinNames(dtypes, "+"); }
 
+// info --json: the parts, tokenizers, the transformer's sizes, the card's defaults and the memory.
+void printInfoJson(const core::CheckpointInfo& info, const core::CheckpointMemory& memory) {
+    core::JsonWriter json;
+    json.beginObject();
+    json.field("family", info.family);
+    json.key("parts");
+    json.beginObject();
+    for (const auto& part : info.parts) {
+        json.key(part.name);
+        json.beginObject();
+        json.field("found", part.found);
+        if (part.found) {
+            json.field("origin", part.origin);
+            json.field("files", part.files);
+            json.field("parameters", static_cast<long long>(part.parameters));
+            json.field("dtypes", part.dtypes);
+        }
+        json.endObject();
+    }
+    json.endObject();
+    json.field("clip_tokenizer", info.clipTokenizer);
+    if (info.sd3) json.field("clip_g_tokenizer", info.clipGTokenizer);
+    json.field("t5_tokenizer", info.t5Tokenizer);
+    json.key("transformer");
+    json.beginObject();
+    json.field("hidden", static_cast<long long>(info.hidden));
+    json.field("heads", static_cast<long long>(info.heads));
+    json.field("head_dim", static_cast<long long>(info.headDim));
+    json.field("mlp_hidden", static_cast<long long>(info.mlpHidden));
+    json.field("context_width", static_cast<long long>(info.contextWidth));
+    json.field("pooled_width", static_cast<long long>(info.pooledWidth));
+    json.field("qk_norm", info.qkNorm);
+    if (info.sd3) {
+        json.field("joint_blocks", info.jointBlocks);
+        json.field("patch", static_cast<long long>(info.patch));
+        json.field("position_grid", static_cast<long long>(info.positionGrid));
+        json.field("max_side", static_cast<long long>(info.maxSide));
+        json.field("self_attention_blocks", std::vector<int64_t>(info.selfAttentionBlocks.begin(), info.selfAttentionBlocks.end()));
+    } else {
+        json.field("double_blocks", info.doubleBlocks);
+        json.field("single_blocks", info.singleBlocks);
+        json.field("guidance_input", info.guidanceInput);
+    }
+    json.endObject();
+    json.field("default_schedule", info.defaultSchedule);
+    json.field("default_steps", info.defaultSteps);
+    json.field("default_cfg", info.defaultCfg);
+    json.field("negative_prompt", info.sd3);
+    json.field("t5_tokens", info.t5Tokens);
+    json.key("memory");
+    json.beginObject();
+    json.field("machine_bytes", memory.machineBytes);
+    json.field("transformer_bytes", memory.transformerBytes);
+    json.field("transformer_dtype", memory.transformerDtype);
+    json.field("encoder_bytes", memory.encoderBytes);
+    json.field("autoencoder_bytes", memory.autoencoderBytes);
+    json.field("peak_bytes", memory.peakBytes);
+    json.field("fits", memory.fits);
+    json.endObject();
+    json.endObject();
+    std::cout << json.str() << "\n";
+}
+
+// info as text, a line per part and one for the memory.
+void printInfoText(const std::string& path, const core::CheckpointInfo& info, const core::CheckpointMemory& memory) {
+    std::cout << info.family << " (" << path << ")\n";
+    for (const auto& part : info.parts) {
+        std::cout << "  " << part.name << ": ";
+        if (!part.found) {
+            std::cout << (part.name == "t5" && info.sd3 ? "not found (optional: its part of the context is zeros)" : "not found")
+                      << "\n";
+            continue;
+        }
+        std::cout << part.parameters << " parameters, " << dtypeList(part.dtypes) << ", from " << part.origin << "\n";
+    }
+    std::cout << "  tokenizers: " << (info.clipTokenizer.empty() ? "no CLIP" : "CLIP " + info.clipTokenizer) << ", ";
+    if (info.sd3) std::cout << (info.clipGTokenizer.empty() ? "CLIP-G from CLIP's" : "CLIP-G " + info.clipGTokenizer) << ", ";
+    std::cout << (info.t5Tokenizer.empty() ? "no T5" : "T5 " + info.t5Tokenizer) << "\n";
+    if (info.sd3) {
+        std::cout << "  MMDiT: width " << info.hidden << ", " << info.heads << " heads of " << info.headDim << ", "
+                  << info.jointBlocks << " joint blocks, patch " << info.patch << ", positions " << info.positionGrid << "x"
+                  << info.positionGrid << " (up to " << info.maxSide << " pixels a side)" << (info.qkNorm ? ", QK norm" : "");
+        if (!info.selfAttentionBlocks.empty()) {
+            const int first = info.selfAttentionBlocks.front(), last = info.selfAttentionBlocks.back();
+            std::cout << ", MMDiT-X attention in block" << (first == last ? " " + std::to_string(first)
+                                                                         : "s " + std::to_string(first) + "-" + std::to_string(last));
+        }
+        std::cout << "\n";
+    } else {
+        std::cout << "  transformer: width " << info.hidden << ", " << info.heads << " heads of " << info.headDim << ", "
+                  << info.doubleBlocks << " double and " << info.singleBlocks << " single blocks"
+                  << (info.guidanceInput ? ", guidance input" : "") << "\n";
+    }
+    std::cout << "  defaults: --schedule " << info.defaultSchedule << " --steps " << info.defaultSteps;
+    if (info.defaultCfg != 1.0) std::cout << " --cfg " << info.defaultCfg;
+    std::cout << ", T5 " << info.t5Tokens << " tokens\n";
+    std::cout << "  memory: " << memory.summary << "\n";
+}
+
 }  // namespace
 
 const std::set<std::string>& textOptionNames() {
@@ -112,89 +211,12 @@ void applyCheckpointDefaults(const Arguments& options, const std::string& model,
 int runCheckpointInfo(const Arguments& options) {
     const std::string path = checkpointPath(options, "info");
     const core::CheckpointInfo info = core::inspectCheckpoint(path, readText(options));
+    const core::CheckpointMemory memory = core::estimateCheckpointMemory(info);
     if (options.has("json")) {
-        core::JsonWriter json;
-        json.beginObject();
-        json.field("family", info.family);
-        json.key("parts");
-        json.beginObject();
-        for (const auto& part : info.parts) {
-            json.key(part.name);
-            json.beginObject();
-            json.field("found", part.found);
-            if (part.found) {
-                json.field("origin", part.origin);
-                json.field("files", part.files);
-                json.field("parameters", static_cast<long long>(part.parameters));
-                json.field("dtypes", part.dtypes);
-            }
-            json.endObject();
-        }
-        json.endObject();
-        json.field("clip_tokenizer", info.clipTokenizer);
-        if (info.sd3) json.field("clip_g_tokenizer", info.clipGTokenizer);
-        json.field("t5_tokenizer", info.t5Tokenizer);
-        json.key("transformer");
-        json.beginObject();
-        json.field("hidden", static_cast<long long>(info.hidden));
-        json.field("heads", static_cast<long long>(info.heads));
-        json.field("head_dim", static_cast<long long>(info.headDim));
-        json.field("mlp_hidden", static_cast<long long>(info.mlpHidden));
-        json.field("context_width", static_cast<long long>(info.contextWidth));
-        json.field("pooled_width", static_cast<long long>(info.pooledWidth));
-        json.field("qk_norm", info.qkNorm);
-        if (info.sd3) {
-            json.field("joint_blocks", info.jointBlocks);
-            json.field("patch", static_cast<long long>(info.patch));
-            json.field("position_grid", static_cast<long long>(info.positionGrid));
-            json.field("max_side", static_cast<long long>(info.maxSide));
-            json.field("self_attention_blocks", std::vector<int64_t>(info.selfAttentionBlocks.begin(), info.selfAttentionBlocks.end()));
-        } else {
-            json.field("double_blocks", info.doubleBlocks);
-            json.field("single_blocks", info.singleBlocks);
-            json.field("guidance_input", info.guidanceInput);
-        }
-        json.endObject();
-        json.field("default_schedule", info.defaultSchedule);
-        json.field("default_steps", info.defaultSteps);
-        json.field("default_cfg", info.defaultCfg);
-        json.field("negative_prompt", info.sd3);
-        json.field("t5_tokens", info.t5Tokens);
-        json.endObject();
-        std::cout << json.str() << "\n";
-        return kExitOk;
-    }
-    std::cout << info.family << " (" << path << ")\n";
-    for (const auto& part : info.parts) {
-        std::cout << "  " << part.name << ": ";
-        if (!part.found) {
-            std::cout << (part.name == "t5" && info.sd3 ? "not found (optional: its part of the context is zeros)" : "not found")
-                      << "\n";
-            continue;
-        }
-        std::cout << part.parameters << " parameters, " << dtypeList(part.dtypes) << ", from " << part.origin << "\n";
-    }
-    std::cout << "  tokenizers: " << (info.clipTokenizer.empty() ? "no CLIP" : "CLIP " + info.clipTokenizer) << ", ";
-    if (info.sd3) std::cout << (info.clipGTokenizer.empty() ? "CLIP-G from CLIP's" : "CLIP-G " + info.clipGTokenizer) << ", ";
-    std::cout << (info.t5Tokenizer.empty() ? "no T5" : "T5 " + info.t5Tokenizer) << "\n";
-    if (info.sd3) {
-        std::cout << "  MMDiT: width " << info.hidden << ", " << info.heads << " heads of " << info.headDim << ", "
-                  << info.jointBlocks << " joint blocks, patch " << info.patch << ", positions " << info.positionGrid << "x"
-                  << info.positionGrid << " (up to " << info.maxSide << " pixels a side)" << (info.qkNorm ? ", QK norm" : "");
-        if (!info.selfAttentionBlocks.empty()) {
-            const int first = info.selfAttentionBlocks.front(), last = info.selfAttentionBlocks.back();
-            std::cout << ", MMDiT-X attention in block" << (first == last ? " " + std::to_string(first)
-                                                                         : "s " + std::to_string(first) + "-" + std::to_string(last));
-        }
-        std::cout << "\n";
+        printInfoJson(info, memory);
     } else {
-        std::cout << "  transformer: width " << info.hidden << ", " << info.heads << " heads of " << info.headDim << ", "
-                  << info.doubleBlocks << " double and " << info.singleBlocks << " single blocks"
-                  << (info.guidanceInput ? ", guidance input" : "") << "\n";
+        printInfoText(path, info, memory);
     }
-    std::cout << "  defaults: --schedule " << info.defaultSchedule << " --steps " << info.defaultSteps;
-    if (info.defaultCfg != 1.0) std::cout << " --cfg " << info.defaultCfg;
-    std::cout << ", T5 " << info.t5Tokens << " tokens\n";
     return kExitOk;
 }
 

@@ -44,6 +44,24 @@ struct CheckpointInfo {
 // Throws CheckpointError (an InvalidRequestError) with what is wrong.
 CheckpointInfo inspectCheckpoint(const std::string& path, const TextSettings& named = {});
 
+// What a checkpoint's parts need in a machine's memory on the CPU, by the engine's own rule:
+// each part in float32, or in bfloat16 where float32 would take more than 80% of the memory; the
+// text encoders run one at a time before the transformer (released first when they would not fit
+// beside it); the transformer and the autoencoder stay. Activations are left out (small beside
+// the weights at the sizes users sample).
+struct CheckpointMemory {
+    double machineBytes = 0.0;
+    double transformerBytes = 0.0;
+    std::string transformerDtype;  // "float32" or "bfloat16"
+    double encoderBytes = 0.0;     // the largest text encoder found, in its dtype
+    double autoencoderBytes = 0.0;
+    double peakBytes = 0.0;        // the most held at once
+    bool fits = true;              // within 80% of the memory, in bfloat16 at worst
+    std::string summary;           // one line for the window and `info`
+};
+// `machineBytes` 0: this machine's physical memory.
+CheckpointMemory estimateCheckpointMemory(const CheckpointInfo& info, double machineBytes = 0.0);
+
 struct PromptTokens {
     std::string tokenizer;  // "clip_l", "clip_g", "t5"
     std::vector<int64_t> ids;  // with the start, end and padding tokens

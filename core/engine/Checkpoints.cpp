@@ -1,11 +1,13 @@
 // core/api/Checkpoints.h: a checkpoint's sub-steps, one part at a time.
 #include "core/api/Checkpoints.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include <torch/torch.h>
 
 #include "core/engine/HostArrays.h"
+#include "core/io/RegularFile.h"
 #include "core/io/SafeTensors.h"
 #include "core/models/Checkpoint.h"
 #include "core/models/CheckpointModel.h"
@@ -103,6 +105,43 @@ CheckpointInfo inspectCheckpoint(const std::string& path, const TextSettings& na
     info.defaultCfg = defaults.cfg;
     info.t5Tokens = defaults.t5Tokens;
     return info;
+}
+
+CheckpointMemory estimateCheckpointMemory(const CheckpointInfo& info, double machineBytes) {
+    CheckpointMemory memory;
+    memory.machineBytes = machineBytes > 0.0 ? machineBytes : physicalMemoryBytes();
+    const double room = 0.8 * memory.machineBytes;
+    // A part's bytes in the dtype it would run in (float32 where it fits, else bfloat16).
+    const auto running = [&](const CheckpointInfo::Part& part, std::string* dtype) {
+        const double wide = 4.0 * double(part.parameters);
+        const bool narrow = memory.machineBytes > 0.0 && wide > room;
+        if (dtype) *dtype = narrow ? "bfloat16" : "float32";
+        return narrow ? wide / 2.0 : wide;
+    };
+    std::string encoderName;
+    for (const CheckpointInfo::Part& part : info.parts) {
+        if (!part.found) continue;
+        if (part.name == "transformer") {
+            memory.transformerBytes = running(part, &memory.transformerDtype);
+        } else if (part.name == "autoencoder") {
+            memory.autoencoderBytes = running(part, nullptr);
+        } else if (running(part, nullptr) > memory.encoderBytes) {
+            memory.encoderBytes = running(part, nullptr);
+            encoderName = part.name == "t5" ? "T5" : part.name == "clip_g" ? "CLIP-G" : "CLIP-L";
+        }
+    }
+    const double kept = memory.transformerBytes + memory.autoencoderBytes;
+    memory.peakBytes = memory.encoderBytes + memory.transformerBytes <= room ? kept + memory.encoderBytes
+                                                                            : std::max(kept, memory.encoderBytes);
+    memory.fits = memory.machineBytes <= 0.0 || memory.peakBytes <= room;
+    std::string line = "about " + describeBytes(memory.peakBytes) + " of this machine's " +
+                       describeBytes(memory.machineBytes) + " on the CPU: the transformer " +
+                       describeBytes(memory.transformerBytes) + " in " + memory.transformerDtype;
+    if (memory.encoderBytes > 0.0) line += ", text encoders up to " + describeBytes(memory.encoderBytes) + " (" + encoderName + ")";
+    if (memory.autoencoderBytes > 0.0) line += ", the autoencoder " + describeBytes(memory.autoencoderBytes);
+    memory.summary = memory.fits ? "Needs " + line
+                                 : "Does not fit: needs " + line + "; " + CheckpointModel::kMemoryRemedy;
+    return memory;
 }
 
 std::vector<PromptTokens> tokenizePrompt(const std::string& directory, const std::string& prompt, int t5Length) {

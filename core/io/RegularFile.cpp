@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <iomanip>
 #include <sstream>
 
 #include <fcntl.h>
@@ -40,15 +41,12 @@ uint64_t checkStat(const struct stat& info, const std::string& path, uint64_t ma
 }  // namespace
 
 std::string describeBytes(double bytes) {
+    const double scale = bytes < 1e6 ? 1e3 : bytes < 1e9 ? 1e6 : 1e9;
+    const double value = bytes / scale;
+    // A decimal below 10 (1.4 MB), whole numbers above (503 GB, 500 kB): never an exponent.
     std::ostringstream text;
-    text.precision(bytes < 10e9 ? 2 : 3);
-    if (bytes < 1e6) {
-        text << bytes / 1e3 << " kB";
-    } else if (bytes < 1e9) {
-        text << bytes / 1e6 << " MB";
-    } else {
-        text << bytes / 1e9 << " GB";
-    }
+    text << std::fixed << std::setprecision(value < 10.0 ? 1 : 0) << value
+         << (scale == 1e3 ? " kB" : scale == 1e6 ? " MB" : " GB");
     return text.str();
 }
 

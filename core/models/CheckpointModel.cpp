@@ -75,6 +75,20 @@ void CheckpointModel::prepare(torch::Device device, torch::ScalarType) {
     m_device = device;
 }
 
+double CheckpointModel::weightBytes() const {
+    if (m_weightBytes < 0.0) {
+        m_weightBytes = partBytes(m_layout.transformer, torch::kFloat32) +
+                        (m_layout.autoencoder.found() ? partBytes(m_layout.autoencoder, torch::kFloat32) : 0.0);
+    }
+    return m_weightBytes;
+}
+
+void CheckpointModel::releaseWeights() {
+    if (m_device.is_cuda()) return;
+    releaseParts();
+    m_autoencoder.reset();
+}
+
 double CheckpointModel::partBytes(const CheckpointPart& part, torch::ScalarType dtype) {
     return double(Weights(part.files, part.prefix, dtype, torch::kCPU).parameters()) * double(c10::elementSize(dtype));
 }

@@ -89,6 +89,15 @@ public:
     virtual torch::Tensor forwardFromFile(const torch::Tensor& x, const torch::Tensor& sigma, const SafeTensorsFile& cond,
                                           double guidance, const std::atomic<bool>* cancel) = 0;
 
+    // What the user can do when a part does not fit, in words.
+    static const char* const kMemoryRemedy;
+
+    // The bytes its transformer and autoencoder take in float32, and letting loaded weights go on
+    // the CPU (encoded prompts stay; on a GPU captured runs read the weights, so they stay): the
+    // catalog keeps several checkpoints open while these fit together.
+    double weightBytes() const;
+    void releaseWeights();
+
 protected:
     // The network's velocity input: x [B, 16, h, w] on the run's device, sigma [B], each row's
     // class (undefined for unconditional families). Returns the raw output (eps - x0).
@@ -115,15 +124,13 @@ protected:
     CheckpointLayout m_layout;
     LatentFormat m_latent;
     torch::Device m_device = torch::kCPU;
+    mutable double m_weightBytes = -1.0;  // weightBytes(), once read
     int m_width = kDefaultSide;
     int m_height = kDefaultSide;
     std::vector<std::string> m_notes;
     const std::atomic<bool>* m_cancel = nullptr;
     std::unique_ptr<NetworkDenoiser> m_network;
     std::unique_ptr<AutoEncoder> m_autoencoder;
-
-    // What the user can do when a part does not fit, in words.
-    static const char* const kMemoryRemedy;
 
 private:
     void rebuildNetwork();

@@ -107,6 +107,36 @@ ModelCatalog::ModelCatalog(FolderLoader folderLoader) : m_folderLoader(std::move
 
 std::vector<std::string> ModelCatalog::specNames() { return modelSpecNames(); }
 
+// Lanes may run different checkpoints, so a few stay open; their parts are gigabytes, so while
+// their weights would not fit together in memory, the others' loaded weights are let go first
+// (their encoded prompts stay). A changed set of parts is a new model; the files are found (and
+// their headers read) again on every new load, so that a changed folder is seen.
+std::shared_ptr<Model> ModelCatalog::loadCheckpoint(const std::string& spec, const std::string& path,
+                                                    const TextSettings& text) {
+    constexpr size_t kMaxOpen = 4;
+    const std::string key = spec + "\n" + checkpointPartsKey(text);
+    std::vector<std::string> others;
+    for (const auto& [cachedKey, model] : m_cache) {
+        if (cachedKey != key && cachedKey.rfind(specPrefix(SpecForm::Checkpoint), 0) == 0) others.push_back(cachedKey);
+    }
+    auto found = m_cache.find(key);
+    if (found == m_cache.end()) {
+        if (others.size() + 1 > kMaxOpen) {
+            for (const std::string& other : others) m_cache.erase(other);
+            others.clear();
+        }
+        found = m_cache.emplace(key, makeCheckpointModel(findCheckpoint(path, text))).first;
+    }
+    auto* current = static_cast<CheckpointModel*>(found->second.get());
+    double together = current->weightBytes();
+    for (const std::string& other : others) together += static_cast<CheckpointModel*>(m_cache[other].get())->weightBytes();
+    const double memory = physicalMemoryBytes();
+    if (memory > 0.0 && together > 0.8 * memory) {
+        for (const std::string& other : others) static_cast<CheckpointModel*>(m_cache[other].get())->releaseWeights();
+    }
+    return found->second;
+}
+
 std::shared_ptr<Model> ModelCatalog::load(const std::string& spec, int resolution, std::vector<std::string>& notes,
                                           bool trustModel, const std::atomic<bool>* cancel, const TextSettings& text) {
     if (resolution < 0 || resolution > kMaxResolution) {
@@ -131,18 +161,7 @@ std::shared_ptr<Model> ModelCatalog::load(const std::string& spec, int resolutio
         }
         return cached->second;
     }
-    if (parsed.kind == ModelSpec::Kind::Checkpoint) {
-        // One checkpoint at a time: its parts are gigabytes. The files are found (and their
-        // headers read) again on every load, so that a changed folder is seen.
-        const std::string key = spec + "\n" + checkpointPartsKey(text);
-        if (auto it = m_cache.find(key); it != m_cache.end()) return it->second;
-        for (auto it = m_cache.begin(); it != m_cache.end();) {
-            it = it->first.rfind(specPrefix(SpecForm::Checkpoint), 0) == 0 ? m_cache.erase(it) : std::next(it);
-        }
-        std::shared_ptr<Model> model = makeCheckpointModel(findCheckpoint(parsed.name, text));
-        m_cache[key] = model;
-        return model;
-    }
+    if (parsed.kind == ModelSpec::Kind::Checkpoint) return loadCheckpoint(spec, parsed.name, text);
     const std::string key = spec + "@" + std::to_string(resolution);
     if (auto it = m_cache.find(key); it != m_cache.end()) return it->second;
 

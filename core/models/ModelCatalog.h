@@ -51,6 +51,7 @@ public:
     static std::vector<std::string> specNames();
 
 private:
+    std::shared_ptr<Model> loadCheckpoint(const std::string& spec, const std::string& path, const TextSettings& text);
     // folder:PATH: the images in PATH, or, where PATH has sub-folders with files, theirs as
     // classes (a LabelledDenoiser).
     std::shared_ptr<Model> loadFolder(const std::string& spec, const std::string& folder, int size,

@@ -3,6 +3,7 @@
 // names), every layout loading the same network, refusals that name the key, and the model
 // sampling through the engine.
 #include <filesystem>
+#include <map>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <QTemporaryDir>
@@ -189,6 +190,34 @@ private slots:
         }
         QCOMPARE(folder.t5.files->paths().size(), size_t(2));  // the sharded T5, through its index
         QVERIFY(!single.clipVocab.empty() && !single.t5Model.empty());
+    }
+
+    // The memory estimate follows the engine's rule: float32 where it fits in 80% of the memory,
+    // bfloat16 where only that fits, and a refusal in words below; the encoders before the rest.
+    void memoryEstimateFollowsTheLoadingRule() {
+        const CheckpointInfo info = inspectCheckpoint(fixture("schnell"));
+        std::map<std::string, double> parameters;
+        for (const auto& part : info.parts) parameters[part.name] = double(part.parameters);
+        const double transformer = 4.0 * parameters["transformer"];
+        const double autoencoder = 4.0 * parameters["autoencoder"];
+        const double encoder = 4.0 * std::max(parameters["clip_l"], parameters["t5"]);
+        CheckpointMemory roomy = estimateCheckpointMemory(info, 1e12);
+        QCOMPARE(roomy.transformerDtype, std::string("float32"));
+        QCOMPARE(roomy.transformerBytes, transformer);
+        QCOMPARE(roomy.encoderBytes, encoder);
+        QCOMPARE(roomy.autoencoderBytes, autoencoder);
+        QCOMPARE(roomy.peakBytes, transformer + autoencoder + encoder);
+        QVERIFY(roomy.fits);
+        QVERIFY2(roomy.summary.rfind("Needs about", 0) == 0, roomy.summary.c_str());
+        // Room for the transformer in bfloat16 only (float32 takes more than 80%).
+        const double tight = transformer / 0.8 * 0.9;
+        const CheckpointMemory narrow = estimateCheckpointMemory(info, tight);
+        QCOMPARE(narrow.transformerDtype, std::string("bfloat16"));
+        QCOMPARE(narrow.transformerBytes, transformer / 2.0);
+        const CheckpointMemory none = estimateCheckpointMemory(info, transformer / 4.0);
+        QVERIFY(!none.fits);
+        QVERIFY2(none.summary.find("Does not fit") == 0 && none.summary.find("fp8") != std::string::npos,
+                 none.summary.c_str());
     }
 
     void brokenCheckpointsAreRefusedNamingTheKey() {
