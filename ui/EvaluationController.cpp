@@ -50,8 +50,12 @@ struct EvaluationController::Worker {
         finish.error = QString::fromStdString(outcome.error);
         finish.frechetFloor = outcome.frechetFloor;
         for (const auto& note : outcome.notes) finish.notes << QString::fromStdString(note);
-        running.store(false);
-        post([finish](EvaluationController* c) { Q_EMIT c->finished(finish); });
+        // Running until the UI thread has the outcome: a new start in between would otherwise have
+        // its button reset by this job's end.
+        post([finish](EvaluationController* c) {
+            c->m_worker->running.store(false);
+            Q_EMIT c->finished(finish);
+        });
     }
 
     // Runs `emitter` on the controller's thread; dropped if the controller is gone by then.

@@ -29,7 +29,7 @@ public:
     // Cancels a running evaluation and lets it end on its own if it does not within a moment.
     ~EvaluationController() override;
 
-    // False when one is running already.
+    // False when one is running already (until its finished signal has been delivered).
     bool start(const core::EvaluationRequest& request);
     void cancel();
     bool isRunning() const;

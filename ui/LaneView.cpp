@@ -192,7 +192,7 @@ RunSettings LaneView::settings(const RunSettings& shared) const {
     settings.solver = m_solver->currentText();
     settings.schedule = m_schedule->currentText().trimmed();
     settings.steps = m_steps->value();
-    // Guidance steers towards a class or an SD3 prompt: without one the run is unguided.
+    // Guidance steers towards a class or an input of the run: without one the run is unguided.
     settings.guidance = m_conditional ? m_guidance->settings() : core::GuidanceSettings{};
     return settings;
 }

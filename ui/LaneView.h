@@ -77,8 +77,9 @@ public:
     // Chooses the lane's model (one of the choices, or "") without emitting anything.
     void setOwnModel(const QString& spec);
     QComboBox* modelBox() const { return m_model; }
-    // Whether the shared settings name a class, or the model guides towards its prompt (SD3):
-    // the lane's guidance applies only then.
+    // Whether the lane's run is guided towards something: the shared settings' class, an input of
+    // the run (SD3's prompt, a bundle's tensors), or the prompt of the lane's own SD3 checkpoint.
+    // The lane's guidance applies only then.
     void setConditional(bool conditional) {
         m_conditional = conditional;
         m_guidance->setConditional(conditional);

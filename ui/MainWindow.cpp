@@ -433,13 +433,21 @@ void MainWindow::runSweep() {
     m_sweep->begin(m_controller->submitSweep(request), items, steps);
 }
 
-// The evaluate figures need a class of a model of Fashion-MNIST's shape (the shipped classifier's).
+// The evaluate figures need a class of a model of Fashion-MNIST's shape and classes (the shipped
+// classifier's). The model's answer is kept: this runs on every change of the settings.
 QString MainWindow::whyNotMeasurable() const {
     const RunSettings shared = m_panel->shared();
-    const core::ModelDescription model = core::Engine::describeModel(shared.model.toStdString(), shared.resolution);
-    if (!model.ok || model.sampleShape != std::vector<int64_t>{1, 28, 28}) {
-        return tr("The figures need an image model of Fashion-MNIST's shape (1 x 28 x 28): the shipped classifier "
-                  "scores its samples");
+    const QString key = shared.model + '@' + QString::number(shared.resolution);
+    auto known = m_measurableModels.find(key);
+    if (known == m_measurableModels.end()) {
+        const core::ModelDescription model = core::Engine::describeModel(shared.model.toStdString(), shared.resolution);
+        static const std::vector<std::string> fashion = core::Engine::describeModel("fashion-mnist").classes;
+        const bool fits = model.ok && model.sampleShape == std::vector<int64_t>{1, 28, 28} && model.classes == fashion;
+        known = m_measurableModels.insert(key, fits);
+    }
+    if (!known.value()) {
+        return tr("The figures need a conditional image model of Fashion-MNIST's shape and classes: the shipped "
+                  "classifier scores its samples");
     }
     if (shared.condition.isEmpty()) return tr("Choose a class under Condition: the figures measure guidance towards it");
     return {};
@@ -616,9 +624,11 @@ bool MainWindow::restoreFromPng(const QString& path, QString* error) {
         *error = tr("%1: %2").arg(QFileInfo(path).fileName(), why);
         return false;
     }
-    m_panel->setShared(settings);
+    m_panel->setShared(settings);  // quietly: what follows settingsChanged is redone here
     m_lanes.front()->setOwnModel(QString());  // the file's model is the Settings' now
     m_lanes.front()->setLaneSettings(settings);
+    refreshLaneModels();
+    updateMeasurable();
     runNow();
     statusBar()->showMessage(tr("Restored the settings of %1").arg(QFileInfo(path).fileName()), 4000);
     return true;

@@ -114,7 +114,6 @@ protected:
     void dropEvent(QDropEvent* event) override;
 
 private:
-    // Whether the lanes' guidance applies: a class is chosen, or the model guides towards its prompt.
     // Whether a lane with these settings is guided: towards the Settings' class or an input of the
     // run (SD3's prompt, a bundle's tensors), or, for a lane's own checkpoint, towards the prompt.
     bool guidable(const RunSettings& settings) const;
@@ -162,6 +161,7 @@ private:
     DifferenceView* m_difference = nullptr;
     SweepView* m_sweep = nullptr;
     mutable QHash<QString, bool> m_promptGuided;  // per checkpoint a lane runs on its own
+    mutable QHash<QString, bool> m_measurableModels;  // per model and resolution: whyNotMeasurable
     InvertDialog* m_invert = nullptr;
     TrainPanel* m_train = nullptr;
     QSplitter* m_laneSplitter = nullptr;

@@ -144,6 +144,7 @@ QWidget* SweepView::makeMeasurePanel() {
     });
     connect(m_evaluation, &EvaluationController::finished, this, [this](const EvaluationFinish& finish) {
         m_measure->setText(tr("Measure w"));
+        m_measure->setEnabled(m_measurable);  // as the settings are now
         if (finish.failure != core::Failure::None) {
             m_measureStatus->setText(finish.failure == core::Failure::Cancelled ? tr("measuring cancelled")
                                                                                  : tr("cannot measure: %1").arg(finish.error));
@@ -159,6 +160,7 @@ QWidget* SweepView::makeMeasurePanel() {
 }
 
 void SweepView::setMeasurable(bool available, const QString& why) {
+    m_measurable = available;
     m_measure->setEnabled(available || isMeasuring());
     if (!isMeasuring()) m_measureStatus->setText(available ? QString() : why);
 }

@@ -96,6 +96,7 @@ private:
     QSpinBox* m_measureSamples;
     QSpinBox* m_measureSteps;
     QPushButton* m_measure;
+    bool m_measurable = false;
     QLabel* m_measureStatus;
     GuidanceFigures* m_figures;
     EvaluationController* m_evaluation;

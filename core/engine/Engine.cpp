@@ -169,8 +169,13 @@ std::shared_ptr<Model> conditionedModel(const std::shared_ptr<Model>& model, con
                                         const ProbabilityPath& path, bool adaptive) {
     int64_t classIndex = classIndexOf(*model, condition, spec);
     // SD3 is conditioned on its prompt (its null class is the negative prompt), a bundle on its
-    // conditioning tensors (the null class: --uncond's, or zeros).
-    if (classIndex == Model::kNullClass && model->conditionedByInput()) classIndex = 0;
+    // conditioning tensors (the null class: --uncond's, or zeros). An unguided bundle runs as it
+    // is: rows without a class take its conditional tensors, and its runs stay batched and
+    // capturable.
+    if (classIndex == Model::kNullClass && model->conditionedByInput()) {
+        if (!model->takesText() && !guidance.guides()) return model;
+        classIndex = 0;
+    }
     if (classIndex == Model::kNullClass) {
         if (guidance.guides() && model->takesText()) {
             throw InvalidRequestError(model->name() + " has no classifier-free guidance: it is guidance-distilled (FLUX.1 " +
@@ -303,8 +308,11 @@ SampleResult Engine::sample(const SampleRequest& request, const FrameCallback& o
         sampling.recordTrajectory = request.recordTrajectory || request.analyze;
         sampling.cancel = cancel;
         sampling.graphs = &m_impl->graphs;
-        // A guided model is made for this run: a graph captured for it would never be replayed.
-        sampling.captureGraphs = request.cudaGraphs && !guided;
+        // A guided model is made for this run: a graph captured for it would never be replayed. A
+        // run with its own conditioning files is not captured either: the next files replace the
+        // tensors a graph would read.
+        sampling.captureGraphs = request.cudaGraphs && !guided && request.text.conditioning.empty() &&
+                                 request.text.unconditioning.empty();
         sampling.history = start.history;
         FramePipeline frames(request, *model, onFrame, options);
         if (onFrame || request.analyze) sampling.onFrame = [&](const FrameView& view) { frames.observe(view); };

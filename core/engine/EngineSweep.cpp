@@ -322,10 +322,16 @@ SweepResult Engine::roundtripSweep(const SweepRequest& request, const RowCallbac
 
 SweepResult Engine::sweep(const SweepRequest& request, const RowCallback& onRow, const std::atomic<bool>* cancel) {
     if (!request.roundtripImages.shape.empty()) {
-        // Each cell's inversion refuses guidance without a condition (models conditioned by an input
-        // of the run, SD3's prompt and a bundle's tensors, need no --class).
+        // Scales need a class, except for models conditioned by an input of the run (SD3's prompt,
+        // a bundle's tensors): refused before any cell runs.
         const SweepResult checked = guarded<SweepResult>([&] {
             checkSweepRequest(request);
+            if (!request.cfgs.empty() && request.condition.empty()) {
+                const ModelDescription model = describeModel(request.model, request.resolution);
+                const bool byInput = model.negativePrompt ||
+                                     (model.classes.empty() && (model.takesConditioning || !request.text.conditioning.empty()));
+                if (model.ok && !byInput) throw InvalidRequestError("--cfgs sweeps the guidance towards a class: give --class");
+            }
             return SweepResult{};
         }, [this] { m_impl->releaseMemory(); });
         if (!checked.ok()) return checked;
@@ -337,11 +343,21 @@ SweepResult Engine::sweep(const SweepRequest& request, const RowCallback& onRow,
         SweepResult result;
         const auto model = loadModel(m_impl->catalog, request.model, request.resolution, request.text, request.device,
                                      result.notes, request.trustModel, cancel);
-        if (request.condition.empty() && !model->conditionedByInput()) {
-            if (!request.cfgs.empty()) throw InvalidRequestError("--cfgs sweeps the guidance towards a class: give --class");
+        const bool byInput = model->conditionedByInput();
+        if (!request.cfgs.empty() && request.condition.empty() && !byInput) {
+            throw InvalidRequestError("--cfgs sweeps the guidance towards a class: give --class");
+        }
+        // An unguided bundle conditioned by its tensors sweeps as it is, batched (SD3 is always
+        // guided towards its prompt).
+        const bool guiding = !request.condition.empty() || !request.cfgs.empty() ||
+                             (byInput && (model->takesText() || request.guidance.guides()));
+        if (!guiding) {
             // Refuses guidance without a class.
             conditionedModel(model, request.model, "", request.guidance, *makePath(request.paths.front()), false);
-            SweepRun(request, *model, m_impl->graphs, cancel).run(result.rows, onRow);
+            SweepRequest plain = request;
+            // Conditioning files of this sweep: the next ones replace the tensors a graph would read.
+            if (!request.text.conditioning.empty() || !request.text.unconditioning.empty()) plain.cudaGraphs = false;
+            SweepRun(plain, *model, m_impl->graphs, cancel).run(result.rows, onRow);
         } else {
             // Each scale is a sweep of its own, every cell run alone (a guided model guides one
             // noise level per call) and against the reference solve of its own guided ODE.

@@ -306,8 +306,9 @@ std::string parametersLine(const SampleRequest& request, int nfe, const std::vec
     if (checkpoint && !request.text.negativePrompt.empty()) line << "Negative prompt: " << request.text.negativePrompt << "\n";
     line << "Steps: " << request.steps << ", Sampler: " << request.solver << ", Schedule type: " << request.schedule;
     // AUTOMATIC1111 writes the scale after the schedule; FlowScope only for a conditional run
-    // (a class, or a checkpoint guided towards its prompt).
-    if (!request.condition.empty() || (checkpoint && request.guidance.method != GuidanceMethod::None)) {
+    // (a class, a checkpoint guided towards its prompt, a bundle guided towards its tensors).
+    const bool byInput = checkpoint || specHasForm(request.model, SpecForm::Bundle);
+    if (!request.condition.empty() || (byInput && request.guidance.method != GuidanceMethod::None)) {
         const double scale = request.guidance.method == GuidanceMethod::None ? 1.0 : request.guidance.scale;
         line << ", CFG scale: " << scale;
         if (request.guidance.method != GuidanceMethod::None && request.guidance.method != GuidanceMethod::Cfg) {

@@ -40,6 +40,12 @@ BundleConditioning::BundleConditioning(const BundleManifest& manifest, std::vect
     }
     for (const auto& entry : file.entries()) m_manifestTensors.emplace_back(entry.name, file.tensor(entry.name));
     checkNames(m_manifestTensors, path);
+    // The bundle's own file must supply what forward needs: a fault of the bundle, found at load.
+    try {
+        checkRequired(m_manifestTensors, "the conditioning file has no tensor of that name");
+    } catch (const InvalidRequestError& incomplete) {
+        throw BundleError(incomplete.what());
+    }
     m_conditional = m_manifestTensors;
 }
 

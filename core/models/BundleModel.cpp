@@ -277,8 +277,12 @@ private:
         if (labels.defined() && !m_manifest.classes.empty()) inputs.emplace_back(labels);
         std::unordered_map<std::string, c10::IValue> keywords;
         // Rows of the null class get the unconditional tensors: --uncond's, or zeros where the
-        // tensors are the condition (no classes).
-        for (auto& [name, value] : m_conditioning.batch(x.size(0), m_nullRows, m_manifest.classes.empty(), dtype)) {
+        // tensors are the condition (no classes). A network with classes takes rows without one
+        // as its null class (NetworkDenoiser's labels); a network conditioned by tensors alone
+        // takes them as conditional.
+        std::vector<bool> nullRows = m_nullRows;
+        if (nullRows.empty() && !m_manifest.classes.empty()) nullRows.assign(static_cast<size_t>(x.size(0)), true);
+        for (auto& [name, value] : m_conditioning.batch(x.size(0), nullRows, m_manifest.classes.empty(), dtype)) {
             keywords.emplace(name, std::move(value));
         }
         c10::IValue output;

@@ -62,8 +62,9 @@ public:
     virtual bool takesText() const { return false; }
     virtual void setText(const TextSettings& /*text*/, const std::atomic<bool>* /*cancel*/) {}
     // Bundles whose network takes conditioning tensors: the files of the runs that follow
-    // (TextSettings's conditioning and unconditioning; empty: the manifest's, and zeros). The
-    // default refuses any file, in words.
+    // (TextSettings's conditioning and unconditioning; empty: the manifest's tensors, and for the
+    // null rows zeros, or the conditional tensors where the network has classes). The default
+    // refuses any file, in words.
     virtual void setConditioningFiles(const std::string& conditioning, const std::string& unconditioning);
     // Models conditioned on an input of the run rather than on a chosen class: SD3 on its prompt,
     // a bundle on its conditioning tensors. Their one class stands for that input and is the

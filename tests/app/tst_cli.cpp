@@ -570,6 +570,9 @@ void TestCli::guidedSampleAndSweep() {
     QVERIFY(std::any_of(chunks.begin(), chunks.end(), [](const auto& chunk) {
         return chunk.first == "flowscope" && chunk.second.find("\"uncond\":\"u.safetensors\"") != std::string::npos;
     }));
+    QVERIFY(std::any_of(chunks.begin(), chunks.end(), [](const auto& chunk) {
+        return chunk.first == "parameters" && chunk.second.find("CFG scale: 3") != std::string::npos;
+    }));
     const CliRun notABundle = runCli({"sample", "--model", "gmm:8gaussians", "--cond", "c.safetensors"}, folder);
     QVERIFY2(notABundle.finished && notABundle.exitCode == 2 && notABundle.err.contains("takes none"), describe(notABundle));
 }
@@ -1039,6 +1042,11 @@ void TestCli::checkpointSubStepsMatchTheReference() {
     }
     QCOMPARE(infoJson["transformer"].toObject()["double_blocks"].toInt(), 1);
     QCOMPARE(infoJson["default_steps"].toInt(), 4);
+    // The memory the parts need, as the engine would load them on this machine (float32: tiny).
+    const QJsonObject memory = infoJson["memory"].toObject();
+    QVERIFY(memory["fits"].toBool());
+    QCOMPARE(memory["transformer_dtype"].toString(), QString("float32"));
+    QCOMPARE(memory["transformer_bytes"].toDouble(), 4.0 * infoJson["parts"].toObject()["transformer"].toObject()["parameters"].toDouble());
 
     const CliRun tokens = runCli({"tokenize", "--tokenizers", QString::fromStdString(kFlux + "schnell"), "--prompt",
                                   "a photo of a cat", "--json"},

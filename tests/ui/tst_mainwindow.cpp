@@ -1745,6 +1745,9 @@ void TestMainWindow::negativePromptGuidesAnSd3Checkpoint() {
     QTest::keyClicks(prompt->negativeEdit(), "blurry");
     prompt->recount();
     QVERIFY2(prompt->countsLabel()->text().contains("CLIP-G 2/75"), qPrintable(prompt->countsLabel()->text()));
+    // What the model needs in memory shows before anything loads.
+    QVERIFY2(prompt->memoryLabel()->text().startsWith("Needs about") && prompt->memoryLabel()->text().contains("float32"),
+             qPrintable(prompt->memoryLabel()->text()));
     QVERIFY(settle(window));
     QVERIFY2(lane->hasResult(), qPrintable(lane->metricsText()));
     QCOMPARE(lane->canvas()->states().front().size(), QSize(64, 64));
