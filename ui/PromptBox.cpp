@@ -1,5 +1,7 @@
 #include "ui/PromptBox.h"
 
+#include <algorithm>
+
 #include <QDoubleSpinBox>
 #include <QFileInfo>
 #include <QFormLayout>
@@ -17,6 +19,8 @@
 namespace flowscope::ui {
 namespace {
 
+QString sizeTip() { return QObject::tr("Multiples of 16: FLUX.1 and SD3 take 2x2 patches of their 1/8-size latents"); }
+
 QSpinBox* sideBox(QWidget* parent, const QString& name) {
     auto* box = new QSpinBox(parent);
     box->setObjectName(name);
@@ -24,7 +28,7 @@ QSpinBox* sideBox(QWidget* parent, const QString& name) {
     box->setSingleStep(16);
     box->setValue(1024);
     box->setSuffix(QObject::tr(" px"));
-    box->setToolTip(QObject::tr("Multiples of 16: FLUX.1 and SD3 take 2x2 patches of their 1/8-size latents"));
+    box->setToolTip(sizeTip());
     return box;
 }
 
@@ -96,17 +100,27 @@ void PromptBox::setModel(const QString& spec, bool dev, bool negative) {
     m_guidance->setVisible(dev);
     m_guidanceLabel->setVisible(dev);
     m_negative->setVisible(negative);
-    estimateMemory(path);
+    inspectModel(path);
     recount();
 }
 
-void PromptBox::estimateMemory(const QString& path) {
+void PromptBox::inspectModel(const QString& path) {
     m_memory->clear();
     m_memory->setVisible(!path.isEmpty());
+    for (QSpinBox* box : {m_width, m_height}) {
+        box->setMaximum(4096);
+        box->setToolTip(sizeTip());
+    }
     if (path.isEmpty()) return;
     try {
-        const core::CheckpointMemory memory =
-            core::estimateCheckpointMemory(core::inspectCheckpoint(path.toStdString(), m_parts));
+        const core::CheckpointInfo info = core::inspectCheckpoint(path.toStdString(), m_parts);
+        // SD3's position table bounds the image's sides: the boxes offer no more.
+        const int largest = info.maxSide > 0 ? int(std::min<int64_t>(info.maxSide, 4096)) : 4096;
+        for (QSpinBox* box : {m_width, m_height}) {
+            box->setMaximum(largest);
+            box->setToolTip(sizeTip() + (info.maxSide > 0 ? tr(" (this model: up to %1 px)").arg(largest) : QString()));
+        }
+        const core::CheckpointMemory memory = core::estimateCheckpointMemory(info);
         m_memory->setText(QString::fromStdString(memory.summary));
         // A model that will not fit says so in the warning colour, before anything loads.
         m_memory->setStyleSheet(memory.fits ? QString() : QStringLiteral("color: #c0392b;"));

@@ -46,7 +46,8 @@ Q_SIGNALS:
     void changed();
 
 private:
-    void estimateMemory(const QString& path);
+    // The checkpoint's memory estimate, and its largest side for the size boxes.
+    void inspectModel(const QString& path);
 
     QPlainTextEdit* m_prompt;
     QPlainTextEdit* m_negative;

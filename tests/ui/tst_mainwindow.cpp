@@ -1733,6 +1733,8 @@ void TestMainWindow::negativePromptGuidesAnSd3Checkpoint() {
     QVERIFY(window.openCheckpoint(QStringLiteral(FLOWSCOPE_SOURCE_DIR "/resources/fixtures/sd3/sd3.5_medium")));
     QVERIFY(!prompt->negativeEdit()->isHidden());
     QVERIFY(prompt->guidanceBox()->isHidden());
+    // The fixture's position table covers 128 px a side: the size boxes offer no more.
+    QCOMPARE(prompt->widthBox()->maximum(), 128);
     LaneView* lane = window.lane(0);
     QCOMPARE(lane->stepsBox()->value(), 40);
     QCOMPARE(lane->scheduleBox()->currentText(), QString("shift:3"));
