@@ -227,6 +227,28 @@ private slots:
         QVERIFY(test::maxAbsDiff(first, expected[0]) < 1e-4);
     }
 
+    // Lanes may run SD3 and FLUX.1 in turn: while both fit in memory, neither reloads the other's
+    // transformer (the catalog keeps several checkpoints open).
+    void checkpointsTakenInTurnStayLoaded() {
+        int mmditLoads = 0;
+        setCheckpointLoadObserver([&](const std::string& part, uint64_t done, uint64_t) {
+            if (part == "the MMDiT" && done == 0) ++mmditLoads;
+        });
+        const auto reset = qScopeGuard([] { setCheckpointLoadObserver({}); });
+        Engine engine;
+        SampleRequest sd3 = smallRequest();
+        sd3.steps = 1;
+        SampleRequest flux;
+        flux.model = "checkpoint:" + std::string(FLOWSCOPE_SOURCE_DIR) + "/resources/fixtures/flux/schnell";
+        flux.text.width = flux.text.height = 32;
+        flux.steps = 1;
+        for (const SampleRequest* request : {&sd3, &flux, &sd3}) {
+            const SampleResult result = engine.sample(*request);
+            QVERIFY2(result.ok(), result.error.c_str());
+        }
+        QCOMPARE(mmditLoads, 1);
+    }
+
     void refusalsSayWhatIsWrong() {
         // Beyond the position table: 8 patches of 16 pixels.
         Engine engine;
