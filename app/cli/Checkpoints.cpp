@@ -67,6 +67,7 @@ void printInfoJson(const core::CheckpointInfo& info, const core::CheckpointMemor
             json.field("origin", part.origin);
             json.field("files", part.files);
             json.field("parameters", static_cast<long long>(part.parameters));
+            json.field("float8_parameters", static_cast<long long>(part.float8Parameters));
             json.field("dtypes", part.dtypes);
         }
         json.endObject();
@@ -103,10 +104,12 @@ void printInfoJson(const core::CheckpointInfo& info, const core::CheckpointMemor
     json.field("t5_tokens", info.t5Tokens);
     json.key("memory");
     json.beginObject();
+    json.field("device", std::string(memory.gpu ? "cuda" : "cpu"));
     json.field("machine_bytes", memory.machineBytes);
     json.field("transformer_bytes", memory.transformerBytes);
     json.field("transformer_dtype", memory.transformerDtype);
     json.field("encoder_bytes", memory.encoderBytes);
+    json.field("encoders_on_cpu", memory.encodersOnCpu);
     json.field("autoencoder_bytes", memory.autoencoderBytes);
     json.field("peak_bytes", memory.peakBytes);
     json.field("fits", memory.fits);
@@ -211,7 +214,11 @@ void applyCheckpointDefaults(const Arguments& options, const std::string& model,
 int runCheckpointInfo(const Arguments& options) {
     const std::string path = checkpointPath(options, "info");
     const core::CheckpointInfo info = core::inspectCheckpoint(path, readText(options));
-    const core::CheckpointMemory memory = core::estimateCheckpointMemory(info);
+    const std::string device = options.text("device", "auto");
+    if (device != "auto" && device != "cpu" && device != "cuda") {
+        throw UsageError("--device must be auto, cpu or cuda; got '" + device + "'");
+    }
+    const core::CheckpointMemory memory = core::estimateCheckpointMemory(info, 0.0, device);
     if (options.has("json")) {
         printInfoJson(info, memory);
     } else {

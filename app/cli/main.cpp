@@ -87,7 +87,8 @@ usage:
                        --flux-guidance G ([dev], 3.5) --clip-l FILE --clip-g FILE --t5 FILE --ae FILE
                        --tokenizers DIR (the parts beside a transformer file); without --schedule,
                        --steps and guidance options the family's own (SD3: --cfg 5, 3.5 Large 4.5)
-  flowscope-cli info --model checkpoint:PATH [--json]   family, parts found, parameters, dtypes
+  flowscope-cli info --model checkpoint:PATH [--device auto|cpu|cuda] [--json]
+                       family, parts found, parameters, dtypes, and the memory it needs on the device
   flowscope-cli tokenize --tokenizers DIR --prompt TEXT [--t5-length N] [--json]
   flowscope-cli encode-prompt --model checkpoint:PATH --prompt TEXT --out cond.safetensors [--json]
   flowscope-cli forward --model checkpoint:PATH --x x.npy --sigma S --cond cond.safetensors
@@ -215,10 +216,11 @@ std::vector<std::string> shippedModelNames() {
 }
 
 int runInfo(const std::vector<std::string>& args) {
-    std::set<std::string> valued{"model"};
+    std::set<std::string> valued{"model", "device"};
     valued.insert(app::textOptionNames().begin(), app::textOptionNames().end());
     const app::Arguments options(args, valued, {"json"});
     if (options.has("model")) return app::runCheckpointInfo(options);
+    if (options.has("device")) throw app::UsageError("info takes --device only with --model (the memory estimate's device)");
     const core::EngineInfo info = core::Engine::info();
     if (options.has("json")) {
         core::JsonWriter json;

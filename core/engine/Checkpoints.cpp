@@ -64,6 +64,7 @@ CheckpointInfo inspectCheckpoint(const std::string& path, const TextSettings& na
             entry.origin = part->origin;
             entry.files = part->files->paths();
             entry.parameters = weights.parameters();
+            entry.float8Parameters = weights.float8Parameters();
             entry.dtypes = weights.storedDtypes();
         }
         info.parts.push_back(std::move(entry));
@@ -107,40 +108,47 @@ CheckpointInfo inspectCheckpoint(const std::string& path, const TextSettings& na
     return info;
 }
 
-CheckpointMemory estimateCheckpointMemory(const CheckpointInfo& info, double machineBytes) {
+CheckpointMemory estimateCheckpointMemory(const CheckpointInfo& info, double bytes, const std::string& device) {
     CheckpointMemory memory;
-    memory.machineBytes = machineBytes > 0.0 ? machineBytes : physicalMemoryBytes();
-    const double room = 0.8 * memory.machineBytes;
-    // A part's bytes in the dtype it would run in (float32 where it fits, else bfloat16).
-    const auto running = [&](const CheckpointInfo::Part& part, std::string* dtype) {
-        const double wide = 4.0 * double(part.parameters);
-        const bool narrow = memory.machineBytes > 0.0 && wide > room;
-        if (dtype) *dtype = narrow ? "bfloat16" : "float32";
-        return narrow ? wide / 2.0 : wide;
+    memory.gpu = device == "cuda" || (device == "auto" && cudaAvailable());
+    memory.machineBytes = bytes > 0.0 ? bytes : memory.gpu ? cudaMemory(0).free : machineMemoryBytes();
+    const double room = (memory.gpu ? kGpuMemoryShare : kCpuMemoryShare) * memory.machineBytes;
+    const auto place = [&](const CheckpointInfo::Part& part) {
+        return placePart({double(part.parameters), double(part.float8Parameters)}, 0.0, room, memory.gpu);
     };
     std::string encoderName;
+    bool storesFloat8 = false;
     for (const CheckpointInfo::Part& part : info.parts) {
         if (!part.found) continue;
+        storesFloat8 = storesFloat8 || (part.name == "transformer" && part.float8Parameters > 0);
+        const PartPlacement placement = place(part);
         if (part.name == "transformer") {
-            memory.transformerBytes = running(part, &memory.transformerDtype);
+            memory.transformerBytes = placement.bytes;
+            memory.transformerDtype = placement.describe();
         } else if (part.name == "autoencoder") {
-            memory.autoencoderBytes = running(part, nullptr);
-        } else if (running(part, nullptr) > memory.encoderBytes) {
-            memory.encoderBytes = running(part, nullptr);
+            memory.autoencoderBytes = placement.bytes;
+        } else if (placement.bytes > memory.encoderBytes) {
+            memory.encoderBytes = placement.bytes;
+            memory.encodersOnCpu = memory.gpu && !placement.fits;
             encoderName = part.name == "t5" ? "T5" : part.name == "clip_g" ? "CLIP-G" : "CLIP-L";
         }
     }
     const double kept = memory.transformerBytes + memory.autoencoderBytes;
-    memory.peakBytes = memory.encoderBytes + memory.transformerBytes <= room ? kept + memory.encoderBytes
-                                                                            : std::max(kept, memory.encoderBytes);
+    const double encoders = memory.encodersOnCpu ? 0.0 : memory.encoderBytes;
+    memory.peakBytes = encoders + memory.transformerBytes <= room ? kept + encoders : std::max(kept, encoders);
     memory.fits = memory.machineBytes <= 0.0 || memory.peakBytes <= room;
-    std::string line = "about " + describeBytes(memory.peakBytes) + " of this machine's " +
-                       describeBytes(memory.machineBytes) + " on the CPU: the transformer " +
+    const std::string where = memory.gpu ? (memory.machineBytes > 0.0 ? "the GPU's free " + describeBytes(memory.machineBytes)
+                                                                      : std::string("the GPU (its free memory unknown)"))
+                                         : "this machine's " + describeBytes(memory.machineBytes) + " on the CPU";
+    std::string line = "about " + describeBytes(memory.peakBytes) + " of " + where + ": the transformer " +
                        describeBytes(memory.transformerBytes) + " in " + memory.transformerDtype;
-    if (memory.encoderBytes > 0.0) line += ", text encoders up to " + describeBytes(memory.encoderBytes) + " (" + encoderName + ")";
+    if (memory.encoderBytes > 0.0) {
+        line += ", text encoders up to " + describeBytes(memory.encoderBytes) + " (" + encoderName + ")" +
+                (memory.encodersOnCpu ? " on the CPU" : "");
+    }
     if (memory.autoencoderBytes > 0.0) line += ", the autoencoder " + describeBytes(memory.autoencoderBytes);
     memory.summary = memory.fits ? "Needs " + line
-                                 : "Does not fit: needs " + line + "; " + CheckpointModel::kMemoryRemedy;
+                                 : "Does not fit: needs " + line + "; " + CheckpointModel::memoryRemedy(memory.gpu, storesFloat8);
     return memory;
 }
 

@@ -46,26 +46,30 @@ const DtypeInfo* dtypeByType(torch::ScalarType type) {
     return nullptr;
 }
 
-// Float8 values as float32: E4M3FN (bias 7, no infinities, S.1111.111 is NaN, max 448) by a
-// table of all 256 bytes; E5M2 is the top byte of an IEEE half.
-torch::Tensor float8ToFloat32(std::string_view bytes, const std::vector<int64_t>& shape, bool e4m3) {
-    static const std::array<float, 256> e4m3Table = [] {
-        std::array<float, 256> table{};
+const std::array<float, 256>& e4m3Table() {
+    static const std::array<float, 256> table = [] {
+        std::array<float, 256> values{};
         for (int byte = 0; byte < 256; ++byte) {
             const int exponent = (byte >> 3) & 15;
             const int mantissa = byte & 7;
             float value = exponent == 0 ? std::ldexp(float(mantissa) / 8.0f, -6)
                                         : std::ldexp(1.0f + float(mantissa) / 8.0f, exponent - 7);
             if (exponent == 15 && mantissa == 7) value = std::numeric_limits<float>::quiet_NaN();
-            table[size_t(byte)] = (byte & 128) ? -value : value;
+            values[size_t(byte)] = (byte & 128) ? -value : value;
         }
-        return table;
+        return values;
     }();
+    return table;
+}
+
+// Float8 values as float32: E4M3FN by the table; E5M2 is the top byte of an IEEE half.
+torch::Tensor float8ToFloat32(std::string_view bytes, const std::vector<int64_t>& shape, bool e4m3) {
     torch::Tensor out = torch::empty(shape, torch::kFloat32);
     float* values = out.data_ptr<float>();
     const auto* raw = reinterpret_cast<const uint8_t*>(bytes.data());
     if (e4m3) {
-        for (size_t i = 0; i < bytes.size(); ++i) values[i] = e4m3Table[raw[i]];
+        const std::array<float, 256>& table = e4m3Table();
+        for (size_t i = 0; i < bytes.size(); ++i) values[i] = table[raw[i]];
         return out;
     }
     torch::Tensor half = torch::empty(shape, torch::kFloat16);
@@ -88,6 +92,10 @@ torch::Tensor SafeTensorsFile::tensor(const std::string& name) const {
         return out;
     }
     throw SafeTensorsError("safetensors: no tensor named '" + name + "'");
+}
+
+torch::Tensor float8E4M3Values() {
+    return torch::from_blob(const_cast<float*>(e4m3Table().data()), {256}, torch::kFloat32).clone();
 }
 
 std::string encodeSafeTensors(const std::vector<std::pair<std::string, torch::Tensor>>& tensors,

@@ -10,8 +10,11 @@
 
 namespace flowscope::core {
 
-const char* const CheckpointModel::kMemoryRemedy =
-    "use a GPU, a smaller --width/--height, or the fp8 file of the model (about a quarter of the float32 size)";
+std::string CheckpointModel::memoryRemedy(bool gpu, bool storesFloat8) {
+    const std::string fp8 = storesFloat8 ? "" : "the fp8 file of the model (its matrices stay at one byte per value), ";
+    return gpu ? "use " + fp8 + "a smaller --width/--height, or --device cpu"
+               : "use a GPU, " + fp8 + "a smaller --width/--height, or a machine with more memory";
+}
 
 CheckpointModel::CheckpointModel(CheckpointLayout layout, LatentFormat latent)
     : m_layout(std::move(layout)), m_latent(latent) {
@@ -93,17 +96,50 @@ double CheckpointModel::partBytes(const CheckpointPart& part, torch::ScalarType 
     return double(Weights(part.files, part.prefix, dtype, torch::kCPU).parameters()) * double(c10::elementSize(dtype));
 }
 
-torch::ScalarType CheckpointModel::weightDtype(const CheckpointPart& part, const std::string& what, double activationBytes) {
-    if (m_device.is_cuda()) return torch::kBFloat16;
-    // The CPU computes in float32, in bfloat16 where float32 would not fit.
-    const double memory = physicalMemoryBytes();
-    const double wide = partBytes(part, torch::kFloat32) + activationBytes;
-    if (memory <= 0.0 || wide <= 0.8 * memory) return torch::kFloat32;
-    const double narrow = partBytes(part, torch::kBFloat16) + activationBytes;
-    checkFitsInMemory(narrow, 0.8, what + " (in bfloat16, with its activations)", kMemoryRemedy);
-    m_notes.push_back(what + " runs in bfloat16 on the CPU: in float32 it would need " + describeBytes(wide) +
-                      " of this machine's " + describeBytes(memory));
-    return torch::kBFloat16;
+PartSize CheckpointModel::partSize(const CheckpointPart& part) {
+    const Weights weights(part.files, part.prefix, torch::kFloat32, torch::kCPU);
+    return {double(weights.parameters()), double(weights.float8Parameters())};
+}
+
+Weights CheckpointModel::placeWeights(const CheckpointPart& part, const std::string& what, double activationBytes,
+                                      const std::atomic<bool>* cancel, bool mayRunOnCpu) {
+    const PartSize size = partSize(part);
+    const bool storesFloat8 = size.float8Parameters > 0.0;
+    torch::Device device = m_device;
+    PartPlacement placement;
+    if (device.is_cuda()) {
+        const DeviceMemory gpu = cudaMemory(device.index());
+        placement = placePart(size, activationBytes, kGpuMemoryShare * gpu.free, true);
+        if (!placement.fits && mayRunOnCpu) {
+            const double memory = machineMemoryBytes();
+            const PartPlacement onCpu = placePart(size, activationBytes, kCpuMemoryShare * memory, false);
+            if (onCpu.fits) {
+                m_notes.push_back(what + " runs on the CPU: it needs about " + describeBytes(placement.bytes) +
+                                  ", more than the GPU's free " + describeBytes(gpu.free));
+                device = torch::kCPU;
+                placement = onCpu;
+            }
+        }
+        if (!placement.fits) {
+            throw InvalidRequestError(what + " needs about " + describeBytes(placement.bytes) + " (in " + placement.describe() +
+                                      ", with its activations), more than the GPU's free memory (" + describeBytes(gpu.free) +
+                                      "): " + memoryRemedy(true, storesFloat8));
+        }
+    } else {
+        const double memory = machineMemoryBytes();
+        placement = placePart(size, activationBytes, kCpuMemoryShare * memory, false);
+        if (!placement.fits) {
+            throw InvalidRequestError(what + " needs about " + describeBytes(placement.bytes) + " (in " + placement.describe() +
+                                      ", with its activations), more than this machine's memory (" + describeBytes(memory) +
+                                      ") can hold: " + memoryRemedy(false, storesFloat8));
+        }
+        if (placement.bfloat16 || placement.packFloat8) {
+            m_notes.push_back(what + " runs in " + placement.describe() + " on the CPU: in float32 it would need " +
+                              describeBytes(4.0 * size.parameters + activationBytes) + " of this machine's " + describeBytes(memory));
+        }
+    }
+    return Weights(part.files, part.prefix, placement.bfloat16 ? torch::kBFloat16 : torch::kFloat32, device, cancel,
+                   placement.packFloat8);
 }
 
 void CheckpointModel::ensureAutoEncoder(bool withEncoder, const std::atomic<bool>* cancel) {
@@ -111,8 +147,7 @@ void CheckpointModel::ensureAutoEncoder(bool withEncoder, const std::atomic<bool
     const CheckpointPart& part = m_layout.require(m_layout.autoencoder, "the autoencoder");
     // The decoder's widest activations: 128 channels at full size, a few at once.
     const double activations = 4.0 * 128.0 * 6.0 * double(m_width) * double(m_height);
-    const torch::ScalarType dtype = weightDtype(part, "the autoencoder", activations);
-    const Weights weights(part.files, part.prefix, dtype, m_device, cancel);
+    const Weights weights = placeWeights(part, "the autoencoder", activations, cancel);
     const ScopedLoad load("the autoencoder", weights.storedBytes());
     m_autoencoder = std::make_unique<AutoEncoder>(weights, m_latent.shift, m_latent.scale, withEncoder);
 }
@@ -120,16 +155,15 @@ void CheckpointModel::ensureAutoEncoder(bool withEncoder, const std::atomic<bool
 void CheckpointModel::runPart(const CheckpointPart& part, const std::string& what, const std::string& label,
                               double activations, const std::atomic<bool>* cancel,
                               const std::function<void(const Weights&)>& run) {
-    const torch::ScalarType dtype = weightDtype(part, what, activations);
-    const Weights weights(part.files, part.prefix, dtype, m_device, cancel);
+    const Weights weights = placeWeights(part, what, activations, cancel, /*mayRunOnCpu=*/true);
     const ScopedLoad load(label, weights.storedBytes());
     run(weights);
 }
 
 void CheckpointModel::makeRoomFor(const CheckpointPart& part) {
     if (!partsLoaded() || m_device.is_cuda()) return;
-    const double memory = physicalMemoryBytes();
-    if (memory > 0.0 && partBytes(part, torch::kFloat32) + partBytes(m_layout.transformer, torch::kFloat32) > 0.8 * memory) {
+    const double memory = machineMemoryBytes();
+    if (memory > 0.0 && partBytes(part, torch::kFloat32) + partBytes(m_layout.transformer, torch::kFloat32) > kCpuMemoryShare * memory) {
         releaseParts();
     }
 }

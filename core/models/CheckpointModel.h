@@ -21,6 +21,7 @@
 #include "core/io/SafeTensorsFile.h"
 #include "core/models/Checkpoint.h"
 #include "core/models/NetworkDenoiser.h"
+#include "core/models/PartPlacement.h"
 #include "core/models/autoencoder/AutoEncoder.h"
 #include "core/models/text/TokenizedPrompt.h"
 #include "core/sampling/Model.h"
@@ -89,8 +90,11 @@ public:
     virtual torch::Tensor forwardFromFile(const torch::Tensor& x, const torch::Tensor& sigma, const SafeTensorsFile& cond,
                                           double guidance, const std::atomic<bool>* cancel) = 0;
 
-    // What the user can do when a part does not fit, in words.
-    static const char* const kMemoryRemedy;
+    // A part's parameters, and those stored as float8.
+    static PartSize partSize(const CheckpointPart& part);
+    // What the user can do when a part does not fit, in words: on a GPU or the CPU, for a file
+    // that stores float8 matrices or not.
+    static std::string memoryRemedy(bool gpu, bool storesFloat8);
 
     // The bytes its transformer and autoencoder take in float32, and letting loaded weights go on
     // the CPU (encoded prompts stay; on a GPU captured runs read the weights, so they stay): the
@@ -104,9 +108,12 @@ protected:
     virtual torch::Tensor rawOutput(const torch::Tensor& x, const torch::Tensor& sigma, const torch::Tensor& labels) = 0;
     // Sets the image size; the network is rebuilt when it changes.
     void setSize(int width, int height);
-    // The dtype a part computes in: bfloat16 on CUDA; on the CPU float32, or bfloat16 with a note
-    // where float32 would not fit. Throws InvalidRequestError in words when neither fits.
-    torch::ScalarType weightDtype(const CheckpointPart& part, const std::string& what, double activationBytes);
+    // A part's weights, placed by placePart against the memory of the run's device: the view
+    // to load them through (dtype, device, float8 packing), with a note where they do not compute
+    // in the device's first choice. A text encoder (`mayRunOnCpu`) that does not fit the GPU runs
+    // on the CPU instead. Throws InvalidRequestError in words when the part fits nowhere.
+    Weights placeWeights(const CheckpointPart& part, const std::string& what, double activationBytes,
+                         const std::atomic<bool>* cancel, bool mayRunOnCpu = false);
     // Bytes of `part`'s tensors once loaded as `dtype`.
     static double partBytes(const CheckpointPart& part, torch::ScalarType dtype);
     void ensureAutoEncoder(bool withEncoder, const std::atomic<bool>* cancel);

@@ -130,7 +130,7 @@ std::shared_ptr<Model> ModelCatalog::loadCheckpoint(const std::string& spec, con
     auto* current = static_cast<CheckpointModel*>(found->second.get());
     double together = current->weightBytes();
     for (const std::string& other : others) together += static_cast<CheckpointModel*>(m_cache[other].get())->weightBytes();
-    const double memory = physicalMemoryBytes();
+    const double memory = machineMemoryBytes();
     if (memory > 0.0 && together > 0.8 * memory) {
         for (const std::string& other : others) static_cast<CheckpointModel*>(m_cache[other].get())->releaseWeights();
     }

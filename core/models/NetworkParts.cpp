@@ -10,12 +10,18 @@ namespace flowscope::core::layers {
 
 Linear Linear::load(const Weights& weights, const std::string& key, int64_t in, int64_t out, bool withBias) {
     Linear layer;
-    layer.weight = weights.get(key + ".weight", {out, in});
+    layer.weight = weights.getMatrix(key + ".weight", {out, in});
+    if (layer.weight.scalar_type() == torch::kByte) layer.table = weights.float8Table();
     if (withBias) layer.bias = weights.get(key + ".bias", {layer.weight.size(0)});
     return layer;
 }
 
-torch::Tensor Linear::operator()(const torch::Tensor& x) const { return torch::linear(x, weight, bias); }
+torch::Tensor Linear::widened() const {
+    if (!table.defined()) return weight;
+    return table.index_select(0, weight.reshape({-1}).to(torch::kInt)).view(weight.sizes());
+}
+
+torch::Tensor Linear::operator()(const torch::Tensor& x) const { return torch::linear(x, widened(), bias); }
 
 LayerNorm LayerNorm::load(const Weights& weights, const std::string& key, int64_t width, double eps) {
     LayerNorm norm = plain(width, eps);

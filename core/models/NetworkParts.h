@@ -12,14 +12,21 @@
 
 namespace flowscope::core::layers {
 
-// y = x W^T + b; `key` names the layer (key.weight, key.bias). in/out -1: as stored.
+// y = x W^T + b; `key` names the layer (key.weight, key.bias). in/out -1: as stored. Where the
+// weights keep float8 packed (Weights' packFloat8), W stays one byte per value and is widened
+// through `table` for each product: a quarter of float32's memory, the same values.
 struct Linear {
     torch::Tensor weight, bias;
+    torch::Tensor table;  // defined when `weight` holds E4M3 bytes: their values in the compute dtype
     static Linear load(const Weights& weights, const std::string& key, int64_t in = -1, int64_t out = -1,
                        bool withBias = true);
     torch::Tensor operator()(const torch::Tensor& x) const;
     int64_t in() const { return weight.size(1); }
     int64_t out() const { return weight.size(0); }
+    // The dtype the layer computes in.
+    torch::ScalarType dtype() const { return table.defined() ? table.scalar_type() : weight.scalar_type(); }
+    // W in the compute dtype.
+    torch::Tensor widened() const;
 };
 
 // LayerNorm with an optional affine (key.weight, key.bias).

@@ -1,6 +1,7 @@
 #include "core/models/Weights.h"
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <exception>
 #include <mutex>
@@ -169,8 +170,13 @@ torch::Tensor WeightFiles::load(const std::string& name, torch::ScalarType dtype
 }
 
 Weights::Weights(std::shared_ptr<const WeightFiles> files, std::string prefix, torch::ScalarType dtype,
-                 torch::Device device, const std::atomic<bool>* cancel)
-    : m_files(std::move(files)), m_prefix(std::move(prefix)), m_dtype(dtype), m_device(device), m_cancel(cancel) {}
+                 torch::Device device, const std::atomic<bool>* cancel, bool packFloat8)
+    : m_files(std::move(files)),
+      m_prefix(std::move(prefix)),
+      m_dtype(dtype),
+      m_device(device),
+      m_cancel(cancel),
+      m_packFloat8(packFloat8) {}
 
 Weights Weights::sub(const std::string& prefix) const {
     Weights view = *this;
@@ -195,23 +201,45 @@ int64_t Weights::size(const std::string& key, int dim) const {
     return sizes[size_t(dim)];
 }
 
-torch::Tensor Weights::get(const std::string& key, const std::vector<int64_t>& expected) const {
+const SafeTensorsFile::Entry& Weights::checkedEntry(const std::string& key, const std::vector<int64_t>& expected) const {
     const auto sizes = shape(key);
     bool matches = expected.empty() || expected.size() == sizes.size();
     for (size_t i = 0; matches && i < expected.size(); ++i) matches = expected[i] < 0 || expected[i] == sizes[i];
     if (!matches) {
-        std::vector<int64_t> wanted = expected;
         std::string text = "[";
-        for (size_t i = 0; i < wanted.size(); ++i) text += (i ? ", " : "") + (wanted[i] < 0 ? std::string("*") : std::to_string(wanted[i]));
+        for (size_t i = 0; i < expected.size(); ++i) {
+            text += (i ? ", " : "") + (expected[i] < 0 ? std::string("*") : std::to_string(expected[i]));
+        }
         throw CheckpointError("the tensor '" + m_prefix + key + "' has the shape " + describeShape(sizes) + " where " +
                               text + "] was expected from the rest of the checkpoint");
     }
+    return *m_files->find(m_prefix + key)->entry;
+}
+
+torch::Tensor Weights::get(const std::string& key, const std::vector<int64_t>& expected) const {
+    const SafeTensorsFile::Entry& entry = checkedEntry(key, expected);
     checkCancelled();
     torch::Tensor tensor = m_files->load(m_prefix + key, m_dtype, m_device);
-    const auto* stored = m_files->find(m_prefix + key);
-    ScopedLoad::add(stored->entry->end - stored->entry->begin);
+    ScopedLoad::add(entry.end - entry.begin);
     return tensor;
 }
+
+torch::Tensor Weights::getMatrix(const std::string& key, const std::vector<int64_t>& expected) const {
+    const SafeTensorsFile::Entry& entry = checkedEntry(key, expected);
+    if (!m_packFloat8 || entry.dtype != "F8_E4M3") return get(key, expected);
+    checkCancelled();
+    const std::string_view bytes = m_files->find(m_prefix + key)->file->data(entry);
+    torch::Tensor stored = torch::empty(entry.shape, torch::kByte);
+    if (!bytes.empty()) std::memcpy(stored.data_ptr(), bytes.data(), bytes.size());
+    // S.1111.111 is E4M3's NaN (it has no infinities).
+    if (torch::bitwise_and(stored, 0x7F).eq(0x7F).any().item<bool>()) {
+        throw CheckpointError("the tensor '" + m_prefix + key + "' holds float8 NaN values; the file is damaged or of another format");
+    }
+    ScopedLoad::add(entry.end - entry.begin);
+    return stored.to(m_device);
+}
+
+torch::Tensor Weights::float8Table() const { return float8E4M3Values().to(m_device, m_dtype); }
 
 torch::Tensor Weights::optional(const std::string& key, const std::vector<int64_t>& expected) const {
     return has(key) ? get(key, expected) : torch::Tensor();
@@ -238,6 +266,15 @@ int64_t Weights::parameters() const {
         int64_t count = 1;
         for (int64_t size : shape(name)) count *= size;
         total += count;
+    }
+    return total;
+}
+
+int64_t Weights::float8Parameters() const {
+    int64_t total = 0;
+    for (const std::string& name : names()) {
+        const auto* stored = m_files->find(m_prefix + name);
+        if (stored->entry->dtype == "F8_E4M3") total += int64_t(stored->entry->end - stored->entry->begin);
     }
     return total;
 }

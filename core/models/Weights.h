@@ -60,8 +60,10 @@ private:
 class Weights {
 public:
     Weights() = default;
+    // `packFloat8`: matrices stored as float8 E4M3 stay one byte per value (getMatrix), for
+    // checkpoints whose weights would not fit in memory widened to `dtype`.
     Weights(std::shared_ptr<const WeightFiles> files, std::string prefix, torch::ScalarType dtype, torch::Device device,
-            const std::atomic<bool>* cancel = nullptr);
+            const std::atomic<bool>* cancel = nullptr, bool packFloat8 = false);
 
     Weights sub(const std::string& prefix) const;  // the view of prefix + `prefix`
     const std::string& prefix() const { return m_prefix; }
@@ -74,6 +76,11 @@ public:
     int64_t size(const std::string& key, int dim) const;
     // The tensor, checked against `expected` (empty: any shape; -1: any size in that dimension).
     torch::Tensor get(const std::string& key, const std::vector<int64_t>& expected = {}) const;
+    // Like get, but with packFloat8 a tensor stored as F8_E4M3 comes as its bytes (kByte, on the
+    // device): layers widen it through float8Table() when they use it.
+    torch::Tensor getMatrix(const std::string& key, const std::vector<int64_t>& expected = {}) const;
+    // The 256 E4M3 values in this view's dtype on its device, indexed by the byte.
+    torch::Tensor float8Table() const;
     // Like get, or an undefined tensor when the key is absent.
     torch::Tensor optional(const std::string& key, const std::vector<int64_t>& expected = {}) const;
     // The number of consecutive blocks `key`0., `key`1., ... present ("double_blocks." -> depth).
@@ -82,17 +89,22 @@ public:
     std::vector<std::string> names() const;
     // The parameter count and the stored dtypes of the tensors under this prefix.
     int64_t parameters() const;
+    int64_t float8Parameters() const;  // of those, the ones stored as F8_E4M3
     uint64_t storedBytes() const;  // of the tensors under this prefix, as stored
     std::vector<std::string> storedDtypes() const;
     // Throws CancelledError when the load was cancelled (checked before each tensor).
     void checkCancelled() const;
 
 private:
+    // The stored entry of `key`, its shape checked against `expected` (CheckpointError).
+    const SafeTensorsFile::Entry& checkedEntry(const std::string& key, const std::vector<int64_t>& expected) const;
+
     std::shared_ptr<const WeightFiles> m_files;
     std::string m_prefix;
     torch::ScalarType m_dtype = torch::kFloat32;
     torch::Device m_device = torch::kCPU;
     const std::atomic<bool>* m_cancel = nullptr;
+    bool m_packFloat8 = false;
 };
 
 // Progress of a part's load, reported to the observer the front end set (the CLI prints it, the

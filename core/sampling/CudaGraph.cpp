@@ -1,11 +1,14 @@
 #include "core/sampling/CudaGraph.h"
 
+#include <algorithm>
 #include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include <torch/torch.h>
+
+#include "core/sampling/Device.h"
 
 #if FLOWSCOPE_WITH_CUDA
 #include <ATen/cuda/CUDAGraph.h>
@@ -139,6 +142,25 @@ void releaseCachedDeviceMemory() {
     }
 }
 
+DeviceMemory cudaMemory(int index) {
+    DeviceMemory memory;
+    if (!torch::cuda::is_available() || index < 0 || index >= int(torch::cuda::device_count())) return memory;
+    const c10::cuda::CUDAGuard deviceGuard(static_cast<c10::DeviceIndex>(index));
+    size_t freeBytes = 0;
+    size_t totalBytes = 0;
+    if (cudaMemGetInfo(&freeBytes, &totalBytes) != cudaSuccess) {
+        (void)cudaGetLastError();  // leave no sticky error for LibTorch's next call
+        return memory;
+    }
+    memory.total = double(totalBytes);
+    // What the caching allocator reserved but holds unused goes back to the driver before an
+    // allocation fails, so it counts as free. Stat 0 is the aggregate in every LibTorch version.
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(static_cast<c10::DeviceIndex>(index));
+    const double cached = double(stats.reserved_bytes[0].current) - double(stats.allocated_bytes[0].current);
+    memory.free = double(freeBytes) + std::max(0.0, cached);
+    return memory;
+}
+
 #else  // no CUDA in this LibTorch
 
 struct CudaGraph::Impl {};
@@ -156,6 +178,8 @@ const std::vector<torch::Tensor>& CudaGraph::replay(const torch::Tensor&) {
 }
 
 void releaseCachedDeviceMemory() {}
+
+DeviceMemory cudaMemory(int) { return {}; }
 
 #endif
 

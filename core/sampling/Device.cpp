@@ -1,5 +1,9 @@
 #include "core/sampling/Device.h"
 
+#include <cctype>
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
 #include <mutex>
 #include <sstream>
 #include <thread>
@@ -67,14 +71,64 @@ std::string describeDevice(const torch::Device& device) {
     return "CPU, " + std::to_string(at::get_num_threads()) + " threads";
 }
 
-double physicalMemoryBytes() {
+double parseMemorySize(std::string_view text) {
+    while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.remove_suffix(1);
+    while (!text.empty() && std::isspace(static_cast<unsigned char>(text.front()))) text.remove_prefix(1);
+    double unit = 1.0;
+    if (!text.empty()) {
+        const char last = char(std::toupper(static_cast<unsigned char>(text.back())));
+        const std::string_view units = "KMGT";
+        if (const size_t power = units.find(last); power != std::string_view::npos) {
+            unit = std::ldexp(1.0, 10 * int(power + 1));
+            text.remove_suffix(1);
+        }
+    }
+    if (text.empty() || text.size() > 32) return -1.0;
+    const std::string number(text);
+    char* end = nullptr;
+    const double value = std::strtod(number.c_str(), &end);
+    if (end != number.c_str() + number.size() || !std::isfinite(value) || value <= 0.0 || number.find_first_of("xXpP") != std::string::npos) {
+        return -1.0;
+    }
+    return value * unit;
+}
+
+namespace {
+
+// The control group's memory limit (cgroup v2's memory.max, v1's memory.limit_in_bytes); 0: none.
+double cgroupLimitBytes() {
+    for (const char* path : {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}) {
+        std::ifstream file(path);
+        std::string value;
+        if (file >> value && value != "max") {
+            const double bytes = parseMemorySize(value);
+            if (bytes > 0.0) return bytes;
+        }
+    }
+    return 0.0;
+}
+
+}  // namespace
+
+double machineMemoryBytes() {
     const long pages = ::sysconf(_SC_PHYS_PAGES);
     const long pageSize = ::sysconf(_SC_PAGESIZE);
-    return pages > 0 && pageSize > 0 ? double(pages) * double(pageSize) : 0.0;
+    double memory = pages > 0 && pageSize > 0 ? double(pages) * double(pageSize) : 0.0;
+    static const double cgroup = cgroupLimitBytes();
+    if (cgroup > 0.0 && (memory <= 0.0 || cgroup < memory)) memory = cgroup;
+    if (const char* limit = std::getenv("FLOWSCOPE_MEMORY_LIMIT"); limit && *limit) {
+        const double bytes = parseMemorySize(limit);
+        if (bytes <= 0.0) {
+            throw InvalidRequestError("FLOWSCOPE_MEMORY_LIMIT='" + std::string(limit) +
+                                      "' is not a size: write bytes, or a number with K, M, G or T (for example 8G)");
+        }
+        if (memory <= 0.0 || bytes < memory) memory = bytes;
+    }
+    return memory;
 }
 
 void checkFitsInMemory(double bytes, double share, const std::string& what, const std::string& remedy) {
-    const double memory = physicalMemoryBytes();
+    const double memory = machineMemoryBytes();
     if (memory <= 0.0 || bytes <= share * memory) return;
     throw InvalidRequestError(what + " needs about " + describeBytes(bytes) + ", more than this machine's memory (" +
                               describeBytes(memory) + ") can hold: " + remedy);

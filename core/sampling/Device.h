@@ -18,9 +18,23 @@ std::string describeDevice(const torch::Device& device);
 // allocator kept from returning LibTorch's short-lived activation buffers to the kernel.
 void configureThreads();
 bool cudaAvailable();
-// This machine's physical memory in bytes (0 when the system does not say).
-double physicalMemoryBytes();
-// Refuses (InvalidRequestError) work that would need more than `share` of this machine's memory,
+// The memory FlowScope may use, in bytes: this machine's physical memory, or less where the
+// process's control group (a container, a systemd slice) sets a limit, or less again where the
+// environment variable FLOWSCOPE_MEMORY_LIMIT names a size (bytes, or a number with K, M, G or T:
+// "8G"). 0 when the system does not say. A FLOWSCOPE_MEMORY_LIMIT that is no size throws
+// InvalidRequestError saying how to write it.
+double machineMemoryBytes();
+// "8G", "512M", "1.5T", "4096": bytes (binary units); -1 when `text` is no size.
+double parseMemorySize(std::string_view text);
+// A CUDA device's memory in bytes: `free` counts what LibTorch's caching allocator holds unused
+// as free too (it hands that back before it fails). Both 0 without CUDA (defined in CudaGraph.cpp,
+// where the CUDA code lives).
+struct DeviceMemory {
+    double free = 0.0;
+    double total = 0.0;
+};
+DeviceMemory cudaMemory(int index = 0);
+// Refuses (InvalidRequestError) work that would need more than `share` of machineMemoryBytes(),
 // before any of it is allocated: `what` needs `bytes`; `remedy` says what to ask for instead.
 void checkFitsInMemory(double bytes, double share, const std::string& what, const std::string& remedy);
 

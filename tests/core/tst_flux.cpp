@@ -3,6 +3,7 @@
 // names), every layout loading the same network, refusals that name the key, and the model
 // sampling through the engine.
 #include <filesystem>
+#include <fstream>
 #include <map>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -16,9 +17,12 @@
 #include "core/api/Engine.h"
 #include "core/io/SafeTensors.h"
 #include "core/models/Checkpoint.h"
+#include "core/models/NetworkParts.h"
+#include "core/models/PartPlacement.h"
 #include "core/models/flux/FluxModel.h"
 #include "core/models/text/ClipTokenizer.h"
 #include "core/models/text/TextEncoders.h"
+#include "core/sampling/Device.h"
 
 using namespace flowscope;
 using namespace flowscope::core;
@@ -57,6 +61,30 @@ SampleRequest smallSchnellRequest() {
     request.text.width = 48;
     request.text.height = 32;
     return request;
+}
+
+// Sets FLOWSCOPE_MEMORY_LIMIT for a scope ("" unsets it).
+class ScopedMemoryLimit {
+public:
+    explicit ScopedMemoryLimit(const std::string& value) {
+        if (value.empty()) {
+            qunsetenv("FLOWSCOPE_MEMORY_LIMIT");
+        } else {
+            qputenv("FLOWSCOPE_MEMORY_LIMIT", QByteArray::fromStdString(value));
+        }
+    }
+    ~ScopedMemoryLimit() { qunsetenv("FLOWSCOPE_MEMORY_LIMIT"); }
+};
+
+// A safetensors file of one F8_E4M3 tensor [rows, cols] with the given bytes.
+std::string float8File(const std::string& name, int64_t rows, int64_t cols, const std::vector<uint8_t>& values) {
+    const std::string header = R"({")" + name + R"(":{"dtype":"F8_E4M3","shape":[)" + std::to_string(rows) + "," +
+                               std::to_string(cols) + R"(],"data_offsets":[0,)" + std::to_string(values.size()) + "]}}";
+    std::string bytes(8, '\0');
+    for (int i = 0; i < 8; ++i) bytes[size_t(i)] = char((header.size() >> (8 * i)) & 0xFF);
+    bytes += header;
+    for (uint8_t value : values) bytes += char(value);
+    return bytes;
 }
 
 }  // namespace
@@ -217,6 +245,163 @@ private slots:
         const CheckpointMemory none = estimateCheckpointMemory(info, transformer / 4.0);
         QVERIFY(!none.fits);
         QVERIFY2(none.summary.find("Does not fit") == 0 && none.summary.find("fp8") != std::string::npos,
+                 none.summary.c_str());
+    }
+
+    // Sizes as users write them, in binary units; anything else is no size.
+    void memorySizesParse() {
+        QCOMPARE(parseMemorySize("4096"), 4096.0);
+        QCOMPARE(parseMemorySize("8G"), 8.0 * 1024 * 1024 * 1024);
+        QCOMPARE(parseMemorySize(" 512m "), 512.0 * 1024 * 1024);
+        QCOMPARE(parseMemorySize("1.5T"), 1.5 * 1024 * 1024 * 1024 * 1024);
+        QCOMPARE(parseMemorySize("64k"), 65536.0);
+        for (const char* bad : {"", "G", "eight", "-1G", "0", "1e999", "0x10", "12 GB", "nan", "inf"}) {
+            QVERIFY2(parseMemorySize(bad) < 0.0, bad);
+        }
+    }
+
+    // FLOWSCOPE_MEMORY_LIMIT lowers the memory FlowScope weighs against, never raises it, and a
+    // value that is no size is refused in words.
+    void memoryLimitFromTheEnvironment() {
+        const double machine = [] {
+            const ScopedMemoryLimit none("");
+            return machineMemoryBytes();
+        }();
+        QVERIFY(machine > 0.0);
+        {
+            const ScopedMemoryLimit limit("3G");
+            QCOMPARE(machineMemoryBytes(), std::min(machine, 3.0 * 1024 * 1024 * 1024));
+        }
+        {
+            const ScopedMemoryLimit limit("1000T");
+            QCOMPARE(machineMemoryBytes(), machine);
+        }
+        const ScopedMemoryLimit bad("lots");
+        const std::string message = messageOf([] { machineMemoryBytes(); });
+        QVERIFY2(message.find("FLOWSCOPE_MEMORY_LIMIT='lots'") != std::string::npos && message.find("8G") != std::string::npos,
+                 message.c_str());
+    }
+
+    // The placement rule by its cases: p parameters of which q are float8; bytes are 4p (float32),
+    // 4(p - q) + q (float8 packed, float32 compute), 2p (bfloat16), 2(p - q) + q; first that fits.
+    void partPlacementFollowsTheOrder() {
+        const PartSize fp8{1000.0, 900.0};
+        const PartSize plain{1000.0, 0.0};
+        const auto check = [](const PartPlacement& p, bool bfloat16, bool packed, double bytes, bool fits) {
+            QCOMPARE(p.bfloat16, bfloat16);
+            QCOMPARE(p.packFloat8, packed);
+            QCOMPARE(p.bytes, bytes);
+            QCOMPARE(p.fits, fits);
+        };
+        check(placePart(fp8, 10.0, 4010.0, false), false, false, 4010.0, true);
+        check(placePart(fp8, 10.0, 4009.0, false), false, true, 1310.0, true);
+        check(placePart(fp8, 10.0, 1309.0, false), true, true, 1110.0, true);
+        check(placePart(fp8, 10.0, 1109.0, false), true, true, 1110.0, false);  // none fits: the smallest
+        QCOMPARE(placePart(fp8, 10.0, 1109.0, false).describe(), std::string("float8 (computed in bfloat16)"));
+        check(placePart(fp8, 10.0, 0.0, false), false, false, 4010.0, true);  // unknown memory: the first
+        check(placePart(plain, 0.0, 3999.0, false), true, false, 2000.0, true);
+        check(placePart(plain, 0.0, 1999.0, false), true, false, 2000.0, false);
+        // A GPU computes in bfloat16, packed where plain bfloat16 does not fit.
+        check(placePart(fp8, 0.0, 2000.0, true), true, false, 2000.0, true);
+        check(placePart(fp8, 0.0, 1999.0, true), true, true, 1100.0, true);
+        check(placePart(plain, 0.0, 1999.0, true), true, false, 2000.0, false);
+        QCOMPARE(placePart(fp8, 0.0, 1999.0, false).describe(), std::string("float8 (computed in float32)"));
+    }
+
+    // A float8 matrix kept packed is one byte per value and gives the same products as the same
+    // matrix widened at load; a NaN byte is refused naming the tensor.
+    void packedFloat8LinearEqualsTheWidenedOne() {
+        c10::InferenceMode inference;
+        QTemporaryDir dir;
+        std::vector<uint8_t> values;
+        // Bytes of every sign and exponent, bit 3 clear so that none is NaN (S.1111.111).
+        for (int i = 0; i < 6 * 5; ++i) values.push_back(uint8_t(((i * 37 + 11) % 256) & 0xF7));
+        const std::string path = (dir.path() + "/w.safetensors").toStdString();
+        { std::ofstream(path, std::ios::binary) << float8File("layer.weight", 6, 5, values); }
+        const auto files = WeightFiles::open({path});
+        const layers::Linear packed = layers::Linear::load(Weights(files, "", torch::kFloat32, torch::kCPU, nullptr, true), "layer",
+                                                           5, 6, /*withBias=*/false);
+        const layers::Linear wide = layers::Linear::load(Weights(files, "", torch::kFloat32, torch::kCPU), "layer", 5, 6, false);
+        QCOMPARE(packed.weight.scalar_type(), torch::kByte);
+        QCOMPARE(packed.weight.nbytes(), size_t(30));
+        QCOMPARE(packed.dtype(), torch::kFloat32);
+        QCOMPARE(wide.weight.scalar_type(), torch::kFloat32);
+        QVERIFY(torch::equal(packed.widened(), wide.weight));
+        const torch::Tensor x = torch::randn({3, 5});
+        QVERIFY(torch::equal(packed(x), wide(x)));
+        values[7] = 0xFF;  // -NaN
+        const std::string nanPath = (dir.path() + "/nan.safetensors").toStdString();
+        { std::ofstream(nanPath, std::ios::binary) << float8File("layer.weight", 6, 5, values); }
+        const std::string message = messageOf([&] {
+            layers::Linear::load(Weights(WeightFiles::open({nanPath}), "", torch::kFloat32, torch::kCPU, nullptr, true), "layer");
+        });
+        QVERIFY2(message.find("layer.weight") != std::string::npos && message.find("NaN") != std::string::npos, message.c_str());
+    }
+
+    // Where float32 would not fit, the fp8 file's transformer keeps its matrices packed (the note
+    // says so) and computes the same output as in float32 to the last bit.
+    void fp8TransformerStaysPackedWhereFloat32DoesNotFit() {
+        c10::InferenceMode inference;
+        const auto input = [] {
+            return std::vector<torch::Tensor>{ref("x").to(torch::kFloat32), ref("sigma").to(torch::kFloat32),
+                                              ref("txt").to(torch::kFloat32), ref("vec").to(torch::kFloat32)};
+        };
+        const auto run = [&](flux::FluxModel& model) {
+            const auto in = input();
+            return model.forwardRaw(in[0], in[1], in[2], in[3], 3.5, nullptr);
+        };
+        torch::Tensor wide;
+        {
+            const ScopedMemoryLimit none("");
+            const auto model = open(fixture("dev-fp8.safetensors"));
+            wide = run(*model);
+            QVERIFY(model->takeNotes().empty());
+        }
+        const auto model = open(fixture("dev-fp8.safetensors"));
+        const PartSize size = CheckpointModel::partSize(model->layout().transformer);
+        QVERIFY(size.float8Parameters > 0.5 * size.parameters);
+        const double activations = model->transformerActivationBytes();
+        const double float32 = 4.0 * size.parameters + activations;
+        const double packed = 4.0 * (size.parameters - size.float8Parameters) + size.float8Parameters + activations;
+        const ScopedMemoryLimit limit(std::to_string(int64_t((float32 + packed) / 2.0 / kCpuMemoryShare)));
+        const torch::Tensor out = run(*model);
+        const std::vector<std::string> notes = model->takeNotes();
+        QVERIFY2(notes.size() == 1 && notes[0].find("runs in float8 (computed in float32) on the CPU") != std::string::npos,
+                 notes.empty() ? "no note" : notes[0].c_str());
+        QVERIFY(torch::equal(out, wide));
+        QVERIFY(relativeError(out, ref("dev_fp8_out")) < 1e-4);
+        // Below the packed size: refused in words, without the fp8 advice (this is the fp8 file).
+        const auto small = open(fixture("dev-fp8.safetensors"));
+        const ScopedMemoryLimit tiny(std::to_string(int64_t(0.5 * packed / kCpuMemoryShare)));
+        const std::string message = messageOf([&] { run(*small); });
+        QVERIFY2(message.find("more than this machine's memory") != std::string::npos && message.find("fp8") == std::string::npos,
+                 message.c_str());
+    }
+
+    // The estimate follows the same rule: packed float8 on the CPU where float32 does not fit; on
+    // a GPU bfloat16 against its free memory, packed where that does not fit.
+    void memoryEstimateKeepsFloat8PackedAndWeighsTheGpu() {
+        const CheckpointInfo info = inspectCheckpoint(fixture("dev-fp8.safetensors"));
+        const CheckpointInfo::Part& transformer = info.parts.front();
+        QCOMPARE(transformer.name, std::string("transformer"));
+        const double p = double(transformer.parameters);
+        const double q = double(transformer.float8Parameters);
+        QVERIFY(q > 0.0);
+        const CheckpointMemory cpu = estimateCheckpointMemory(info, 4.0 * p / kCpuMemoryShare * 0.99, "cpu");
+        QCOMPARE(cpu.transformerDtype, std::string("float8 (computed in float32)"));
+        QCOMPARE(cpu.transformerBytes, 4.0 * (p - q) + q);
+        QVERIFY(cpu.fits && !cpu.gpu);
+        const CheckpointMemory gpu = estimateCheckpointMemory(info, 1e12, "cuda");
+        QVERIFY(gpu.gpu && gpu.fits);
+        QCOMPARE(gpu.transformerDtype, std::string("bfloat16"));
+        QCOMPARE(gpu.transformerBytes, 2.0 * p);
+        QVERIFY2(gpu.summary.find("of the GPU's free") != std::string::npos, gpu.summary.c_str());
+        const CheckpointMemory tight = estimateCheckpointMemory(info, 2.0 * p / kGpuMemoryShare * 0.99, "cuda");
+        QCOMPARE(tight.transformerDtype, std::string("float8 (computed in bfloat16)"));
+        QCOMPARE(tight.transformerBytes, 2.0 * (p - q) + q);
+        const CheckpointMemory none = estimateCheckpointMemory(info, q / kGpuMemoryShare * 0.5, "cuda");
+        QVERIFY(!none.fits);
+        QVERIFY2(none.summary.find("--device cpu") != std::string::npos && none.summary.find("fp8") == std::string::npos,
                  none.summary.c_str());
     }
 

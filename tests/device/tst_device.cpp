@@ -19,6 +19,7 @@
 
 #include "app/bench/ConvNet.h"
 #include "app/bench/OperationCounter.h"
+#include "core/api/Checkpoints.h"
 #include "core/api/Engine.h"
 #include "core/models/EmpiricalDenoiser.h"
 #include "core/sampling/CudaGraph.h"
@@ -371,6 +372,35 @@ void fewOperationsPerStep() {
 // with seed + k, "the same noise on every machine and LibTorch version". The reference values are
 // torch.randn(1, 28, 28, generator=torch.Generator().manual_seed(s)) from PyTorch 1.13's Python
 // API: elements 0, 1, 15, 16, 17, 255, 500, 783, and the float64 sum and sum of squares.
+// The GPU's free memory as the checkpoint loader weighs it: what a tensor takes is gone from it,
+// and comes back once the tensor is freed (LibTorch's allocator keeps the block, and that counts
+// as free). The memory estimate weighs a checkpoint against it and names the GPU.
+void gpuMemoryIsMeasured() {
+    if (!hasCuda()) {
+        const core::DeviceMemory none = core::cudaMemory(0);
+        EXPECT(none.free == 0.0 && none.total == 0.0, "no CUDA: no GPU memory");
+        throw Skip("needs a CUDA GPU");
+    }
+    const core::DeviceMemory before = core::cudaMemory(0);
+    std::printf("    GPU memory: %.2f GB free of %.2f GB\n", before.free / 1e9, before.total / 1e9);
+    EXPECT(before.total > 0.0 && before.free > 0.0 && before.free <= before.total, "free within total");
+    const double gib = 1024.0 * 1024.0 * 1024.0;
+    const double slack = 64.0 * 1024.0 * 1024.0;
+    {
+        const torch::Tensor block = torch::empty({int64_t(gib / 4)}, torch::TensorOptions().device(torch::kCUDA));
+        const core::DeviceMemory held = core::cudaMemory(0);
+        EXPECT(std::abs((before.free - held.free) - gib) < slack,
+               "a 1 GiB tensor takes 1 GiB: " + std::to_string((before.free - held.free) / gib) + " GiB");
+    }
+    const core::DeviceMemory after = core::cudaMemory(0);
+    EXPECT(std::abs(after.free - before.free) < slack, "the freed block counts as free again");
+    const core::CheckpointInfo info = core::inspectCheckpoint(g_sourceDir + "/resources/fixtures/flux/schnell");
+    const core::CheckpointMemory memory = core::estimateCheckpointMemory(info);
+    EXPECT(memory.gpu && memory.fits && memory.transformerDtype == "bfloat16", memory.summary);
+    EXPECT(std::abs(memory.machineBytes - after.free) < slack, memory.summary);
+    EXPECT(memory.summary.find("of the GPU's free") != std::string::npos, memory.summary);
+}
+
 void seedGivesTheSameNoiseEverywhere() {
     struct Reference {
         uint64_t seed;
@@ -428,6 +458,7 @@ int main(int argc, char** argv) {
         {"outOfMemoryRecovers", outOfMemoryRecovers},
         {"cpuAndCudaAgree", cpuAndCudaAgree},
         {"empiricalDenoiserOnTheDevice", empiricalDenoiserOnTheDevice},
+        {"gpuMemoryIsMeasured", gpuMemoryIsMeasured},
         {"seedGivesTheSameNoiseEverywhere", seedGivesTheSameNoiseEverywhere},
         {"fewOperationsPerStep", fewOperationsPerStep},
     };

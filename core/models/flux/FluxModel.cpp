@@ -34,15 +34,18 @@ FluxModel::~FluxModel() = default;
 
 int FluxModel::t5Length() const { return m_layout.defaults().t5Tokens; }
 
-void FluxModel::ensureTransformer(const std::atomic<bool>* cancel) {
-    if (m_transformer) return;
+double FluxModel::transformerActivationBytes() const {
     const FluxConfig config =
         FluxConfig::infer(Weights(m_layout.transformer.files, m_layout.transformer.prefix, torch::kFloat32, torch::kCPU));
-    // Activations: the attention scores of one sample (heads x tokens^2) and a few token copies.
+    // The attention scores of one sample (heads x tokens^2) and a few token copies.
     const double tokens = double(m_height / 16) * double(m_width / 16) + t5Length();
-    const double activations = 4.0 * (double(config.heads) * tokens * tokens + 16.0 * tokens * double(config.hidden + config.mlpHidden));
-    const torch::ScalarType dtype = weightDtype(m_layout.transformer, name() + "'s transformer", activations);
-    const Weights weights(m_layout.transformer.files, m_layout.transformer.prefix, dtype, m_device, cancel);
+    return 4.0 * (double(config.heads) * tokens * tokens + 16.0 * tokens * double(config.hidden + config.mlpHidden));
+}
+
+void FluxModel::ensureTransformer(const std::atomic<bool>* cancel) {
+    if (m_transformer) return;
+    const double activations = transformerActivationBytes();
+    const Weights weights = placeWeights(m_layout.transformer, name() + "'s transformer", activations, cancel);
     const ScopedLoad load("the transformer", weights.storedBytes());
     m_transformer = std::make_unique<FluxTransformer>(weights);
 }
@@ -104,16 +107,16 @@ FluxModel::EncodedPrompt FluxModel::encodePrompt(const std::string& prompt, cons
     }
     encoded.clipIds = torch::tensor(encoded.clip.ids, torch::kInt64).reshape({1, -1});
     encoded.t5Ids = torch::tensor(encoded.t5.ids, torch::kInt64).reshape({1, -1});
-    // The encoders run where the transformer runs and are released right after: the transformer
-    // makes room first when both would not fit.
+    // The encoders run where the transformer runs (on the CPU where they do not fit the GPU) and
+    // are released right after: on the CPU the transformer makes room first when both would not fit.
     const double activations = 64.0 * double(t5Length()) * 4096.0 * 4.0;
     makeRoomFor(t5Part);
     runPart(clipPart, "the CLIP-L text encoder", "CLIP-L", activations, cancel, [&](const Weights& weights) {
         const ClipTextModel clip(weights, ClipTextModel::Activation::QuickGelu);
-        encoded.vec = clip.forward(encoded.clipIds.to(m_device), clipEnd).pooled.to(torch::kCPU, torch::kFloat32);
+        encoded.vec = clip.forward(encoded.clipIds.to(weights.device()), clipEnd).pooled.to(torch::kCPU, torch::kFloat32);
     });
     runPart(t5Part, "the T5 text encoder", "T5", activations, cancel, [&](const Weights& weights) {
-        encoded.txt = T5Encoder(weights).forward(encoded.t5Ids.to(m_device)).to(torch::kCPU, torch::kFloat32);
+        encoded.txt = T5Encoder(weights).forward(encoded.t5Ids.to(weights.device())).to(torch::kCPU, torch::kFloat32);
     });
     if (m_prompts.size() >= 16) m_prompts.erase(m_prompts.begin());
     m_prompts[prompt] = encoded;

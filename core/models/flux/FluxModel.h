@@ -31,6 +31,8 @@ public:
 
     // T5's token count: 256 for [schnell], 512 for [dev] (the official pipelines').
     int t5Length() const;
+    // What the transformer's activations take at the current size, in bytes (of its memory check).
+    double transformerActivationBytes() const;
 
     void setText(const TextSettings& text, const std::atomic<bool>* cancel) override;
 

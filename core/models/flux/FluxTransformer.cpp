@@ -187,7 +187,7 @@ torch::Tensor FluxTransformer::forward(const torch::Tensor& imgTokens, const tor
                                        const torch::Tensor& vectorIn, const torch::Tensor& timesteps,
                                        const torch::Tensor& guidance) const {
     const FluxConfig& c = m_config;
-    const auto dtype = m_imgIn.weight.scalar_type();
+    const auto dtype = m_imgIn.dtype();
     torch::Tensor img = m_imgIn(imgTokens.to(dtype));
     const int64_t batch = img.size(0);
     // Conditioning with a batch of one applies to every sample.

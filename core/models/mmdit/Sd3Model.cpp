@@ -50,8 +50,7 @@ void Sd3Model::ensureTransformer(const std::atomic<bool>* cancel) {
     const double tokens = double(m_height / 16) * double(m_width / 16) + kClipLength + kT5Length;
     const double activations =
         2.0 * 4.0 * (double(m_config.heads) * tokens * tokens + 16.0 * tokens * double(m_config.hidden + m_config.mlpHidden));
-    const torch::ScalarType dtype = weightDtype(m_layout.transformer, name() + "'s MMDiT", activations);
-    const Weights weights(m_layout.transformer.files, m_layout.transformer.prefix, dtype, m_device, cancel);
+    const Weights weights = placeWeights(m_layout.transformer, name() + "'s MMDiT", activations, cancel);
     const ScopedLoad load("the MMDiT", weights.storedBytes());
     m_transformer = std::make_unique<MmditTransformer>(weights);
 }
@@ -108,7 +107,7 @@ std::pair<torch::Tensor, torch::Tensor> Sd3Model::runClip(const CheckpointPart& 
         if (!clip.hasProjection()) {
             m_notes.push_back(label + " has no text_projection: its pooled output is used as it is");
         }
-        const auto result = clip.forward(ids.to(m_device), endId, true);
+        const auto result = clip.forward(ids.to(weights.device()), endId, true);
         out = {result.penultimate.to(torch::kCPU, torch::kFloat32), result.pooled.to(torch::kCPU, torch::kFloat32)};
     });
     return out;
@@ -153,7 +152,7 @@ Sd3Model::EncodedPrompt Sd3Model::encodePrompt(const std::string& prompt, const 
     if (encoded.withT5) {
         const double activations = 64.0 * double(kT5Length) * 4096.0 * 4.0;
         runPart(m_layout.t5, "the T5 text encoder", "T5", activations, cancel, [&](const Weights& weights) {
-            t5 = T5Encoder(weights).forward(encoded.t5Ids.to(m_device)).to(torch::kCPU, torch::kFloat32);
+            t5 = T5Encoder(weights).forward(encoded.t5Ids.to(weights.device())).to(torch::kCPU, torch::kFloat32);
         });
         if (t5.size(-1) != width) {
             throw CheckpointError("T5 is " + std::to_string(t5.size(-1)) + " wide and the MMDiT's context " + std::to_string(width) +
