@@ -79,6 +79,16 @@ log "Python baseline"
 "$python" "$root/bench/python_baseline.py" --model-dir "$models" --json >"$results/python.json" 2>"$results/python.err" ||
     { cat "$results/python.err"; echo "gpu.sh: python_baseline.py failed" >&2; }
 
+# FLUX.1 last, as it writes the most: the real 12B shape in bfloat16 on a GPU (about 45 GB of
+# random checkpoints, removed after), a reduced width on the CPU; with the fp8 file's transformer
+# widened at load against kept packed.
+log "benchmark: FLUX.1"
+timeout 420 "$build/app/flowscope-bench" --json --sections flux --model-dir "$build/bench-flux" \
+    >"$results/bench-flux.json" 2>"$results/bench-flux.err" ||
+    { tail -5 "$results/bench-flux.err"; echo "gpu.sh: the FLUX.1 benchmark failed" >&2; }
+rm -rf "$build/bench-flux"
+
 log "summary"
-"$python" "$root/bench/gpu_table.py" "$results/bench.json" "$results/python.json" | tee "$results/summary.txt"
+"$python" "$root/bench/gpu_table.py" "$results/bench.json" "$results/python.json" "$results/bench-flux.json" |
+    tee "$results/summary.txt"
 exit "$tests"

@@ -1,14 +1,18 @@
 #include "app/bench/FluxBench.h"
 
 #include <filesystem>
+#include <fstream>
+#include <string_view>
 
 #include <torch/torch.h>
 
 #include "core/api/Engine.h"
 #include "core/io/SafeTensors.h"
 #include "core/models/Checkpoint.h"
+#include "core/models/Weights.h"
 #include "core/models/autoencoder/AutoEncoder.h"
 #include "core/models/flux/FluxModel.h"
+#include "core/models/flux/FluxTransformer.h"
 #include "core/models/text/TextEncoders.h"
 #include "core/sampling/ProbabilityPath.h"
 #include "core/sampling/Sampler.h"
@@ -20,9 +24,54 @@ namespace {
 
 using Tensors = std::vector<std::pair<std::string, torch::Tensor>>;
 
-void linear(Tensors& out, const std::string& key, int64_t in, int64_t outWidth, torch::ScalarType dtype, bool bias = true) {
-    out.emplace_back(key + ".weight", (torch::randn({outWidth, in}) / std::sqrt(double(in))).to(dtype));
-    if (bias) out.emplace_back(key + ".bias", (torch::randn({outWidth}) * 0.02).to(dtype));
+// The E4M3 bytes nearest to `values` (clamped to +-448), as the shared fp8 files store them: the
+// ascending table of the positive codes 0..126 searched, then the sign bit.
+torch::Tensor toFloat8Bytes(const torch::Tensor& values) {
+    const torch::Tensor table = core::float8E4M3Values().slice(0, 0, 127);
+    const torch::Tensor magnitude = values.abs().to(torch::kFloat32).clamp_max(448.0f).contiguous();
+    const torch::Tensor above = torch::searchsorted(table, magnitude).clamp(1, 126);
+    const torch::Tensor below = above - 1;
+    const auto at = [&](const torch::Tensor& codes) { return table.index_select(0, codes.flatten()).view_as(magnitude); };
+    const torch::Tensor code = torch::where((magnitude - at(below)) < (at(above) - magnitude), below, above);
+    return (code + values.lt(0).to(torch::kLong) * 128).to(torch::kUInt8);
+}
+
+// A tensor as a file stores it: `dtype`, or for kUInt8 as the fp8 files do (matrices in E4M3
+// bytes, vectors in bfloat16).
+torch::Tensor stored(const torch::Tensor& values, torch::ScalarType dtype) {
+    if (dtype != torch::kUInt8) return values.to(dtype);
+    return values.dim() >= 2 ? toFloat8Bytes(values) : values.to(torch::kBFloat16);
+}
+
+// Writes `tensors`; kUInt8 ones as F8_E4M3 (LibTorch 1.13 has no float8 type to name them).
+void writeTensors(const std::string& path, const Tensors& tensors) {
+    std::string bytes = core::encodeSafeTensors(tensors);
+    uint64_t length = 0;
+    for (int i = 0; i < 8; ++i) length |= uint64_t(uint8_t(bytes[size_t(i)])) << (8 * i);
+    std::string header = bytes.substr(8, length);
+    const std::string u8 = "\"dtype\":\"U8\"";
+    bool changed = false;
+    for (size_t at = header.find(u8); at != std::string::npos; at = header.find(u8, at)) {
+        header.replace(at, u8.size(), "\"dtype\":\"F8_E4M3\"");
+        changed = true;
+    }
+    if (!changed) {
+        core::writeSafeTensors(path, tensors);
+        return;
+    }
+    while (!header.empty() && header.back() == ' ') header.pop_back();
+    header.append((8 - header.size() % 8) % 8, ' ');
+    std::string out(8, '\0');
+    for (int i = 0; i < 8; ++i) out[size_t(i)] = char((uint64_t(header.size()) >> (8 * i)) & 0xff);
+    std::ofstream(path, std::ios::binary) << out << header << std::string_view(bytes).substr(8 + length);
+}
+
+// Random weights drawn on `device` (a GPU draws the 12B shape in moments), stored as `dtype`.
+void linear(Tensors& out, const std::string& key, int64_t in, int64_t outWidth, torch::ScalarType dtype, bool bias = true,
+            torch::Device device = torch::kCPU) {
+    const auto on = torch::TensorOptions().device(device);
+    out.emplace_back(key + ".weight", stored(torch::randn({outWidth, in}, on) / std::sqrt(double(in)), dtype));
+    if (bias) out.emplace_back(key + ".bias", stored(torch::randn({outWidth}, on) * 0.02, dtype));
 }
 
 void norm(Tensors& out, const std::string& key, int64_t width, torch::ScalarType dtype, bool bias) {
@@ -99,6 +148,20 @@ void writeRandomEncoders(const std::string& clipPath, const std::string& t5Path,
     core::writeSafeTensors(t5Path, t5);
 }
 
+// The real FLUX.1 shape on a GPU; on the CPU a reduced one that runs in seconds, with the real
+// head width and RoPE.
+FluxShape benchShape(bool gpu) {
+    FluxShape shape;
+    if (!gpu) {
+        shape.hidden = 512;
+        shape.mlp = 2048;
+        shape.context = 512;
+        shape.doubleBlocks = 2;
+        shape.singleBlocks = 4;
+    }
+    return shape;
+}
+
 }  // namespace
 
 int64_t FluxShape::parameters() const {
@@ -108,7 +171,10 @@ int64_t FluxShape::parameters() const {
     return doubleBlocks * block + singleBlocks * single + 64 * h + 256 * h + 2 * h * h + pooled * h + context * h + 2 * h * h + 64 * h;
 }
 
-void writeRandomFlux(const std::string& path, const FluxShape& s, torch::ScalarType dtype) {
+void writeRandomFlux(const std::string& path, const FluxShape& s, torch::ScalarType dtype, torch::Device device) {
+    const auto linear = [&](Tensors& tensors, const std::string& key, int64_t in, int64_t width, torch::ScalarType type) {
+        bench::linear(tensors, key, in, width, type, true, device);
+    };
     Tensors out;
     const int64_t h = s.hidden;
     linear(out, "img_in", 64, h, dtype);
@@ -126,8 +192,8 @@ void writeRandomFlux(const std::string& path, const FluxShape& s, torch::ScalarT
             const std::string key = "double_blocks." + std::to_string(i) + "." + stream;
             linear(out, key + "_mod.lin", h, 6 * h, dtype);
             linear(out, key + "_attn.qkv", h, 3 * h, dtype);
-            out.emplace_back(key + "_attn.norm.query_norm.scale", torch::ones({s.headDim}, dtype));
-            out.emplace_back(key + "_attn.norm.key_norm.scale", torch::ones({s.headDim}, dtype));
+            out.emplace_back(key + "_attn.norm.query_norm.scale", stored(torch::ones({s.headDim}), dtype));
+            out.emplace_back(key + "_attn.norm.key_norm.scale", stored(torch::ones({s.headDim}), dtype));
             linear(out, key + "_attn.proj", h, h, dtype);
             linear(out, key + "_mlp.0", h, s.mlp, dtype);
             linear(out, key + "_mlp.2", s.mlp, h, dtype);
@@ -137,13 +203,13 @@ void writeRandomFlux(const std::string& path, const FluxShape& s, torch::ScalarT
         const std::string key = "single_blocks." + std::to_string(i) + ".";
         linear(out, key + "linear1", h, 3 * h + s.mlp, dtype);
         linear(out, key + "linear2", h + s.mlp, h, dtype);
-        out.emplace_back(key + "norm.query_norm.scale", torch::ones({s.headDim}, dtype));
-        out.emplace_back(key + "norm.key_norm.scale", torch::ones({s.headDim}, dtype));
+        out.emplace_back(key + "norm.query_norm.scale", stored(torch::ones({s.headDim}), dtype));
+        out.emplace_back(key + "norm.key_norm.scale", stored(torch::ones({s.headDim}), dtype));
         linear(out, key + "modulation.lin", h, 3 * h, dtype);
     }
     linear(out, "final_layer.adaLN_modulation.1", h, 2 * h, dtype);
     linear(out, "final_layer.linear", h, 64, dtype);
-    core::writeSafeTensors(path, out);
+    writeTensors(path, out);
 }
 
 FluxTimes benchFlux(const std::string& directory, torch::Device device, int repeats,
@@ -151,15 +217,8 @@ FluxTimes benchFlux(const std::string& directory, torch::Device device, int repe
     namespace fs = std::filesystem;
     c10::InferenceMode inference;
     const bool gpu = device.is_cuda();
-    FluxShape shape;
+    const FluxShape shape = benchShape(gpu);
     FluxTimes times;
-    if (!gpu) {  // a reduced FLUX.1 that this machine runs in seconds: the real head width and RoPE
-        shape.hidden = 512;
-        shape.mlp = 2048;
-        shape.context = 512;
-        shape.doubleBlocks = 2;
-        shape.singleBlocks = 4;
-    }
     times.side = gpu ? 1024 : 256;
     times.shape = (gpu ? "FLUX.1 [schnell] 12B shape, bfloat16" : "FLUX.1 shape at width 512, 2+4 blocks, float32") +
                   std::string(", ") + std::to_string(times.side) + "x" + std::to_string(times.side);
@@ -168,7 +227,7 @@ FluxTimes benchFlux(const std::string& directory, torch::Device device, int repe
     fs::create_directories(folder + "/text_encoder_2");
     const torch::ScalarType stored = gpu ? torch::kBFloat16 : torch::kFloat32;
     torch::manual_seed(0);
-    writeRandomFlux(folder + "/flux1-schnell.safetensors", shape, stored);
+    writeRandomFlux(folder + "/flux1-schnell.safetensors", shape, stored, device);
     writeRandomDecoder(folder + "/ae.safetensors", stored);
     writeRandomEncoders(folder + "/text_encoder/model.safetensors", folder + "/text_encoder_2/model.safetensors",
                         shape.context, gpu ? 24 : 4, stored);
@@ -208,6 +267,41 @@ FluxTimes benchFlux(const std::string& directory, torch::Device device, int repe
                                     0.1159, 0.3611, false);
     times.decodeMs = timer([&] { decoder.decode(x); }, std::max(1, repeats / 3));
     return times;
+}
+
+void benchFloat8(const std::string& directory, torch::Device device, int repeats,
+                 const std::function<double(const std::function<void()>&, int)>& timer, FluxTimes& times) {
+    c10::InferenceMode inference;
+    const bool gpu = device.is_cuda();
+    const FluxShape shape = benchShape(gpu);
+    // The bf16 checkpoint of benchFlux makes room for this one (24 GB at the real shape).
+    std::filesystem::remove_all(directory + "/flux");
+    const std::string path = directory + "/flux-fp8/flux1-schnell-fp8.safetensors";
+    std::filesystem::create_directories(directory + "/flux-fp8");
+    torch::manual_seed(0);
+    writeRandomFlux(path, shape, torch::kUInt8, device);
+    const auto files = core::WeightFiles::open({path});
+    const torch::ScalarType compute = gpu ? torch::kBFloat16 : torch::kFloat32;
+    const int64_t latent = times.side / 8;
+    const torch::Tensor x = torch::randn({1, 16, latent, latent}).to(device);
+    const torch::Tensor tokens = core::flux::FluxTransformer::pack(x);
+    const torch::Tensor ids = core::flux::FluxTransformer::imageIds(latent, latent, device);
+    const torch::Tensor txt = torch::randn({1, 256, shape.context}).to(device);
+    const torch::Tensor vec = torch::randn({1, shape.pooled}).to(device);
+    const torch::Tensor sigma = torch::full({1}, 0.5, torch::TensorOptions().device(device));
+    torch::Tensor widenedOut;
+    {
+        const core::flux::FluxTransformer widened(core::Weights(files, "", compute, device));
+        widenedOut = widened.forward(tokens, ids, txt, vec, sigma, {});
+        times.float8WidenedMs = timer([&] { widened.forward(tokens, ids, txt, vec, sigma, {}); }, repeats);
+    }
+    const core::flux::FluxTransformer packed(core::Weights(files, "", compute, device, nullptr, /*packFloat8=*/true));
+    const torch::Tensor packedOut = packed.forward(tokens, ids, txt, vec, sigma, {});
+    times.float8PackedMs = timer([&] { packed.forward(tokens, ids, txt, vec, sigma, {}); }, repeats);
+    times.float8Difference = (packedOut.to(torch::kFloat32) - widenedOut.to(torch::kFloat32)).abs().max().item<double>();
+    const core::Weights counted(files, "", compute, torch::kCPU);
+    times.float8Parameters = double(counted.float8Parameters());
+    times.parameters = double(counted.parameters());
 }
 
 }  // namespace flowscope::bench

@@ -32,6 +32,7 @@
 #include "app/bench/OperationCounter.h"
 #include "core/api/Engine.h"
 #include "core/api/Names.h"
+#include "core/io/RegularFile.h"
 #include "core/models/Datasets.h"
 #include "core/io/SafeTensors.h"
 #include "core/models/Architecture.h"
@@ -419,8 +420,9 @@ private:
 
     void flux() {
         if (m_directory.empty()) writeNets();
-        const auto times = bench::benchFlux(m_directory, g_device, std::max(3, m_settings.repeats / 3),
-                                            [](const std::function<void()>& body, int repeats) { return medianMs(body, repeats, 1); });
+        const auto timer = [](const std::function<void()>& body, int repeats) { return medianMs(body, repeats, 1); };
+        auto times = bench::benchFlux(m_directory, g_device, std::max(3, m_settings.repeats / 3), timer);
+        bench::benchFloat8(m_directory, g_device, std::max(3, m_settings.repeats / 3), timer, times);
         add("flux", times.shape + ": one Euler step through the engine's sampler", times.engineStepMs);
         add("flux", times.shape + ": the transformer's forward pass alone", times.forwardMs);
         add("flux", "CLIP-L text encoder (77 tokens)", times.clipMs);
@@ -429,6 +431,14 @@ private:
                         std::to_string(times.side) + " image", times.decodeMs);
         m_ratios.push_back({"FLUX.1 step through the engine / transformer forward alone", times.engineStepMs / times.forwardMs,
                             "at most 1.03"});
+        add("flux", "fp8 file's transformer forward, matrices widened at load", times.float8WidenedMs);
+        add("flux", "fp8 file's transformer forward, matrices kept packed (max |difference| " +
+                        fixed(times.float8Difference, 6) + ")", times.float8PackedMs);
+        const double wide = g_device.is_cuda() ? 2.0 : 4.0;
+        m_ratios.push_back({"fp8 transformer forward: packed / widened at load (weights " +
+                                core::describeBytes((times.parameters - times.float8Parameters) * wide + times.float8Parameters) +
+                                " against " + core::describeBytes(times.parameters * wide) + ")",
+                            times.float8PackedMs / times.float8WidenedMs, ""});
     }
 
     void guidance() {
