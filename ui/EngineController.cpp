@@ -12,7 +12,6 @@
 #include <variant>
 
 #include <sys/resource.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <QDir>
@@ -96,12 +95,12 @@ struct EngineController::Worker {
         std::shared_ptr<std::atomic<bool>> cancel = std::make_shared<std::atomic<bool>>(false);
     };
 
-    explicit Worker(EngineController* owner) : controller(owner), relay(std::make_unique<handoff::Relay>()) {}
+    explicit Worker(EngineController* owner) : outbox(owner) {}
 
     void loop() {
         // Below the UI thread's priority, so the window stays responsive while both cores
         // compute; LibTorch's worker threads, created from this thread, inherit it.
-        setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), kWorkerNice);
+        WorkerThread::setThisThreadNice(kWorkerNice);
         lowerLibraryThreads();
         // The engine lives and dies on this thread, with everything it loads.
         core::Engine engine([](const std::string& folder, int resolution, std::vector<std::string>& notes,
@@ -394,8 +393,7 @@ struct EngineController::Worker {
     // Runs `emitter` on the controller's thread; dropped if the controller is gone by then.
     template <typename F>
     void post(F emitter) {
-        std::lock_guard lock(relayMutex);
-        if (relay) handoff::post(*relay, controller, std::move(emitter));
+        outbox.post(std::move(emitter));
     }
 
     // Tells the UI about queued jobs that will never run, so no lane waits for them forever.
@@ -418,11 +416,7 @@ struct EngineController::Worker {
         post([](EngineController* c) { Q_EMIT c->busyChanged(c->isBusy()); });
     }
 
-    EngineController* controller;
-    // Created and destroyed on the controller's thread; gone once the controller is (the
-    // worker may outlive it, see WorkerThread).
-    std::unique_ptr<handoff::Relay> relay;
-    std::mutex relayMutex;
+    handoff::Outbox<EngineController> outbox;
     WorkerThread thread;
     mutable std::mutex mutex;
     std::condition_variable wake;
@@ -456,9 +450,7 @@ EngineController::~EngineController() {
     }
     m_worker->wake.notify_all();
     m_worker->thread.stop(kStopWait);
-    // Tasks still queued for the relay are dropped with it, and a worker let go posts nothing.
-    const std::lock_guard lock(m_worker->relayMutex);
-    m_worker->relay.reset();
+    m_worker->outbox.close();  // queued tasks are dropped, and a worker let go posts nothing
 }
 
 template <typename Work>

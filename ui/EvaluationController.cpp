@@ -3,11 +3,6 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <mutex>
-
-#include <sys/resource.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include "ui/ThreadHandoff.h"
 #include "ui/WorkerThread.h"
@@ -21,10 +16,10 @@ constexpr std::chrono::milliseconds kStopWait{3000};
 }  // namespace
 
 struct EvaluationController::Worker {
-    explicit Worker(EvaluationController* owner) : controller(owner), relay(std::make_unique<handoff::Relay>()) {}
+    explicit Worker(EvaluationController* owner) : outbox(owner) {}
 
     void run(const core::EvaluationRequest& request) {
-        setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), kEvaluationNice);
+        WorkerThread::setThisThreadNice(kEvaluationNice);
         // Every row samples the same count: the rows before this one count as done.
         const int rows = static_cast<int>(request.steps.size() + (request.adaptive ? 1 : 0)) *
                          static_cast<int>(std::max<size_t>(1, request.cfgs.size()));
@@ -61,13 +56,10 @@ struct EvaluationController::Worker {
     // Runs `emitter` on the controller's thread; dropped if the controller is gone by then.
     template <typename F>
     void post(F emitter) {
-        std::lock_guard lock(relayMutex);
-        if (relay) handoff::post(*relay, controller, std::move(emitter));
+        outbox.post(std::move(emitter));
     }
 
-    EvaluationController* controller;
-    std::unique_ptr<handoff::Relay> relay;  // made and destroyed on the controller's thread
-    std::mutex relayMutex;
+    handoff::Outbox<EvaluationController> outbox;
     WorkerThread thread;
     std::atomic<bool> cancel{false};
     std::atomic<bool> running{false};
@@ -82,8 +74,7 @@ EvaluationController::EvaluationController(QObject* parent)
 EvaluationController::~EvaluationController() {
     m_worker->cancel.store(true);
     m_worker->thread.stop(kStopWait);
-    const std::lock_guard lock(m_worker->relayMutex);
-    m_worker->relay.reset();
+    m_worker->outbox.close();  // queued tasks are dropped, and a worker let go posts nothing
 }
 
 bool EvaluationController::start(const core::EvaluationRequest& request) {

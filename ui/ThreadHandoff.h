@@ -1,6 +1,8 @@
 #pragma once
 
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <utility>
 
 #include <QCoreApplication>
@@ -82,5 +84,32 @@ void post(Relay& relay, Receiver* receiver, Emitter emitter) {
     release(task);
     QCoreApplication::postEvent(&relay, task);
 }
+
+// A worker's way back to its controller: the relay (made and destroyed on the controller's
+// thread) behind a mutex. post() from the worker thread; close() from the controller's
+// destructor, after which queued tasks are dropped and posts do nothing (a worker let go may
+// outlive its controller, see WorkerThread).
+template <typename Controller>
+class Outbox {
+public:
+    explicit Outbox(Controller* controller) : m_controller(controller), m_relay(std::make_unique<Relay>()) {}
+
+    // Runs `emitter(controller)` on the controller's thread; dropped if the controller is gone by then.
+    template <typename Emitter>
+    void post(Emitter emitter) {
+        const std::lock_guard lock(m_mutex);
+        if (m_relay) handoff::post(*m_relay, m_controller, std::move(emitter));
+    }
+
+    void close() {
+        const std::lock_guard lock(m_mutex);
+        m_relay.reset();
+    }
+
+private:
+    Controller* m_controller;
+    std::unique_ptr<Relay> m_relay;
+    std::mutex m_mutex;
+};
 
 }  // namespace flowscope::ui::handoff

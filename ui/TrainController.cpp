@@ -5,10 +5,6 @@
 #include <condition_variable>
 #include <mutex>
 
-#include <sys/resource.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-
 #include <QMetaObject>
 #include <QPainter>
 #include <QPointer>
@@ -48,10 +44,10 @@ QImage previewImage(const core::HostArray& samples, const core::HostArray& refer
 }  // namespace
 
 struct TrainController::Worker {
-    explicit Worker(TrainController* owner) : controller(owner), relay(std::make_unique<handoff::Relay>()) {}
+    explicit Worker(TrainController* owner) : outbox(owner) {}
 
     void run(core::TrainRequest request) {
-        setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), kTrainingNice);
+        WorkerThread::setThisThreadNice(kTrainingNice);
         std::string dataset = request.dataset;
         if (request.mode != "train") {
             // The source's training data, drawn beneath 2-D samples ("" when it does not describe:
@@ -104,15 +100,10 @@ struct TrainController::Worker {
     // Runs `emitter` on the controller's thread; dropped if the controller is gone by then.
     template <typename F>
     void post(F emitter) {
-        std::lock_guard lock(relayMutex);
-        if (relay) handoff::post(*relay, controller, std::move(emitter));
+        outbox.post(std::move(emitter));
     }
 
-    TrainController* controller;
-    // Created and destroyed on the controller's thread; gone once the controller is (the
-    // worker may outlive it, see WorkerThread).
-    std::unique_ptr<handoff::Relay> relay;
-    std::mutex relayMutex;
+    handoff::Outbox<TrainController> outbox;
     WorkerThread thread;
     std::atomic<bool> cancel{false};
     std::atomic<bool> pause{false};
@@ -129,9 +120,7 @@ TrainController::TrainController(QObject* parent) : QObject(parent), m_worker(st
 TrainController::~TrainController() {
     m_worker->cancel.store(true);
     m_worker->thread.stop(kStopWait);
-    // Tasks still queued for the relay are dropped with it, and a worker let go posts nothing.
-    const std::lock_guard lock(m_worker->relayMutex);
-    m_worker->relay.reset();
+    m_worker->outbox.close();  // queued tasks are dropped, and a worker let go posts nothing
 }
 
 bool TrainController::start(const core::TrainRequest& request) {

@@ -1,5 +1,9 @@
 #include "ui/WorkerThread.h"
 
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 namespace flowscope::ui {
 namespace {
 std::atomic<int> g_abandoned{0};
@@ -40,5 +44,9 @@ bool WorkerThread::stop(std::chrono::milliseconds timeout) {
 }
 
 int WorkerThread::abandonedCount() { return g_abandoned.load(); }
+
+void WorkerThread::setThisThreadNice(int nice) {
+    setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), nice);
+}
 
 }  // namespace flowscope::ui

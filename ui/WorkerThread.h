@@ -32,6 +32,10 @@ public:
     // running the destructors of static objects that those threads may still use (LibTorch's).
     static int abandonedCount();
 
+    // Sets the calling thread's nice value (below the UI thread's priority for positive values);
+    // threads it creates afterwards inherit it.
+    static void setThisThreadNice(int nice);
+
 private:
     struct State {
         std::mutex mutex;
