@@ -104,7 +104,14 @@ void PromptBox::setModel(const QString& spec, bool dev, bool negative) {
     recount();
 }
 
+void PromptBox::setDevice(const QString& device) {
+    if (device == m_device) return;
+    m_device = device;
+    if (!m_modelPath.isEmpty()) inspectModel(m_modelPath);
+}
+
 void PromptBox::inspectModel(const QString& path) {
+    m_modelPath = path;
     m_memory->clear();
     m_memory->setVisible(!path.isEmpty());
     for (QSpinBox* box : {m_width, m_height}) {
@@ -120,7 +127,7 @@ void PromptBox::inspectModel(const QString& path) {
             box->setMaximum(largest);
             box->setToolTip(sizeTip() + (info.maxSide > 0 ? tr(" (this model: up to %1 px)").arg(largest) : QString()));
         }
-        const core::CheckpointMemory memory = core::estimateCheckpointMemory(info);
+        const core::CheckpointMemory memory = core::estimateCheckpointMemory(info, 0.0, m_device.toStdString());
         m_memory->setText(QString::fromStdString(memory.summary));
         // A model that will not fit says so in the warning colour, before anything loads.
         m_memory->setStyleSheet(memory.fits ? QString() : QStringLiteral("color: #c0392b;"));

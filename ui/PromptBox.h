@@ -28,6 +28,8 @@ public:
     // `negative` the negative prompt.
     void setModel(const QString& spec, bool dev, bool negative = false);
     core::TextSettings text() const;
+    // The run's device ("auto", "cpu", "cuda"): the memory estimate weighs its memory.
+    void setDevice(const QString& device);
     // Restores prompt, size and guidance; the parts named beside a file are kept as given.
     void setText(const core::TextSettings& text);
 
@@ -59,6 +61,8 @@ private:
     QLabel* m_guidanceLabel;
     QTimer m_recount;
     QString m_tokenizers;  // the folder whose tokenizers count ("" when unknown)
+    QString m_modelPath;   // the checkpoint inspected ("" when none)
+    QString m_device = QStringLiteral("auto");
     core::TextSettings m_parts;
 };
 

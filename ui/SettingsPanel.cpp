@@ -101,6 +101,7 @@ SettingsPanel::SettingsPanel(QWidget* parent) : QWidget(parent) {
     connect(m_seed, &QDoubleSpinBox::valueChanged, this, &SettingsPanel::settingsChanged);
     connect(m_batch, &QSpinBox::valueChanged, this, &SettingsPanel::settingsChanged);
     connect(m_device, &QComboBox::currentTextChanged, this, &SettingsPanel::settingsChanged);
+    connect(m_device, &QComboBox::currentTextChanged, m_prompt, &PromptBox::setDevice);
     connect(m_view, &QComboBox::currentIndexChanged, this, [this] { Q_EMIT viewChanged(view()); });
     connect(m_lanes, &QSpinBox::valueChanged, this, &SettingsPanel::laneCountChanged);
 }
@@ -212,6 +213,7 @@ void SettingsPanel::setShared(const RunSettings& settings) {
     m_seed->setValue(double(settings.seed));
     m_batch->setValue(settings.batch);
     m_device->setCurrentText(settings.device);
+    m_prompt->setDevice(m_device->currentText());  // its signals are blocked here
     m_prompt->setText(settings.text);
     const QSignalBlocker b6(m_conditioning), b7(m_unconditioning);
     m_conditioning->setText(QString::fromStdString(settings.text.conditioning));

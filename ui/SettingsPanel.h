@@ -32,6 +32,7 @@ public:
     void addModel(const QString& spec);
 
     QComboBox* modelBox() const { return m_model; }
+    QComboBox* deviceBox() const { return m_device; }
     QDoubleSpinBox* seedBox() const { return m_seed; }
     QSpinBox* batchBox() const { return m_batch; }
     // "unconditional", then the model's classes (core::Engine::describeModel).

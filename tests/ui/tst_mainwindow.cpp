@@ -1768,5 +1768,15 @@ void TestMainWindow::negativePromptGuidesAnSd3Checkpoint() {
     QVERIFY(prompt->negativeEdit()->isHidden());
     QVERIFY(!window.lane(0)->guidanceBar()->isEnabled());
     QVERIFY(settle(window));
+    // The estimate follows the Settings' device: a GPU weighs bfloat16 against its free memory
+    // (unknown on a machine without one), the CPU float32 against the machine's.
+    QComboBox* device = window.settingsPanel()->deviceBox();
+    device->setCurrentText("cuda");
+    QVERIFY2(prompt->memoryLabel()->text().contains("the GPU") && prompt->memoryLabel()->text().contains("bfloat16"),
+             qPrintable(prompt->memoryLabel()->text()));
+    device->setCurrentText("cpu");
+    QVERIFY2(prompt->memoryLabel()->text().contains("on the CPU") && prompt->memoryLabel()->text().contains("float32"),
+             qPrintable(prompt->memoryLabel()->text()));
+    QVERIFY(settle(window));
     window.close();
 }
