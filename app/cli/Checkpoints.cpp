@@ -106,6 +106,7 @@ void printInfoJson(const core::CheckpointInfo& info, const core::CheckpointMemor
     json.beginObject();
     json.field("device", std::string(memory.gpu ? "cuda" : "cpu"));
     json.field("machine_bytes", memory.machineBytes);
+    json.field("free_bytes", memory.freeBytes);
     json.field("transformer_bytes", memory.transformerBytes);
     json.field("transformer_dtype", memory.transformerDtype);
     json.field("encoder_bytes", memory.encoderBytes);

@@ -54,6 +54,7 @@ CheckpointInfo inspectCheckpoint(const std::string& path, const TextSettings& na
 // (small beside the weights at the sizes users sample).
 struct CheckpointMemory {
     double machineBytes = 0.0;     // the memory weighed against: the machine's, or the GPU's free
+    double freeBytes = 0.0;        // on the CPU: what is free now (0: not known, or not asked)
     bool gpu = false;
     double transformerBytes = 0.0;
     std::string transformerDtype;  // "float32", "bfloat16", "float8 (computed in float32)", ...
@@ -64,7 +65,8 @@ struct CheckpointMemory {
     bool fits = true;
     std::string summary;           // one line for the window and `info`
 };
-// `bytes` 0: the device's memory (the machine's; the GPU's free memory, unknown without CUDA).
+// `bytes` 0: the device's memory (the machine's, where what is free now can lower the room to
+// less than 80%; the GPU's free memory, unknown without CUDA).
 // `device`: "auto" (the GPU where this build and machine have one), "cpu" or "cuda".
 CheckpointMemory estimateCheckpointMemory(const CheckpointInfo& info, double bytes = 0.0, const std::string& device = "auto");
 

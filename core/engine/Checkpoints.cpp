@@ -112,7 +112,12 @@ CheckpointMemory estimateCheckpointMemory(const CheckpointInfo& info, double byt
     CheckpointMemory memory;
     memory.gpu = device == "cuda" || (device == "auto" && cudaAvailable());
     memory.machineBytes = bytes > 0.0 ? bytes : memory.gpu ? cudaMemory(0).free : machineMemoryBytes();
-    const double room = (memory.gpu ? kGpuMemoryShare : kCpuMemoryShare) * memory.machineBytes;
+    double room = (memory.gpu ? kGpuMemoryShare : kCpuMemoryShare) * memory.machineBytes;
+    if (bytes <= 0.0 && !memory.gpu) {
+        memory.freeBytes = freeMemoryBytes();
+        room = cpuRoomBytes(kCpuMemoryShare);
+    }
+    const bool busy = !memory.gpu && room < kCpuMemoryShare * memory.machineBytes;
     const auto place = [&](const CheckpointInfo::Part& part) {
         return placePart({double(part.parameters), double(part.float8Parameters)}, 0.0, room, memory.gpu);
     };
@@ -139,7 +144,8 @@ CheckpointMemory estimateCheckpointMemory(const CheckpointInfo& info, double byt
     memory.fits = memory.machineBytes <= 0.0 || memory.peakBytes <= room;
     const std::string where = memory.gpu ? (memory.machineBytes > 0.0 ? "the GPU's free " + describeBytes(memory.machineBytes)
                                                                       : std::string("the GPU (its free memory unknown)"))
-                                         : "this machine's " + describeBytes(memory.machineBytes) + " on the CPU";
+                                         : "this machine's " + describeBytes(memory.machineBytes) + " on the CPU" +
+                                               (busy ? " (" + describeBytes(room) + " free now)" : std::string());
     std::string line = "about " + describeBytes(memory.peakBytes) + " of " + where + ": the transformer " +
                        describeBytes(memory.transformerBytes) + " in " + memory.transformerDtype;
     if (memory.encoderBytes > 0.0) {

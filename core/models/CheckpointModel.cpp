@@ -111,8 +111,7 @@ Weights CheckpointModel::placeWeights(const CheckpointPart& part, const std::str
         const DeviceMemory gpu = cudaMemory(device.index());
         placement = placePart(size, activationBytes, kGpuMemoryShare * gpu.free, true);
         if (!placement.fits && mayRunOnCpu) {
-            const double memory = machineMemoryBytes();
-            const PartPlacement onCpu = placePart(size, activationBytes, kCpuMemoryShare * memory, false);
+            const PartPlacement onCpu = placePart(size, activationBytes, cpuRoomBytes(kCpuMemoryShare), false);
             if (onCpu.fits) {
                 m_notes.push_back(what + " runs on the CPU: it needs about " + describeBytes(placement.bytes) +
                                   ", more than the GPU's free " + describeBytes(gpu.free));
@@ -127,15 +126,21 @@ Weights CheckpointModel::placeWeights(const CheckpointPart& part, const std::str
         }
     } else {
         const double memory = machineMemoryBytes();
-        placement = placePart(size, activationBytes, kCpuMemoryShare * memory, false);
+        const double room = cpuRoomBytes(kCpuMemoryShare);
+        // Other programs hold the rest: what is free now is less than FlowScope's share.
+        const bool busy = memory > 0.0 && room < kCpuMemoryShare * memory;
+        placement = placePart(size, activationBytes, room, false);
         if (!placement.fits) {
+            const std::string where = busy ? "the memory free now (" + describeBytes(room) + " of this machine's " +
+                                                 describeBytes(memory) + "): close other programs, or "
+                                           : "this machine's memory (" + describeBytes(memory) + ") can hold: ";
             throw InvalidRequestError(what + " needs about " + describeBytes(placement.bytes) + " (in " + placement.describe() +
-                                      ", with its activations), more than this machine's memory (" + describeBytes(memory) +
-                                      ") can hold: " + memoryRemedy(false, storesFloat8));
+                                      ", with its activations), more than " + where + memoryRemedy(false, storesFloat8));
         }
         if (placement.bfloat16 || placement.packFloat8) {
             m_notes.push_back(what + " runs in " + placement.describe() + " on the CPU: in float32 it would need " +
-                              describeBytes(4.0 * size.parameters + activationBytes) + " of this machine's " + describeBytes(memory));
+                              describeBytes(4.0 * size.parameters + activationBytes) + " of this machine's " + describeBytes(memory) +
+                              (busy ? " (" + describeBytes(room) + " free now)" : std::string()));
         }
     }
     return Weights(part.files, part.prefix, placement.bfloat16 ? torch::kBFloat16 : torch::kFloat32, device, cancel,

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <sstream>
 #include <mutex>
 #include <sstream>
 #include <thread>
@@ -108,7 +109,52 @@ double cgroupLimitBytes() {
     return 0.0;
 }
 
+// A cgroup file's number ("max" or absent: 0).
+double cgroupValue(const char* path) {
+    std::ifstream file(path);
+    std::string value;
+    if (!(file >> value) || value == "max") return 0.0;
+    const double bytes = parseMemorySize(value);
+    return bytes > 0.0 ? bytes : 0.0;
+}
+
+// The value of `key` in a file of "key value" lines (/proc/meminfo, memory.stat); -1 if absent.
+double fieldOf(const char* path, const std::string& key) {
+    std::ifstream file(path);
+    std::string line;
+    while (std::getline(file, line)) {
+        std::istringstream fields(line);
+        std::string name;
+        double value = 0.0;
+        if (fields >> name >> value && name == key) return value;
+    }
+    return -1.0;
+}
+
 }  // namespace
+
+double freeMemoryBytes() {
+    const double available = fieldOf("/proc/meminfo", "MemAvailable:");
+    double free = available > 0.0 ? available * 1024.0 : 0.0;
+    // In a control group with a limit: the limit less what it holds, its inactive page cache
+    // counted as free (as the kernel reclaims that first).
+    const double limit = cgroupValue("/sys/fs/cgroup/memory.max");
+    const double used = cgroupValue("/sys/fs/cgroup/memory.current");
+    if (limit > 0.0 && used > 0.0) {
+        const double cache = std::max(0.0, fieldOf("/sys/fs/cgroup/memory.stat", "inactive_file"));
+        const double left = std::max(0.0, limit - std::max(0.0, used - cache));
+        if (free <= 0.0 || left < free) free = left;
+    }
+    return free;
+}
+
+double cpuRoomBytes(double share) {
+    const double machine = machineMemoryBytes();
+    const double free = freeMemoryBytes();
+    double room = share * machine;
+    if (free > 0.0 && (room <= 0.0 || free < room)) room = free;
+    return room;
+}
 
 double machineMemoryBytes() {
     const long pages = ::sysconf(_SC_PHYS_PAGES);

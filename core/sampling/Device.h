@@ -24,6 +24,14 @@ bool cudaAvailable();
 // "8G"). 0 when the system does not say. A FLOWSCOPE_MEMORY_LIMIT that is no size throws
 // InvalidRequestError saying how to write it.
 double machineMemoryBytes();
+// The memory free now for FlowScope, in bytes: the kernel's estimate of what can be allocated
+// without swapping (MemAvailable, which counts the page cache, memory-mapped checkpoints
+// included, as free), or less where the control group's limit leaves less. 0 when the system
+// does not say.
+double freeMemoryBytes();
+// What a part of the CPU's memory may take now: `share` of machineMemoryBytes(), or what is free
+// where that is less. 0 when the system says neither.
+double cpuRoomBytes(double share);
 // "8G", "512M", "1.5T", "4096": bytes (binary units); -1 when `text` is no size.
 double parseMemorySize(std::string_view text);
 // A CUDA device's memory in bytes: `free` counts what LibTorch's caching allocator holds unused

@@ -282,6 +282,22 @@ private slots:
                  message.c_str());
     }
 
+    // What is free now can only lower the room a part may take, below FlowScope's share.
+    void freeMemoryLowersTheRoom() {
+        const ScopedMemoryLimit none("");
+        const double machine = machineMemoryBytes();
+        const double free = freeMemoryBytes();
+        QVERIFY2(free > 0.0 && free <= machine, qPrintable(QString("%1 free of %2").arg(free).arg(machine)));
+        const double room = cpuRoomBytes(kCpuMemoryShare);
+        QVERIFY(room > 0.0 && room <= kCpuMemoryShare * machine);
+        const ScopedMemoryLimit limit("1M");
+        QVERIFY(cpuRoomBytes(kCpuMemoryShare) <= kCpuMemoryShare * 1024 * 1024);
+        // The estimate says what is free where that is the limit; given sizes, it weighs them alone.
+        const CheckpointInfo info = inspectCheckpoint(fixture("schnell"));
+        QCOMPARE(estimateCheckpointMemory(info, 1e12, "cpu").freeBytes, 0.0);
+        QVERIFY(estimateCheckpointMemory(info, 0.0, "cpu").freeBytes > 0.0);
+    }
+
     // The placement rule by its cases: p parameters of which q are float8; bytes are 4p (float32),
     // 4(p - q) + q (float8 packed, float32 compute), 2p (bfloat16), 2(p - q) + q; first that fits.
     void partPlacementFollowsTheOrder() {
