@@ -27,7 +27,7 @@ using Tensors = std::vector<std::pair<std::string, torch::Tensor>>;
 // The E4M3 bytes nearest to `values` (clamped to +-448), as the shared fp8 files store them: the
 // ascending table of the positive codes 0..126 searched, then the sign bit.
 torch::Tensor toFloat8Bytes(const torch::Tensor& values) {
-    const torch::Tensor table = core::float8E4M3Values().slice(0, 0, 127);
+    const torch::Tensor table = core::float8E4M3Values().slice(0, 0, 127).to(values.device());
     const torch::Tensor magnitude = values.abs().to(torch::kFloat32).clamp_max(448.0f).contiguous();
     const torch::Tensor above = torch::searchsorted(table, magnitude).clamp(1, 126);
     const torch::Tensor below = above - 1;

@@ -24,7 +24,7 @@ struct CheckpointInfo {
         std::string origin;  // where it was found, in words
         std::vector<std::string> files;
         int64_t parameters = 0;
-        int64_t float8Parameters = 0;     // of those, stored as F8_E4M3 (kept packed where memory requires)
+        int64_t float8Parameters = 0;     // of those, matrices stored as F8_E4M3 (kept packed where memory requires)
         std::vector<std::string> dtypes;  // as stored
     };
     std::vector<Part> parts;
@@ -45,29 +45,29 @@ struct CheckpointInfo {
 // Throws CheckpointError (an InvalidRequestError) with what is wrong.
 CheckpointInfo inspectCheckpoint(const std::string& path, const TextSettings& named = {});
 
-// What a checkpoint's parts need in memory, by the engine's own rule (core/models/PartPlacement.h):
-// on the CPU each part in float32, or with its float8 matrices kept packed, or in bfloat16, where
-// float32 would take more than 80% of the memory; on a GPU in bfloat16 (packed float8 where that
-// does not fit) against 90% of its free memory. The text encoders run one at a time before the
-// transformer (released first when they would not fit beside it; on a GPU, run on the CPU where
-// they do not fit at all); the transformer and the autoencoder stay. Activations are left out
-// (small beside the weights at the sizes users sample).
+// What a checkpoint's parts need in memory, by the engine's own rule (core/models/PartPlacement.h),
+// against the device's capacity: on the CPU each part in float32, or with its float8 matrices
+// kept packed, or in bfloat16, where float32 would take more than 80% of the machine's memory; on
+// a GPU in bfloat16 (packed float8 where that does not fit) within 90% of its memory. The text
+// encoders run one at a time before the transformer (released first when they would not fit
+// beside it; on a GPU, run on the CPU where they do not fit it); the transformer and the
+// autoencoder stay. What is free now is reported beside it: the load itself weighs that (and the
+// activations, left out here as small beside the weights at the sizes users sample).
 struct CheckpointMemory {
-    double machineBytes = 0.0;     // the memory weighed against: the machine's, or the GPU's free
-    double freeBytes = 0.0;        // on the CPU: what is free now (0: not known, or not asked)
+    double machineBytes = 0.0;     // the capacity weighed against: the machine's memory, or the GPU's
+    double freeBytes = 0.0;        // free now (0: not known, or sizes given)
     bool gpu = false;
     double transformerBytes = 0.0;
     std::string transformerDtype;  // "float32", "bfloat16", "float8 (computed in float32)", ...
     double encoderBytes = 0.0;     // the largest text encoder found, as it would be held
-    bool encodersOnCpu = false;    // on a GPU: the largest text encoder does not fit it
+    bool encodersOnCpu = false;    // on a GPU: the largest text encoder does not fit it, and runs on the CPU
     double autoencoderBytes = 0.0;
     double peakBytes = 0.0;        // the most held at once on the device
     bool fits = true;
     std::string summary;           // one line for the window and `info`
 };
-// `bytes` 0: the device's memory (the machine's, where what is free now can lower the room to
-// less than 80%; the GPU's free memory, unknown without CUDA).
-// `device`: "auto" (the GPU where this build and machine have one), "cpu" or "cuda".
+// `bytes` 0: the device's memory (the machine's; the GPU's, unknown without CUDA), with what is
+// free now. `device`: "auto" (the GPU where this build and machine have one), "cpu" or "cuda".
 CheckpointMemory estimateCheckpointMemory(const CheckpointInfo& info, double bytes = 0.0, const std::string& device = "auto");
 
 struct PromptTokens {

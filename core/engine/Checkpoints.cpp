@@ -108,25 +108,62 @@ CheckpointInfo inspectCheckpoint(const std::string& path, const TextSettings& na
     return info;
 }
 
+namespace {
+
+// The estimate's line: the peak against the device's capacity, what is free now where that is
+// less, and the parts.
+std::string describeMemory(const CheckpointMemory& memory, const std::string& encoderName, bool storesFloat8) {
+    const double share = memory.gpu ? kGpuMemoryShare : kCpuMemoryShare;
+    const bool busy = memory.freeBytes > 0.0 && memory.freeBytes < share * memory.machineBytes;
+    const std::string freeNow = busy ? " (only " + describeBytes(memory.freeBytes) + " free now)" : std::string();
+    const std::string where = !memory.gpu                 ? "this machine's " + describeBytes(memory.machineBytes) + " on the CPU"
+                              : memory.machineBytes > 0.0 ? "the GPU's " + describeBytes(memory.machineBytes)
+                                                          : std::string("the GPU (its memory unknown)");
+    std::string line = "about " + describeBytes(memory.peakBytes) + " of " + where + freeNow + ": the transformer " +
+                       describeBytes(memory.transformerBytes) + " in " + memory.transformerDtype;
+    if (memory.encoderBytes > 0.0) {
+        line += ", text encoders up to " + describeBytes(memory.encoderBytes) + " (" + encoderName + ")" +
+                (memory.encodersOnCpu ? " on the CPU, in float32 or as it fits there" : "");
+    }
+    if (memory.autoencoderBytes > 0.0) line += ", the autoencoder " + describeBytes(memory.autoencoderBytes);
+    return memory.fits ? "Needs " + line
+                       : "Does not fit: needs " + line + "; " + CheckpointModel::memoryRemedy(memory.gpu, storesFloat8);
+}
+
+}  // namespace
+
 CheckpointMemory estimateCheckpointMemory(const CheckpointInfo& info, double bytes, const std::string& device) {
     CheckpointMemory memory;
     memory.gpu = device == "cuda" || (device == "auto" && cudaAvailable());
-    memory.machineBytes = bytes > 0.0 ? bytes : memory.gpu ? cudaMemory(0).free : machineMemoryBytes();
-    double room = (memory.gpu ? kGpuMemoryShare : kCpuMemoryShare) * memory.machineBytes;
-    if (bytes <= 0.0 && !memory.gpu) {
+    if (bytes > 0.0) {
+        memory.machineBytes = bytes;
+    } else if (memory.gpu) {
+        const DeviceMemory gpu = cudaMemory(0);
+        memory.machineBytes = gpu.total;
+        memory.freeBytes = gpu.free;
+    } else {
+        memory.machineBytes = machineMemoryBytes();
         memory.freeBytes = freeMemoryBytes();
-        room = cpuRoomBytes(kCpuMemoryShare);
     }
-    const bool busy = !memory.gpu && room < kCpuMemoryShare * memory.machineBytes;
-    const auto place = [&](const CheckpointInfo::Part& part) {
-        return placePart({double(part.parameters), double(part.float8Parameters)}, 0.0, room, memory.gpu);
-    };
+    // Against the device's capacity: the parts FlowScope holds itself count as free here.
+    const double room = (memory.gpu ? kGpuMemoryShare : kCpuMemoryShare) * memory.machineBytes;
+    const double cpuRoom = kCpuMemoryShare * (memory.gpu ? machineMemoryBytes() : memory.machineBytes);
     std::string encoderName;
     bool storesFloat8 = false;
     for (const CheckpointInfo::Part& part : info.parts) {
         if (!part.found) continue;
+        const PartSize size{double(part.parameters), double(part.float8Parameters)};
         storesFloat8 = storesFloat8 || (part.name == "transformer" && part.float8Parameters > 0);
-        const PartPlacement placement = place(part);
+        PartPlacement placement = placePart(size, 0.0, room, memory.gpu);
+        bool onCpu = false;
+        if (memory.gpu && !placement.fits && part.name != "transformer" && part.name != "autoencoder") {
+            // A text encoder that does not fit the GPU runs on the CPU, where it fits there.
+            const PartPlacement cpu = placePart(size, 0.0, cpuRoom, false);
+            if (cpu.fits) {
+                placement = cpu;
+                onCpu = true;
+            }
+        }
         if (part.name == "transformer") {
             memory.transformerBytes = placement.bytes;
             memory.transformerDtype = placement.describe();
@@ -134,7 +171,7 @@ CheckpointMemory estimateCheckpointMemory(const CheckpointInfo& info, double byt
             memory.autoencoderBytes = placement.bytes;
         } else if (placement.bytes > memory.encoderBytes) {
             memory.encoderBytes = placement.bytes;
-            memory.encodersOnCpu = memory.gpu && !placement.fits;
+            memory.encodersOnCpu = onCpu;
             encoderName = part.name == "t5" ? "T5" : part.name == "clip_g" ? "CLIP-G" : "CLIP-L";
         }
     }
@@ -142,19 +179,7 @@ CheckpointMemory estimateCheckpointMemory(const CheckpointInfo& info, double byt
     const double encoders = memory.encodersOnCpu ? 0.0 : memory.encoderBytes;
     memory.peakBytes = encoders + memory.transformerBytes <= room ? kept + encoders : std::max(kept, encoders);
     memory.fits = memory.machineBytes <= 0.0 || memory.peakBytes <= room;
-    const std::string where = memory.gpu ? (memory.machineBytes > 0.0 ? "the GPU's free " + describeBytes(memory.machineBytes)
-                                                                      : std::string("the GPU (its free memory unknown)"))
-                                         : "this machine's " + describeBytes(memory.machineBytes) + " on the CPU" +
-                                               (busy ? " (" + describeBytes(room) + " free now)" : std::string());
-    std::string line = "about " + describeBytes(memory.peakBytes) + " of " + where + ": the transformer " +
-                       describeBytes(memory.transformerBytes) + " in " + memory.transformerDtype;
-    if (memory.encoderBytes > 0.0) {
-        line += ", text encoders up to " + describeBytes(memory.encoderBytes) + " (" + encoderName + ")" +
-                (memory.encodersOnCpu ? " on the CPU" : "");
-    }
-    if (memory.autoencoderBytes > 0.0) line += ", the autoencoder " + describeBytes(memory.autoencoderBytes);
-    memory.summary = memory.fits ? "Needs " + line
-                                 : "Does not fit: needs " + line + "; " + CheckpointModel::memoryRemedy(memory.gpu, storesFloat8);
+    memory.summary = describeMemory(memory, encoderName, storesFloat8);
     return memory;
 }
 

@@ -110,19 +110,25 @@ Weights CheckpointModel::placeWeights(const CheckpointPart& part, const std::str
     if (device.is_cuda()) {
         const DeviceMemory gpu = cudaMemory(device.index());
         placement = placePart(size, activationBytes, kGpuMemoryShare * gpu.free, true);
+        std::string onCpuToo;
         if (!placement.fits && mayRunOnCpu) {
-            const PartPlacement onCpu = placePart(size, activationBytes, cpuRoomBytes(kCpuMemoryShare), false);
+            const double room = cpuRoomBytes(kCpuMemoryShare);
+            const PartPlacement onCpu = placePart(size, activationBytes, room, false);
             if (onCpu.fits) {
                 m_notes.push_back(what + " runs on the CPU: it needs about " + describeBytes(placement.bytes) +
                                   ", more than the GPU's free " + describeBytes(gpu.free));
                 device = torch::kCPU;
                 placement = onCpu;
+            } else {
+                onCpuToo = ", and about " + describeBytes(onCpu.bytes) + " on the CPU, where it may take " + describeBytes(room);
             }
         }
         if (!placement.fits) {
             throw InvalidRequestError(what + " needs about " + describeBytes(placement.bytes) + " (in " + placement.describe() +
                                       ", with its activations), more than the GPU's free memory (" + describeBytes(gpu.free) +
-                                      "): " + memoryRemedy(true, storesFloat8));
+                                      ")" + onCpuToo + ": " +
+                                      (onCpuToo.empty() ? memoryRemedy(true, storesFloat8)
+                                                        : std::string("use a machine with more memory")));
         }
     } else {
         const double memory = machineMemoryBytes();

@@ -23,6 +23,24 @@ torch::Tensor Linear::widened() const {
 
 torch::Tensor Linear::operator()(const torch::Tensor& x) const { return torch::linear(x, widened(), bias); }
 
+Embedding Embedding::load(const Weights& weights, const std::string& key, const std::vector<int64_t>& expected) {
+    Embedding embedding;
+    embedding.weight = weights.getMatrix(key, expected);
+    if (embedding.weight.dim() != 2) {
+        throw CheckpointError("the tensor '" + weights.prefix() + key + "' is not a matrix");
+    }
+    if (embedding.weight.scalar_type() == torch::kByte) embedding.table = weights.float8Table();
+    return embedding;
+}
+
+torch::Tensor Embedding::rows(const torch::Tensor& ids) const {
+    std::vector<int64_t> shape = ids.sizes().vec();
+    shape.push_back(width());
+    const torch::Tensor picked = weight.index_select(0, ids.reshape({-1}));
+    if (!table.defined()) return picked.view(shape);
+    return table.index_select(0, picked.reshape({-1}).to(torch::kInt)).view(shape);
+}
+
 LayerNorm LayerNorm::load(const Weights& weights, const std::string& key, int64_t width, double eps) {
     LayerNorm norm = plain(width, eps);
     norm.weight = weights.get(key + ".weight", {width});

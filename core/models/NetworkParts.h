@@ -29,6 +29,21 @@ struct Linear {
     torch::Tensor widened() const;
 };
 
+// A table of rows looked up by id (token and position embeddings, T5's position-bias buckets);
+// like Linear, kept as float8 bytes where the weights pack them, and only the rows looked up are
+// widened.
+struct Embedding {
+    torch::Tensor weight;
+    torch::Tensor table;  // defined when `weight` holds E4M3 bytes
+    // `expected` as for Weights::get (empty: any matrix).
+    static Embedding load(const Weights& weights, const std::string& key, const std::vector<int64_t>& expected = {});
+    // The rows of `ids` (int64, any shape) -> [ids..., width], in the compute dtype.
+    torch::Tensor rows(const torch::Tensor& ids) const;
+    int64_t count() const { return weight.size(0); }
+    int64_t width() const { return weight.size(1); }
+    torch::Device device() const { return weight.device(); }
+};
+
 // LayerNorm with an optional affine (key.weight, key.bias).
 struct LayerNorm {
     torch::Tensor weight, bias;

@@ -1,7 +1,8 @@
 #pragma once
 
-// How a checkpoint's part is held in memory: one rule for loading it (CheckpointModel) and for
-// estimating it before anything loads (core::estimateCheckpointMemory), so that the two agree.
+// How a checkpoint's part is held in memory: one rule for loading it (CheckpointModel, against
+// what is free at that moment, with the part's activations) and for estimating it before
+// anything loads (core::estimateCheckpointMemory, against the device's capacity, weights only).
 //
 // On the CPU a part computes in float32 where that fits, else with its float8 matrices kept packed
 // (one byte per value, widened for each product) when the file stores them so, else in bfloat16,
@@ -14,7 +15,7 @@ namespace flowscope::core {
 
 struct PartSize {
     double parameters = 0.0;
-    double float8Parameters = 0.0;  // of those, stored as F8_E4M3
+    double float8Parameters = 0.0;  // of those, in matrices stored as F8_E4M3 (Linear and Embedding keep them packed)
 };
 
 struct PartPlacement {

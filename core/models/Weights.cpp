@@ -274,7 +274,9 @@ int64_t Weights::float8Parameters() const {
     int64_t total = 0;
     for (const std::string& name : names()) {
         const auto* stored = m_files->find(m_prefix + name);
-        if (stored->entry->dtype == "F8_E4M3") total += int64_t(stored->entry->end - stored->entry->begin);
+        if (stored->entry->dtype == "F8_E4M3" && stored->entry->shape.size() == 2) {
+            total += int64_t(stored->entry->end - stored->entry->begin);
+        }
     }
     return total;
 }

@@ -89,7 +89,8 @@ public:
     std::vector<std::string> names() const;
     // The parameter count and the stored dtypes of the tensors under this prefix.
     int64_t parameters() const;
-    int64_t float8Parameters() const;  // of those, the ones stored as F8_E4M3
+    // Of those, the matrices stored as F8_E4M3: the ones layers keep packed (Linear, Embedding).
+    int64_t float8Parameters() const;
     uint64_t storedBytes() const;  // of the tensors under this prefix, as stored
     std::vector<std::string> storedDtypes() const;
     // Throws CancelledError when the load was cancelled (checked before each tensor).

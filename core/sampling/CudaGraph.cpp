@@ -155,8 +155,13 @@ DeviceMemory cudaMemory(int index) {
     memory.total = double(totalBytes);
     // What the caching allocator reserved but holds unused goes back to the driver before an
     // allocation fails, so it counts as free. Stat 0 is the aggregate in every LibTorch version.
-    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(static_cast<c10::DeviceIndex>(index));
-    const double cached = double(stats.reserved_bytes[0].current) - double(stats.allocated_bytes[0].current);
+    double cached = 0.0;
+    try {
+        const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(static_cast<c10::DeviceIndex>(index));
+        cached = double(stats.reserved_bytes[0].current) - double(stats.allocated_bytes[0].current);
+    } catch (const c10::Error&) {
+        // The allocator is set up by the process's first CUDA tensor: before that it holds nothing.
+    }
     memory.free = double(freeBytes) + std::max(0.0, cached);
     return memory;
 }

@@ -96,21 +96,8 @@ double parseMemorySize(std::string_view text) {
 
 namespace {
 
-// The control group's memory limit (cgroup v2's memory.max, v1's memory.limit_in_bytes); 0: none.
-double cgroupLimitBytes() {
-    for (const char* path : {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}) {
-        std::ifstream file(path);
-        std::string value;
-        if (file >> value && value != "max") {
-            const double bytes = parseMemorySize(value);
-            if (bytes > 0.0) return bytes;
-        }
-    }
-    return 0.0;
-}
-
 // A cgroup file's number ("max" or absent: 0).
-double cgroupValue(const char* path) {
+double cgroupValue(const std::string& path) {
     std::ifstream file(path);
     std::string value;
     if (!(file >> value) || value == "max") return 0.0;
@@ -119,7 +106,7 @@ double cgroupValue(const char* path) {
 }
 
 // The value of `key` in a file of "key value" lines (/proc/meminfo, memory.stat); -1 if absent.
-double fieldOf(const char* path, const std::string& key) {
+double fieldOf(const std::string& path, const std::string& key) {
     std::ifstream file(path);
     std::string line;
     while (std::getline(file, line)) {
@@ -131,21 +118,57 @@ double fieldOf(const char* path, const std::string& key) {
     return -1.0;
 }
 
+// The tightest memory limit over the process's control group and its ancestors (cgroup v2, or
+// v1's memory controller), with what that group holds and how much of it is page cache (which the
+// kernel reclaims before it fails). limit 0: none.
+struct GroupMemory {
+    double limit = 0.0, used = 0.0, cache = 0.0;
+};
+GroupMemory groupMemory() {
+    GroupMemory tightest;
+    std::ifstream self("/proc/self/cgroup");
+    std::string line;
+    while (std::getline(self, line)) {
+        const size_t first = line.find(':');
+        const size_t second = first == std::string::npos ? first : line.find(':', first + 1);
+        if (second == std::string::npos) continue;
+        // "0::/path" (v2), or "N:controller,controller:/path" (v1).
+        const std::string_view controllers = std::string_view(line).substr(first + 1, second - first - 1);
+        const bool v2 = first == 1 && line[0] == '0' && controllers.empty();
+        bool memory = false;
+        for (size_t at = 0; at < controllers.size();) {
+            const size_t end = std::min(controllers.find(',', at), controllers.size());
+            memory = memory || controllers.substr(at, end - at) == "memory";
+            at = end + 1;
+        }
+        if (!v2 && !memory) continue;
+        const std::string root = v2 ? "/sys/fs/cgroup" : "/sys/fs/cgroup/memory";
+        const std::string path = line.substr(second + 1);
+        for (std::string dir = root + (path == "/" ? "" : path);; dir = dir.substr(0, dir.rfind('/'))) {
+            const double limit = cgroupValue(dir + (v2 ? "/memory.max" : "/memory.limit_in_bytes"));
+            if (limit > 0.0 && (tightest.limit <= 0.0 || limit < tightest.limit)) {
+                tightest.limit = limit;
+                tightest.used = cgroupValue(dir + (v2 ? "/memory.current" : "/memory.usage_in_bytes"));
+                tightest.cache = std::max(0.0, fieldOf(dir + "/memory.stat", v2 ? "file" : "total_cache"));
+            }
+            if (dir.size() <= root.size()) break;
+        }
+    }
+    return tightest;
+}
+
 }  // namespace
 
 double freeMemoryBytes() {
     const double available = fieldOf("/proc/meminfo", "MemAvailable:");
     double free = available > 0.0 ? available * 1024.0 : 0.0;
-    // In a control group with a limit: the limit less what it holds, its inactive page cache
-    // counted as free (as the kernel reclaims that first).
-    const double limit = cgroupValue("/sys/fs/cgroup/memory.max");
-    const double used = cgroupValue("/sys/fs/cgroup/memory.current");
-    if (limit > 0.0 && used > 0.0) {
-        const double cache = std::max(0.0, fieldOf("/sys/fs/cgroup/memory.stat", "inactive_file"));
-        const double left = std::max(0.0, limit - std::max(0.0, used - cache));
+    const GroupMemory group = groupMemory();
+    if (group.limit > 0.0 && group.used > 0.0) {
+        const double left = std::max(0.0, group.limit - std::max(0.0, group.used - group.cache));
         if (free <= 0.0 || left < free) free = left;
     }
-    return free;
+    const double machine = machineMemoryBytes();
+    return machine > 0.0 ? std::min(free, machine) : free;
 }
 
 double cpuRoomBytes(double share) {
@@ -160,7 +183,7 @@ double machineMemoryBytes() {
     const long pages = ::sysconf(_SC_PHYS_PAGES);
     const long pageSize = ::sysconf(_SC_PAGESIZE);
     double memory = pages > 0 && pageSize > 0 ? double(pages) * double(pageSize) : 0.0;
-    static const double cgroup = cgroupLimitBytes();
+    static const double cgroup = groupMemory().limit;
     if (cgroup > 0.0 && (memory <= 0.0 || cgroup < memory)) memory = cgroup;
     if (const char* limit = std::getenv("FLOWSCOPE_MEMORY_LIMIT"); limit && *limit) {
         const double bytes = parseMemorySize(limit);

@@ -35,8 +35,9 @@ double cpuRoomBytes(double share);
 // "8G", "512M", "1.5T", "4096": bytes (binary units); -1 when `text` is no size.
 double parseMemorySize(std::string_view text);
 // A CUDA device's memory in bytes: `free` counts what LibTorch's caching allocator holds unused
-// as free too (it hands that back before it fails). Both 0 without CUDA (defined in CudaGraph.cpp,
-// where the CUDA code lives).
+// as free too (it hands that back before it fails). Both 0 without CUDA, and in a build with
+// FLOWSCOPE_CUDA_GRAPHS off (defined in CudaGraph.cpp, where the CUDA code lives): 0 means not
+// known, and loads then go ahead unchecked.
 struct DeviceMemory {
     double free = 0.0;
     double total = 0.0;

@@ -63,17 +63,30 @@ SampleRequest smallSchnellRequest() {
     return request;
 }
 
-// Sets FLOWSCOPE_MEMORY_LIMIT for a scope ("" unsets it).
+// Sets FLOWSCOPE_MEMORY_LIMIT for a scope ("" unsets it), and puts back what was there.
 class ScopedMemoryLimit {
 public:
-    explicit ScopedMemoryLimit(const std::string& value) {
+    explicit ScopedMemoryLimit(const std::string& value)
+        : m_had(qEnvironmentVariableIsSet("FLOWSCOPE_MEMORY_LIMIT")), m_old(qgetenv("FLOWSCOPE_MEMORY_LIMIT")) {
         if (value.empty()) {
             qunsetenv("FLOWSCOPE_MEMORY_LIMIT");
         } else {
             qputenv("FLOWSCOPE_MEMORY_LIMIT", QByteArray::fromStdString(value));
         }
     }
-    ~ScopedMemoryLimit() { qunsetenv("FLOWSCOPE_MEMORY_LIMIT"); }
+    ~ScopedMemoryLimit() {
+        if (m_had) {
+            qputenv("FLOWSCOPE_MEMORY_LIMIT", m_old);
+        } else {
+            qunsetenv("FLOWSCOPE_MEMORY_LIMIT");
+        }
+    }
+    ScopedMemoryLimit(const ScopedMemoryLimit&) = delete;
+    ScopedMemoryLimit& operator=(const ScopedMemoryLimit&) = delete;
+
+private:
+    bool m_had;
+    QByteArray m_old;
 };
 
 // A safetensors file of one F8_E4M3 tensor [rows, cols] with the given bytes.
@@ -85,6 +98,48 @@ std::string float8File(const std::string& name, int64_t rows, int64_t cols, cons
     bytes += header;
     for (uint8_t value : values) bytes += char(value);
     return bytes;
+}
+
+// A T5 encoder (width 8, 2 heads of 4, feed-forward 16, 2 blocks, vocabulary 40) whose matrices
+// are F8_E4M3 bytes of magnitudes 2^-6 to 2^-2 (either sign), its norms float32 ones.
+std::string float8T5File() {
+    std::vector<std::pair<std::string, std::vector<int64_t>>> matrices{{"shared.weight", {40, 8}},
+        {"encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", {32, 2}}};
+    std::vector<std::string> norms{"encoder.final_layer_norm.weight"};
+    for (int b = 0; b < 2; ++b) {
+        const std::string block = "encoder.block." + std::to_string(b) + ".layer.";
+        for (const char* name : {"q", "k", "v", "o"}) matrices.push_back({block + "0.SelfAttention." + name + ".weight", {8, 8}});
+        matrices.push_back({block + "1.DenseReluDense.wi_0.weight", {16, 8}});
+        matrices.push_back({block + "1.DenseReluDense.wi_1.weight", {16, 8}});
+        matrices.push_back({block + "1.DenseReluDense.wo.weight", {8, 16}});
+        norms.push_back(block + "0.layer_norm.weight");
+        norms.push_back(block + "1.layer_norm.weight");
+    }
+    std::string header = "{";
+    std::string data;
+    uint32_t state = 12345;
+    for (const auto& [name, shape] : matrices) {
+        const size_t begin = data.size();
+        for (int64_t i = 0; i < shape[0] * shape[1]; ++i) {
+            state = state * 1664525u + 1013904223u;
+            const int exponent = 1 + int((state >> 8) % 5);  // 2^-6 .. 2^-2
+            data += char(((state >> 16) & 0x80) | (exponent << 3) | ((state >> 20) & 7));
+        }
+        header += (header.size() > 1 ? "," : "") + ("\"" + name + "\":{\"dtype\":\"F8_E4M3\",\"shape\":[") +
+                  std::to_string(shape[0]) + "," + std::to_string(shape[1]) + "],\"data_offsets\":[" + std::to_string(begin) +
+                  "," + std::to_string(data.size()) + "]}";
+    }
+    for (const std::string& name : norms) {
+        const size_t begin = data.size();
+        const float one = 1.0f;
+        for (int i = 0; i < 8; ++i) data.append(reinterpret_cast<const char*>(&one), sizeof one);
+        header += ",\"" + name + "\":{\"dtype\":\"F32\",\"shape\":[8],\"data_offsets\":[" + std::to_string(begin) + "," +
+                  std::to_string(data.size()) + "]}";
+    }
+    header += "}";
+    std::string bytes(8, '\0');
+    for (int i = 0; i < 8; ++i) bytes[size_t(i)] = char((header.size() >> (8 * i)) & 0xFF);
+    return bytes + header + data;
 }
 
 }  // namespace
@@ -324,13 +379,13 @@ private slots:
         QCOMPARE(placePart(fp8, 0.0, 1999.0, false).describe(), std::string("float8 (computed in float32)"));
     }
 
-    // A float8 matrix kept packed is one byte per value and gives the same products as the same
-    // matrix widened at load; a NaN byte is refused naming the tensor.
+    // A float8 matrix kept packed is one byte per value and gives the same products (and the same
+    // embedding rows) as the same matrix widened at load; a NaN byte is refused naming the tensor.
     void packedFloat8LinearEqualsTheWidenedOne() {
         c10::InferenceMode inference;
         QTemporaryDir dir;
         std::vector<uint8_t> values;
-        // Bytes of every sign and exponent, bit 3 clear so that none is NaN (S.1111.111).
+        // Bytes of both signs, many exponents and mantissas, bit 3 clear so that none is NaN (S.1111.111).
         for (int i = 0; i < 6 * 5; ++i) values.push_back(uint8_t(((i * 37 + 11) % 256) & 0xF7));
         const std::string path = (dir.path() + "/w.safetensors").toStdString();
         { std::ofstream(path, std::ios::binary) << float8File("layer.weight", 6, 5, values); }
@@ -345,6 +400,13 @@ private slots:
         QVERIFY(torch::equal(packed.widened(), wide.weight));
         const torch::Tensor x = torch::randn({3, 5});
         QVERIFY(torch::equal(packed(x), wide(x)));
+        // As an embedding: only the rows looked up are widened, to the same values.
+        const auto rows = layers::Embedding::load(Weights(files, "", torch::kFloat32, torch::kCPU, nullptr, true), "layer.weight");
+        QCOMPARE(rows.weight.scalar_type(), torch::kByte);
+        const torch::Tensor ids = torch::tensor({5, 0, 5, 2}, torch::kInt64).reshape({2, 2});
+        const torch::Tensor looked = rows.rows(ids);
+        QCOMPARE(looked.sizes().vec(), (std::vector<int64_t>{2, 2, 5}));
+        QVERIFY(torch::equal(looked, wide.weight.index_select(0, ids.reshape({-1})).view({2, 2, 5})));
         values[7] = 0xFF;  // -NaN
         const std::string nanPath = (dir.path() + "/nan.safetensors").toStdString();
         { std::ofstream(nanPath, std::ios::binary) << float8File("layer.weight", 6, 5, values); }
@@ -352,6 +414,24 @@ private slots:
             layers::Linear::load(Weights(WeightFiles::open({nanPath}), "", torch::kFloat32, torch::kCPU, nullptr, true), "layer");
         });
         QVERIFY2(message.find("layer.weight") != std::string::npos && message.find("NaN") != std::string::npos, message.c_str());
+    }
+
+    // T5 (the usual fp8 text encoder) keeps its matrices, embedding and position-bias table
+    // packed, and encodes to the same hidden states as with everything widened at load.
+    void float8T5StaysPackedAndEncodesTheSame() {
+        c10::InferenceMode inference;
+        QTemporaryDir dir;
+        const std::string path = (dir.path() + "/t5.safetensors").toStdString();
+        { std::ofstream(path, std::ios::binary) << float8T5File(); }
+        const auto files = WeightFiles::open({path});
+        const Weights packedWeights(files, "", torch::kFloat32, torch::kCPU, nullptr, true);
+        QCOMPARE(packedWeights.float8Parameters(), int64_t(40 * 8 + 32 * 2 + 2 * (4 * 64 + 3 * 128)));
+        const T5Encoder packed(packedWeights);
+        const T5Encoder wide(Weights(files, "", torch::kFloat32, torch::kCPU));
+        const torch::Tensor ids = torch::tensor({3, 17, 39, 0, 1}, torch::kInt64).reshape({1, 5});
+        const torch::Tensor a = packed.forward(ids);
+        QVERIFY(torch::isfinite(a).all().item<bool>());
+        QVERIFY(torch::equal(a, wide.forward(ids)));
     }
 
     // Where float32 would not fit, the fp8 file's transformer keeps its matrices packed (the note
@@ -411,7 +491,7 @@ private slots:
         QVERIFY(gpu.gpu && gpu.fits);
         QCOMPARE(gpu.transformerDtype, std::string("bfloat16"));
         QCOMPARE(gpu.transformerBytes, 2.0 * p);
-        QVERIFY2(gpu.summary.find("of the GPU's free") != std::string::npos, gpu.summary.c_str());
+        QVERIFY2(gpu.summary.find("of the GPU's") != std::string::npos, gpu.summary.c_str());
         const CheckpointMemory tight = estimateCheckpointMemory(info, 2.0 * p / kGpuMemoryShare * 0.99, "cuda");
         QCOMPARE(tight.transformerDtype, std::string("float8 (computed in bfloat16)"));
         QCOMPARE(tight.transformerBytes, 2.0 * (p - q) + q);

@@ -368,13 +368,10 @@ void fewOperationsPerStep() {
                                std::to_string(forward));
 }
 
-// DESIGN.md: sample k's noise is torch::randn({C, H, W}) in float32 from a CPU generator seeded
-// with seed + k, "the same noise on every machine and LibTorch version". The reference values are
-// torch.randn(1, 28, 28, generator=torch.Generator().manual_seed(s)) from PyTorch 1.13's Python
-// API: elements 0, 1, 15, 16, 17, 255, 500, 783, and the float64 sum and sum of squares.
 // The GPU's free memory as the checkpoint loader weighs it: what a tensor takes is gone from it,
 // and comes back once the tensor is freed (LibTorch's allocator keeps the block, and that counts
-// as free). The memory estimate weighs a checkpoint against it and names the GPU.
+// as free). The memory estimate weighs a checkpoint against the GPU's capacity and says what is
+// free. Asked first, before this process has made any CUDA tensor (the allocator is not set up).
 void gpuMemoryIsMeasured() {
     if (!hasCuda()) {
         const core::DeviceMemory none = core::cudaMemory(0);
@@ -397,10 +394,14 @@ void gpuMemoryIsMeasured() {
     const core::CheckpointInfo info = core::inspectCheckpoint(g_sourceDir + "/resources/fixtures/flux/schnell");
     const core::CheckpointMemory memory = core::estimateCheckpointMemory(info);
     EXPECT(memory.gpu && memory.fits && memory.transformerDtype == "bfloat16", memory.summary);
-    EXPECT(std::abs(memory.machineBytes - after.free) < slack, memory.summary);
-    EXPECT(memory.summary.find("of the GPU's free") != std::string::npos, memory.summary);
+    EXPECT(memory.machineBytes == after.total && std::abs(memory.freeBytes - after.free) < slack, memory.summary);
+    EXPECT(memory.summary.find("of the GPU's") != std::string::npos, memory.summary);
 }
 
+// DESIGN.md: sample k's noise is torch::randn({C, H, W}) in float32 from a CPU generator seeded
+// with seed + k, "the same noise on every machine and LibTorch version". The reference values are
+// torch.randn(1, 28, 28, generator=torch.Generator().manual_seed(s)) from PyTorch 1.13's Python
+// API: elements 0, 1, 15, 16, 17, 255, 500, 783, and the float64 sum and sum of squares.
 void seedGivesTheSameNoiseEverywhere() {
     struct Reference {
         uint64_t seed;
@@ -449,6 +450,7 @@ int main(int argc, char** argv) {
     std::filesystem::create_directories(g_scratch);
     core::configureThreads();
     const std::vector<std::pair<std::string, std::function<void()>>> cases{
+        {"gpuMemoryIsMeasured", gpuMemoryIsMeasured},  // first: before any CUDA tensor
         {"graphsReplayThePlainLoop", graphsReplayThePlainLoop},
         {"graphsSurviveASweep", graphsSurviveASweep},
         {"framesMatchTheTrajectory", framesMatchTheTrajectory},
@@ -458,7 +460,6 @@ int main(int argc, char** argv) {
         {"outOfMemoryRecovers", outOfMemoryRecovers},
         {"cpuAndCudaAgree", cpuAndCudaAgree},
         {"empiricalDenoiserOnTheDevice", empiricalDenoiserOnTheDevice},
-        {"gpuMemoryIsMeasured", gpuMemoryIsMeasured},
         {"seedGivesTheSameNoiseEverywhere", seedGivesTheSameNoiseEverywhere},
         {"fewOperationsPerStep", fewOperationsPerStep},
     };

@@ -13,15 +13,14 @@ constexpr int64_t kClipHeadWidth = 64;
 
 ClipTextModel::ClipTextModel(const Weights& root, Activation activation) : m_quickGelu(activation == Activation::QuickGelu) {
     const Weights w = root.sub("text_model.");
-    m_tokenEmbedding = w.get("embeddings.token_embedding.weight");
-    if (m_tokenEmbedding.dim() != 2) throw CheckpointError("the tensor '" + w.prefix() + "embeddings.token_embedding.weight' is not a matrix");
-    m_width = m_tokenEmbedding.size(1);
+    m_tokenEmbedding = layers::Embedding::load(w, "embeddings.token_embedding.weight");
+    m_width = m_tokenEmbedding.width();
     if (m_width % kClipHeadWidth != 0) {
         throw CheckpointError("the CLIP text model under '" + root.prefix() + "' is " + std::to_string(m_width) +
                               " wide, not a multiple of CLIP's 64-wide heads");
     }
     m_heads = m_width / kClipHeadWidth;
-    m_positionEmbedding = w.get("embeddings.position_embedding.weight", {-1, m_width});
+    m_positionEmbedding = layers::Embedding::load(w, "embeddings.position_embedding.weight", {-1, m_width});
     const int count = w.count("encoder.layers.");
     if (count == 0) throw CheckpointError("the CLIP text model under '" + root.prefix() + "' has no encoder.layers");
     for (int i = 0; i < count; ++i) {
@@ -38,17 +37,17 @@ ClipTextModel::ClipTextModel(const Weights& root, Activation activation) : m_qui
         m_layers.push_back(std::move(layer));
     }
     m_finalNorm = layers::LayerNorm::load(w, "final_layer_norm", m_width, 1e-5);
-    m_projection = root.optional("text_projection.weight", {-1, m_width});
+    if (root.has("text_projection.weight")) m_projection = layers::Linear::load(root, "text_projection", m_width, -1, false);
 }
 
 ClipTextModel::Output ClipTextModel::forward(const torch::Tensor& ids, int64_t endId, bool project) const {
     const int64_t batch = ids.size(0), length = ids.size(1);
-    if (length > m_positionEmbedding.size(0)) {
-        throw std::invalid_argument("CLIP takes at most " + std::to_string(m_positionEmbedding.size(0)) + " tokens");
+    if (length > m_positionEmbedding.count()) {
+        throw std::invalid_argument("CLIP takes at most " + std::to_string(m_positionEmbedding.count()) + " tokens");
     }
     const torch::Tensor tokens = ids.to(m_tokenEmbedding.device(), torch::kInt64);
-    torch::Tensor h = m_tokenEmbedding.index_select(0, tokens.reshape(-1)).reshape({batch, length, m_width}) +
-                      m_positionEmbedding.narrow(0, 0, length).unsqueeze(0);
+    torch::Tensor h = m_tokenEmbedding.rows(tokens) +
+                      m_positionEmbedding.rows(torch::arange(length, tokens.options())).unsqueeze(0);
     const double scale = 1.0 / std::sqrt(double(kClipHeadWidth));
     auto heads = [&](const torch::Tensor& t) { return t.reshape({batch, length, m_heads, kClipHeadWidth}).transpose(1, 2); };
     Output out;
@@ -67,7 +66,7 @@ ClipTextModel::Output ClipTextModel::forward(const torch::Tensor& ids, int64_t e
     const torch::Tensor isEnd = tokens.eq(endId).to(torch::kInt64);
     const torch::Tensor first = torch::where(isEnd.sum(1) > 0, isEnd.argmax(1), torch::full({batch}, length - 1, isEnd.options()));
     out.pooled = out.hidden.index({torch::arange(batch, first.options()), first});
-    if (project && m_projection.defined()) out.pooled = torch::linear(out.pooled, m_projection);
+    if (project && hasProjection()) out.pooled = m_projection(out.pooled);
     return out;
 }
 
@@ -86,16 +85,15 @@ int64_t T5Encoder::bucket(int64_t relative, int64_t buckets, int64_t maxDistance
 T5Encoder::T5Encoder(const Weights& w) {
     // The embedding is tied: files keep it as shared.weight, encoder.embed_tokens.weight or both.
     const std::string embeddingKey = w.has("shared.weight") ? "shared.weight" : "encoder.embed_tokens.weight";
-    m_embedding = w.get(embeddingKey);
-    if (m_embedding.dim() != 2) throw CheckpointError("the tensor '" + w.prefix() + embeddingKey + "' is not a matrix");
-    m_width = m_embedding.size(1);
+    m_embedding = layers::Embedding::load(w, embeddingKey);
+    m_width = m_embedding.width();
     const std::string biasKey = "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight";
-    m_relativeBias = w.get(biasKey, {-1, -1});
-    if (m_relativeBias.size(0) != 32) {
-        throw CheckpointError("the tensor '" + w.prefix() + biasKey + "' has " + std::to_string(m_relativeBias.size(0)) +
+    m_relativeBias = layers::Embedding::load(w, biasKey, {-1, -1});
+    if (m_relativeBias.count() != 32) {
+        throw CheckpointError("the tensor '" + w.prefix() + biasKey + "' has " + std::to_string(m_relativeBias.count()) +
                               " buckets where T5 has 32");
     }
-    m_heads = m_relativeBias.size(1);
+    m_heads = m_relativeBias.width();
     m_inner = w.size("encoder.block.0.layer.0.SelfAttention.q.weight", 0);
     if (m_inner % m_heads != 0) {
         throw CheckpointError("T5's attention is " + std::to_string(m_inner) + " wide, which its " + std::to_string(m_heads) +
@@ -106,14 +104,14 @@ T5Encoder::T5Encoder(const Weights& w) {
         const Weights bw = w.sub("encoder.block." + std::to_string(i) + ".layer.");
         Block b;
         b.attentionNorm = bw.get("0.layer_norm.weight", {m_width});
-        b.q = bw.get("0.SelfAttention.q.weight", {m_inner, m_width});
-        b.k = bw.get("0.SelfAttention.k.weight", {m_inner, m_width});
-        b.v = bw.get("0.SelfAttention.v.weight", {m_inner, m_width});
-        b.o = bw.get("0.SelfAttention.o.weight", {m_width, m_inner});
+        b.q = layers::Linear::load(bw, "0.SelfAttention.q", m_width, m_inner, false);
+        b.k = layers::Linear::load(bw, "0.SelfAttention.k", m_width, m_inner, false);
+        b.v = layers::Linear::load(bw, "0.SelfAttention.v", m_width, m_inner, false);
+        b.o = layers::Linear::load(bw, "0.SelfAttention.o", m_inner, m_width, false);
         b.feedNorm = bw.get("1.layer_norm.weight", {m_width});
-        b.wi0 = bw.get("1.DenseReluDense.wi_0.weight", {-1, m_width});
-        b.wi1 = bw.get("1.DenseReluDense.wi_1.weight", {b.wi0.size(0), m_width});
-        b.wo = bw.get("1.DenseReluDense.wo.weight", {m_width, b.wi0.size(0)});
+        b.wi0 = layers::Linear::load(bw, "1.DenseReluDense.wi_0", m_width, -1, false);
+        b.wi1 = layers::Linear::load(bw, "1.DenseReluDense.wi_1", m_width, b.wi0.out(), false);
+        b.wo = layers::Linear::load(bw, "1.DenseReluDense.wo", b.wi0.out(), m_width, false);
         m_blocks.push_back(std::move(b));
     }
     if (m_blocks.empty()) throw CheckpointError("the T5 encoder under '" + w.prefix() + "' has no encoder.block");
@@ -123,26 +121,26 @@ T5Encoder::T5Encoder(const Weights& w) {
 torch::Tensor T5Encoder::forward(const torch::Tensor& ids) const {
     const int64_t batch = ids.size(0), length = ids.size(1);
     const torch::Tensor tokens = ids.to(m_embedding.device(), torch::kInt64);
-    if (tokens.numel() > 0 && (tokens.min().item<int64_t>() < 0 || tokens.max().item<int64_t>() >= m_embedding.size(0))) {
-        throw std::invalid_argument("a token id lies outside T5's vocabulary of " + std::to_string(m_embedding.size(0)));
+    if (tokens.numel() > 0 && (tokens.min().item<int64_t>() < 0 || tokens.max().item<int64_t>() >= m_embedding.count())) {
+        throw std::invalid_argument("a token id lies outside T5's vocabulary of " + std::to_string(m_embedding.count()));
     }
-    torch::Tensor h = m_embedding.index_select(0, tokens.reshape(-1)).reshape({batch, length, m_width});
+    torch::Tensor h = m_embedding.rows(tokens);
     // The position bias [1, heads, L, L] from block 0's table, shared by every block.
     std::vector<int64_t> buckets(size_t(length * length));
     for (int64_t q = 0; q < length; ++q) {
         for (int64_t k = 0; k < length; ++k) buckets[size_t(q * length + k)] = bucket(k - q);
     }
     const torch::Tensor index = torch::tensor(buckets, torch::kInt64).to(m_relativeBias.device());
-    const torch::Tensor bias = m_relativeBias.index_select(0, index).reshape({length, length, m_heads}).permute({2, 0, 1}).unsqueeze(0);
+    const torch::Tensor bias = m_relativeBias.rows(index).reshape({length, length, m_heads}).permute({2, 0, 1}).unsqueeze(0);
     const int64_t headWidth = m_inner / m_heads;
     auto heads = [&](const torch::Tensor& t) { return t.reshape({batch, length, m_heads, headWidth}).transpose(1, 2); };
     for (const Block& b : m_blocks) {
         const torch::Tensor x = layers::rmsNorm(h, b.attentionNorm, 1e-6);
         const torch::Tensor attended =
-            layers::attention(heads(torch::linear(x, b.q)), heads(torch::linear(x, b.k)), heads(torch::linear(x, b.v)), 1.0, bias);
-        h = h + torch::linear(attended.transpose(1, 2).reshape({batch, length, m_inner}), b.o);
+            layers::attention(heads(b.q(x)), heads(b.k(x)), heads(b.v(x)), 1.0, bias);
+        h = h + b.o(attended.transpose(1, 2).reshape({batch, length, m_inner}));
         const torch::Tensor y = layers::rmsNorm(h, b.feedNorm, 1e-6);
-        h = h + torch::linear(layers::geluTanh(torch::linear(y, b.wi0)) * torch::linear(y, b.wi1), b.wo);
+        h = h + b.wo(layers::geluTanh(b.wi0(y)) * b.wi1(y));
     }
     return layers::rmsNorm(h, m_finalNorm, 1e-6);
 }

@@ -31,7 +31,7 @@ public:
     // ids [B, L] (int64); `endId` marks the end token whose position is pooled.
     Output forward(const torch::Tensor& ids, int64_t endId, bool project = false) const;
     int64_t width() const { return m_width; }
-    bool hasProjection() const { return m_projection.defined(); }
+    bool hasProjection() const { return m_projection.weight.defined(); }
 
 private:
     struct Layer {
@@ -41,7 +41,8 @@ private:
     int64_t m_width = 0;
     int64_t m_heads = 0;
     bool m_quickGelu = true;
-    torch::Tensor m_tokenEmbedding, m_positionEmbedding, m_projection;
+    layers::Embedding m_tokenEmbedding, m_positionEmbedding;
+    layers::Linear m_projection;  // undefined weight where the file has none
     std::vector<Layer> m_layers;
     layers::LayerNorm m_finalNorm;
 };
@@ -61,12 +62,14 @@ public:
 
 private:
     struct Block {
-        torch::Tensor attentionNorm, q, k, v, o, feedNorm, wi0, wi1, wo;
+        torch::Tensor attentionNorm, feedNorm;
+        layers::Linear q, k, v, o, wi0, wi1, wo;
     };
     int64_t m_width = 0;
     int64_t m_heads = 0;
     int64_t m_inner = 0;
-    torch::Tensor m_embedding, m_relativeBias, m_finalNorm;
+    layers::Embedding m_embedding, m_relativeBias;
+    torch::Tensor m_finalNorm;
     std::vector<Block> m_blocks;
 };
 
