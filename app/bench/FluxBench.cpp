@@ -29,7 +29,7 @@ using Tensors = std::vector<std::pair<std::string, torch::Tensor>>;
 torch::Tensor toFloat8Bytes(const torch::Tensor& values) {
     const torch::Tensor table = core::float8E4M3Values().slice(0, 0, 127).to(values.device());
     const torch::Tensor magnitude = values.abs().to(torch::kFloat32).clamp_max(448.0f).contiguous();
-    const torch::Tensor above = torch::searchsorted(table, magnitude).clamp(1, 126);
+    const torch::Tensor above = torch::bucketize(magnitude, table).clamp(1, 126);  // the first code >= the value
     const torch::Tensor below = above - 1;
     const auto at = [&](const torch::Tensor& codes) { return table.index_select(0, codes.flatten()).view_as(magnitude); };
     const torch::Tensor code = torch::where((magnitude - at(below)) < (at(above) - magnitude), below, above);
