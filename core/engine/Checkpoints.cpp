@@ -123,7 +123,7 @@ std::string describeMemory(const CheckpointMemory& memory, const std::string& en
                        describeBytes(memory.transformerBytes) + " in " + memory.transformerDtype;
     if (memory.encoderBytes > 0.0) {
         line += ", text encoders up to " + describeBytes(memory.encoderBytes) + " (" + encoderName + ")" +
-                (memory.encodersOnCpu ? " on the CPU, in float32 or as it fits there" : "");
+                (memory.encodersOnCpu ? " on the CPU" : "");
     }
     if (memory.autoencoderBytes > 0.0) line += ", the autoencoder " + describeBytes(memory.autoencoderBytes);
     return memory.fits ? "Needs " + line

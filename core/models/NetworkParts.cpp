@@ -8,6 +8,15 @@
 
 namespace flowscope::core::layers {
 
+namespace {
+
+// Float8 bytes as the table's values (the compute dtype), in their shape.
+torch::Tensor widenFloat8(const torch::Tensor& table, const torch::Tensor& bytes) {
+    return table.index_select(0, bytes.reshape({-1}).to(torch::kInt)).view(bytes.sizes());
+}
+
+}  // namespace
+
 Linear Linear::load(const Weights& weights, const std::string& key, int64_t in, int64_t out, bool withBias) {
     Linear layer;
     layer.weight = weights.getMatrix(key + ".weight", {out, in});
@@ -17,8 +26,7 @@ Linear Linear::load(const Weights& weights, const std::string& key, int64_t in, 
 }
 
 torch::Tensor Linear::widened() const {
-    if (!table.defined()) return weight;
-    return table.index_select(0, weight.reshape({-1}).to(torch::kInt)).view(weight.sizes());
+    return table.defined() ? widenFloat8(table, weight) : weight;
 }
 
 torch::Tensor Linear::operator()(const torch::Tensor& x) const { return torch::linear(x, widened(), bias); }
@@ -36,9 +44,8 @@ Embedding Embedding::load(const Weights& weights, const std::string& key, const 
 torch::Tensor Embedding::rows(const torch::Tensor& ids) const {
     std::vector<int64_t> shape = ids.sizes().vec();
     shape.push_back(width());
-    const torch::Tensor picked = weight.index_select(0, ids.reshape({-1}));
-    if (!table.defined()) return picked.view(shape);
-    return table.index_select(0, picked.reshape({-1}).to(torch::kInt)).view(shape);
+    const torch::Tensor picked = weight.index_select(0, ids.reshape({-1})).view(shape);
+    return table.defined() ? widenFloat8(table, picked) : picked;
 }
 
 LayerNorm LayerNorm::load(const Weights& weights, const std::string& key, int64_t width, double eps) {

@@ -428,6 +428,9 @@ private slots:
         QCOMPARE(packedWeights.float8Parameters(), int64_t(40 * 8 + 32 * 2 + 2 * (4 * 64 + 3 * 128)));
         const T5Encoder packed(packedWeights);
         const T5Encoder wide(Weights(files, "", torch::kFloat32, torch::kCPU));
+        // Every matrix one byte per value; only the five float32 norms of 8 values stay wide.
+        QCOMPARE(packed.heldBytes(), packedWeights.float8Parameters() + int64_t(5 * 8 * 4));
+        QCOMPARE(wide.heldBytes(), 4 * packedWeights.float8Parameters() + int64_t(5 * 8 * 4));
         const torch::Tensor ids = torch::tensor({3, 17, 39, 0, 1}, torch::kInt64).reshape({1, 5});
         const torch::Tensor a = packed.forward(ids);
         QVERIFY(torch::isfinite(a).all().item<bool>());

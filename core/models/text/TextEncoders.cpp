@@ -118,6 +118,15 @@ T5Encoder::T5Encoder(const Weights& w) {
     m_finalNorm = w.get("encoder.final_layer_norm.weight", {m_width});
 }
 
+int64_t T5Encoder::heldBytes() const {
+    int64_t bytes = int64_t(m_embedding.weight.nbytes() + m_relativeBias.weight.nbytes() + m_finalNorm.nbytes());
+    for (const Block& b : m_blocks) {
+        bytes += int64_t(b.attentionNorm.nbytes() + b.feedNorm.nbytes());
+        for (const layers::Linear* layer : {&b.q, &b.k, &b.v, &b.o, &b.wi0, &b.wi1, &b.wo}) bytes += int64_t(layer->weight.nbytes());
+    }
+    return bytes;
+}
+
 torch::Tensor T5Encoder::forward(const torch::Tensor& ids) const {
     const int64_t batch = ids.size(0), length = ids.size(1);
     const torch::Tensor tokens = ids.to(m_embedding.device(), torch::kInt64);

@@ -55,6 +55,8 @@ public:
     // token attends to every other (the pipelines pass no mask).
     torch::Tensor forward(const torch::Tensor& ids) const;
     int64_t width() const { return m_width; }
+    // The bytes its weights hold (float8 matrices kept packed count one byte per value).
+    int64_t heldBytes() const;
 
     // T5's bidirectional relative-position bucket for key - query = `relative` (32 buckets,
     // exact below 8 either way, logarithmic to 128).
